@@ -1,0 +1,75 @@
+package protocol
+
+import (
+	"context"
+	"errors"
+
+	"connectrpc.com/connect"
+
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
+)
+
+// errorCodes maps each error kind to its wire code; the order matters only in
+// that the first match wins.
+var errorCodes = []struct {
+	kind error
+	code connect.Code
+}{
+	{errdefs.ErrInvalid, connect.CodeInvalidArgument},
+	{errdefs.ErrNotFound, connect.CodeNotFound},
+	{errdefs.ErrAlreadyExists, connect.CodeAlreadyExists},
+	{errdefs.ErrUnavailable, connect.CodeUnavailable},
+	{errdefs.ErrUnauthenticated, connect.CodeUnauthenticated},
+	{errdefs.ErrPermissionDenied, connect.CodePermissionDenied},
+	{errdefs.ErrResourceExhausted, connect.CodeResourceExhausted},
+	{errdefs.ErrLocked, connect.CodeFailedPrecondition},
+	{context.Canceled, connect.CodeCanceled},
+	{context.DeadlineExceeded, connect.CodeDeadlineExceeded},
+}
+
+// ToConnectError turns an error from the node into a wire error carrying a
+// code. The message keeps the full wrapped text so the user sees what failed.
+func ToConnectError(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		return err
+	}
+	for _, m := range errorCodes {
+		if errors.Is(err, m.kind) {
+			return connect.NewError(m.code, err)
+		}
+	}
+	return connect.NewError(connect.CodeInternal, err)
+}
+
+// FromConnectError turns a wire error back into an error that wraps the
+// matching errdefs kind, so clients check it with errors.Is.
+func FromConnectError(err error) error {
+	if err == nil {
+		return nil
+	}
+	code := connect.CodeOf(err)
+	msg := err.Error()
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		msg = ce.Message()
+	}
+	for _, m := range errorCodes {
+		if m.code == code {
+			return &wireError{kind: m.kind, msg: msg}
+		}
+	}
+	return errors.New(msg)
+}
+
+// wireError is an error received from the wire, classified by its code.
+type wireError struct {
+	kind error
+	msg  string
+}
+
+func (e *wireError) Error() string { return e.msg }
+func (e *wireError) Unwrap() error { return e.kind }

@@ -1,0 +1,26 @@
+package protocol
+
+// Versions of the wire this build speaks. Every stream protocol id and pubsub
+// topic carries its version; a peer advertises them in its heartbeat.
+const (
+	// HeartbeatTopic is the gossipsub topic of capability heartbeats.
+	HeartbeatTopic = "/cortex/heartbeat/1.0.0"
+	// DHTPrefix keeps the mesh's kad-DHT apart from any public DHT.
+	DHTPrefix = "/cortex"
+	// Rendezvous is the DHT key under which mesh members advertise themselves.
+	Rendezvous = "/cortex/mesh/1.0.0"
+)
+
+// Size caps. A message over its cap is rejected before it is decoded.
+const (
+	// MaxPubsubMessage bounds every gossipsub message on every topic.
+	MaxPubsubMessage = 1 << 20
+	// MaxHeartbeatSize bounds an encoded heartbeat.
+	MaxHeartbeatSize = 16 << 10
+)
+
+// Protocols lists the versioned wire protocols of this build, as advertised in
+// heartbeats and shown by `cortex-peer version`.
+func Protocols() []string {
+	return []string{HeartbeatTopic}
+}
