@@ -1,0 +1,132 @@
+// Package apiclient connects to a running peer's local API through its data
+// dir: it finds the socket and the token the config names and returns typed
+// clients. The CLI and testnet use it.
+package apiclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"syscall"
+
+	"connectrpc.com/connect"
+
+	"github.com/cortex-peer/cortex-peer/node/datadir"
+	"github.com/cortex-peer/cortex-peer/protocol"
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
+	apiv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1"
+	"github.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1/apiv1connect"
+)
+
+// baseURL is a placeholder host: every request goes to the unix socket.
+const baseURL = "http://cortex-peer"
+
+// Client talks to one peer's local API.
+type Client struct {
+	dir    string
+	socket string
+	hc     *http.Client
+	peer   apiv1connect.PeerServiceClient
+}
+
+// Dial prepares a client for the peer whose data dir is root. It does not
+// connect yet; the first call reports a peer that is not running.
+func Dial(root string) (*Client, error) {
+	d, err := datadir.Open(root)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := d.LoadConfig()
+	if err != nil {
+		return nil, err
+	}
+	token, err := d.Token(cfg)
+	if err != nil {
+		return nil, err
+	}
+	socket := d.Path(cfg.API.Socket)
+	return New(root, socket, token), nil
+}
+
+// New returns a client for the API at socket with token; root is named in
+// error messages.
+func New(root, socket, token string) *Client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+		DisableCompression: true,
+	}
+	hc := &http.Client{Transport: tr}
+	opts := []connect.ClientOption{connect.WithInterceptors(auth{token: token})}
+	return &Client{
+		dir:    root,
+		socket: socket,
+		hc:     hc,
+		peer:   apiv1connect.NewPeerServiceClient(hc, baseURL, opts...),
+	}
+}
+
+// Close releases idle connections.
+func (c *Client) Close() { c.hc.CloseIdleConnections() }
+
+// Identity returns the peer's id and addresses.
+func (c *Client) Identity(ctx context.Context) (*apiv1.IdentityResponse, error) {
+	resp, err := c.peer.Identity(ctx, connect.NewRequest(&apiv1.IdentityRequest{}))
+	if err != nil {
+		return nil, c.wrap("identity", err)
+	}
+	return resp.Msg, nil
+}
+
+// Peers returns the mesh as the peer sees it.
+func (c *Client) Peers(ctx context.Context, includeExpired bool) ([]*apiv1.PeerInfo, error) {
+	resp, err := c.peer.Peers(ctx, connect.NewRequest(&apiv1.PeersRequest{IncludeExpired: includeExpired}))
+	if err != nil {
+		return nil, c.wrap("peers", err)
+	}
+	return resp.Msg.GetPeers(), nil
+}
+
+// Status returns the peer's status.
+func (c *Client) Status(ctx context.Context) (*apiv1.StatusResponse, error) {
+	resp, err := c.peer.Status(ctx, connect.NewRequest(&apiv1.StatusRequest{}))
+	if err != nil {
+		return nil, c.wrap("status", err)
+	}
+	return resp.Msg, nil
+}
+
+// wrap turns a transport or wire error into one the user can act on.
+func (c *Client) wrap(call string, err error) error {
+	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOENT) {
+		return fmt.Errorf("%s: no peer is running on %s (start one with `cortex-peer join --data %s`): %w", call, c.dir, c.dir, errdefs.ErrUnavailable)
+	}
+	return fmt.Errorf("%s: %w", call, protocol.FromConnectError(err))
+}
+
+// auth adds the bearer token to every request.
+type auth struct{ token string }
+
+func (a auth) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		req.Header().Set("Authorization", "Bearer "+a.token)
+		return next(ctx, req)
+	}
+}
+
+func (a auth) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
+		conn := next(ctx, spec)
+		conn.RequestHeader().Set("Authorization", "Bearer "+a.token)
+		return conn
+	}
+}
+
+func (a auth) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
+}

@@ -1,0 +1,107 @@
+package node
+
+import (
+	"fmt"
+	"log/slog"
+	"maps"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/cortex-peer/cortex-peer/node/datadir"
+	"github.com/cortex-peer/cortex-peer/node/store"
+	"github.com/cortex-peer/cortex-peer/p2p"
+)
+
+// Config is everything one peer needs, already translated from the user's
+// config file into each subsystem's Config.
+type Config struct {
+	Dir          datadir.Dir
+	Version      string
+	Labels       map[string]string
+	P2P          p2p.Config
+	Store        store.Config
+	APISocket    string
+	APITokenFile string
+	// KnownPeersInterval is how often the peers in the book are saved to the
+	// store, so a restarted peer can rejoin without its bootstrap peers.
+	KnownPeersInterval time.Duration
+}
+
+// DefaultKnownPeersInterval is the default of Config.KnownPeersInterval.
+const DefaultKnownPeersInterval = 30 * time.Second
+
+// ConfigFromFile translates the data dir's config file into a Config,
+// reading the identity and mesh key it names.
+func ConfigFromFile(d datadir.Dir, fc datadir.FileConfig) (Config, error) {
+	if err := fc.Validate(); err != nil {
+		return Config{}, err
+	}
+	sk, err := d.Identity()
+	if err != nil {
+		return Config{}, err
+	}
+	p := p2p.DefaultConfig()
+	p.Version = Version
+	p.Identity = sk
+	if raw, err := d.ReadMeshKey(fc); err != nil {
+		return Config{}, err
+	} else if raw != nil {
+		if p.MeshKey, err = p2p.DecodeMeshKey(raw); err != nil {
+			return Config{}, fmt.Errorf("%s: %w", d.Path(fc.P2P.MeshKeyFile), err)
+		}
+	}
+	for _, s := range fc.Policy.Allowlist {
+		id, _ := peer.Decode(s) // checked by Validate
+		p.Allowlist = append(p.Allowlist, id)
+	}
+	p.ListenAddrs = fc.P2P.Listen
+	p.Bootstrap = fc.P2P.Bootstrap
+	p.MDNS = fc.P2P.MDNS
+	p.DHT = fc.P2P.DHT
+	p.Heartbeat = p2p.HeartbeatConfig{Interval: fc.P2P.HeartbeatInterval.Duration, Expiry: fc.P2P.HeartbeatExpiry.Duration}
+	l := fc.P2P.Limits
+	p.Limits = p2p.Limits{
+		MaxConnections: l.MaxConnections,
+		MaxStreams:     l.MaxStreams,
+		MaxMemoryBytes: int64(l.MaxMemoryMiB) << 20,
+		MaxFileDescs:   l.MaxFileDescs,
+	}
+	p.Connection.Low, p.Connection.High = l.ConnectionsLow, l.ConnectionsHigh
+	cfg := Config{
+		Dir:                d,
+		Version:            Version,
+		Labels:             maps.Clone(fc.Labels),
+		P2P:                p,
+		Store:              store.DefaultConfig(d.Path(fc.Store.Dir)),
+		APISocket:          d.Path(fc.API.Socket),
+		APITokenFile:       d.Path(fc.API.TokenFile),
+		KnownPeersInterval: DefaultKnownPeersInterval,
+	}
+	return cfg, cfg.Validate()
+}
+
+// Validate checks the whole config.
+func (c Config) Validate() error {
+	if err := c.P2P.Validate(); err != nil {
+		return err
+	}
+	if err := c.Store.Validate(); err != nil {
+		return err
+	}
+	if c.Dir.Root == "" || c.APISocket == "" || c.APITokenFile == "" || c.KnownPeersInterval <= 0 {
+		return fmt.Errorf("node config: data dir, API socket, token file and known-peers interval are required")
+	}
+	return nil
+}
+
+// NewLogger builds the process logger from the config file's log section.
+func NewLogger(w interface{ Write([]byte) (int, error) }, level, format string) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(level))
+	opts := &slog.HandlerOptions{Level: lv}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,300 @@
+package datadir
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/cortex-peer/cortex-peer/p2p"
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
+)
+
+// FileConfig is the user's config file, DIR/config.toml. Every key is
+// optional: a missing key keeps its default. The node translates it into
+// each subsystem's Config.
+type FileConfig struct {
+	P2P    P2PSection        `toml:"p2p"`
+	Labels map[string]string `toml:"labels"`
+	Policy PolicySection     `toml:"policy"`
+	API    APISection        `toml:"api"`
+	Store  StoreSection      `toml:"store"`
+	Log    LogSection        `toml:"log"`
+}
+
+// P2PSection configures the host, discovery and heartbeats.
+type P2PSection struct {
+	Listen            []string      `toml:"listen"`
+	Bootstrap         []string      `toml:"bootstrap"`
+	MDNS              bool          `toml:"mdns"`
+	DHT               bool          `toml:"dht"`
+	MeshKeyFile       string        `toml:"mesh_key_file"`
+	HeartbeatInterval Duration      `toml:"heartbeat_interval"`
+	HeartbeatExpiry   Duration      `toml:"heartbeat_expiry"`
+	Limits            LimitsSection `toml:"limits"`
+}
+
+// LimitsSection bounds what the mesh can make this peer spend.
+type LimitsSection struct {
+	MaxConnections  int `toml:"max_connections"`
+	MaxStreams      int `toml:"max_streams"`
+	MaxMemoryMiB    int `toml:"max_memory_mib"`
+	MaxFileDescs    int `toml:"max_file_descriptors"`
+	ConnectionsLow  int `toml:"connections_low"`
+	ConnectionsHigh int `toml:"connections_high"`
+}
+
+// PolicySection says who may use this peer.
+type PolicySection struct {
+	// Allowlist of peer ids; when not empty, only these may connect.
+	Allowlist []string `toml:"allowlist"`
+}
+
+// APISection locates the local API.
+type APISection struct {
+	Socket    string `toml:"socket"`
+	TokenFile string `toml:"token_file"`
+}
+
+// StoreSection locates the local store.
+type StoreSection struct {
+	Dir string `toml:"dir"`
+}
+
+// LogSection sets the log level (debug, info, warn, error) and format (text, json).
+type LogSection struct {
+	Level  string `toml:"level"`
+	Format string `toml:"format"`
+}
+
+// Duration is a time.Duration written as "5s" in the config file.
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses "5s", "1m30s".
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText writes the duration as "5s".
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// DefaultFileConfig is the config a missing key falls back to.
+func DefaultFileConfig() FileConfig {
+	def := p2p.DefaultConfig()
+	return FileConfig{
+		P2P: P2PSection{
+			Listen:            def.ListenAddrs,
+			MDNS:              def.MDNS,
+			DHT:               def.DHT,
+			MeshKeyFile:       MeshKeyFile,
+			HeartbeatInterval: Duration{def.Heartbeat.Interval},
+			HeartbeatExpiry:   Duration{def.Heartbeat.Expiry},
+			Limits: LimitsSection{
+				MaxConnections:  def.Limits.MaxConnections,
+				MaxStreams:      def.Limits.MaxStreams,
+				MaxMemoryMiB:    int(def.Limits.MaxMemoryBytes >> 20),
+				MaxFileDescs:    def.Limits.MaxFileDescs,
+				ConnectionsLow:  def.Connection.Low,
+				ConnectionsHigh: def.Connection.High,
+			},
+		},
+		Labels: map[string]string{},
+		API:    APISection{Socket: SocketFile, TokenFile: TokenFile},
+		Store:  StoreSection{Dir: StoreDir},
+		Log:    LogSection{Level: "info", Format: "text"},
+	}
+}
+
+// LoadConfig reads DIR/config.toml over the defaults. Unknown keys are an
+// error, so a typo does not pass silently.
+func (d Dir) LoadConfig() (FileConfig, error) {
+	cfg := DefaultFileConfig()
+	p := d.path(ConfigFile)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return cfg, nil
+		}
+		return FileConfig{}, fmt.Errorf("read config: %w", err)
+	}
+	md, err := toml.Decode(string(b), &cfg)
+	if err != nil {
+		return FileConfig{}, fmt.Errorf("config %s: %v: %w", p, err, errdefs.ErrInvalid)
+	}
+	if undecoded := md.Undecoded(); len(undecoded) > 0 {
+		keys := make([]string, len(undecoded))
+		for i, k := range undecoded {
+			keys[i] = k.String()
+		}
+		return FileConfig{}, fmt.Errorf("config %s: unknown keys %s: %w", p, strings.Join(keys, ", "), errdefs.ErrInvalid)
+	}
+	if cfg.Labels == nil {
+		cfg.Labels = map[string]string{}
+	}
+	if err := cfg.Validate(); err != nil {
+		return FileConfig{}, fmt.Errorf("config %s: %w", p, err)
+	}
+	return cfg, nil
+}
+
+// Validate checks what can be checked without starting anything.
+func (c FileConfig) Validate() error {
+	var errs []error
+	if err := validateConfigLists(c.P2P.Listen, c.P2P.Bootstrap, c.Labels); err != nil {
+		errs = append(errs, err)
+	}
+	for _, s := range c.Policy.Allowlist {
+		if _, err := peer.Decode(s); err != nil {
+			errs = append(errs, fmt.Errorf("policy.allowlist: %q is not a peer id: %v", s, err))
+		}
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
+		errs = append(errs, fmt.Errorf("log.level %q: want debug, info, warn or error", c.Log.Level))
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		errs = append(errs, fmt.Errorf("log.format %q: want text or json", c.Log.Format))
+	}
+	if c.API.Socket == "" || c.API.TokenFile == "" || c.Store.Dir == "" {
+		errs = append(errs, errors.New("api.socket, api.token_file and store.dir must not be empty"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%w: %w", errdefs.ErrInvalid, err)
+	}
+	return nil
+}
+
+func validateConfigLists(listen, bootstrap []string, labels map[string]string) error {
+	var errs []error
+	for _, a := range listen {
+		if _, err := ma.NewMultiaddr(a); err != nil {
+			errs = append(errs, fmt.Errorf("listen address %q: %v", a, err))
+		}
+	}
+	for _, a := range bootstrap {
+		if _, err := peer.AddrInfoFromString(a); err != nil {
+			errs = append(errs, fmt.Errorf("bootstrap address %q: %v (want a multiaddr ending in /p2p/PEER_ID, as `cortex-peer id` prints)", a, err))
+		}
+	}
+	for k, v := range labels {
+		if k == "" || len(k) > 256 || len(v) > 256 || strings.ContainsAny(k, "=\n") {
+			errs = append(errs, fmt.Errorf("label %q: key must be 1..256 bytes without '=', value at most 256 bytes", k))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ParseLabel parses "key=value".
+func ParseLabel(s string) (string, string, error) {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || k == "" {
+		return "", "", fmt.Errorf("label %q: want key=value: %w", s, errdefs.ErrInvalid)
+	}
+	return k, v, nil
+}
+
+var configTemplate = template.Must(template.New("config").Funcs(template.FuncMap{
+	"list":  tomlList,
+	"quote": strconv.Quote,
+}).Parse(`# cortex-peer configuration. Every key is optional: a missing key keeps the
+# default shown here. Relative paths are inside this data directory.
+
+[p2p]
+# Multiaddrs to listen on. With a mesh key, go-libp2p's QUIC cannot be used
+# and only the TCP addresses are; QUIC serves meshes run on an allowlist alone.
+# Use port 0 for any free port; a second peer on one machine needs other ports.
+listen = {{list .Listen}}
+# Full multiaddrs (ending in /p2p/PEER_ID, as "cortex-peer id" prints) of peers
+# to join at start and to redial while they are unreachable.
+bootstrap = {{list .Bootstrap}}
+# Find peers of the same mesh on the local network.
+mdns = {{.MDNS}}
+# Run the mesh's own kad-DHT to find peers beyond one LAN.
+dht = {{.DHT}}
+# The private-network key shared by the whole mesh ("cortex-peer mesh-key"
+# prints it). Empty: no mesh key, and then policy.allowlist is required.
+mesh_key_file = {{quote .MeshKeyFile}}
+# How often this peer announces itself, and how long an announcement lasts.
+heartbeat_interval = {{quote .HeartbeatInterval.String}}
+heartbeat_expiry = {{quote .HeartbeatExpiry.String}}
+
+[p2p.limits]
+# Enforced by libp2p's resource manager and connection manager.
+max_connections = {{.Limits.MaxConnections}}
+max_streams = {{.Limits.MaxStreams}}
+max_memory_mib = {{.Limits.MaxMemoryMiB}}
+max_file_descriptors = {{.Limits.MaxFileDescs}}
+# Above connections_high, connections are trimmed down to connections_low.
+connections_low = {{.Limits.ConnectionsLow}}
+connections_high = {{.Limits.ConnectionsHigh}}
+
+[labels]
+# key = "value" pairs announced to the mesh, for task placement.
+{{- range $k, $v := .Labels}}
+{{quote $k}} = {{quote $v}}
+{{- end}}
+
+[policy]
+# Peer ids allowed to connect; empty allows every holder of the mesh key.
+allowlist = []
+
+[api]
+# The local API: a unix socket (mode 0600) and the token every request needs.
+socket = "api.sock"
+token_file = "api.token"
+
+[store]
+dir = "store"
+
+[log]
+# debug, info, warn or error; text or json.
+level = "info"
+format = "text"
+`))
+
+type templateData struct {
+	P2PSection
+	Labels map[string]string
+}
+
+func renderConfig(opts InitOptions) string {
+	def := DefaultFileConfig()
+	data := templateData{P2PSection: def.P2P, Labels: opts.Labels}
+	if len(opts.Listen) > 0 {
+		data.Listen = opts.Listen
+	}
+	data.Bootstrap = opts.Bootstrap
+	if opts.DisableMDNS {
+		data.MDNS = false
+	}
+	if opts.HeartbeatInterval > 0 {
+		data.HeartbeatInterval = Duration{opts.HeartbeatInterval}
+		data.HeartbeatExpiry = Duration{3 * opts.HeartbeatInterval}
+	}
+	var b bytes.Buffer
+	if err := configTemplate.Execute(&b, data); err != nil {
+		panic(fmt.Sprintf("config template: %v", err)) // a bug in the template, not input
+	}
+	return b.String()
+}
+
+func tomlList(xs []string) string {
+	q := make([]string, len(xs))
+	for i, x := range xs {
+		q[i] = strconv.Quote(x)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}

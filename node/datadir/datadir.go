@@ -1,0 +1,240 @@
+// Package datadir owns the layout of a peer's data directory: its config
+// file, identity, mesh key, API token, API socket, store and lock. The CLI
+// uses it to find a peer; the node uses it to start one.
+//
+// datadir imports p2p only to generate keys; it must not import node.
+package datadir
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+
+	"github.com/cortex-peer/cortex-peer/p2p"
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
+)
+
+// EnvVar names the environment variable that chooses the data dir when no
+// --data flag is given.
+const EnvVar = "CORTEX_PEER_DATA"
+
+// File names inside the data dir.
+const (
+	ConfigFile   = "config.toml"
+	IdentityFile = "identity.key"
+	MeshKeyFile  = "mesh.key"
+	TokenFile    = "api.token"
+	SocketFile   = "api.sock"
+	StoreDir     = "store"
+	LockFile     = "peer.lock"
+)
+
+// Dir is an initialized data directory.
+type Dir struct {
+	Root string
+}
+
+// Resolve picks the data dir: the flag's value, else $CORTEX_PEER_DATA, else
+// ~/.cortex-peer. The result is absolute.
+func Resolve(flag string) (string, error) {
+	dir := flag
+	if dir == "" {
+		dir = os.Getenv(EnvVar)
+	}
+	if dir == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("find data dir: no --data, no $%s and no home directory: %w", EnvVar, err)
+		}
+		dir = filepath.Join(home, ".cortex-peer")
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("data dir %s: %w", dir, err)
+	}
+	return abs, nil
+}
+
+// InitOptions are the choices `cortex-peer init` offers.
+type InitOptions struct {
+	// MeshKey is the content of an existing mesh key file; nil makes a new mesh.
+	MeshKey []byte
+	// Listen, Bootstrap and Labels are written into the new config file.
+	Listen    []string
+	Bootstrap []string
+	Labels    map[string]string
+	// DisableMDNS turns local-network discovery off in the new config.
+	DisableMDNS bool
+	// HeartbeatInterval, when set, replaces the default interval; the
+	// expiry is three intervals.
+	HeartbeatInterval time.Duration
+}
+
+// Init creates a data dir (mode 0700) with a new identity, a mesh key, an API
+// token and a documented config file. It refuses a dir that already holds an
+// identity, so an existing peer's id is never lost.
+func Init(root string, opts InitOptions) (Dir, error) {
+	d := Dir{Root: root}
+	if _, err := os.Stat(d.path(IdentityFile)); err == nil {
+		return Dir{}, fmt.Errorf("init %s: already initialized (identity.key exists); use another --data dir: %w", root, errdefs.ErrAlreadyExists)
+	}
+	var meshKey []byte
+	if opts.MeshKey != nil {
+		if _, err := p2p.DecodeMeshKey(opts.MeshKey); err != nil {
+			return Dir{}, fmt.Errorf("init %s: %w", root, err)
+		}
+		meshKey = opts.MeshKey
+	} else {
+		k, err := p2p.GenerateMeshKey()
+		if err != nil {
+			return Dir{}, err
+		}
+		meshKey = k
+	}
+	if err := validateConfigLists(opts.Listen, opts.Bootstrap, opts.Labels); err != nil {
+		return Dir{}, fmt.Errorf("init %s: %w: %w", root, errdefs.ErrInvalid, err)
+	}
+	if opts.HeartbeatInterval < 0 {
+		return Dir{}, fmt.Errorf("init %s: negative heartbeat interval: %w", root, errdefs.ErrInvalid)
+	}
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return Dir{}, fmt.Errorf("init %s: %w", root, err)
+	}
+	if err := os.Chmod(root, 0o700); err != nil {
+		return Dir{}, fmt.Errorf("init %s: %w", root, err)
+	}
+	sk, err := p2p.GenerateIdentity()
+	if err != nil {
+		return Dir{}, err
+	}
+	skBytes, err := p2p.MarshalIdentity(sk)
+	if err != nil {
+		return Dir{}, err
+	}
+	token, err := newToken()
+	if err != nil {
+		return Dir{}, err
+	}
+	// The identity is written last: its presence marks a complete init, so
+	// an interrupted init can simply be run again.
+	files := []struct {
+		name string
+		data []byte
+	}{
+		{MeshKeyFile, meshKey},
+		{TokenFile, []byte(token + "\n")},
+		{ConfigFile, []byte(renderConfig(opts))},
+		{IdentityFile, skBytes},
+	}
+	for _, f := range files {
+		if err := writeFileAtomic(d.path(f.name), f.data, 0o600); err != nil {
+			return Dir{}, fmt.Errorf("init %s: %w", root, err)
+		}
+	}
+	return d, nil
+}
+
+// Open returns the data dir at root, or an error telling how to create it.
+func Open(root string) (Dir, error) {
+	d := Dir{Root: root}
+	if _, err := os.Stat(d.path(IdentityFile)); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return Dir{}, fmt.Errorf("no peer initialized in %s: run `cortex-peer init --data %s` first: %w", root, root, errdefs.ErrNotFound)
+		}
+		return Dir{}, fmt.Errorf("open data dir %s: %w", root, err)
+	}
+	return d, nil
+}
+
+func (d Dir) path(name string) string { return filepath.Join(d.Root, name) }
+
+// Path resolves a path from the config: relative paths are inside the data dir.
+func (d Dir) Path(p string) string {
+	if filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(d.Root, p)
+}
+
+// Identity reads the peer's private key.
+func (d Dir) Identity() (crypto.PrivKey, error) {
+	b, err := os.ReadFile(d.path(IdentityFile))
+	if err != nil {
+		return nil, fmt.Errorf("read identity: %w", err)
+	}
+	sk, err := p2p.UnmarshalIdentity(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", d.path(IdentityFile), err)
+	}
+	return sk, nil
+}
+
+// ReadMeshKey reads the mesh key file named by the config (relative to the
+// data dir), in the format `cortex-peer mesh-key` prints.
+func (d Dir) ReadMeshKey(cfg FileConfig) ([]byte, error) {
+	if cfg.P2P.MeshKeyFile == "" {
+		return nil, nil
+	}
+	p := d.Path(cfg.P2P.MeshKeyFile)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, fmt.Errorf("read mesh key %s: %w", p, err)
+	}
+	return b, nil
+}
+
+// Token reads the API token named by the config.
+func (d Dir) Token(cfg FileConfig) (string, error) {
+	p := d.Path(cfg.API.TokenFile)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return "", fmt.Errorf("read API token %s: %w", p, err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("API token file %s is empty: %w", p, errdefs.ErrInvalid)
+	}
+	return tok, nil
+}
+
+func newToken() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("generate API token: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// writeFileAtomic writes beside the target and renames, so a crash never
+// leaves a half-written key or config.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

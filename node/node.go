@@ -1,0 +1,193 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/cortex-peer/cortex-peer/node/datadir"
+	"github.com/cortex-peer/cortex-peer/node/store"
+	"github.com/cortex-peer/cortex-peer/p2p"
+)
+
+// Node is one running peer.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	started time.Time
+
+	lock   *datadir.Lock
+	store  *store.Store
+	host   *p2p.Host
+	book   *p2p.Book
+	hb     *p2p.Heartbeater
+	prober *prober
+	api    *apiServer
+	sup    *supervisor
+
+	closeOnce sync.Once
+	closeErr  error
+	done      chan struct{}
+}
+
+// New builds every subsystem of the peer, in order, and starts it. On any
+// failure what was built is closed again.
+func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, log: log, started: time.Now(), prober: newProber(), done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+
+	// One peer per data dir.
+	if n.lock, err = cfg.Dir.Lock(); err != nil {
+		return nil, err
+	}
+	if n.store, err = store.Open(cfg.Store, log.With("component", "store")); err != nil {
+		return nil, err
+	}
+	known := n.loadKnownPeers()
+	if n.host, err = p2p.New(cfg.P2P, log.With("component", "p2p")); err != nil {
+		return nil, err
+	}
+	n.book = p2p.NewBook(cfg.P2P.Heartbeat.Expiry)
+	if n.hb, err = p2p.NewHeartbeater(n.host, n.book, n.announcement, log.With("component", "heartbeat")); err != nil {
+		return nil, err
+	}
+	if n.api, err = newAPIServer(n, cfg.APISocket, cfg.APITokenFile); err != nil {
+		return nil, err
+	}
+
+	n.sup = newSupervisor(log.With("component", "supervisor"))
+	n.sup.Go("heartbeat", n.hb.Serve)
+	n.sup.Go("api", n.api.Serve)
+	n.sup.Go("known-peers", func(ctx context.Context) error { return n.saveKnownPeersLoop(ctx, known) })
+	log.Info("peer started", "id", n.host.ID(), "addrs", n.host.FullAddrs(), "api", cfg.APISocket, "version", cfg.Version)
+	return n, nil
+}
+
+// ID is the peer's id.
+func (n *Node) ID() peer.ID { return n.host.ID() }
+
+// Addrs are the full multiaddrs other peers can bootstrap from.
+func (n *Node) Addrs() []string { return n.host.FullAddrs() }
+
+// Peers lists the live peers of the mesh as the peer book sees them.
+func (n *Node) Peers() []p2p.PeerEntry { return n.book.List(time.Now(), false) }
+
+// Done is closed when the node has been closed.
+func (n *Node) Done() <-chan struct{} { return n.done }
+
+// announcement is what the heartbeat tells the mesh about this peer.
+func (n *Node) announcement() p2p.Announcement {
+	return p2p.Announcement{
+		Version:      n.cfg.Version,
+		Labels:       maps.Clone(n.cfg.Labels),
+		Capabilities: n.prober.Capabilities(),
+		Capacity:     capacity(n.runningTasks()),
+	}
+}
+
+// runningTasks is the number of tasks running here; tasks do not exist yet.
+func (n *Node) runningTasks() int { return 0 }
+
+// Close stops the peer: services first, then the host, the store and the
+// lock, in the reverse order of New. Safe to call more than once.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		var errs []error
+		if n.sup != nil {
+			n.sup.Stop()
+		}
+		if n.hb != nil {
+			errs = append(errs, n.hb.Close())
+		}
+		if n.host != nil {
+			errs = append(errs, n.host.Close())
+		}
+		if n.store != nil {
+			errs = append(errs, n.store.Close())
+		}
+		if n.lock != nil {
+			errs = append(errs, n.lock.Unlock())
+		}
+		if err := errors.Join(errs...); err != nil {
+			n.closeErr = fmt.Errorf("close peer: %w", err)
+		}
+		close(n.done)
+		if n.host != nil {
+			n.log.Info("peer stopped", "id", n.host.ID())
+		}
+	})
+	return n.closeErr
+}
+
+// Known peers are kept in the store under this prefix, keyed by peer id,
+// with their full multiaddrs, one a line, as value.
+var knownPeersPrefix = []byte("p2p/known/")
+
+func (n *Node) loadKnownPeers() []peer.AddrInfo {
+	var out []peer.AddrInfo
+	err := n.store.Scan(knownPeersPrefix, func(_, v []byte) error {
+		var addrs []ma.Multiaddr
+		for _, line := range strings.Split(string(v), "\n") {
+			if a, err := ma.NewMultiaddr(line); err == nil {
+				addrs = append(addrs, a)
+			}
+		}
+		if infos, err := peer.AddrInfosFromP2pAddrs(addrs...); err == nil {
+			out = append(out, infos...)
+		}
+		return nil
+	})
+	if err != nil {
+		n.log.Warn("read known peers", "err", err)
+	}
+	return out
+}
+
+// saveKnownPeersLoop redials the peers known from the last run, then
+// periodically records the live peers of the book, so a restarted peer finds
+// its mesh again even when its bootstrap peers are gone.
+func (n *Node) saveKnownPeersLoop(ctx context.Context, known []peer.AddrInfo) error {
+	for _, ai := range known {
+		if ctx.Err() != nil {
+			return nil
+		}
+		n.host.Connect(ctx, ai)
+	}
+	t := time.NewTicker(n.cfg.KnownPeersInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		for _, e := range n.book.List(time.Now(), false) {
+			if len(e.Addrs) == 0 {
+				continue
+			}
+			full := make([]string, len(e.Addrs))
+			for i, a := range e.Addrs {
+				full[i] = a.String() + "/p2p/" + e.ID.String()
+			}
+			key := append(append([]byte{}, knownPeersPrefix...), e.ID...)
+			if err := n.store.Put(key, []byte(strings.Join(full, "\n"))); err != nil {
+				return fmt.Errorf("save known peer %s: %w", e.ID, err)
+			}
+		}
+	}
+}

@@ -1,0 +1,172 @@
+// Package store opens the peer's local key-value store, an embedded badger
+// database in the data dir, tuned for a small resident footprint. Each
+// subsystem keeps its keys under its own prefix.
+//
+// store imports no other package of this module except errdefs.
+package store
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
+)
+
+// Config sizes badger's memory use. The defaults keep an idle peer small;
+// a peer storing large workspaces may raise them.
+type Config struct {
+	Dir            string
+	MemTableBytes  int64
+	BlockCacheMiB  int64
+	IndexCacheMiB  int64
+	ValueLogMiB    int64
+	NumMemtables   int
+	CompactorCount int
+}
+
+// DefaultConfig returns the tuned defaults for dir.
+func DefaultConfig(dir string) Config {
+	return Config{
+		Dir:            dir,
+		MemTableBytes:  16 << 20,
+		BlockCacheMiB:  32,
+		IndexCacheMiB:  16,
+		ValueLogMiB:    256,
+		NumMemtables:   2,
+		CompactorCount: 2,
+	}
+}
+
+// Validate checks the sizes.
+func (c Config) Validate() error {
+	if c.Dir == "" || c.MemTableBytes <= 0 || c.BlockCacheMiB < 0 || c.IndexCacheMiB < 0 || c.ValueLogMiB <= 0 || c.NumMemtables < 1 || c.CompactorCount < 2 {
+		return fmt.Errorf("store config %+v: %w", c, errdefs.ErrInvalid)
+	}
+	return nil
+}
+
+// Store is the open database. Close it once; Close is safe to call twice.
+type Store struct {
+	db        *badger.DB
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open opens (or creates) the store.
+func Open(cfg Config, log *slog.Logger) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	opts := badger.DefaultOptions(cfg.Dir).
+		WithLogger(badgerLogger{log}).
+		WithMemTableSize(cfg.MemTableBytes).
+		WithNumMemtables(cfg.NumMemtables).
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(8).
+		WithBlockCacheSize(cfg.BlockCacheMiB << 20).
+		WithIndexCacheSize(cfg.IndexCacheMiB << 20).
+		WithValueLogFileSize(cfg.ValueLogMiB << 20).
+		WithNumCompactors(cfg.CompactorCount).
+		WithCompression(options.None)
+	db, err := badger.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", cfg.Dir, err)
+	}
+	return &Store{db: db}, nil
+}
+
+// DB is the badger database, for subsystems that keep their own keys.
+func (s *Store) DB() *badger.DB { return s.db }
+
+// Size is the bytes used on disk (LSM tree and value log).
+func (s *Store) Size() uint64 {
+	lsm, vlog := s.db.Size()
+	return uint64(max(lsm, 0) + max(vlog, 0))
+}
+
+// Get reads one key; a missing key wraps errdefs.ErrNotFound.
+func (s *Store) Get(key []byte) ([]byte, error) {
+	var out []byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get(key)
+		if err != nil {
+			return err
+		}
+		out, err = it.ValueCopy(nil)
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, fmt.Errorf("get %q: %w", key, errdefs.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get %q: %w", key, err)
+	}
+	return out, nil
+}
+
+// Put writes one key.
+func (s *Store) Put(key, value []byte) error {
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(key, value) }); err != nil {
+		return fmt.Errorf("put %q: %w", key, err)
+	}
+	return nil
+}
+
+// Delete removes one key; a missing key is not an error.
+func (s *Store) Delete(key []byte) error {
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(key) }); err != nil {
+		return fmt.Errorf("delete %q: %w", key, err)
+	}
+	return nil
+}
+
+// Scan calls fn for every key under prefix, in key order, until fn returns
+// an error (returned as is) or the keys run out.
+func (s *Store) Scan(prefix []byte, fn func(key, value []byte) error) error {
+	return s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 16})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return fmt.Errorf("scan %q: %w", item.Key(), err)
+			}
+			if err := fn(item.KeyCopy(nil), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Close flushes and closes the database. Safe to call more than once.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		if err := s.db.Close(); err != nil {
+			s.closeErr = fmt.Errorf("close store: %w", err)
+		}
+	})
+	return s.closeErr
+}
+
+// badgerLogger sends badger's printf-style logs to slog; its info chatter
+// goes to debug.
+type badgerLogger struct{ log *slog.Logger }
+
+func (l badgerLogger) Errorf(f string, a ...any) {
+	l.log.Error(strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+func (l badgerLogger) Warningf(f string, a ...any) {
+	l.log.Warn(strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+func (l badgerLogger) Infof(f string, a ...any) { l.log.Debug(strings.TrimSpace(fmt.Sprintf(f, a...))) }
+func (l badgerLogger) Debugf(f string, a ...any) {
+	l.log.Debug(strings.TrimSpace(fmt.Sprintf(f, a...)))
+}

@@ -1,0 +1,181 @@
+package testnet
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cortex-peer/cortex-peer/node"
+	"github.com/cortex-peer/cortex-peer/node/datadir"
+)
+
+// Defaults of in-process testnets: fast heartbeats so tests do not wait.
+const (
+	DefaultHeartbeat = 200 * time.Millisecond
+	DefaultExpiry    = time.Second
+)
+
+// Peer is one in-process peer.
+type Peer struct {
+	Name string
+	Dir  string
+	Node *node.Node
+	cfg  node.Config
+}
+
+// Net is an in-process testnet.
+type Net struct {
+	Peers []*Peer
+}
+
+type settings struct {
+	heartbeat, expiry time.Duration
+	dht               bool
+	logs              io.Writer
+	level             slog.Level
+	edit              func(i int, cfg *node.Config)
+}
+
+// Option changes how New builds the peers.
+type Option func(*settings)
+
+// WithHeartbeat sets the heartbeat interval and expiry.
+func WithHeartbeat(interval, expiry time.Duration) Option {
+	return func(s *settings) { s.heartbeat, s.expiry = interval, expiry }
+}
+
+// WithDHT turns the DHT on (off by default: loopback meshes do not need it).
+func WithDHT() Option { return func(s *settings) { s.dht = true } }
+
+// WithLogs sends every peer's logs to w, each tagged with the peer's name.
+func WithLogs(w io.Writer, level slog.Level) Option {
+	return func(s *settings) { s.logs, s.level = w, level }
+}
+
+// WithConfig edits peer i's config before it starts.
+func WithConfig(edit func(i int, cfg *node.Config)) Option {
+	return func(s *settings) { s.edit = edit }
+}
+
+// New starts n peers in this process, each in a data dir under t.TempDir(),
+// sharing a fresh mesh key, bootstrapped to the first. They are closed when
+// the test ends. It does not wait for the mesh to form: see WaitMesh.
+func New(t testing.TB, n int, opts ...Option) *Net {
+	t.Helper()
+	s := settings{heartbeat: DefaultHeartbeat, expiry: DefaultExpiry, level: slog.LevelInfo}
+	for _, o := range opts {
+		o(&s)
+	}
+	if s.logs == nil {
+		s.logs = testLogWriter{t}
+	}
+	root := t.TempDir()
+	net := &Net{}
+	t.Cleanup(func() { net.Close() })
+	for i := range n {
+		name := "peer" + strconv.Itoa(i+1)
+		dir := filepath.Join(root, name)
+		var meshKey []byte
+		if i > 0 {
+			var err error
+			meshKey, err = readMeshKey(net.Peers[0].Dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		d, err := datadir.Init(dir, datadir.InitOptions{MeshKey: meshKey, Listen: []string{loopbackListen}, DisableMDNS: true, Labels: map[string]string{"testnet": name}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fc, err := d.LoadConfig()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i > 0 {
+			fc.P2P.Bootstrap = net.Peers[0].Node.Addrs()
+		}
+		cfg, err := node.ConfigFromFile(d, fc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.P2P.DHT = s.dht
+		cfg.P2P.Heartbeat.Interval, cfg.P2P.Heartbeat.Expiry = s.heartbeat, s.expiry
+		cfg.P2P.BootstrapBackoffMin = 50 * time.Millisecond
+		cfg.P2P.BootstrapBackoffMax = time.Second
+		if s.edit != nil {
+			s.edit(i, &cfg)
+		}
+		log := slog.New(slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: s.level})).With("peer", name)
+		nd, err := node.New(cfg, log)
+		if err != nil {
+			t.Fatalf("start %s: %v", name, err)
+		}
+		net.Peers = append(net.Peers, &Peer{Name: name, Dir: dir, Node: nd, cfg: cfg})
+	}
+	return net
+}
+
+func readMeshKey(dir string) ([]byte, error) {
+	d, err := datadir.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	fc, err := d.LoadConfig()
+	if err != nil {
+		return nil, err
+	}
+	return d.ReadMeshKey(fc)
+}
+
+// WaitMesh waits until every peer sees every other one.
+func (n *Net) WaitMesh(ctx context.Context) error {
+	for {
+		if n.Formed() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("testnet: mesh of %d did not form: %w", len(n.Peers), ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// Formed reports whether every peer sees every other one.
+func (n *Net) Formed() bool {
+	for _, p := range n.Peers {
+		seen := map[string]bool{}
+		for _, e := range p.Node.Peers() {
+			seen[e.ID.String()] = true
+		}
+		for _, q := range n.Peers {
+			if q != p && !seen[q.Node.ID().String()] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// Close stops every peer; safe to call more than once.
+func (n *Net) Close() {
+	for _, p := range n.Peers {
+		_ = p.Node.Close()
+	}
+}
+
+// testLogWriter writes logs through t.Log when -v is on.
+type testLogWriter struct{ t testing.TB }
+
+func (w testLogWriter) Write(b []byte) (int, error) {
+	if testing.Verbose() {
+		w.t.Log(strings.TrimRight(string(b), "\n"))
+	}
+	return len(b), nil
+}
