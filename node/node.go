@@ -87,6 +87,9 @@ func (n *Node) Addrs() []string { return n.host.FullAddrs() }
 // Peers lists the live peers of the mesh as the peer book sees them.
 func (n *Node) Peers() []p2p.PeerEntry { return n.book.List(time.Now(), false) }
 
+// Logger is the peer's logger.
+func (n *Node) Logger() *slog.Logger { return n.log }
+
 // Done is closed when the node has been closed.
 func (n *Node) Done() <-chan struct{} { return n.done }
 

@@ -27,6 +27,7 @@ type Peer struct {
 	Dir  string
 	Node *node.Node
 	cfg  node.Config
+	log  *slog.Logger
 }
 
 // Net is an in-process testnet.
@@ -116,7 +117,7 @@ func New(t testing.TB, n int, opts ...Option) *Net {
 		if err != nil {
 			t.Fatalf("start %s: %v", name, err)
 		}
-		net.Peers = append(net.Peers, &Peer{Name: name, Dir: dir, Node: nd, cfg: cfg})
+		net.Peers = append(net.Peers, &Peer{Name: name, Dir: dir, Node: nd, cfg: cfg, log: log})
 	}
 	return net
 }
@@ -161,6 +162,22 @@ func (n *Net) Formed() bool {
 		}
 	}
 	return true
+}
+
+// Config is the config the peer was started with.
+func (p *Peer) Config() node.Config { return p.cfg }
+
+// Restart closes the peer and starts it again on the same data dir.
+func (p *Peer) Restart() error {
+	if err := p.Node.Close(); err != nil {
+		return err
+	}
+	nd, err := node.New(p.cfg, p.log)
+	if err != nil {
+		return err
+	}
+	p.Node = nd
+	return nil
 }
 
 // Close stops every peer; safe to call more than once.

@@ -203,7 +203,9 @@ func newIDCmd(g *globals) *cobra.Command {
 		Short: "Print the peer's id and the addresses others can bootstrap from",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			id, err := withAPI(cmd, g, func(ctx context.Context, c *apiclient.Client) (*apiv1.IdentityResponse, error) { return c.Identity(ctx) })
+			id, err := withAPI(cmd, g, func(ctx context.Context, c *apiclient.Client) (*apiv1.IdentityResponse, error) {
+				return c.Identity(ctx)
+			})
 			if err != nil {
 				return err
 			}
