@@ -5,10 +5,8 @@ BIN := bin/cortex-peer
 GOBIN := $(shell $(GO) env GOPATH)/bin
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_CONNECT_VERSION := v1.21.1
-STATICCHECK_VERSION := 2026.1
+STATICCHECK_VERSION := v0.8.2
 GOPLS_VERSION := v0.23.0
-# Packages that run goroutines; tested with the race detector.
-RACE_PKGS := ./p2p/... ./node/... ./testnet/... ./protocol/...
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/cortex-peer/cortex-peer/node.Version=$(VERSION)
 
@@ -23,15 +21,17 @@ build: ## Build bin/cortex-peer.
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/cortex-peer
 
 .PHONY: test
-test: ## Run every test (race detector on concurrent packages) and vet.
+test: ## go vet, a gofmt check, and every test with the race detector (what CI runs).
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 20m ./...
-	$(GO) test -count=1 -race -timeout 20m $(RACE_PKGS)
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || (gofmt -l . ; echo 'gofmt: run gofmt -w on the files above'; exit 1)
+	$(GO) test -count=1 -race -timeout 30m ./...
 
 .PHONY: bench
-bench: ## Run the benchmarks and print the figures.
-	$(GO) test -run '^$$' -bench . -benchtime 5x -benchmem ./testnet/ ./node/
-	$(GO) run ./testnet/cmd/idlemem -wait 60s
+bench: ## Run the benchmarks and print the figures (takes about 2 minutes).
+	$(GO) test -run '^$$' -bench 'MeshFormation' -benchtime 5x ./testnet/
+	$(GO) test -run '^$$' -bench 'PeersRoundTrip' -benchtime 2000x ./testnet/
+	$(GO) test -run '^$$' -bench 'CLIPeers' -benchtime 50x ./cmd/cortex-peer/
+	$(GO) test -run '^$$' -bench 'IdlePeerRSS' -benchtime 1x ./testnet/
 
 .PHONY: fuzz
 fuzz: ## Fuzz the wire decoders for 30 s each.
@@ -39,9 +39,9 @@ fuzz: ## Fuzz the wire decoders for 30 s each.
 
 .PHONY: lint
 lint: ## gofmt, go vet and staticcheck.
-	@test -z "$$(gofmt -l . | grep -v '^protocol/gen/')" || (gofmt -l . ; echo 'run gofmt -w on the files above'; exit 1)
+	@test -z "$$(gofmt -l .)" || (gofmt -l . ; echo 'gofmt: run gofmt -w on the files above'; exit 1)
 	$(GO) vet ./...
-	@command -v $(GOBIN)/staticcheck >/dev/null || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	@test -x $(GOBIN)/staticcheck || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	$(GOBIN)/staticcheck ./...
 
 .PHONY: generate
@@ -56,14 +56,44 @@ generate: ## Regenerate protocol/gen from the .proto sources (needs protoc).
 		--connect-go_out=../gen --connect-go_opt=paths=source_relative \
 		$$(find . -name '*.proto' | sort)
 
+# System packages the peer's capabilities need (containerd, gVisor, Chromium,
+# the test image's busybox) and protoc for `make generate`.
+APT_PACKAGES := containerd runc runsc chromium busybox-static protobuf-compiler
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+CONTAINERD_SOCK := /run/containerd/containerd.sock
+DEMO_DIR ?= $(CURDIR)/.demo
+
 .PHONY: deps
-deps: ## Install what is missing (system packages, gopls, protoc) and start containerd. Idempotent.
-	./scripts/deps.sh
+deps: ## Install what is missing (apt packages, gopls) and start containerd. Idempotent.
+	@missing=""; for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	else echo "apt packages: all present"; fi
+	@test -x "$(GOBIN)/gopls" || (echo "installing gopls $(GOPLS_VERSION)"; $(GO) install golang.org/x/tools/gopls@$(GOPLS_VERSION))
+	@if [ ! -S $(CONTAINERD_SOCK) ]; then \
+		echo "starting containerd (log: /var/log/containerd.log)"; \
+		$(SUDO) sh -c 'nohup containerd >>/var/log/containerd.log 2>&1 &'; \
+		for i in $$(seq 1 50); do [ -S $(CONTAINERD_SOCK) ] && break; sleep 0.2; done; \
+		[ -S $(CONTAINERD_SOCK) ] || (echo "containerd did not start: see /var/log/containerd.log"; exit 1); \
+	else echo "containerd: running"; fi
 
 .PHONY: demo
-demo: deps build ## Build and start a local 3-peer testnet, then show the mesh.
-	./scripts/demo.sh
+demo: deps build ## Start a local 3-peer testnet, show the mesh from each peer, stop it.
+	@rm -rf $(DEMO_DIR); mkdir -p $(DEMO_DIR)
+	@echo "== starting 3 peers: $(BIN) testnet -n 3 --dir $(DEMO_DIR)"
+	@$(BIN) testnet -n 3 --dir $(DEMO_DIR) > $(DEMO_DIR)/testnet.out 2>&1 & tn=$$!; \
+	trap 'kill -TERM $$tn 2>/dev/null; wait $$tn' EXIT; \
+	for i in $$(seq 1 300); do grep -qx ready $(DEMO_DIR)/testnet.out && break; \
+		kill -0 $$tn 2>/dev/null || { cat $(DEMO_DIR)/testnet.out; exit 1; }; sleep 0.1; done; \
+	cat $(DEMO_DIR)/testnet.out; \
+	echo; echo "== $(BIN) peers --data $(DEMO_DIR)/peer1"; $(BIN) peers --data $(DEMO_DIR)/peer1; \
+	echo; echo "== $(BIN) status --data $(DEMO_DIR)/peer2"; $(BIN) status --data $(DEMO_DIR)/peer2; \
+	echo; echo "== $(BIN) id --json --data $(DEMO_DIR)/peer3"; $(BIN) id --json --data $(DEMO_DIR)/peer3; \
+	echo; echo "== stopping the testnet (SIGTERM)"
 
 .PHONY: clean
-clean: ## Remove build output.
-	rm -rf bin
+clean: ## Remove build output and the demo's data dirs.
+	rm -rf bin .demo

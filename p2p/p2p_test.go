@@ -52,8 +52,6 @@ type testPeer struct {
 	stop func()
 }
 
-type peerOpt func(*Config)
-
 func testConfig(t testing.TB, meshKey []byte) Config {
 	t.Helper()
 	sk, err := GenerateIdentity()
