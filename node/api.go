@@ -31,10 +31,12 @@ const (
 
 // apiServer serves the local API on a unix socket.
 type apiServer struct {
-	node  *Node
-	ln    net.Listener
-	srv   *http.Server
-	token []byte
+	socket  string
+	handler http.Handler
+
+	// ln is the listener made by newAPIServer, so that a socket that cannot
+	// be created fails the peer's start; later restarts listen anew.
+	ln net.Listener
 }
 
 func newAPIServer(n *Node, socket, tokenFile string) (*apiServer, error) {
@@ -46,7 +48,22 @@ func newAPIServer(n *Node, socket, tokenFile string) (*apiServer, error) {
 	if len(token) == 0 {
 		return nil, fmt.Errorf("API token file %s is empty: %w", tokenFile, errdefs.ErrInvalid)
 	}
-	// The data dir lock is held, so a socket file left here is stale.
+	mux := http.NewServeMux()
+	path, handler := apiv1connect.NewPeerServiceHandler(&peerService{n: n},
+		connect.WithReadMaxBytes(apiMaxRequestBytes),
+		connect.WithInterceptors(errorCodes{}),
+	)
+	mux.Handle(path, handler)
+	s := &apiServer{socket: socket, handler: authenticate(mux, token, tokenFile)}
+	if s.ln, err = listenSocket(socket); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// listenSocket listens on the unix socket with mode 0600. The data dir lock
+// is held, so a socket file found there is stale and removed.
+func listenSocket(socket string) (net.Listener, error) {
 	if err := os.Remove(socket); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("remove stale API socket %s: %w", socket, err)
 	}
@@ -58,51 +75,61 @@ func newAPIServer(n *Node, socket, tokenFile string) (*apiServer, error) {
 		ln.Close()
 		return nil, fmt.Errorf("restrict API socket %s: %w", socket, err)
 	}
-	s := &apiServer{node: n, ln: ln, token: token}
-	mux := http.NewServeMux()
-	path, handler := apiv1connect.NewPeerServiceHandler(&peerService{n: n},
-		connect.WithReadMaxBytes(apiMaxRequestBytes),
-		connect.WithInterceptors(errorCodes{}),
-	)
-	mux.Handle(path, handler)
+	return ln, nil
+}
+
+// Serve serves until ctx ends; in-flight calls get apiShutdownTimeout to end.
+func (s *apiServer) Serve(ctx context.Context) error {
+	ln := s.ln
+	s.ln = nil
+	if ln == nil {
+		var err error
+		if ln, err = listenSocket(s.socket); err != nil {
+			return err
+		}
+	}
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true) // gRPC clients speak h2c on the socket
-	s.srv = &http.Server{
-		Handler:           s.authenticate(mux, tokenFile),
+	srv := &http.Server{
+		Handler:           s.handler,
 		ReadHeaderTimeout: apiReadHeaderTimeout,
 		MaxHeaderBytes:    apiMaxHeaderBytes,
 		Protocols:         protocols,
-		ErrorLog:          nil,
 	}
-	return s, nil
-}
-
-// Serve serves until ctx ends.
-func (s *apiServer) Serve(ctx context.Context) error {
 	errc := make(chan error, 1)
-	go func() { errc <- s.srv.Serve(s.ln) }()
+	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("API server: %w", err)
 	case <-ctx.Done():
 		sctx, cancel := context.WithTimeout(context.Background(), apiShutdownTimeout)
 		defer cancel()
-		if err := s.srv.Shutdown(sctx); err != nil {
-			s.srv.Close()
+		if err := srv.Shutdown(sctx); err != nil {
+			srv.Close()
 		}
 		<-errc
 		return nil
 	}
 }
 
+// Close releases a listener that Serve never took. Safe to call twice.
+func (s *apiServer) Close() error {
+	if s.ln == nil {
+		return nil
+	}
+	err := s.ln.Close()
+	s.ln = nil
+	return err
+}
+
 // authenticate refuses any request without the right bearer token, with an
 // Unauthenticated error that says where the token lives.
-func (s *apiServer) authenticate(next http.Handler, tokenFile string) http.Handler {
+func authenticate(next http.Handler, token []byte, tokenFile string) http.Handler {
 	errw := connect.NewErrorWriter()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), s.token) != 1 {
+		if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), token) != 1 {
 			err := connect.NewError(connect.CodeUnauthenticated,
 				fmt.Errorf("missing or wrong API token: send the header \"Authorization: Bearer TOKEN\" with the token stored in %s", tokenFile))
 			if errw.IsSupported(r) {

@@ -11,6 +11,7 @@ import (
 	"github.com/cortex-peer/cortex-peer/node/datadir"
 	"github.com/cortex-peer/cortex-peer/node/store"
 	"github.com/cortex-peer/cortex-peer/p2p"
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 )
 
 // Config is everything one peer needs, already translated from the user's
@@ -90,7 +91,7 @@ func (c Config) Validate() error {
 		return err
 	}
 	if c.Dir.Root == "" || c.APISocket == "" || c.APITokenFile == "" || c.KnownPeersInterval <= 0 {
-		return fmt.Errorf("node config: data dir, API socket, token file and known-peers interval are required")
+		return fmt.Errorf("node config: data dir, API socket, token file and known-peers interval are required: %w", errdefs.ErrInvalid)
 	}
 	return nil
 }

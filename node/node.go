@@ -114,6 +114,9 @@ func (n *Node) Close() error {
 		if n.sup != nil {
 			n.sup.Stop()
 		}
+		if n.api != nil {
+			errs = append(errs, n.api.Close())
+		}
 		if n.hb != nil {
 			errs = append(errs, n.hb.Close())
 		}

@@ -85,7 +85,8 @@ const (
 // DefaultConfig returns a config with sane defaults; Identity must be set.
 func DefaultConfig() Config {
 	return Config{
-		ListenAddrs: []string{"/ip4/0.0.0.0/tcp/4101", "/ip4/0.0.0.0/udp/4101/quic-v1"},
+		// TCP only: the default mesh has a mesh key, which QUIC cannot carry.
+		ListenAddrs: []string{"/ip4/0.0.0.0/tcp/4101", "/ip6/::/tcp/4101"},
 		MDNS:        true,
 		DHT:         true,
 		Limits: Limits{

@@ -161,7 +161,11 @@ func (hb *Heartbeater) publish(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return hb.topic.Publish(ctx, b)
+	if err := hb.topic.Publish(ctx, b); err != nil {
+		return err
+	}
+	hb.log.Debug("published heartbeat", "seq", h.Seq)
+	return nil
 }
 
 func (hb *Heartbeater) receive(ctx context.Context, wg *sync.WaitGroup, m Message) {

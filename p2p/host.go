@@ -59,7 +59,7 @@ func New(cfg Config, log *slog.Logger) (*Host, error) {
 	}
 	listen, dropped := listenAddrs(cfg)
 	if len(dropped) > 0 {
-		log.Info("QUIC cannot carry a mesh key in go-libp2p; listening on TCP only", "skipped", dropped)
+		log.Warn("QUIC cannot carry a mesh key in go-libp2p; not listening on these addresses", "skipped", dropped)
 	}
 	if len(listen) == 0 {
 		return nil, fmt.Errorf("p2p: no usable listen address (QUIC is off with a mesh key; add a /tcp address): %w", errdefs.ErrInvalid)
@@ -152,6 +152,10 @@ func (n *Host) start(ctx context.Context) error {
 		pubsub.WithMaxMessageSize(protocol.MaxPubsubMessage),
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
 		pubsub.WithPeerExchange(true),
+		// A peer's own messages go to every connected subscriber, not only
+		// its mesh peers: a mesh that lost a member (a dead bootstrap peer)
+		// would otherwise stay silent until the next graft.
+		pubsub.WithFloodPublish(true),
 	}
 	ps, err := pubsub.NewGossipSub(ctx, n.host, psOpts...)
 	if err != nil {

@@ -186,6 +186,13 @@ func TestPeersSeeEachOtherAndExpire(t *testing.T) {
 		return !sees(b, a.host.ID()) && !sees(c, a.host.ID())
 	})
 	if !sees(b, c.host.ID()) || !sees(c, b.host.ID()) {
+		now := time.Now()
+		for _, p := range []*testPeer{b, c} {
+			for _, e := range p.book.List(now, true) {
+				t.Logf("%s sees %s seq %d age %s", p.host.ID(), e.ID, e.Heartbeat.Seq, now.Sub(e.LastSeen))
+			}
+			t.Logf("%s topic peers %v connected %v", p.host.ID(), p.hb.topic.Peers(), p.host.Connected())
+		}
 		t.Fatal("b and c lost each other when a stopped")
 	}
 }

@@ -189,6 +189,9 @@ func validateConfigLists(listen, bootstrap []string, labels map[string]string) e
 			errs = append(errs, fmt.Errorf("bootstrap address %q: %v (want a multiaddr ending in /p2p/PEER_ID, as `cortex-peer id` prints)", a, err))
 		}
 	}
+	if len(labels) > maxLabels {
+		errs = append(errs, fmt.Errorf("%d labels, at most %d", len(labels), maxLabels))
+	}
 	for k, v := range labels {
 		if k == "" || len(k) > 256 || len(v) > 256 || strings.ContainsAny(k, "=\n") {
 			errs = append(errs, fmt.Errorf("label %q: key must be 1..256 bytes without '=', value at most 256 bytes", k))
@@ -196,6 +199,9 @@ func validateConfigLists(listen, bootstrap []string, labels map[string]string) e
 	}
 	return errors.Join(errs...)
 }
+
+// maxLabels matches what a heartbeat may carry.
+const maxLabels = 64
 
 // ParseLabel parses "key=value".
 func ParseLabel(s string) (string, string, error) {
@@ -213,9 +219,9 @@ var configTemplate = template.Must(template.New("config").Funcs(template.FuncMap
 # default shown here. Relative paths are inside this data directory.
 
 [p2p]
-# Multiaddrs to listen on. With a mesh key, go-libp2p's QUIC cannot be used
-# and only the TCP addresses are; QUIC serves meshes run on an allowlist alone.
-# Use port 0 for any free port; a second peer on one machine needs other ports.
+# Multiaddrs to listen on. Port 0 picks a free port; a second peer on one
+# machine needs other ports. QUIC addresses (/udp/PORT/quic-v1) work only for
+# a mesh run on an allowlist alone: go-libp2p's QUIC cannot carry a mesh key.
 listen = {{list .Listen}}
 # Full multiaddrs (ending in /p2p/PEER_ID, as "cortex-peer id" prints) of peers
 # to join at start and to redial while they are unreachable.
