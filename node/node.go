@@ -144,6 +144,12 @@ func (n *Node) Close() error {
 // with their full multiaddrs, one a line, as value.
 var knownPeersPrefix = []byte("p2p/known/")
 
+// maxKnownPeersDialed bounds the peers redialed at start; the mesh's
+// heartbeats introduce the rest.
+const maxKnownPeersDialed = 64
+
+var errEnough = errors.New("enough known peers")
+
 func (n *Node) loadKnownPeers() []peer.AddrInfo {
 	var out []peer.AddrInfo
 	err := n.store.Scan(knownPeersPrefix, func(_, v []byte) error {
@@ -156,9 +162,12 @@ func (n *Node) loadKnownPeers() []peer.AddrInfo {
 		if infos, err := peer.AddrInfosFromP2pAddrs(addrs...); err == nil {
 			out = append(out, infos...)
 		}
+		if len(out) >= maxKnownPeersDialed {
+			return errEnough
+		}
 		return nil
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, errEnough) {
 		n.log.Warn("read known peers", "err", err)
 	}
 	return out

@@ -16,7 +16,7 @@ import (
 
 // minKickInterval bounds the extra heartbeats sent when peers join the
 // topic, so a burst of joins costs one heartbeat, not one each.
-const minKickInterval = 250 * time.Millisecond
+const minKickInterval = 50 * time.Millisecond
 
 // maxAnnouncedAddrs keeps heartbeats small on hosts with many interfaces.
 const maxAnnouncedAddrs = 16

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -65,11 +67,10 @@ func New(cfg Config, log *slog.Logger) (*Host, error) {
 		return nil, fmt.Errorf("p2p: no usable listen address (QUIC is off with a mesh key; add a /tcp address): %w", errdefs.ErrInvalid)
 	}
 
-	limiter, err := resourceLimiter(cfg.Limits)
-	if err != nil {
+	if err := checkPortsFree(listen); err != nil {
 		return nil, err
 	}
-	rm, err := rcmgr.NewResourceManager(limiter)
+	rm, err := rcmgr.NewResourceManager(resourceLimiter(cfg.Limits))
 	if err != nil {
 		return nil, fmt.Errorf("p2p: resource manager: %w", err)
 	}
@@ -88,7 +89,9 @@ func New(cfg Config, log *slog.Logger) (*Host, error) {
 		libp2p.Identity(cfg.Identity),
 		libp2p.ListenAddrs(listen...),
 		libp2p.NoTransports,
-		libp2p.Transport(tcp.NewTCPTransport),
+		// Without SO_REUSEPORT a second peer on a taken port fails clearly
+		// instead of silently sharing the port with the first.
+		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionManager(cm),
 		libp2p.Peerstore(ps),
@@ -183,8 +186,7 @@ func (n *Host) start(ctx context.Context) error {
 func listenAddrs(cfg Config) (use []ma.Multiaddr, dropped []string) {
 	for _, s := range cfg.ListenAddrs {
 		a, _ := ma.NewMultiaddr(s) // checked by Validate
-		_, isQUIC := firstValue(a, ma.P_QUIC_V1)
-		if isQUIC && cfg.MeshKey != nil {
+		if hasProtocol(a, ma.P_QUIC_V1) && cfg.MeshKey != nil {
 			dropped = append(dropped, s)
 			continue
 		}
@@ -193,21 +195,42 @@ func listenAddrs(cfg Config) (use []ma.Multiaddr, dropped []string) {
 	return use, dropped
 }
 
-func firstValue(a ma.Multiaddr, code int) (string, bool) {
-	v, err := a.ValueForProtocol(code)
-	if err != nil {
-		// QUIC has no value: an error that is not "not found" still means present.
-		for _, p := range a.Protocols() {
-			if p.Code == code {
-				return "", true
-			}
+// checkPortsFree tries the fixed TCP ports before libp2p does, because
+// libp2p reports a taken port only as text. The window between this check
+// and libp2p's listen is harmless: libp2p then fails with its own message.
+func checkPortsFree(listen []ma.Multiaddr) error {
+	for _, a := range listen {
+		if !hasProtocol(a, ma.P_TCP) {
+			continue
 		}
-		return "", false
+		if port, err := a.ValueForProtocol(ma.P_TCP); err != nil || port == "0" {
+			continue
+		}
+		na, err := manet.ToNetAddr(a)
+		if err != nil {
+			continue
+		}
+		ln, err := net.Listen(na.Network(), na.String())
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("p2p: listen on %s: port taken (another peer on this machine? give this one other ports with --listen or in config.toml): %w", a, errdefs.ErrUnavailable)
+		}
+		if err == nil {
+			ln.Close()
+		}
 	}
-	return v, true
+	return nil
 }
 
-func resourceLimiter(l Limits) (rcmgr.Limiter, error) {
+func hasProtocol(a ma.Multiaddr, code int) bool {
+	for _, p := range a.Protocols() {
+		if p.Code == code {
+			return true
+		}
+	}
+	return false
+}
+
+func resourceLimiter(l Limits) rcmgr.Limiter {
 	scaling := rcmgr.DefaultLimits
 	libp2p.SetDefaultServiceLimits(&scaling)
 	defaults := scaling.Scale(l.MaxMemoryBytes, l.MaxFileDescs)
@@ -223,7 +246,7 @@ func resourceLimiter(l Limits) (rcmgr.Limiter, error) {
 			Memory:          rcmgr.LimitVal64(l.MaxMemoryBytes),
 		},
 	}
-	return rcmgr.NewFixedLimiter(partial.Build(defaults)), nil
+	return rcmgr.NewFixedLimiter(partial.Build(defaults))
 }
 
 // keepConnected dials a bootstrap peer and redials it with exponential

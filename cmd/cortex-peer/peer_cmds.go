@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime"
 	"time"
@@ -166,6 +167,12 @@ serves the local API on DIR/api.sock. SIGINT or SIGTERM stops it cleanly.
 				return err
 			}
 			log := node.NewLogger(cmd.ErrOrStderr(), fc.Log.Level, fc.Log.Format)
+			// libp2p's own logs: errors only, or warnings when debugging.
+			libp2pLevel := slog.LevelError
+			if fc.Log.Level == "debug" {
+				libp2pLevel = slog.LevelWarn
+			}
+			p2p.RouteLibp2pLogs(log, libp2pLevel)
 			n, err := node.New(cfg, log)
 			if err != nil {
 				return err
@@ -309,7 +316,7 @@ listed too.`,
 			now := time.Now()
 			for _, p := range peers {
 				j := toPeerJSON(p)
-				conn := "relay"
+				conn := "indirect"
 				if j.Connected {
 					conn = "direct"
 				}

@@ -28,7 +28,8 @@ sharing a fresh mesh key, bootstrapped to the first peer, with mDNS off. Their
 data dirs are DIR/peer1 ... DIR/peerN (each peer logs to peer.log there), so any
 client verb can talk to them with --data DIR/peerK. It prints one line per peer
 (name, peer id, data dir), then "ready" once every peer sees all the others, and
-stops them all cleanly on SIGINT or SIGTERM.`,
+stops them all cleanly on SIGINT or SIGTERM. With --json each peer is a JSON
+object on its own line, and readiness is {"ready":true}.`,
 		Example: `  cortex-peer testnet -n 3 --dir /tmp/mesh &
   cortex-peer peers --data /tmp/mesh/peer1`,
 		Args: noArgs,
@@ -69,7 +70,11 @@ stops them all cleanly on SIGINT or SIGTERM.`,
 			if err := net.WaitReady(startCtx); err != nil {
 				return errorsJoin(err, stopAll())
 			}
-			fmt.Fprintln(out, "ready")
+			if g.json {
+				_ = printJSONLine(out, map[string]any{"ready": true})
+			} else {
+				fmt.Fprintln(out, "ready")
+			}
 			exited := net.FirstExit(ctx)
 			select {
 			case <-ctx.Done():

@@ -105,10 +105,7 @@ func Init(root string, opts InitOptions) (Dir, error) {
 	if opts.HeartbeatInterval < 0 {
 		return Dir{}, fmt.Errorf("init %s: negative heartbeat interval: %w", root, errdefs.ErrInvalid)
 	}
-	if err := os.MkdirAll(root, 0o700); err != nil {
-		return Dir{}, fmt.Errorf("init %s: %w", root, err)
-	}
-	if err := os.Chmod(root, 0o700); err != nil {
+	if err := makePrivateDir(root); err != nil {
 		return Dir{}, fmt.Errorf("init %s: %w", root, err)
 	}
 	sk, err := p2p.GenerateIdentity()
@@ -140,6 +137,34 @@ func Init(root string, opts InitOptions) (Dir, error) {
 		}
 	}
 	return d, nil
+}
+
+// makePrivateDir creates root with mode 0700. An existing empty directory is
+// tightened to 0700; a non-empty one is used only if others have no access to
+// it, as its mode is never changed behind the user's back (think of --data ~).
+func makePrivateDir(root string) error {
+	st, err := os.Stat(root)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.MkdirAll(root, 0o700); err != nil {
+			return err
+		}
+		return os.Chmod(root, 0o700) // the umask may have narrowed it; never widened
+	case err != nil:
+		return err
+	case !st.IsDir():
+		return fmt.Errorf("%s is not a directory: %w", root, errdefs.ErrInvalid)
+	case st.Mode().Perm()&0o077 == 0:
+		return nil
+	}
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return err
+	}
+	if len(entries) == 0 {
+		return os.Chmod(root, 0o700)
+	}
+	return fmt.Errorf("%s exists with mode %04o, open to other users; use a new directory or `chmod 700` it: %w", root, st.Mode().Perm(), errdefs.ErrPermissionDenied)
 }
 
 // Open returns the data dir at root, or an error telling how to create it.

@@ -160,3 +160,31 @@ func TestLockIsExclusive(t *testing.T) {
 	}
 	l2.Unlock()
 }
+
+func TestInitRefusesOpenExistingDir(t *testing.T) {
+	root := t.TempDir()
+	if err := os.Chmod(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "notes.txt"), []byte("mine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Init(root, InitOptions{}); !errors.Is(err, errdefs.ErrPermissionDenied) {
+		t.Fatalf("init in a 0755 dir: %v, want ErrPermissionDenied", err)
+	}
+	st, _ := os.Stat(root)
+	if st.Mode().Perm() != 0o755 {
+		t.Fatalf("mode changed to %04o", st.Mode().Perm())
+	}
+	// An empty directory made for the peer is tightened and used.
+	empty := t.TempDir()
+	if err := os.Chmod(empty, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Init(empty, InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(empty); st.Mode().Perm() != 0o700 {
+		t.Fatalf("empty dir left at %04o", st.Mode().Perm())
+	}
+}
