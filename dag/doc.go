@@ -1,8 +1,14 @@
-// Package dag will own workspaces as content-addressed Merkle DAGs: import
-// and export of directories, chunking, diff of two roots, three-way merge
-// into a directory, the blockstore on badger, the bitswap exchange and CAR
-// import/export (see DESIGN.md and the workspace issue).
+// Package dag owns workspaces as content-addressed Merkle DAGs: import of a
+// directory into a UnixFS DAG (CIDv1, raw leaves, content-defined chunks,
+// incremental through an index), the blockstore on badger with pins and
+// garbage collection, safe export of a DAG into a directory, diff of two
+// roots, three-way merge of a result into a directory, and CAR import and
+// export.
 //
-// dag must not import p2p, protocol's generated API types, or node: the node
-// wires it to the mesh.
+// A DAG is untrusted input: every block is verified against its CID, blocks
+// over MaxBlockSize are refused, and export never writes outside its
+// destination.
+//
+// dag knows nothing of libp2p or the API: it gets blocks it lacks through the
+// Fetcher interface, which the node implements with bitswap.
 package dag

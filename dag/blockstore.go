@@ -1,0 +1,215 @@
+package dag
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
+	mh "github.com/multiformats/go-multihash"
+
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
+)
+
+// MaxBlockSize is the largest block accepted from anywhere (wire, CAR,
+// import). Chunks are at most 1 MiB, so 2 MiB leaves room for dag-pb nodes.
+const MaxBlockSize = 2 << 20
+
+// Key prefixes of the dag package in the shared badger store.
+var (
+	blockPrefix = []byte("dag/b/") // + multihash -> block bytes
+	pinPrefix   = []byte("dag/p/") // + cid bytes -> pin name
+)
+
+// emptySHA256 is the multihash of zero bytes: a block with this digest is
+// known without storage or transfer. It matters because boxo's bitswap
+// server answers a want for a zero-length block with HAVE and never sends
+// it, so a fetch of any tree with an empty file would otherwise hang.
+var emptySHA256 = func() mh.Multihash {
+	d := sha256.Sum256(nil)
+	m, _ := mh.Encode(d[:], mh.SHA2_256)
+	return m
+}()
+
+// Blockstore keeps blocks in badger, keyed by multihash, and implements
+// boxo's blockstore.Blockstore so bitswap can serve and fill it. Identity
+// CIDs and the empty block are answered without storage.
+type Blockstore struct {
+	db *badger.DB
+}
+
+// NewBlockstore uses db, which the caller opens and closes.
+func NewBlockstore(db *badger.DB) *Blockstore { return &Blockstore{db: db} }
+
+func blockKey(h mh.Multihash) []byte {
+	return append(append(make([]byte, 0, len(blockPrefix)+len(h)), blockPrefix...), h...)
+}
+
+// inline returns the data of blocks that need no storage: identity CIDs
+// carry their data, and the empty block is known.
+func inline(c cid.Cid) ([]byte, bool) {
+	h := c.Hash()
+	if bytes.Equal(h, emptySHA256) {
+		return []byte{}, true
+	}
+	dec, err := mh.Decode(h)
+	if err == nil && dec.Code == mh.IDENTITY {
+		return dec.Digest, true
+	}
+	return nil, false
+}
+
+// Has reports whether the block is present.
+func (s *Blockstore) Has(_ context.Context, c cid.Cid) (bool, error) {
+	if _, ok := inline(c); ok {
+		return true, nil
+	}
+	err := s.db.View(func(txn *badger.Txn) error {
+		_, err := txn.Get(blockKey(c.Hash()))
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("has %s: %w", c, err)
+	}
+	return true, nil
+}
+
+// Get returns the block; a missing one is ipld.ErrNotFound (which bitswap
+// and merkledag expect) wrapping errdefs.ErrNotFound.
+func (s *Blockstore) Get(_ context.Context, c cid.Cid) (blocks.Block, error) {
+	if data, ok := inline(c); ok {
+		return blocks.NewBlockWithCid(data, c)
+	}
+	var data []byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get(blockKey(c.Hash()))
+		if err != nil {
+			return err
+		}
+		data, err = it.ValueCopy(nil)
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, notFound(c)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get block %s: %w", c, err)
+	}
+	return blocks.NewBlockWithCid(data, c)
+}
+
+// notFoundError is both ipld.ErrNotFound (for boxo) and errdefs.ErrNotFound.
+type notFoundError struct{ ipld.ErrNotFound }
+
+func (e notFoundError) Unwrap() []error { return []error{e.ErrNotFound, errdefs.ErrNotFound} }
+
+func notFound(c cid.Cid) error { return notFoundError{ipld.ErrNotFound{Cid: c}} }
+
+// GetSize returns the size of the block's data.
+func (s *Blockstore) GetSize(_ context.Context, c cid.Cid) (int, error) {
+	if data, ok := inline(c); ok {
+		return len(data), nil
+	}
+	var size int
+	err := s.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get(blockKey(c.Hash()))
+		if err != nil {
+			return err
+		}
+		size = int(it.ValueSize())
+		return nil
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return -1, notFound(c)
+	}
+	if err != nil {
+		return -1, fmt.Errorf("size of %s: %w", c, err)
+	}
+	return size, nil
+}
+
+// VerifyBlock checks a block from outside: size cap and hash.
+func VerifyBlock(b blocks.Block) error {
+	if len(b.RawData()) > MaxBlockSize {
+		return fmt.Errorf("block %s: %d bytes over the cap of %d: %w", b.Cid(), len(b.RawData()), MaxBlockSize, errdefs.ErrInvalid)
+	}
+	got, err := b.Cid().Prefix().Sum(b.RawData())
+	if err != nil {
+		return fmt.Errorf("block %s: %v: %w", b.Cid(), err, errdefs.ErrInvalid)
+	}
+	if !got.Equals(b.Cid()) {
+		return fmt.Errorf("block %s: data hashes to %s: %w", b.Cid(), got, errdefs.ErrInvalid)
+	}
+	return nil
+}
+
+// Put verifies and stores a block from outside (bitswap, CAR).
+func (s *Blockstore) Put(ctx context.Context, b blocks.Block) error {
+	return s.PutMany(ctx, []blocks.Block{b})
+}
+
+// PutMany verifies and stores blocks in one batch.
+func (s *Blockstore) PutMany(_ context.Context, bs []blocks.Block) error {
+	for _, b := range bs {
+		if err := VerifyBlock(b); err != nil {
+			return err
+		}
+	}
+	return s.putTrusted(bs)
+}
+
+// putTrusted stores blocks whose CIDs this process computed itself.
+func (s *Blockstore) putTrusted(bs []blocks.Block) error {
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, b := range bs {
+		if _, ok := inline(b.Cid()); ok {
+			continue
+		}
+		if err := wb.Set(blockKey(b.Cid().Hash()), b.RawData()); err != nil {
+			return fmt.Errorf("store block %s: %w", b.Cid(), err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("store blocks: %w", err)
+	}
+	return nil
+}
+
+// DeleteBlock removes a block.
+func (s *Blockstore) DeleteBlock(_ context.Context, c cid.Cid) error {
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(blockKey(c.Hash())) }); err != nil {
+		return fmt.Errorf("delete block %s: %w", c, err)
+	}
+	return nil
+}
+
+// AllKeysChan lists every stored block as a raw CID (the codec is not kept).
+func (s *Blockstore) AllKeysChan(ctx context.Context) (<-chan cid.Cid, error) {
+	ch := make(chan cid.Cid, 64)
+	go func() {
+		defer close(ch)
+		_ = s.db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: blockPrefix})
+			defer it.Close()
+			for it.Rewind(); it.Valid(); it.Next() {
+				h := mh.Multihash(bytes.Clone(it.Item().Key()[len(blockPrefix):]))
+				select {
+				case ch <- cid.NewCidV1(cid.Raw, h):
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			return nil
+		})
+	}()
+	return ch, nil
+}

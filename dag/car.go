@@ -1,0 +1,133 @@
+package dag
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/ipfs/go-cid"
+	carv2 "github.com/ipld/go-car/v2"
+
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
+)
+
+// ExportCAR writes the DAG at root as a CARv1 stream (root first, then
+// depth-first), so workspaces interoperate with IPFS tooling. Every block
+// must be local. Identity CIDs carry their data and are not written.
+func (s *Store) ExportCAR(ctx context.Context, root cid.Cid, w io.Writer) (blocksWritten int, err error) {
+	bw := bufio.NewWriterSize(w, 1<<20)
+	if _, err := bw.Write(carHeader(root)); err != nil {
+		return 0, fmt.Errorf("export CAR %s: %w", root, err)
+	}
+	seen := map[string]struct{}{}
+	var walk func(c cid.Cid, depth int) error
+	walk = func(c cid.Cid, depth int) error {
+		if depth > 2*MaxDepth {
+			return fmt.Errorf("deeper than %d: %w", 2*MaxDepth, ErrHostile)
+		}
+		if _, ok := seen[string(c.Bytes())]; ok {
+			return nil
+		}
+		seen[string(c.Bytes())] = struct{}{}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if _, ok := inline(c); ok && isIdentity(c) {
+			return nil
+		}
+		b, err := s.blocks.Get(ctx, c)
+		if err != nil {
+			return err
+		}
+		cb := c.Bytes()
+		var lenbuf [binary.MaxVarintLen64]byte
+		n := binary.PutUvarint(lenbuf[:], uint64(len(cb)+len(b.RawData())))
+		for _, part := range [][]byte{lenbuf[:n], cb, b.RawData()} {
+			if _, err := bw.Write(part); err != nil {
+				return err
+			}
+		}
+		blocksWritten++
+		if c.Prefix().Codec != cid.DagProtobuf {
+			return nil
+		}
+		links, err := s.links(ctx, c)
+		if err != nil {
+			return err
+		}
+		for _, l := range links {
+			if err := walk(l, depth+1); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := walk(root, 0); err != nil {
+		return blocksWritten, fmt.Errorf("export CAR %s: %w", root, err)
+	}
+	if err := bw.Flush(); err != nil {
+		return blocksWritten, fmt.Errorf("export CAR %s: %w", root, err)
+	}
+	return blocksWritten, nil
+}
+
+func isIdentity(c cid.Cid) bool { return c.Prefix().MhType == 0x00 }
+
+// carHeader encodes the CARv1 header {roots: [root], version: 1} in
+// dag-cbor (keys in canonical order), prefixed by its varint length.
+func carHeader(root cid.Cid) []byte {
+	var h []byte
+	h = append(h, 0xa2)       // map(2)
+	h = append(h, 0x65)       // text(5)
+	h = append(h, "roots"...) //
+	h = append(h, 0x81)       // array(1)
+	h = append(h, 0xd8, 0x2a) // tag(42): CID
+	h = cborBytesHeader(h, 1+root.ByteLen())
+	h = append(h, 0x00)            // multibase identity prefix
+	h = append(h, root.Bytes()...) //
+	h = append(h, 0x67)            // text(7)
+	h = append(h, "version"...)    //
+	h = append(h, 0x01)            // 1
+	out := binary.AppendUvarint(nil, uint64(len(h)))
+	return append(out, h...)
+}
+
+func cborBytesHeader(b []byte, n int) []byte {
+	switch {
+	case n < 24:
+		return append(b, 0x40|byte(n))
+	case n < 1<<8:
+		return append(b, 0x58, byte(n))
+	default:
+		return append(b, 0x59, byte(n>>8), byte(n))
+	}
+}
+
+// ImportCAR reads a CAR (v1 or v2) and stores its blocks, each verified
+// against its CID and the size cap. It returns the CAR's roots.
+func (s *Store) ImportCAR(ctx context.Context, r io.Reader) (roots []cid.Cid, blocksRead int, err error) {
+	br, err := carv2.NewBlockReader(r, carv2.MaxAllowedSectionSize(MaxBlockSize+256), carv2.MaxAllowedHeaderSize(1<<20))
+	if err != nil {
+		return nil, 0, fmt.Errorf("import CAR: %v: %w", err, errdefs.ErrInvalid)
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, blocksRead, err
+		}
+		b, err := br.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, blocksRead, fmt.Errorf("import CAR: block %d: %v: %w", blocksRead+1, err, errdefs.ErrInvalid)
+		}
+		if err := s.blocks.Put(ctx, b); err != nil {
+			return nil, blocksRead, fmt.Errorf("import CAR: %w", err)
+		}
+		blocksRead++
+	}
+	return br.Roots, blocksRead, nil
+}

@@ -1,0 +1,430 @@
+package dag
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/dgraph-io/badger/v4"
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
+)
+
+func openStore(t testing.TB) *Store {
+	t.Helper()
+	opts := badger.DefaultOptions(t.TempDir()).WithLogger(nil).WithMemTableSize(8 << 20).WithValueLogFileSize(64 << 20)
+	db, err := badger.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return NewStore(db)
+}
+
+func randomBytes(seed uint64, n int) []byte {
+	r := rand.New(rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8)}))
+	b := make([]byte, n)
+	for i := 0; i+8 <= n; i += 8 {
+		v := r.Uint64()
+		for k := range 8 {
+			b[i+k] = byte(v >> (8 * k))
+		}
+	}
+	return b
+}
+
+// writeTree creates files from a map of relative path -> content; a value
+// starting with "->" makes a symlink, "/" at the end of a key a directory.
+func writeTree(t testing.TB, root string, files map[string]string) {
+	t.Helper()
+	for rel, content := range files {
+		p := filepath.Join(root, filepath.FromSlash(rel))
+		if strings.HasSuffix(rel, "/") {
+			if err := os.MkdirAll(p, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if target, ok := strings.CutPrefix(content, "->"); ok {
+			if err := os.Symlink(target, p); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		mode := os.FileMode(0o644)
+		if strings.HasPrefix(content, "#!") {
+			mode = 0o755
+		}
+		if err := os.WriteFile(p, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// treeSnapshot describes a directory: path -> kind:mode:content.
+func treeSnapshot(t testing.TB, root string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		if rel == "." {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.IsDir():
+			out[rel] = "dir"
+		case info.Mode()&fs.ModeSymlink != 0:
+			target, _ := os.Readlink(p)
+			out[rel] = "link:" + target
+		default:
+			b, _ := os.ReadFile(p)
+			exec := "-"
+			if info.Mode()&0o111 != 0 {
+				exec = "x"
+			}
+			out[rel] = "file:" + exec + ":" + string(b)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func sameTree(t testing.TB, a, b map[string]string) {
+	t.Helper()
+	for k, v := range a {
+		if b[k] != v {
+			if len(v) > 80 {
+				v = v[:80] + "…"
+			}
+			w := b[k]
+			if len(w) > 80 {
+				w = w[:80] + "…"
+			}
+			t.Errorf("%s: %q vs %q", k, v, w)
+		}
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			t.Errorf("%s only in second tree", k)
+		}
+	}
+}
+
+func sampleTree(t testing.TB) string {
+	dir := t.TempDir()
+	writeTree(t, dir, map[string]string{
+		"README.md":         "hello\n",
+		"empty.txt":         "",
+		"bin/run.sh":        "#!/bin/sh\necho hi\n",
+		"src/a/b/c/deep.go": "package c\n",
+		"src/main.go":       "package main\n",
+		"emptydir/":         "",
+		"link-to-readme":    "->README.md",
+		"src/up":            "->../README.md",
+		"big.bin":           string(randomBytes(1, 3<<20+17)),
+	})
+	return dir
+}
+
+func TestImportExportRoundTrip(t *testing.T) {
+	s := openStore(t)
+	ctx := context.Background()
+	src := sampleTree(t)
+	res, err := s.Import(ctx, src, ImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Files != 6 || res.Symlinks != 2 || res.Dirs != 7 || res.Root.Version() != 1 {
+		t.Fatalf("import result %+v", res)
+	}
+	dest := filepath.Join(t.TempDir(), "copy")
+	if _, err := s.Export(ctx, res.Root, dest, ExportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sameTree(t, treeSnapshot(t, src), treeSnapshot(t, dest))
+
+	// Same content imports to the same root.
+	res2, err := s.Import(ctx, dest, ImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res2.Root.Equals(res.Root) {
+		t.Fatalf("re-import of the export: %s, want %s", res2.Root, res.Root)
+	}
+	if _, err := s.Export(ctx, res.Root, dest, ExportOptions{}); !errors.Is(err, errdefs.ErrAlreadyExists) {
+		t.Fatalf("export over an existing path: %v", err)
+	}
+}
+
+func TestIncrementalImport(t *testing.T) {
+	s := openStore(t)
+	ctx := context.Background()
+	src := sampleTree(t)
+	first, err := s.Import(ctx, src, ImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.FilesRead != 6 {
+		t.Fatalf("first import read %d files, want 6", first.FilesRead)
+	}
+	again, err := s.Import(ctx, src, ImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.FilesRead != 0 || again.NewBlocks != 0 || !again.Root.Equals(first.Root) {
+		t.Fatalf("unchanged re-import: %+v", again)
+	}
+	if err := os.WriteFile(filepath.Join(src, "src/main.go"), []byte("package main // changed\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	changed, err := s.Import(ctx, src, ImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if changed.FilesRead != 1 || changed.Root.Equals(first.Root) {
+		t.Fatalf("import after one change: %+v", changed)
+	}
+	changes, err := s.Diff(ctx, first.Root, changed.Root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(changes) != 1 || changes[0].Path != "src/main.go" || changes[0].Kind != Modified {
+		t.Fatalf("diff: %+v", changes)
+	}
+}
+
+func TestIgnoreFile(t *testing.T) {
+	s := openStore(t)
+	src := t.TempDir()
+	writeTree(t, src, map[string]string{
+		".cortexignore": "*.log\nbuild/\n",
+		"keep.txt":      "k",
+		"debug.log":     "x",
+		"build/out.o":   "o",
+		"sub/trace.log": "t",
+		"sub/keep.go":   "g",
+	})
+	res, err := s.Import(context.Background(), src, ImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Ignored != 3 || res.Files != 3 {
+		t.Fatalf("ignored %d files %d: %+v", res.Ignored, res.Files, res)
+	}
+}
+
+func TestDiffKinds(t *testing.T) {
+	s := openStore(t)
+	ctx := context.Background()
+	a, b := t.TempDir(), t.TempDir()
+	writeTree(t, a, map[string]string{"same": "s", "mod": "1", "gone": "g", "olddir/x": "x", "tool": "echo\n"})
+	writeTree(t, b, map[string]string{"same": "s", "mod": "2", "new": "n", "newdir/y": "y", "tool": "echo\n"})
+	if err := os.Chmod(filepath.Join(b, "tool"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ra, err := s.Import(ctx, a, ImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, err := s.Import(ctx, b, ImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	changes, err := s.Diff(ctx, ra.Root, rb.Root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, c := range changes {
+		got = append(got, string(c.Kind)+" "+c.Path)
+	}
+	want := "removed gone|modified mod|added new|added newdir|removed olddir|mode-changed tool"
+	if strings.Join(got, "|") != want {
+		t.Fatalf("diff:\n got %s\nwant %s", strings.Join(got, "|"), want)
+	}
+}
+
+func TestLargeDirectoryIsSharded(t *testing.T) {
+	s := openStore(t)
+	ctx := context.Background()
+	src := t.TempDir()
+	files := map[string]string{}
+	for i := range 6000 {
+		files["entry-with-a-long-name-"+strings.Repeat("x", 10)+"-"+strconv.Itoa(i)] = strconv.Itoa(i)
+	}
+	writeTree(t, src, files)
+	res, err := s.Import(ctx, src, ImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, fsn, err := s.loadNode(ctx, res.Root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fsn.Type().String() != "HAMTShard" {
+		t.Fatalf("root of 6000 entries is %v, want a HAMT shard", fsn.Type())
+	}
+	dest := filepath.Join(t.TempDir(), "out")
+	if _, err := s.Export(ctx, res.Root, dest, ExportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sameTree(t, treeSnapshot(t, src), treeSnapshot(t, dest))
+}
+
+func TestCARRoundTrip(t *testing.T) {
+	a, b := openStore(t), openStore(t)
+	ctx := context.Background()
+	src := sampleTree(t)
+	res, err := a.Import(ctx, src, ImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var car bytes.Buffer
+	if _, err := a.ExportCAR(ctx, res.Root, &car); err != nil {
+		t.Fatal(err)
+	}
+	roots, n, err := b.ImportCAR(ctx, &car)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(roots) != 1 || !roots[0].Equals(res.Root) || n == 0 {
+		t.Fatalf("CAR roots %v, %d blocks", roots, n)
+	}
+	dest := filepath.Join(t.TempDir(), "fromcar")
+	if _, err := b.Export(ctx, res.Root, dest, ExportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sameTree(t, treeSnapshot(t, src), treeSnapshot(t, dest))
+	if _, _, err := b.ImportCAR(ctx, strings.NewReader("not a car")); !errors.Is(err, errdefs.ErrInvalid) {
+		t.Fatalf("garbage CAR: %v", err)
+	}
+}
+
+// storeFetcher serves blocks from another real store, standing in for the
+// network (the bitswap path is tested between two real peers in node).
+type storeFetcher struct {
+	from   *Store
+	asked  int
+	forged bool // serve garbage for every block
+}
+
+func (f *storeFetcher) GetBlocks(ctx context.Context, keys []cid.Cid) (<-chan blocks.Block, error) {
+	ch := make(chan blocks.Block, len(keys))
+	for _, k := range keys {
+		f.asked++
+		b, err := f.from.blocks.Get(ctx, k)
+		if err != nil {
+			continue
+		}
+		if f.forged {
+			b, _ = blocks.NewBlockWithCid([]byte("forged"), k)
+		}
+		ch <- b
+	}
+	close(ch)
+	return ch, nil
+}
+
+func TestFetchOnlyMissingBlocks(t *testing.T) {
+	a, b := openStore(t), openStore(t)
+	ctx := context.Background()
+	src := sampleTree(t)
+	ra, err := a.Import(ctx, src, ImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &storeFetcher{from: a}
+	p, err := b.Fetch(ctx, ra.Root, f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Fetched == 0 || p.Fetched != f.asked {
+		t.Fatalf("first fetch: %+v, asked %d", p, f.asked)
+	}
+	dest := filepath.Join(t.TempDir(), "copy")
+	if _, err := b.Export(ctx, ra.Root, dest, ExportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sameTree(t, treeSnapshot(t, src), treeSnapshot(t, dest))
+
+	// One file changes: only the new blocks travel.
+	if err := os.WriteFile(filepath.Join(src, "README.md"), []byte("changed\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ra2, err := a.Import(ctx, src, ImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f2 := &storeFetcher{from: a}
+	p2, err := b.Fetch(ctx, ra2.Root, f2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p2.Fetched != 2 { // the new root directory and the new README leaf
+		t.Fatalf("delta fetch moved %d blocks (%d bytes), want 2", p2.Fetched, p2.FetchedBytes)
+	}
+
+	// A peer serving forged bytes gets nothing stored.
+	c := openStore(t)
+	_, err = c.Fetch(ctx, ra.Root, &storeFetcher{from: a, forged: true}, nil)
+	if !errors.Is(err, errdefs.ErrInvalid) {
+		t.Fatalf("forged blocks: %v, want ErrInvalid", err)
+	}
+	if has, _ := c.blocks.Has(ctx, ra.Root); has {
+		t.Fatal("forged block stored")
+	}
+}
+
+func TestGC(t *testing.T) {
+	s := openStore(t)
+	ctx := context.Background()
+	a, b := t.TempDir(), t.TempDir()
+	writeTree(t, a, map[string]string{"x": string(randomBytes(2, 1<<20))})
+	writeTree(t, b, map[string]string{"y": string(randomBytes(3, 1<<20))})
+	ra, _ := s.Import(ctx, a, ImportOptions{})
+	rb, _ := s.Import(ctx, b, ImportOptions{})
+	if err := s.Pin("a", ra.Root); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.GC(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Removed == 0 || res.Kept == 0 {
+		t.Fatalf("gc: %+v", res)
+	}
+	if has, _ := s.blocks.Has(ctx, rb.Root); has {
+		t.Fatal("unpinned root survived GC")
+	}
+	dest := filepath.Join(t.TempDir(), "a")
+	if _, err := s.Export(ctx, ra.Root, dest, ExportOptions{}); err != nil {
+		t.Fatalf("pinned tree lost: %v", err)
+	}
+	// After GC the index no longer vouches for b's file: it is read again.
+	again, err := s.Import(ctx, b, ImportOptions{})
+	if err != nil || again.FilesRead != 1 || !again.Root.Equals(rb.Root) {
+		t.Fatalf("re-import after gc: %+v %v", again, err)
+	}
+}

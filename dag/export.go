@@ -1,0 +1,209 @@
+package dag
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+
+	ft "github.com/ipfs/boxo/ipld/unixfs"
+	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
+
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
+)
+
+// ExportResult counts what an export wrote.
+type ExportResult struct {
+	Files, Dirs, Symlinks int
+	Bytes                 int64
+}
+
+// ExportOptions tune an export.
+type ExportOptions struct {
+	// Progress, if set, is called after each file with running totals.
+	Progress func(ExportResult)
+}
+
+// Export materializes the tree at root into dest, which must not exist. The
+// tree is written into a fresh directory beside dest through os.Root and
+// renamed into place at the end, so a failed export leaves nothing at dest.
+// Regular files and directories are written first and symlinks last, so
+// nothing is ever written through a link; symlinks that are absolute or
+// point outside dest are refused. Every block must be in the local store
+// (see Fetch).
+func (s *Store) Export(ctx context.Context, root cid.Cid, dest string, opts ExportOptions) (ExportResult, error) {
+	dest = filepath.Clean(dest)
+	if _, err := os.Lstat(dest); err == nil {
+		return ExportResult{}, fmt.Errorf("export to %s: it exists already; choose a new path: %w", dest, errdefs.ErrAlreadyExists)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return ExportResult{}, fmt.Errorf("export to %s: %w", dest, err)
+	}
+	nd, kind, fsn, err := s.loadNode(ctx, root)
+	if err != nil {
+		return ExportResult{}, fmt.Errorf("export %s: %w", root, err)
+	}
+	parent := filepath.Dir(dest)
+	tmp := filepath.Join(parent, "."+filepath.Base(dest)+".cortex-export-"+randomSuffix())
+	ex := &exporter{s: s, opts: opts}
+	fail := func(err error) (ExportResult, error) {
+		os.RemoveAll(tmp)
+		return ExportResult{}, fmt.Errorf("export %s to %s: %w", root, dest, err)
+	}
+	switch kind {
+	case nodeFile:
+		f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, fileMode(fsn))
+		if err != nil {
+			return fail(err)
+		}
+		if err := ex.writeFileTo(ctx, root, f); err != nil {
+			return fail(err)
+		}
+	case nodeDir:
+		if err := os.Mkdir(tmp, 0o755); err != nil {
+			return fail(err)
+		}
+		r, err := os.OpenRoot(tmp)
+		if err != nil {
+			return fail(err)
+		}
+		err = ex.dir(ctx, r, ".", nd, fsn, 0)
+		if err == nil {
+			err = ex.links(r)
+		}
+		r.Close()
+		if err != nil {
+			return fail(err)
+		}
+	default:
+		return fail(fmt.Errorf("root is a symlink: %w", ErrHostile))
+	}
+	if err := os.Rename(tmp, dest); err != nil {
+		return fail(err)
+	}
+	return ex.res, nil
+}
+
+func randomSuffix() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+type pendingLink struct {
+	rel, target string
+}
+
+type exporter struct {
+	s       *Store
+	opts    ExportOptions
+	res     ExportResult
+	symlink []pendingLink
+}
+
+func (ex *exporter) dir(ctx context.Context, r *os.Root, rel string, nd ipld.Node, fsn *ft.FSNode, depth int) error {
+	if depth > MaxDepth {
+		return fmt.Errorf("%s: directories nested deeper than %d: %w", rel, MaxDepth, ErrHostile)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	ex.res.Dirs++
+	entries, err := ex.s.readDir(ctx, nd, fsn)
+	if err != nil {
+		return fmt.Errorf("%s: %w", rel, err)
+	}
+	for _, e := range entries {
+		child := path.Join(rel, e.Name)
+		if data, ok := inline(e.Cid); ok && e.Cid.Prefix().Codec == cid.Raw {
+			if err := r.WriteFile(child, data, 0o644); err != nil {
+				return err
+			}
+			ex.file(int64(len(data)))
+			continue
+		}
+		cn, kind, cf, err := ex.s.loadNode(ctx, e.Cid)
+		if err != nil {
+			return fmt.Errorf("%s: %w", child, err)
+		}
+		switch kind {
+		case nodeDir:
+			if err := r.Mkdir(child, 0o755); err != nil {
+				return err
+			}
+			if err := ex.dir(ctx, r, child, cn, cf, depth+1); err != nil {
+				return err
+			}
+		case nodeSymlink:
+			target := string(cf.Data())
+			if err := checkSymlink(child, target); err != nil {
+				return err
+			}
+			ex.symlink = append(ex.symlink, pendingLink{rel: child, target: target})
+		case nodeFile:
+			f, err := r.OpenFile(child, os.O_CREATE|os.O_EXCL|os.O_WRONLY, fileMode(cf))
+			if err != nil {
+				return err
+			}
+			if err := ex.writeFileTo(ctx, e.Cid, f); err != nil {
+				return fmt.Errorf("%s: %w", child, err)
+			}
+		}
+	}
+	return nil
+}
+
+// writeFileTo writes a file's content and closes f.
+func (ex *exporter) writeFileTo(ctx context.Context, c cid.Cid, f *os.File) error {
+	bw := bufio.NewWriterSize(f, 1<<20)
+	n, err := ex.s.writeFile(ctx, c, bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	ex.file(n)
+	return nil
+}
+
+func (ex *exporter) file(n int64) {
+	ex.res.Files++
+	ex.res.Bytes += n
+	if ex.opts.Progress != nil {
+		ex.opts.Progress(ex.res)
+	}
+}
+
+// links creates the symlinks, after every file and directory exists.
+func (ex *exporter) links(r *os.Root) error {
+	for _, l := range ex.symlink {
+		if err := r.Symlink(l.target, l.rel); err != nil {
+			return err
+		}
+		ex.res.Symlinks++
+	}
+	return nil
+}
+
+// checkSymlink refuses a link at rel whose target is absolute or leaves the
+// tree (resolved lexically from the link's directory).
+func checkSymlink(rel, target string) error {
+	if target == "" || path.IsAbs(target) || len(target) > 4096 {
+		return fmt.Errorf("%s: symlink to %q: %w", rel, target, ErrHostile)
+	}
+	resolved := path.Join(path.Dir(rel), target)
+	if resolved == ".." || len(resolved) >= 3 && resolved[:3] == "../" {
+		return fmt.Errorf("%s: symlink to %q points outside the tree: %w", rel, target, ErrHostile)
+	}
+	return nil
+}

@@ -1,0 +1,143 @@
+package dag
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"syscall"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/ipfs/go-cid"
+)
+
+// The import index remembers, per workspace and path, the stat of a file
+// when it was last imported and the CID it got, so an unchanged file is
+// never read again (as git's index does).
+var indexPrefix = []byte("dag/i/") // + workspace + 0 + relpath -> indexEntry
+
+type indexEntry struct {
+	size, mtimeNs, ctimeNs int64
+	ino                    uint64
+	mode                   uint32
+	cid                    cid.Cid
+}
+
+func statEntry(info fs.FileInfo) indexEntry {
+	e := indexEntry{size: info.Size(), mtimeNs: info.ModTime().UnixNano(), mode: uint32(info.Mode())}
+	if st, ok := info.Sys().(*syscall.Stat_t); ok {
+		e.ino = st.Ino
+		e.ctimeNs = st.Ctim.Nano()
+	}
+	return e
+}
+
+// sameStat reports whether a file still has the stat it had when indexed.
+func (e indexEntry) sameStat(o indexEntry) bool {
+	return e.size == o.size && e.mtimeNs == o.mtimeNs && e.ctimeNs == o.ctimeNs && e.ino == o.ino && e.mode == o.mode
+}
+
+func (e indexEntry) marshal() []byte {
+	b := make([]byte, 0, 40+len(e.cid.Bytes()))
+	b = binary.AppendVarint(b, e.size)
+	b = binary.AppendVarint(b, e.mtimeNs)
+	b = binary.AppendVarint(b, e.ctimeNs)
+	b = binary.AppendUvarint(b, e.ino)
+	b = binary.AppendUvarint(b, uint64(e.mode))
+	return append(b, e.cid.Bytes()...)
+}
+
+func unmarshalIndexEntry(b []byte) (indexEntry, error) {
+	var e indexEntry
+	var n int
+	next := func() int64 {
+		v, k := binary.Varint(b)
+		if k <= 0 {
+			n = -1
+			return 0
+		}
+		b = b[k:]
+		return v
+	}
+	nextU := func() uint64 {
+		v, k := binary.Uvarint(b)
+		if k <= 0 {
+			n = -1
+			return 0
+		}
+		b = b[k:]
+		return v
+	}
+	e.size, e.mtimeNs, e.ctimeNs = next(), next(), next()
+	e.ino, e.mode = nextU(), uint32(nextU())
+	if n < 0 {
+		return e, errors.New("short index entry")
+	}
+	c, err := cid.Cast(b)
+	if err != nil {
+		return e, fmt.Errorf("index entry: %w", err)
+	}
+	e.cid = c
+	return e, nil
+}
+
+func indexKey(workspace, rel string) []byte {
+	k := make([]byte, 0, len(indexPrefix)+len(workspace)+1+len(rel))
+	k = append(k, indexPrefix...)
+	k = append(k, workspace...)
+	k = append(k, 0)
+	return append(k, rel...)
+}
+
+// loadIndex reads a workspace's whole index; it is small (one entry a file).
+func (s *Store) loadIndex(workspace string) (map[string]indexEntry, error) {
+	out := map[string]indexEntry{}
+	prefix := indexKey(workspace, "")
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 256})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			rel := string(it.Item().Key()[len(prefix):])
+			err := it.Item().Value(func(v []byte) error {
+				e, err := unmarshalIndexEntry(v)
+				if err == nil {
+					out[rel] = e
+				}
+				return nil // a bad entry only costs a re-read
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load index of %s: %w", workspace, err)
+	}
+	return out, nil
+}
+
+// saveIndex replaces a workspace's index with entries.
+func (s *Store) saveIndex(workspace string, old, entries map[string]indexEntry) error {
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for rel := range old {
+		if _, ok := entries[rel]; !ok {
+			if err := wb.Delete(indexKey(workspace, rel)); err != nil {
+				return err
+			}
+		}
+	}
+	for rel, e := range entries {
+		if o, ok := old[rel]; ok && o.sameStat(e) && o.cid.Equals(e.cid) {
+			continue
+		}
+		if err := wb.Set(indexKey(workspace, rel), e.marshal()); err != nil {
+			return err
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("save index of %s: %w", workspace, err)
+	}
+	return nil
+}

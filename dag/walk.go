@@ -1,0 +1,198 @@
+package dag
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/ipfs/boxo/ipld/merkledag"
+	ft "github.com/ipfs/boxo/ipld/unixfs"
+	uio "github.com/ipfs/boxo/ipld/unixfs/io"
+	pb "github.com/ipfs/boxo/ipld/unixfs/pb"
+	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
+
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
+)
+
+// Bounds on what a DAG from outside may make us do.
+const (
+	// MaxDepth bounds directory nesting and file-tree depth.
+	MaxDepth = 256
+	// MaxDirEntries bounds one directory.
+	MaxDirEntries = 1 << 20
+	// maxLinksPerNode bounds one dag-pb node of a file.
+	maxLinksPerNode = 1 << 16
+)
+
+// ErrHostile classifies a DAG that breaks a rule of safe export (a bad
+// name, an escaping symlink, a bound exceeded). It wraps errdefs.ErrInvalid.
+var ErrHostile = fmt.Errorf("unsafe DAG: %w", errdefs.ErrInvalid)
+
+// nodeKind is what a UnixFS node is, seen from its parent's link.
+type nodeKind int
+
+const (
+	nodeFile nodeKind = iota
+	nodeDir
+	nodeSymlink
+)
+
+// dirEntry is one validated entry of a directory.
+type dirEntry struct {
+	Name string
+	Cid  cid.Cid
+	Size uint64 // link Tsize
+}
+
+// checkName refuses names that could step outside a directory.
+func checkName(name string) error {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return fmt.Errorf("entry name %q: %w", name, ErrHostile)
+	}
+	return nil
+}
+
+// loadNode reads a node from the local store and classifies it.
+func (s *Store) loadNode(ctx context.Context, c cid.Cid) (ipld.Node, nodeKind, *ft.FSNode, error) {
+	nd, err := s.dags.Get(ctx, c)
+	if err != nil {
+		return nil, 0, nil, fmt.Errorf("read %s: %w", c, err)
+	}
+	switch c.Prefix().Codec {
+	case cid.Raw:
+		return nd, nodeFile, nil, nil
+	case cid.DagProtobuf:
+	default:
+		return nil, 0, nil, fmt.Errorf("node %s: codec %#x is not UnixFS: %w", c, c.Prefix().Codec, ErrHostile)
+	}
+	pn, ok := nd.(*merkledag.ProtoNode)
+	if !ok {
+		return nil, 0, nil, fmt.Errorf("node %s: not a dag-pb node: %w", c, ErrHostile)
+	}
+	fsn, err := ft.FSNodeFromBytes(pn.Data())
+	if err != nil {
+		return nil, 0, nil, fmt.Errorf("node %s: %v: %w", c, err, ErrHostile)
+	}
+	switch fsn.Type() {
+	case pb.Data_File, pb.Data_Raw:
+		return pn, nodeFile, fsn, nil
+	case pb.Data_Directory, pb.Data_HAMTShard:
+		return pn, nodeDir, fsn, nil
+	case pb.Data_Symlink:
+		return pn, nodeSymlink, fsn, nil
+	}
+	return nil, 0, nil, fmt.Errorf("node %s: UnixFS type %v not supported: %w", c, fsn.Type(), ErrHostile)
+}
+
+// readDir lists a directory node (plain or HAMT-sharded), validating every
+// name and refusing duplicates, sorted by name.
+func (s *Store) readDir(ctx context.Context, nd ipld.Node, fsn *ft.FSNode) ([]dirEntry, error) {
+	var links []*ipld.Link
+	if fsn.Type() == pb.Data_HAMTShard {
+		if f := fsn.Fanout(); f == 0 || f > 1024 || f&(f-1) != 0 {
+			return nil, fmt.Errorf("directory %s: HAMT fanout %d: %w", nd.Cid(), f, ErrHostile)
+		}
+		d, err := uio.NewDirectoryFromNode(s.dags, nd)
+		if err != nil {
+			return nil, fmt.Errorf("directory %s: %v: %w", nd.Cid(), err, ErrHostile)
+		}
+		err = d.ForEachLink(ctx, func(l *ipld.Link) error {
+			if len(links) >= MaxDirEntries {
+				return fmt.Errorf("directory %s: over %d entries: %w", nd.Cid(), MaxDirEntries, ErrHostile)
+			}
+			links = append(links, l)
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	} else {
+		links = nd.Links()
+		if len(links) > MaxDirEntries {
+			return nil, fmt.Errorf("directory %s: %d entries: %w", nd.Cid(), len(links), ErrHostile)
+		}
+	}
+	out := make([]dirEntry, 0, len(links))
+	seen := make(map[string]struct{}, len(links))
+	for _, l := range links {
+		if err := checkName(l.Name); err != nil {
+			return nil, fmt.Errorf("directory %s: %w", nd.Cid(), err)
+		}
+		if _, dup := seen[l.Name]; dup {
+			return nil, fmt.Errorf("directory %s: duplicate entry %q: %w", nd.Cid(), l.Name, ErrHostile)
+		}
+		seen[l.Name] = struct{}{}
+		out = append(out, dirEntry{Name: l.Name, Cid: l.Cid, Size: l.Size})
+	}
+	sortEntries(out)
+	return out, nil
+}
+
+func sortEntries(es []dirEntry) {
+	for i := 1; i < len(es); i++ { // insertion sort: links arrive nearly sorted
+		for j := i; j > 0 && es[j].Name < es[j-1].Name; j-- {
+			es[j], es[j-1] = es[j-1], es[j]
+		}
+	}
+}
+
+// fileMode is the permission a file node asks for: 0755 when any exec bit
+// is set, else 0644. Other bits from a DAG are not trusted.
+func fileMode(fsn *ft.FSNode) os.FileMode {
+	if fsn != nil && fsn.Mode()&0o111 != 0 {
+		return 0o755
+	}
+	return 0o644
+}
+
+// writeFile streams the content of a file node to w, depth-first, from the
+// local store. It never recurses deeper than MaxDepth.
+func (s *Store) writeFile(ctx context.Context, c cid.Cid, w io.Writer) (int64, error) {
+	var written int64
+	var walk func(c cid.Cid, depth int) error
+	walk = func(c cid.Cid, depth int) error {
+		if depth > MaxDepth {
+			return fmt.Errorf("file tree deeper than %d: %w", MaxDepth, ErrHostile)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if data, ok := inline(c); ok && c.Prefix().Codec == cid.Raw {
+			n, err := w.Write(data)
+			written += int64(n)
+			return err
+		}
+		nd, kind, fsn, err := s.loadNode(ctx, c)
+		if err != nil {
+			return err
+		}
+		if kind != nodeFile {
+			return fmt.Errorf("node %s inside a file is not file data: %w", c, ErrHostile)
+		}
+		if fsn == nil { // raw leaf
+			n, err := w.Write(nd.RawData())
+			written += int64(n)
+			return err
+		}
+		n, err := w.Write(fsn.Data())
+		written += int64(n)
+		if err != nil {
+			return err
+		}
+		links := nd.Links()
+		if len(links) > maxLinksPerNode {
+			return fmt.Errorf("file node %s has %d links: %w", c, len(links), ErrHostile)
+		}
+		for _, l := range links {
+			if err := walk(l.Cid, depth+1); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	err := walk(c, 0)
+	return written, err
+}
