@@ -92,6 +92,11 @@ type treeEntry struct {
 // its root. Unchanged files (same size, mtime, ctime, inode and mode as at
 // the last import of dir) are not read again.
 func (s *Store) Import(ctx context.Context, dir string, opts ImportOptions) (ImportResult, error) {
+	return s.importDir(ctx, dir, opts, false)
+}
+
+// importDir imports dir; with dryRun it only computes the root's CID.
+func (s *Store) importDir(ctx context.Context, dir string, opts ImportOptions, dryRun bool) (ImportResult, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return ImportResult{}, fmt.Errorf("import %s: %w", dir, err)
@@ -106,7 +111,7 @@ func (s *Store) Import(ctx context.Context, dir string, opts ImportOptions) (Imp
 	if opts.Workers <= 0 {
 		opts.Workers = runtime.GOMAXPROCS(0)
 	}
-	im := &importer{s: s, root: abs, opts: opts, batch: &blockBatch{s: s}}
+	im := &importer{s: s, root: abs, opts: opts, batch: &blockBatch{s: s, dryRun: dryRun}}
 	if !opts.NoIndex {
 		if im.index, err = s.loadIndex(abs); err != nil {
 			return ImportResult{}, err
@@ -289,6 +294,20 @@ func (im *importer) progress() {
 	}
 }
 
+// fileCID computes the CID a regular file would import to, storing nothing.
+func (s *Store) fileCID(ctx context.Context, f *os.File) (cid.Cid, error) {
+	info, err := f.Stat()
+	if err != nil {
+		return cid.Undef, err
+	}
+	im := &importer{s: s, batch: &blockBatch{s: s, dryRun: true}}
+	e := &treeEntry{info: info}
+	if err := im.hashReader(ctx, e, f); err != nil {
+		return cid.Undef, err
+	}
+	return e.cid, nil
+}
+
 // hashFile chunks one file and stores its blocks.
 func (im *importer) hashFile(ctx context.Context, e *treeEntry) error {
 	f, err := os.OpenFile(filepath.Join(im.root, filepath.FromSlash(e.rel)), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
@@ -296,6 +315,11 @@ func (im *importer) hashFile(ctx context.Context, e *treeEntry) error {
 		return err
 	}
 	defer f.Close()
+	return im.hashReader(ctx, e, f)
+}
+
+// hashReader chunks a file's content (e.info gives its mode).
+func (im *importer) hashReader(ctx context.Context, e *treeEntry, f io.Reader) error {
 	im.filesRead.Add(1)
 	var mode os.FileMode
 	if e.info.Mode()&0o111 != 0 {
@@ -450,6 +474,7 @@ func compareStrings(a, b string) int {
 // large batches, skipping blocks the store has.
 type blockBatch struct {
 	s         *Store
+	dryRun    bool // compute CIDs only, store nothing
 	mu        sync.Mutex
 	pending   []blocks.Block
 	bytes     int
@@ -458,7 +483,7 @@ type blockBatch struct {
 }
 
 func (b *blockBatch) add(blk blocks.Block) error {
-	if _, ok := inline(blk.Cid()); ok {
+	if _, ok := inline(blk.Cid()); ok || b.dryRun {
 		return nil
 	}
 	if has, err := b.s.blocks.Has(context.Background(), blk.Cid()); err != nil {
