@@ -54,6 +54,11 @@ func newAPIServer(n *Node, socket, tokenFile string) (*apiServer, error) {
 		connect.WithInterceptors(errorCodes{}),
 	)
 	mux.Handle(path, handler)
+	path, handler = apiv1connect.NewWorkspaceServiceHandler(&workspaceService{n: n},
+		connect.WithReadMaxBytes(apiMaxRequestBytes),
+		connect.WithInterceptors(errorCodes{}),
+	)
+	mux.Handle(path, handler)
 	s := &apiServer{socket: socket, handler: authenticate(mux, token, tokenFile)}
 	if s.ln, err = listenSocket(socket); err != nil {
 		return nil, err

@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/cortex-peer/cortex-peer/dag"
 	"github.com/cortex-peer/cortex-peer/node/datadir"
 	"github.com/cortex-peer/cortex-peer/node/store"
 	"github.com/cortex-peer/cortex-peer/p2p"
@@ -24,14 +25,16 @@ type Node struct {
 	log     *slog.Logger
 	started time.Time
 
-	lock   *datadir.Lock
-	store  *store.Store
-	host   *p2p.Host
-	book   *p2p.Book
-	hb     *p2p.Heartbeater
-	prober *prober
-	api    *apiServer
-	sup    *supervisor
+	lock     *datadir.Lock
+	store    *store.Store
+	dags     *dag.Store
+	exchange *exchange
+	host     *p2p.Host
+	book     *p2p.Book
+	hb       *p2p.Heartbeater
+	prober   *prober
+	api      *apiServer
+	sup      *supervisor
 
 	closeOnce sync.Once
 	closeErr  error
@@ -58,10 +61,12 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	if n.store, err = store.Open(cfg.Store, log.With("component", "store")); err != nil {
 		return nil, err
 	}
+	n.dags = dag.NewStore(n.store.DB())
 	known := n.loadKnownPeers()
 	if n.host, err = p2p.New(cfg.P2P, log.With("component", "p2p")); err != nil {
 		return nil, err
 	}
+	n.exchange = newExchange(n)
 	n.book = p2p.NewBook(cfg.P2P.Heartbeat.Expiry)
 	if n.hb, err = p2p.NewHeartbeater(n.host, n.book, n.announcement, log.With("component", "heartbeat")); err != nil {
 		return nil, err
@@ -119,6 +124,9 @@ func (n *Node) Close() error {
 		}
 		if n.hb != nil {
 			errs = append(errs, n.hb.Close())
+		}
+		if n.exchange != nil {
+			errs = append(errs, n.exchange.Close())
 		}
 		if n.host != nil {
 			errs = append(errs, n.host.Close())

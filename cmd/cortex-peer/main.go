@@ -78,6 +78,8 @@ else ~/.cortex-peer) and prints JSON with --json.`,
 		newVersionCmd(g),
 		newMeshKeyCmd(g),
 		newTestnetCmd(g),
+		newWsCmd(g),
+		newDagCmd(g),
 	)
 	return root
 }

@@ -30,6 +30,7 @@ type Client struct {
 	socket string
 	hc     *http.Client
 	peer   apiv1connect.PeerServiceClient
+	ws     apiv1connect.WorkspaceServiceClient
 }
 
 // Dial prepares a client for the peer whose data dir is root. It does not
@@ -68,6 +69,7 @@ func New(root, socket, token string) *Client {
 		socket: socket,
 		hc:     hc,
 		peer:   apiv1connect.NewPeerServiceClient(hc, baseURL, opts...),
+		ws:     apiv1connect.NewWorkspaceServiceClient(hc, baseURL, opts...),
 	}
 }
 

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	apiv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1"
+)
+
+// progressLine shows progress on one terminal line of stderr, and nothing
+// when stderr is not a terminal (piped, in CI) or with --json.
+type progressLine struct {
+	w       io.Writer
+	enabled bool
+	width   int
+}
+
+func newProgress(g *globals, w io.Writer) *progressLine {
+	p := &progressLine{w: w}
+	if f, ok := w.(*os.File); ok && !g.json {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			p.enabled = true
+		}
+	}
+	return p
+}
+
+func (p *progressLine) update(ev *apiv1.Progress) {
+	if !p.enabled {
+		return
+	}
+	var s string
+	switch {
+	case ev.GetTotal() > 0:
+		s = fmt.Sprintf("%s: %d/%d files, %s", ev.GetPhase(), ev.GetDone(), ev.GetTotal(), formatBytes(ev.GetBytes()))
+	case ev.GetPhase() == "fetching":
+		s = fmt.Sprintf("%s: %d blocks, %s", ev.GetPhase(), ev.GetDone(), formatBytes(ev.GetBytes()))
+	default:
+		s = fmt.Sprintf("%s: %d files, %s", ev.GetPhase(), ev.GetDone(), formatBytes(ev.GetBytes()))
+	}
+	pad := ""
+	if len(s) < p.width {
+		pad = strings.Repeat(" ", p.width-len(s))
+	}
+	p.width = len(s)
+	fmt.Fprint(p.w, "\r"+s+pad)
+}
+
+// done clears the line.
+func (p *progressLine) done() {
+	if p.enabled && p.width > 0 {
+		fmt.Fprint(p.w, "\r"+strings.Repeat(" ", p.width)+"\r")
+	}
+}

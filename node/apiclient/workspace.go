@@ -1,0 +1,113 @@
+package apiclient
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"connectrpc.com/connect"
+
+	apiv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1"
+)
+
+// WorkspaceAdd imports the directory at the absolute path dir.
+func (c *Client) WorkspaceAdd(ctx context.Context, dir string, noIndex bool, progress func(*apiv1.Progress)) (*apiv1.AddResult, error) {
+	stream, err := c.ws.Add(ctx, connect.NewRequest(&apiv1.AddRequest{Path: dir, NoIndex: noIndex}))
+	if err != nil {
+		return nil, c.wrap("ws add", err)
+	}
+	defer stream.Close()
+	for stream.Receive() {
+		switch ev := stream.Msg().GetEvent().(type) {
+		case *apiv1.AddEvent_Progress:
+			if progress != nil {
+				progress(ev.Progress)
+			}
+		case *apiv1.AddEvent_Result:
+			return ev.Result, nil
+		}
+	}
+	return nil, c.streamEnd("ws add", stream.Err())
+}
+
+// WorkspaceGet fetches root and exports it into the absolute path dest.
+func (c *Client) WorkspaceGet(ctx context.Context, root, dest string, stall time.Duration, progress func(*apiv1.Progress)) (*apiv1.GetResult, error) {
+	stream, err := c.ws.Get(ctx, connect.NewRequest(&apiv1.GetRequest{Cid: root, Path: dest, StallTimeoutSeconds: uint32(stall / time.Second)}))
+	if err != nil {
+		return nil, c.wrap("ws get", err)
+	}
+	defer stream.Close()
+	for stream.Receive() {
+		switch ev := stream.Msg().GetEvent().(type) {
+		case *apiv1.GetEvent_Progress:
+			if progress != nil {
+				progress(ev.Progress)
+			}
+		case *apiv1.GetEvent_Result:
+			return ev.Result, nil
+		}
+	}
+	return nil, c.streamEnd("ws get", stream.Err())
+}
+
+func (c *Client) streamEnd(call string, err error) error {
+	if err == nil {
+		return fmt.Errorf("%s: the peer ended the stream without a result", call)
+	}
+	return c.wrap(call, err)
+}
+
+// WorkspaceDiff lists the changes from one root to another.
+func (c *Client) WorkspaceDiff(ctx context.Context, from, to string) ([]*apiv1.Change, error) {
+	resp, err := c.ws.Diff(ctx, connect.NewRequest(&apiv1.DiffRequest{From: from, To: to}))
+	if err != nil {
+		return nil, c.wrap("ws diff", err)
+	}
+	return resp.Msg.GetChanges(), nil
+}
+
+// WorkspaceMerge applies base -> theirs to the directory at the absolute path dir.
+func (c *Client) WorkspaceMerge(ctx context.Context, base, theirs, dir string) (*apiv1.MergeReport, error) {
+	resp, err := c.ws.Merge(ctx, connect.NewRequest(&apiv1.MergeRequest{Base: base, Theirs: theirs, Path: dir}))
+	if err != nil {
+		return nil, c.wrap("ws merge", err)
+	}
+	return resp.Msg.GetReport(), nil
+}
+
+// WorkspaceGC removes unpinned blocks.
+func (c *Client) WorkspaceGC(ctx context.Context) (*apiv1.GCResponse, error) {
+	resp, err := c.ws.GC(ctx, connect.NewRequest(&apiv1.GCRequest{}))
+	if err != nil {
+		return nil, c.wrap("ws gc", err)
+	}
+	return resp.Msg, nil
+}
+
+// ExportCAR writes the CAR of root to w.
+func (c *Client) ExportCAR(ctx context.Context, root string, w io.Writer) error {
+	stream, err := c.ws.ExportCAR(ctx, connect.NewRequest(&apiv1.ExportCARRequest{Cid: root}))
+	if err != nil {
+		return c.wrap("dag export", err)
+	}
+	defer stream.Close()
+	for stream.Receive() {
+		if _, err := w.Write(stream.Msg().GetData()); err != nil {
+			return fmt.Errorf("dag export: %w", err)
+		}
+	}
+	if err := stream.Err(); err != nil {
+		return c.wrap("dag export", err)
+	}
+	return nil
+}
+
+// ImportCAR imports the CAR file at the absolute path p.
+func (c *Client) ImportCAR(ctx context.Context, p string) (*apiv1.ImportCARResponse, error) {
+	resp, err := c.ws.ImportCAR(ctx, connect.NewRequest(&apiv1.ImportCARRequest{Path: p}))
+	if err != nil {
+		return nil, c.wrap("dag import", err)
+	}
+	return resp.Msg, nil
+}

@@ -1,0 +1,384 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/ipfs/boxo/bitswap"
+	bsnet "github.com/ipfs/boxo/bitswap/network/bsnet"
+	"github.com/ipfs/go-cid"
+
+	"github.com/cortex-peer/cortex-peer/dag"
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
+	apiv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1"
+	"github.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1/apiv1connect"
+)
+
+// Workspace timing.
+const (
+	// DefaultStallTimeout ends a fetch when no block arrived for this long.
+	DefaultStallTimeout = 60 * time.Second
+	progressInterval    = 100 * time.Millisecond
+	carChunkSize        = 256 << 10
+)
+
+// exchange serves this peer's blocks to the mesh and fetches missing ones,
+// with bitswap on the peer's libp2p host.
+type exchange struct {
+	bs     *bitswap.Bitswap
+	cancel context.CancelFunc
+	once   sync.Once
+}
+
+func newExchange(n *Node) *exchange {
+	ctx, cancel := context.WithCancel(context.Background())
+	net := bsnet.NewFromIpfsHost(n.host.Libp2p())
+	// No content routing: wants go to the connected peers of the mesh.
+	bs := bitswap.New(ctx, net, nil, n.dags.Blocks())
+	return &exchange{bs: bs, cancel: cancel}
+}
+
+func (e *exchange) Close() error {
+	var err error
+	e.once.Do(func() {
+		err = e.bs.Close()
+		e.cancel()
+	})
+	return err
+}
+
+// fetch makes root local through a bitswap session, failing when no block
+// arrives for stall.
+func (n *Node) fetch(ctx context.Context, root cid.Cid, stall time.Duration, progress func(dag.FetchProgress)) (dag.FetchProgress, error) {
+	if stall <= 0 {
+		stall = DefaultStallTimeout
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var mu sync.Mutex
+	last := time.Now()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		t := time.NewTicker(stall / 10)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				mu.Lock()
+				idle := time.Since(last)
+				mu.Unlock()
+				if idle > stall {
+					cancel(fmt.Errorf("no block of %s arrived for %s: is a peer that holds it connected? %w", root, stall, errdefs.ErrUnavailable))
+					return
+				}
+			}
+		}
+	}()
+	sess := n.exchange.bs.NewSession(ctx)
+	p, err := n.dags.Fetch(ctx, root, sess, func(p dag.FetchProgress) {
+		mu.Lock()
+		last = time.Now()
+		mu.Unlock()
+		if progress != nil {
+			progress(p)
+		}
+	})
+	if err != nil {
+		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
+			return p, cause
+		}
+		return p, err
+	}
+	return p, nil
+}
+
+// workspaceService implements the WorkspaceService of the local API.
+type workspaceService struct {
+	n *Node
+	// gc excludes GC from imports, fetches and merges, which add blocks that
+	// no pin reaches yet.
+	gc sync.RWMutex
+}
+
+var _ apiv1connect.WorkspaceServiceHandler = (*workspaceService)(nil)
+
+func parseCID(field, s string) (cid.Cid, error) {
+	c, err := cid.Decode(s)
+	if err != nil {
+		return cid.Undef, fmt.Errorf("%s %q is not a CID: %v: %w", field, s, err, errdefs.ErrInvalid)
+	}
+	return c, nil
+}
+
+func absPath(field, p string) (string, error) {
+	if p == "" || !filepath.IsAbs(p) {
+		return "", fmt.Errorf("%s %q must be an absolute path on the peer's machine: %w", field, p, errdefs.ErrInvalid)
+	}
+	return filepath.Clean(p), nil
+}
+
+// throttle calls fn at most every progressInterval, and always for last.
+type throttle struct {
+	mu   sync.Mutex
+	next time.Time
+}
+
+func (t *throttle) ok() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := time.Now()
+	if now.Before(t.next) {
+		return false
+	}
+	t.next = now.Add(progressInterval)
+	return true
+}
+
+func (w *workspaceService) Add(ctx context.Context, req *connect.Request[apiv1.AddRequest], stream *connect.ServerStream[apiv1.AddEvent]) error {
+	dir, err := absPath("path", req.Msg.GetPath())
+	if err != nil {
+		return err
+	}
+	w.gc.RLock()
+	defer w.gc.RUnlock()
+	start := time.Now()
+	var th throttle
+	var sendMu sync.Mutex
+	res, err := w.n.dags.Import(ctx, dir, dag.ImportOptions{
+		NoIndex: req.Msg.GetNoIndex(),
+		Progress: func(p dag.ImportProgress) {
+			if !th.ok() {
+				return
+			}
+			sendMu.Lock()
+			defer sendMu.Unlock()
+			_ = stream.Send(&apiv1.AddEvent{Event: &apiv1.AddEvent_Progress{Progress: &apiv1.Progress{
+				Phase: "hashing", Done: uint64(p.FilesRead), Total: uint64(p.Files), Bytes: uint64(p.BytesRead),
+			}}})
+		},
+	})
+	if err != nil {
+		return err
+	}
+	if err := w.n.dags.Pin("ws:"+dir, res.Root); err != nil {
+		return err
+	}
+	sendMu.Lock()
+	defer sendMu.Unlock()
+	return stream.Send(&apiv1.AddEvent{Event: &apiv1.AddEvent_Result{Result: &apiv1.AddResult{
+		Cid: res.Root.String(), Files: uint64(res.Files), Dirs: uint64(res.Dirs), Symlinks: uint64(res.Symlinks),
+		Bytes: uint64(res.Bytes), FilesRead: uint64(res.FilesRead), BytesRead: uint64(res.BytesRead),
+		NewBlocks: uint64(res.NewBlocks), NewBytes: uint64(res.NewBytes), Ignored: uint64(res.Ignored),
+		Skipped: uint64(res.Skipped), Seconds: time.Since(start).Seconds(),
+	}}})
+}
+
+func (w *workspaceService) Get(ctx context.Context, req *connect.Request[apiv1.GetRequest], stream *connect.ServerStream[apiv1.GetEvent]) error {
+	root, err := parseCID("cid", req.Msg.GetCid())
+	if err != nil {
+		return err
+	}
+	dest, err := absPath("path", req.Msg.GetPath())
+	if err != nil {
+		return err
+	}
+	w.gc.RLock()
+	defer w.gc.RUnlock()
+	start := time.Now()
+	var th throttle
+	send := func(phase string, done, bytes uint64) {
+		if th.ok() {
+			_ = stream.Send(&apiv1.GetEvent{Event: &apiv1.GetEvent_Progress{Progress: &apiv1.Progress{Phase: phase, Done: done, Bytes: bytes}}})
+		}
+	}
+	p, err := w.n.fetch(ctx, root, time.Duration(req.Msg.GetStallTimeoutSeconds())*time.Second, func(p dag.FetchProgress) {
+		send("fetching", uint64(p.Fetched), uint64(p.FetchedBytes))
+	})
+	if err != nil {
+		return err
+	}
+	if err := w.n.dags.Pin("get:"+dest, root); err != nil {
+		return err
+	}
+	ex, err := w.n.dags.Export(ctx, root, dest, dag.ExportOptions{Progress: func(r dag.ExportResult) {
+		send("writing", uint64(r.Files), uint64(r.Bytes))
+	}})
+	if err != nil {
+		return err
+	}
+	return stream.Send(&apiv1.GetEvent{Event: &apiv1.GetEvent_Result{Result: &apiv1.GetResult{
+		Cid: root.String(), Path: dest, Blocks: uint64(p.Blocks), FetchedBlocks: uint64(p.Fetched),
+		FetchedBytes: uint64(p.FetchedBytes), Files: uint64(ex.Files), Bytes: uint64(ex.Bytes),
+		Seconds: time.Since(start).Seconds(),
+	}}})
+}
+
+func (w *workspaceService) Diff(ctx context.Context, req *connect.Request[apiv1.DiffRequest]) (*connect.Response[apiv1.DiffResponse], error) {
+	from, err := parseCID("from", req.Msg.GetFrom())
+	if err != nil {
+		return nil, err
+	}
+	to, err := parseCID("to", req.Msg.GetTo())
+	if err != nil {
+		return nil, err
+	}
+	w.gc.RLock()
+	defer w.gc.RUnlock()
+	for _, c := range []cid.Cid{from, to} {
+		if _, err := w.n.fetch(ctx, c, 0, nil); err != nil {
+			return nil, err
+		}
+	}
+	changes, err := w.n.dags.Diff(ctx, from, to)
+	if err != nil {
+		return nil, err
+	}
+	out := &apiv1.DiffResponse{Changes: make([]*apiv1.Change, len(changes))}
+	for i, c := range changes {
+		out.Changes[i] = &apiv1.Change{Path: c.Path, Kind: string(c.Kind), IsDir: c.IsDir}
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (w *workspaceService) Merge(ctx context.Context, req *connect.Request[apiv1.MergeRequest]) (*connect.Response[apiv1.MergeResponse], error) {
+	base, err := parseCID("base", req.Msg.GetBase())
+	if err != nil {
+		return nil, err
+	}
+	theirs, err := parseCID("theirs", req.Msg.GetTheirs())
+	if err != nil {
+		return nil, err
+	}
+	dir, err := absPath("path", req.Msg.GetPath())
+	if err != nil {
+		return nil, err
+	}
+	w.gc.RLock()
+	defer w.gc.RUnlock()
+	for _, c := range []cid.Cid{base, theirs} {
+		if _, err := w.n.fetch(ctx, c, 0, nil); err != nil {
+			return nil, err
+		}
+	}
+	rep, err := w.n.dags.Merge(ctx, base, theirs, dir)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&apiv1.MergeResponse{Report: mergeReportToAPI(rep)}), nil
+}
+
+func mergeReportToAPI(r dag.MergeReport) *apiv1.MergeReport {
+	out := &apiv1.MergeReport{Applied: r.Applied, Merged: r.Merged, Unchanged: uint64(r.Unchanged)}
+	for _, c := range r.Conflicts {
+		out.Conflicts = append(out.Conflicts, &apiv1.Conflict{Path: c.Path, Reason: c.Reason, TheirsPath: c.TheirsPath})
+	}
+	return out
+}
+
+func (w *workspaceService) GC(ctx context.Context, _ *connect.Request[apiv1.GCRequest]) (*connect.Response[apiv1.GCResponse], error) {
+	w.gc.Lock()
+	defer w.gc.Unlock()
+	res, err := w.n.dags.GC(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&apiv1.GCResponse{Kept: uint64(res.Kept), Removed: uint64(res.Removed), RemovedBytes: uint64(res.RemovedBytes)}), nil
+}
+
+func (w *workspaceService) ExportCAR(ctx context.Context, req *connect.Request[apiv1.ExportCARRequest], stream *connect.ServerStream[apiv1.CARChunk]) error {
+	root, err := parseCID("cid", req.Msg.GetCid())
+	if err != nil {
+		return err
+	}
+	w.gc.RLock()
+	defer w.gc.RUnlock()
+	if _, err := w.n.fetch(ctx, root, 0, nil); err != nil {
+		return err
+	}
+	cw := &chunkWriter{send: func(b []byte) error { return stream.Send(&apiv1.CARChunk{Data: b}) }}
+	if _, err := w.n.dags.ExportCAR(ctx, root, cw); err != nil {
+		return err
+	}
+	return cw.flush()
+}
+
+// chunkWriter cuts a byte stream into messages of carChunkSize.
+type chunkWriter struct {
+	buf  []byte
+	send func([]byte) error
+}
+
+func (c *chunkWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		k := min(carChunkSize-len(c.buf), len(p))
+		c.buf = append(c.buf, p[:k]...)
+		p = p[k:]
+		if len(c.buf) == carChunkSize {
+			if err := c.flush(); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return n, nil
+}
+
+func (c *chunkWriter) flush() error {
+	if len(c.buf) == 0 {
+		return nil
+	}
+	err := c.send(c.buf)
+	c.buf = make([]byte, 0, carChunkSize)
+	return err
+}
+
+var _ io.Writer = (*chunkWriter)(nil)
+
+func (w *workspaceService) ImportCAR(ctx context.Context, req *connect.Request[apiv1.ImportCARRequest]) (*connect.Response[apiv1.ImportCARResponse], error) {
+	p, err := absPath("path", req.Msg.GetPath())
+	if err != nil {
+		return nil, err
+	}
+	f, err := openRegular(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	w.gc.RLock()
+	defer w.gc.RUnlock()
+	roots, n, err := w.n.dags.ImportCAR(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	out := &apiv1.ImportCARResponse{Blocks: uint64(n)}
+	for _, r := range roots {
+		if err := w.n.dags.Pin("car:"+r.String(), r); err != nil {
+			return nil, err
+		}
+		out.Roots = append(out.Roots, r.String())
+	}
+	return connect.NewResponse(out), nil
+}
+
+func openRegular(p string) (*os.File, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", p, err)
+	}
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%s is not a regular file: %w", p, errdefs.ErrInvalid)
+	}
+	return f, nil
+}
