@@ -1,0 +1,147 @@
+package node_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cortex-peer/cortex-peer/node/apiclient"
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
+	"github.com/cortex-peer/cortex-peer/testnet"
+)
+
+func mustWrite(t *testing.T, p string, data []byte, mode os.FileMode) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, data, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestWorkspaceOverBitswap moves a tree with an empty file (the bitswap
+// zero-length-block trap), an empty directory, a symlink, an executable and
+// a multi-chunk file between two real peers, then a one-file delta.
+func TestWorkspaceOverBitswap(t *testing.T) {
+	tn := testnet.New(t, 2)
+	ctx := ctxT(t, 60*time.Second)
+	if err := tn.WaitMesh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	big := make([]byte, 3<<20)
+	_, _ = rand.Read(big)
+	mustWrite(t, filepath.Join(src, "empty"), nil, 0o644)
+	mustWrite(t, filepath.Join(src, "sub", "also-empty"), nil, 0o644)
+	mustWrite(t, filepath.Join(src, "run.sh"), []byte("#!/bin/sh\n"), 0o755)
+	mustWrite(t, filepath.Join(src, "big.bin"), big, 0o644)
+	mustWrite(t, filepath.Join(src, "a.txt"), []byte("hello\n"), 0o644)
+	if err := os.Mkdir(filepath.Join(src, "emptydir"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("a.txt", filepath.Join(src, "link")); err != nil {
+		t.Fatal(err)
+	}
+
+	c1, err := apiclient.Dial(tn.Peers[0].Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c1.Close()
+	c2, err := apiclient.Dial(tn.Peers[1].Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+
+	added, err := c1.WorkspaceAdd(ctx, src, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if added.GetFiles() != 5 || added.GetSymlinks() != 1 {
+		t.Fatalf("add: %+v", added)
+	}
+	dest := filepath.Join(t.TempDir(), "copy")
+	got, err := c2.WorkspaceGet(ctx, added.GetCid(), dest, 20*time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.GetFetchedBlocks() == 0 || got.GetFiles() != 5 {
+		t.Fatalf("get: %+v", got)
+	}
+	for _, rel := range []string{"empty", "sub/also-empty", "run.sh", "big.bin", "a.txt"} {
+		a, _ := os.ReadFile(filepath.Join(src, rel))
+		b, err := os.ReadFile(filepath.Join(dest, rel))
+		if err != nil || !bytes.Equal(a, b) {
+			t.Fatalf("%s differs after the round trip: %v", rel, err)
+		}
+	}
+	if st, err := os.Stat(filepath.Join(dest, "run.sh")); err != nil || st.Mode()&0o111 == 0 {
+		t.Fatalf("exec bit lost: %v %v", st.Mode(), err)
+	}
+	if target, err := os.Readlink(filepath.Join(dest, "link")); err != nil || target != "a.txt" {
+		t.Fatalf("symlink: %q %v", target, err)
+	}
+	if st, err := os.Stat(filepath.Join(dest, "emptydir")); err != nil || !st.IsDir() {
+		t.Fatalf("empty dir: %v", err)
+	}
+
+	// One file changes: peer 2 fetches only the new blocks.
+	mustWrite(t, filepath.Join(src, "a.txt"), []byte("hello, changed\n"), 0o644)
+	added2, err := c1.WorkspaceAdd(ctx, src, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if added2.GetFilesRead() != 1 {
+		t.Fatalf("incremental add read %d files", added2.GetFilesRead())
+	}
+	got2, err := c2.WorkspaceGet(ctx, added2.GetCid(), filepath.Join(t.TempDir(), "copy2"), 20*time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got2.GetFetchedBlocks() != 2 {
+		t.Fatalf("delta fetched %d blocks, want 2 (new root, new leaf)", got2.GetFetchedBlocks())
+	}
+	changes, err := c2.WorkspaceDiff(ctx, added.GetCid(), added2.GetCid())
+	if err != nil || len(changes) != 1 || changes[0].GetPath() != "a.txt" {
+		t.Fatalf("diff: %v %v", changes, err)
+	}
+	// The result merges into peer 2's copy.
+	rep, err := c2.WorkspaceMerge(ctx, added.GetCid(), added2.GetCid(), dest)
+	if err != nil || len(rep.GetApplied()) != 1 {
+		t.Fatalf("merge: %+v %v", rep, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dest, "a.txt")); string(b) != "hello, changed\n" {
+		t.Fatalf("merged a.txt: %q", b)
+	}
+}
+
+func TestWorkspaceErrors(t *testing.T) {
+	tn := testnet.New(t, 1)
+	ctx := ctxT(t, 30*time.Second)
+	c, err := apiclient.Dial(tn.Peers[0].Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.WorkspaceGet(ctx, "not-a-cid", "/tmp/x", time.Second, nil); !errors.Is(err, errdefs.ErrInvalid) {
+		t.Fatalf("bad CID: %v", err)
+	}
+	if _, err := c.WorkspaceAdd(ctx, "relative/path", false, nil); !errors.Is(err, errdefs.ErrInvalid) {
+		t.Fatalf("relative path: %v", err)
+	}
+	// A root nobody has: the fetch gives up after the stall timeout with a
+	// clear error instead of hanging.
+	missing := "bafkreie5cvv4h45feyalwqhbagebuoceukxvamxksoxibbuvsf3cykcvxy"
+	_, err = c.WorkspaceGet(ctx, missing, filepath.Join(t.TempDir(), "x"), time.Second, nil)
+	if !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "no block") {
+		t.Fatalf("missing root: %v", err)
+	}
+}
+
