@@ -3,6 +3,7 @@ package dag
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/ipfs/boxo/ipld/merkledag"
 	blocks "github.com/ipfs/go-block-format"
@@ -27,24 +28,64 @@ type FetchProgress struct {
 	FetchedBytes    int64 // bytes that came over the network
 }
 
+// fetchInFlight is how many batches of wants may be outstanding at once, so
+// the links of arriving nodes are asked for while earlier batches stream in.
+const fetchInFlight = 4
+
+// fetchMinBatch is the smallest batch sent while another is in flight.
+const fetchMinBatch = 128
+
 // Fetch makes every block of the DAG at root local, asking f only for the
-// blocks the store lacks. It walks breadth-first with a bounded frontier;
-// raw leaves already present are not read. Cancelling ctx stops it; blocks
-// fetched so far stay, so a second Fetch resumes.
+// blocks the store lacks. It is pipelined: the links of a node are wanted
+// as soon as the node arrives, with up to fetchInFlight batches of wants
+// outstanding; raw leaves already present are not read. Cancelling ctx
+// stops it; blocks fetched so far stay, so a second Fetch resumes.
 func (s *Store) Fetch(ctx context.Context, root cid.Cid, f Fetcher, progress func(FetchProgress)) (FetchProgress, error) {
+	var wg sync.WaitGroup
+	defer wg.Wait() // runs after cancel: batches end on cancellation
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var p FetchProgress
-	frontier := []cid.Cid{root}
-	for depth := 0; len(frontier) > 0; depth++ {
-		if depth > 2*MaxDepth {
-			return p, fmt.Errorf("fetch %s: deeper than %d: %w", root, 2*MaxDepth, ErrHostile)
-		}
-		var next []cid.Cid
-		var missing []cid.Cid
-		for _, c := range frontier {
-			if err := ctx.Err(); err != nil {
-				return p, err
+	queue := []cid.Cid{root} // to look at: present or not
+	var missing []cid.Cid    // known missing, not yet asked for
+	type arrival struct {
+		links []cid.Cid
+		err   error
+		done  bool // the batch ended
+		b     int  // bytes
+	}
+	arrivals := make(chan arrival, 256)
+	inFlight := 0
+	seen := map[string]struct{}{}
+
+	startBatch := func(keys []cid.Cid) {
+		inFlight++
+		wg.Go(func() {
+			err := s.fetchBatch(ctx, keys, f, func(l []cid.Cid, b int) {
+				select {
+				case arrivals <- arrival{links: l, b: b}:
+				case <-ctx.Done():
+				}
+			})
+			select {
+			case arrivals <- arrival{done: true, err: err}:
+			case <-ctx.Done():
 			}
+		})
+	}
+	for {
+		// Look at queued CIDs: expand present nodes, collect missing ones.
+		for len(queue) > 0 && len(missing) < fetchBatch {
+			c := queue[len(queue)-1]
+			queue = queue[:len(queue)-1]
+			if _, dup := seen[string(c.Hash())]; dup {
+				continue
+			}
+			seen[string(c.Hash())] = struct{}{}
 			p.Blocks++
+			if len(seen) > maxFetchBlocks {
+				return p, fmt.Errorf("fetch %s: over %d blocks: %w", root, maxFetchBlocks, ErrHostile)
+			}
 			has, err := s.blocks.Has(ctx, c)
 			if err != nil {
 				return p, err
@@ -60,78 +101,100 @@ func (s *Store) Fetch(ctx context.Context, root cid.Cid, f Fetcher, progress fun
 			if err != nil {
 				return p, err
 			}
-			next = append(next, links...)
+			queue = append(queue, links...)
 		}
-		for len(missing) > 0 {
-			batch := missing[:min(fetchBatch, len(missing))]
-			missing = missing[len(batch):]
-			got, err := s.fetchBatch(ctx, batch, f, &p, progress)
-			if err != nil {
-				return p, fmt.Errorf("fetch %s: %w", root, err)
+		// Small batches are held back while others are in flight, so the
+		// links of many arriving nodes are asked for together.
+		for len(missing) > 0 && inFlight < fetchInFlight &&
+			(len(missing) >= fetchBatch || len(queue) == 0 && (inFlight == 0 || len(missing) >= fetchMinBatch)) {
+			n := min(fetchBatch, len(missing))
+			batch := append([]cid.Cid(nil), missing[:n]...)
+			missing = missing[n:]
+			startBatch(batch)
+		}
+		if inFlight == 0 && len(queue) == 0 && len(missing) == 0 {
+			if progress != nil {
+				progress(p)
 			}
-			next = append(next, got...)
+			return p, nil
 		}
-		if progress != nil {
-			progress(p)
+		select {
+		case a := <-arrivals:
+			if a.done {
+				inFlight--
+				if a.err != nil {
+					return p, fmt.Errorf("fetch %s: %w", root, a.err)
+				}
+				continue
+			}
+			p.Fetched++
+			p.FetchedBytes += int64(a.b)
+			queue = append(queue, a.links...)
+			if progress != nil && p.Fetched%256 == 0 {
+				progress(p)
+			}
+		case <-ctx.Done():
+			return p, ctx.Err()
 		}
-		frontier = next
 	}
-	return p, nil
 }
 
-// fetchBatch fetches keys, stores them verified, and returns their links.
-func (s *Store) fetchBatch(ctx context.Context, keys []cid.Cid, f Fetcher, p *FetchProgress, progress func(FetchProgress)) ([]cid.Cid, error) {
+// maxFetchBlocks bounds the blocks of one DAG a fetch will walk.
+const maxFetchBlocks = 1 << 26
+
+// fetchBatch fetches keys and stores them verified; for each block stored
+// it reports the block's links and size. It fails if any key does not come.
+func (s *Store) fetchBatch(ctx context.Context, keys []cid.Cid, f Fetcher, got func(links []cid.Cid, size int)) error {
 	want := make(map[cid.Cid]struct{}, len(keys))
 	for _, k := range keys {
 		want[k] = struct{}{}
 	}
 	ch, err := f.GetBlocks(ctx, keys)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var links []cid.Cid
 	for b := range ch {
 		if _, ok := want[b.Cid()]; !ok {
 			continue // not asked for: never stored
 		}
 		if err := s.blocks.Put(ctx, b); err != nil {
-			return nil, err
+			return err
 		}
 		delete(want, b.Cid())
-		p.Fetched++
-		p.FetchedBytes += int64(len(b.RawData()))
+		var links []cid.Cid
 		if b.Cid().Prefix().Codec != cid.Raw {
-			l, err := s.links(ctx, b.Cid())
+			l, err := linksOf(b.Cid(), b.RawData())
 			if err != nil {
-				return nil, err
+				return err
 			}
-			links = append(links, l...)
+			links = l
 		}
-		if progress != nil && p.Fetched%256 == 0 {
-			progress(*p)
-		}
+		got(links, len(b.RawData()))
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return err
 	}
-	if len(want) > 0 {
-		for c := range want {
-			return nil, fmt.Errorf("%d blocks not found on the mesh, %s among them: %w", len(want), c, errdefs.ErrNotFound)
-		}
+	for c := range want {
+		return fmt.Errorf("%d blocks not found on the mesh, %s among them: %w", len(want), c, errdefs.ErrNotFound)
 	}
-	return links, nil
+	return nil
 }
 
 // links decodes a local dag-pb node's links.
 func (s *Store) links(ctx context.Context, c cid.Cid) ([]cid.Cid, error) {
-	if c.Prefix().Codec != cid.DagProtobuf {
-		return nil, fmt.Errorf("node %s: codec %#x is not UnixFS: %w", c, c.Prefix().Codec, ErrHostile)
-	}
 	b, err := s.blocks.Get(ctx, c)
 	if err != nil {
 		return nil, err
 	}
-	nd, err := merkledag.DecodeProtobuf(b.RawData())
+	return linksOf(c, b.RawData())
+}
+
+// linksOf decodes the links of a dag-pb block.
+func linksOf(c cid.Cid, data []byte) ([]cid.Cid, error) {
+	if c.Prefix().Codec != cid.DagProtobuf {
+		return nil, fmt.Errorf("node %s: codec %#x is not UnixFS: %w", c, c.Prefix().Codec, ErrHostile)
+	}
+	nd, err := merkledag.DecodeProtobuf(data)
 	if err != nil {
 		return nil, fmt.Errorf("node %s: %v: %w", c, err, ErrHostile)
 	}

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// kuboPair is two Kubo daemons on loopback, profile "test", routing off,
+// connected to each other: the baseline the workspace issue names.
+type kuboPair struct {
+	bin   string
+	repos [2]string
+	procs [2]*exec.Cmd
+}
+
+func startKubo(ctx context.Context, bin, dir string) (*kuboPair, error) {
+	k := &kuboPair{bin: bin}
+	for i := range 2 {
+		repo := filepath.Join(dir, fmt.Sprintf("node%d", i+1))
+		k.repos[i] = repo
+		if out, err := k.cmd(i, "init", "--profile=test").CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("init: %v: %s", err, out)
+		}
+		for _, kv := range [][2]string{
+			{"Routing.Type", `"none"`},
+			{"Addresses.Swarm", `["/ip4/127.0.0.1/tcp/0"]`},
+			{"Addresses.API", `"/ip4/127.0.0.1/tcp/0"`},
+			{"Addresses.Gateway", `"/ip4/127.0.0.1/tcp/0"`},
+			{"Bootstrap", `[]`},
+		} {
+			if out, err := k.cmd(i, "config", "--json", kv[0], kv[1]).CombinedOutput(); err != nil {
+				return nil, fmt.Errorf("config %s: %v: %s", kv[0], err, out)
+			}
+		}
+		d := k.cmd(i, "daemon", "--offline=false")
+		logf, _ := os.Create(filepath.Join(dir, fmt.Sprintf("node%d.log", i+1)))
+		d.Stdout, d.Stderr = logf, logf
+		if err := d.Start(); err != nil {
+			return nil, err
+		}
+		k.procs[i] = d
+		deadline := time.Now().Add(60 * time.Second)
+		for k.cmd(i, "id").Run() != nil {
+			if time.Now().After(deadline) {
+				k.stop()
+				return nil, fmt.Errorf("node%d did not start; see %s", i+1, logf.Name())
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	out, err := k.cmd(0, "id", "-f", "<addrs>").Output()
+	if err != nil {
+		return nil, err
+	}
+	var addr string
+	for _, a := range strings.Fields(string(out)) {
+		if strings.Contains(a, "/tcp/") && strings.HasPrefix(a, "/ip4/127.0.0.1") {
+			addr = a
+		}
+	}
+	if o, err := k.cmd(1, "swarm", "connect", addr).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("swarm connect %s: %v: %s", addr, err, o)
+	}
+	return k, nil
+}
+
+func (k *kuboPair) cmd(i int, args ...string) *exec.Cmd {
+	c := exec.Command(k.bin, args...)
+	c.Env = append(os.Environ(), "IPFS_PATH="+k.repos[i])
+	return c
+}
+
+func (k *kuboPair) add(i int, dir string) string {
+	out, err := k.cmd(i, "add", "-r", "-Q", "--cid-version=1", "--raw-leaves", dir).CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "kubo add: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func (k *kuboPair) pin(i int, root string) {
+	if out, err := k.cmd(i, "pin", "add", root).CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "kubo pin add: %v\n%s", err, out)
+		os.Exit(1)
+	}
+}
+
+func (k *kuboPair) stop() {
+	for _, p := range k.procs {
+		if p != nil && p.Process != nil {
+			p.Process.Signal(os.Interrupt)
+			done := make(chan struct{})
+			go func() { p.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				p.Process.Kill()
+			}
+		}
+	}
+}
+

@@ -1,0 +1,341 @@
+// Command wsbench measures workspace import, fetch and delta against the
+// baselines the workspace issue names, in one run, and prints them side by
+// side: IPFS Kubo (two daemons on loopback) and rsync (local and to a
+// daemon on 127.0.0.1). Every run writes into a fresh directory on a tmpfs
+// when one has room, for us and for the baselines alike, so the figures
+// measure the tools and not ext4's cost of creating files after a large
+// rm -rf.
+//
+//	go run ./testnet/wsbench -kubo /path/to/ipfs
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cortex-peer/cortex-peer/testnet"
+)
+
+func main() {
+	kubo := flag.String("kubo", "", "path to a Kubo `ipfs` binary (v0.43); empty skips the Kubo baseline")
+	corpus := flag.String("corpus", filepath.Join(runtime.GOROOT(), "src"), "directory to use as the workspace corpus")
+	bigMiB := flag.Int("big", 1024, "size in MiB of the random-bytes file")
+	work := flag.String("work", "", "scratch directory (default: a new one on /dev/shm if it has room, else the system temp dir)")
+	flag.Parse()
+	if err := run(*kubo, *corpus, *bigMiB, *work); err != nil {
+		fmt.Fprintln(os.Stderr, "wsbench:", err)
+		os.Exit(1)
+	}
+}
+
+type row struct {
+	what, ours, baseline, ratio string
+}
+
+var rows []row
+
+func report(what string, ours time.Duration, baseName string, base time.Duration) {
+	r := row{what: what, ours: secs(ours)}
+	if base > 0 {
+		r.baseline = baseName + " " + secs(base)
+		r.ratio = fmt.Sprintf("%.2fx", float64(base)/float64(ours))
+	}
+	rows = append(rows, r)
+	fmt.Fprintf(os.Stderr, "  %-55s ours %-9s %s %s\n", what, r.ours, r.baseline, r.ratio)
+}
+
+func note(what, value string) {
+	rows = append(rows, row{what: what, ours: value})
+	fmt.Fprintf(os.Stderr, "  %-55s %s\n", what, value)
+}
+
+func secs(d time.Duration) string { return fmt.Sprintf("%.3fs", d.Seconds()) }
+
+func run(kubo, corpus string, bigMiB int, work string) error {
+	ctx := context.Background()
+	if work == "" {
+		base := os.TempDir()
+		var st syscall.Statfs_t
+		if syscall.Statfs("/dev/shm", &st) == nil && int64(st.Bavail)*st.Bsize > 12<<30 {
+			base = "/dev/shm"
+		}
+		d, err := os.MkdirTemp(base, "wsbench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		work = d
+	}
+	fmt.Fprintf(os.Stderr, "scratch: %s\n", work)
+	bin, err := buildBinary(work)
+	if err != nil {
+		return err
+	}
+
+	// Corpora: a copy of the Go source tree, and one big random file.
+	src := filepath.Join(work, "corpus")
+	if err := exec.Command("cp", "-a", corpus, src).Run(); err != nil {
+		return fmt.Errorf("copy corpus: %w", err)
+	}
+	files, bytes := treeSize(src)
+	fmt.Fprintf(os.Stderr, "corpus: %d files, %.0f MB\n", files, float64(bytes)/1e6)
+	bigDir := filepath.Join(work, "big")
+	bigFile := filepath.Join(bigDir, "random.bin")
+	if err := os.MkdirAll(bigDir, 0o755); err != nil {
+		return err
+	}
+	if err := writeRandom(bigFile, int64(bigMiB)<<20); err != nil {
+		return err
+	}
+
+	pn, err := testnet.StartProcesses(ctx, testnet.ProcessOptions{Binary: bin, N: 2, Dir: filepath.Join(work, "peers"), Heartbeat: time.Second})
+	if err != nil {
+		return err
+	}
+	defer pn.Stop()
+	if err := pn.WaitReady(ctx); err != nil {
+		return err
+	}
+	p1, p2 := pn.Peers[0].DataDir, pn.Peers[1].DataDir
+
+	// Baseline: Kubo import and fetch.
+	var k *kuboPair
+	if kubo != "" {
+		if k, err = startKubo(ctx, kubo, filepath.Join(work, "kubo")); err != nil {
+			return fmt.Errorf("kubo: %w", err)
+		}
+		defer k.stop()
+	}
+
+	// 1. Full import.
+	var root string
+	tOurs := timeIt(func() { root = mustAdd(bin, p1, src) })
+	var tKubo time.Duration
+	var kuboRoot string
+	if k != nil {
+		tKubo = timeIt(func() { kuboRoot = k.add(0, src) })
+	}
+	report(fmt.Sprintf("full import, %d files", files), tOurs, "kubo add", tKubo)
+
+	// 2. Re-import with no change.
+	tNoop := timeIt(func() { mustAdd(bin, p1, src) })
+	report("re-import, no change", tNoop, "", 0)
+	note("  as a share of the full import (goal < 5%)", fmt.Sprintf("%.1f%%", 100*tNoop.Seconds()/tOurs.Seconds()))
+
+	// 3. Fetch the whole corpus on peer 2.
+	dest := filepath.Join(work, "dest-ours-1")
+	tFetch := timeIt(func() { mustGet(bin, p2, root, dest) })
+	var tKuboFetch time.Duration
+	if k != nil {
+		tKuboFetch = timeIt(func() { k.pin(1, kuboRoot) })
+	}
+	report("fetch whole corpus by peer 2 (ours: ws get incl. write)", tFetch, "kubo pin add", tKuboFetch)
+	daemon, err := startRsyncDaemon(work, src)
+	if err != nil {
+		return err
+	}
+	defer daemon.Process.Kill()
+	tRsync := timeIt(func() { mustRun("rsync", "-a", "rsync://127.0.0.1:"+rsyncPort+"/corpus/", filepath.Join(work, "dest-rsync-1")+"/") })
+	report("  same, against rsync from a daemon on loopback", tFetch, "rsync", tRsync)
+
+	// 4. Ten files change, one of them by a 1 MB append to a large file.
+	changed := changeTen(src)
+	tDelta := timeIt(func() { root2 := mustAdd(bin, p1, src); root = root2 })
+	report("re-import after 10 files changed (goal < 10% of full)", tDelta, "", 0)
+	note("  as a share of the full import", fmt.Sprintf("%.1f%%", 100*tDelta.Seconds()/tOurs.Seconds()))
+	var got getResult
+	dest2 := filepath.Join(work, "dest-ours-2")
+	tDeltaFetch := timeIt(func() { got = mustGet(bin, p2, root, dest2) })
+	tRsyncDelta := timeIt(func() { mustRun("rsync", "-a", "rsync://127.0.0.1:"+rsyncPort+"/corpus/", filepath.Join(work, "dest-rsync-1")+"/") })
+	report("delta fetch after the 10 changes (ours writes a new tree)", tDeltaFetch, "rsync", tRsyncDelta)
+	note("  block bytes moved / changed bytes", fmt.Sprintf("%d / %d (goal <= 2x + 64 KiB = %d)", got.FetchedBytes, changed, 2*changed+64<<10))
+
+	// 5. The 1 GiB file: import against sha256 of the same bytes.
+	tHash := timeIt(func() { sha256File(bigFile) })
+	tBig := timeIt(func() { mustAdd(bin, p1, bigDir) })
+	report(fmt.Sprintf("import %d MiB random file (goal within 2x of sha256)", bigMiB), tBig, "sha256", tHash)
+	note("  peak RSS of peer 1 so far (goal < 256 MiB)", peakRSS(pn.Peers[0].Pid()))
+	bigRoot := mustAdd(bin, p1, bigDir)
+	tBigFetch := timeIt(func() { mustGet(bin, p2, bigRoot, filepath.Join(work, "dest-big")) })
+	report(fmt.Sprintf("fetch %d MiB file by peer 2", bigMiB), tBigFetch, "", 0)
+	note("  peak RSS of peer 2 so far (goal < 256 MiB)", peakRSS(pn.Peers[1].Pid()))
+
+	fmt.Println()
+	fmt.Printf("%-58s %-10s %-22s %s\n", "workspace figures", "ours", "baseline", "baseline/ours")
+	for _, r := range rows {
+		fmt.Printf("%-58s %-10s %-22s %s\n", r.what, r.ours, r.baseline, r.ratio)
+	}
+	return nil
+}
+
+func buildBinary(work string) (string, error) {
+	bin := filepath.Join(work, "cortex-peer")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/cortex-peer")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("build cortex-peer (run from the module root): %w", err)
+	}
+	return bin, nil
+}
+
+func timeIt(f func()) time.Duration {
+	start := time.Now()
+	f()
+	return time.Since(start)
+}
+
+func mustRun(name string, args ...string) string {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		os.Exit(1)
+	}
+	return string(out)
+}
+
+func mustAdd(bin, data, dir string) string {
+	out := mustRun(bin, "ws", "add", "--json", "--data", data, dir)
+	var r struct {
+		CID string `json:"cid"`
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		fmt.Fprintf(os.Stderr, "ws add output: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	return r.CID
+}
+
+type getResult struct {
+	FetchedBlocks uint64 `json:"fetched_blocks"`
+	FetchedBytes  uint64 `json:"fetched_bytes"`
+}
+
+func mustGet(bin, data, root, dest string) getResult {
+	out := mustRun(bin, "ws", "get", "--json", "--data", data, root, dest)
+	var r getResult
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		fmt.Fprintf(os.Stderr, "ws get output: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	return r
+}
+
+func treeSize(dir string) (files int, bytes int64) {
+	_ = filepath.Walk(dir, func(_ string, info os.FileInfo, err error) error {
+		if err == nil && info.Mode().IsRegular() {
+			files++
+			bytes += info.Size()
+		}
+		return nil
+	})
+	return files, bytes
+}
+
+func writeRandom(path string, n int64) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	r := rand.NewChaCha8([32]byte{42})
+	w := bufio.NewWriterSize(f, 1<<20)
+	if _, err := io.CopyN(w, r, n); err != nil {
+		return err
+	}
+	return w.Flush()
+}
+
+func sha256File(path string) {
+	f, err := os.Open(path)
+	if err != nil {
+		panic(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		panic(err)
+	}
+}
+
+// changeTen edits nine small files and appends 1 MB to the largest file of
+// the corpus; it returns the number of bytes changed.
+func changeTen(src string) int64 {
+	var small []string
+	var largest string
+	var largestSize int64
+	_ = filepath.Walk(src, func(p string, info os.FileInfo, err error) error {
+		if err != nil || !info.Mode().IsRegular() {
+			return nil
+		}
+		if strings.HasSuffix(p, ".go") && len(small) < 9 && info.Size() > 1000 && info.Size() < 20000 {
+			small = append(small, p)
+		}
+		if info.Size() > largestSize {
+			largest, largestSize = p, info.Size()
+		}
+		return nil
+	})
+	var changed int64
+	for _, p := range small {
+		f, _ := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
+		n, _ := f.WriteString("\n// changed by wsbench\n")
+		f.Close()
+		changed += int64(n)
+	}
+	f, _ := os.OpenFile(largest, os.O_APPEND|os.O_WRONLY, 0)
+	buf := make([]byte, 1_000_000)
+	rand.NewChaCha8([32]byte{7}).Read(buf)
+	n, _ := f.Write(buf)
+	f.Close()
+	return changed + int64(n)
+}
+
+func peakRSS(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return "?"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
+			return fmt.Sprintf("%.0f MiB", float64(kb)/1024)
+		}
+	}
+	return "?"
+}
+
+const rsyncPort = "28730"
+
+func startRsyncDaemon(work, src string) (*exec.Cmd, error) {
+	conf := filepath.Join(work, "rsyncd.conf")
+	body := fmt.Sprintf("use chroot = no\nuid = root\ngid = root\n[corpus]\npath = %s\nread only = yes\n", src)
+	if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command("rsync", "--daemon", "--no-detach", "--address=127.0.0.1", "--port="+rsyncPort, "--config="+conf)
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	for range 100 {
+		if exec.Command("rsync", "rsync://127.0.0.1:"+rsyncPort+"/").Run() == nil {
+			return cmd, nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cmd.Process.Kill()
+	return nil, fmt.Errorf("rsync daemon did not start")
+}
