@@ -144,4 +144,3 @@ func TestWorkspaceErrors(t *testing.T) {
 		t.Fatalf("missing root: %v", err)
 	}
 }
-

@@ -105,4 +105,3 @@ func (k *kuboPair) stop() {
 		}
 	}
 }
-

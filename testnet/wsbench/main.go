@@ -149,7 +149,9 @@ func run(kubo, corpus string, bigMiB int, work string) error {
 		return err
 	}
 	defer daemon.Process.Kill()
-	tRsync := timeIt(func() { mustRun("rsync", "-a", "rsync://127.0.0.1:"+rsyncPort+"/corpus/", filepath.Join(work, "dest-rsync-1")+"/") })
+	tRsync := timeIt(func() {
+		mustRun("rsync", "-a", "rsync://127.0.0.1:"+rsyncPort+"/corpus/", filepath.Join(work, "dest-rsync-1")+"/")
+	})
 	report("  same, against rsync from a daemon on loopback", tFetch, "rsync", tRsync)
 
 	// 4. Ten files change, one of them by a 1 MB append to a large file.
@@ -160,7 +162,9 @@ func run(kubo, corpus string, bigMiB int, work string) error {
 	var got getResult
 	dest2 := filepath.Join(work, "dest-ours-2")
 	tDeltaFetch := timeIt(func() { got = mustGet(bin, p2, root, dest2) })
-	tRsyncDelta := timeIt(func() { mustRun("rsync", "-a", "rsync://127.0.0.1:"+rsyncPort+"/corpus/", filepath.Join(work, "dest-rsync-1")+"/") })
+	tRsyncDelta := timeIt(func() {
+		mustRun("rsync", "-a", "rsync://127.0.0.1:"+rsyncPort+"/corpus/", filepath.Join(work, "dest-rsync-1")+"/")
+	})
 	report("delta fetch after the 10 changes (ours writes a new tree)", tDeltaFetch, "rsync", tRsyncDelta)
 	note("  block bytes moved / changed bytes", fmt.Sprintf("%d / %d (goal <= 2x + 64 KiB = %d)", got.FetchedBytes, changed, 2*changed+64<<10))
 
