@@ -33,9 +33,28 @@ bench: ## Run the benchmarks and print the figures (takes about 2 minutes).
 	$(GO) test -run '^$$' -bench 'CLIPeers' -benchtime 50x ./cmd/cortex-peer/
 	$(GO) test -run '^$$' -bench 'IdlePeerRSS' -benchtime 1x ./testnet/
 
+KUBO_VERSION := v0.43.0
+KUBO_BIN := $(CURDIR)/.bench/ipfs
+
+.PHONY: bench-ws
+bench-ws: $(KUBO_BIN) ## Workspace figures side by side with Kubo and rsync (Go src tree + 1 GiB file; several minutes).
+	@command -v rsync >/dev/null || $(SUDO) apt-get install -y -qq rsync
+	$(GO) run ./testnet/wsbench -kubo $(KUBO_BIN)
+
+# Kubo's `go install` fails on a replace directive; it builds from its module source.
+$(KUBO_BIN):
+	@mkdir -p .bench
+	@dir=$$($(GO) mod download -json github.com/ipfs/kubo@$(KUBO_VERSION) | sed -n 's/.*"Dir": "\(.*\)".*/\1/p'); \
+	rm -rf .bench/kubo-src && cp -r "$$dir" .bench/kubo-src && chmod -R u+w .bench/kubo-src && \
+	cd .bench/kubo-src && $(GO) build -o $(KUBO_BIN) ./cmd/ipfs
+
 .PHONY: fuzz
-fuzz: ## Fuzz the wire decoders for 30 s each.
+fuzz: ## Fuzz the decoders of wire and DAG input for 30 s each.
 	$(GO) test -run '^$$' -fuzz FuzzDecodeHeartbeat -fuzztime 30s ./protocol/
+	$(GO) test -run '^$$' -fuzz FuzzExportDAG -fuzztime 30s ./dag/
+	$(GO) test -run '^$$' -fuzz FuzzImportCAR -fuzztime 30s ./dag/
+	$(GO) test -run '^$$' -fuzz FuzzMerge -fuzztime 30s ./dag/diff3/
+	$(GO) test -run '^$$' -fuzz FuzzMatch -fuzztime 30s ./dag/ignore/
 
 .PHONY: lint
 lint: ## gofmt, go vet and staticcheck.
@@ -96,4 +115,4 @@ demo: deps build ## Start a local 3-peer testnet, show the mesh from each peer, 
 
 .PHONY: clean
 clean: ## Remove build output and the demo's data dirs.
-	rm -rf bin .demo
+	rm -rf bin .demo .bench

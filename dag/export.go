@@ -1,7 +1,6 @@
 package dag
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -11,6 +10,8 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
+	"sync"
 
 	ft "github.com/ipfs/boxo/ipld/unixfs"
 	"github.com/ipfs/go-cid"
@@ -100,32 +101,90 @@ type pendingLink struct {
 	rel, target string
 }
 
+// exportWorkers write files in parallel; writing is mostly waiting on the
+// kernel, so more workers than cores help.
+func exportWorkers() int { return 2 * runtime.GOMAXPROCS(0) }
+
 type exporter struct {
 	s       *Store
 	opts    ExportOptions
-	res     ExportResult
 	symlink []pendingLink
+
+	mu  sync.Mutex
+	res ExportResult
 }
 
+type fileJob struct {
+	dir  *os.Root // the file's directory
+	name string
+	rel  string
+	c    cid.Cid
+	mode os.FileMode
+	done *sync.WaitGroup
+}
+
+// dir writes the directory node nd into rel, a directory that exists in r.
+// Files are written by a pool of workers; each directory is opened as its
+// own os.Root, so every file is created by name in its directory with one
+// system call instead of a walk of its whole path.
 func (ex *exporter) dir(ctx context.Context, r *os.Root, rel string, nd ipld.Node, fsn *ft.FSNode, depth int) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	jobs := make(chan fileJob, 64)
+	var workers sync.WaitGroup
+	for range exportWorkers() {
+		workers.Go(func() {
+			for j := range jobs {
+				if ctx.Err() == nil {
+					if err := ex.writeJob(ctx, j); err != nil {
+						cancel(fmt.Errorf("%s: %w", j.rel, err))
+					}
+				}
+				j.done.Done()
+			}
+		})
+	}
+	sub, err := r.OpenRoot(rel)
+	if err == nil {
+		err = ex.dirIn(ctx, sub, rel, nd, fsn, depth, jobs)
+	}
+	close(jobs)
+	workers.Wait()
+	if cause := context.Cause(ctx); cause != nil && err == nil {
+		err = cause
+	}
+	return err
+}
+
+func (ex *exporter) dirIn(ctx context.Context, here *os.Root, rel string, nd ipld.Node, fsn *ft.FSNode, depth int, jobs chan<- fileJob) error {
+	var pending sync.WaitGroup
+	defer func() {
+		pending.Wait() // the workers use here until its files are written
+		here.Close()
+	}()
 	if depth > MaxDepth {
 		return fmt.Errorf("%s: directories nested deeper than %d: %w", rel, MaxDepth, ErrHostile)
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	ex.mu.Lock()
 	ex.res.Dirs++
+	ex.mu.Unlock()
 	entries, err := ex.s.readDir(ctx, nd, fsn)
 	if err != nil {
 		return fmt.Errorf("%s: %w", rel, err)
 	}
 	for _, e := range entries {
 		child := path.Join(rel, e.Name)
-		if data, ok := inline(e.Cid); ok && e.Cid.Prefix().Codec == cid.Raw {
-			if err := r.WriteFile(child, data, 0o644); err != nil {
-				return err
+		if _, ok := inline(e.Cid); ok && e.Cid.Prefix().Codec == cid.Raw {
+			pending.Add(1)
+			select {
+			case jobs <- fileJob{dir: here, name: e.Name, rel: child, c: e.Cid, mode: 0o644, done: &pending}:
+			case <-ctx.Done():
+				pending.Done()
+				return context.Cause(ctx)
 			}
-			ex.file(int64(len(data)))
 			continue
 		}
 		cn, kind, cf, err := ex.s.loadNode(ctx, e.Cid)
@@ -134,10 +193,14 @@ func (ex *exporter) dir(ctx context.Context, r *os.Root, rel string, nd ipld.Nod
 		}
 		switch kind {
 		case nodeDir:
-			if err := r.Mkdir(child, 0o755); err != nil {
+			if err := here.Mkdir(e.Name, 0o755); err != nil {
 				return err
 			}
-			if err := ex.dir(ctx, r, child, cn, cf, depth+1); err != nil {
+			sub, err := here.OpenRoot(e.Name)
+			if err != nil {
+				return err
+			}
+			if err := ex.dirIn(ctx, sub, child, cn, cf, depth+1, jobs); err != nil {
 				return err
 			}
 		case nodeSymlink:
@@ -147,25 +210,30 @@ func (ex *exporter) dir(ctx context.Context, r *os.Root, rel string, nd ipld.Nod
 			}
 			ex.symlink = append(ex.symlink, pendingLink{rel: child, target: target})
 		case nodeFile:
-			f, err := r.OpenFile(child, os.O_CREATE|os.O_EXCL|os.O_WRONLY, fileMode(cf))
-			if err != nil {
-				return err
-			}
-			if err := ex.writeFileTo(ctx, e.Cid, f); err != nil {
-				return fmt.Errorf("%s: %w", child, err)
+			pending.Add(1)
+			select {
+			case jobs <- fileJob{dir: here, name: e.Name, rel: child, c: e.Cid, mode: fileMode(cf), done: &pending}:
+			case <-ctx.Done():
+				pending.Done()
+				return context.Cause(ctx)
 			}
 		}
 	}
 	return nil
 }
 
-// writeFileTo writes a file's content and closes f.
-func (ex *exporter) writeFileTo(ctx context.Context, c cid.Cid, f *os.File) error {
-	bw := bufio.NewWriterSize(f, 1<<20)
-	n, err := ex.s.writeFile(ctx, c, bw)
-	if err == nil {
-		err = bw.Flush()
+func (ex *exporter) writeJob(ctx context.Context, j fileJob) error {
+	f, err := j.dir.OpenFile(j.name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, j.mode)
+	if err != nil {
+		return err
 	}
+	return ex.writeFileTo(ctx, j.c, f)
+}
+
+// writeFileTo writes a file's content and closes f. Blocks are written
+// as they are (128 KiB to 1 MiB each): no extra buffer.
+func (ex *exporter) writeFileTo(ctx context.Context, c cid.Cid, f *os.File) error {
+	n, err := ex.s.writeFile(ctx, c, f)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -177,10 +245,13 @@ func (ex *exporter) writeFileTo(ctx context.Context, c cid.Cid, f *os.File) erro
 }
 
 func (ex *exporter) file(n int64) {
+	ex.mu.Lock()
 	ex.res.Files++
 	ex.res.Bytes += n
+	res := ex.res
+	ex.mu.Unlock()
 	if ex.opts.Progress != nil {
-		ex.opts.Progress(ex.res)
+		ex.opts.Progress(res)
 	}
 }
 

@@ -296,3 +296,83 @@ func BenchmarkCLIPeers(b *testing.B) {
 		}
 	}
 }
+
+func TestCLIWorkspaces(t *testing.T) {
+	bin := testnet.BuildBinary(t)
+	dir := t.TempDir()
+	startTestnet(t, bin, dir, "2")
+	p1, p2 := filepath.Join(dir, "peer1"), filepath.Join(dir, "peer2")
+	src := t.TempDir()
+	for rel, content := range map[string]string{"a.txt": "one\ntwo\nthree\n", "empty": "", "sub/b.txt": "b"} {
+		p := filepath.Join(src, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add := func() map[string]any {
+		r := run(t, bin, "ws", "add", "--json", "--data", p1, src)
+		var out map[string]any
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &out) != nil {
+			t.Fatalf("ws add: exit %d %s %s", r.code, r.stdout, r.stderr)
+		}
+		for _, k := range []string{"cid", "files", "bytes"} {
+			if _, ok := out[k]; !ok {
+				t.Fatalf("ws add --json lacks %q: %v", k, out)
+			}
+		}
+		return out
+	}
+	first := add()
+	base := first["cid"].(string)
+	copyDir := filepath.Join(t.TempDir(), "copy")
+	if r := run(t, bin, "ws", "get", "--data", p2, base, copyDir); r.code != 0 {
+		t.Fatalf("ws get: %s", r.stderr)
+	}
+	if b, err := os.ReadFile(filepath.Join(copyDir, "a.txt")); err != nil || string(b) != "one\ntwo\nthree\n" {
+		t.Fatalf("copy: %q %v", b, err)
+	}
+	// The task (here: us) changes line 3 in src; the user changes line 1 in the copy.
+	if err := os.WriteFile(filepath.Join(src, "a.txt"), []byte("one\ntwo\nTHREE\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	second := add()
+	if second["files_read"].(float64) != 1 {
+		t.Fatalf("incremental add read %v files", second["files_read"])
+	}
+	theirs := second["cid"].(string)
+	if r := run(t, bin, "ws", "diff", "--data", p2, base, theirs); r.code != 0 || strings.TrimSpace(r.stdout) != "M a.txt" {
+		t.Fatalf("ws diff: exit %d %q %s", r.code, r.stdout, r.stderr)
+	}
+	if err := os.WriteFile(filepath.Join(copyDir, "a.txt"), []byte("ONE\ntwo\nthree\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, bin, "ws", "merge", "--json", "--data", p2, base, theirs, copyDir)
+	var rep struct {
+		Merged    []string `json:"merged"`
+		Conflicts []any    `json:"conflicts"`
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &rep) != nil || len(rep.Merged) != 1 || len(rep.Conflicts) != 0 {
+		t.Fatalf("ws merge: exit %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	if b, _ := os.ReadFile(filepath.Join(copyDir, "a.txt")); string(b) != "ONE\ntwo\nTHREE\n" {
+		t.Fatalf("merged: %q", b)
+	}
+	// CAR round trip between the peers.
+	car := filepath.Join(t.TempDir(), "ws.car")
+	r = run(t, bin, "dag", "export", "--data", p1, theirs)
+	if r.code != 0 {
+		t.Fatalf("dag export: %s", r.stderr)
+	}
+	if err := os.WriteFile(car, []byte(r.stdout), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := run(t, bin, "dag", "import", "--data", p2, car); r.code != 0 || strings.TrimSpace(r.stdout) != theirs {
+		t.Fatalf("dag import: exit %d %q %s", r.code, r.stdout, r.stderr)
+	}
+	if r := run(t, bin, "ws", "get", "--data", p2, "not-a-cid", filepath.Join(t.TempDir(), "x")); r.code != 1 || !strings.Contains(r.stderr, "not a CID") {
+		t.Fatalf("bad CID: exit %d %s", r.code, r.stderr)
+	}
+}

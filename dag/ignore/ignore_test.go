@@ -576,11 +576,6 @@ func refWild(p, t string) int {
 				return wmNoMatch
 			}
 			pi, ti = pi+1, ti+1
-		default:
-			if t[ti] != pc {
-				return wmNoMatch
-			}
-			pi, ti = pi+1, ti+1
 		case '?':
 			if t[ti] == '/' {
 				return wmNoMatch
@@ -705,6 +700,11 @@ func refWild(p, t string) int {
 				return wmNoMatch
 			}
 			ti += tw
+		default:
+			if t[ti] != pc {
+				return wmNoMatch
+			}
+			pi, ti = pi+1, ti+1
 		}
 	}
 	if ti < len(t) {

@@ -21,11 +21,15 @@ import (
 // Config sizes badger's memory use. The defaults keep an idle peer small;
 // a peer storing large workspaces may raise them.
 type Config struct {
-	Dir            string
-	MemTableBytes  int64
-	BlockCacheMiB  int64
-	IndexCacheMiB  int64
-	ValueLogMiB    int64
+	Dir           string
+	MemTableBytes int64
+	BlockCacheMiB int64
+	IndexCacheMiB int64
+	ValueLogMiB   int64
+	// ValueThreshold: values at least this large go to the value log, an
+	// append-only file, instead of the LSM tree, so large blocks are
+	// written once and never compacted.
+	ValueThreshold int64
 	NumMemtables   int
 	CompactorCount int
 }
@@ -38,6 +42,7 @@ func DefaultConfig(dir string) Config {
 		BlockCacheMiB:  32,
 		IndexCacheMiB:  16,
 		ValueLogMiB:    256,
+		ValueThreshold: 1 << 10,
 		NumMemtables:   2,
 		CompactorCount: 2,
 	}
@@ -45,7 +50,7 @@ func DefaultConfig(dir string) Config {
 
 // Validate checks the sizes.
 func (c Config) Validate() error {
-	if c.Dir == "" || c.MemTableBytes <= 0 || c.BlockCacheMiB < 0 || c.IndexCacheMiB < 0 || c.ValueLogMiB <= 0 || c.NumMemtables < 1 || c.CompactorCount < 2 {
+	if c.Dir == "" || c.MemTableBytes <= 0 || c.BlockCacheMiB < 0 || c.IndexCacheMiB < 0 || c.ValueLogMiB <= 0 || c.ValueThreshold <= 0 || c.NumMemtables < 1 || c.CompactorCount < 2 {
 		return fmt.Errorf("store config %+v: %w", c, errdefs.ErrInvalid)
 	}
 	return nil
@@ -72,6 +77,7 @@ func Open(cfg Config, log *slog.Logger) (*Store, error) {
 		WithBlockCacheSize(cfg.BlockCacheMiB << 20).
 		WithIndexCacheSize(cfg.IndexCacheMiB << 20).
 		WithValueLogFileSize(cfg.ValueLogMiB << 20).
+		WithValueThreshold(cfg.ValueThreshold).
 		WithNumCompactors(cfg.CompactorCount).
 		WithCompression(options.None)
 	db, err := badger.Open(opts)

@@ -20,6 +20,9 @@ type kuboPair struct {
 
 func startKubo(ctx context.Context, bin, dir string) (*kuboPair, error) {
 	k := &kuboPair{bin: bin}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
 	for i := range 2 {
 		repo := filepath.Join(dir, fmt.Sprintf("node%d", i+1))
 		k.repos[i] = repo
@@ -45,10 +48,12 @@ func startKubo(ctx context.Context, bin, dir string) (*kuboPair, error) {
 		}
 		k.procs[i] = d
 		deadline := time.Now().Add(60 * time.Second)
-		for k.cmd(i, "id").Run() != nil {
+		// A command run before the daemon is up would take the repo lock
+		// itself; wait for the daemon to say it is ready.
+		for log, _ := os.ReadFile(logf.Name()); !strings.Contains(string(log), "Daemon is ready"); log, _ = os.ReadFile(logf.Name()) {
 			if time.Now().After(deadline) {
 				k.stop()
-				return nil, fmt.Errorf("node%d did not start; see %s", i+1, logf.Name())
+				return nil, fmt.Errorf("node%d did not start:\n%s", i+1, log)
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
@@ -84,10 +89,31 @@ func (k *kuboPair) add(i int, dir string) string {
 	return strings.TrimSpace(string(out))
 }
 
-func (k *kuboPair) pin(i int, root string) {
-	if out, err := k.cmd(i, "pin", "add", root).CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "kubo pin add: %v\n%s", err, out)
+// kuboFetchLimit bounds the Kubo fetch: a tree with an empty file never
+// completes there (a zero-length raw block is answered with HAVE and never
+// sent), and the run must go on.
+const kuboFetchLimit = 120 * time.Second
+
+// pin fetches root on node i; false if it did not finish within the limit.
+func (k *kuboPair) pin(i int, root string) bool {
+	c := k.cmd(i, "pin", "add", root)
+	if err := c.Start(); err != nil {
+		fmt.Fprintf(os.Stderr, "kubo pin add: %v\n", err)
 		os.Exit(1)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "kubo pin add: %v\n", err)
+			os.Exit(1)
+		}
+		return true
+	case <-time.After(kuboFetchLimit):
+		c.Process.Kill()
+		<-done
+		return false
 	}
 }
 

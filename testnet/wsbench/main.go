@@ -21,7 +21,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -32,8 +31,9 @@ import (
 
 func main() {
 	kubo := flag.String("kubo", "", "path to a Kubo `ipfs` binary (v0.43); empty skips the Kubo baseline")
-	corpus := flag.String("corpus", filepath.Join(runtime.GOROOT(), "src"), "directory to use as the workspace corpus")
+	corpus := flag.String("corpus", goSrc(), "directory to use as the workspace corpus")
 	bigMiB := flag.Int("big", 1024, "size in MiB of the random-bytes file")
+	storesDir = flag.String("stores", os.TempDir(), "where the peers' data dirs (and stores) live")
 	work := flag.String("work", "", "scratch directory (default: a new one on /dev/shm if it has room, else the system temp dir)")
 	flag.Parse()
 	if err := run(*kubo, *corpus, *bigMiB, *work); err != nil {
@@ -41,6 +41,8 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+var storesDir *string
 
 type row struct {
 	what, ours, baseline, ratio string
@@ -102,7 +104,14 @@ func run(kubo, corpus string, bigMiB int, work string) error {
 		return err
 	}
 
-	pn, err := testnet.StartProcesses(ctx, testnet.ProcessOptions{Binary: bin, N: 2, Dir: filepath.Join(work, "peers"), Heartbeat: time.Second})
+	// The peers' stores live on disk, as they would for a user: on a tmpfs
+	// badger's memory-mapped value log would count as resident memory.
+	peersDir, err := os.MkdirTemp(*storesDir, "wsbench-peers-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(peersDir)
+	pn, err := testnet.StartProcesses(ctx, testnet.ProcessOptions{Binary: bin, N: 2, Dir: peersDir, Heartbeat: time.Second})
 	if err != nil {
 		return err
 	}
@@ -140,10 +149,14 @@ func run(kubo, corpus string, bigMiB int, work string) error {
 	dest := filepath.Join(work, "dest-ours-1")
 	tFetch := timeIt(func() { mustGet(bin, p2, root, dest) })
 	var tKuboFetch time.Duration
+	kuboDone := true
 	if k != nil {
-		tKuboFetch = timeIt(func() { k.pin(1, kuboRoot) })
+		tKuboFetch = timeIt(func() { kuboDone = k.pin(1, kuboRoot) })
 	}
 	report("fetch whole corpus by peer 2 (ours: ws get incl. write)", tFetch, "kubo pin add", tKuboFetch)
+	if !kuboDone {
+		note("  kubo pin add did not finish", fmt.Sprintf("stopped after %s (empty files: zero-length blocks never sent)", kuboFetchLimit))
+	}
 	daemon, err := startRsyncDaemon(work, src)
 	if err != nil {
 		return err
@@ -170,13 +183,15 @@ func run(kubo, corpus string, bigMiB int, work string) error {
 
 	// 5. The 1 GiB file: import against sha256 of the same bytes.
 	tHash := timeIt(func() { sha256File(bigFile) })
-	tBig := timeIt(func() { mustAdd(bin, p1, bigDir) })
+	var bigRoot string
+	s1 := sampleRSS(pn.Peers[0].Pid())
+	tBig := timeIt(func() { bigRoot = mustAdd(bin, p1, bigDir) })
 	report(fmt.Sprintf("import %d MiB random file (goal within 2x of sha256)", bigMiB), tBig, "sha256", tHash)
-	note("  peak RSS of peer 1 so far (goal < 256 MiB)", peakRSS(pn.Peers[0].Pid()))
-	bigRoot := mustAdd(bin, p1, bigDir)
+	note("  peer 1 memory during the import (goal < 256 MiB)", s1.stop())
+	s2 := sampleRSS(pn.Peers[1].Pid())
 	tBigFetch := timeIt(func() { mustGet(bin, p2, bigRoot, filepath.Join(work, "dest-big")) })
 	report(fmt.Sprintf("fetch %d MiB file by peer 2", bigMiB), tBigFetch, "", 0)
-	note("  peak RSS of peer 2 so far (goal < 256 MiB)", peakRSS(pn.Peers[1].Pid()))
+	note("  peer 2 memory during the fetch (goal < 256 MiB)", s2.stop())
 
 	fmt.Println()
 	fmt.Printf("%-58s %-10s %-22s %s\n", "workspace figures", "ours", "baseline", "baseline/ours")
@@ -184,6 +199,15 @@ func run(kubo, corpus string, bigMiB int, work string) error {
 		fmt.Printf("%-58s %-10s %-22s %s\n", r.what, r.ours, r.baseline, r.ratio)
 	}
 	return nil
+}
+
+// goSrc is the source tree of the Go installation on the PATH.
+func goSrc() string {
+	out, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(strings.TrimSpace(string(out)), "src")
 }
 
 func buildBinary(work string) (string, error) {
@@ -308,18 +332,57 @@ func changeTen(src string) int64 {
 	return changed + int64(n)
 }
 
-func peakRSS(pid int) string {
+// rssSampler polls a process's memory while an operation runs and keeps the
+// largest anonymous (heap, stacks) and total resident sizes seen.
+type rssSampler struct {
+	pid             int
+	done            chan struct{}
+	finished        chan struct{}
+	maxAnon, maxRSS float64
+}
+
+func sampleRSS(pid int) *rssSampler {
+	s := &rssSampler{pid: pid, done: make(chan struct{}), finished: make(chan struct{})}
+	go func() {
+		defer close(s.finished)
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			kb := procStatus(pid)
+			s.maxAnon = max(s.maxAnon, kb["RssAnon"])
+			s.maxRSS = max(s.maxRSS, kb["VmRSS"])
+			select {
+			case <-s.done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return s
+}
+
+func (s *rssSampler) stop() string {
+	close(s.done)
+	<-s.finished
+	return fmt.Sprintf("max anonymous %.0f MiB, max resident %.0f MiB (incl. file-backed mmap of the store)", s.maxAnon, s.maxRSS)
+}
+
+func procStatus(pid int) map[string]float64 {
+	kb := map[string]float64{}
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
-		return "?"
+		return kb
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
-			return fmt.Sprintf("%.0f MiB", float64(kb)/1024)
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		if n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB")); err == nil {
+			kb[k] = float64(n) / 1024
 		}
 	}
-	return "?"
+	return kb
 }
 
 const rsyncPort = "28730"
