@@ -91,12 +91,7 @@ func (hb *Heartbeater) Serve(ctx context.Context) error {
 	errc := make(chan error, 2)
 	wg.Go(func() { errc <- hb.topic.Subscribe(ctx, func(m Message) { hb.receive(ctx, &wg, m) }) })
 	wg.Go(func() {
-		errc <- hb.topic.OnPeerJoin(ctx, func(peer.ID) {
-			select {
-			case hb.kick <- struct{}{}:
-			default:
-			}
-		})
+		errc <- hb.topic.OnPeerJoin(ctx, func(peer.ID) { hb.kickSoon() })
 	})
 	err := hb.publishLoop(ctx, errc)
 	cancel()
@@ -179,6 +174,10 @@ func (hb *Heartbeater) receive(ctx context.Context, wg *sync.WaitGroup, m Messag
 	now := time.Now()
 	if hb.book.Observe(m.From, h, now) {
 		hb.log.Info("peer joined the mesh", "peer", m.From, "version", h.Version)
+		// Announce ourselves at once to the newcomer: it may have joined
+		// through a relay whose gossip mesh does not include us yet, and
+		// would otherwise wait a whole interval to hear of us.
+		hb.kickSoon()
 	}
 	e, ok := hb.book.Get(m.From, now)
 	if !ok || len(e.Addrs) == 0 {
@@ -207,6 +206,14 @@ func (hb *Heartbeater) receive(ctx context.Context, wg *sync.WaitGroup, m Messag
 		delete(hb.dialing, m.From)
 		hb.dialMu.Unlock()
 	})
+}
+
+// kickSoon asks the publish loop for an extra heartbeat.
+func (hb *Heartbeater) kickSoon() {
+	select {
+	case hb.kick <- struct{}{}:
+	default:
+	}
 }
 
 // Close leaves the heartbeat topic; Serve must have returned. Safe to call
