@@ -116,6 +116,9 @@ func (s *Store) importDir(ctx context.Context, dir string, opts ImportOptions, d
 		if im.index, err = s.loadIndex(abs); err != nil {
 			return ImportResult{}, err
 		}
+		if im.gcGen, err = s.gcGeneration(); err != nil {
+			return ImportResult{}, err
+		}
 	}
 	top := &treeEntry{rel: "", kind: kindDir, info: info}
 	if err := im.scan(ctx, top, ignore.New()); err != nil {
@@ -150,6 +153,7 @@ type importer struct {
 	opts  ImportOptions
 	batch *blockBatch
 
+	gcGen    uint64
 	index    map[string]indexEntry // as loaded
 	newIndex map[string]indexEntry // as it will be saved
 	files    []*treeEntry          // to hash
@@ -212,13 +216,11 @@ func (im *importer) scan(ctx context.Context, d *treeEntry, ign *ignore.Matcher)
 			im.res.Files++
 			im.res.Bytes += info.Size()
 			st := statEntry(info)
-			if old, ok := im.index[rel]; ok && old.sameStat(st) {
-				if has, _ := im.s.blocks.Has(ctx, old.cid); has {
-					e.cid, e.size = old.cid, uint64(info.Size())
-					e.tsize = im.tsizeOf(ctx, old.cid, e.size)
-					im.newIndex[rel] = old
-					break
-				}
+			if old, ok := im.index[rel]; ok && old.sameStat(st) && im.stillStored(ctx, old) {
+				e.cid, e.size, e.tsize = old.cid, uint64(info.Size()), old.tsize
+				old.gcGen = im.gcGen
+				im.newIndex[rel] = old
+				break
 			}
 			im.files = append(im.files, e)
 		default:
@@ -230,21 +232,15 @@ func (im *importer) scan(ctx context.Context, d *treeEntry, ign *ignore.Matcher)
 	return nil
 }
 
-// tsizeOf is the Tsize of a file link for a reused CID: the file bytes for
-// a raw leaf, else the node's recorded cumulative size.
-func (im *importer) tsizeOf(ctx context.Context, c cid.Cid, size uint64) uint64 {
-	if c.Prefix().Codec == cid.Raw {
-		return size
+// stillStored reports whether an index entry's blocks can be trusted to be
+// in the store: surely if no GC ran since it was written, else if its root
+// block is there.
+func (im *importer) stillStored(ctx context.Context, e indexEntry) bool {
+	if e.gcGen == im.gcGen {
+		return true
 	}
-	nd, err := im.s.dags.Get(ctx, c)
-	if err != nil {
-		return size
-	}
-	st, err := nd.Size()
-	if err != nil {
-		return size
-	}
-	return st
+	has, _ := im.s.blocks.Has(ctx, e.cid)
+	return has
 }
 
 // hashFiles reads and hashes the files the index did not vouch for, on
@@ -264,7 +260,7 @@ func (im *importer) hashFiles(ctx context.Context) error {
 				}
 				mu.Lock()
 				st := statEntry(e.info)
-				st.cid = e.cid
+				st.cid, st.tsize, st.gcGen = e.cid, e.tsize, im.gcGen
 				im.newIndex[e.rel] = st
 				mu.Unlock()
 				im.progress()

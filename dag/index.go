@@ -20,6 +20,8 @@ type indexEntry struct {
 	size, mtimeNs, ctimeNs int64
 	ino                    uint64
 	mode                   uint32
+	tsize                  uint64 // the file link's cumulative block size
+	gcGen                  uint64 // GC generation when written, see gcGeneration
 	cid                    cid.Cid
 }
 
@@ -44,6 +46,8 @@ func (e indexEntry) marshal() []byte {
 	b = binary.AppendVarint(b, e.ctimeNs)
 	b = binary.AppendUvarint(b, e.ino)
 	b = binary.AppendUvarint(b, uint64(e.mode))
+	b = binary.AppendUvarint(b, e.tsize)
+	b = binary.AppendUvarint(b, e.gcGen)
 	return append(b, e.cid.Bytes()...)
 }
 
@@ -70,6 +74,7 @@ func unmarshalIndexEntry(b []byte) (indexEntry, error) {
 	}
 	e.size, e.mtimeNs, e.ctimeNs = next(), next(), next()
 	e.ino, e.mode = nextU(), uint32(nextU())
+	e.tsize, e.gcGen = nextU(), nextU()
 	if n < 0 {
 		return e, errors.New("short index entry")
 	}
@@ -129,7 +134,7 @@ func (s *Store) saveIndex(workspace string, old, entries map[string]indexEntry) 
 		}
 	}
 	for rel, e := range entries {
-		if o, ok := old[rel]; ok && o.sameStat(e) && o.cid.Equals(e.cid) {
+		if o, ok := old[rel]; ok && o.sameStat(e) && o.cid.Equals(e.cid) && o.gcGen == e.gcGen {
 			continue
 		}
 		if err := wb.Set(indexKey(workspace, rel), e.marshal()); err != nil {
@@ -140,4 +145,37 @@ func (s *Store) saveIndex(workspace string, old, entries map[string]indexEntry) 
 		return fmt.Errorf("save index of %s: %w", workspace, err)
 	}
 	return nil
+}
+
+// The GC generation counts collections. An index entry written in the
+// current generation names blocks that no GC has run over since, so its CID
+// is trusted without a look in the blockstore; older entries are checked.
+var gcGenKey = []byte("dag/gcgen")
+
+func (s *Store) gcGeneration() (uint64, error) {
+	var gen uint64
+	err := s.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get(gcGenKey)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return it.Value(func(v []byte) error {
+			gen, _ = binary.Uvarint(v)
+			return nil
+		})
+	})
+	return gen, err
+}
+
+func (s *Store) bumpGCGeneration() error {
+	gen, err := s.gcGeneration()
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(txn *badger.Txn) error {
+		return txn.Set(gcGenKey, binary.AppendUvarint(nil, gen+1))
+	})
 }

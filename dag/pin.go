@@ -85,6 +85,10 @@ func (s *Store) GC(ctx context.Context) (GCResult, error) {
 	if err != nil {
 		return GCResult{}, err
 	}
+	// From here on, index entries are no longer proof that blocks exist.
+	if err := s.bumpGCGeneration(); err != nil {
+		return GCResult{}, fmt.Errorf("gc: %w", err)
+	}
 	live := map[string]struct{}{}
 	var mark func(c cid.Cid, depth int) error
 	mark = func(c cid.Cid, depth int) error {
