@@ -19,8 +19,10 @@ type Fetcher interface {
 }
 
 // fetchBatch is how many missing blocks are asked for at once: enough to
-// keep the pipe full, few enough to bound memory.
-const fetchBatch = 1024
+// keep the pipe full, few enough to bound memory (fetchInFlight batches of
+// blocks of up to 1 MiB can be buffered; 2 x 256 kept a 1 GiB fetch under
+// 200 MiB of heap).
+const fetchBatch = 256
 
 // FetchProgress are running totals of a fetch.
 type FetchProgress struct {
@@ -30,7 +32,7 @@ type FetchProgress struct {
 
 // fetchInFlight is how many batches of wants may be outstanding at once, so
 // the links of arriving nodes are asked for while earlier batches stream in.
-const fetchInFlight = 4
+const fetchInFlight = 2
 
 // fetchMinBatch is the smallest batch sent while another is in flight.
 const fetchMinBatch = 128
