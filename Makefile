@@ -45,8 +45,8 @@ bench-ws: $(KUBO_BIN) ## Workspace figures side by side with Kubo and rsync (Go 
 $(KUBO_BIN):
 	@mkdir -p .bench
 	@dir=$$($(GO) mod download -json github.com/ipfs/kubo@$(KUBO_VERSION) | sed -n 's/.*"Dir": "\(.*\)".*/\1/p'); \
-	rm -rf .bench/kubo-src && cp -r "$$dir" .bench/kubo-src && chmod -R u+w .bench/kubo-src && \
-	cd .bench/kubo-src && $(GO) build -o $(KUBO_BIN) ./cmd/ipfs
+	tmp=$$(mktemp -d) && cp -r "$$dir" $$tmp/kubo && chmod -R u+w $$tmp/kubo && \
+	(cd $$tmp/kubo && $(GO) build -o $(KUBO_BIN) ./cmd/ipfs); st=$$?; rm -rf $$tmp; exit $$st
 
 .PHONY: fuzz
 fuzz: ## Fuzz the decoders of wire and DAG input for 30 s each.

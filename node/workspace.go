@@ -294,16 +294,21 @@ func (w *workspaceService) Merge(ctx context.Context, req *connect.Request[apiv1
 	}
 	w.gc.RLock()
 	defer w.gc.RUnlock()
+	out := &apiv1.MergeResponse{}
 	for _, c := range []cid.Cid{base, theirs} {
-		if _, err := w.n.fetch(ctx, c, 0, nil); err != nil {
+		p, err := w.n.fetch(ctx, c, 0, nil)
+		if err != nil {
 			return nil, err
 		}
+		out.FetchedBlocks += uint64(p.Fetched)
+		out.FetchedBytes += uint64(p.FetchedBytes)
 	}
 	rep, err := w.n.dags.Merge(ctx, base, theirs, dir)
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&apiv1.MergeResponse{Report: mergeReportToAPI(rep)}), nil
+	out.Report = mergeReportToAPI(rep)
+	return connect.NewResponse(out), nil
 }
 
 func mergeReportToAPI(r dag.MergeReport) *apiv1.MergeReport {

@@ -113,7 +113,8 @@ func TestWorkspaceOverBitswap(t *testing.T) {
 		t.Fatalf("diff: %v %v", changes, err)
 	}
 	// The result merges into peer 2's copy.
-	rep, err := c2.WorkspaceMerge(ctx, added.GetCid(), added2.GetCid(), dest)
+	resp, err := c2.WorkspaceMerge(ctx, added.GetCid(), added2.GetCid(), dest)
+	rep := resp.GetReport()
 	if err != nil || len(rep.GetApplied()) != 1 {
 		t.Fatalf("merge: %+v %v", rep, err)
 	}

@@ -181,11 +181,12 @@ reported. The exit status is 1 when there are conflicts.`,
 				return err
 			}
 			return withClient(cmd, g, func(ctx context.Context, c *apiclient.Client) error {
-				rep, err := c.WorkspaceMerge(ctx, args[0], args[1], dir)
+				resp, err := c.WorkspaceMerge(ctx, args[0], args[1], dir)
 				if err != nil {
 					return err
 				}
-				if err := printMergeReport(cmd, g, rep); err != nil {
+				rep := resp.GetReport()
+				if err := printMergeReport(cmd, g, resp); err != nil {
 					return err
 				}
 				if len(rep.GetConflicts()) > 0 {
@@ -204,7 +205,8 @@ func (e errConflicts) Error() string {
 	return fmt.Sprintf("%d conflicts: local versions kept, theirs written beside as PATH.theirs", e.n)
 }
 
-func printMergeReport(cmd *cobra.Command, g *globals, rep *apiv1.MergeReport) error {
+func printMergeReport(cmd *cobra.Command, g *globals, resp *apiv1.MergeResponse) error {
+	rep := resp.GetReport()
 	if g.json {
 		conflicts := make([]map[string]any, 0, len(rep.GetConflicts()))
 		for _, c := range rep.GetConflicts() {
@@ -212,6 +214,7 @@ func printMergeReport(cmd *cobra.Command, g *globals, rep *apiv1.MergeReport) er
 		}
 		return printJSON(cmd.OutOrStdout(), map[string]any{
 			"applied": nonNil(rep.GetApplied()), "merged": nonNil(rep.GetMerged()), "conflicts": conflicts, "unchanged": rep.GetUnchanged(),
+			"fetched_blocks": resp.GetFetchedBlocks(), "fetched_bytes": resp.GetFetchedBytes(),
 		})
 	}
 	w := cmd.ErrOrStderr()

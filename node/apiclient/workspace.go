@@ -68,12 +68,12 @@ func (c *Client) WorkspaceDiff(ctx context.Context, from, to string) ([]*apiv1.C
 }
 
 // WorkspaceMerge applies base -> theirs to the directory at the absolute path dir.
-func (c *Client) WorkspaceMerge(ctx context.Context, base, theirs, dir string) (*apiv1.MergeReport, error) {
+func (c *Client) WorkspaceMerge(ctx context.Context, base, theirs, dir string) (*apiv1.MergeResponse, error) {
 	resp, err := c.ws.Merge(ctx, connect.NewRequest(&apiv1.MergeRequest{Base: base, Theirs: theirs, Path: dir}))
 	if err != nil {
 		return nil, c.wrap("ws merge", err)
 	}
-	return resp.Msg.GetReport(), nil
+	return resp.Msg, nil
 }
 
 // WorkspaceGC removes unpinned blocks.

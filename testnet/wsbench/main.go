@@ -169,16 +169,18 @@ func run(kubo, corpus string, bigMiB int, work string) error {
 
 	// 4. Ten files change, one of them by a 1 MB append to a large file.
 	changed := changeTen(src)
-	tDelta := timeIt(func() { root2 := mustAdd(bin, p1, src); root = root2 })
+	base := root
+	tDelta := timeIt(func() { root = mustAdd(bin, p1, src) })
 	report("re-import after 10 files changed (goal < 10% of full)", tDelta, "", 0)
 	note("  as a share of the full import", fmt.Sprintf("%.1f%%", 100*tDelta.Seconds()/tOurs.Seconds()))
+	// Peer 2 brings its copy up to date in place, as rsync does: a merge of
+	// BASE -> the new root into the copy, fetching what it lacks.
 	var got getResult
-	dest2 := filepath.Join(work, "dest-ours-2")
-	tDeltaFetch := timeIt(func() { got = mustGet(bin, p2, root, dest2) })
+	tDeltaFetch := timeIt(func() { got = mustMerge(bin, p2, base, root, dest) })
 	tRsyncDelta := timeIt(func() {
 		mustRun("rsync", "-a", "rsync://127.0.0.1:"+rsyncPort+"/corpus/", filepath.Join(work, "dest-rsync-1")+"/")
 	})
-	report("delta fetch after the 10 changes (ours writes a new tree)", tDeltaFetch, "rsync", tRsyncDelta)
+	report("delta after the 10 changes, in place (ours: ws merge)", tDeltaFetch, "rsync", tRsyncDelta)
 	note("  block bytes moved / changed bytes", fmt.Sprintf("%d / %d (goal <= 2x + 64 KiB = %d)", got.FetchedBytes, changed, 2*changed+64<<10))
 
 	// 5. The 1 GiB file: import against sha256 of the same bytes.
@@ -257,6 +259,16 @@ func mustGet(bin, data, root, dest string) getResult {
 	var r getResult
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		fmt.Fprintf(os.Stderr, "ws get output: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	return r
+}
+
+func mustMerge(bin, data, base, theirs, dir string) getResult {
+	out := mustRun(bin, "ws", "merge", "--json", "--data", data, base, theirs, dir)
+	var r getResult
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		fmt.Fprintf(os.Stderr, "ws merge output: %v\n%s", err, out)
 		os.Exit(1)
 	}
 	return r

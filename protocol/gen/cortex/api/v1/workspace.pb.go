@@ -829,8 +829,11 @@ func (x *MergeRequest) GetPath() string {
 }
 
 type MergeResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Report        *MergeReport           `protobuf:"bytes,1,opt,name=report,proto3" json:"report,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Report *MergeReport           `protobuf:"bytes,1,opt,name=report,proto3" json:"report,omitempty"`
+	// Blocks of BASE and THEIRS that came over the mesh for this merge.
+	FetchedBlocks uint64 `protobuf:"varint,2,opt,name=fetched_blocks,json=fetchedBlocks,proto3" json:"fetched_blocks,omitempty"`
+	FetchedBytes  uint64 `protobuf:"varint,3,opt,name=fetched_bytes,json=fetchedBytes,proto3" json:"fetched_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -870,6 +873,20 @@ func (x *MergeResponse) GetReport() *MergeReport {
 		return x.Report
 	}
 	return nil
+}
+
+func (x *MergeResponse) GetFetchedBlocks() uint64 {
+	if x != nil {
+		return x.FetchedBlocks
+	}
+	return 0
+}
+
+func (x *MergeResponse) GetFetchedBytes() uint64 {
+	if x != nil {
+		return x.FetchedBytes
+	}
+	return 0
 }
 
 type MergeReport struct {
@@ -1353,9 +1370,11 @@ const file_cortex_api_v1_workspace_proto_rawDesc = "" +
 	"\fMergeRequest\x12\x12\n" +
 	"\x04base\x18\x01 \x01(\tR\x04base\x12\x16\n" +
 	"\x06theirs\x18\x02 \x01(\tR\x06theirs\x12\x12\n" +
-	"\x04path\x18\x03 \x01(\tR\x04path\"C\n" +
+	"\x04path\x18\x03 \x01(\tR\x04path\"\x8f\x01\n" +
 	"\rMergeResponse\x122\n" +
-	"\x06report\x18\x01 \x01(\v2\x1a.cortex.api.v1.MergeReportR\x06report\"\x94\x01\n" +
+	"\x06report\x18\x01 \x01(\v2\x1a.cortex.api.v1.MergeReportR\x06report\x12%\n" +
+	"\x0efetched_blocks\x18\x02 \x01(\x04R\rfetchedBlocks\x12#\n" +
+	"\rfetched_bytes\x18\x03 \x01(\x04R\ffetchedBytes\"\x94\x01\n" +
 	"\vMergeReport\x12\x18\n" +
 	"\aapplied\x18\x01 \x03(\tR\aapplied\x12\x16\n" +
 	"\x06merged\x18\x02 \x03(\tR\x06merged\x125\n" +
