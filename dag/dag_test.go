@@ -428,3 +428,20 @@ func TestGC(t *testing.T) {
 		t.Fatalf("re-import after gc: %+v %v", again, err)
 	}
 }
+
+func TestParallelHashingMatchesSerial(t *testing.T) {
+	src := t.TempDir()
+	writeTree(t, src, map[string]string{"big.bin": string(randomBytes(9, 20<<20+3))})
+	ctx := context.Background()
+	par, err := openStore(t).Import(ctx, src, ImportOptions{Workers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ser, err := openStore(t).Import(ctx, src, ImportOptions{Workers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !par.Root.Equals(ser.Root) || par.BytesRead != 20<<20+3 {
+		t.Fatalf("parallel %s (%d bytes) vs serial %s", par.Root, par.BytesRead, ser.Root)
+	}
+}

@@ -322,26 +322,18 @@ func (im *importer) hashReader(ctx context.Context, e *treeEntry, f io.Reader) e
 		mode = e.info.Mode().Perm()
 	}
 	var leaves []leaf
+	var err error
+	if e.info.Size() >= parallelHashSize && im.workers() > 1 {
+		leaves, err = im.chunkParallel(ctx, f)
+	} else {
+		leaves, err = im.chunkSerial(ctx, f)
+	}
+	if err != nil {
+		return err
+	}
 	var size uint64
-	ch := chunk.NewBuzhash(f)
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		data, err := ch.NextBytes()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		b := rawLeaf(data)
-		if err := im.batch.add(b); err != nil {
-			return err
-		}
-		leaves = append(leaves, leaf{cid: b.Cid(), fileBytes: uint64(len(data)), tsize: uint64(len(data))})
-		size += uint64(len(data))
-		im.bytesRead.Add(int64(len(data)))
+	for _, l := range leaves {
+		size += l.fileBytes
 	}
 	e.size = size
 	switch {
@@ -378,6 +370,124 @@ func (im *importer) hashReader(ctx context.Context, e *treeEntry, f io.Reader) e
 		}
 		level = next
 	}
+}
+
+// parallelHashSize: files at least this large are hashed by several
+// goroutines while one reads and chunks (chunking is sequential by nature).
+const parallelHashSize = 8 << 20
+
+func (im *importer) workers() int {
+	if im.opts.Workers > 0 {
+		return im.opts.Workers
+	}
+	return runtime.GOMAXPROCS(0)
+}
+
+// chunkSerial chunks and hashes a file on this goroutine.
+func (im *importer) chunkSerial(ctx context.Context, f io.Reader) ([]leaf, error) {
+	var leaves []leaf
+	ch := chunk.NewBuzhash(f)
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		data, err := ch.NextBytes()
+		if errors.Is(err, io.EOF) {
+			return leaves, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		l, err := im.storeLeaf(data)
+		if err != nil {
+			return nil, err
+		}
+		leaves = append(leaves, l)
+	}
+}
+
+func (im *importer) storeLeaf(data []byte) (leaf, error) {
+	b := rawLeaf(data)
+	if err := im.batch.add(b); err != nil {
+		return leaf{}, err
+	}
+	im.bytesRead.Add(int64(len(data)))
+	return leaf{cid: b.Cid(), fileBytes: uint64(len(data)), tsize: uint64(len(data))}, nil
+}
+
+// chunkParallel chunks a large file on one goroutine and hashes and stores
+// the chunks on others. At most 2 chunks per hasher are in memory.
+func (im *importer) chunkParallel(ctx context.Context, f io.Reader) ([]leaf, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	type chunkJob struct {
+		i    int
+		data []byte
+	}
+	type chunkDone struct {
+		i int
+		l leaf
+	}
+	n := im.workers()
+	jobs := make(chan chunkJob, n)
+	results := make(chan chunkDone, n)
+	var hashers sync.WaitGroup
+	for range n {
+		hashers.Go(func() {
+			for j := range jobs {
+				l, err := im.storeLeaf(j.data)
+				if err != nil {
+					cancel(err)
+					continue
+				}
+				select {
+				case results <- chunkDone{j.i, l}:
+				case <-ctx.Done():
+				}
+			}
+		})
+	}
+	var count int
+	var readErr error
+	go func() {
+		defer close(jobs)
+		ch := chunk.NewBuzhash(f)
+		for i := 0; ; i++ {
+			data, err := ch.NextBytes()
+			if errors.Is(err, io.EOF) {
+				count = i
+				return
+			}
+			if err != nil {
+				readErr = err
+				cancel(err)
+				return
+			}
+			select {
+			case jobs <- chunkJob{i, data}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	go func() {
+		hashers.Wait()
+		close(results)
+	}()
+	var leaves []leaf
+	for r := range results {
+		for len(leaves) <= r.i {
+			leaves = append(leaves, leaf{})
+		}
+		leaves[r.i] = r.l
+	}
+	if err := context.Cause(ctx); err != nil {
+		return nil, err
+	}
+	if readErr != nil {
+		return nil, readErr
+	}
+	return leaves[:count], nil
 }
 
 // buildDir builds directory nodes bottom-up.
