@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -167,6 +168,9 @@ serves the local API on DIR/api.sock. SIGINT or SIGTERM stops it cleanly.
 				return err
 			}
 			log := node.NewLogger(cmd.ErrOrStderr(), fc.Log.Level, fc.Log.Format)
+			if os.Getenv("GOMEMLIMIT") == "" && fc.Process.MemoryLimitMiB > 0 {
+				debug.SetMemoryLimit(int64(fc.Process.MemoryLimitMiB) << 20)
+			}
 			// libp2p's own logs: errors only, or warnings when debugging.
 			libp2pLevel := slog.LevelError
 			if fc.Log.Level == "debug" {

@@ -23,12 +23,21 @@ import (
 // optional: a missing key keeps its default. The node translates it into
 // each subsystem's Config.
 type FileConfig struct {
-	P2P    P2PSection        `toml:"p2p"`
-	Labels map[string]string `toml:"labels"`
-	Policy PolicySection     `toml:"policy"`
-	API    APISection        `toml:"api"`
-	Store  StoreSection      `toml:"store"`
-	Log    LogSection        `toml:"log"`
+	P2P     P2PSection        `toml:"p2p"`
+	Labels  map[string]string `toml:"labels"`
+	Policy  PolicySection     `toml:"policy"`
+	API     APISection        `toml:"api"`
+	Store   StoreSection      `toml:"store"`
+	Log     LogSection        `toml:"log"`
+	Process ProcessSection    `toml:"process"`
+}
+
+// ProcessSection bounds the peer process itself.
+type ProcessSection struct {
+	// MemoryLimitMiB is a soft limit on the Go heap (as GOMEMLIMIT): the
+	// collector works harder as the heap nears it. 0 leaves it unlimited;
+	// the GOMEMLIMIT environment variable, when set, wins.
+	MemoryLimitMiB int `toml:"memory_limit_mib"`
 }
 
 // P2PSection configures the host, discovery and heartbeats.
@@ -112,12 +121,17 @@ func DefaultFileConfig() FileConfig {
 				ConnectionsHigh: def.Connection.High,
 			},
 		},
-		Labels: map[string]string{},
-		API:    APISection{Socket: SocketFile, TokenFile: TokenFile},
-		Store:  StoreSection{Dir: StoreDir},
-		Log:    LogSection{Level: "info", Format: "text"},
+		Labels:  map[string]string{},
+		API:     APISection{Socket: SocketFile, TokenFile: TokenFile},
+		Store:   StoreSection{Dir: StoreDir},
+		Log:     LogSection{Level: "info", Format: "text"},
+		Process: ProcessSection{MemoryLimitMiB: DefaultMemoryLimitMiB},
 	}
 }
+
+// DefaultMemoryLimitMiB keeps a peer's heap near 256 MiB through a 1 GiB
+// transfer; an idle peer uses well under 64 MiB.
+const DefaultMemoryLimitMiB = 256
 
 // LoadConfig reads DIR/config.toml over the defaults. Unknown keys are an
 // error, so a typo does not pass silently.
@@ -167,6 +181,9 @@ func (c FileConfig) Validate() error {
 	}
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		errs = append(errs, fmt.Errorf("log.format %q: want text or json", c.Log.Format))
+	}
+	if c.Process.MemoryLimitMiB < 0 {
+		errs = append(errs, fmt.Errorf("process.memory_limit_mib %d: want 0 (none) or more", c.Process.MemoryLimitMiB))
 	}
 	if c.API.Socket == "" || c.API.TokenFile == "" || c.Store.Dir == "" {
 		errs = append(errs, errors.New("api.socket, api.token_file and store.dir must not be empty"))
@@ -269,6 +286,11 @@ dir = "store"
 # debug, info, warn or error; text or json.
 level = "info"
 format = "text"
+
+[process]
+# Soft limit of the Go heap in MiB (like GOMEMLIMIT, which wins when set);
+# 0 for none.
+memory_limit_mib = 256
 `))
 
 type templateData struct {
