@@ -100,7 +100,7 @@ deps: ## Install what is missing (apt packages, gopls) and start containerd. Ide
 	else echo "containerd: running"; fi
 
 .PHONY: demo
-demo: deps build ## Start a local 3-peer testnet, show the mesh from each peer, stop it.
+demo: deps build ## Start a local 3-peer testnet, show the mesh, move a workspace between peers, stop it.
 	@rm -rf $(DEMO_DIR); mkdir -p $(DEMO_DIR)
 	@echo "== starting 3 peers: $(BIN) testnet -n 3 --dir $(DEMO_DIR)"
 	@$(BIN) testnet -n 3 --dir $(DEMO_DIR) > $(DEMO_DIR)/testnet.out 2>&1 & tn=$$!; \
@@ -111,6 +111,9 @@ demo: deps build ## Start a local 3-peer testnet, show the mesh from each peer, 
 	echo; echo "== $(BIN) peers --data $(DEMO_DIR)/peer1"; $(BIN) peers --data $(DEMO_DIR)/peer1; \
 	echo; echo "== $(BIN) status --data $(DEMO_DIR)/peer2"; $(BIN) status --data $(DEMO_DIR)/peer2; \
 	echo; echo "== $(BIN) id --json --data $(DEMO_DIR)/peer3"; $(BIN) id --json --data $(DEMO_DIR)/peer3; \
+	echo; echo "== a workspace moves by content: add this repository's docs on peer1, get it on peer3"; \
+	cid=$$($(BIN) ws add --data $(DEMO_DIR)/peer1 docs) && echo "$$cid" && \
+	$(BIN) ws get --data $(DEMO_DIR)/peer3 $$cid $(DEMO_DIR)/docs-copy && diff -r docs $(DEMO_DIR)/docs-copy && echo "identical copy in $(DEMO_DIR)/docs-copy"; \
 	echo; echo "== stopping the testnet (SIGTERM)"
 
 .PHONY: clean
