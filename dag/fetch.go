@@ -209,3 +209,29 @@ func linksOf(c cid.Cid, data []byte) ([]cid.Cid, error) {
 	}
 	return out, nil
 }
+
+// Coverage reports how many of the root's direct links are already in the
+// store (the root itself must be local). A peer that holds few of them
+// lacks most of the tree, and a bulk transfer suits it better than wants.
+func (s *Store) Coverage(ctx context.Context, root cid.Cid) (present, total int, err error) {
+	if root.Prefix().Codec != cid.DagProtobuf {
+		return 0, 0, nil
+	}
+	links, err := s.links(ctx, root)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, l := range links {
+		if has, err := s.blocks.Has(ctx, l); err != nil {
+			return 0, 0, err
+		} else if has {
+			present++
+		}
+	}
+	return present, len(links), nil
+}
+
+// FetchOne makes one block local through f, verified.
+func (s *Store) FetchOne(ctx context.Context, c cid.Cid, f Fetcher) error {
+	return s.fetchBatch(ctx, []cid.Cid{c}, f, func([]cid.Cid, int) {})
+}

@@ -11,12 +11,14 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	libp2pproto "github.com/libp2p/go-libp2p/core/protocol"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/cortex-peer/cortex-peer/dag"
 	"github.com/cortex-peer/cortex-peer/node/datadir"
 	"github.com/cortex-peer/cortex-peer/node/store"
 	"github.com/cortex-peer/cortex-peer/p2p"
+	"github.com/cortex-peer/cortex-peer/protocol"
 )
 
 // Node is one running peer.
@@ -67,6 +69,7 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 		return nil, err
 	}
 	n.exchange = newExchange(n)
+	n.host.Libp2p().SetStreamHandler(libp2pproto.ID(protocol.BlocksProtocol), n.serveBlocks)
 	n.book = p2p.NewBook(cfg.P2P.Heartbeat.Expiry)
 	if n.hb, err = p2p.NewHeartbeater(n.host, n.book, n.announcement, log.With("component", "heartbeat")); err != nil {
 		return nil, err

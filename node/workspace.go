@@ -106,14 +106,47 @@ func (n *Node) fetch(ctx context.Context, root cid.Cid, stall time.Duration, pro
 			}
 		}
 	}()
-	p, err := n.dags.Fetch(ctx, root, sessionPerBatch{n.exchange.bs}, func(p dag.FetchProgress) {
+	touch := func() {
 		mu.Lock()
 		last = time.Now()
 		mu.Unlock()
+	}
+	// A tree this peer lacks entirely comes faster as one stream from a
+	// peer that has it; bitswap then fetches whatever is still missing.
+	var bulk dag.FetchProgress
+	if has, _ := n.dags.Blocks().Has(ctx, root); !has {
+		if err := n.dags.FetchOne(ctx, root, sessionPerBatch{n.exchange.bs}); err == nil {
+			bulk.Fetched++
+			if size, err := n.dags.Blocks().GetSize(ctx, root); err == nil {
+				bulk.FetchedBytes += int64(size)
+			}
+			touch()
+		}
+	}
+	if n.lacksMostOf(ctx, root) {
+		var th throttle
+		blocks, err := n.fetchBulk(ctx, root, func(b int) {
+			touch()
+			bulk.FetchedBytes += int64(b)
+			if progress != nil && th.ok() {
+				progress(bulk)
+			}
+		})
+		bulk.Fetched += blocks
+		if err != nil && ctx.Err() == nil {
+			n.log.Debug("bulk fetch unavailable; using bitswap", "root", root, "err", err)
+		}
+	}
+	p, err := n.dags.Fetch(ctx, root, sessionPerBatch{n.exchange.bs}, func(p dag.FetchProgress) {
+		touch()
+		p.Fetched += bulk.Fetched
+		p.FetchedBytes += bulk.FetchedBytes
 		if progress != nil {
 			progress(p)
 		}
 	})
+	p.Fetched += bulk.Fetched
+	p.FetchedBytes += bulk.FetchedBytes
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
 			return p, cause
@@ -121,6 +154,14 @@ func (n *Node) fetch(ctx context.Context, root cid.Cid, stall time.Duration, pro
 		return p, err
 	}
 	return p, nil
+}
+
+// lacksMostOf reports whether this peer holds less than half of the tree
+// at root (which must be local), judged by the root's direct children. A
+// delta (a few changed paths) goes to bitswap instead.
+func (n *Node) lacksMostOf(ctx context.Context, root cid.Cid) bool {
+	present, total, err := n.dags.Coverage(ctx, root)
+	return err == nil && total > 0 && 2*present < total
 }
 
 // sessionPerBatch gives each batch of wants its own bitswap session:

@@ -9,6 +9,9 @@ const (
 	DHTPrefix = "/cortex"
 	// Rendezvous is the DHT key under which mesh members advertise themselves.
 	Rendezvous = "/cortex/mesh/1.0.0"
+	// BlocksProtocol streams the whole DAG of a root as a CAR: the bulk path
+	// for a tree a peer lacks entirely (bitswap serves the deltas).
+	BlocksProtocol = "/cortex/blocks/1.0.0"
 )
 
 // Size caps. A message over its cap is rejected before it is decoded.
@@ -17,10 +20,12 @@ const (
 	MaxPubsubMessage = 1 << 20
 	// MaxHeartbeatSize bounds an encoded heartbeat.
 	MaxHeartbeatSize = 16 << 10
+	// MaxBlocksRequest bounds a request on BlocksProtocol (one CID).
+	MaxBlocksRequest = 256
 )
 
 // Protocols lists the versioned wire protocols of this build, as advertised in
 // heartbeats and shown by `cortex-peer version`.
 func Protocols() []string {
-	return []string{HeartbeatTopic}
+	return []string{HeartbeatTopic, BlocksProtocol}
 }

@@ -1,0 +1,153 @@
+package node
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	libp2pproto "github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/cortex-peer/cortex-peer/protocol"
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
+)
+
+// The bulk path: a peer that lacks a whole tree asks a peer that has it to
+// stream every block of the DAG at once, as a CAR over one libp2p stream,
+// instead of wanting blocks one round trip at a time. Every block is
+// verified on receipt as with bitswap; what arrived before a failure stays,
+// and bitswap fetches the rest, so the fetch stays resumable.
+
+// Bulk-protocol timing.
+const (
+	bulkRequestTimeout = 10 * time.Second
+	bulkStatusHave     = 1
+	bulkStatusNotHave  = 0
+)
+
+// serveBlocks answers a bulk request: one status byte, then the CAR of the
+// root when this peer has it.
+func (n *Node) serveBlocks(s network.Stream) {
+	defer s.Close()
+	_ = s.SetReadDeadline(time.Now().Add(bulkRequestTimeout))
+	br := bufio.NewReader(s)
+	size, err := binary.ReadUvarint(br)
+	if err != nil || size == 0 || size > protocol.MaxBlocksRequest {
+		s.Reset()
+		return
+	}
+	buf := make([]byte, size)
+	if _, err := io.ReadFull(br, buf); err != nil {
+		s.Reset()
+		return
+	}
+	root, err := cid.Cast(buf)
+	if err != nil {
+		s.Reset()
+		return
+	}
+	_ = s.SetReadDeadline(time.Time{})
+	if has, _ := n.dags.Blocks().Has(context.Background(), root); !has {
+		_, _ = s.Write([]byte{bulkStatusNotHave})
+		return
+	}
+	w := bufio.NewWriterSize(s, 1<<20)
+	if err := w.WriteByte(bulkStatusHave); err != nil {
+		s.Reset()
+		return
+	}
+	// The peer closing ends the walk; the requester going away ends it too,
+	// as writes to its stream fail.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	finished := make(chan struct{})
+	defer close(finished)
+	go func() {
+		select {
+		case <-n.done:
+			cancel()
+		case <-finished:
+		}
+	}()
+	if _, err := n.dags.ExportCAR(ctx, root, w); err != nil {
+		n.log.Debug("bulk blocks: export", "root", root, "peer", s.Conn().RemotePeer(), "err", err)
+		s.Reset()
+		return
+	}
+	if err := w.Flush(); err != nil {
+		s.Reset()
+	}
+}
+
+// fetchBulk tries to receive the whole DAG of root from one connected peer;
+// received reports the bytes as they arrive. It returns the blocks stored,
+// or an error when no peer could serve the DAG whole.
+func (n *Node) fetchBulk(ctx context.Context, root cid.Cid, received func(bytes int)) (int, error) {
+	total := 0
+	for _, p := range n.host.Connected() {
+		blocks, err := n.fetchBulkFrom(ctx, p, root, received)
+		total += blocks
+		if err == nil {
+			return total, nil
+		} else if ctx.Err() != nil {
+			return total, ctx.Err()
+		} else if !errors.Is(err, errdefs.ErrNotFound) {
+			n.log.Debug("bulk blocks: peer failed", "peer", p, "root", root, "err", err)
+		}
+	}
+	return total, fmt.Errorf("bulk fetch of %s: no connected peer has it: %w", root, errdefs.ErrNotFound)
+}
+
+// countingReader reports every read, so a long stream counts as progress.
+type countingReader struct {
+	r    io.Reader
+	seen func(int)
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if n > 0 {
+		c.seen(n)
+	}
+	return n, err
+}
+
+func (n *Node) fetchBulkFrom(ctx context.Context, p peer.ID, root cid.Cid, received func(int)) (int, error) {
+	s, err := n.host.Libp2p().NewStream(ctx, p, libp2pproto.ID(protocol.BlocksProtocol))
+	if err != nil {
+		return 0, err
+	}
+	defer s.Close()
+	stop := context.AfterFunc(ctx, func() { s.Reset() })
+	defer stop()
+	req := binary.AppendUvarint(nil, uint64(root.ByteLen()))
+	req = append(req, root.Bytes()...)
+	if _, err := s.Write(req); err != nil {
+		return 0, err
+	}
+	if err := s.CloseWrite(); err != nil {
+		return 0, err
+	}
+	br := bufio.NewReaderSize(countingReader{r: s, seen: received}, 1<<20)
+	status, err := br.ReadByte()
+	if err != nil {
+		return 0, err
+	}
+	if status != bulkStatusHave {
+		return 0, fmt.Errorf("peer %s lacks %s: %w", p, root, errdefs.ErrNotFound)
+	}
+	roots, blocks, err := n.dags.ImportCAR(ctx, br)
+	if err != nil {
+		return blocks, err
+	}
+	if len(roots) != 1 || !roots[0].Equals(root) {
+		return blocks, fmt.Errorf("peer %s sent a CAR for %v, not %s: %w", p, roots, root, errdefs.ErrInvalid)
+	}
+	return blocks, nil
+}
