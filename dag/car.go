@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 
+	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	carv2 "github.com/ipld/go-car/v2"
 
@@ -113,6 +114,19 @@ func (s *Store) ImportCAR(ctx context.Context, r io.Reader) (roots []cid.Cid, bl
 	if err != nil {
 		return nil, 0, fmt.Errorf("import CAR: %v: %w", err, errdefs.ErrInvalid)
 	}
+	// Blocks are verified one by one and written in batches: one badger
+	// transaction per block would cost more than the hashing.
+	var pending []blocks.Block
+	pendingBytes := 0
+	flush := func() error {
+		if len(pending) == 0 {
+			return nil
+		}
+		err := s.blocks.putTrusted(pending)
+		blocksRead += len(pending)
+		pending, pendingBytes = nil, 0
+		return err
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, blocksRead, err
@@ -122,12 +136,27 @@ func (s *Store) ImportCAR(ctx context.Context, r io.Reader) (roots []cid.Cid, bl
 			break
 		}
 		if err != nil {
-			return nil, blocksRead, fmt.Errorf("import CAR: block %d: %v: %w", blocksRead+1, err, errdefs.ErrInvalid)
+			if ferr := flush(); ferr != nil {
+				return nil, blocksRead, ferr
+			}
+			return nil, blocksRead, fmt.Errorf("import CAR: block %d: %v: %w", blocksRead+len(pending)+1, err, errdefs.ErrInvalid)
 		}
-		if err := s.blocks.Put(ctx, b); err != nil {
+		if err := VerifyBlock(b); err != nil {
+			if ferr := flush(); ferr != nil {
+				return nil, blocksRead, ferr
+			}
 			return nil, blocksRead, fmt.Errorf("import CAR: %w", err)
 		}
-		blocksRead++
+		pending = append(pending, b)
+		pendingBytes += len(b.RawData())
+		if pendingBytes >= batchBytes/2 {
+			if err := flush(); err != nil {
+				return nil, blocksRead, fmt.Errorf("import CAR: %w", err)
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return nil, blocksRead, fmt.Errorf("import CAR: %w", err)
 	}
 	return br.Roots, blocksRead, nil
 }

@@ -124,6 +124,8 @@ func (n *Node) fetch(ctx context.Context, root cid.Cid, stall time.Duration, pro
 		}
 	}
 	if n.lacksMostOf(ctx, root) {
+		// The stream carries the root again: count it there, once.
+		bulk = dag.FetchProgress{}
 		var th throttle
 		blocks, err := n.fetchBulk(ctx, root, func(b int) {
 			touch()
