@@ -160,3 +160,75 @@ func (s *Store) ImportCAR(ctx context.Context, r io.Reader) (roots []cid.Cid, bl
 	}
 	return br.Roots, blocksRead, nil
 }
+
+// ImportDAG reads a CAR stream that must hold the DAG of root in an order
+// where every block comes after a block that links to it (as ExportCAR
+// writes it), and stores only such blocks: a block nobody asked for ends
+// the import with an error. This is the receiving side of a bulk transfer
+// from a peer, so a peer cannot push unrelated data.
+func (s *Store) ImportDAG(ctx context.Context, root cid.Cid, r io.Reader) (blocksRead int, err error) {
+	br, err := carv2.NewBlockReader(r, carv2.MaxAllowedSectionSize(MaxBlockSize+256), carv2.MaxAllowedHeaderSize(1<<20))
+	if err != nil {
+		return 0, fmt.Errorf("import DAG %s: %v: %w", root, err, errdefs.ErrInvalid)
+	}
+	if len(br.Roots) != 1 || !br.Roots[0].Equals(root) {
+		return 0, fmt.Errorf("import DAG %s: the stream is for %v: %w", root, br.Roots, errdefs.ErrInvalid)
+	}
+	expected := map[string]struct{}{string(root.Hash()): {}}
+	var pending []blocks.Block
+	pendingBytes := 0
+	flush := func() error {
+		if len(pending) == 0 {
+			return nil
+		}
+		err := s.blocks.putTrusted(pending)
+		blocksRead += len(pending)
+		pending, pendingBytes = nil, 0
+		return err
+	}
+	fail := func(err error) (int, error) {
+		if ferr := flush(); ferr != nil {
+			return blocksRead, ferr
+		}
+		return blocksRead, fmt.Errorf("import DAG %s: %w", root, err)
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return fail(err)
+		}
+		b, err := br.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fail(fmt.Errorf("block %d: %v: %w", blocksRead+len(pending)+1, err, errdefs.ErrInvalid))
+		}
+		key := string(b.Cid().Hash())
+		if _, ok := expected[key]; !ok {
+			return fail(fmt.Errorf("block %s is not part of the DAG: %w", b.Cid(), ErrHostile))
+		}
+		if err := VerifyBlock(b); err != nil {
+			return fail(err)
+		}
+		if b.Cid().Prefix().Codec == cid.DagProtobuf {
+			links, err := linksOf(b.Cid(), b.RawData())
+			if err != nil {
+				return fail(err)
+			}
+			for _, l := range links {
+				expected[string(l.Hash())] = struct{}{}
+			}
+		}
+		pending = append(pending, b)
+		pendingBytes += len(b.RawData())
+		if pendingBytes >= batchBytes/2 {
+			if err := flush(); err != nil {
+				return fail(err)
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return blocksRead, fmt.Errorf("import DAG %s: %w", root, err)
+	}
+	return blocksRead, nil
+}

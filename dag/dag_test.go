@@ -3,6 +3,7 @@ package dag
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io/fs"
 	"math/rand/v2"
@@ -443,5 +444,40 @@ func TestParallelHashingMatchesSerial(t *testing.T) {
 	}
 	if !par.Root.Equals(ser.Root) || par.BytesRead != 20<<20+3 {
 		t.Fatalf("parallel %s (%d bytes) vs serial %s", par.Root, par.BytesRead, ser.Root)
+	}
+}
+
+func TestImportDAGRefusesUnrelatedBlocks(t *testing.T) {
+	a, b := openStore(t), openStore(t)
+	ctx := context.Background()
+	src := sampleTree(t)
+	res, err := a.Import(ctx, src, ImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var car bytes.Buffer
+	if _, err := a.ExportCAR(ctx, res.Root, &car); err != nil {
+		t.Fatal(err)
+	}
+	good := car.Bytes()
+	if n, err := b.ImportDAG(ctx, res.Root, bytes.NewReader(good)); err != nil || n == 0 {
+		t.Fatalf("import of the DAG: %d %v", n, err)
+	}
+	// The same stream with an unrelated block appended: refused, and the
+	// unrelated block is not stored.
+	extra := rawLeaf([]byte("not part of the tree"))
+	section := binary.AppendUvarint(nil, uint64(extra.Cid().ByteLen()+len(extra.RawData())))
+	section = append(append(section, extra.Cid().Bytes()...), extra.RawData()...)
+	c := openStore(t)
+	if _, err := c.ImportDAG(ctx, res.Root, bytes.NewReader(append(append([]byte{}, good...), section...))); !errors.Is(err, ErrHostile) {
+		t.Fatalf("unrelated block: %v", err)
+	}
+	if has, _ := c.blocks.Has(ctx, extra.Cid()); has {
+		t.Fatal("unrelated block stored")
+	}
+	// A stream for another root is refused before any block.
+	other := rawLeaf([]byte("x")).Cid()
+	if _, err := openStore(t).ImportDAG(ctx, other, bytes.NewReader(good)); !errors.Is(err, errdefs.ErrInvalid) {
+		t.Fatalf("stream for another root: %v", err)
 	}
 }

@@ -142,12 +142,6 @@ func (n *Node) fetchBulkFrom(ctx context.Context, p peer.ID, root cid.Cid, recei
 	if status != bulkStatusHave {
 		return 0, fmt.Errorf("peer %s lacks %s: %w", p, root, errdefs.ErrNotFound)
 	}
-	roots, blocks, err := n.dags.ImportCAR(ctx, br)
-	if err != nil {
-		return blocks, err
-	}
-	if len(roots) != 1 || !roots[0].Equals(root) {
-		return blocks, fmt.Errorf("peer %s sent a CAR for %v, not %s: %w", p, roots, root, errdefs.ErrInvalid)
-	}
-	return blocks, nil
+	// Only blocks of root's DAG are accepted: a peer cannot push other data.
+	return n.dags.ImportDAG(ctx, root, br)
 }
