@@ -43,6 +43,9 @@ const fetchMinBatch = 128
 // outstanding; raw leaves already present are not read. Cancelling ctx
 // stops it; blocks fetched so far stay, so a second Fetch resumes.
 func (s *Store) Fetch(ctx context.Context, root cid.Cid, f Fetcher, progress func(FetchProgress)) (FetchProgress, error) {
+	if s.isComplete(root) {
+		return FetchProgress{}, nil
+	}
 	var wg sync.WaitGroup
 	defer wg.Wait() // runs after cancel: batches end on cancellation
 	ctx, cancel := context.WithCancel(ctx)
@@ -118,7 +121,7 @@ func (s *Store) Fetch(ctx context.Context, root cid.Cid, f Fetcher, progress fun
 			if progress != nil {
 				progress(p)
 			}
-			return p, nil
+			return p, s.markComplete(root)
 		}
 		select {
 		case a := <-arrivals:

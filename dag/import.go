@@ -138,6 +138,11 @@ func (s *Store) importDir(ctx context.Context, dir string, opts ImportOptions, d
 			return ImportResult{}, err
 		}
 	}
+	if !dryRun {
+		if err := s.markComplete(top.cid); err != nil {
+			return ImportResult{}, fmt.Errorf("import %s: %w", dir, err)
+		}
+	}
 	r := im.res
 	r.Root = top.cid
 	r.NewBlocks = int(im.batch.newBlocks.Load())

@@ -179,3 +179,42 @@ func (s *Store) bumpGCGeneration() error {
 		return txn.Set(gcGenKey, binary.AppendUvarint(nil, gen+1))
 	})
 }
+
+// A root whose every block is known to be local (it was imported here, or
+// fetched to the end) is marked with the current GC generation, so a later
+// fetch of it returns at once instead of walking the whole DAG. A GC moves
+// the generation on, which invalidates every mark.
+var completePrefix = []byte("dag/c/") // + cid bytes -> GC generation
+
+func completeKey(c cid.Cid) []byte { return append(append([]byte{}, completePrefix...), c.Bytes()...) }
+
+func (s *Store) markComplete(root cid.Cid) error {
+	gen, err := s.gcGeneration()
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(txn *badger.Txn) error {
+		return txn.Set(completeKey(root), binary.AppendUvarint(nil, gen))
+	})
+}
+
+func (s *Store) isComplete(root cid.Cid) bool {
+	gen, err := s.gcGeneration()
+	if err != nil {
+		return false
+	}
+	var marked uint64
+	found := false
+	_ = s.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get(completeKey(root))
+		if err != nil {
+			return err
+		}
+		return it.Value(func(v []byte) error {
+			marked, _ = binary.Uvarint(v)
+			found = true
+			return nil
+		})
+	})
+	return found && marked == gen
+}
