@@ -203,8 +203,7 @@ func (s *Store) ImportDAG(ctx context.Context, root cid.Cid, r io.Reader) (block
 		if err != nil {
 			return fail(fmt.Errorf("block %d: %v: %w", blocksRead+len(pending)+1, err, errdefs.ErrInvalid))
 		}
-		key := string(b.Cid().Hash())
-		if _, ok := expected[key]; !ok {
+		if _, ok := expected[string(b.Cid().Hash())]; !ok {
 			return fail(fmt.Errorf("block %s is not part of the DAG: %w", b.Cid(), ErrHostile))
 		}
 		if err := VerifyBlock(b); err != nil {
