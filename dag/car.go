@@ -110,55 +110,11 @@ func cborBytesHeader(b []byte, n int) []byte {
 // ImportCAR reads a CAR (v1 or v2) and stores its blocks, each verified
 // against its CID and the size cap. It returns the CAR's roots.
 func (s *Store) ImportCAR(ctx context.Context, r io.Reader) (roots []cid.Cid, blocksRead int, err error) {
-	br, err := carv2.NewBlockReader(r, carv2.MaxAllowedSectionSize(MaxBlockSize+256), carv2.MaxAllowedHeaderSize(1<<20))
+	roots, blocksRead, err = s.readCAR(ctx, r, nil, nil)
 	if err != nil {
-		return nil, 0, fmt.Errorf("import CAR: %v: %w", err, errdefs.ErrInvalid)
-	}
-	// Blocks are verified one by one and written in batches: one badger
-	// transaction per block would cost more than the hashing.
-	var pending []blocks.Block
-	pendingBytes := 0
-	flush := func() error {
-		if len(pending) == 0 {
-			return nil
-		}
-		err := s.blocks.putTrusted(pending)
-		blocksRead += len(pending)
-		pending, pendingBytes = nil, 0
-		return err
-	}
-	for {
-		if err := ctx.Err(); err != nil {
-			return nil, blocksRead, err
-		}
-		b, err := br.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			if ferr := flush(); ferr != nil {
-				return nil, blocksRead, ferr
-			}
-			return nil, blocksRead, fmt.Errorf("import CAR: block %d: %v: %w", blocksRead+len(pending)+1, err, errdefs.ErrInvalid)
-		}
-		if err := VerifyBlock(b); err != nil {
-			if ferr := flush(); ferr != nil {
-				return nil, blocksRead, ferr
-			}
-			return nil, blocksRead, fmt.Errorf("import CAR: %w", err)
-		}
-		pending = append(pending, b)
-		pendingBytes += len(b.RawData())
-		if pendingBytes >= batchBytes/2 {
-			if err := flush(); err != nil {
-				return nil, blocksRead, fmt.Errorf("import CAR: %w", err)
-			}
-		}
-	}
-	if err := flush(); err != nil {
 		return nil, blocksRead, fmt.Errorf("import CAR: %w", err)
 	}
-	return br.Roots, blocksRead, nil
+	return roots, blocksRead, nil
 }
 
 // ImportDAG reads a CAR stream that must hold the DAG of root in an order
@@ -167,14 +123,51 @@ func (s *Store) ImportCAR(ctx context.Context, r io.Reader) (roots []cid.Cid, bl
 // the import with an error. This is the receiving side of a bulk transfer
 // from a peer, so a peer cannot push unrelated data.
 func (s *Store) ImportDAG(ctx context.Context, root cid.Cid, r io.Reader) (blocksRead int, err error) {
+	expected := map[string]struct{}{string(root.Hash()): {}}
+	checkRoots := func(roots []cid.Cid) error {
+		if len(roots) != 1 || !roots[0].Equals(root) {
+			return fmt.Errorf("the stream is for %v: %w", roots, errdefs.ErrInvalid)
+		}
+		return nil
+	}
+	accept := func(b blocks.Block) error {
+		if _, ok := expected[string(b.Cid().Hash())]; !ok {
+			return fmt.Errorf("block %s is not part of the DAG: %w", b.Cid(), ErrHostile)
+		}
+		if b.Cid().Prefix().Codec != cid.DagProtobuf {
+			return nil
+		}
+		links, err := linksOf(b.Cid(), b.RawData())
+		if err != nil {
+			return err
+		}
+		for _, l := range links {
+			expected[string(l.Hash())] = struct{}{}
+		}
+		return nil
+	}
+	_, blocksRead, err = s.readCAR(ctx, r, checkRoots, accept)
+	if err != nil {
+		return blocksRead, fmt.Errorf("import DAG %s: %w", root, err)
+	}
+	return blocksRead, nil
+}
+
+// readCAR reads a CAR stream, verifies every block against its CID and the
+// size cap, lets accept (when set) refuse it after that, and stores the
+// accepted blocks in batches: one badger transaction per block would cost
+// more than the hashing. checkRoots (when set) vets the header's roots
+// before any block is read. Blocks accepted before an error stay stored.
+func (s *Store) readCAR(ctx context.Context, r io.Reader, checkRoots func([]cid.Cid) error, accept func(blocks.Block) error) (roots []cid.Cid, stored int, err error) {
 	br, err := carv2.NewBlockReader(r, carv2.MaxAllowedSectionSize(MaxBlockSize+256), carv2.MaxAllowedHeaderSize(1<<20))
 	if err != nil {
-		return 0, fmt.Errorf("import DAG %s: %v: %w", root, err, errdefs.ErrInvalid)
+		return nil, 0, fmt.Errorf("%v: %w", err, errdefs.ErrInvalid)
 	}
-	if len(br.Roots) != 1 || !br.Roots[0].Equals(root) {
-		return 0, fmt.Errorf("import DAG %s: the stream is for %v: %w", root, br.Roots, errdefs.ErrInvalid)
+	if checkRoots != nil {
+		if err := checkRoots(br.Roots); err != nil {
+			return nil, 0, err
+		}
 	}
-	expected := map[string]struct{}{string(root.Hash()): {}}
 	var pending []blocks.Block
 	pendingBytes := 0
 	flush := func() error {
@@ -182,15 +175,15 @@ func (s *Store) ImportDAG(ctx context.Context, root cid.Cid, r io.Reader) (block
 			return nil
 		}
 		err := s.blocks.putTrusted(pending)
-		blocksRead += len(pending)
+		stored += len(pending)
 		pending, pendingBytes = nil, 0
 		return err
 	}
-	fail := func(err error) (int, error) {
+	fail := func(err error) ([]cid.Cid, int, error) {
 		if ferr := flush(); ferr != nil {
-			return blocksRead, ferr
+			return nil, stored, ferr
 		}
-		return blocksRead, fmt.Errorf("import DAG %s: %w", root, err)
+		return nil, stored, err
 	}
 	for {
 		if err := ctx.Err(); err != nil {
@@ -201,33 +194,26 @@ func (s *Store) ImportDAG(ctx context.Context, root cid.Cid, r io.Reader) (block
 			break
 		}
 		if err != nil {
-			return fail(fmt.Errorf("block %d: %v: %w", blocksRead+len(pending)+1, err, errdefs.ErrInvalid))
-		}
-		if _, ok := expected[string(b.Cid().Hash())]; !ok {
-			return fail(fmt.Errorf("block %s is not part of the DAG: %w", b.Cid(), ErrHostile))
+			return fail(fmt.Errorf("block %d: %v: %w", stored+len(pending)+1, err, errdefs.ErrInvalid))
 		}
 		if err := VerifyBlock(b); err != nil {
 			return fail(err)
 		}
-		if b.Cid().Prefix().Codec == cid.DagProtobuf {
-			links, err := linksOf(b.Cid(), b.RawData())
-			if err != nil {
+		if accept != nil {
+			if err := accept(b); err != nil {
 				return fail(err)
-			}
-			for _, l := range links {
-				expected[string(l.Hash())] = struct{}{}
 			}
 		}
 		pending = append(pending, b)
 		pendingBytes += len(b.RawData())
 		if pendingBytes >= batchBytes/2 {
 			if err := flush(); err != nil {
-				return fail(err)
+				return nil, stored, err
 			}
 		}
 	}
 	if err := flush(); err != nil {
-		return blocksRead, fmt.Errorf("import DAG %s: %w", root, err)
+		return nil, stored, err
 	}
-	return blocksRead, nil
+	return br.Roots, stored, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path"
 	"slices"
+	"strings"
 
 	ft "github.com/ipfs/boxo/ipld/unixfs"
 	"github.com/ipfs/go-cid"
@@ -41,7 +42,7 @@ func (s *Store) Diff(ctx context.Context, a, b cid.Cid) ([]Change, error) {
 	if err := s.diff(ctx, "", a, b, 0, &out); err != nil {
 		return nil, fmt.Errorf("diff %s %s: %w", a, b, err)
 	}
-	slices.SortFunc(out, func(x, y Change) int { return compareStrings(x.Path, y.Path) })
+	slices.SortFunc(out, func(x, y Change) int { return strings.Compare(x.Path, y.Path) })
 	return out, nil
 }
 

@@ -11,12 +11,12 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 
 	chunk "github.com/ipfs/boxo/chunker"
-	"github.com/ipfs/boxo/ipld/merkledag"
 	ft "github.com/ipfs/boxo/ipld/unixfs"
 	"github.com/ipfs/boxo/ipld/unixfs/hamt"
 	blocks "github.com/ipfs/go-block-format"
@@ -520,7 +520,7 @@ func (im *importer) buildDir(ctx context.Context, d *treeEntry) error {
 		}
 		estimate += len(e.name) + e.cid.ByteLen()
 	}
-	slices.SortFunc(d.dir, func(a, b *treeEntry) int { return compareStrings(a.name, b.name) })
+	slices.SortFunc(d.dir, func(a, b *treeEntry) int { return strings.Compare(a.name, b.name) })
 	if estimate > shardThreshold {
 		return im.buildShard(ctx, d)
 	}
@@ -569,16 +569,6 @@ func (im *importer) buildShard(ctx context.Context, d *treeEntry) error {
 	d.cid, d.tsize = nd.Cid(), tsize+uint64(len(nd.RawData()))
 	d.dir = nil
 	return nil
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // blockBatch collects new blocks from several goroutines and writes them in
@@ -633,5 +623,3 @@ func (b *blockBatch) write(out []blocks.Block) error {
 	}
 	return b.s.blocks.putTrusted(out)
 }
-
-var _ = merkledag.ProtoNode{}

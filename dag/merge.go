@@ -293,7 +293,7 @@ func (m *merger) write(ctx context.Context, rel string, c cid.Cid, replace bool)
 			return err
 		}
 	}
-	tmp := path.Join(path.Dir(rel), "."+path.Base(rel)+".cortex-merge-"+randomSuffix())
+	tmp := mergeTemp(rel)
 	ex := &exporter{s: m.s}
 	if data, ok := inline(c); ok && c.Prefix().Codec == cid.Raw {
 		if err := m.r.WriteFile(tmp, data, 0o644); err != nil {
@@ -351,9 +351,15 @@ func (m *merger) write(ctx context.Context, rel string, c cid.Cid, replace bool)
 	return nil
 }
 
+// mergeTemp names a fresh hidden path beside rel, renamed over rel once
+// complete.
+func mergeTemp(rel string) string {
+	return path.Join(path.Dir(rel), "."+path.Base(rel)+".cortex-merge-"+randomSuffix())
+}
+
 // writeBytes replaces rel with data atomically.
 func (m *merger) writeBytes(rel string, data []byte, perm os.FileMode) error {
-	tmp := path.Join(path.Dir(rel), "."+path.Base(rel)+".cortex-merge-"+randomSuffix())
+	tmp := mergeTemp(rel)
 	if err := m.r.WriteFile(tmp, data, perm); err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/ipfs/boxo/ipld/merkledag"
@@ -127,16 +128,10 @@ func (s *Store) readDir(ctx context.Context, nd ipld.Node, fsn *ft.FSNode) ([]di
 		seen[l.Name] = struct{}{}
 		out = append(out, dirEntry{Name: l.Name, Cid: l.Cid, Size: l.Size})
 	}
-	sortEntries(out)
+	// A HAMT lists its links in hash order, so a real sort is needed (an
+	// insertion sort would be quadratic in a directory of a million entries).
+	slices.SortFunc(out, func(a, b dirEntry) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
-}
-
-func sortEntries(es []dirEntry) {
-	for i := 1; i < len(es); i++ { // insertion sort: links arrive nearly sorted
-		for j := i; j > 0 && es[j].Name < es[j-1].Name; j-- {
-			es[j], es[j-1] = es[j-1], es[j]
-		}
-	}
 }
 
 // fileMode is the permission a file node asks for: 0755 when any exec bit
