@@ -12,7 +12,6 @@ import (
 	"connectrpc.com/connect"
 	"github.com/ipfs/boxo/bitswap"
 	bsnet "github.com/ipfs/boxo/bitswap/network/bsnet"
-	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 
 	"github.com/cortex-peer/cortex-peer/dag"
@@ -111,11 +110,12 @@ func (n *Node) fetch(ctx context.Context, root cid.Cid, stall time.Duration, pro
 		last = time.Now()
 		mu.Unlock()
 	}
+	sess := n.exchange.bs.NewSession(ctx)
 	// A tree this peer lacks entirely comes faster as one stream from a
 	// peer that has it; bitswap then fetches whatever is still missing.
 	var bulk dag.FetchProgress
 	if has, _ := n.dags.Blocks().Has(ctx, root); !has {
-		if err := n.dags.FetchOne(ctx, root, sessionPerBatch{n.exchange.bs}); err == nil {
+		if err := n.dags.FetchOne(ctx, root, sess); err == nil {
 			bulk.Fetched++
 			if size, err := n.dags.Blocks().GetSize(ctx, root); err == nil {
 				bulk.FetchedBytes += int64(size)
@@ -139,7 +139,7 @@ func (n *Node) fetch(ctx context.Context, root cid.Cid, stall time.Duration, pro
 			n.log.Debug("bulk fetch unavailable; using bitswap", "root", root, "err", err)
 		}
 	}
-	p, err := n.dags.Fetch(ctx, root, sessionPerBatch{n.exchange.bs}, func(p dag.FetchProgress) {
+	p, err := n.dags.Fetch(ctx, root, sess, func(p dag.FetchProgress) {
 		touch()
 		p.Fetched += bulk.Fetched
 		p.FetchedBytes += bulk.FetchedBytes
@@ -158,20 +158,28 @@ func (n *Node) fetch(ctx context.Context, root cid.Cid, stall time.Duration, pro
 	return p, nil
 }
 
+// fetchAll makes every root local with the default stall timeout and sums
+// what came over the mesh.
+func (n *Node) fetchAll(ctx context.Context, roots ...cid.Cid) (dag.FetchProgress, error) {
+	var sum dag.FetchProgress
+	for _, root := range roots {
+		p, err := n.fetch(ctx, root, 0, nil)
+		if err != nil {
+			return sum, err
+		}
+		sum.Blocks += p.Blocks
+		sum.Fetched += p.Fetched
+		sum.FetchedBytes += p.FetchedBytes
+	}
+	return sum, nil
+}
+
 // lacksMostOf reports whether this peer holds less than half of the tree
 // at root (which must be local), judged by the root's direct children. A
 // delta (a few changed paths) goes to bitswap instead.
 func (n *Node) lacksMostOf(ctx context.Context, root cid.Cid) bool {
 	present, total, err := n.dags.Coverage(ctx, root)
 	return err == nil && total > 0 && 2*present < total
-}
-
-// sessionPerBatch gives each batch of wants its own bitswap session:
-// concurrent GetBlocks calls on one session slow a bulk fetch twenty-fold.
-type sessionPerBatch struct{ bs *bitswap.Bitswap }
-
-func (s sessionPerBatch) GetBlocks(ctx context.Context, keys []cid.Cid) (<-chan blocks.Block, error) {
-	return s.bs.NewSession(ctx).GetBlocks(ctx, keys)
 }
 
 // workspaceService implements the WorkspaceService of the local API.
@@ -306,10 +314,8 @@ func (w *workspaceService) Diff(ctx context.Context, req *connect.Request[apiv1.
 	}
 	w.gc.RLock()
 	defer w.gc.RUnlock()
-	for _, c := range []cid.Cid{from, to} {
-		if _, err := w.n.fetch(ctx, c, 0, nil); err != nil {
-			return nil, err
-		}
+	if _, err := w.n.fetchAll(ctx, from, to); err != nil {
+		return nil, err
 	}
 	changes, err := w.n.dags.Diff(ctx, from, to)
 	if err != nil {
@@ -337,15 +343,11 @@ func (w *workspaceService) Merge(ctx context.Context, req *connect.Request[apiv1
 	}
 	w.gc.RLock()
 	defer w.gc.RUnlock()
-	out := &apiv1.MergeResponse{}
-	for _, c := range []cid.Cid{base, theirs} {
-		p, err := w.n.fetch(ctx, c, 0, nil)
-		if err != nil {
-			return nil, err
-		}
-		out.FetchedBlocks += uint64(p.Fetched)
-		out.FetchedBytes += uint64(p.FetchedBytes)
+	fetched, err := w.n.fetchAll(ctx, base, theirs)
+	if err != nil {
+		return nil, err
 	}
+	out := &apiv1.MergeResponse{FetchedBlocks: uint64(fetched.Fetched), FetchedBytes: uint64(fetched.FetchedBytes)}
 	rep, err := w.n.dags.Merge(ctx, base, theirs, dir)
 	if err != nil {
 		return nil, err
@@ -379,7 +381,7 @@ func (w *workspaceService) ExportCAR(ctx context.Context, req *connect.Request[a
 	}
 	w.gc.RLock()
 	defer w.gc.RUnlock()
-	if _, err := w.n.fetch(ctx, root, 0, nil); err != nil {
+	if _, err := w.n.fetchAll(ctx, root); err != nil {
 		return err
 	}
 	cw := &chunkWriter{send: func(b []byte) error { return stream.Send(&apiv1.CARChunk{Data: b}) }}
