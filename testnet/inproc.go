@@ -123,11 +123,7 @@ func New(t testing.TB, n int, opts ...Option) *Net {
 }
 
 func readMeshKey(dir string) ([]byte, error) {
-	d, err := datadir.Open(dir)
-	if err != nil {
-		return nil, err
-	}
-	fc, err := d.LoadConfig()
+	d, fc, err := datadir.Load(dir)
 	if err != nil {
 		return nil, err
 	}

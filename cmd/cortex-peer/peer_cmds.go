@@ -30,6 +30,16 @@ func dialPeer(g *globals) (*apiclient.Client, error) {
 	return apiclient.Dial(root)
 }
 
+// openDataDir opens the peer's data dir named by --data (or its defaults)
+// and reads its config.
+func openDataDir(g *globals) (datadir.Dir, datadir.FileConfig, error) {
+	root, err := datadir.Resolve(g.data)
+	if err != nil {
+		return datadir.Dir{}, datadir.FileConfig{}, err
+	}
+	return datadir.Load(root)
+}
+
 func parseLabels(in []string) (map[string]string, error) {
 	out := map[string]string{}
 	for _, s := range in {
@@ -133,15 +143,7 @@ serves the local API on DIR/api.sock. SIGINT or SIGTERM stops it cleanly.
   cortex-peer join --data /srv/b --bootstrap /ip4/10.0.0.5/tcp/4101/p2p/12D3KooW...`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			root, err := datadir.Resolve(g.data)
-			if err != nil {
-				return err
-			}
-			d, err := datadir.Open(root)
-			if err != nil {
-				return err
-			}
-			fc, err := d.LoadConfig()
+			d, fc, err := openDataDir(g)
 			if err != nil {
 				return err
 			}
@@ -433,15 +435,7 @@ join the mesh: copy it over a trusted channel, into a file on the other machine,
 and run 'cortex-peer init --mesh-key FILE' there.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			root, err := datadir.Resolve(g.data)
-			if err != nil {
-				return err
-			}
-			d, err := datadir.Open(root)
-			if err != nil {
-				return err
-			}
-			fc, err := d.LoadConfig()
+			d, fc, err := openDataDir(g)
 			if err != nil {
 				return err
 			}

@@ -36,11 +36,7 @@ type Client struct {
 // Dial prepares a client for the peer whose data dir is root. It does not
 // connect yet; the first call reports a peer that is not running.
 func Dial(root string) (*Client, error) {
-	d, err := datadir.Open(root)
-	if err != nil {
-		return nil, err
-	}
-	cfg, err := d.LoadConfig()
+	d, cfg, err := datadir.Load(root)
 	if err != nil {
 		return nil, err
 	}

@@ -179,6 +179,19 @@ func Open(root string) (Dir, error) {
 	return d, nil
 }
 
+// Load opens the data dir at root and reads its config file.
+func Load(root string) (Dir, FileConfig, error) {
+	d, err := Open(root)
+	if err != nil {
+		return Dir{}, FileConfig{}, err
+	}
+	fc, err := d.LoadConfig()
+	if err != nil {
+		return Dir{}, FileConfig{}, err
+	}
+	return d, fc, nil
+}
+
 func (d Dir) path(name string) string { return filepath.Join(d.Root, name) }
 
 // Path resolves a path from the config: relative paths are inside the data dir.
