@@ -330,3 +330,21 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestFirstSightIsBounded(t *testing.T) {
+	var f firstSight
+	ids := make([]peer.ID, maxRefusalsLogged+1)
+	for i := range ids {
+		sk, _ := GenerateIdentity()
+		ids[i], _ = peer.IDFromPrivateKey(sk)
+	}
+	for _, id := range ids[:maxRefusalsLogged] {
+		if !f.first(id) || f.first(id) {
+			t.Fatal("a peer must be first exactly once")
+		}
+	}
+	// Once full, nothing new is reported: a flood of peers cannot flood the log.
+	if f.first(ids[maxRefusalsLogged]) {
+		t.Fatal("a full set reported a new peer")
+	}
+}

@@ -139,25 +139,18 @@ func (t *Topic) Close() error {
 // level afterwards, so a hostile peer cannot flood the log.
 type onceLogger struct {
 	log  *slog.Logger
-	mu   sync.Mutex
-	seen map[peer.ID]struct{}
+	seen firstSight
 }
 
 func newOnceLogger(log *slog.Logger) *onceLogger {
-	return &onceLogger{log: log, seen: map[peer.ID]struct{}{}}
+	return &onceLogger{log: log}
 }
 
 func (o *onceLogger) warn(p peer.ID, msg string, args ...any) {
-	o.mu.Lock()
-	_, seen := o.seen[p]
-	if !seen && len(o.seen) < maxRefusalsLogged {
-		o.seen[p] = struct{}{}
-	}
-	o.mu.Unlock()
 	args = append(args, "peer", p)
-	if seen {
-		o.log.Debug(msg, args...)
+	if o.seen.first(p) {
+		o.log.Warn(msg, args...)
 		return
 	}
-	o.log.Warn(msg, args...)
+	o.log.Debug(msg, args...)
 }
