@@ -18,11 +18,11 @@ type Fetcher interface {
 	GetBlocks(ctx context.Context, keys []cid.Cid) (<-chan blocks.Block, error)
 }
 
-// fetchBatch is how many missing blocks are asked for at once: enough to
+// fetchBatchSize is how many missing blocks are asked for at once: enough to
 // keep the pipe full, few enough to bound memory (fetchInFlight batches of
 // blocks of up to 1 MiB can be buffered; 2 x 256 kept a 1 GiB fetch under
 // 200 MiB of heap).
-const fetchBatch = 256
+const fetchBatchSize = 256
 
 // FetchProgress are running totals of a fetch.
 type FetchProgress struct {
@@ -80,7 +80,7 @@ func (s *Store) Fetch(ctx context.Context, root cid.Cid, f Fetcher, progress fun
 	}
 	for {
 		// Look at queued CIDs: expand present nodes, collect missing ones.
-		for len(queue) > 0 && len(missing) < fetchBatch {
+		for len(queue) > 0 && len(missing) < fetchBatchSize {
 			c := queue[len(queue)-1]
 			queue = queue[:len(queue)-1]
 			if _, dup := seen[string(c.Hash())]; dup {
@@ -111,8 +111,8 @@ func (s *Store) Fetch(ctx context.Context, root cid.Cid, f Fetcher, progress fun
 		// Small batches are held back while others are in flight, so the
 		// links of many arriving nodes are asked for together.
 		for len(missing) > 0 && inFlight < fetchInFlight &&
-			(len(missing) >= fetchBatch || len(queue) == 0 && (inFlight == 0 || len(missing) >= fetchMinBatch)) {
-			n := min(fetchBatch, len(missing))
+			(len(missing) >= fetchBatchSize || len(queue) == 0 && (inFlight == 0 || len(missing) >= fetchMinBatch)) {
+			n := min(fetchBatchSize, len(missing))
 			batch := append([]cid.Cid(nil), missing[:n]...)
 			missing = missing[n:]
 			startBatch(batch)
