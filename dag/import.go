@@ -1,11 +1,11 @@
 package dag
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	chunk "github.com/ipfs/boxo/chunker"
 	ft "github.com/ipfs/boxo/ipld/unixfs"
@@ -22,6 +23,7 @@ import (
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
+	"golang.org/x/sys/unix"
 
 	"github.com/cortex-peer/cortex-peer/dag/ignore"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
@@ -35,11 +37,17 @@ const (
 	hamtFanout     = 256
 	// batchBytes is how much block data is written to badger at once.
 	batchBytes = 16 << 20
+	// racyMaxWait is the longest an import waits for the clock to pass the
+	// timestamps of files changed just before it, so that the index can
+	// vouch for them (see racy). Beyond it (file systems with timestamps
+	// of a second or two) such files are read again by the next import.
+	racyMaxWait = 50 * time.Millisecond
 )
 
 // ImportOptions tune an import. The zero value is ready to use.
 type ImportOptions struct {
-	// Workers hash files in parallel; default GOMAXPROCS.
+	// Workers scan directories and hash files in parallel; default
+	// GOMAXPROCS.
 	Workers int
 	// NoIndex reads every file, ignoring and not updating the index.
 	NoIndex bool
@@ -69,7 +77,7 @@ type ImportResult struct {
 	Skipped   int   // devices, sockets and pipes, which a workspace cannot hold
 }
 
-type entryKind int
+type entryKind uint8
 
 const (
 	kindFile entryKind = iota
@@ -77,20 +85,46 @@ const (
 	kindSymlink
 )
 
-type treeEntry struct {
-	name  string
-	rel   string // slash-separated path from the root
-	kind  entryKind
-	info  fs.FileInfo
-	dir   []*treeEntry // children, for directories
+// treeDir is a directory being imported.
+type treeDir struct {
+	rel  string          // slash-separated path from the root, "" for the root
+	ign  *ignore.Matcher // patterns in force for its entries; nil for none
+	ents []treeEntry     // sorted by name; nil once built
+	// rec is the directory's record from the last import; recOK says it
+	// decoded, sameEntries that every entry has the name and kind it had
+	// then and every file and symlink the same stat.
+	rec         dirRecord
+	recOK       bool
+	sameEntries bool
+
 	cid   cid.Cid
 	tsize uint64 // cumulative size of the subtree's blocks, for links
-	size  uint64 // file bytes
+
+	// counts of the directory's own entries
+	files, symlinks, ignored, skipped int
+	bytes                             int64
+}
+
+// treeEntry is one entry of a directory being imported.
+type treeEntry struct {
+	name  string
+	kind  entryKind
+	st    fileStat // files and symlinks
+	sub   *treeDir // directories
+	cid   cid.Cid
+	tsize uint64
+
+	oldCid  []byte // the CID recorded by the last import, if the kind is the same
+	reused  bool   // a file or symlink whose stat the record vouches for: oldCid is its CID
+	hash    bool   // a file to read
+	vouched bool   // its stat may vouch for its CID in the next import (see racy)
+	gone    bool   // removed while the import ran
 }
 
 // Import turns the directory dir into a UnixFS DAG in the store and returns
 // its root. Unchanged files (same size, mtime, ctime, inode and mode as at
-// the last import of dir) are not read again.
+// the last import of dir) are not read again, and directories none of whose
+// entries changed are not rebuilt.
 func (s *Store) Import(ctx context.Context, dir string, opts ImportOptions) (ImportResult, error) {
 	return s.importDir(ctx, dir, opts, false)
 }
@@ -101,31 +135,50 @@ func (s *Store) importDir(ctx context.Context, dir string, opts ImportOptions, d
 	if err != nil {
 		return ImportResult{}, fmt.Errorf("import %s: %w", dir, err)
 	}
-	info, err := os.Lstat(abs)
-	if err != nil {
-		return ImportResult{}, fmt.Errorf("import %s: %w", dir, err)
-	}
-	if !info.IsDir() {
-		return ImportResult{}, fmt.Errorf("import %s: not a directory: %w", dir, errdefs.ErrInvalid)
-	}
 	if opts.Workers <= 0 {
 		opts.Workers = runtime.GOMAXPROCS(0)
 	}
-	im := &importer{s: s, root: abs, opts: opts, batch: &blockBatch{s: s, dryRun: dryRun}}
-	if !opts.NoIndex {
-		if im.index, err = s.loadIndex(abs); err != nil {
-			return ImportResult{}, err
-		}
-		if im.gcGen, err = s.gcGeneration(); err != nil {
-			return ImportResult{}, err
-		}
+	// Read the clock before any stat: see racy.
+	im := &importer{s: s, root: abs, opts: opts, ref: coarseNow(), batch: &blockBatch{s: s, dryRun: dryRun}, loaded: make(chan struct{})}
+	fd, err := unix.Open(abs, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
+		return ImportResult{}, fmt.Errorf("import %s: not a directory: %w", dir, errdefs.ErrInvalid)
 	}
-	top := &treeEntry{rel: "", kind: kindDir, info: info}
-	if err := im.scan(ctx, top, ignore.New()); err != nil {
+	if err != nil {
+		return ImportResult{}, fmt.Errorf("import %s: %w", dir, &os.PathError{Op: "open", Path: abs, Err: err})
+	}
+	// The index loads while the tree is scanned.
+	if opts.NoIndex {
+		// The generation is read before any block is written (see
+		// markCompleteAt).
+		if im.gen, err = s.gcGeneration(); err != nil {
+			unix.Close(fd)
+			return ImportResult{}, fmt.Errorf("import %s: %w", dir, err)
+		}
+		close(im.loaded)
+	} else {
+		go func() {
+			defer close(im.loaded)
+			im.idx, im.loadErr = s.loadIndex(abs)
+			if im.idx != nil {
+				im.gen = im.idx.gen
+			}
+		}()
+	}
+	defer func() { <-im.loaded }()
+	top := &treeDir{rel: ""}
+	if err := im.scanTree(ctx, top, fd); err != nil {
 		return ImportResult{}, fmt.Errorf("import %s: %w", dir, err)
 	}
-	if err := im.hashFiles(ctx); err != nil {
+	<-im.loaded
+	if im.loadErr != nil {
+		return ImportResult{}, im.loadErr
+	}
+	if err := im.hashFiles(ctx, top); err != nil {
 		return ImportResult{}, fmt.Errorf("import %s: %w", dir, err)
+	}
+	if im.idx != nil {
+		im.put = map[string][]byte{}
 	}
 	if err := im.buildDir(ctx, top); err != nil {
 		return ImportResult{}, fmt.Errorf("import %s: %w", dir, err)
@@ -133,13 +186,14 @@ func (s *Store) importDir(ctx context.Context, dir string, opts ImportOptions, d
 	if err := im.batch.flush(); err != nil {
 		return ImportResult{}, fmt.Errorf("import %s: %w", dir, err)
 	}
-	if !opts.NoIndex {
-		if err := s.saveIndex(abs, im.index, im.newIndex); err != nil {
-			return ImportResult{}, err
-		}
-	}
+	// A dry run stores nothing, so the index must not name what it made.
 	if !dryRun {
-		if err := s.markComplete(top.cid); err != nil {
+		if im.idx != nil {
+			if err := s.saveIndex(abs, im.idx, im.put); err != nil {
+				return ImportResult{}, err
+			}
+		}
+		if err := s.markCompleteAt(top.cid, im.gen); err != nil {
 			return ImportResult{}, fmt.Errorf("import %s: %w", dir, err)
 		}
 	}
@@ -157,135 +211,319 @@ type importer struct {
 	root  string
 	opts  ImportOptions
 	batch *blockBatch
+	ref   int64 // coarseNow before the first stat
 
-	gcGen    uint64
-	index    map[string]indexEntry // as loaded
-	newIndex map[string]indexEntry // as it will be saved
-	files    []*treeEntry          // to hash
+	loaded  chan struct{} // closed once idx, gen and loadErr are set
+	idx     *indexSnapshot
+	gen     uint64 // the GC generation before the import
+	loadErr error
+
+	files    []hashJob         // to read, in tree order
+	deferred []hashJob         // racy when first met: read last (see hashDeferred)
+	put      map[string][]byte // records to write
 	res      ImportResult
+	mu       sync.Mutex // guards deferred while hashing
 
 	filesDone atomic.Int64
 	filesRead atomic.Int64
 	bytesRead atomic.Int64
 }
 
-// scan walks the tree depth-first, honouring .cortexignore files, and
-// resolves files the index vouches for.
-func (im *importer) scan(ctx context.Context, d *treeEntry, ign *ignore.Matcher) error {
-	if err := ctx.Err(); err != nil {
-		return err
+type hashJob struct {
+	d *treeDir
+	e *treeEntry
+}
+
+func (j hashJob) rel() string { return path.Join(j.d.rel, j.e.name) }
+
+// scanTree lists and stats the tree under top (open as fd), directories in
+// parallel on up to opts.Workers goroutines, depth-first on each. Every
+// directory is opened relative to its parent's descriptor and never
+// through a symlink.
+func (im *importer) scanTree(ctx context.Context, top *treeDir, fd int) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	sem := make(chan struct{}, im.opts.Workers-1) // goroutines besides this one
+	var wg sync.WaitGroup
+	bufs := sync.Pool{New: func() any { b := make([]byte, direntBufSize); return &b }}
+	var visit func(d *treeDir, fd int, buf []byte)
+	visit = func(d *treeDir, fd int, buf []byte) {
+		defer unix.Close(fd)
+		if ctx.Err() != nil {
+			return
+		}
+		if err := im.scanDir(d, fd, buf); err != nil {
+			cancel(fmt.Errorf("%s: %w", path.Join(".", d.rel), err))
+			return
+		}
+		for i := range d.ents {
+			e := &d.ents[i]
+			if e.kind != kindDir || ctx.Err() != nil {
+				continue
+			}
+			cfd, err := openDirAt(fd, e.name)
+			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
+				e.gone = true // removed or replaced since it was listed
+				continue
+			}
+			if err != nil {
+				cancel(fmt.Errorf("%s: %w", path.Join(d.rel, e.name), err))
+				return
+			}
+			select {
+			case sem <- struct{}{}:
+				wg.Go(func() {
+					defer func() { <-sem }()
+					b := bufs.Get().(*[]byte)
+					defer bufs.Put(b)
+					visit(e.sub, cfd, *b)
+				})
+			default:
+				visit(e.sub, cfd, buf)
+			}
+		}
 	}
-	if im.newIndex == nil {
-		im.newIndex = map[string]indexEntry{}
-	}
-	im.res.Dirs++
-	full := filepath.Join(im.root, filepath.FromSlash(d.rel))
-	ents, err := os.ReadDir(full)
+	visit(top, fd, make([]byte, direntBufSize))
+	wg.Wait()
+	return context.Cause(ctx)
+}
+
+// scanDir lists the directory d (open as fd), honouring .cortexignore
+// files, stats its entries and compares them with its record: files the
+// record vouches for keep their CID, the others are to be read.
+func (im *importer) scanDir(d *treeDir, fd int, buf []byte) error {
+	ds, err := readDirents(fd, buf)
 	if err != nil {
 		return err
 	}
-	for _, de := range ents {
-		if de.Name() == ignore.FileName && de.Type().IsRegular() {
-			content, err := os.ReadFile(filepath.Join(full, de.Name()))
-			if err != nil {
-				return err
+	ign := d.ign
+	for _, de := range ds {
+		if de.name == ignore.FileName && (de.typ == unix.DT_REG || de.typ == unix.DT_UNKNOWN) {
+			content, err := readFileAt(fd, de.name)
+			if err == nil {
+				ign = ign.Child(d.rel, content)
+			} else if !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ELOOP) && !errors.Is(err, errNotRegular) {
+				return fmt.Errorf("%s: %w", ignore.FileName, err)
 			}
-			ign = ign.Child(d.rel, content)
 		}
 	}
-	for _, de := range ents {
-		rel := path.Join(d.rel, de.Name())
-		if ign.Match(rel, de.IsDir()) {
-			im.res.Ignored++
+	d.ents = make([]treeEntry, 0, len(ds))
+	for _, de := range ds {
+		isDir := de.typ == unix.DT_DIR
+		var st fileStat
+		statted := false
+		if de.typ == unix.DT_UNKNOWN {
+			if st, err = fstatat(fd, de.name); errors.Is(err, unix.ENOENT) {
+				continue // removed since it was listed
+			} else if err != nil {
+				return fmt.Errorf("%s: %w", de.name, err)
+			}
+			isDir, statted = st.isDir(), true
+		}
+		if ign != nil && ign.Match(path.Join(d.rel, de.name), isDir) {
+			d.ignored++
 			continue
 		}
-		info, err := de.Info()
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				continue // removed while we walked
+		if isDir {
+			d.ents = append(d.ents, treeEntry{name: de.name, kind: kindDir, sub: &treeDir{rel: path.Join(d.rel, de.name), ign: ign}})
+			continue
+		}
+		if !statted {
+			if st, err = fstatat(fd, de.name); errors.Is(err, unix.ENOENT) {
+				continue
+			} else if err != nil {
+				return fmt.Errorf("%s: %w", de.name, err)
 			}
+		}
+		switch {
+		case st.isRegular():
+			d.ents = append(d.ents, treeEntry{name: de.name, kind: kindFile, st: st})
+			d.files++
+			d.bytes += st.size
+		case st.isSymlink():
+			d.ents = append(d.ents, treeEntry{name: de.name, kind: kindSymlink, st: st})
+			d.symlinks++
+		case st.isDir(): // replaced by a directory since it was listed
+			d.ents = append(d.ents, treeEntry{name: de.name, kind: kindDir, sub: &treeDir{rel: path.Join(d.rel, de.name), ign: ign}})
+		default:
+			d.skipped++
+		}
+	}
+	slices.SortFunc(d.ents, func(a, b treeEntry) int { return strings.Compare(a.name, b.name) })
+
+	<-im.loaded
+	if im.idx != nil {
+		if rec, ok := im.idx.records[d.rel]; ok {
+			d.rec, err = decodeRecord(rec)
+			d.recOK = err == nil
+		}
+	}
+	d.sameEntries = d.recOK && len(d.rec.ents) == len(d.ents)
+	old := d.rec.ents
+	for i := range d.ents {
+		e := &d.ents[i]
+		for len(old) > 0 && string(old[0].name) < e.name {
+			old = old[1:]
+		}
+		var o *recEntry
+		if len(old) > 0 && string(old[0].name) == e.name && old[0].kind == e.kind {
+			o = &old[0]
+			e.oldCid = o.cid
+		}
+		if e.kind == kindDir {
+			d.sameEntries = d.sameEntries && o != nil
+			continue
+		}
+		if o != nil && o.vouched && o.st == e.st && im.stillStored(o.cid) {
+			e.reused, e.vouched, e.tsize = true, true, o.tsize
+			continue
+		}
+		d.sameEntries = false
+		if e.kind == kindFile {
+			e.hash = true
+			continue
+		}
+		target, err := readlinkAt(fd, e.name)
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EINVAL) {
+			e.gone = true // removed, or replaced by something else, since it was listed
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", e.name, err)
+		}
+		nd, err := symlinkNode(target)
+		if err != nil {
+			return fmt.Errorf("%s: %w", e.name, err)
+		}
+		if err := im.batch.add(nd); err != nil {
 			return err
 		}
-		e := &treeEntry{name: de.Name(), rel: rel, info: info}
-		switch {
-		case info.IsDir():
-			e.kind = kindDir
-			if err := im.scan(ctx, e, ign); err != nil {
-				return err
-			}
-		case info.Mode()&fs.ModeSymlink != 0:
-			e.kind = kindSymlink
-			im.res.Symlinks++
-		case info.Mode().IsRegular():
-			e.kind = kindFile
-			im.res.Files++
-			im.res.Bytes += info.Size()
-			st := statEntry(info)
-			if old, ok := im.index[rel]; ok && old.sameStat(st) && im.stillStored(ctx, old) {
-				e.cid, e.size, e.tsize = old.cid, uint64(info.Size()), old.tsize
-				old.gcGen = im.gcGen
-				im.newIndex[rel] = old
-				break
-			}
-			im.files = append(im.files, e)
-		default:
-			im.res.Skipped++
-			continue
-		}
-		d.dir = append(d.dir, e)
+		// A symlink is replaced, never changed in place, but its inode
+		// number may be reused: racy applies as to files.
+		e.cid, e.tsize, e.vouched = nd.Cid(), uint64(len(nd.RawData())), !e.st.racy(im.ref)
 	}
 	return nil
 }
 
-// stillStored reports whether an index entry's blocks can be trusted to be
-// in the store: surely if no GC ran since it was written, else if its root
-// block is there.
-func (im *importer) stillStored(ctx context.Context, e indexEntry) bool {
-	if e.gcGen == im.gcGen {
+// stillStored reports whether a recorded CID can be trusted to be in the
+// store: surely if no GC ran since the workspace's records were verified,
+// else if its root block is there (an import stores a file's blocks
+// together, and GC keeps or drops a pinned DAG whole).
+func (im *importer) stillStored(c []byte) bool {
+	if im.idx.trusted {
 		return true
 	}
-	has, _ := im.s.blocks.Has(ctx, e.cid)
+	k, err := cid.Cast(c)
+	if err != nil {
+		return false
+	}
+	has, _ := im.s.blocks.Has(context.Background(), k)
 	return has
 }
 
 // hashFiles reads and hashes the files the index did not vouch for, on
-// several workers.
-func (im *importer) hashFiles(ctx context.Context) error {
+// several workers; files found racy are read last, once the clock has
+// moved past their timestamps.
+func (im *importer) hashFiles(ctx context.Context, top *treeDir) error {
+	var collect func(d *treeDir)
+	collect = func(d *treeDir) {
+		im.res.Dirs++
+		im.res.Files += d.files
+		im.res.Symlinks += d.symlinks
+		im.res.Bytes += d.bytes
+		im.res.Ignored += d.ignored
+		im.res.Skipped += d.skipped
+		for i := range d.ents {
+			e := &d.ents[i]
+			switch {
+			case e.gone:
+			case e.kind == kindDir:
+				collect(e.sub)
+			case e.hash:
+				im.files = append(im.files, hashJob{d, e})
+			}
+		}
+	}
+	collect(top)
+	// Deferring is pointless when no index will be saved.
+	vouch := im.idx != nil && !im.batch.dryRun
+	if err := im.hashAll(ctx, im.files, hashPass{ref: im.ref, first: vouch, vouch: vouch}); err != nil {
+		return err
+	}
+	if len(im.deferred) == 0 {
+		return nil
+	}
+	return im.hashDeferred(ctx)
+}
+
+// hashDeferred reads the files that were racy when first met. It first
+// waits until the kernel's clock has passed their timestamps, if that is
+// soon, so that their stat, taken again, can vouch for them in the next
+// import; a file stamped further ahead (a clock set wrong, a file system
+// with coarse timestamps) is read at once and is read again next time.
+func (im *importer) hashDeferred(ctx context.Context) error {
+	jobs := im.deferred
+	im.deferred = nil
+	now := coarseNow()
+	var until int64
+	for _, j := range jobs {
+		if u := j.e.st.racyUntil(); time.Duration(u-now) <= racyMaxWait {
+			until = max(until, u)
+		}
+	}
+	deadline := time.Now().Add(2 * racyMaxWait) // in case the clock misbehaves
+	for now <= until && time.Now().Before(deadline) {
+		t := time.NewTimer(time.Duration(until-now) + time.Millisecond)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+		now = coarseNow()
+	}
+	// Each file is vouched for only if its stat, taken now, is not racy.
+	return im.hashAll(ctx, jobs, hashPass{ref: coarseNow(), vouch: true})
+}
+
+// hashPass says how hashFile treats the stat of the open file: ref is a
+// coarseNow reading taken before it; in the first pass a file whose stat is
+// racy against ref is put aside in im.deferred, in the second it is read
+// but not vouched for, and without vouch nothing is.
+type hashPass struct {
+	ref          int64
+	first, vouch bool
+}
+
+// hashAll hashes jobs on opts.Workers goroutines.
+func (im *importer) hashAll(ctx context.Context, jobs []hashJob, pass hashPass) error {
+	if len(jobs) == 0 {
+		return nil
+	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	jobs := make(chan *treeEntry)
+	ch := make(chan hashJob)
 	var wg sync.WaitGroup
-	var mu sync.Mutex
 	for range im.opts.Workers {
 		wg.Go(func() {
-			for e := range jobs {
-				if err := im.hashFile(ctx, e); err != nil {
-					cancel(fmt.Errorf("%s: %w", e.rel, err))
-					continue
+			for j := range ch {
+				if err := im.hashFile(ctx, j, pass); err != nil {
+					cancel(fmt.Errorf("%s: %w", j.rel(), err))
 				}
-				mu.Lock()
-				st := statEntry(e.info)
-				st.cid, st.tsize, st.gcGen = e.cid, e.tsize, im.gcGen
-				im.newIndex[e.rel] = st
-				mu.Unlock()
-				im.progress()
 			}
 		})
 	}
 feed:
-	for _, e := range im.files {
+	for _, j := range jobs {
 		select {
-		case jobs <- e:
+		case ch <- j:
 		case <-ctx.Done():
 			break feed
 		}
 	}
-	close(jobs)
+	close(ch)
 	wg.Wait()
-	if err := context.Cause(ctx); err != nil {
-		return err
-	}
-	return nil
+	return context.Cause(ctx)
 }
 
 func (im *importer) progress() {
@@ -301,53 +539,73 @@ func (s *Store) fileCID(ctx context.Context, f *os.File) (cid.Cid, error) {
 	if err != nil {
 		return cid.Undef, err
 	}
-	im := &importer{s: s, batch: &blockBatch{s: s, dryRun: true}}
-	e := &treeEntry{info: info}
-	if err := im.hashReader(ctx, e, f); err != nil {
-		return cid.Undef, err
+	var mode os.FileMode
+	if info.Mode()&0o111 != 0 {
+		mode = info.Mode().Perm()
 	}
-	return e.cid, nil
+	im := &importer{s: s, batch: &blockBatch{s: s, dryRun: true}}
+	c, _, err := im.hashReader(ctx, mode, info.Size(), f)
+	return c, err
 }
 
-// hashFile chunks one file and stores its blocks.
-func (im *importer) hashFile(ctx context.Context, e *treeEntry) error {
-	f, err := os.OpenFile(filepath.Join(im.root, filepath.FromSlash(e.rel)), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+// hashFile chunks one file and stores its blocks. The stat the index keeps
+// is taken from the open file, before it is read. O_NONBLOCK keeps a file
+// replaced by a FIFO since the scan from blocking the open.
+func (im *importer) hashFile(ctx context.Context, j hashJob, pass hashPass) error {
+	f, err := os.OpenFile(filepath.Join(im.root, filepath.FromSlash(j.rel())), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ELOOP) {
+		j.e.gone = true // removed or replaced by a symlink since the scan
+		return nil
+	}
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	return im.hashReader(ctx, e, f)
+	var sys unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &sys); err != nil {
+		return err
+	}
+	st := statOf(&sys)
+	if !st.isRegular() {
+		j.e.gone = true // replaced since the scan; the next import will see what by
+		return nil
+	}
+	j.e.st = st
+	racy := st.racy(pass.ref)
+	if pass.first && racy {
+		im.mu.Lock()
+		im.deferred = append(im.deferred, j)
+		im.mu.Unlock()
+		return nil
+	}
+	c, tsize, err := im.hashReader(ctx, st.unixfsMode(), st.size, f)
+	if err != nil {
+		return err
+	}
+	j.e.cid, j.e.tsize, j.e.vouched = c, tsize, pass.vouch && !racy
+	im.progress()
+	return nil
 }
 
-// hashReader chunks a file's content (e.info gives its mode).
-func (im *importer) hashReader(ctx context.Context, e *treeEntry, f io.Reader) error {
+// hashReader chunks a file's content; mode is the UnixFS mode to record (0
+// for none) and size its expected length.
+func (im *importer) hashReader(ctx context.Context, mode os.FileMode, size int64, f io.Reader) (cid.Cid, uint64, error) {
 	im.filesRead.Add(1)
-	var mode os.FileMode
-	if e.info.Mode()&0o111 != 0 {
-		mode = e.info.Mode().Perm()
-	}
 	var leaves []leaf
 	var err error
-	if e.info.Size() >= parallelHashSize && im.workers() > 1 {
+	if size >= parallelHashSize && im.workers() > 1 {
 		leaves, err = im.chunkParallel(ctx, f)
 	} else {
 		leaves, err = im.chunkSerial(ctx, f)
 	}
 	if err != nil {
-		return err
+		return cid.Undef, 0, err
 	}
-	var size uint64
-	for _, l := range leaves {
-		size += l.fileBytes
-	}
-	e.size = size
 	switch {
 	case len(leaves) == 0 && mode == 0:
-		e.cid, e.tsize = emptyFileCID, 0
-		return nil
+		return emptyFileCID, 0, nil
 	case len(leaves) == 1 && mode == 0:
-		e.cid, e.tsize = leaves[0].cid, leaves[0].tsize
-		return nil
+		return leaves[0].cid, leaves[0].tsize, nil
 	}
 	// Build the tree bottom-up: groups of linksPerNode until one node is left.
 	level := leaves
@@ -362,16 +620,15 @@ func (im *importer) hashReader(ctx context.Context, e *treeEntry, f io.Reader) e
 			}
 			nd, l, err := fileNode(group, m)
 			if err != nil {
-				return err
+				return cid.Undef, 0, err
 			}
 			if err := im.batch.add(nd); err != nil {
-				return err
+				return cid.Undef, 0, err
 			}
 			next = append(next, l)
 		}
 		if last {
-			e.cid, e.tsize = next[0].cid, next[0].tsize
-			return nil
+			return next[0].cid, next[0].tsize, nil
 		}
 		level = next
 	}
@@ -495,58 +752,87 @@ func (im *importer) chunkParallel(ctx context.Context, f io.Reader) ([]leaf, err
 	return leaves[:count], nil
 }
 
-// buildDir builds directory nodes bottom-up.
-func (im *importer) buildDir(ctx context.Context, d *treeEntry) error {
+// buildDir builds directory nodes bottom-up. A directory whose entries all
+// match its record, subdirectories' CIDs included, keeps its recorded CID
+// and costs nothing more; one that changed is rebuilt and its record
+// rewritten, and a record that would come out the same is not.
+func (im *importer) buildDir(ctx context.Context, d *treeDir) error {
+	var old []byte
+	if im.idx != nil {
+		old = im.idx.records[d.rel]
+		delete(im.idx.records, d.rel) // what is left once the tree is built is gone
+	}
+	same := d.sameEntries && im.idx != nil && im.idx.trusted
+	n := 0
+	for i := range d.ents {
+		e := &d.ents[i]
+		if e.gone {
+			same = false
+			continue
+		}
+		if e.kind == kindDir {
+			if err := im.buildDir(ctx, e.sub); err != nil {
+				return err
+			}
+			e.cid, e.tsize, e.sub = e.sub.cid, e.sub.tsize, nil
+			same = same && string(e.oldCid) == e.cid.KeyString()
+		}
+		d.ents[n] = *e
+		n++
+	}
+	d.ents = d.ents[:n]
+	if same {
+		if c, err := cid.Cast(d.rec.cid); err == nil {
+			d.cid, d.tsize, d.ents = c, d.rec.tsize, nil
+			return nil
+		}
+	}
 	var estimate int
-	for _, e := range d.dir {
-		switch e.kind {
-		case kindDir:
-			if err := im.buildDir(ctx, e); err != nil {
-				return err
-			}
-		case kindSymlink:
-			target, err := os.Readlink(filepath.Join(im.root, filepath.FromSlash(e.rel)))
+	for i := range d.ents {
+		e := &d.ents[i]
+		if e.reused {
+			c, err := cid.Cast(e.oldCid)
 			if err != nil {
-				return fmt.Errorf("%s: %w", e.rel, err)
+				return fmt.Errorf("%s: index: %w", path.Join(d.rel, e.name), err)
 			}
-			nd, err := symlinkNode(target)
-			if err != nil {
-				return fmt.Errorf("%s: %w", e.rel, err)
-			}
-			if err := im.batch.add(nd); err != nil {
-				return err
-			}
-			e.cid, e.tsize = nd.Cid(), uint64(len(nd.RawData()))
+			e.cid = c
 		}
 		estimate += len(e.name) + e.cid.ByteLen()
 	}
-	slices.SortFunc(d.dir, func(a, b *treeEntry) int { return strings.Compare(a.name, b.name) })
 	if estimate > shardThreshold {
-		return im.buildShard(ctx, d)
-	}
-	nd := ft.EmptyDirNode()
-	if err := nd.SetCidBuilder(cidBuilder); err != nil {
-		return err
-	}
-	var tsize uint64
-	for _, e := range d.dir {
-		if err := nd.AddRawLink(e.name, &ipld.Link{Name: e.name, Cid: e.cid, Size: e.tsize}); err != nil {
-			return fmt.Errorf("%s: %w", e.rel, err)
+		if err := im.buildShard(ctx, d); err != nil {
+			return err
 		}
-		tsize += e.tsize
+	} else {
+		nd := ft.EmptyDirNode()
+		if err := nd.SetCidBuilder(cidBuilder); err != nil {
+			return err
+		}
+		var tsize uint64
+		for _, e := range d.ents {
+			if err := nd.AddRawLink(e.name, &ipld.Link{Name: e.name, Cid: e.cid, Size: e.tsize}); err != nil {
+				return fmt.Errorf("%s: %w", path.Join(d.rel, e.name), err)
+			}
+			tsize += e.tsize
+		}
+		if err := im.batch.add(nd); err != nil {
+			return err
+		}
+		d.cid, d.tsize = nd.Cid(), tsize+uint64(len(nd.RawData()))
 	}
-	if err := im.batch.add(nd); err != nil {
-		return err
+	if im.put != nil {
+		if rec := encodeRecord(d); !bytes.Equal(rec, old) {
+			im.put[d.rel] = rec
+		}
 	}
-	d.cid, d.tsize = nd.Cid(), tsize+uint64(len(nd.RawData()))
-	d.dir = nil // free the subtree
+	d.ents = nil // free the subtree
 	return nil
 }
 
 // buildShard builds a HAMT-sharded directory with boxo's hamt, which writes
 // its inner nodes through the DAG service; the batch must be flushed first
 // so the service sees the children.
-func (im *importer) buildShard(ctx context.Context, d *treeEntry) error {
+func (im *importer) buildShard(ctx context.Context, d *treeDir) error {
 	if err := im.batch.flush(); err != nil {
 		return err
 	}
@@ -556,18 +842,17 @@ func (im *importer) buildShard(ctx context.Context, d *treeEntry) error {
 	}
 	sh.SetCidBuilder(cidBuilder)
 	var tsize uint64
-	for _, e := range d.dir {
+	for _, e := range d.ents {
 		if err := sh.SetLink(ctx, e.name, &ipld.Link{Name: e.name, Cid: e.cid, Size: e.tsize}); err != nil {
-			return fmt.Errorf("%s: %w", e.rel, err)
+			return fmt.Errorf("%s: %w", path.Join(d.rel, e.name), err)
 		}
 		tsize += e.tsize
 	}
 	nd, err := sh.Node()
 	if err != nil {
-		return fmt.Errorf("%s: shard: %w", d.rel, err)
+		return fmt.Errorf("%s: shard: %w", path.Join(".", d.rel), err)
 	}
 	d.cid, d.tsize = nd.Cid(), tsize+uint64(len(nd.RawData()))
-	d.dir = nil
 	return nil
 }
 
