@@ -21,7 +21,7 @@ build: ## Build bin/cortex-peer.
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/cortex-peer
 
 .PHONY: test
-test: ## go vet, a gofmt check, and every test with the race detector (what CI runs).
+test: deps ## go vet, a gofmt check, and every test with the race detector (what CI runs).
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || (gofmt -l . ; echo 'gofmt: run gofmt -w on the files above'; exit 1)
 	$(GO) test -count=1 -race -timeout 30m ./...
@@ -80,6 +80,7 @@ generate: ## Regenerate protocol/gen from the .proto sources (needs protoc).
 APT_PACKAGES := containerd runc runsc chromium busybox-static protobuf-compiler
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CONTAINERD_SOCK := /run/containerd/containerd.sock
+TEST_IMAGE := cortex/busybox:test
 DEMO_DIR ?= $(CURDIR)/.demo
 
 .PHONY: deps
@@ -92,15 +93,21 @@ deps: ## Install what is missing (apt packages, gopls) and start containerd. Ide
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	else echo "apt packages: all present"; fi
 	@test -x "$(GOBIN)/gopls" || (echo "installing gopls $(GOPLS_VERSION)"; $(GO) install golang.org/x/tools/gopls@$(GOPLS_VERSION))
-	@if [ ! -S $(CONTAINERD_SOCK) ]; then \
+	@if ! $(SUDO) ctr --address $(CONTAINERD_SOCK) --timeout 2s version >/dev/null 2>&1; then \
 		echo "starting containerd (log: /var/log/containerd.log)"; \
 		$(SUDO) sh -c 'nohup containerd >>/var/log/containerd.log 2>&1 &'; \
-		for i in $$(seq 1 50); do [ -S $(CONTAINERD_SOCK) ] && break; sleep 0.2; done; \
-		[ -S $(CONTAINERD_SOCK) ] || (echo "containerd did not start: see /var/log/containerd.log"; exit 1); \
+		for i in $$(seq 1 50); do $(SUDO) ctr --address $(CONTAINERD_SOCK) --timeout 1s version >/dev/null 2>&1 && break; sleep 0.2; done; \
+		$(SUDO) ctr --address $(CONTAINERD_SOCK) --timeout 2s version >/dev/null 2>&1 || (echo "containerd did not start: see /var/log/containerd.log"; exit 1); \
 	else echo "containerd: running"; fi
+	@for ns in cortex cortex-test; do \
+		$(SUDO) ctr --address $(CONTAINERD_SOCK) -n $$ns images ls -q | grep -qx '$(TEST_IMAGE)' && continue; \
+		if [ ! -f .bench/busybox.tar ]; then mkdir -p .bench && $(GO) run ./runtime/images/mkbusybox -o .bench/busybox.tar -name '$(TEST_IMAGE)' || exit 1; fi; \
+		echo "importing $(TEST_IMAGE) into containerd namespace $$ns"; \
+		$(SUDO) ctr --address $(CONTAINERD_SOCK) -n $$ns images import .bench/busybox.tar >/dev/null || exit 1; \
+	done
 
 .PHONY: demo
-demo: deps build ## Start a local 3-peer testnet, show the mesh, move a workspace between peers, stop it.
+demo: deps build ## Start a local 3-peer testnet, show the mesh, move a workspace between peers, run a sandboxed task on it, stop.
 	@rm -rf $(DEMO_DIR); mkdir -p $(DEMO_DIR)
 	@echo "== starting 3 peers: $(BIN) testnet -n 3 --dir $(DEMO_DIR)"
 	@$(BIN) testnet -n 3 --dir $(DEMO_DIR) > $(DEMO_DIR)/testnet.out 2>&1 & tn=$$!; \
@@ -114,6 +121,10 @@ demo: deps build ## Start a local 3-peer testnet, show the mesh, move a workspac
 	echo; echo "== a workspace moves by content: add this repository's docs on peer1, get it on peer3"; \
 	cid=$$($(BIN) ws add --data $(DEMO_DIR)/peer1 docs) && echo "$$cid" && \
 	$(BIN) ws get --data $(DEMO_DIR)/peer3 $$cid $(DEMO_DIR)/docs-copy && diff -r docs $(DEMO_DIR)/docs-copy && echo "identical copy in $(DEMO_DIR)/docs-copy"; \
+	echo; echo "== a sandboxed task on peer3 with live output; what it writes in /workspace merges back into $(DEMO_DIR)/docs-copy"; \
+	$(BIN) run --data $(DEMO_DIR)/peer3 --workspace $(DEMO_DIR)/docs-copy -- \
+		sh -c 'id; for i in 1 2 3; do echo "step $$i"; sleep 0.3; done; wc -l *.md > line-counts.txt'; \
+	echo "task exit status: $$?"; cat $(DEMO_DIR)/docs-copy/line-counts.txt; \
 	echo; echo "== stopping the testnet (SIGTERM)"
 
 .PHONY: clean

@@ -48,15 +48,28 @@ func newAPIServer(n *Node, socket, tokenFile string) (*apiServer, error) {
 	if len(token) == 0 {
 		return nil, fmt.Errorf("API token file %s is empty: %w", tokenFile, errdefs.ErrInvalid)
 	}
-	mux := http.NewServeMux()
-	path, handler := apiv1connect.NewPeerServiceHandler(&peerService{n: n},
+	// No gzip: the socket is local, and compressing task output and CAR
+	// streams cost more CPU than all the rest of the path.
+	handlerOpts := []connect.HandlerOption{
 		connect.WithReadMaxBytes(apiMaxRequestBytes),
 		connect.WithInterceptors(errorCodes{}),
+		connect.WithCompression("gzip", nil, nil),
+	}
+	mux := http.NewServeMux()
+	path, handler := apiv1connect.NewPeerServiceHandler(&peerService{n: n},
+		handlerOpts...,
 	)
 	mux.Handle(path, handler)
 	path, handler = apiv1connect.NewWorkspaceServiceHandler(&workspaceService{n: n},
-		connect.WithReadMaxBytes(apiMaxRequestBytes),
-		connect.WithInterceptors(errorCodes{}),
+		handlerOpts...,
+	)
+	mux.Handle(path, handler)
+	path, handler = apiv1connect.NewTaskServiceHandler(&taskService{n: n},
+		handlerOpts...,
+	)
+	mux.Handle(path, handler)
+	path, handler = apiv1connect.NewImageServiceHandler(&imageService{n: n},
+		handlerOpts...,
 	)
 	mux.Handle(path, handler)
 	s := &apiServer{socket: socket, handler: authenticate(mux, token, tokenFile)}

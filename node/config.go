@@ -12,6 +12,7 @@ import (
 	"github.com/cortex-peer/cortex-peer/node/store"
 	"github.com/cortex-peer/cortex-peer/p2p"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
+	"github.com/cortex-peer/cortex-peer/runtime"
 )
 
 // Config is everything one peer needs, already translated from the user's
@@ -24,6 +25,7 @@ type Config struct {
 	Store        store.Config
 	APISocket    string
 	APITokenFile string
+	Tasks        TasksConfig
 	// KnownPeersInterval is how often the peers in the book are saved to the
 	// store, so a restarted peer can rejoin without its bootstrap peers.
 	KnownPeersInterval time.Duration
@@ -78,8 +80,35 @@ func ConfigFromFile(d datadir.Dir, fc datadir.FileConfig) (Config, error) {
 		APISocket:          d.Path(fc.API.Socket),
 		APITokenFile:       d.Path(fc.API.TokenFile),
 		KnownPeersInterval: DefaultKnownPeersInterval,
+		Tasks:              tasksConfig(fc.Tasks),
 	}
 	return cfg, cfg.Validate()
+}
+
+// tasksConfig translates the config file's tasks section.
+func tasksConfig(t datadir.TasksSection) TasksConfig {
+	return TasksConfig{
+		ContainerdSocket: t.ContainerdSocket,
+		Namespace:        t.Namespace,
+		LogStoreCapBytes: t.LogStoreCapMiB << 20,
+		Policy: runtime.Policy{
+			DefaultImage: t.DefaultImage,
+			DefaultLimits: runtime.Limits{
+				MemoryBytes: t.DefaultMemoryMiB << 20, CPUs: t.DefaultCPUs, Pids: t.DefaultPids,
+				TmpBytes: t.DefaultTmpMiB << 20, OpenFiles: runtime.DefaultPolicy().DefaultLimits.OpenFiles,
+			},
+			MaxLimits: runtime.Limits{
+				MemoryBytes: t.MaxMemoryMiB << 20, CPUs: t.MaxCPUs, Pids: t.MaxPids,
+				TmpBytes: t.MaxTmpMiB << 20, OpenFiles: runtime.DefaultPolicy().MaxLimits.OpenFiles,
+			},
+			DefaultTimeout: t.DefaultTimeout.Duration,
+			MaxTimeout:     t.MaxTimeout.Duration,
+			DefaultUID:     t.DefaultUID,
+			AllowHostNet:   t.AllowHostNetwork,
+			AllowGVisor:    t.AllowGVisor,
+			AllowRoot:      t.AllowRoot,
+		},
+	}
 }
 
 // Validate checks the whole config.

@@ -17,6 +17,7 @@ import (
 	"github.com/cortex-peer/cortex-peer/dag"
 	"github.com/cortex-peer/cortex-peer/node/datadir"
 	"github.com/cortex-peer/cortex-peer/node/store"
+	"github.com/cortex-peer/cortex-peer/node/tasklog"
 	"github.com/cortex-peer/cortex-peer/p2p"
 	"github.com/cortex-peer/cortex-peer/protocol"
 )
@@ -37,6 +38,13 @@ type Node struct {
 	prober   *prober
 	api      *apiServer
 	sup      *supervisor
+	tasks    *taskRunner
+	taskLogs *tasklog.Store
+	images   *imageStore
+
+	// gcMu excludes GC from imports, fetches, merges and tasks, which add
+	// blocks that no pin reaches yet.
+	gcMu sync.RWMutex
 
 	closeOnce sync.Once
 	closeErr  error
@@ -70,6 +78,9 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	}
 	n.exchange = newExchange(n)
 	n.host.Libp2p().SetStreamHandler(libp2pproto.ID(protocol.BlocksProtocol), n.serveBlocks)
+	n.taskLogs = tasklog.New(n.store.DB())
+	n.tasks = newTaskRunner(n, cfg.Tasks, cfg.Dir.Path("tasks"), log.With("component", "tasks"))
+	n.images = &imageStore{socket: cfg.Tasks.ContainerdSocket, namespace: cfg.Tasks.Namespace, log: log.With("component", "images")}
 	n.book = p2p.NewBook(cfg.P2P.Heartbeat.Expiry)
 	if n.hb, err = p2p.NewHeartbeater(n.host, n.book, n.announcement, log.With("component", "heartbeat")); err != nil {
 		return nil, err
@@ -111,8 +122,13 @@ func (n *Node) announcement() p2p.Announcement {
 	}
 }
 
-// runningTasks is the number of tasks running here; tasks do not exist yet.
-func (n *Node) runningTasks() int { return 0 }
+// runningTasks is the number of tasks running here.
+func (n *Node) runningTasks() int {
+	if n.tasks == nil {
+		return 0
+	}
+	return n.tasks.Running()
+}
 
 // Close stops the peer: services first, then the host, the store and the
 // lock, in the reverse order of New. Safe to call more than once.
@@ -127,6 +143,12 @@ func (n *Node) Close() error {
 		}
 		if n.hb != nil {
 			errs = append(errs, n.hb.Close())
+		}
+		if n.tasks != nil {
+			errs = append(errs, n.tasks.Close())
+		}
+		if n.images != nil {
+			errs = append(errs, n.images.Close())
 		}
 		if n.exchange != nil {
 			errs = append(errs, n.exchange.Close())

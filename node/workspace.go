@@ -185,9 +185,6 @@ func (n *Node) lacksMostOf(ctx context.Context, root cid.Cid) bool {
 // workspaceService implements the WorkspaceService of the local API.
 type workspaceService struct {
 	n *Node
-	// gc excludes GC from imports, fetches and merges, which add blocks that
-	// no pin reaches yet.
-	gc sync.RWMutex
 }
 
 var _ apiv1connect.WorkspaceServiceHandler = (*workspaceService)(nil)
@@ -229,8 +226,8 @@ func (w *workspaceService) Add(ctx context.Context, req *connect.Request[apiv1.A
 	if err != nil {
 		return err
 	}
-	w.gc.RLock()
-	defer w.gc.RUnlock()
+	w.n.gcMu.RLock()
+	defer w.n.gcMu.RUnlock()
 	start := time.Now()
 	var th throttle
 	var sendMu sync.Mutex
@@ -272,8 +269,8 @@ func (w *workspaceService) Get(ctx context.Context, req *connect.Request[apiv1.G
 	if err != nil {
 		return err
 	}
-	w.gc.RLock()
-	defer w.gc.RUnlock()
+	w.n.gcMu.RLock()
+	defer w.n.gcMu.RUnlock()
 	start := time.Now()
 	var th throttle
 	send := func(phase string, done, bytes uint64) {
@@ -312,8 +309,8 @@ func (w *workspaceService) Diff(ctx context.Context, req *connect.Request[apiv1.
 	if err != nil {
 		return nil, err
 	}
-	w.gc.RLock()
-	defer w.gc.RUnlock()
+	w.n.gcMu.RLock()
+	defer w.n.gcMu.RUnlock()
 	if _, err := w.n.fetchAll(ctx, from, to); err != nil {
 		return nil, err
 	}
@@ -341,8 +338,8 @@ func (w *workspaceService) Merge(ctx context.Context, req *connect.Request[apiv1
 	if err != nil {
 		return nil, err
 	}
-	w.gc.RLock()
-	defer w.gc.RUnlock()
+	w.n.gcMu.RLock()
+	defer w.n.gcMu.RUnlock()
 	fetched, err := w.n.fetchAll(ctx, base, theirs)
 	if err != nil {
 		return nil, err
@@ -365,8 +362,8 @@ func mergeReportToAPI(r dag.MergeReport) *apiv1.MergeReport {
 }
 
 func (w *workspaceService) GC(ctx context.Context, _ *connect.Request[apiv1.GCRequest]) (*connect.Response[apiv1.GCResponse], error) {
-	w.gc.Lock()
-	defer w.gc.Unlock()
+	w.n.gcMu.Lock()
+	defer w.n.gcMu.Unlock()
 	res, err := w.n.dags.GC(ctx)
 	if err != nil {
 		return nil, err
@@ -379,8 +376,8 @@ func (w *workspaceService) ExportCAR(ctx context.Context, req *connect.Request[a
 	if err != nil {
 		return err
 	}
-	w.gc.RLock()
-	defer w.gc.RUnlock()
+	w.n.gcMu.RLock()
+	defer w.n.gcMu.RUnlock()
 	if _, err := w.n.fetchAll(ctx, root); err != nil {
 		return err
 	}
@@ -433,8 +430,8 @@ func (w *workspaceService) ImportCAR(ctx context.Context, req *connect.Request[a
 		return nil, err
 	}
 	defer f.Close()
-	w.gc.RLock()
-	defer w.gc.RUnlock()
+	w.n.gcMu.RLock()
+	defer w.n.gcMu.RUnlock()
 	roots, n, err := w.n.dags.ImportCAR(ctx, f)
 	if err != nil {
 		return nil, err

@@ -59,6 +59,10 @@ func WithLogs(w io.Writer, level slog.Level) Option {
 	return func(s *settings) { s.logs, s.level = w, level }
 }
 
+// TestNamespace is the containerd namespace of every test peer: tests never
+// touch the user's tasks or images.
+const TestNamespace = "cortex-test"
+
 // WithConfig edits peer i's config before it starts.
 func WithConfig(edit func(i int, cfg *node.Config)) Option {
 	return func(s *settings) { s.edit = edit }
@@ -106,6 +110,7 @@ func New(t testing.TB, n int, opts ...Option) *Net {
 			t.Fatal(err)
 		}
 		cfg.P2P.DHT = s.dht
+		cfg.Tasks.Namespace = TestNamespace
 		cfg.P2P.Heartbeat.Interval, cfg.P2P.Heartbeat.Expiry = s.heartbeat, s.expiry
 		cfg.P2P.BootstrapBackoffMin = 50 * time.Millisecond
 		cfg.P2P.BootstrapBackoffMax = time.Second

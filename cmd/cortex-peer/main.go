@@ -34,6 +34,10 @@ func main() {
 	if err == nil {
 		os.Exit(exitOK)
 	}
+	var es exitStatus
+	if errors.As(err, &es) {
+		os.Exit(es.code) // the task's own status; run has said what there was to say
+	}
 	fmt.Fprintf(os.Stderr, "cortex-peer: %v\n", err)
 	var ue usageError
 	if errors.As(err, &ue) {
@@ -80,6 +84,8 @@ else ~/.cortex-peer) and prints JSON with --json.`,
 		newTestnetCmd(g),
 		newWsCmd(g),
 		newDagCmd(g),
+		newRunCmd(g),
+		newImageCmd(g),
 	)
 	return root
 }

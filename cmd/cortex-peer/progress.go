@@ -33,6 +33,10 @@ func (p *progressLine) update(ev *apiv1.Progress) {
 	}
 	var s string
 	switch {
+	case ev.GetTotalBytes() > 0:
+		s = fmt.Sprintf("%s: %s of %s", ev.GetPhase(), formatBytes(ev.GetBytes()), formatBytes(ev.GetTotalBytes()))
+	case ev.GetDone() == 0 && ev.GetBytes() == 0:
+		s = ev.GetPhase() + "..."
 	case ev.GetTotal() > 0:
 		s = fmt.Sprintf("%s: %d/%d files, %s", ev.GetPhase(), ev.GetDone(), ev.GetTotal(), formatBytes(ev.GetBytes()))
 	case ev.GetPhase() == "fetching":

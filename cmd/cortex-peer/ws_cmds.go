@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -186,7 +187,7 @@ reported. The exit status is 1 when there are conflicts.`,
 					return err
 				}
 				rep := resp.GetReport()
-				if err := printMergeReport(cmd, g, resp); err != nil {
+				if err := printMergeResponse(cmd, g, resp); err != nil {
 					return err
 				}
 				if len(rep.GetConflicts()) > 0 {
@@ -205,19 +206,27 @@ func (e errConflicts) Error() string {
 	return fmt.Sprintf("%d conflicts: local versions kept, theirs written beside as PATH.theirs", e.n)
 }
 
-func printMergeReport(cmd *cobra.Command, g *globals, resp *apiv1.MergeResponse) error {
-	rep := resp.GetReport()
+func printMergeResponse(cmd *cobra.Command, g *globals, resp *apiv1.MergeResponse) error {
 	if g.json {
-		conflicts := make([]map[string]any, 0, len(rep.GetConflicts()))
-		for _, c := range rep.GetConflicts() {
-			conflicts = append(conflicts, map[string]any{"path": c.GetPath(), "reason": c.GetReason(), "theirs_path": c.GetTheirsPath()})
-		}
-		return printJSON(cmd.OutOrStdout(), map[string]any{
-			"applied": nonNil(rep.GetApplied()), "merged": nonNil(rep.GetMerged()), "conflicts": conflicts, "unchanged": rep.GetUnchanged(),
-			"fetched_blocks": resp.GetFetchedBlocks(), "fetched_bytes": resp.GetFetchedBytes(),
-		})
+		out := mergeReportJSON(resp.GetReport())
+		out["fetched_blocks"], out["fetched_bytes"] = resp.GetFetchedBlocks(), resp.GetFetchedBytes()
+		return printJSON(cmd.OutOrStdout(), out)
 	}
-	w := cmd.ErrOrStderr()
+	printMergeReport(cmd.ErrOrStderr(), resp.GetReport())
+	return nil
+}
+
+func mergeReportJSON(rep *apiv1.MergeReport) map[string]any {
+	conflicts := make([]map[string]any, 0, len(rep.GetConflicts()))
+	for _, c := range rep.GetConflicts() {
+		conflicts = append(conflicts, map[string]any{"path": c.GetPath(), "reason": c.GetReason(), "theirs_path": c.GetTheirsPath()})
+	}
+	return map[string]any{
+		"applied": nonNil(rep.GetApplied()), "merged": nonNil(rep.GetMerged()), "conflicts": conflicts, "unchanged": rep.GetUnchanged(),
+	}
+}
+
+func printMergeReport(w io.Writer, rep *apiv1.MergeReport) {
 	for _, p := range rep.GetApplied() {
 		fmt.Fprintf(w, "applied   %s\n", p)
 	}
@@ -233,7 +242,6 @@ func printMergeReport(cmd *cobra.Command, g *globals, resp *apiv1.MergeResponse)
 	}
 	fmt.Fprintf(w, "%d applied, %d merged, %d conflicts, %d already there\n",
 		len(rep.GetApplied()), len(rep.GetMerged()), len(rep.GetConflicts()), rep.GetUnchanged())
-	return nil
 }
 
 func newWsGCCmd(g *globals) *cobra.Command {

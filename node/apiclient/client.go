@@ -31,6 +31,8 @@ type Client struct {
 	hc     *http.Client
 	peer   apiv1connect.PeerServiceClient
 	ws     apiv1connect.WorkspaceServiceClient
+	task   apiv1connect.TaskServiceClient
+	image  apiv1connect.ImageServiceClient
 }
 
 // Dial prepares a client for the peer whose data dir is root. It does not
@@ -66,6 +68,8 @@ func New(root, socket, token string) *Client {
 		hc:     hc,
 		peer:   apiv1connect.NewPeerServiceClient(hc, baseURL, opts...),
 		ws:     apiv1connect.NewWorkspaceServiceClient(hc, baseURL, opts...),
+		task:   apiv1connect.NewTaskServiceClient(hc, baseURL, opts...),
+		image:  apiv1connect.NewImageServiceClient(hc, baseURL, opts...),
 	}
 }
 

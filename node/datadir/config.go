@@ -17,6 +17,7 @@ import (
 
 	"github.com/cortex-peer/cortex-peer/p2p"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
+	"github.com/cortex-peer/cortex-peer/runtime"
 )
 
 // FileConfig is the user's config file, DIR/config.toml. Every key is
@@ -30,6 +31,58 @@ type FileConfig struct {
 	Store   StoreSection      `toml:"store"`
 	Log     LogSection        `toml:"log"`
 	Process ProcessSection    `toml:"process"`
+	Tasks   TasksSection      `toml:"tasks"`
+}
+
+// TasksSection configures the sandboxed tasks this peer runs: where
+// containerd is, the defaults a task gets when it asks for nothing, and the
+// caps no task may exceed.
+type TasksSection struct {
+	ContainerdSocket string   `toml:"containerd_socket"`
+	Namespace        string   `toml:"namespace"`
+	DefaultImage     string   `toml:"default_image"`
+	DefaultTimeout   Duration `toml:"default_timeout"`
+	MaxTimeout       Duration `toml:"max_timeout"`
+	DefaultMemoryMiB int64    `toml:"default_memory_mib"`
+	MaxMemoryMiB     int64    `toml:"max_memory_mib"`
+	DefaultCPUs      float64  `toml:"default_cpus"`
+	MaxCPUs          float64  `toml:"max_cpus"`
+	DefaultPids      int64    `toml:"default_pids"`
+	MaxPids          int64    `toml:"max_pids"`
+	DefaultTmpMiB    int64    `toml:"default_tmp_mib"`
+	MaxTmpMiB        int64    `toml:"max_tmp_mib"`
+	DefaultUID       uint32   `toml:"default_uid"`
+	AllowRoot        bool     `toml:"allow_root"`
+	AllowHostNetwork bool     `toml:"allow_host_network"`
+	AllowGVisor      bool     `toml:"allow_gvisor"`
+	// LogStoreCapMiB bounds the output kept per task in the store; output
+	// past it is still streamed live, and counted as dropped from the store.
+	LogStoreCapMiB int64 `toml:"log_store_cap_mib"`
+}
+
+// DefaultTasksSection mirrors runtime.DefaultPolicy.
+func DefaultTasksSection() TasksSection {
+	p := runtime.DefaultPolicy()
+	return TasksSection{
+		ContainerdSocket: "/run/containerd/containerd.sock",
+		Namespace:        "cortex",
+		DefaultImage:     p.DefaultImage,
+		DefaultTimeout:   Duration{p.DefaultTimeout},
+		MaxTimeout:       Duration{p.MaxTimeout},
+		DefaultMemoryMiB: p.DefaultLimits.MemoryBytes >> 20,
+		MaxMemoryMiB:     p.MaxLimits.MemoryBytes >> 20,
+		DefaultCPUs:      p.DefaultLimits.CPUs,
+		MaxCPUs:          p.MaxLimits.CPUs,
+		DefaultPids:      p.DefaultLimits.Pids,
+		MaxPids:          p.MaxLimits.Pids,
+		DefaultTmpMiB:    p.DefaultLimits.TmpBytes >> 20,
+		MaxTmpMiB:        p.MaxLimits.TmpBytes >> 20,
+		DefaultUID:       p.DefaultUID,
+		AllowRoot:        p.AllowRoot,
+		AllowHostNetwork: p.AllowHostNet,
+		AllowGVisor:      p.AllowGVisor,
+		LogStoreCapMiB:   64,
+	}
 }
 
 // ProcessSection bounds the peer process itself.
@@ -126,6 +179,7 @@ func DefaultFileConfig() FileConfig {
 		Store:   StoreSection{Dir: StoreDir},
 		Log:     LogSection{Level: "info", Format: "text"},
 		Process: ProcessSection{MemoryLimitMiB: DefaultMemoryLimitMiB},
+		Tasks:   DefaultTasksSection(),
 	}
 }
 
@@ -185,6 +239,9 @@ func (c FileConfig) Validate() error {
 	if c.Process.MemoryLimitMiB < 0 {
 		errs = append(errs, fmt.Errorf("process.memory_limit_mib %d: want 0 (none) or more", c.Process.MemoryLimitMiB))
 	}
+	if err := c.Tasks.validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.API.Socket == "" || c.API.TokenFile == "" || c.Store.Dir == "" {
 		errs = append(errs, errors.New("api.socket, api.token_file and store.dir must not be empty"))
 	}
@@ -192,6 +249,32 @@ func (c FileConfig) Validate() error {
 		return fmt.Errorf("%w: %w", errdefs.ErrInvalid, err)
 	}
 	return nil
+}
+
+func (t TasksSection) validate() error {
+	var errs []error
+	if t.ContainerdSocket == "" || t.Namespace == "" {
+		errs = append(errs, errors.New("tasks.containerd_socket and tasks.namespace must not be empty"))
+	}
+	pairs := []struct {
+		name     string
+		def, max float64
+	}{
+		{"timeout", t.DefaultTimeout.Seconds(), t.MaxTimeout.Seconds()},
+		{"memory_mib", float64(t.DefaultMemoryMiB), float64(t.MaxMemoryMiB)},
+		{"cpus", t.DefaultCPUs, t.MaxCPUs},
+		{"pids", float64(t.DefaultPids), float64(t.MaxPids)},
+		{"tmp_mib", float64(t.DefaultTmpMiB), float64(t.MaxTmpMiB)},
+	}
+	for _, p := range pairs {
+		if p.def <= 0 || p.max < p.def {
+			errs = append(errs, fmt.Errorf("tasks.default_%s %v and tasks.max_%s %v: want 0 < default <= max", p.name, p.def, p.name, p.max))
+		}
+	}
+	if t.LogStoreCapMiB < 0 {
+		errs = append(errs, fmt.Errorf("tasks.log_store_cap_mib %d: want 0 or more", t.LogStoreCapMiB))
+	}
+	return errors.Join(errs...)
 }
 
 func validateConfigLists(listen, bootstrap []string, labels map[string]string) error {
@@ -291,16 +374,45 @@ format = "text"
 # Soft limit of the Go heap in MiB (like GOMEMLIMIT, which wins when set);
 # 0 for none.
 memory_limit_mib = 256
+
+[tasks]
+# Sandboxed tasks run in containerd (make deps installs and starts it).
+containerd_socket = "/run/containerd/containerd.sock"
+namespace = "cortex"
+# What a task gets when it asks for nothing, and the most it may ask for.
+default_image = {{quote .Tasks.DefaultImage}}
+default_timeout = {{quote .Tasks.DefaultTimeout.String}}
+max_timeout = {{quote .Tasks.MaxTimeout.String}}
+default_memory_mib = {{.Tasks.DefaultMemoryMiB}}
+max_memory_mib = {{.Tasks.MaxMemoryMiB}}
+default_cpus = {{.Tasks.DefaultCPUs}}
+max_cpus = {{.Tasks.MaxCPUs}}
+default_pids = {{.Tasks.DefaultPids}}
+max_pids = {{.Tasks.MaxPids}}
+# Size of the tmpfs at /tmp inside a task.
+default_tmp_mib = {{.Tasks.DefaultTmpMiB}}
+max_tmp_mib = {{.Tasks.MaxTmpMiB}}
+# Tasks run as this user (65534 is nobody) unless they ask for another;
+# uid 0 only when allow_root is true.
+default_uid = {{.Tasks.DefaultUID}}
+allow_root = {{.Tasks.AllowRoot}}
+# Whether a task may share the host's network (otherwise it has only loopback).
+allow_host_network = {{.Tasks.AllowHostNetwork}}
+# Whether a task may ask for the gVisor tier (needs runsc).
+allow_gvisor = {{.Tasks.AllowGVisor}}
+# Output kept per task in the store, in MiB; the rest is streamed live only.
+log_store_cap_mib = {{.Tasks.LogStoreCapMiB}}
 `))
 
 type templateData struct {
 	P2PSection
 	Labels map[string]string
+	Tasks  TasksSection
 }
 
 func renderConfig(opts InitOptions) string {
 	def := DefaultFileConfig()
-	data := templateData{P2PSection: def.P2P, Labels: opts.Labels}
+	data := templateData{P2PSection: def.P2P, Labels: opts.Labels, Tasks: def.Tasks}
 	if len(opts.Listen) > 0 {
 		data.Listen = opts.Listen
 	}

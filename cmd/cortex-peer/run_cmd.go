@@ -1,0 +1,250 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cortex-peer/cortex-peer/node/apiclient"
+	apiv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1"
+)
+
+// exitStatus makes the process exit with a task's exit code, silently.
+type exitStatus struct{ code int }
+
+func (e exitStatus) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// Exit codes of run when the task did not end by itself, as timeout(1) and
+// shells report them.
+const (
+	exitTimedOut  = 124
+	exitCancelled = 130
+)
+
+type runFlags struct {
+	image     string
+	workspace string
+	workdir   string
+	env       []string
+	memory    string
+	tmp       string
+	cpus      float64
+	pids      int64
+	timeout   time.Duration
+	network   string
+	isolation string
+	user      string
+}
+
+func newRunCmd(g *globals) *cobra.Command {
+	var f runFlags
+	cmd := &cobra.Command{
+		Use:   "run [flags] -- COMMAND [ARG...]",
+		Short: "Run a command in a sandbox (containerd) and stream its output",
+		Long: `run runs COMMAND in a container on the local peer, hardened by default: no
+capabilities, no new privileges, seccomp, read-only root, a private /tmp, its
+own network namespace with only loopback, a non-root user, and memory, CPU and
+pids limits (defaults and caps are in the [tasks] section of the config).
+
+Output streams live: the task's stdout to stdout, its stderr to stderr. With
+--workspace DIR, DIR is imported, a copy is mounted at /workspace, and what the
+task changed there is merged back into DIR three-way, never overwriting an
+edit made in DIR meanwhile (conflicts are written beside as PATH.theirs).
+The merge report goes to stderr.
+
+run exits with the task's exit code: 124 when it timed out, 130 when it was
+cancelled (Ctrl-C kills it), 128+N when signal N killed it (137 on OOM).
+With --json the task's stdout goes to stderr too, and stdout carries one
+JSON summary.`,
+		Example: `  cortex-peer run -- echo hello
+  cortex-peer run --workspace ./proj -- sh -c 'ls; echo hi > out.txt'
+  cortex-peer run --isolation gvisor --memory 256M --timeout 1m -- sh -c 'uname -a'`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usageError{errors.New("run needs a command after --, e.g. cortex-peer run -- echo hi")}
+			}
+			req, err := f.request(args)
+			if err != nil {
+				return usageError{err}
+			}
+			return withClient(cmd, g, func(ctx context.Context, c *apiclient.Client) error {
+				return runTask(ctx, cmd, g, c, req)
+			})
+		},
+	}
+	fl := cmd.Flags()
+	fl.SetInterspersed(false) // flags after the command belong to the command
+	fl.StringVar(&f.image, "image", "", "image to run in (default: the peer's tasks.default_image)")
+	fl.StringVar(&f.workspace, "workspace", "", "directory mounted at /workspace; the task's changes merge back into it")
+	fl.StringVar(&f.workdir, "workdir", "", "working directory inside the task (default /workspace with a workspace, else /)")
+	fl.StringArrayVar(&f.env, "env", nil, "environment variable K=V (repeatable)")
+	fl.StringVar(&f.memory, "memory", "", "memory limit, e.g. 512M or 2G (no swap)")
+	fl.StringVar(&f.tmp, "tmp", "", "size of the tmpfs at /tmp, e.g. 64M")
+	fl.Float64Var(&f.cpus, "cpus", 0, "CPU limit in cores, e.g. 1.5")
+	fl.Int64Var(&f.pids, "pids", 0, "most processes and threads at once")
+	fl.DurationVar(&f.timeout, "timeout", 0, "kill the task after this long, e.g. 10m")
+	fl.StringVar(&f.network, "network", "", "none (only loopback; default) or host (if the peer's policy allows)")
+	fl.StringVar(&f.isolation, "isolation", "", "runc (default) or gvisor")
+	fl.StringVar(&f.user, "user", "", "numeric uid to run as (default 65534)")
+	return cmd
+}
+
+func (f *runFlags) request(args []string) (*apiv1.RunRequest, error) {
+	spec := &apiv1.TaskSpec{
+		Image: f.image, Command: args, Env: f.env, Workdir: f.workdir,
+		Network: f.network, Isolation: f.isolation, TimeoutMs: f.timeout.Milliseconds(),
+		Limits: &apiv1.TaskLimits{Cpus: f.cpus, Pids: f.pids},
+	}
+	for _, e := range f.env {
+		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
+			return nil, fmt.Errorf("--env %q: want K=V", e)
+		}
+	}
+	var err error
+	if spec.Limits.MemoryBytes, err = parseSize("--memory", f.memory); err != nil {
+		return nil, err
+	}
+	if spec.Limits.TmpBytes, err = parseSize("--tmp", f.tmp); err != nil {
+		return nil, err
+	}
+	if f.user != "" {
+		uid, err := strconv.ParseUint(f.user, 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("--user %q: want a numeric uid", f.user)
+		}
+		u := uint32(uid)
+		spec.Uid = &u
+	}
+	req := &apiv1.RunRequest{Spec: spec}
+	if f.workspace != "" {
+		if req.Workspace, err = filepath.Abs(f.workspace); err != nil {
+			return nil, err
+		}
+	}
+	return req, nil
+}
+
+// parseSize reads 512M, 2G, 100K or a byte count; empty is 0 (the default).
+func parseSize(flag, s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	mult := int64(1)
+	num := strings.TrimSuffix(strings.ToUpper(s), "B")
+	num = strings.TrimSuffix(num, "I")
+	if n := len(num); n > 0 {
+		switch num[n-1] {
+		case 'K':
+			mult, num = 1<<10, num[:n-1]
+		case 'M':
+			mult, num = 1<<20, num[:n-1]
+		case 'G':
+			mult, num = 1<<30, num[:n-1]
+		case 'T':
+			mult, num = 1<<40, num[:n-1]
+		}
+	}
+	v, err := strconv.ParseFloat(num, 64)
+	if err != nil || v <= 0 || v*float64(mult) > 1<<62 {
+		return 0, fmt.Errorf("%s %q: want a positive size like 512M or 2G", flag, s)
+	}
+	return int64(v * float64(mult)), nil
+}
+
+func runTask(ctx context.Context, cmd *cobra.Command, g *globals, c *apiclient.Client, req *apiv1.RunRequest) error {
+	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+	if g.json {
+		stdout = stderr
+	}
+	p := newProgress(g, stderr)
+	res, err := c.Run(ctx, req, func(ev *apiv1.RunEvent) {
+		switch e := ev.GetEvent().(type) {
+		case *apiv1.RunEvent_Output:
+			p.done()
+			var w io.Writer = stdout
+			if e.Output.GetStream() == "stderr" {
+				w = stderr
+			}
+			_, _ = w.Write(e.Output.GetData())
+		case *apiv1.RunEvent_Progress:
+			p.update(e.Progress)
+		case *apiv1.RunEvent_Started:
+			p.done()
+		}
+	})
+	p.done()
+	if err != nil {
+		if ctx.Err() != nil {
+			fmt.Fprintln(stderr, "cortex-peer: cancelled; the task was killed")
+			return exitStatus{exitCancelled}
+		}
+		return err
+	}
+	if g.json {
+		if err := printJSON(cmd.OutOrStdout(), taskResultJSON(res)); err != nil {
+			return err
+		}
+	} else {
+		printTaskEnd(stderr, res)
+	}
+	if res.GetError() != "" && !g.json {
+		return errors.New(res.GetError())
+	}
+	if code := taskExitCode(res); code != 0 {
+		return exitStatus{code}
+	}
+	return nil
+}
+
+func taskExitCode(res *apiv1.TaskResult) int {
+	switch {
+	case res.GetTimedOut():
+		return exitTimedOut
+	case res.GetCancelled():
+		return exitCancelled
+	case res.GetError() != "" && res.GetExitCode() == 0:
+		return exitError
+	}
+	return int(res.GetExitCode())
+}
+
+// printTaskEnd tells on stderr how the task ended, when it is worth telling,
+// and the merge report.
+func printTaskEnd(w io.Writer, res *apiv1.TaskResult) {
+	switch {
+	case res.GetOomKilled():
+		fmt.Fprintf(w, "cortex-peer: task %s was killed: out of memory (peak %s)\n", res.GetTaskId(), formatBytes(res.GetPeakMemoryBytes()))
+	case res.GetTimedOut():
+		fmt.Fprintf(w, "cortex-peer: task %s timed out after %.1fs and was killed\n", res.GetTaskId(), res.GetDurationSeconds())
+	case res.GetSignal() != "":
+		fmt.Fprintf(w, "cortex-peer: task %s was killed by %s\n", res.GetTaskId(), res.GetSignal())
+	}
+	if d := res.GetLogDroppedBytes(); d > 0 {
+		fmt.Fprintf(w, "cortex-peer: %s of output past the peer's log cap was streamed but not kept\n", formatBytes(d))
+	}
+	if rep := res.GetMerge(); rep != nil {
+		printMergeReport(w, rep)
+	}
+}
+
+func taskResultJSON(res *apiv1.TaskResult) map[string]any {
+	out := map[string]any{
+		"task_id": res.GetTaskId(), "exit_code": res.GetExitCode(), "signal": res.GetSignal(),
+		"oom_killed": res.GetOomKilled(), "timed_out": res.GetTimedOut(), "cancelled": res.GetCancelled(),
+		"cpu_seconds": res.GetCpuSeconds(), "peak_memory_bytes": res.GetPeakMemoryBytes(),
+		"duration_seconds": res.GetDurationSeconds(), "stdout_bytes": res.GetStdoutBytes(),
+		"stderr_bytes": res.GetStderrBytes(), "log_dropped_bytes": res.GetLogDroppedBytes(),
+		"base_root": res.GetBaseRoot(), "result_root": res.GetResultRoot(), "error": res.GetError(),
+	}
+	if rep := res.GetMerge(); rep != nil {
+		out["merge"] = mergeReportJSON(rep)
+	}
+	return out
+}

@@ -1,0 +1,77 @@
+package apiclient
+
+import (
+	"context"
+
+	"connectrpc.com/connect"
+
+	apiv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1"
+)
+
+// Run runs a task on the peer and calls onEvent for every event before the
+// result (start, output chunks, progress), in order. Cancelling ctx kills
+// the task.
+func (c *Client) Run(ctx context.Context, req *apiv1.RunRequest, onEvent func(*apiv1.RunEvent)) (*apiv1.TaskResult, error) {
+	stream, err := c.task.Run(ctx, connect.NewRequest(req))
+	if err != nil {
+		return nil, c.wrap("run", err)
+	}
+	defer stream.Close()
+	for stream.Receive() {
+		ev := stream.Msg()
+		if r, ok := ev.GetEvent().(*apiv1.RunEvent_Result); ok {
+			return r.Result, nil
+		}
+		if onEvent != nil {
+			onEvent(ev)
+		}
+	}
+	return nil, c.streamEnd("run", stream.Err())
+}
+
+// ImageImport imports the OCI or docker-archive tarball at the absolute path
+// p; name names an image the archive leaves unnamed.
+func (c *Client) ImageImport(ctx context.Context, p, name string) ([]*apiv1.Image, error) {
+	resp, err := c.image.Import(ctx, connect.NewRequest(&apiv1.ImportImageRequest{Path: p, Name: name}))
+	if err != nil {
+		return nil, c.wrap("image import", err)
+	}
+	return resp.Msg.GetImages(), nil
+}
+
+// ImagePull pulls ref from its registry.
+func (c *Client) ImagePull(ctx context.Context, ref string, progress func(*apiv1.Progress)) (*apiv1.Image, error) {
+	stream, err := c.image.Pull(ctx, connect.NewRequest(&apiv1.PullImageRequest{Ref: ref}))
+	if err != nil {
+		return nil, c.wrap("image pull", err)
+	}
+	defer stream.Close()
+	for stream.Receive() {
+		switch ev := stream.Msg().GetEvent().(type) {
+		case *apiv1.PullImageEvent_Progress:
+			if progress != nil {
+				progress(ev.Progress)
+			}
+		case *apiv1.PullImageEvent_Image:
+			return ev.Image, nil
+		}
+	}
+	return nil, c.streamEnd("image pull", stream.Err())
+}
+
+// ImageList lists the peer's images.
+func (c *Client) ImageList(ctx context.Context) ([]*apiv1.Image, error) {
+	resp, err := c.image.List(ctx, connect.NewRequest(&apiv1.ListImagesRequest{}))
+	if err != nil {
+		return nil, c.wrap("image ls", err)
+	}
+	return resp.Msg.GetImages(), nil
+}
+
+// ImageRemove removes an image by name.
+func (c *Client) ImageRemove(ctx context.Context, name string) error {
+	if _, err := c.image.Remove(ctx, connect.NewRequest(&apiv1.RemoveImageRequest{Name: name})); err != nil {
+		return c.wrap("image rm", err)
+	}
+	return nil
+}

@@ -1,0 +1,143 @@
+package tasklog
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/cortex-peer/cortex-peer/node/store"
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
+	"github.com/cortex-peer/cortex-peer/runtime"
+)
+
+func openStore(t *testing.T) *Store {
+	t.Helper()
+	st, err := store.Open(store.DefaultConfig(t.TempDir()), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return New(st.DB())
+}
+
+func chunk(s runtime.Stream, seq uint64, data string) runtime.Chunk {
+	return runtime.Chunk{Stream: s, Seq: seq, Time: time.Unix(1700000000, int64(seq)), Data: []byte(data)}
+}
+
+func TestWriteReadRanges(t *testing.T) {
+	s := openStore(t)
+	w, err := s.Writer("task-1", 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := uint64(1); i <= 200; i++ {
+		if err := w.Append(chunk(runtime.Stdout, i, fmt.Sprintf("out %d\n", i))); err != nil {
+			t.Fatal(err)
+		}
+		if i%10 == 0 {
+			if err := w.Append(chunk(runtime.Stderr, i/10, fmt.Sprintf("err %d\n", i/10))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Chunks already flushed are readable while the task still writes.
+	got, err := s.Read(context.Background(), "task-1", runtime.Stdout, 1, 1000, 1<<20)
+	if err != nil || len(got) < flushEvery {
+		t.Fatalf("read while writing: %d chunks, %v", len(got), err)
+	}
+	st, err := w.Close()
+	if err != nil || st.LastStdout != 200 || st.LastStderr != 20 || st.DroppedBytes != 0 {
+		t.Fatalf("close: %+v %v", st, err)
+	}
+	if _, err := w.Close(); err != nil {
+		t.Fatalf("second close: %v", err)
+	}
+	got, err = s.Read(context.Background(), "task-1", runtime.Stdout, 150, 10, 1<<20)
+	if err != nil || len(got) != 10 || got[0].Seq != 150 || got[9].Seq != 159 || string(got[0].Data) != "out 150\n" {
+		t.Fatalf("range: %v %v", got, err)
+	}
+	if !got[0].Time.Equal(time.Unix(1700000000, 150)) {
+		t.Fatalf("time %v", got[0].Time)
+	}
+	got, err = s.Read(context.Background(), "task-1", runtime.Stderr, 1, 100, 1<<20)
+	if err != nil || len(got) != 20 || got[19].Seq != 20 {
+		t.Fatalf("stderr: %d %v", len(got), err)
+	}
+	// maxBytes bounds the answer but always returns at least one chunk.
+	got, _ = s.Read(context.Background(), "task-1", runtime.Stdout, 1, 1000, 1)
+	if len(got) != 1 {
+		t.Fatalf("maxBytes 1: %d chunks", len(got))
+	}
+	rec, err := s.Stats("task-1")
+	if err != nil || rec != st {
+		t.Fatalf("stats %+v %v, want %+v", rec, err, st)
+	}
+}
+
+func TestCapKeepsAPrefixAndCountsTheRest(t *testing.T) {
+	s := openStore(t)
+	w, _ := s.Writer("capped", 10)
+	data := []string{"aaaa", "bbbb", "cccc", "d", "e"}
+	for i, d := range data {
+		if err := w.Append(chunk(runtime.Stdout, uint64(i+1), d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := w.Close()
+	if err != nil || st.StoredBytes != 8 || st.DroppedBytes != 6 || st.LastStdout != 2 {
+		t.Fatalf("stats %+v %v", st, err)
+	}
+	got, _ := s.Read(context.Background(), "capped", runtime.Stdout, 1, 100, 1<<20)
+	var all bytes.Buffer
+	for _, c := range got {
+		all.Write(c.Data)
+	}
+	if all.String() != "aaaabbbb" {
+		t.Fatalf("stored %q", all.String())
+	}
+}
+
+func TestDeleteLeavesOtherTasks(t *testing.T) {
+	s := openStore(t)
+	for _, id := range []string{"abc", "abcd"} {
+		w, _ := s.Writer(id, 1<<10)
+		_ = w.Append(chunk(runtime.Stdout, 1, id))
+		if _, err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Delete("abc"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Stats("abc"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("deleted stats: %v", err)
+	}
+	got, _ := s.Read(context.Background(), "abcd", runtime.Stdout, 1, 10, 1<<10)
+	if len(got) != 1 {
+		t.Fatalf("other task lost its log: %v", got)
+	}
+	if _, err := s.Stats("abcd"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	s := openStore(t)
+	for _, id := range []string{"", "a\x00b", string(make([]byte, 200))} {
+		if _, err := s.Writer(id, 1); !errors.Is(err, errdefs.ErrInvalid) {
+			t.Errorf("Writer(%q): %v", id, err)
+		}
+	}
+	if _, err := s.Read(context.Background(), "x", 7, 1, 1, 1); !errors.Is(err, errdefs.ErrInvalid) {
+		t.Errorf("bad stream: %v", err)
+	}
+	w, _ := s.Writer("closed", 10)
+	w.Close()
+	if err := w.Append(chunk(runtime.Stdout, 1, "x")); !errors.Is(err, errdefs.ErrUnavailable) {
+		t.Errorf("append after close: %v", err)
+	}
+}

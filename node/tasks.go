@@ -1,0 +1,274 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/cortex-peer/cortex-peer/dag"
+	"github.com/cortex-peer/cortex-peer/node/tasklog"
+	"github.com/cortex-peer/cortex-peer/runtime"
+)
+
+// TasksConfig configures the tasks this peer runs.
+type TasksConfig struct {
+	ContainerdSocket string
+	Namespace        string
+	Policy           runtime.Policy
+	// LogStoreCapBytes bounds the output kept per task in the store.
+	LogStoreCapBytes int64
+}
+
+// taskExecutor is what the runner needs of the runtime: the executor, plus
+// the clean-up of what a crashed peer left behind and a running count.
+type taskExecutor interface {
+	runtime.Executor
+	Cleanup(ctx context.Context) (int, error)
+	Running() int
+}
+
+// taskRunner runs tasks on this peer. It connects to containerd on first
+// use, so a peer starts (and serves everything else) where containerd is
+// missing; each task then fails with an error that says how to install it.
+type taskRunner struct {
+	n   *Node
+	cfg TasksConfig
+	log *slog.Logger
+	dir string // DIR/tasks: per-task working copies and runtime state
+
+	mu   sync.Mutex
+	exec taskExecutor
+
+	running atomic.Int64
+}
+
+func newTaskRunner(n *Node, cfg TasksConfig, dir string, log *slog.Logger) *taskRunner {
+	return &taskRunner{n: n, cfg: cfg, dir: dir, log: log}
+}
+
+// executor connects to containerd once; the first connection removes the
+// containers a previous run of this peer left behind.
+func (t *taskRunner) executor(ctx context.Context) (taskExecutor, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.exec != nil {
+		return t.exec, nil
+	}
+	if err := os.MkdirAll(filepath.Join(t.dir, "state"), 0o700); err != nil {
+		return nil, fmt.Errorf("task state dir: %w", err)
+	}
+	ex, err := runtime.NewContainerd(ctx, runtime.Config{
+		Address:   t.cfg.ContainerdSocket,
+		Namespace: t.cfg.Namespace,
+		Owner:     t.n.ID().String(),
+		StateDir:  filepath.Join(t.dir, "state"),
+		Policy:    t.cfg.Policy,
+		Logger:    t.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if n, err := ex.Cleanup(ctx); err != nil {
+		t.log.Warn("removing tasks left behind", "err", err)
+	} else if n > 0 {
+		t.log.Info("removed tasks left behind by an earlier run", "count", n)
+	}
+	t.exec = ex
+	return ex, nil
+}
+
+// Close releases the containerd connection. Safe to call twice.
+func (t *taskRunner) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.exec == nil {
+		return nil
+	}
+	err := t.exec.Close()
+	t.exec = nil
+	return err
+}
+
+// Running is the number of tasks running here, for the heartbeat.
+func (t *taskRunner) Running() int { return int(t.running.Load()) }
+
+// runEvents receives what happens to a task, in order, from one goroutine.
+type runEvents interface {
+	started(id string, base cid.Cid) error
+	output(c runtime.Chunk) error
+	progress(phase string, done, total uint64) error
+}
+
+// taskOutcome is how a task run on this peer ended, workspace included.
+type taskOutcome struct {
+	ID        string
+	Result    runtime.Result
+	Base      cid.Cid
+	ResultCID cid.Cid
+	Merge     *dag.MergeReport
+	Log       tasklog.Stats
+	Stdout    int64
+	Stderr    int64
+}
+
+func newTaskID() string {
+	var b [10]byte
+	_, _ = rand.Read(b[:])
+	return "t" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
+}
+
+// run runs spec here. With a workspace directory, the directory is imported,
+// a copy of it is mounted at /workspace, and what the task changed is merged
+// back three-way into the directory as it is by then. Cancelling ctx kills
+// the task; its changes are then not merged.
+func (t *taskRunner) run(ctx context.Context, spec runtime.Spec, workspace string, ev runEvents) (taskOutcome, error) {
+	if spec.ID == "" {
+		spec.ID = newTaskID()
+	}
+	out := taskOutcome{ID: spec.ID}
+	ex, err := t.executor(ctx)
+	if err != nil {
+		return out, err
+	}
+	// Check the spec before the workspace is imported, so a bad spec fails fast.
+	if _, err := t.cfg.Policy.Apply(spec); err != nil {
+		return out, err
+	}
+
+	work := filepath.Join(t.dir, spec.ID)
+	defer func() {
+		if err := os.RemoveAll(work); err != nil {
+			t.log.Warn("remove task working copy", "task", spec.ID, "err", err)
+		}
+	}()
+	if workspace != "" {
+		if out.Base, err = t.prepareWorkspace(ctx, spec.ID, workspace, work, ev); err != nil {
+			return out, err
+		}
+		spec.WorkspaceDir = filepath.Join(work, "workspace")
+	}
+
+	logw, err := t.n.taskLogs.Writer(spec.ID, t.cfg.LogStoreCapBytes)
+	if err != nil {
+		return out, err
+	}
+	defer logw.Close()
+
+	t.running.Add(1)
+	task, err := ex.Start(ctx, spec)
+	if err != nil {
+		t.running.Add(-1)
+		return out, err
+	}
+	t.log.Info("task started", "task", spec.ID, "image", spec.Image, "workspace", workspace)
+	// The task is killed when the caller goes away; stop ends the watcher.
+	stop := context.AfterFunc(ctx, func() {
+		kctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := task.Kill(kctx); err != nil {
+			t.log.Warn("kill task", "task", spec.ID, "err", err)
+		}
+	})
+	defer stop()
+
+	var sendErr error
+	if err := ev.started(spec.ID, out.Base); err != nil {
+		sendErr = err
+	}
+	for output := newCoalescer(task.Output()); ; {
+		c, ok := output.next()
+		if !ok {
+			break
+		}
+		if c.Stream == runtime.Stdout {
+			out.Stdout += int64(len(c.Data))
+		} else {
+			out.Stderr += int64(len(c.Data))
+		}
+		_ = logw.Append(c) // a store error is counted as dropped output, never stops the task
+		if sendErr == nil {
+			if err := ev.output(c); err != nil {
+				// The caller is gone; the task is killed by ctx. Keep
+				// draining so the task is not blocked on its writes.
+				sendErr = err
+			}
+		}
+	}
+	res, werr := task.Wait(context.WithoutCancel(ctx))
+	t.running.Add(-1)
+	out.Result = res
+	out.Log, _ = logw.Close()
+	if werr != nil {
+		return out, fmt.Errorf("task %s: %w", spec.ID, werr)
+	}
+	t.log.Info("task ended", "task", spec.ID, "exit", res.ExitCode, "signal", res.Signal,
+		"oom", res.OOMKilled, "timed_out", res.TimedOut, "cancelled", res.Cancelled, "seconds", res.Duration.Seconds())
+	if sendErr != nil {
+		return out, sendErr
+	}
+	if workspace == "" || res.Cancelled || res.TimedOut || ctx.Err() != nil {
+		return out, nil
+	}
+	return out, t.returnWorkspace(ctx, &out, workspace, spec.WorkspaceDir, ev)
+}
+
+// prepareWorkspace imports dir (incrementally) and materialises it under
+// work/workspace for the task.
+func (t *taskRunner) prepareWorkspace(ctx context.Context, id, dir, work string, ev runEvents) (cid.Cid, error) {
+	if err := os.MkdirAll(work, 0o700); err != nil {
+		return cid.Undef, fmt.Errorf("task %s: working dir: %w", id, err)
+	}
+	_ = ev.progress("importing workspace", 0, 0)
+	// GC is held off only while blocks are added; the pin keeps them after.
+	t.n.gcMu.RLock()
+	defer t.n.gcMu.RUnlock()
+	imp, err := t.n.dags.Import(ctx, dir, dag.ImportOptions{})
+	if err != nil {
+		return cid.Undef, fmt.Errorf("task %s: import workspace: %w", id, err)
+	}
+	if err := t.n.dags.Pin("ws:"+dir, imp.Root); err != nil {
+		return cid.Undef, err
+	}
+	if _, err := t.n.dags.Export(ctx, imp.Root, filepath.Join(work, "workspace"), dag.ExportOptions{}); err != nil {
+		return cid.Undef, fmt.Errorf("task %s: materialise workspace: %w", id, err)
+	}
+	return imp.Root, nil
+}
+
+// returnWorkspace imports what the task left in its copy and merges
+// BASE -> RESULT into the caller's directory as it is now.
+func (t *taskRunner) returnWorkspace(ctx context.Context, out *taskOutcome, dir, copyDir string, ev runEvents) error {
+	_ = ev.progress("importing result", 0, 0)
+	t.n.gcMu.RLock()
+	defer t.n.gcMu.RUnlock()
+	// The copy is new and will be removed: an index of it would only be litter.
+	imp, err := t.n.dags.Import(ctx, copyDir, dag.ImportOptions{NoIndex: true})
+	if err != nil {
+		return fmt.Errorf("task %s: import result: %w", out.ID, err)
+	}
+	out.ResultCID = imp.Root
+	if err := t.n.dags.Pin("task:"+out.ID, imp.Root); err != nil {
+		return err
+	}
+	if imp.Root.Equals(out.Base) {
+		out.Merge = &dag.MergeReport{}
+		return nil
+	}
+	_ = ev.progress("merging", 0, 0)
+	rep, err := t.n.dags.Merge(ctx, out.Base, imp.Root, dir)
+	if err != nil {
+		return fmt.Errorf("task %s: merge result into %s: %w", out.ID, dir, err)
+	}
+	out.Merge = &rep
+	return nil
+}

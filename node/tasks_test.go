@@ -1,0 +1,232 @@
+package node_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cortex-peer/cortex-peer/node/apiclient"
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
+	apiv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1"
+	"github.com/cortex-peer/cortex-peer/testnet"
+)
+
+// taskPeer starts one peer whose tasks run in the test namespace.
+func taskPeer(t *testing.T) (*testnet.Net, *apiclient.Client) {
+	t.Helper()
+	tn := testnet.New(t, 1)
+	c, err := apiclient.Dial(tn.Peers[0].Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return tn, c
+}
+
+type collected struct {
+	stdout, stderr bytes.Buffer
+	started        *apiv1.TaskStarted
+	firstOutput    time.Time
+	startedCh      chan struct{} // closed on the started event, when not nil
+}
+
+func (c *collected) event(ev *apiv1.RunEvent) {
+	switch e := ev.GetEvent().(type) {
+	case *apiv1.RunEvent_Started:
+		c.started = e.Started
+		if c.startedCh != nil {
+			close(c.startedCh)
+		}
+	case *apiv1.RunEvent_Output:
+		if c.firstOutput.IsZero() {
+			c.firstOutput = time.Now()
+		}
+		if e.Output.GetStream() == "stderr" {
+			c.stderr.Write(e.Output.GetData())
+		} else {
+			c.stdout.Write(e.Output.GetData())
+		}
+	}
+}
+
+func TestRunStreamsOutputAndExitCode(t *testing.T) {
+	_, c := taskPeer(t)
+	ctx := ctxT(t, 60*time.Second)
+	var got collected
+	start := time.Now()
+	res, err := c.Run(ctx, &apiv1.RunRequest{Spec: &apiv1.TaskSpec{
+		Command: []string{"sh", "-c", "echo out; echo err >&2; sleep 1.5; echo late; exit 3"},
+	}}, got.event)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.GetExitCode() != 3 || got.stdout.String() != "out\nlate\n" || got.stderr.String() != "err\n" {
+		t.Fatalf("exit %d stdout %q stderr %q (%+v)", res.GetExitCode(), got.stdout.String(), got.stderr.String(), res)
+	}
+	if got.started == nil || got.started.GetTaskId() != res.GetTaskId() {
+		t.Fatalf("started event %v for task %s", got.started, res.GetTaskId())
+	}
+	// The first line arrives live, long before the task's end.
+	if end := time.Now(); end.Sub(got.firstOutput) < time.Second {
+		t.Fatalf("first output %v after start, task ended %v after start: output was not live",
+			got.firstOutput.Sub(start), end.Sub(start))
+	}
+	if res.GetStdoutBytes() != 9 || res.GetStderrBytes() != 4 {
+		t.Fatalf("byte counts %d/%d", res.GetStdoutBytes(), res.GetStderrBytes())
+	}
+}
+
+func TestRunWorkspaceMergesBackWithoutOverwritingLocalEdits(t *testing.T) {
+	_, c := taskPeer(t)
+	ctx := ctxT(t, 90*time.Second)
+	dir := t.TempDir()
+	mustWrite(t, filepath.Join(dir, "input.txt"), []byte("one\ntwo\nthree\n"), 0o644)
+	mustWrite(t, filepath.Join(dir, "mine.txt"), []byte("base\n"), 0o644)
+	mustWrite(t, filepath.Join(dir, "sub", "keep.txt"), []byte("keep\n"), 0o644)
+
+	// The task adds a file, edits one, and writes a file the user edits
+	// while the task runs: that one must come back as a conflict.
+	script := `set -e
+test "$(pwd)" = /workspace
+cat input.txt | wc -l > count.txt
+echo task > mine.txt
+echo ready
+sleep 2
+`
+	done := make(chan struct{})
+	var res *apiv1.TaskResult
+	var runErr error
+	got := collected{startedCh: make(chan struct{})}
+	go func() {
+		defer close(done)
+		res, runErr = c.Run(ctx, &apiv1.RunRequest{Workspace: dir, Spec: &apiv1.TaskSpec{Command: []string{"sh", "-c", script}}}, got.event)
+	}()
+	// Edit mine.txt locally once the task has started.
+	select {
+	case <-got.startedCh:
+	case <-done:
+		t.Fatalf("run ended before the task started: %v", runErr)
+	}
+	mustWrite(t, filepath.Join(dir, "mine.txt"), []byte("local edit\n"), 0o644)
+	<-done
+	if runErr != nil {
+		t.Fatal(runErr)
+	}
+	if res.GetExitCode() != 0 || res.GetError() != "" {
+		t.Fatalf("task failed: %+v stderr %q", res, got.stderr.String())
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "count.txt"))
+	if err != nil || strings.TrimSpace(string(b)) != "3" {
+		t.Fatalf("count.txt: %q %v", b, err)
+	}
+	b, _ = os.ReadFile(filepath.Join(dir, "mine.txt"))
+	if string(b) != "local edit\n" {
+		t.Fatalf("local edit overwritten: %q", b)
+	}
+	rep := res.GetMerge()
+	if rep == nil || len(rep.GetConflicts()) != 1 || rep.GetConflicts()[0].GetPath() != "mine.txt" {
+		t.Fatalf("merge report %+v", rep)
+	}
+	if res.GetBaseRoot() == "" || res.GetResultRoot() == "" || res.GetBaseRoot() == res.GetResultRoot() {
+		t.Fatalf("roots %q -> %q", res.GetBaseRoot(), res.GetResultRoot())
+	}
+}
+
+func TestRunCancelKillsTheTask(t *testing.T) {
+	tn, c := taskPeer(t)
+	ctx := ctxT(t, 60*time.Second)
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var got collected
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Run(runCtx, &apiv1.RunRequest{Spec: &apiv1.TaskSpec{Command: []string{"sh", "-c", "echo up; sleep 600"}}},
+			func(ev *apiv1.RunEvent) {
+				got.event(ev)
+				if _, ok := ev.GetEvent().(*apiv1.RunEvent_Output); ok {
+					cancel()
+				}
+			})
+		errc <- err
+	}()
+	select {
+	case err := <-errc:
+		if err == nil {
+			t.Fatal("run returned no error after cancel")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("cancel did not end the run")
+	}
+	// The peer's running count drops back to 0 once the task is killed.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st, err := c.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.GetCapacity().GetRunningTasks() == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task still counted as running after cancel")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	_ = tn
+}
+
+func TestRunRefusesBadSpecs(t *testing.T) {
+	_, c := taskPeer(t)
+	ctx := ctxT(t, 30*time.Second)
+	for name, spec := range map[string]*apiv1.TaskSpec{
+		"negative memory":  {Command: []string{"true"}, Limits: &apiv1.TaskLimits{MemoryBytes: -1}},
+		"absurd cpus":      {Command: []string{"true"}, Limits: &apiv1.TaskLimits{Cpus: 1e6}},
+		"unknown tier":     {Command: []string{"true"}, Isolation: "kvm"},
+		"relative workdir": {Command: []string{"true"}, Workdir: "work"},
+		"host network":     {Command: []string{"true"}, Network: "host"},
+		"negative timeout": {Command: []string{"true"}, TimeoutMs: -5},
+	} {
+		_, err := c.Run(ctx, &apiv1.RunRequest{Spec: spec}, nil)
+		if !errors.Is(err, errdefs.ErrInvalid) && !errors.Is(err, errdefs.ErrPermissionDenied) {
+			t.Errorf("%s: %v, want invalid or permission denied", name, err)
+		}
+	}
+	_, err := c.Run(ctx, &apiv1.RunRequest{Spec: &apiv1.TaskSpec{Command: []string{"true"}}, Workspace: "relative/dir"}, nil)
+	if !errors.Is(err, errdefs.ErrInvalid) {
+		t.Errorf("relative workspace: %v", err)
+	}
+}
+
+// BenchmarkRunOutputThroughput measures task output through the whole
+// path: container, peer, local API stream, client. 256 MiB per op.
+func BenchmarkRunOutputThroughput(b *testing.B) {
+	const size = 256 << 20
+	tn := testnet.New(b, 1)
+	c, err := apiclient.Dial(tn.Peers[0].Dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	b.SetBytes(size)
+	var chunks int
+	for b.Loop() {
+		var n int64
+		res, err := c.Run(context.Background(), &apiv1.RunRequest{Spec: &apiv1.TaskSpec{
+			Command: []string{"head", "-c", "268435456", "/dev/zero"},
+		}}, func(ev *apiv1.RunEvent) {
+			if o, ok := ev.GetEvent().(*apiv1.RunEvent_Output); ok {
+				n += int64(len(o.Output.GetData()))
+				chunks++
+			}
+		})
+		if err != nil || n != size || res.GetExitCode() != 0 {
+			b.Fatalf("got %d bytes, %v, %+v", n, err, res)
+		}
+	}
+	b.ReportMetric(float64(chunks)/float64(b.N), "chunks/op")
+}
