@@ -41,6 +41,13 @@ bench-ws: $(KUBO_BIN) ## Workspace figures side by side with Kubo and rsync (Go 
 	@command -v rsync >/dev/null || $(SUDO) apt-get install -y -qq rsync
 	$(GO) run ./testnet/wsbench -kubo $(KUBO_BIN)
 
+.PHONY: bench-run
+bench-run: deps ## Task figures: start latency beside `ctr run --rm` and gVisor, 1 GiB of output, 20 concurrent tasks (a few minutes).
+	$(GO) test -run '^$$' -bench 'StartLatency' -benchtime 20x ./runtime/
+	$(GO) test -run '^$$' -bench 'OutputThroughput' -benchtime 2x ./runtime/
+	$(GO) test -run '^$$' -bench 'ConcurrentTasks' -benchtime 3x ./runtime/
+	$(GO) test -run '^$$' -bench 'RunOutputThroughput' -benchtime 3x ./node/
+
 # Kubo's `go install` fails on a replace directive; it builds from its module source.
 $(KUBO_BIN):
 	@mkdir -p .bench

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cortex-peer/cortex-peer/runtime/images"
+	"github.com/cortex-peer/cortex-peer/testnet"
+)
+
+// initTaskPeer makes a data dir whose tasks run in the test namespace of
+// containerd, never the user's, and starts `join` on it.
+func initTaskPeer(t *testing.T, bin string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "peer")
+	if r := run(t, bin, "init", "--data", dir, "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"); r.code != 0 {
+		t.Fatalf("init: %s", r.stderr)
+	}
+	cfgPath := filepath.Join(dir, "config.toml")
+	cfg, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(string(cfg), `namespace = "cortex"`, `namespace = "`+testnet.TestNamespace+`"`, 1)
+	if edited == string(cfg) {
+		t.Fatalf("config.toml has no tasks namespace to point at the test namespace:\n%s", cfg)
+	}
+	if err := os.WriteFile(cfgPath, []byte(edited), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	startJoin(t, bin, "--data", dir)
+	waitCLI(t, func() bool { return run(t, bin, "status", "--data", dir).code == 0 })
+	return dir
+}
+
+// The task verbs as a user runs them: live output to the right streams, the
+// task's exit code as run's, --json, the workspace merged back, a bad spec
+// refused as usage, and images imported, listed, used and removed.
+func TestCLIRunAndImages(t *testing.T) {
+	bin := testnet.BuildBinary(t)
+	dir := initTaskPeer(t, bin)
+
+	r := run(t, bin, "run", "--data", dir, "--", "sh", "-c", "echo out; echo err >&2; exit 3")
+	if r.code != 3 || r.stdout != "out\n" || !strings.Contains(r.stderr, "err\n") {
+		t.Fatalf("run: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+
+	ws := t.TempDir()
+	if err := os.WriteFile(filepath.Join(ws, "in.txt"), []byte("hello\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = run(t, bin, "run", "--json", "--data", dir, "--workspace", ws, "--", "sh", "-c", "tr a-z A-Z < in.txt > out.txt; id -u")
+	var sum struct {
+		TaskID     string  `json:"task_id"`
+		ExitCode   int     `json:"exit_code"`
+		Duration   float64 `json:"duration_seconds"`
+		ResultRoot string  `json:"result_root"`
+		Merge      struct {
+			Applied []string `json:"applied"`
+		} `json:"merge"`
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &sum) != nil {
+		t.Fatalf("run --json: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if sum.TaskID == "" || sum.ExitCode != 0 || sum.ResultRoot == "" || len(sum.Merge.Applied) != 1 || sum.Merge.Applied[0] != "out.txt" {
+		t.Fatalf("run --json summary: %+v", sum)
+	}
+	if !strings.Contains(r.stderr, "65534") {
+		t.Errorf("with --json the task's stdout goes to stderr: %q", r.stderr)
+	}
+	if b, err := os.ReadFile(filepath.Join(ws, "out.txt")); err != nil || string(b) != "HELLO\n" {
+		t.Fatalf("merged result: %q, %v", b, err)
+	}
+
+	r = run(t, bin, "run", "--data", dir, "--timeout", "1s", "--", "sleep", "30")
+	if r.code != exitTimedOut || !strings.Contains(r.stderr, "timed out") {
+		t.Errorf("timeout: exit %d, stderr %q", r.code, r.stderr)
+	}
+	r = run(t, bin, "run", "--data", dir, "--memory", "-5M", "--", "true")
+	if r.code != exitUsage {
+		t.Errorf("bad --memory: exit %d, stderr %q", r.code, r.stderr)
+	}
+	r = run(t, bin, "run", "--data", dir, "--isolation", "kvm", "--", "true")
+	if r.code != exitError || !strings.Contains(r.stderr, "isolation") {
+		t.Errorf("unknown isolation: exit %d, stderr %q", r.code, r.stderr)
+	}
+
+	// An image of our own, imported through the CLI, run, listed, removed.
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	name := "cortex/busybox:e2e-" + hex.EncodeToString(b[:])
+	tarball := filepath.Join(t.TempDir(), "img.tar")
+	f, err := os.Create(tarball)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := images.BuildBusybox(f, "/bin/busybox", name); err != nil {
+		t.Fatalf("build test image (make deps installs busybox-static): %v", err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if r := run(t, bin, "image", "import", "--data", dir, tarball); r.code != 0 || !strings.Contains(r.stdout, name) {
+		t.Fatalf("image import: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	t.Cleanup(func() { run(t, bin, "image", "rm", "--data", dir, name) })
+	if r := run(t, bin, "image", "ls", "--data", dir); r.code != 0 || !strings.Contains(r.stdout, name) {
+		t.Fatalf("image ls: exit %d, stdout %q", r.code, r.stdout)
+	}
+	if r := run(t, bin, "run", "--data", dir, "--image", name, "--", "echo", "from e2e image"); r.code != 0 || r.stdout != "from e2e image\n" {
+		t.Fatalf("run --image: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if r := run(t, bin, "image", "rm", "--data", dir, name); r.code != 0 {
+		t.Fatalf("image rm: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if r := run(t, bin, "image", "ls", "--json", "--data", dir); r.code != 0 || strings.Contains(r.stdout, name) {
+		t.Fatalf("image still listed after rm: %q", r.stdout)
+	}
+	if r := run(t, bin, "run", "--data", dir, "--image", name, "--", "true"); r.code != exitError || !strings.Contains(r.stderr, name) {
+		t.Errorf("run of a removed image: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
