@@ -59,3 +59,6 @@ done:
 	first.Data, first.Seq = data, c.seq[s]
 	return first, true
 }
+
+// queued reports whether more output is waiting to be read.
+func (c *coalescer) queued() bool { return c.held != nil || len(c.in) > 0 }

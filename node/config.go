@@ -87,7 +87,16 @@ func ConfigFromFile(d datadir.Dir, fc datadir.FileConfig) (Config, error) {
 
 // tasksConfig translates the config file's tasks section.
 func tasksConfig(t datadir.TasksSection) TasksConfig {
+	var from []peer.ID
+	for _, s := range t.AcceptFrom {
+		if id, err := peer.Decode(s); err == nil { // checked by the file's validation
+			from = append(from, id)
+		}
+	}
 	return TasksConfig{
+		AcceptRemote:     t.AcceptRemote,
+		AcceptFrom:       from,
+		LostAfter:        t.LostAfter.Duration,
 		ContainerdSocket: t.ContainerdSocket,
 		Namespace:        t.Namespace,
 		LogStoreCapBytes: t.LogStoreCapMiB << 20,

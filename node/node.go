@@ -39,6 +39,7 @@ type Node struct {
 	api      *apiServer
 	sup      *supervisor
 	tasks    *taskRunner
+	deleg    *delegation
 	taskLogs *tasklog.Store
 	images   *imageStore
 
@@ -80,6 +81,7 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	n.host.Libp2p().SetStreamHandler(libp2pproto.ID(protocol.BlocksProtocol), n.serveBlocks)
 	n.taskLogs = tasklog.New(n.store.DB())
 	n.tasks = newTaskRunner(n, cfg.Tasks, cfg.Dir.Path("tasks"), log.With("component", "tasks"))
+	n.deleg = newDelegation(n, log.With("component", "delegation"))
 	n.images = &imageStore{socket: cfg.Tasks.ContainerdSocket, namespace: cfg.Tasks.Namespace, log: log.With("component", "images")}
 	n.book = p2p.NewBook(cfg.P2P.Heartbeat.Expiry)
 	if n.hb, err = p2p.NewHeartbeater(n.host, n.book, n.announcement, log.With("component", "heartbeat")); err != nil {
@@ -88,6 +90,8 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	if n.api, err = newAPIServer(n, cfg.APISocket, cfg.APITokenFile); err != nil {
 		return nil, err
 	}
+
+	n.deleg.start()
 
 	n.sup = newSupervisor(log.With("component", "supervisor"))
 	n.sup.Go("heartbeat", n.hb.Serve)
@@ -122,6 +126,12 @@ func (n *Node) announcement() p2p.Announcement {
 	}
 }
 
+// Host is the peer's libp2p host, for tests that speak the wire directly.
+func (n *Node) Host() *p2p.Host { return n.host }
+
+// RunningTasks is the number of tasks running on this peer.
+func (n *Node) RunningTasks() int { return n.runningTasks() }
+
 // runningTasks is the number of tasks running here.
 func (n *Node) runningTasks() int {
 	if n.tasks == nil {
@@ -143,6 +153,9 @@ func (n *Node) Close() error {
 		}
 		if n.hb != nil {
 			errs = append(errs, n.hb.Close())
+		}
+		if n.deleg != nil {
+			n.deleg.close()
 		}
 		if n.tasks != nil {
 			errs = append(errs, n.tasks.Close())

@@ -7,6 +7,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
@@ -60,8 +61,8 @@ type apiRunEvents struct {
 	stream *connect.ServerStream[apiv1.RunEvent]
 }
 
-func (a *apiRunEvents) started(id string, base cid.Cid) error {
-	ev := &apiv1.TaskStarted{TaskId: id, PeerId: a.n.ID().String()}
+func (a *apiRunEvents) started(id string, executor peer.ID, base cid.Cid) error {
+	ev := &apiv1.TaskStarted{TaskId: id, PeerId: executor.String()}
 	if base.Defined() {
 		ev.BaseRoot = base.String()
 	}
@@ -83,13 +84,23 @@ func (t *taskService) Run(ctx context.Context, req *connect.Request[apiv1.RunReq
 	if err != nil {
 		return err
 	}
-	var dir string
+	rr := runRequest{Spec: spec, Detach: req.Msg.GetDetach(), Placement: placement{
+		Labels: req.Msg.GetLabels(), Require: req.Msg.GetRequire(),
+	}}
+	if p := req.Msg.GetPeer(); p != "" {
+		if rr.Placement.Peer, err = peer.Decode(p); err != nil {
+			return fmt.Errorf("peer %q: not a peer id: %w", p, errdefs.ErrInvalid)
+		}
+	}
 	if req.Msg.GetWorkspace() != "" {
-		if dir, err = absPath("workspace", req.Msg.GetWorkspace()); err != nil {
+		if rr.Workspace, err = absPath("workspace", req.Msg.GetWorkspace()); err != nil {
 			return err
 		}
 	}
-	out, err := t.n.tasks.run(ctx, spec, dir, &apiRunEvents{n: t.n, stream: stream})
+	out, err := t.n.deleg.submit(ctx, rr, &apiRunEvents{n: t.n, stream: stream})
+	if rr.Detach && err == nil {
+		return nil // the started event said which task
+	}
 	if out.Result.StartedAt.IsZero() && err != nil {
 		return err // the task never ran: a plain error says why
 	}
@@ -98,6 +109,54 @@ func (t *taskService) Run(ctx context.Context, req *connect.Request[apiv1.RunReq
 		res.Error = err.Error()
 	}
 	return stream.Send(&apiv1.RunEvent{Event: &apiv1.RunEvent_Result{Result: res}})
+}
+
+func (t *taskService) ListTasks(ctx context.Context, _ *connect.Request[apiv1.ListTasksRequest]) (*connect.Response[apiv1.ListTasksResponse], error) {
+	recs, err := t.n.deleg.rec.tasks()
+	if err != nil {
+		return nil, err
+	}
+	out := &apiv1.ListTasksResponse{}
+	for _, r := range recs {
+		out.Tasks = append(out.Tasks, taskInfoToAPI(r))
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (t *taskService) GetTask(ctx context.Context, req *connect.Request[apiv1.GetTaskRequest]) (*connect.Response[apiv1.GetTaskResponse], error) {
+	rec, err := t.n.deleg.task(ctx, req.Msg.GetTaskId())
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&apiv1.GetTaskResponse{Task: taskInfoToAPI(rec)}), nil
+}
+
+func (t *taskService) Cancel(ctx context.Context, req *connect.Request[apiv1.CancelTaskRequest]) (*connect.Response[apiv1.CancelTaskResponse], error) {
+	if err := t.n.deleg.cancelTask(ctx, req.Msg.GetTaskId()); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&apiv1.CancelTaskResponse{}), nil
+}
+
+func (t *taskService) Logs(ctx context.Context, req *connect.Request[apiv1.LogsRequest], stream *connect.ServerStream[apiv1.OutputChunk]) error {
+	return t.n.deleg.logs(ctx, req.Msg.GetTaskId(), req.Msg.GetFollow(), func(c runtime.Chunk) error {
+		return stream.Send(&apiv1.OutputChunk{Stream: c.Stream.String(), Seq: c.Seq, Time: timestamppb.New(c.Time), Data: c.Data})
+	})
+}
+
+func taskInfoToAPI(r *taskRecord) *apiv1.TaskInfo {
+	info := &apiv1.TaskInfo{
+		TaskId: r.ID, State: string(r.State), Executor: r.Executor, Command: r.Command, Image: r.Image,
+		Workspace: r.Workspace, Submitted: timestamppb.New(r.Submitted), Updated: timestamppb.New(r.Updated), Error: r.Error,
+	}
+	if r.Result != nil {
+		info.Result = resultToAPI(recordOutcome(r))
+		info.Result.Error = r.Error
+		if r.MergeErr != "" {
+			info.Result.Error = r.MergeErr
+		}
+	}
+	return info
 }
 
 func resultToAPI(o taskOutcome) *apiv1.TaskResult {

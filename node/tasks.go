@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/cortex-peer/cortex-peer/dag"
 	"github.com/cortex-peer/cortex-peer/node/tasklog"
@@ -27,6 +28,13 @@ type TasksConfig struct {
 	Policy           runtime.Policy
 	// LogStoreCapBytes bounds the output kept per task in the store.
 	LogStoreCapBytes int64
+	// AcceptRemote lets other peers delegate tasks here; AcceptFrom, when
+	// not empty, limits that to the peers it names.
+	AcceptRemote bool
+	AcceptFrom   []peer.ID
+	// LostAfter is how long an unreachable executor's task stays running
+	// on its coordinator before it is marked lost.
+	LostAfter time.Duration
 }
 
 // taskExecutor is what the runner needs of the runtime: the executor, plus
@@ -104,7 +112,7 @@ func (t *taskRunner) Running() int { return int(t.running.Load()) }
 
 // runEvents receives what happens to a task, in order, from one goroutine.
 type runEvents interface {
-	started(id string, base cid.Cid) error
+	started(id string, executor peer.ID, base cid.Cid) error
 	output(c runtime.Chunk) error
 	progress(phase string, done, total uint64) error
 }
@@ -119,7 +127,12 @@ type taskOutcome struct {
 	Log       tasklog.Stats
 	Stdout    int64
 	Stderr    int64
+	// Number of output chunks per stream (their last sequence numbers).
+	StdoutChunks, StderrChunks uint64
 }
+
+// killTimeout bounds the kill of a task whose caller went away.
+const killTimeout = 10 * time.Second
 
 func newTaskID() string {
 	var b [10]byte
@@ -136,28 +149,51 @@ func (t *taskRunner) run(ctx context.Context, spec runtime.Spec, workspace strin
 		spec.ID = newTaskID()
 	}
 	out := taskOutcome{ID: spec.ID}
-	ex, err := t.executor(ctx)
-	if err != nil {
+	if _, err := t.executor(ctx); err != nil {
 		return out, err
 	}
 	// Check the spec before the workspace is imported, so a bad spec fails fast.
 	if _, err := t.cfg.Policy.Apply(spec); err != nil {
 		return out, err
 	}
-
-	work := filepath.Join(t.dir, spec.ID)
-	defer func() {
-		if err := os.RemoveAll(work); err != nil {
-			t.log.Warn("remove task working copy", "task", spec.ID, "err", err)
-		}
-	}()
+	work := t.workDir(spec.ID)
+	defer t.removeWorkDir(spec.ID)
+	var base cid.Cid
 	if workspace != "" {
-		if out.Base, err = t.prepareWorkspace(ctx, spec.ID, workspace, work, ev); err != nil {
+		var err error
+		if base, err = t.prepareWorkspace(ctx, spec.ID, workspace, work, ev); err != nil {
 			return out, err
 		}
 		spec.WorkspaceDir = filepath.Join(work, "workspace")
 	}
+	out, err := t.execute(ctx, spec, base, ev)
+	if err != nil {
+		return out, err
+	}
+	if workspace == "" || out.Result.Cancelled || out.Result.TimedOut || ctx.Err() != nil {
+		return out, nil
+	}
+	return out, t.returnWorkspace(ctx, &out, workspace, spec.WorkspaceDir, ev)
+}
 
+// workDir is where a task's working copy and state live.
+func (t *taskRunner) workDir(id string) string { return filepath.Join(t.dir, id) }
+
+func (t *taskRunner) removeWorkDir(id string) {
+	if err := os.RemoveAll(t.workDir(id)); err != nil {
+		t.log.Warn("remove task working copy", "task", id, "err", err)
+	}
+}
+
+// execute runs spec, whose workspace (if any) is already materialised at
+// spec.WorkspaceDir, streams its output to ev and into the task log, and
+// returns how it ended. Cancelling ctx kills the task.
+func (t *taskRunner) execute(ctx context.Context, spec runtime.Spec, base cid.Cid, ev runEvents) (taskOutcome, error) {
+	out := taskOutcome{ID: spec.ID, Base: base}
+	ex, err := t.executor(ctx)
+	if err != nil {
+		return out, err
+	}
 	logw, err := t.n.taskLogs.Writer(spec.ID, t.cfg.LogStoreCapBytes)
 	if err != nil {
 		return out, err
@@ -170,10 +206,10 @@ func (t *taskRunner) run(ctx context.Context, spec runtime.Spec, workspace strin
 		t.running.Add(-1)
 		return out, err
 	}
-	t.log.Info("task started", "task", spec.ID, "image", spec.Image, "workspace", workspace)
+	t.log.Info("task started", "task", spec.ID, "image", spec.Image, "workspace", spec.WorkspaceDir != "")
 	// The task is killed when the caller goes away; stop ends the watcher.
 	stop := context.AfterFunc(ctx, func() {
-		kctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		kctx, cancel := context.WithTimeout(context.Background(), killTimeout)
 		defer cancel()
 		if err := task.Kill(kctx); err != nil {
 			t.log.Warn("kill task", "task", spec.ID, "err", err)
@@ -182,7 +218,7 @@ func (t *taskRunner) run(ctx context.Context, spec runtime.Spec, workspace strin
 	defer stop()
 
 	var sendErr error
-	if err := ev.started(spec.ID, out.Base); err != nil {
+	if err := ev.started(spec.ID, t.n.ID(), out.Base); err != nil {
 		sendErr = err
 	}
 	for output := newCoalescer(task.Output()); ; {
@@ -192,10 +228,15 @@ func (t *taskRunner) run(ctx context.Context, spec runtime.Spec, workspace strin
 		}
 		if c.Stream == runtime.Stdout {
 			out.Stdout += int64(len(c.Data))
+			out.StdoutChunks = c.Seq
 		} else {
 			out.Stderr += int64(len(c.Data))
+			out.StderrChunks = c.Seq
 		}
 		_ = logw.Append(c) // a store error is counted as dropped output, never stops the task
+		if !output.queued() {
+			_ = logw.Flush()
+		}
 		if sendErr == nil {
 			if err := ev.output(c); err != nil {
 				// The caller is gone; the task is killed by ctx. Keep
@@ -213,13 +254,7 @@ func (t *taskRunner) run(ctx context.Context, spec runtime.Spec, workspace strin
 	}
 	t.log.Info("task ended", "task", spec.ID, "exit", res.ExitCode, "signal", res.Signal,
 		"oom", res.OOMKilled, "timed_out", res.TimedOut, "cancelled", res.Cancelled, "seconds", res.Duration.Seconds())
-	if sendErr != nil {
-		return out, sendErr
-	}
-	if workspace == "" || res.Cancelled || res.TimedOut || ctx.Err() != nil {
-		return out, nil
-	}
-	return out, t.returnWorkspace(ctx, &out, workspace, spec.WorkspaceDir, ev)
+	return out, sendErr
 }
 
 // prepareWorkspace imports dir (incrementally) and materialises it under

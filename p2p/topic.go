@@ -84,10 +84,25 @@ func (t *Topic) Publish(ctx context.Context, data []byte) error {
 // Subscribe delivers every validated message (including this peer's own) to
 // handle until ctx ends. It returns nil when ctx is done.
 func (t *Topic) Subscribe(ctx context.Context, handle func(Message)) error {
+	run, err := t.SubscribeNow(handle)
+	if err != nil {
+		return err
+	}
+	return run(ctx)
+}
+
+// SubscribeNow subscribes at once, so that peers learn of it before the
+// caller goes on, and returns the loop that delivers messages to handle
+// until ctx ends. The caller must run the loop.
+func (t *Topic) SubscribeNow(handle func(Message)) (run func(ctx context.Context) error, err error) {
 	sub, err := t.topic.Subscribe()
 	if err != nil {
-		return fmt.Errorf("subscribe %s: %w", t.name, err)
+		return nil, fmt.Errorf("subscribe %s: %w", t.name, err)
 	}
+	return func(ctx context.Context) error { return t.deliver(ctx, sub, handle) }, nil
+}
+
+func (t *Topic) deliver(ctx context.Context, sub *pubsub.Subscription, handle func(Message)) error {
 	defer sub.Cancel()
 	for {
 		m, err := sub.Next(ctx)

@@ -12,6 +12,14 @@ const (
 	// BlocksProtocol streams the whole DAG of a root as a CAR: the bulk path
 	// for a tree a peer lacks entirely (bitswap serves the deltas).
 	BlocksProtocol = "/cortex/blocks/1.0.0"
+	// TaskProtocol carries delegated tasks between a coordinator and an
+	// executor: submit, cancel, query, and result delivery.
+	TaskProtocol = "/cortex/task/1.0.0"
+	// LogsProtocol returns ranges of a task's stored output by sequence
+	// number: what fills the gaps of the live log topic.
+	LogsProtocol = "/cortex/logs/1.0.0"
+	// LogTopicPrefix + task id is the gossip topic of a task's live output.
+	LogTopicPrefix = "/cortex/logs/1.0.0/"
 )
 
 // Size caps. A message over its cap is rejected before it is decoded.
@@ -22,10 +30,17 @@ const (
 	MaxHeartbeatSize = 16 << 10
 	// MaxBlocksRequest bounds a request on BlocksProtocol (one CID).
 	MaxBlocksRequest = 256
+	// MaxTaskMessage bounds one message on TaskProtocol.
+	MaxTaskMessage = 256 << 10
+	// MaxLogChunkMessage bounds one encoded LogChunk (its data is at most
+	// 256 KiB), on the log topic and on LogsProtocol.
+	MaxLogChunkMessage = 320 << 10
+	// MaxLogRangeRequest bounds a request on LogsProtocol.
+	MaxLogRangeRequest = 1 << 10
 )
 
 // Protocols lists the versioned wire protocols of this build, as advertised in
 // heartbeats and shown by `cortex-peer version`.
 func Protocols() []string {
-	return []string{HeartbeatTopic, BlocksProtocol}
+	return []string{HeartbeatTopic, BlocksProtocol, TaskProtocol, LogsProtocol}
 }

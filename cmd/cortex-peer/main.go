@@ -86,6 +86,10 @@ else ~/.cortex-peer) and prints JSON with --json.`,
 		newDagCmd(g),
 		newRunCmd(g),
 		newImageCmd(g),
+		newTasksCmd(g),
+		newLogsCmd(g),
+		newCancelCmd(g),
+		newResultCmd(g),
 	)
 	return root
 }

@@ -41,14 +41,20 @@ type runFlags struct {
 	network   string
 	isolation string
 	user      string
+	peer      string
+	labels    []string
+	require   []string
+	detach    bool
 }
 
 func newRunCmd(g *globals) *cobra.Command {
 	var f runFlags
 	cmd := &cobra.Command{
 		Use:   "run [flags] -- COMMAND [ARG...]",
-		Short: "Run a command in a sandbox (containerd) and stream its output",
-		Long: `run runs COMMAND in a container on the local peer, hardened by default: no
+		Short: "Run a command in a sandbox on the best peer of the mesh and stream its output",
+		Long: `run runs COMMAND in a container on a peer of the mesh: the one --peer names,
+else the least loaded peer that has every --label and --require (this peer on
+a tie). The sandbox is hardened by default: no
 capabilities, no new privileges, seccomp, read-only root, a private /tmp, its
 own network namespace with only loopback, a non-root user, and memory, CPU and
 pids limits (defaults and caps are in the [tasks] section of the config).
@@ -62,10 +68,13 @@ The merge report goes to stderr.
 run exits with the task's exit code: 124 when it timed out, 130 when it was
 cancelled (Ctrl-C kills it), 128+N when signal N killed it (137 on OOM).
 With --json the task's stdout goes to stderr too, and stdout carries one
-JSON summary.`,
+JSON summary. With --detach, run prints the task id and returns; the task goes
+on (cortex-peer tasks, logs -f, result, cancel).`,
 		Example: `  cortex-peer run -- echo hello
   cortex-peer run --workspace ./proj -- sh -c 'ls; echo hi > out.txt'
-  cortex-peer run --isolation gvisor --memory 256M --timeout 1m -- sh -c 'uname -a'`,
+  cortex-peer run --isolation gvisor --memory 256M --timeout 1m -- sh -c 'uname -a'
+  cortex-peer run --label gpu=false --workspace ./proj -- sh -c 'make test'
+  cortex-peer run --detach --peer 12D3KooW... -- ./build.sh`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usageError{errors.New("run needs a command after --, e.g. cortex-peer run -- echo hi")}
@@ -93,6 +102,10 @@ JSON summary.`,
 	fl.StringVar(&f.network, "network", "", "none (only loopback; default) or host (if the peer's policy allows)")
 	fl.StringVar(&f.isolation, "isolation", "", "runc (default) or gvisor")
 	fl.StringVar(&f.user, "user", "", "numeric uid to run as (default 65534)")
+	fl.StringVar(&f.peer, "peer", "", "run on this peer (a peer id from cortex-peer peers)")
+	fl.StringArrayVar(&f.labels, "label", nil, "run on a peer with this label k=v (repeatable)")
+	fl.StringArrayVar(&f.require, "require", nil, "run on a peer with this capability: containerd, gvisor, chromium or gopls (repeatable)")
+	fl.BoolVar(&f.detach, "detach", false, "print the task id once the task is submitted and return; see tasks, logs, result")
 	return cmd
 }
 
@@ -122,7 +135,17 @@ func (f *runFlags) request(args []string) (*apiv1.RunRequest, error) {
 		u := uint32(uid)
 		spec.Uid = &u
 	}
-	req := &apiv1.RunRequest{Spec: spec}
+	req := &apiv1.RunRequest{Spec: spec, Peer: f.peer, Require: f.require, Detach: f.detach}
+	for _, l := range f.labels {
+		k, v, ok := strings.Cut(l, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--label %q: want k=v", l)
+		}
+		if req.Labels == nil {
+			req.Labels = map[string]string{}
+		}
+		req.Labels[k] = v
+	}
 	if f.workspace != "" {
 		if req.Workspace, err = filepath.Abs(f.workspace); err != nil {
 			return nil, err
@@ -164,6 +187,7 @@ func runTask(ctx context.Context, cmd *cobra.Command, g *globals, c *apiclient.C
 		stdout = stderr
 	}
 	p := newProgress(g, stderr)
+	var startedID, startedPeer string
 	res, err := c.Run(ctx, req, func(ev *apiv1.RunEvent) {
 		switch e := ev.GetEvent().(type) {
 		case *apiv1.RunEvent_Output:
@@ -177,9 +201,17 @@ func runTask(ctx context.Context, cmd *cobra.Command, g *globals, c *apiclient.C
 			p.update(e.Progress)
 		case *apiv1.RunEvent_Started:
 			p.done()
+			startedID, startedPeer = e.Started.GetTaskId(), e.Started.GetPeerId()
 		}
 	})
 	p.done()
+	if err == nil && res == nil { // detached
+		if g.json {
+			return printJSON(cmd.OutOrStdout(), map[string]any{"task_id": startedID, "executor": startedPeer})
+		}
+		fmt.Fprintln(cmd.OutOrStdout(), startedID)
+		return nil
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			fmt.Fprintln(stderr, "cortex-peer: cancelled; the task was killed")

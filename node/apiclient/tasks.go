@@ -10,7 +10,8 @@ import (
 
 // Run runs a task on the peer and calls onEvent for every event before the
 // result (start, output chunks, progress), in order. Cancelling ctx kills
-// the task.
+// the task. A detached run returns a nil result once the task is submitted
+// (its id came with the started event).
 func (c *Client) Run(ctx context.Context, req *apiv1.RunRequest, onEvent func(*apiv1.RunEvent)) (*apiv1.TaskResult, error) {
 	stream, err := c.task.Run(ctx, connect.NewRequest(req))
 	if err != nil {
@@ -26,7 +27,53 @@ func (c *Client) Run(ctx context.Context, req *apiv1.RunRequest, onEvent func(*a
 			onEvent(ev)
 		}
 	}
+	if req.GetDetach() && stream.Err() == nil {
+		return nil, nil
+	}
 	return nil, c.streamEnd("run", stream.Err())
+}
+
+// ListTasks lists the tasks the peer coordinates, newest first.
+func (c *Client) ListTasks(ctx context.Context) ([]*apiv1.TaskInfo, error) {
+	resp, err := c.task.ListTasks(ctx, connect.NewRequest(&apiv1.ListTasksRequest{}))
+	if err != nil {
+		return nil, c.wrap("tasks", err)
+	}
+	return resp.Msg.GetTasks(), nil
+}
+
+// GetTask returns a task's state and, once it has ended, its result.
+func (c *Client) GetTask(ctx context.Context, id string) (*apiv1.TaskInfo, error) {
+	resp, err := c.task.GetTask(ctx, connect.NewRequest(&apiv1.GetTaskRequest{TaskId: id}))
+	if err != nil {
+		return nil, c.wrap("result", err)
+	}
+	return resp.Msg.GetTask(), nil
+}
+
+// CancelTask kills a task wherever it runs.
+func (c *Client) CancelTask(ctx context.Context, id string) error {
+	if _, err := c.task.Cancel(ctx, connect.NewRequest(&apiv1.CancelTaskRequest{TaskId: id})); err != nil {
+		return c.wrap("cancel", err)
+	}
+	return nil
+}
+
+// Logs calls fn for each kept chunk of a task's output, then, with follow,
+// for the rest until the task has ended.
+func (c *Client) Logs(ctx context.Context, id string, follow bool, fn func(*apiv1.OutputChunk)) error {
+	stream, err := c.task.Logs(ctx, connect.NewRequest(&apiv1.LogsRequest{TaskId: id, Follow: follow}))
+	if err != nil {
+		return c.wrap("logs", err)
+	}
+	defer stream.Close()
+	for stream.Receive() {
+		fn(stream.Msg())
+	}
+	if err := stream.Err(); err != nil {
+		return c.wrap("logs", err)
+	}
+	return nil
 }
 
 // ImageImport imports the OCI or docker-archive tarball at the absolute path

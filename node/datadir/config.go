@@ -58,6 +58,13 @@ type TasksSection struct {
 	// LogStoreCapMiB bounds the output kept per task in the store; output
 	// past it is still streamed live, and counted as dropped from the store.
 	LogStoreCapMiB int64 `toml:"log_store_cap_mib"`
+	// AcceptRemote says whether other peers of the mesh may delegate tasks
+	// here; AcceptFrom, when not empty, names the only peers that may.
+	AcceptRemote bool     `toml:"accept_remote"`
+	AcceptFrom   []string `toml:"accept_from"`
+	// LostAfter is how long a coordinator waits for an executor it cannot
+	// reach before it marks the executor's task lost.
+	LostAfter Duration `toml:"lost_after"`
 }
 
 // DefaultTasksSection mirrors runtime.DefaultPolicy.
@@ -82,6 +89,8 @@ func DefaultTasksSection() TasksSection {
 		AllowHostNetwork: p.AllowHostNet,
 		AllowGVisor:      p.AllowGVisor,
 		LogStoreCapMiB:   64,
+		AcceptRemote:     true,
+		LostAfter:        Duration{60 * time.Second},
 	}
 }
 
@@ -274,6 +283,14 @@ func (t TasksSection) validate() error {
 	if t.LogStoreCapMiB < 0 {
 		errs = append(errs, fmt.Errorf("tasks.log_store_cap_mib %d: want 0 or more", t.LogStoreCapMiB))
 	}
+	for _, s := range t.AcceptFrom {
+		if _, err := peer.Decode(s); err != nil {
+			errs = append(errs, fmt.Errorf("tasks.accept_from: %q is not a peer id: %v", s, err))
+		}
+	}
+	if t.LostAfter.Duration <= 0 {
+		errs = append(errs, fmt.Errorf("tasks.lost_after %v: want more than 0", t.LostAfter.Duration))
+	}
 	return errors.Join(errs...)
 }
 
@@ -402,6 +419,12 @@ allow_host_network = {{.Tasks.AllowHostNetwork}}
 allow_gvisor = {{.Tasks.AllowGVisor}}
 # Output kept per task in the store, in MiB; the rest is streamed live only.
 log_store_cap_mib = {{.Tasks.LogStoreCapMiB}}
+# Whether other peers of the mesh may delegate tasks to this one, and, when
+# accept_from is not empty, which (peer ids).
+accept_remote = {{.Tasks.AcceptRemote}}
+accept_from = [{{range $i, $p := .Tasks.AcceptFrom}}{{if $i}}, {{end}}"{{$p}}"{{end}}]
+# A task whose executor cannot be reached for this long is marked lost.
+lost_after = "{{.Tasks.LostAfter}}"
 `))
 
 type templateData struct {

@@ -142,6 +142,19 @@ func (w *Writer) flushLocked() {
 	w.wb = w.db.NewWriteBatch()
 }
 
+// Flush makes what was appended so far visible to readers. Writers call it
+// when no more output is waiting, so a follower sees a quiet task's last
+// lines at once while a busy task's chunks are still written in batches.
+func (w *Writer) Flush() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed || w.pending == 0 {
+		return w.err
+	}
+	w.flushLocked()
+	return w.err
+}
+
 // Stats returns what was kept and dropped so far.
 func (w *Writer) Stats() Stats {
 	w.mu.Lock()

@@ -213,7 +213,14 @@ type RunRequest struct {
 	Spec  *TaskSpec              `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
 	// Absolute path of a directory on this machine to run the task on. Empty
 	// runs without a workspace.
-	Workspace     string `protobuf:"bytes,2,opt,name=workspace,proto3" json:"workspace,omitempty"`
+	Workspace string `protobuf:"bytes,2,opt,name=workspace,proto3" json:"workspace,omitempty"`
+	// Placement: a peer id to run on; labels every candidate must carry;
+	// capabilities it must have (containerd, gvisor, chromium, gopls).
+	Peer    string            `protobuf:"bytes,3,opt,name=peer,proto3" json:"peer,omitempty"`
+	Labels  map[string]string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Require []string          `protobuf:"bytes,5,rep,name=require,proto3" json:"require,omitempty"`
+	// Return once the task is submitted; ask for it later with GetTask.
+	Detach        bool `protobuf:"varint,6,opt,name=detach,proto3" json:"detach,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -262,6 +269,455 @@ func (x *RunRequest) GetWorkspace() string {
 	return ""
 }
 
+func (x *RunRequest) GetPeer() string {
+	if x != nil {
+		return x.Peer
+	}
+	return ""
+}
+
+func (x *RunRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *RunRequest) GetRequire() []string {
+	if x != nil {
+		return x.Require
+	}
+	return nil
+}
+
+func (x *RunRequest) GetDetach() bool {
+	if x != nil {
+		return x.Detach
+	}
+	return false
+}
+
+type ListTasksRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTasksRequest) Reset() {
+	*x = ListTasksRequest{}
+	mi := &file_cortex_api_v1_task_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTasksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTasksRequest) ProtoMessage() {}
+
+func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cortex_api_v1_task_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTasksRequest.ProtoReflect.Descriptor instead.
+func (*ListTasksRequest) Descriptor() ([]byte, []int) {
+	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{3}
+}
+
+type ListTasksResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tasks         []*TaskInfo            `protobuf:"bytes,1,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTasksResponse) Reset() {
+	*x = ListTasksResponse{}
+	mi := &file_cortex_api_v1_task_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTasksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTasksResponse) ProtoMessage() {}
+
+func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cortex_api_v1_task_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTasksResponse.ProtoReflect.Descriptor instead.
+func (*ListTasksResponse) Descriptor() ([]byte, []int) {
+	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ListTasksResponse) GetTasks() []*TaskInfo {
+	if x != nil {
+		return x.Tasks
+	}
+	return nil
+}
+
+type GetTaskRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TaskId        string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTaskRequest) Reset() {
+	*x = GetTaskRequest{}
+	mi := &file_cortex_api_v1_task_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTaskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTaskRequest) ProtoMessage() {}
+
+func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cortex_api_v1_task_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTaskRequest.ProtoReflect.Descriptor instead.
+func (*GetTaskRequest) Descriptor() ([]byte, []int) {
+	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *GetTaskRequest) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+type GetTaskResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Task          *TaskInfo              `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTaskResponse) Reset() {
+	*x = GetTaskResponse{}
+	mi := &file_cortex_api_v1_task_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTaskResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTaskResponse) ProtoMessage() {}
+
+func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cortex_api_v1_task_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTaskResponse.ProtoReflect.Descriptor instead.
+func (*GetTaskResponse) Descriptor() ([]byte, []int) {
+	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *GetTaskResponse) GetTask() *TaskInfo {
+	if x != nil {
+		return x.Task
+	}
+	return nil
+}
+
+type TaskInfo struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	TaskId string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// submitted, fetching, running, exited, delivered, lost, failed.
+	State string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	// Peer id of the executor.
+	Executor  string                 `protobuf:"bytes,3,opt,name=executor,proto3" json:"executor,omitempty"`
+	Command   []string               `protobuf:"bytes,4,rep,name=command,proto3" json:"command,omitempty"`
+	Image     string                 `protobuf:"bytes,5,opt,name=image,proto3" json:"image,omitempty"`
+	Workspace string                 `protobuf:"bytes,6,opt,name=workspace,proto3" json:"workspace,omitempty"`
+	Submitted *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=submitted,proto3" json:"submitted,omitempty"`
+	Updated   *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=updated,proto3" json:"updated,omitempty"`
+	// Set once the task has ended.
+	Result *TaskResult `protobuf:"bytes,9,opt,name=result,proto3" json:"result,omitempty"`
+	// Why the task failed or was lost.
+	Error         string `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskInfo) Reset() {
+	*x = TaskInfo{}
+	mi := &file_cortex_api_v1_task_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskInfo) ProtoMessage() {}
+
+func (x *TaskInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_cortex_api_v1_task_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskInfo.ProtoReflect.Descriptor instead.
+func (*TaskInfo) Descriptor() ([]byte, []int) {
+	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *TaskInfo) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *TaskInfo) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *TaskInfo) GetExecutor() string {
+	if x != nil {
+		return x.Executor
+	}
+	return ""
+}
+
+func (x *TaskInfo) GetCommand() []string {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+func (x *TaskInfo) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+func (x *TaskInfo) GetWorkspace() string {
+	if x != nil {
+		return x.Workspace
+	}
+	return ""
+}
+
+func (x *TaskInfo) GetSubmitted() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Submitted
+	}
+	return nil
+}
+
+func (x *TaskInfo) GetUpdated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Updated
+	}
+	return nil
+}
+
+func (x *TaskInfo) GetResult() *TaskResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *TaskInfo) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type LogsRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	TaskId string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// Keep streaming until the task has ended.
+	Follow        bool `protobuf:"varint,2,opt,name=follow,proto3" json:"follow,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogsRequest) Reset() {
+	*x = LogsRequest{}
+	mi := &file_cortex_api_v1_task_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogsRequest) ProtoMessage() {}
+
+func (x *LogsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cortex_api_v1_task_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogsRequest.ProtoReflect.Descriptor instead.
+func (*LogsRequest) Descriptor() ([]byte, []int) {
+	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *LogsRequest) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *LogsRequest) GetFollow() bool {
+	if x != nil {
+		return x.Follow
+	}
+	return false
+}
+
+type CancelTaskRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TaskId        string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelTaskRequest) Reset() {
+	*x = CancelTaskRequest{}
+	mi := &file_cortex_api_v1_task_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelTaskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelTaskRequest) ProtoMessage() {}
+
+func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cortex_api_v1_task_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelTaskRequest.ProtoReflect.Descriptor instead.
+func (*CancelTaskRequest) Descriptor() ([]byte, []int) {
+	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *CancelTaskRequest) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+type CancelTaskResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelTaskResponse) Reset() {
+	*x = CancelTaskResponse{}
+	mi := &file_cortex_api_v1_task_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelTaskResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelTaskResponse) ProtoMessage() {}
+
+func (x *CancelTaskResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cortex_api_v1_task_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelTaskResponse.ProtoReflect.Descriptor instead.
+func (*CancelTaskResponse) Descriptor() ([]byte, []int) {
+	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{10}
+}
+
 type RunEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Event:
@@ -277,7 +733,7 @@ type RunEvent struct {
 
 func (x *RunEvent) Reset() {
 	*x = RunEvent{}
-	mi := &file_cortex_api_v1_task_proto_msgTypes[3]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -289,7 +745,7 @@ func (x *RunEvent) String() string {
 func (*RunEvent) ProtoMessage() {}
 
 func (x *RunEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_task_proto_msgTypes[3]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -302,7 +758,7 @@ func (x *RunEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEvent.ProtoReflect.Descriptor instead.
 func (*RunEvent) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{3}
+	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RunEvent) GetEvent() isRunEvent_Event {
@@ -388,7 +844,7 @@ type TaskStarted struct {
 
 func (x *TaskStarted) Reset() {
 	*x = TaskStarted{}
-	mi := &file_cortex_api_v1_task_proto_msgTypes[4]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -400,7 +856,7 @@ func (x *TaskStarted) String() string {
 func (*TaskStarted) ProtoMessage() {}
 
 func (x *TaskStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_task_proto_msgTypes[4]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -413,7 +869,7 @@ func (x *TaskStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStarted.ProtoReflect.Descriptor instead.
 func (*TaskStarted) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{4}
+	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TaskStarted) GetTaskId() string {
@@ -451,7 +907,7 @@ type OutputChunk struct {
 
 func (x *OutputChunk) Reset() {
 	*x = OutputChunk{}
-	mi := &file_cortex_api_v1_task_proto_msgTypes[5]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -463,7 +919,7 @@ func (x *OutputChunk) String() string {
 func (*OutputChunk) ProtoMessage() {}
 
 func (x *OutputChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_task_proto_msgTypes[5]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -476,7 +932,7 @@ func (x *OutputChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputChunk.ProtoReflect.Descriptor instead.
 func (*OutputChunk) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{5}
+	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *OutputChunk) GetStream() string {
@@ -535,7 +991,7 @@ type TaskResult struct {
 
 func (x *TaskResult) Reset() {
 	*x = TaskResult{}
-	mi := &file_cortex_api_v1_task_proto_msgTypes[6]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -547,7 +1003,7 @@ func (x *TaskResult) String() string {
 func (*TaskResult) ProtoMessage() {}
 
 func (x *TaskResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_task_proto_msgTypes[6]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -560,7 +1016,7 @@ func (x *TaskResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResult.ProtoReflect.Descriptor instead.
 func (*TaskResult) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{6}
+	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TaskResult) GetTaskId() string {
@@ -686,7 +1142,7 @@ type ImportImageRequest struct {
 
 func (x *ImportImageRequest) Reset() {
 	*x = ImportImageRequest{}
-	mi := &file_cortex_api_v1_task_proto_msgTypes[7]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -698,7 +1154,7 @@ func (x *ImportImageRequest) String() string {
 func (*ImportImageRequest) ProtoMessage() {}
 
 func (x *ImportImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_task_proto_msgTypes[7]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -711,7 +1167,7 @@ func (x *ImportImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportImageRequest.ProtoReflect.Descriptor instead.
 func (*ImportImageRequest) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{7}
+	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ImportImageRequest) GetPath() string {
@@ -737,7 +1193,7 @@ type ImportImageResponse struct {
 
 func (x *ImportImageResponse) Reset() {
 	*x = ImportImageResponse{}
-	mi := &file_cortex_api_v1_task_proto_msgTypes[8]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -749,7 +1205,7 @@ func (x *ImportImageResponse) String() string {
 func (*ImportImageResponse) ProtoMessage() {}
 
 func (x *ImportImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_task_proto_msgTypes[8]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -762,7 +1218,7 @@ func (x *ImportImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportImageResponse.ProtoReflect.Descriptor instead.
 func (*ImportImageResponse) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{8}
+	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ImportImageResponse) GetImages() []*Image {
@@ -781,7 +1237,7 @@ type PullImageRequest struct {
 
 func (x *PullImageRequest) Reset() {
 	*x = PullImageRequest{}
-	mi := &file_cortex_api_v1_task_proto_msgTypes[9]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -793,7 +1249,7 @@ func (x *PullImageRequest) String() string {
 func (*PullImageRequest) ProtoMessage() {}
 
 func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_task_proto_msgTypes[9]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -806,7 +1262,7 @@ func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageRequest.ProtoReflect.Descriptor instead.
 func (*PullImageRequest) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{9}
+	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PullImageRequest) GetRef() string {
@@ -829,7 +1285,7 @@ type PullImageEvent struct {
 
 func (x *PullImageEvent) Reset() {
 	*x = PullImageEvent{}
-	mi := &file_cortex_api_v1_task_proto_msgTypes[10]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -841,7 +1297,7 @@ func (x *PullImageEvent) String() string {
 func (*PullImageEvent) ProtoMessage() {}
 
 func (x *PullImageEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_task_proto_msgTypes[10]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -854,7 +1310,7 @@ func (x *PullImageEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageEvent.ProtoReflect.Descriptor instead.
 func (*PullImageEvent) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{10}
+	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PullImageEvent) GetEvent() isPullImageEvent_Event {
@@ -906,7 +1362,7 @@ type ListImagesRequest struct {
 
 func (x *ListImagesRequest) Reset() {
 	*x = ListImagesRequest{}
-	mi := &file_cortex_api_v1_task_proto_msgTypes[11]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -918,7 +1374,7 @@ func (x *ListImagesRequest) String() string {
 func (*ListImagesRequest) ProtoMessage() {}
 
 func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_task_proto_msgTypes[11]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -931,7 +1387,7 @@ func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesRequest.ProtoReflect.Descriptor instead.
 func (*ListImagesRequest) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{11}
+	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{19}
 }
 
 type ListImagesResponse struct {
@@ -943,7 +1399,7 @@ type ListImagesResponse struct {
 
 func (x *ListImagesResponse) Reset() {
 	*x = ListImagesResponse{}
-	mi := &file_cortex_api_v1_task_proto_msgTypes[12]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -955,7 +1411,7 @@ func (x *ListImagesResponse) String() string {
 func (*ListImagesResponse) ProtoMessage() {}
 
 func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_task_proto_msgTypes[12]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -968,7 +1424,7 @@ func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesResponse.ProtoReflect.Descriptor instead.
 func (*ListImagesResponse) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{12}
+	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListImagesResponse) GetImages() []*Image {
@@ -987,7 +1443,7 @@ type RemoveImageRequest struct {
 
 func (x *RemoveImageRequest) Reset() {
 	*x = RemoveImageRequest{}
-	mi := &file_cortex_api_v1_task_proto_msgTypes[13]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -999,7 +1455,7 @@ func (x *RemoveImageRequest) String() string {
 func (*RemoveImageRequest) ProtoMessage() {}
 
 func (x *RemoveImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_task_proto_msgTypes[13]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1012,7 +1468,7 @@ func (x *RemoveImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveImageRequest.ProtoReflect.Descriptor instead.
 func (*RemoveImageRequest) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{13}
+	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RemoveImageRequest) GetName() string {
@@ -1030,7 +1486,7 @@ type RemoveImageResponse struct {
 
 func (x *RemoveImageResponse) Reset() {
 	*x = RemoveImageResponse{}
-	mi := &file_cortex_api_v1_task_proto_msgTypes[14]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1042,7 +1498,7 @@ func (x *RemoveImageResponse) String() string {
 func (*RemoveImageResponse) ProtoMessage() {}
 
 func (x *RemoveImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_task_proto_msgTypes[14]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1055,7 +1511,7 @@ func (x *RemoveImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveImageResponse.ProtoReflect.Descriptor instead.
 func (*RemoveImageResponse) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{14}
+	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{22}
 }
 
 type Image struct {
@@ -1070,7 +1526,7 @@ type Image struct {
 
 func (x *Image) Reset() {
 	*x = Image{}
-	mi := &file_cortex_api_v1_task_proto_msgTypes[15]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1082,7 +1538,7 @@ func (x *Image) String() string {
 func (*Image) ProtoMessage() {}
 
 func (x *Image) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_task_proto_msgTypes[15]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1095,7 +1551,7 @@ func (x *Image) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Image.ProtoReflect.Descriptor instead.
 func (*Image) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{15}
+	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Image) GetName() string {
@@ -1148,11 +1604,43 @@ const file_cortex_api_v1_task_proto_rawDesc = "" +
 	"\fmemory_bytes\x18\x01 \x01(\x03R\vmemoryBytes\x12\x12\n" +
 	"\x04cpus\x18\x02 \x01(\x01R\x04cpus\x12\x12\n" +
 	"\x04pids\x18\x03 \x01(\x03R\x04pids\x12\x1b\n" +
-	"\ttmp_bytes\x18\x04 \x01(\x03R\btmpBytes\"W\n" +
+	"\ttmp_bytes\x18\x04 \x01(\x03R\btmpBytes\"\x97\x02\n" +
 	"\n" +
 	"RunRequest\x12+\n" +
 	"\x04spec\x18\x01 \x01(\v2\x17.cortex.api.v1.TaskSpecR\x04spec\x12\x1c\n" +
-	"\tworkspace\x18\x02 \x01(\tR\tworkspace\"\xed\x01\n" +
+	"\tworkspace\x18\x02 \x01(\tR\tworkspace\x12\x12\n" +
+	"\x04peer\x18\x03 \x01(\tR\x04peer\x12=\n" +
+	"\x06labels\x18\x04 \x03(\v2%.cortex.api.v1.RunRequest.LabelsEntryR\x06labels\x12\x18\n" +
+	"\arequire\x18\x05 \x03(\tR\arequire\x12\x16\n" +
+	"\x06detach\x18\x06 \x01(\bR\x06detach\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x12\n" +
+	"\x10ListTasksRequest\"B\n" +
+	"\x11ListTasksResponse\x12-\n" +
+	"\x05tasks\x18\x01 \x03(\v2\x17.cortex.api.v1.TaskInfoR\x05tasks\")\n" +
+	"\x0eGetTaskRequest\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\">\n" +
+	"\x0fGetTaskResponse\x12+\n" +
+	"\x04task\x18\x01 \x01(\v2\x17.cortex.api.v1.TaskInfoR\x04task\"\xdc\x02\n" +
+	"\bTaskInfo\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1a\n" +
+	"\bexecutor\x18\x03 \x01(\tR\bexecutor\x12\x18\n" +
+	"\acommand\x18\x04 \x03(\tR\acommand\x12\x14\n" +
+	"\x05image\x18\x05 \x01(\tR\x05image\x12\x1c\n" +
+	"\tworkspace\x18\x06 \x01(\tR\tworkspace\x128\n" +
+	"\tsubmitted\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tsubmitted\x124\n" +
+	"\aupdated\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\x121\n" +
+	"\x06result\x18\t \x01(\v2\x19.cortex.api.v1.TaskResultR\x06result\x12\x14\n" +
+	"\x05error\x18\n" +
+	" \x01(\tR\x05error\">\n" +
+	"\vLogsRequest\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x16\n" +
+	"\x06follow\x18\x02 \x01(\bR\x06follow\",\n" +
+	"\x11CancelTaskRequest\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\"\x14\n" +
+	"\x12CancelTaskResponse\"\xed\x01\n" +
 	"\bRunEvent\x126\n" +
 	"\astarted\x18\x01 \x01(\v2\x1a.cortex.api.v1.TaskStartedH\x00R\astarted\x124\n" +
 	"\x06output\x18\x02 \x01(\v2\x1a.cortex.api.v1.OutputChunkH\x00R\x06output\x123\n" +
@@ -1211,9 +1699,13 @@ const file_cortex_api_v1_task_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06digest\x18\x02 \x01(\tR\x06digest\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\x04R\x04size\x124\n" +
-	"\acreated\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\acreated2L\n" +
+	"\acreated\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\acreated2\xff\x02\n" +
 	"\vTaskService\x12=\n" +
-	"\x03Run\x12\x19.cortex.api.v1.RunRequest\x1a\x17.cortex.api.v1.RunEvent\"\x000\x012\xcf\x02\n" +
+	"\x03Run\x12\x19.cortex.api.v1.RunRequest\x1a\x17.cortex.api.v1.RunEvent\"\x000\x01\x12P\n" +
+	"\tListTasks\x12\x1f.cortex.api.v1.ListTasksRequest\x1a .cortex.api.v1.ListTasksResponse\"\x00\x12J\n" +
+	"\aGetTask\x12\x1d.cortex.api.v1.GetTaskRequest\x1a\x1e.cortex.api.v1.GetTaskResponse\"\x00\x12B\n" +
+	"\x04Logs\x12\x1a.cortex.api.v1.LogsRequest\x1a\x1a.cortex.api.v1.OutputChunk\"\x000\x01\x12O\n" +
+	"\x06Cancel\x12 .cortex.api.v1.CancelTaskRequest\x1a!.cortex.api.v1.CancelTaskResponse\"\x002\xcf\x02\n" +
 	"\fImageService\x12Q\n" +
 	"\x06Import\x12!.cortex.api.v1.ImportImageRequest\x1a\".cortex.api.v1.ImportImageResponse\"\x00\x12J\n" +
 	"\x04Pull\x12\x1f.cortex.api.v1.PullImageRequest\x1a\x1d.cortex.api.v1.PullImageEvent\"\x000\x01\x12M\n" +
@@ -1232,57 +1724,80 @@ func file_cortex_api_v1_task_proto_rawDescGZIP() []byte {
 	return file_cortex_api_v1_task_proto_rawDescData
 }
 
-var file_cortex_api_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_cortex_api_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_cortex_api_v1_task_proto_goTypes = []any{
 	(*TaskSpec)(nil),              // 0: cortex.api.v1.TaskSpec
 	(*TaskLimits)(nil),            // 1: cortex.api.v1.TaskLimits
 	(*RunRequest)(nil),            // 2: cortex.api.v1.RunRequest
-	(*RunEvent)(nil),              // 3: cortex.api.v1.RunEvent
-	(*TaskStarted)(nil),           // 4: cortex.api.v1.TaskStarted
-	(*OutputChunk)(nil),           // 5: cortex.api.v1.OutputChunk
-	(*TaskResult)(nil),            // 6: cortex.api.v1.TaskResult
-	(*ImportImageRequest)(nil),    // 7: cortex.api.v1.ImportImageRequest
-	(*ImportImageResponse)(nil),   // 8: cortex.api.v1.ImportImageResponse
-	(*PullImageRequest)(nil),      // 9: cortex.api.v1.PullImageRequest
-	(*PullImageEvent)(nil),        // 10: cortex.api.v1.PullImageEvent
-	(*ListImagesRequest)(nil),     // 11: cortex.api.v1.ListImagesRequest
-	(*ListImagesResponse)(nil),    // 12: cortex.api.v1.ListImagesResponse
-	(*RemoveImageRequest)(nil),    // 13: cortex.api.v1.RemoveImageRequest
-	(*RemoveImageResponse)(nil),   // 14: cortex.api.v1.RemoveImageResponse
-	(*Image)(nil),                 // 15: cortex.api.v1.Image
-	(*Progress)(nil),              // 16: cortex.api.v1.Progress
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
-	(*MergeReport)(nil),           // 18: cortex.api.v1.MergeReport
+	(*ListTasksRequest)(nil),      // 3: cortex.api.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),     // 4: cortex.api.v1.ListTasksResponse
+	(*GetTaskRequest)(nil),        // 5: cortex.api.v1.GetTaskRequest
+	(*GetTaskResponse)(nil),       // 6: cortex.api.v1.GetTaskResponse
+	(*TaskInfo)(nil),              // 7: cortex.api.v1.TaskInfo
+	(*LogsRequest)(nil),           // 8: cortex.api.v1.LogsRequest
+	(*CancelTaskRequest)(nil),     // 9: cortex.api.v1.CancelTaskRequest
+	(*CancelTaskResponse)(nil),    // 10: cortex.api.v1.CancelTaskResponse
+	(*RunEvent)(nil),              // 11: cortex.api.v1.RunEvent
+	(*TaskStarted)(nil),           // 12: cortex.api.v1.TaskStarted
+	(*OutputChunk)(nil),           // 13: cortex.api.v1.OutputChunk
+	(*TaskResult)(nil),            // 14: cortex.api.v1.TaskResult
+	(*ImportImageRequest)(nil),    // 15: cortex.api.v1.ImportImageRequest
+	(*ImportImageResponse)(nil),   // 16: cortex.api.v1.ImportImageResponse
+	(*PullImageRequest)(nil),      // 17: cortex.api.v1.PullImageRequest
+	(*PullImageEvent)(nil),        // 18: cortex.api.v1.PullImageEvent
+	(*ListImagesRequest)(nil),     // 19: cortex.api.v1.ListImagesRequest
+	(*ListImagesResponse)(nil),    // 20: cortex.api.v1.ListImagesResponse
+	(*RemoveImageRequest)(nil),    // 21: cortex.api.v1.RemoveImageRequest
+	(*RemoveImageResponse)(nil),   // 22: cortex.api.v1.RemoveImageResponse
+	(*Image)(nil),                 // 23: cortex.api.v1.Image
+	nil,                           // 24: cortex.api.v1.RunRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
+	(*Progress)(nil),              // 26: cortex.api.v1.Progress
+	(*MergeReport)(nil),           // 27: cortex.api.v1.MergeReport
 }
 var file_cortex_api_v1_task_proto_depIdxs = []int32{
 	1,  // 0: cortex.api.v1.TaskSpec.limits:type_name -> cortex.api.v1.TaskLimits
 	0,  // 1: cortex.api.v1.RunRequest.spec:type_name -> cortex.api.v1.TaskSpec
-	4,  // 2: cortex.api.v1.RunEvent.started:type_name -> cortex.api.v1.TaskStarted
-	5,  // 3: cortex.api.v1.RunEvent.output:type_name -> cortex.api.v1.OutputChunk
-	6,  // 4: cortex.api.v1.RunEvent.result:type_name -> cortex.api.v1.TaskResult
-	16, // 5: cortex.api.v1.RunEvent.progress:type_name -> cortex.api.v1.Progress
-	17, // 6: cortex.api.v1.OutputChunk.time:type_name -> google.protobuf.Timestamp
-	18, // 7: cortex.api.v1.TaskResult.merge:type_name -> cortex.api.v1.MergeReport
-	15, // 8: cortex.api.v1.ImportImageResponse.images:type_name -> cortex.api.v1.Image
-	16, // 9: cortex.api.v1.PullImageEvent.progress:type_name -> cortex.api.v1.Progress
-	15, // 10: cortex.api.v1.PullImageEvent.image:type_name -> cortex.api.v1.Image
-	15, // 11: cortex.api.v1.ListImagesResponse.images:type_name -> cortex.api.v1.Image
-	17, // 12: cortex.api.v1.Image.created:type_name -> google.protobuf.Timestamp
-	2,  // 13: cortex.api.v1.TaskService.Run:input_type -> cortex.api.v1.RunRequest
-	7,  // 14: cortex.api.v1.ImageService.Import:input_type -> cortex.api.v1.ImportImageRequest
-	9,  // 15: cortex.api.v1.ImageService.Pull:input_type -> cortex.api.v1.PullImageRequest
-	11, // 16: cortex.api.v1.ImageService.List:input_type -> cortex.api.v1.ListImagesRequest
-	13, // 17: cortex.api.v1.ImageService.Remove:input_type -> cortex.api.v1.RemoveImageRequest
-	3,  // 18: cortex.api.v1.TaskService.Run:output_type -> cortex.api.v1.RunEvent
-	8,  // 19: cortex.api.v1.ImageService.Import:output_type -> cortex.api.v1.ImportImageResponse
-	10, // 20: cortex.api.v1.ImageService.Pull:output_type -> cortex.api.v1.PullImageEvent
-	12, // 21: cortex.api.v1.ImageService.List:output_type -> cortex.api.v1.ListImagesResponse
-	14, // 22: cortex.api.v1.ImageService.Remove:output_type -> cortex.api.v1.RemoveImageResponse
-	18, // [18:23] is the sub-list for method output_type
-	13, // [13:18] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	24, // 2: cortex.api.v1.RunRequest.labels:type_name -> cortex.api.v1.RunRequest.LabelsEntry
+	7,  // 3: cortex.api.v1.ListTasksResponse.tasks:type_name -> cortex.api.v1.TaskInfo
+	7,  // 4: cortex.api.v1.GetTaskResponse.task:type_name -> cortex.api.v1.TaskInfo
+	25, // 5: cortex.api.v1.TaskInfo.submitted:type_name -> google.protobuf.Timestamp
+	25, // 6: cortex.api.v1.TaskInfo.updated:type_name -> google.protobuf.Timestamp
+	14, // 7: cortex.api.v1.TaskInfo.result:type_name -> cortex.api.v1.TaskResult
+	12, // 8: cortex.api.v1.RunEvent.started:type_name -> cortex.api.v1.TaskStarted
+	13, // 9: cortex.api.v1.RunEvent.output:type_name -> cortex.api.v1.OutputChunk
+	14, // 10: cortex.api.v1.RunEvent.result:type_name -> cortex.api.v1.TaskResult
+	26, // 11: cortex.api.v1.RunEvent.progress:type_name -> cortex.api.v1.Progress
+	25, // 12: cortex.api.v1.OutputChunk.time:type_name -> google.protobuf.Timestamp
+	27, // 13: cortex.api.v1.TaskResult.merge:type_name -> cortex.api.v1.MergeReport
+	23, // 14: cortex.api.v1.ImportImageResponse.images:type_name -> cortex.api.v1.Image
+	26, // 15: cortex.api.v1.PullImageEvent.progress:type_name -> cortex.api.v1.Progress
+	23, // 16: cortex.api.v1.PullImageEvent.image:type_name -> cortex.api.v1.Image
+	23, // 17: cortex.api.v1.ListImagesResponse.images:type_name -> cortex.api.v1.Image
+	25, // 18: cortex.api.v1.Image.created:type_name -> google.protobuf.Timestamp
+	2,  // 19: cortex.api.v1.TaskService.Run:input_type -> cortex.api.v1.RunRequest
+	3,  // 20: cortex.api.v1.TaskService.ListTasks:input_type -> cortex.api.v1.ListTasksRequest
+	5,  // 21: cortex.api.v1.TaskService.GetTask:input_type -> cortex.api.v1.GetTaskRequest
+	8,  // 22: cortex.api.v1.TaskService.Logs:input_type -> cortex.api.v1.LogsRequest
+	9,  // 23: cortex.api.v1.TaskService.Cancel:input_type -> cortex.api.v1.CancelTaskRequest
+	15, // 24: cortex.api.v1.ImageService.Import:input_type -> cortex.api.v1.ImportImageRequest
+	17, // 25: cortex.api.v1.ImageService.Pull:input_type -> cortex.api.v1.PullImageRequest
+	19, // 26: cortex.api.v1.ImageService.List:input_type -> cortex.api.v1.ListImagesRequest
+	21, // 27: cortex.api.v1.ImageService.Remove:input_type -> cortex.api.v1.RemoveImageRequest
+	11, // 28: cortex.api.v1.TaskService.Run:output_type -> cortex.api.v1.RunEvent
+	4,  // 29: cortex.api.v1.TaskService.ListTasks:output_type -> cortex.api.v1.ListTasksResponse
+	6,  // 30: cortex.api.v1.TaskService.GetTask:output_type -> cortex.api.v1.GetTaskResponse
+	13, // 31: cortex.api.v1.TaskService.Logs:output_type -> cortex.api.v1.OutputChunk
+	10, // 32: cortex.api.v1.TaskService.Cancel:output_type -> cortex.api.v1.CancelTaskResponse
+	16, // 33: cortex.api.v1.ImageService.Import:output_type -> cortex.api.v1.ImportImageResponse
+	18, // 34: cortex.api.v1.ImageService.Pull:output_type -> cortex.api.v1.PullImageEvent
+	20, // 35: cortex.api.v1.ImageService.List:output_type -> cortex.api.v1.ListImagesResponse
+	22, // 36: cortex.api.v1.ImageService.Remove:output_type -> cortex.api.v1.RemoveImageResponse
+	28, // [28:37] is the sub-list for method output_type
+	19, // [19:28] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_cortex_api_v1_task_proto_init() }
@@ -1292,13 +1807,13 @@ func file_cortex_api_v1_task_proto_init() {
 	}
 	file_cortex_api_v1_workspace_proto_init()
 	file_cortex_api_v1_task_proto_msgTypes[0].OneofWrappers = []any{}
-	file_cortex_api_v1_task_proto_msgTypes[3].OneofWrappers = []any{
+	file_cortex_api_v1_task_proto_msgTypes[11].OneofWrappers = []any{
 		(*RunEvent_Started)(nil),
 		(*RunEvent_Output)(nil),
 		(*RunEvent_Result)(nil),
 		(*RunEvent_Progress)(nil),
 	}
-	file_cortex_api_v1_task_proto_msgTypes[10].OneofWrappers = []any{
+	file_cortex_api_v1_task_proto_msgTypes[18].OneofWrappers = []any{
 		(*PullImageEvent_Progress)(nil),
 		(*PullImageEvent_Image)(nil),
 	}
@@ -1308,7 +1823,7 @@ func file_cortex_api_v1_task_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cortex_api_v1_task_proto_rawDesc), len(file_cortex_api_v1_task_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

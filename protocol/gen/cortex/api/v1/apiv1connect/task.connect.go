@@ -39,6 +39,14 @@ const (
 const (
 	// TaskServiceRunProcedure is the fully-qualified name of the TaskService's Run RPC.
 	TaskServiceRunProcedure = "/cortex.api.v1.TaskService/Run"
+	// TaskServiceListTasksProcedure is the fully-qualified name of the TaskService's ListTasks RPC.
+	TaskServiceListTasksProcedure = "/cortex.api.v1.TaskService/ListTasks"
+	// TaskServiceGetTaskProcedure is the fully-qualified name of the TaskService's GetTask RPC.
+	TaskServiceGetTaskProcedure = "/cortex.api.v1.TaskService/GetTask"
+	// TaskServiceLogsProcedure is the fully-qualified name of the TaskService's Logs RPC.
+	TaskServiceLogsProcedure = "/cortex.api.v1.TaskService/Logs"
+	// TaskServiceCancelProcedure is the fully-qualified name of the TaskService's Cancel RPC.
+	TaskServiceCancelProcedure = "/cortex.api.v1.TaskService/Cancel"
 	// ImageServiceImportProcedure is the fully-qualified name of the ImageService's Import RPC.
 	ImageServiceImportProcedure = "/cortex.api.v1.ImageService/Import"
 	// ImageServicePullProcedure is the fully-qualified name of the ImageService's Pull RPC.
@@ -55,7 +63,20 @@ type TaskServiceClient interface {
 	// then its result. Cancelling the call kills the task. With a workspace,
 	// the directory is imported, mounted at /workspace, and the task's changes
 	// are merged back into it (three-way, never overwriting local edits).
+	//
+	// The task runs on the peer placement picks: the one named, else the
+	// least loaded peer with every label and capability asked for (this peer
+	// on a tie). Detached, the call returns once the task is submitted.
 	Run(context.Context, *connect.Request[v1.RunRequest]) (*connect.ServerStreamForClient[v1.RunEvent], error)
+	// ListTasks lists the tasks this peer coordinates, newest first.
+	ListTasks(context.Context, *connect.Request[v1.ListTasksRequest]) (*connect.Response[v1.ListTasksResponse], error)
+	// GetTask returns one task's state and, once ended, its result.
+	GetTask(context.Context, *connect.Request[v1.GetTaskRequest]) (*connect.Response[v1.GetTaskResponse], error)
+	// Logs streams a task's output: what is kept so far, then (with follow)
+	// what comes until the task ends, in order, with no hole and no duplicate.
+	Logs(context.Context, *connect.Request[v1.LogsRequest]) (*connect.ServerStreamForClient[v1.OutputChunk], error)
+	// Cancel kills a task wherever it runs.
+	Cancel(context.Context, *connect.Request[v1.CancelTaskRequest]) (*connect.Response[v1.CancelTaskResponse], error)
 }
 
 // NewTaskServiceClient constructs a client for the cortex.api.v1.TaskService service. By default,
@@ -75,17 +96,65 @@ func NewTaskServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(taskServiceMethods.ByName("Run")),
 			connect.WithClientOptions(opts...),
 		),
+		listTasks: connect.NewClient[v1.ListTasksRequest, v1.ListTasksResponse](
+			httpClient,
+			baseURL+TaskServiceListTasksProcedure,
+			connect.WithSchema(taskServiceMethods.ByName("ListTasks")),
+			connect.WithClientOptions(opts...),
+		),
+		getTask: connect.NewClient[v1.GetTaskRequest, v1.GetTaskResponse](
+			httpClient,
+			baseURL+TaskServiceGetTaskProcedure,
+			connect.WithSchema(taskServiceMethods.ByName("GetTask")),
+			connect.WithClientOptions(opts...),
+		),
+		logs: connect.NewClient[v1.LogsRequest, v1.OutputChunk](
+			httpClient,
+			baseURL+TaskServiceLogsProcedure,
+			connect.WithSchema(taskServiceMethods.ByName("Logs")),
+			connect.WithClientOptions(opts...),
+		),
+		cancel: connect.NewClient[v1.CancelTaskRequest, v1.CancelTaskResponse](
+			httpClient,
+			baseURL+TaskServiceCancelProcedure,
+			connect.WithSchema(taskServiceMethods.ByName("Cancel")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // taskServiceClient implements TaskServiceClient.
 type taskServiceClient struct {
-	run *connect.Client[v1.RunRequest, v1.RunEvent]
+	run       *connect.Client[v1.RunRequest, v1.RunEvent]
+	listTasks *connect.Client[v1.ListTasksRequest, v1.ListTasksResponse]
+	getTask   *connect.Client[v1.GetTaskRequest, v1.GetTaskResponse]
+	logs      *connect.Client[v1.LogsRequest, v1.OutputChunk]
+	cancel    *connect.Client[v1.CancelTaskRequest, v1.CancelTaskResponse]
 }
 
 // Run calls cortex.api.v1.TaskService.Run.
 func (c *taskServiceClient) Run(ctx context.Context, req *connect.Request[v1.RunRequest]) (*connect.ServerStreamForClient[v1.RunEvent], error) {
 	return c.run.CallServerStream(ctx, req)
+}
+
+// ListTasks calls cortex.api.v1.TaskService.ListTasks.
+func (c *taskServiceClient) ListTasks(ctx context.Context, req *connect.Request[v1.ListTasksRequest]) (*connect.Response[v1.ListTasksResponse], error) {
+	return c.listTasks.CallUnary(ctx, req)
+}
+
+// GetTask calls cortex.api.v1.TaskService.GetTask.
+func (c *taskServiceClient) GetTask(ctx context.Context, req *connect.Request[v1.GetTaskRequest]) (*connect.Response[v1.GetTaskResponse], error) {
+	return c.getTask.CallUnary(ctx, req)
+}
+
+// Logs calls cortex.api.v1.TaskService.Logs.
+func (c *taskServiceClient) Logs(ctx context.Context, req *connect.Request[v1.LogsRequest]) (*connect.ServerStreamForClient[v1.OutputChunk], error) {
+	return c.logs.CallServerStream(ctx, req)
+}
+
+// Cancel calls cortex.api.v1.TaskService.Cancel.
+func (c *taskServiceClient) Cancel(ctx context.Context, req *connect.Request[v1.CancelTaskRequest]) (*connect.Response[v1.CancelTaskResponse], error) {
+	return c.cancel.CallUnary(ctx, req)
 }
 
 // TaskServiceHandler is an implementation of the cortex.api.v1.TaskService service.
@@ -94,7 +163,20 @@ type TaskServiceHandler interface {
 	// then its result. Cancelling the call kills the task. With a workspace,
 	// the directory is imported, mounted at /workspace, and the task's changes
 	// are merged back into it (three-way, never overwriting local edits).
+	//
+	// The task runs on the peer placement picks: the one named, else the
+	// least loaded peer with every label and capability asked for (this peer
+	// on a tie). Detached, the call returns once the task is submitted.
 	Run(context.Context, *connect.Request[v1.RunRequest], *connect.ServerStream[v1.RunEvent]) error
+	// ListTasks lists the tasks this peer coordinates, newest first.
+	ListTasks(context.Context, *connect.Request[v1.ListTasksRequest]) (*connect.Response[v1.ListTasksResponse], error)
+	// GetTask returns one task's state and, once ended, its result.
+	GetTask(context.Context, *connect.Request[v1.GetTaskRequest]) (*connect.Response[v1.GetTaskResponse], error)
+	// Logs streams a task's output: what is kept so far, then (with follow)
+	// what comes until the task ends, in order, with no hole and no duplicate.
+	Logs(context.Context, *connect.Request[v1.LogsRequest], *connect.ServerStream[v1.OutputChunk]) error
+	// Cancel kills a task wherever it runs.
+	Cancel(context.Context, *connect.Request[v1.CancelTaskRequest]) (*connect.Response[v1.CancelTaskResponse], error)
 }
 
 // NewTaskServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -110,10 +192,42 @@ func NewTaskServiceHandler(svc TaskServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(taskServiceMethods.ByName("Run")),
 		connect.WithHandlerOptions(opts...),
 	)
+	taskServiceListTasksHandler := connect.NewUnaryHandler(
+		TaskServiceListTasksProcedure,
+		svc.ListTasks,
+		connect.WithSchema(taskServiceMethods.ByName("ListTasks")),
+		connect.WithHandlerOptions(opts...),
+	)
+	taskServiceGetTaskHandler := connect.NewUnaryHandler(
+		TaskServiceGetTaskProcedure,
+		svc.GetTask,
+		connect.WithSchema(taskServiceMethods.ByName("GetTask")),
+		connect.WithHandlerOptions(opts...),
+	)
+	taskServiceLogsHandler := connect.NewServerStreamHandler(
+		TaskServiceLogsProcedure,
+		svc.Logs,
+		connect.WithSchema(taskServiceMethods.ByName("Logs")),
+		connect.WithHandlerOptions(opts...),
+	)
+	taskServiceCancelHandler := connect.NewUnaryHandler(
+		TaskServiceCancelProcedure,
+		svc.Cancel,
+		connect.WithSchema(taskServiceMethods.ByName("Cancel")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/cortex.api.v1.TaskService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case TaskServiceRunProcedure:
 			taskServiceRunHandler.ServeHTTP(w, r)
+		case TaskServiceListTasksProcedure:
+			taskServiceListTasksHandler.ServeHTTP(w, r)
+		case TaskServiceGetTaskProcedure:
+			taskServiceGetTaskHandler.ServeHTTP(w, r)
+		case TaskServiceLogsProcedure:
+			taskServiceLogsHandler.ServeHTTP(w, r)
+		case TaskServiceCancelProcedure:
+			taskServiceCancelHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -125,6 +239,22 @@ type UnimplementedTaskServiceHandler struct{}
 
 func (UnimplementedTaskServiceHandler) Run(context.Context, *connect.Request[v1.RunRequest], *connect.ServerStream[v1.RunEvent]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("cortex.api.v1.TaskService.Run is not implemented"))
+}
+
+func (UnimplementedTaskServiceHandler) ListTasks(context.Context, *connect.Request[v1.ListTasksRequest]) (*connect.Response[v1.ListTasksResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cortex.api.v1.TaskService.ListTasks is not implemented"))
+}
+
+func (UnimplementedTaskServiceHandler) GetTask(context.Context, *connect.Request[v1.GetTaskRequest]) (*connect.Response[v1.GetTaskResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cortex.api.v1.TaskService.GetTask is not implemented"))
+}
+
+func (UnimplementedTaskServiceHandler) Logs(context.Context, *connect.Request[v1.LogsRequest], *connect.ServerStream[v1.OutputChunk]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("cortex.api.v1.TaskService.Logs is not implemented"))
+}
+
+func (UnimplementedTaskServiceHandler) Cancel(context.Context, *connect.Request[v1.CancelTaskRequest]) (*connect.Response[v1.CancelTaskResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cortex.api.v1.TaskService.Cancel is not implemented"))
 }
 
 // ImageServiceClient is a client for the cortex.api.v1.ImageService service.

@@ -1,0 +1,758 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cortex-peer/cortex-peer/dag"
+	"github.com/cortex-peer/cortex-peer/node/tasklog"
+	"github.com/cortex-peer/cortex-peer/p2p"
+	"github.com/cortex-peer/cortex-peer/protocol"
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
+	meshv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/mesh/v1"
+	"github.com/cortex-peer/cortex-peer/runtime"
+)
+
+// candidates lists this peer and the live peers of the mesh as placement
+// sees them.
+func (n *Node) candidates() []candidate {
+	self := n.announcement()
+	out := []candidate{{
+		ID: n.ID(), Self: true, Labels: self.Labels, Caps: self.Capabilities,
+		CPUs: self.Capacity.CPUs, Running: self.Capacity.RunningTasks,
+	}}
+	for _, e := range n.Peers() {
+		hb := e.Heartbeat
+		out = append(out, candidate{
+			ID: e.ID, Labels: hb.Labels, Caps: hb.Capabilities, Protocols: hb.Protocols,
+			CPUs: hb.Capacity.CPUs, Running: hb.Capacity.RunningTasks,
+		})
+	}
+	return out
+}
+
+// runRequest is one task a caller of this peer (the coordinator) asks for.
+type runRequest struct {
+	Spec      runtime.Spec
+	Workspace string // the caller's directory, absolute; "" for none
+	Placement placement
+	Detach    bool // return once the task is submitted; it goes on without the caller
+}
+
+// submit places and starts a task. Attached, it returns when the task has
+// ended, its output relayed to ev and its workspace merged; detached, once
+// the executor has accepted it.
+func (d *delegation) submit(ctx context.Context, req runRequest, ev runEvents) (taskOutcome, error) {
+	spec := req.Spec
+	if spec.ID == "" {
+		spec.ID = newTaskID()
+	}
+	out := taskOutcome{ID: spec.ID}
+	if err := req.Placement.validate(); err != nil {
+		return out, err
+	}
+	chosen, err := choose(req.Placement, d.n.candidates())
+	if err != nil {
+		return out, err
+	}
+	rec := &taskRecord{
+		ID: spec.ID, Executor: chosen.ID.String(), Command: spec.Command, Image: spec.Image,
+		Workspace: req.Workspace, State: stateSubmitted, Submitted: time.Now(),
+	}
+	if chosen.Self {
+		return d.runLocal(ctx, req, spec, rec, ev)
+	}
+	return d.runRemote(ctx, req, spec, rec, chosen.ID, ev)
+}
+
+// runLocal runs a task on this peer, recorded as any other.
+func (d *delegation) runLocal(ctx context.Context, req runRequest, spec runtime.Spec, rec *taskRecord, ev runEvents) (taskOutcome, error) {
+	rec.State = stateRunning
+	if err := d.rec.putTask(rec); err != nil {
+		return taskOutcome{ID: spec.ID}, err
+	}
+	run := func(ctx context.Context, ev runEvents) (taskOutcome, error) {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		d.mu.Lock()
+		d.running[spec.ID] = cancel
+		d.mu.Unlock()
+		defer func() {
+			d.mu.Lock()
+			delete(d.running, spec.ID)
+			d.mu.Unlock()
+		}()
+		out, err := d.n.tasks.run(ctx, spec, req.Workspace, ev)
+		d.recordLocal(rec, out, err)
+		return out, err
+	}
+	if !req.Detach {
+		return run(ctx, ev)
+	}
+	if !d.goFunc(func(ctx context.Context) { _, _ = run(ctx, nopEvents{}) }) {
+		return taskOutcome{ID: spec.ID}, fmt.Errorf("task %s: this peer is shutting down: %w", spec.ID, errdefs.ErrUnavailable)
+	}
+	_ = ev.started(spec.ID, d.n.ID(), cid.Undef)
+	return taskOutcome{ID: spec.ID}, nil
+}
+
+func (d *delegation) recordLocal(rec *taskRecord, out taskOutcome, err error) {
+	d.recMu.Lock()
+	defer d.recMu.Unlock()
+	rec.Result = outcomeRecord(out)
+	if out.Base.Defined() {
+		rec.BaseRoot = out.Base.String()
+	}
+	rec.Merge, rec.Merged = out.Merge, out.Merge != nil
+	rec.State = stateDelivered
+	if err != nil {
+		rec.Error = err.Error()
+		if out.Result.StartedAt.IsZero() {
+			rec.State = stateFailed
+		}
+	}
+	if perr := d.rec.putTask(rec); perr != nil {
+		d.log.Warn("record task", "task", rec.ID, "err", perr)
+	}
+}
+
+// runRemote delegates a task to another peer.
+func (d *delegation) runRemote(ctx context.Context, req runRequest, spec runtime.Spec, rec *taskRecord, executor peer.ID, ev runEvents) (taskOutcome, error) {
+	out := taskOutcome{ID: spec.ID}
+	var base cid.Cid
+	if req.Workspace != "" {
+		_ = ev.progress("importing workspace", 0, 0)
+		d.n.gcMu.RLock()
+		imp, err := d.n.dags.Import(ctx, req.Workspace, dag.ImportOptions{})
+		if err == nil {
+			err = d.n.dags.Pin("ws:"+req.Workspace, imp.Root)
+		}
+		d.n.gcMu.RUnlock()
+		if err != nil {
+			return out, fmt.Errorf("task %s: import workspace: %w", spec.ID, err)
+		}
+		base = imp.Root
+		rec.BaseRoot = base.String()
+		// The task's own pin keeps BASE for the merge, whatever the
+		// directory's pin becomes meanwhile.
+		if err := d.n.dags.Pin("task:"+spec.ID+":base", base); err != nil {
+			return out, err
+		}
+	}
+	out.Base = base
+	if err := d.rec.putTask(rec); err != nil {
+		return out, err
+	}
+	w := d.watch(rec.ID)
+	defer d.unwatch(rec.ID, w)
+	relay, err := d.openRelay(rec.ID, executor)
+	if err != nil {
+		d.failTask(rec, err)
+		return out, err
+	}
+	defer func() {
+		if !relay.detached { // a detached relay is handed to goAwait
+			relay.close()
+		}
+	}()
+
+	sub := &meshv1.SubmitTask{TaskId: spec.ID, Spec: specToWire(spec)}
+	if base.Defined() {
+		sub.WorkspaceRoot = base.Bytes()
+	}
+	_ = ev.progress("submitting to "+shortID(executor), 0, 0)
+	reply, err := d.n.taskRequest(ctx, executor, &meshv1.TaskRequest{Request: &meshv1.TaskRequest_Submit{Submit: sub}})
+	if err == nil {
+		err = replyError(executor, reply)
+	}
+	if err != nil {
+		err = fmt.Errorf("task %s: submit to %s: %w", spec.ID, executor, err)
+		d.failTask(rec, err)
+		return out, err
+	}
+	d.log.Info("task delegated", "task", spec.ID, "executor", executor)
+	if err := ev.started(spec.ID, executor, base); err != nil {
+		return out, err
+	}
+	if req.Detach {
+		relay.detach()
+		d.goAwait(rec, relay)
+		return out, nil
+	}
+	return d.await(ctx, rec, relay, w, ev)
+}
+
+func (d *delegation) failTask(rec *taskRecord, err error) {
+	d.recMu.Lock()
+	defer d.recMu.Unlock()
+	rec.State, rec.Error = stateFailed, err.Error()
+	if perr := d.rec.putTask(rec); perr != nil {
+		d.log.Warn("record task", "task", rec.ID, "err", perr)
+	}
+}
+
+// watch registers interest in a task's result delivery.
+func (d *delegation) watch(id string) chan *meshv1.TaskResult {
+	ch := make(chan *meshv1.TaskResult, 1)
+	d.mu.Lock()
+	d.waiters[id] = ch
+	d.mu.Unlock()
+	return ch
+}
+
+func (d *delegation) unwatch(id string, ch chan *meshv1.TaskResult) {
+	d.mu.Lock()
+	if d.waiters[id] == ch {
+		delete(d.waiters, id)
+	}
+	d.mu.Unlock()
+}
+
+// goAwait waits for a task's result on a goroutine owned by d: for
+// detached runs, and for tasks a restarted coordinator still waits for.
+func (d *delegation) goAwait(rec *taskRecord, relay *logRelay) {
+	d.goFunc(func(ctx context.Context) {
+		w := d.watch(rec.ID)
+		defer d.unwatch(rec.ID, w)
+		if relay == nil {
+			exec, err := peer.Decode(rec.Executor)
+			if err != nil {
+				return
+			}
+			if relay, err = d.openRelay(rec.ID, exec); err != nil {
+				d.log.Warn("follow task", "task", rec.ID, "err", err)
+				return
+			}
+			relay.detach()
+		}
+		defer relay.close()
+		if _, err := d.await(ctx, rec, relay, w, nopEvents{}); err != nil {
+			d.log.Info("task ended", "task", rec.ID, "err", err)
+		}
+	})
+}
+
+// await relays a delegated task's output in order until its result
+// arrives, then merges its workspace back. ctx ending cancels the task
+// (unless the relay is detached); an executor out of reach for LostAfter
+// makes it lost.
+func (d *delegation) await(ctx context.Context, rec *taskRecord, relay *logRelay, results <-chan *meshv1.TaskResult, ev runEvents) (taskOutcome, error) {
+	relay.ev = ev
+	exec, _ := peer.Decode(rec.Executor)
+	live := time.NewTicker(livenessInterval)
+	defer live.Stop()
+	gaps := time.NewTicker(gapWait)
+	defer gaps.Stop()
+	lastContact, lastQuery, lastChunk, lastIdleFill := time.Now(), time.Now(), time.Now(), time.Time{}
+	var cancelledAt time.Time
+	done := ctx.Done()
+	// A result delivered before we started waiting is in the record already.
+	if r, err := d.rec.task(rec.ID); err == nil && r.Result != nil {
+		*rec = *r
+		return d.finish(ctx, rec, relay, exec)
+	}
+	for {
+		select {
+		case c := <-relay.in:
+			relay.add(c)
+			if len(relay.in) == 0 {
+				_ = relay.logw.Flush()
+			}
+			lastContact, lastChunk = time.Now(), time.Now()
+		case <-gaps.C:
+			relay.fillGaps(ctx, d.n, exec)
+			if time.Since(lastChunk) > idleFill && time.Since(lastIdleFill) > idleFill {
+				// Quiet: a chunk lost on its way (or published before we
+				// were heard) would wait for the next one; ask for it.
+				lastIdleFill = time.Now()
+				relay.fetch(ctx, d.n, exec, runtime.Stdout, 0)
+				relay.fetch(ctx, d.n, exec, runtime.Stderr, 0)
+				_ = relay.logw.Flush()
+			}
+		case <-results:
+			r, err := d.rec.task(rec.ID)
+			if err != nil {
+				return recordOutcome(rec), err
+			}
+			*rec = *r
+			return d.finish(ctx, rec, relay, exec)
+		case <-done:
+			if relay.detached {
+				// This peer is closing: the task goes on, and its result
+				// is delivered when the peer is back.
+				return recordOutcome(rec), fmt.Errorf("task %s: %w", rec.ID, ctx.Err())
+			}
+			done = nil
+			cancelledAt = time.Now()
+			d.cancelRemote(exec, rec.ID)
+		case now := <-live.C:
+			if !cancelledAt.IsZero() && now.Sub(cancelledAt) > cancelGrace {
+				return recordOutcome(rec), fmt.Errorf("task %s: cancelled; no result from %s: %w", rec.ID, exec, context.Canceled)
+			}
+			if d.n.host.IsConnected(exec) {
+				lastContact = now
+			}
+			lost := d.n.cfg.Tasks.LostAfter
+			if now.Sub(lastContact) > lost {
+				err := fmt.Errorf(stateFromNoExecutor, lost)
+				d.markLost(rec, err)
+				return recordOutcome(rec), fmt.Errorf("task %s on %s: %w: %w", rec.ID, exec, err, errdefs.ErrUnavailable)
+			}
+			if now.Sub(lastQuery) > queryInterval && d.n.host.IsConnected(exec) {
+				lastQuery = now
+				d.queryRemote(ctx, rec, exec)
+			}
+		}
+	}
+}
+
+// queryRemote asks the executor how the task is; a result it holds that
+// never reached us (lost delivery) is taken as delivered.
+func (d *delegation) queryRemote(ctx context.Context, rec *taskRecord, exec peer.ID) {
+	reply, err := d.n.taskRequest(ctx, exec, &meshv1.TaskRequest{Request: &meshv1.TaskRequest_Query{Query: &meshv1.QueryTask{TaskId: rec.ID}}})
+	if err != nil {
+		return
+	}
+	switch {
+	case reply.GetCode() == meshv1.ReplyCode_REPLY_CODE_UNKNOWN_TASK:
+		d.failTask(rec, fmt.Errorf("executor %s no longer knows task %s", exec, rec.ID))
+		d.notify(rec.ID)
+	case reply.GetResult() != nil:
+		_ = d.deliver(exec, reply.GetResult())
+	}
+}
+
+func (d *delegation) markLost(rec *taskRecord, err error) {
+	d.recMu.Lock()
+	defer d.recMu.Unlock()
+	if r, gerr := d.rec.task(rec.ID); gerr == nil && r.Result != nil {
+		return // delivered meanwhile
+	}
+	rec.State, rec.Error = stateLost, err.Error()
+	if perr := d.rec.putTask(rec); perr != nil {
+		d.log.Warn("record task", "task", rec.ID, "err", perr)
+	}
+	d.log.Warn("task lost", "task", rec.ID, "executor", rec.Executor, "err", err)
+}
+
+func (d *delegation) cancelRemote(exec peer.ID, id string) {
+	ctx, cancel := context.WithTimeout(d.ctx, taskStreamTimeout)
+	defer cancel()
+	reply, err := d.n.taskRequest(ctx, exec, &meshv1.TaskRequest{Request: &meshv1.TaskRequest_Cancel{Cancel: &meshv1.CancelTask{TaskId: id}}})
+	if err == nil {
+		err = replyError(exec, reply)
+	}
+	if err != nil {
+		d.log.Warn("cancel task on its executor", "task", id, "err", err)
+	}
+}
+
+// finish completes the output from the executor's log, then merges the
+// result into the caller's directory once.
+func (d *delegation) finish(ctx context.Context, rec *taskRecord, relay *logRelay, exec peer.ID) (taskOutcome, error) {
+	if res := rec.Result; res != nil {
+		relay.complete(ctx, d.n, exec, res.StdoutChunks, res.StderrChunks)
+	}
+	out := recordOutcome(rec)
+	if rec.State == stateFailed {
+		return out, fmt.Errorf("task %s: %s", rec.ID, rec.Error)
+	}
+	if err := d.mergeBack(ctx, rec); err != nil {
+		return recordOutcome(rec), err
+	}
+	return recordOutcome(rec), nil
+}
+
+// mergeBack merges BASE -> RESULT into the task's directory, once.
+func (d *delegation) mergeBack(ctx context.Context, rec *taskRecord) error {
+	res := rec.Result
+	if rec.Workspace == "" || rec.Merged || res == nil || res.ResultRoot == "" || res.Cancelled || res.TimedOut {
+		return nil
+	}
+	base, err1 := cid.Decode(rec.BaseRoot)
+	theirs, err2 := cid.Decode(res.ResultRoot)
+	if err := errors.Join(err1, err2); err != nil {
+		return fmt.Errorf("task %s: roots: %w", rec.ID, err)
+	}
+	d.n.gcMu.RLock()
+	defer d.n.gcMu.RUnlock()
+	var rep dag.MergeReport
+	err := d.n.dags.Pin("task:"+rec.ID, theirs)
+	if err == nil && !base.Equals(theirs) {
+		if _, err = d.n.fetchAll(ctx, theirs); err == nil {
+			rep, err = d.n.dags.Merge(ctx, base, theirs, rec.Workspace)
+		}
+	}
+	d.recMu.Lock()
+	defer d.recMu.Unlock()
+	if err != nil {
+		rec.MergeErr = err.Error()
+	} else {
+		rec.Merge, rec.Merged = &rep, true
+	}
+	if perr := d.rec.putTask(rec); perr != nil {
+		d.log.Warn("record merge", "task", rec.ID, "err", perr)
+	}
+	if err != nil {
+		return fmt.Errorf("task %s: merge result into %s: %w", rec.ID, rec.Workspace, err)
+	}
+	return nil
+}
+
+// deliver takes a result from the executor of one of our tasks. The first
+// delivery is stored; later ones (retries, queries) are acknowledged and
+// change nothing, so a result counts exactly once.
+func (d *delegation) deliver(from peer.ID, w *meshv1.TaskResult) *meshv1.TaskReply {
+	id := w.GetTaskId()
+	if err := protocol.CheckTaskID(id); err != nil {
+		return refuse(meshv1.ReplyCode_REPLY_CODE_INVALID, "%v", err)
+	}
+	res, err := resultFromWire(w)
+	if err != nil {
+		return refuse(meshv1.ReplyCode_REPLY_CODE_INVALID, "%v", err)
+	}
+	d.recMu.Lock()
+	rec, err := d.rec.task(id)
+	switch {
+	case err != nil:
+		d.recMu.Unlock()
+		return refuse(meshv1.ReplyCode_REPLY_CODE_UNKNOWN_TASK, "peer %s coordinates no task %s", d.n.ID(), id)
+	case rec.Executor != from.String():
+		d.recMu.Unlock()
+		d.log.Warn("result from a peer that is not the task's executor", "task", id, "from", from)
+		return refuse(meshv1.ReplyCode_REPLY_CODE_NOT_YOURS, "task %s does not run on %s", id, from)
+	case rec.Result != nil:
+		d.recMu.Unlock()
+		return &meshv1.TaskReply{Code: meshv1.ReplyCode_REPLY_CODE_OK, State: stateToWire(rec.State)}
+	}
+	rec.Result = res
+	rec.State = stateDelivered
+	if w.GetState() == meshv1.TaskState_TASK_STATE_FAILED {
+		rec.State, rec.Error = stateFailed, res.Error
+	}
+	err = d.rec.putTask(rec)
+	d.recMu.Unlock()
+	if err != nil {
+		return refuse(meshv1.ReplyCode_REPLY_CODE_INTERNAL, "store result: %v", err)
+	}
+	d.log.Info("result received", "task", id, "executor", from, "exit", res.ExitCode)
+	if !d.notify(id) {
+		// Nobody waits (this peer restarted since): merge on our own.
+		d.goFunc(func(ctx context.Context) {
+			if err := d.mergeBack(ctx, rec); err != nil {
+				d.log.Warn("merge result", "task", id, "err", err)
+			}
+		})
+	}
+	return &meshv1.TaskReply{Code: meshv1.ReplyCode_REPLY_CODE_OK, State: stateToWire(rec.State)}
+}
+
+// notify wakes whoever awaits a task's result; false when nobody does.
+func (d *delegation) notify(id string) bool {
+	d.mu.Lock()
+	ch, ok := d.waiters[id]
+	d.mu.Unlock()
+	if ok {
+		select {
+		case ch <- nil:
+		default:
+		}
+	}
+	return ok
+}
+
+// recordOutcome is a record as the API reports it.
+func recordOutcome(rec *taskRecord) taskOutcome {
+	out := taskOutcome{ID: rec.ID, Merge: rec.Merge}
+	out.Base, _ = cid.Decode(rec.BaseRoot)
+	if r := rec.Result; r != nil {
+		out.Result = runtime.Result{
+			ExitCode: r.ExitCode, Signal: r.Signal, OOMKilled: r.OOMKilled, TimedOut: r.TimedOut, Cancelled: r.Cancelled,
+			CPUSeconds: r.CPUSeconds, PeakMemoryBytes: r.PeakMemoryBytes, StartedAt: r.StartedAt,
+			Duration: time.Duration(r.Duration * float64(time.Second)),
+		}
+		out.ResultCID, _ = cid.Decode(r.ResultRoot)
+		out.Stdout, out.Stderr = int64(r.StdoutBytes), int64(r.StderrBytes)
+		out.StdoutChunks, out.StderrChunks = r.StdoutChunks, r.StderrChunks
+		out.Log.DroppedBytes = int64(r.LogDropped)
+	}
+	return out
+}
+
+// nopEvents discards a task's events: for detached runs, whose output is
+// read from the task log.
+type nopEvents struct{}
+
+func (nopEvents) started(string, peer.ID, cid.Cid) error { return nil }
+func (nopEvents) output(runtime.Chunk) error             { return nil }
+func (nopEvents) progress(string, uint64, uint64) error  { return nil }
+
+// logRelay receives a delegated task's live output from its log topic and
+// hands it on in order, per stream, with no hole and no duplicate: chunks
+// that arrive early wait for the ones before them, and holes are filled
+// from the executor's stored log. Everything handed on is also kept in
+// this peer's task log, for `logs` and late watchers.
+type logRelay struct {
+	id       string
+	topic    *p2p.Topic
+	in       chan runtime.Chunk
+	stop     context.CancelFunc
+	wg       sync.WaitGroup
+	ev       runEvents
+	logw     *tasklog.Writer
+	detached bool
+
+	next    [3]uint64                   // next sequence number to hand on, per stream
+	pending [3]map[uint64]runtime.Chunk // arrived early
+	since   [3]time.Time                // when the current hole was first seen
+}
+
+// openRelay joins the task's log topic before the task is submitted, so no
+// chunk is published before someone listens.
+func (d *delegation) openRelay(id string, executor peer.ID) (*logRelay, error) {
+	topic, err := d.n.host.Join(protocol.LogTopicPrefix+id, protocol.MaxLogChunkMessage, d.logValidator(executor))
+	if err != nil {
+		return nil, fmt.Errorf("join the log topic of task %s: %w", id, err)
+	}
+	logw, err := d.n.taskLogs.Writer(id, d.n.cfg.Tasks.LogStoreCapBytes)
+	if err != nil {
+		topic.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(d.ctx)
+	r := &logRelay{id: id, topic: topic, in: make(chan runtime.Chunk, relayBuffer), stop: cancel, logw: logw, ev: nopEvents{}}
+	for s := range r.pending {
+		r.next[s] = 1
+		r.pending[s] = map[uint64]runtime.Chunk{}
+	}
+	run, err := topic.SubscribeNow(func(m p2p.Message) {
+		var c meshv1.LogChunk
+		if proto.Unmarshal(m.Data, &c) != nil || c.GetTaskId() != id {
+			return
+		}
+		select {
+		case r.in <- chunkFromWire(&c):
+		default: // the relay is behind: the hole is filled from the executor's log
+		}
+	})
+	if err != nil {
+		cancel()
+		topic.Close()
+		_, _ = logw.Close()
+		return nil, err
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		_ = run(ctx)
+	}()
+	return r, nil
+}
+
+func (r *logRelay) detach() { r.detached = true }
+
+func (r *logRelay) close() {
+	r.stop()
+	r.wg.Wait()
+	r.topic.Close()
+	_, _ = r.logw.Close()
+}
+
+// add takes one live chunk.
+func (r *logRelay) add(c runtime.Chunk) {
+	s := int(c.Stream)
+	if s <= 0 || s >= len(r.next) || c.Seq < r.next[s] {
+		return // a duplicate, or already filled from the log
+	}
+	if c.Seq > r.next[s] {
+		if len(r.pending[s]) == 0 {
+			r.since[s] = time.Now()
+		}
+		if len(r.pending[s]) < relayBuffer {
+			r.pending[s][c.Seq] = c
+		}
+		return
+	}
+	r.emit(c)
+	r.drain(s)
+}
+
+func (r *logRelay) emit(c runtime.Chunk) {
+	r.next[c.Stream] = c.Seq + 1
+	_ = r.logw.Append(c)
+	_ = r.ev.output(c)
+}
+
+// drain hands on the chunks that waited for the one just handed on.
+func (r *logRelay) drain(s int) {
+	for {
+		c, ok := r.pending[s][r.next[s]]
+		if !ok {
+			break
+		}
+		delete(r.pending[s], c.Seq)
+		r.emit(c)
+	}
+	if len(r.pending[s]) > 0 {
+		r.since[s] = time.Now()
+	}
+}
+
+// fillGaps fetches from the executor's log the holes older than gapWait.
+func (r *logRelay) fillGaps(ctx context.Context, n *Node, exec peer.ID) {
+	for s := 1; s < len(r.next); s++ {
+		if len(r.pending[s]) == 0 || time.Since(r.since[s]) < gapWait {
+			continue
+		}
+		first := uint64(0)
+		for seq := range r.pending[s] {
+			if first == 0 || seq < first {
+				first = seq
+			}
+		}
+		r.fetch(ctx, n, exec, runtime.Stream(s), first-1)
+	}
+}
+
+// complete fetches whatever is still missing up to the final counts.
+func (r *logRelay) complete(ctx context.Context, n *Node, exec peer.ID, stdout, stderr uint64) {
+	for s, last := range map[runtime.Stream]uint64{runtime.Stdout: stdout, runtime.Stderr: stderr} {
+		for len(r.in) > 0 {
+			r.add(<-r.in)
+		}
+		if r.next[s] <= last {
+			r.fetch(ctx, n, exec, s, last)
+		}
+	}
+}
+
+// fetch asks the executor's log for next..to of one stream (to 0: all it
+// has).
+func (r *logRelay) fetch(ctx context.Context, n *Node, exec peer.ID, s runtime.Stream, to uint64) {
+	from := r.next[s]
+	if to != 0 && to < from {
+		return
+	}
+	err := n.fetchLogRange(ctx, exec, r.id, s, from, to, func(c runtime.Chunk) {
+		if c.Seq == r.next[s] {
+			delete(r.pending[s], c.Seq)
+			r.emit(c)
+		}
+	})
+	if err != nil {
+		n.log.Debug("fill log gap", "task", r.id, "stream", s, "from", from, "to", to, "err", err)
+	}
+	r.drain(int(s))
+}
+
+// task returns a task this peer coordinates. A task still running
+// elsewhere is asked after on its executor, so a result that could not be
+// delivered is picked up.
+func (d *delegation) task(ctx context.Context, id string) (*taskRecord, error) {
+	if err := protocol.CheckTaskID(id); err != nil {
+		return nil, err
+	}
+	rec, err := d.rec.task(id)
+	if err != nil {
+		return nil, err
+	}
+	if !rec.State.final() && rec.Executor != d.n.ID().String() {
+		if exec, err := peer.Decode(rec.Executor); err == nil {
+			d.queryRemote(ctx, rec, exec)
+			if r, err := d.rec.task(id); err == nil {
+				rec = r
+			}
+		}
+	}
+	return rec, nil
+}
+
+// cancelTask kills a task wherever it runs.
+func (d *delegation) cancelTask(ctx context.Context, id string) error {
+	rec, err := d.task(ctx, id)
+	if err != nil {
+		return err
+	}
+	if rec.State.final() {
+		return fmt.Errorf("task %s has ended (%s): %w", id, rec.State, errdefs.ErrInvalid)
+	}
+	if rec.Executor == d.n.ID().String() {
+		d.mu.Lock()
+		cancel := d.running[id]
+		d.mu.Unlock()
+		if cancel == nil {
+			return fmt.Errorf("task %s is not running here: %w", id, errdefs.ErrNotFound)
+		}
+		cancel()
+		return nil
+	}
+	exec, err := peer.Decode(rec.Executor)
+	if err != nil {
+		return err
+	}
+	reply, err := d.n.taskRequest(ctx, exec, &meshv1.TaskRequest{Request: &meshv1.TaskRequest_Cancel{Cancel: &meshv1.CancelTask{TaskId: id}}})
+	if err != nil {
+		return fmt.Errorf("cancel task %s: %w", id, err)
+	}
+	return replyError(exec, reply)
+}
+
+// logs sends a task's kept output in order, stdout and stderr each from
+// its first chunk; with follow it goes on until the task has ended and
+// everything is sent. The output of tasks coordinated here is in this
+// peer's task log, wherever they ran.
+func (d *delegation) logs(ctx context.Context, id string, follow bool, send func(runtime.Chunk) error) error {
+	if err := protocol.CheckTaskID(id); err != nil {
+		return err
+	}
+	if _, err := d.rec.task(id); err != nil {
+		return err
+	}
+	next := map[runtime.Stream]uint64{runtime.Stdout: 1, runtime.Stderr: 1}
+	for {
+		// Read the state first: whatever was kept before it said "ended"
+		// is read by the pass below.
+		rec, err := d.rec.task(id)
+		if err != nil {
+			return err
+		}
+		ended := rec.State.final()
+		for _, s := range []runtime.Stream{runtime.Stdout, runtime.Stderr} {
+			for {
+				chunks, err := d.n.taskLogs.Read(ctx, id, s, next[s], logRangeBatch, logRangeBatchBytes)
+				if err != nil {
+					return err
+				}
+				for _, c := range chunks {
+					if c.Seq != next[s] {
+						return nil // a hole: the log was capped here
+					}
+					if err := send(c); err != nil {
+						return err
+					}
+					next[s]++
+				}
+				if len(chunks) < logRangeBatch {
+					break
+				}
+			}
+		}
+		if !follow || ended {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-d.ctx.Done():
+			return fmt.Errorf("this peer is shutting down: %w", errdefs.ErrUnavailable)
+		case <-time.After(followPoll):
+		}
+	}
+}

@@ -1,0 +1,273 @@
+package node_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	libp2pproto "github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/cortex-peer/cortex-peer/node/apiclient"
+	"github.com/cortex-peer/cortex-peer/protocol"
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
+	apiv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1"
+	meshv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/mesh/v1"
+	"github.com/cortex-peer/cortex-peer/testnet"
+)
+
+// mesh3 starts three peers whose tasks run in the test namespace, waits
+// until they see each other, and returns a client of each.
+func mesh3(t *testing.T, opts ...testnet.Option) (*testnet.Net, []*apiclient.Client) {
+	t.Helper()
+	tn := testnet.New(t, 3, opts...)
+	if err := tn.WaitMesh(ctxT(t, 30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	var cs []*apiclient.Client
+	for _, p := range tn.Peers {
+		c, err := apiclient.Dial(p.Dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Close)
+		cs = append(cs, c)
+	}
+	return tn, cs
+}
+
+// A task submitted on peer 1 for peer 2 runs there: its output arrives at
+// peer 1's caller live and complete, its workspace comes back merged
+// without touching an edit made meanwhile, and peer 1 keeps its record and
+// log.
+func TestDelegatedRunWithWorkspace(t *testing.T) {
+	tn, cs := mesh3(t)
+	ctx := ctxT(t, 2*time.Minute)
+	ws := t.TempDir()
+	for name, body := range map[string]string{"in.txt": "hello\n", "mine.txt": "one\ntwo\nthree\n", "empty": ""} {
+		if err := os.WriteFile(filepath.Join(ws, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const lines = 100000
+	script := fmt.Sprintf(`tr a-z A-Z < in.txt > out.txt; sed -i 's/three/THREE/' mine.txt; `+
+		`i=1; while [ $i -le %d ]; do echo "line $i"; i=$((i+1)); done; echo done >&2; touch edited-marker; sleep 1`, lines)
+	exec := tn.Peers[1].Node.ID().String()
+	var got collected
+	got.startedCh = make(chan struct{})
+	go func() {
+		// The user edits line 1 of mine.txt while the task runs.
+		<-got.startedCh
+		_ = os.WriteFile(filepath.Join(ws, "mine.txt"), []byte("ONE\ntwo\nthree\n"), 0o644)
+	}()
+	res, err := cs[0].Run(ctx, &apiv1.RunRequest{
+		Spec: &apiv1.TaskSpec{Command: []string{"sh", "-c", script}}, Workspace: ws, Peer: exec,
+	}, got.event)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.started.GetPeerId() != exec {
+		t.Fatalf("ran on %s, want %s", got.started.GetPeerId(), exec)
+	}
+	if res.GetExitCode() != 0 || res.GetError() != "" {
+		t.Fatalf("result %+v", res)
+	}
+	sc := bufio.NewScanner(strings.NewReader(got.stdout.String()))
+	n := 0
+	for sc.Scan() {
+		n++
+		if want := fmt.Sprintf("line %d", n); sc.Text() != want {
+			t.Fatalf("stdout line %d is %q, want %q", n, sc.Text(), want)
+		}
+	}
+	if n != lines || got.stderr.String() != "done\n" {
+		t.Fatalf("%d lines (want %d), stderr %q", n, lines, got.stderr.String())
+	}
+	if b, _ := os.ReadFile(filepath.Join(ws, "out.txt")); string(b) != "HELLO\n" {
+		t.Fatalf("out.txt %q", b)
+	}
+	if b, _ := os.ReadFile(filepath.Join(ws, "mine.txt")); string(b) != "ONE\ntwo\nTHREE\n" {
+		t.Fatalf("mine.txt %q: want both edits merged", b)
+	}
+	if res.GetMerge() == nil || len(res.GetMerge().GetConflicts()) != 0 {
+		t.Fatalf("merge report %+v", res.GetMerge())
+	}
+
+	// The coordinator remembers it, and its log, across a restart.
+	if err := tn.Peers[0].Restart(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := apiclient.Dial(tn.Peers[0].Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	info, err := c.GetTask(ctx, res.GetTaskId())
+	if err != nil || info.GetState() != "delivered" || info.GetExecutor() != exec || info.GetResult().GetResultRoot() != res.GetResultRoot() {
+		t.Fatalf("task after restart: %+v, %v", info, err)
+	}
+	var logged strings.Builder
+	if err := c.Logs(ctx, res.GetTaskId(), false, func(ch *apiv1.OutputChunk) {
+		if ch.GetStream() == "stdout" {
+			logged.WriteString(string(ch.GetData()))
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if logged.String() != got.stdout.String() {
+		t.Fatalf("logs: %d bytes, live: %d bytes", logged.Len(), got.stdout.Len())
+	}
+	list, err := c.ListTasks(ctx)
+	if err != nil || len(list) != 1 || list[0].GetTaskId() != res.GetTaskId() {
+		t.Fatalf("tasks: %v, %v", list, err)
+	}
+}
+
+// Placement: labels and capabilities pick the peer, and a request no peer
+// can meet says what each lacked.
+func TestPlacement(t *testing.T) {
+	_, cs := mesh3(t)
+	ctx := ctxT(t, time.Minute)
+	var got collected
+	res, err := cs[0].Run(ctx, &apiv1.RunRequest{
+		Spec:   &apiv1.TaskSpec{Command: []string{"echo", "hi"}},
+		Labels: map[string]string{"testnet": "peer3"},
+	}, got.event)
+	if err != nil || res.GetExitCode() != 0 || got.stdout.String() != "hi\n" {
+		t.Fatalf("label run: %+v, %v, %q", res, err, got.stdout.String())
+	}
+	peers, err := cs[2].Identity(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.started.GetPeerId() != peers.GetId() {
+		t.Fatalf("label testnet=peer3 ran on %s, want %s", got.started.GetPeerId(), peers.GetId())
+	}
+	_, err = cs[0].Run(ctx, &apiv1.RunRequest{
+		Spec:   &apiv1.TaskSpec{Command: []string{"true"}},
+		Labels: map[string]string{"gpu": "true"},
+	}, nil)
+	if !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "gpu") {
+		t.Fatalf("impossible placement: %v", err)
+	}
+	_, err = cs[0].Run(ctx, &apiv1.RunRequest{Spec: &apiv1.TaskSpec{Command: []string{"true"}}, Require: []string{"quantum"}}, nil)
+	if !errors.Is(err, errdefs.ErrInvalid) {
+		t.Fatalf("unknown capability: %v", err)
+	}
+}
+
+// Detached runs go on without the caller; cancel reaches the executor and
+// kills the container.
+func TestDetachAndCancel(t *testing.T) {
+	tn, cs := mesh3(t)
+	ctx := ctxT(t, 2*time.Minute)
+	exec := tn.Peers[2].Node.ID().String()
+	var got collected
+	res, err := cs[0].Run(ctx, &apiv1.RunRequest{
+		Spec: &apiv1.TaskSpec{Command: []string{"sh", "-c", "echo up; sleep 600"}}, Peer: exec, Detach: true,
+	}, got.event)
+	if err != nil || res != nil || got.started == nil {
+		t.Fatalf("detached run: %+v, %v, started %v", res, err, got.started)
+	}
+	id := got.started.GetTaskId()
+	// logs -f shows the first line while the task runs.
+	lctx, lcancel := context.WithCancel(ctx)
+	seen := make(chan string, 1)
+	go func() {
+		_ = cs[0].Logs(lctx, id, true, func(ch *apiv1.OutputChunk) {
+			select {
+			case seen <- string(ch.GetData()):
+			default:
+			}
+		})
+	}()
+	select {
+	case line := <-seen:
+		if line != "up\n" {
+			t.Fatalf("first logged output %q", line)
+		}
+	case <-ctx.Done():
+		t.Fatal("no output from logs -f")
+	}
+	lcancel()
+	if err := cs[0].CancelTask(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "cancelled task to be delivered", time.Minute, func() bool {
+		info, err := cs[0].GetTask(ctx, id)
+		return err == nil && info.GetState() == "delivered" && info.GetResult().GetCancelled()
+	})
+	if n := tn.Peers[2].Node.RunningTasks(); n != 0 {
+		t.Fatalf("%d tasks still running on the executor", n)
+	}
+}
+
+// Hostile input on the task protocol gets a clear refusal and changes
+// nothing: garbage, an oversized message, a result for an unknown task, a
+// result for a task from a peer that is not its executor.
+func TestTaskProtocolRefusesBadInput(t *testing.T) {
+	tn, _ := mesh3(t)
+	ctx := ctxT(t, time.Minute)
+	victim := tn.Peers[0].Node
+	attacker := tn.Peers[1].Node.Host().Libp2p()
+	send := func(raw []byte) *meshv1.TaskReply {
+		t.Helper()
+		s, err := attacker.NewStream(ctx, victim.ID(), libp2pproto.ID(protocol.TaskProtocol))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if _, err := s.Write(raw); err != nil {
+			t.Fatal(err)
+		}
+		_ = s.CloseWrite()
+		var reply meshv1.TaskReply
+		if err := protocol.ReadDelimited(bufio.NewReader(s), &reply, protocol.MaxTaskMessage); err != nil {
+			return nil
+		}
+		return &reply
+	}
+	if r := send([]byte{0x05, 0xff, 0xff, 0xff, 0xff, 0xff}); r == nil || r.GetCode() != meshv1.ReplyCode_REPLY_CODE_INVALID {
+		t.Errorf("garbage: %v", r)
+	}
+	if r := send([]byte{0xff, 0xff, 0xff, 0x7f}); r == nil || r.GetCode() != meshv1.ReplyCode_REPLY_CODE_INVALID {
+		t.Errorf("oversized: %v", r)
+	}
+	deliver := func(id string) *meshv1.TaskReply {
+		var b strings.Builder
+		req := &meshv1.TaskRequest{Request: &meshv1.TaskRequest_Deliver{Deliver: &meshv1.DeliverResult{Result: &meshv1.TaskResult{TaskId: id}}}}
+		if err := protocol.WriteDelimited(&b, req, protocol.MaxTaskMessage); err != nil {
+			t.Fatal(err)
+		}
+		return send([]byte(b.String()))
+	}
+	if r := deliver("tnosuchtask"); r == nil || r.GetCode() != meshv1.ReplyCode_REPLY_CODE_UNKNOWN_TASK {
+		t.Errorf("unknown task: %v", r)
+	}
+	if r := deliver("../../etc"); r == nil || r.GetCode() != meshv1.ReplyCode_REPLY_CODE_INVALID {
+		t.Errorf("bad id: %v", r)
+	}
+	// A task of peer 1 that runs on peer 3: peer 2 cannot deliver its result.
+	c, err := apiclient.Dial(tn.Peers[0].Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var got collected
+	if _, err := c.Run(ctx, &apiv1.RunRequest{Spec: &apiv1.TaskSpec{Command: []string{"sleep", "30"}}, Peer: tn.Peers[2].Node.ID().String(), Detach: true}, got.event); err != nil {
+		t.Fatal(err)
+	}
+	id := got.started.GetTaskId()
+	if r := deliver(id); r == nil || r.GetCode() != meshv1.ReplyCode_REPLY_CODE_NOT_YOURS {
+		t.Errorf("forged result: %v", r)
+	}
+	if info, err := c.GetTask(ctx, id); err != nil || info.GetResult() != nil {
+		t.Errorf("forged result was taken: %+v, %v", info, err)
+	}
+	_ = c.CancelTask(ctx, id)
+}

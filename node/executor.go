@@ -1,0 +1,505 @@
+package node
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	libp2pproto "github.com/libp2p/go-libp2p/core/protocol"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cortex-peer/cortex-peer/dag"
+	"github.com/cortex-peer/cortex-peer/p2p"
+	"github.com/cortex-peer/cortex-peer/protocol"
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
+	meshv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/mesh/v1"
+	"github.com/cortex-peer/cortex-peer/runtime"
+)
+
+// Timeouts and intervals of delegation.
+const (
+	taskStreamTimeout   = 30 * time.Second       // one request and its reply on the task protocol
+	deliverRetryMin     = 200 * time.Millisecond // first wait before delivering a result again
+	deliverRetryMax     = 5 * time.Second        // longest wait between deliveries
+	logRangeTimeout     = 30 * time.Second       // one range of stored output
+	logRangeBatch       = 256                    // chunks read from the store at a time
+	logRangeBatchBytes  = 4 << 20                // bytes read from the store at a time
+	gapWait             = 250 * time.Millisecond // a hole in the live log older than this is filled from the executor
+	idleFill            = time.Second            // a live log quiet for this long is checked against the executor's
+	livenessInterval    = time.Second            // how often a waiting coordinator checks its executor
+	queryInterval       = 5 * time.Second        // how often it asks the executor how the task is
+	cancelGrace         = 15 * time.Second       // how long a cancelled run waits for the executor's result
+	relayBuffer         = 4096                   // live chunks queued between gossip and the relay
+	followPoll          = 50 * time.Millisecond  // how often logs --follow looks for new output
+	stateFromRestarted  = "the executor restarted while the task ran; its output so far is kept there"
+	stateFromNoExecutor = "the executor could not be reached for %v; the task is lost"
+)
+
+// delegation owns both sides of delegated tasks on this peer: as executor
+// it runs what coordinators submit over /cortex/task and publishes the
+// output on the task's log topic; as coordinator it submits, relays the
+// output in order, waits for the result, and merges the workspace back.
+type delegation struct {
+	n   *Node
+	rec records
+	log *slog.Logger
+
+	ctx    context.Context // ends at close: every goroutine here watches it
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	// recMu serialises changes to coordinator records, which the result
+	// delivery, the waiting run and the merge all make.
+	recMu sync.Mutex
+
+	mu      sync.Mutex
+	closed  bool
+	running map[string]context.CancelFunc      // executor: tasks running here for others
+	waiters map[string]chan *meshv1.TaskResult // coordinator: tasks whose result someone awaits
+}
+
+func newDelegation(n *Node, log *slog.Logger) *delegation {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &delegation{
+		n: n, rec: records{st: n.store}, log: log,
+		ctx: ctx, cancel: cancel,
+		running: map[string]context.CancelFunc{},
+		waiters: map[string]chan *meshv1.TaskResult{},
+	}
+}
+
+// start registers the stream handlers and takes up what an earlier run of
+// this peer left unfinished: results not yet delivered, tasks that were
+// running when it stopped, and coordinator records still waiting.
+func (d *delegation) start() {
+	h := d.n.host.Libp2p()
+	h.SetStreamHandler(libp2pproto.ID(protocol.TaskProtocol), d.serveTask)
+	h.SetStreamHandler(libp2pproto.ID(protocol.LogsProtocol), d.serveLogs)
+
+	execs, err := d.rec.execs()
+	if err != nil {
+		d.log.Warn("read executor records", "err", err)
+	}
+	leftovers := false
+	for _, e := range execs {
+		switch e.State {
+		case stateSubmitted, stateFetching, stateRunning:
+			leftovers = true
+			e.State = stateFailed
+			e.Result = &taskResultRecord{Error: stateFromRestarted}
+			if err := d.rec.putExec(e); err != nil {
+				d.log.Warn("record interrupted task", "task", e.ID, "err", err)
+			}
+			d.goDeliver(e.ID)
+		case stateExited, stateFailed:
+			if e.Result != nil {
+				d.goDeliver(e.ID)
+			}
+		}
+	}
+	if leftovers {
+		// Connecting to containerd removes the containers a crashed run left.
+		d.goFunc(func(ctx context.Context) {
+			if _, err := d.n.tasks.executor(ctx); err != nil {
+				d.log.Warn("clean up tasks left behind", "err", err)
+			}
+		})
+	}
+	tasks, err := d.rec.tasks()
+	if err != nil {
+		d.log.Warn("read task records", "err", err)
+	}
+	for _, t := range tasks {
+		if !t.State.final() && t.Executor != d.n.ID().String() {
+			d.goAwait(t, nil)
+		} else if !t.State.final() {
+			// A task of our own that was running when this peer stopped.
+			t.State, t.Error = stateFailed, "this peer stopped while the task ran"
+			_ = d.rec.putTask(t)
+		}
+	}
+}
+
+// close stops every goroutine of delegation and waits for them. Tasks
+// running here for others are killed; their records say so when this peer
+// next starts. Safe to call twice.
+func (d *delegation) close() {
+	d.mu.Lock()
+	d.closed = true
+	d.mu.Unlock()
+	if h := d.n.host; h != nil {
+		h.Libp2p().RemoveStreamHandler(libp2pproto.ID(protocol.TaskProtocol))
+		h.Libp2p().RemoveStreamHandler(libp2pproto.ID(protocol.LogsProtocol))
+	}
+	d.cancel()
+	d.wg.Wait()
+}
+
+// goFunc runs fn on a goroutine owned by d, unless d is closing.
+func (d *delegation) goFunc(fn func(ctx context.Context)) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return false
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		fn(d.ctx)
+	}()
+	return true
+}
+
+// serveTask answers one request on the task protocol.
+func (d *delegation) serveTask(s network.Stream) {
+	defer s.Close()
+	_ = s.SetDeadline(time.Now().Add(taskStreamTimeout))
+	var req meshv1.TaskRequest
+	if err := protocol.ReadDelimited(bufio.NewReader(s), &req, protocol.MaxTaskMessage); err != nil {
+		d.log.Debug("bad task request", "from", s.Conn().RemotePeer(), "err", err)
+		_ = protocol.WriteDelimited(s, &meshv1.TaskReply{Code: meshv1.ReplyCode_REPLY_CODE_INVALID, Reason: err.Error()}, protocol.MaxTaskMessage)
+		return
+	}
+	from := s.Conn().RemotePeer()
+	var reply *meshv1.TaskReply
+	switch r := req.GetRequest().(type) {
+	case *meshv1.TaskRequest_Submit:
+		reply = d.accept(from, r.Submit)
+	case *meshv1.TaskRequest_Cancel:
+		reply = d.cancelHere(from, r.Cancel.GetTaskId())
+	case *meshv1.TaskRequest_Query:
+		reply = d.query(from, r.Query.GetTaskId())
+	case *meshv1.TaskRequest_Deliver:
+		reply = d.deliver(from, r.Deliver.GetResult())
+	default:
+		reply = refuse(meshv1.ReplyCode_REPLY_CODE_INVALID, "empty or unknown request")
+	}
+	if err := protocol.WriteDelimited(s, reply, protocol.MaxTaskMessage); err != nil {
+		d.log.Debug("task reply", "to", from, "err", err)
+	}
+}
+
+func refuse(code meshv1.ReplyCode, format string, args ...any) *meshv1.TaskReply {
+	return &meshv1.TaskReply{Code: code, Reason: fmt.Sprintf(format, args...)}
+}
+
+// accept takes a task submitted by a coordinator, after the policy allows
+// the sender and the spec; the task then runs on its own goroutine.
+func (d *delegation) accept(from peer.ID, sub *meshv1.SubmitTask) *meshv1.TaskReply {
+	id := sub.GetTaskId()
+	if err := protocol.CheckTaskID(id); err != nil {
+		return refuse(meshv1.ReplyCode_REPLY_CODE_INVALID, "%v", err)
+	}
+	cfg := d.n.cfg.Tasks
+	if !cfg.AcceptRemote {
+		return refuse(meshv1.ReplyCode_REPLY_CODE_REFUSED, "peer %s does not run tasks for other peers (tasks.accept_remote = false)", d.n.ID())
+	}
+	if len(cfg.AcceptFrom) > 0 && !slices.Contains(cfg.AcceptFrom, from) {
+		return refuse(meshv1.ReplyCode_REPLY_CODE_REFUSED, "peer %s is not in tasks.accept_from of peer %s", from, d.n.ID())
+	}
+	if e, err := d.rec.exec(id); err == nil {
+		if e.Coordinator != from.String() {
+			return refuse(meshv1.ReplyCode_REPLY_CODE_NOT_YOURS, "task %s belongs to another coordinator", id)
+		}
+		return &meshv1.TaskReply{Code: meshv1.ReplyCode_REPLY_CODE_OK, State: stateToWire(e.State)}
+	}
+	spec, err := specFromWire(sub.GetSpec())
+	if err != nil {
+		return refuse(meshv1.ReplyCode_REPLY_CODE_INVALID, "%v", err)
+	}
+	spec.ID = id
+	if _, err := cfg.Policy.Apply(spec); err != nil {
+		code := meshv1.ReplyCode_REPLY_CODE_REFUSED
+		if errors.Is(err, errdefs.ErrInvalid) {
+			code = meshv1.ReplyCode_REPLY_CODE_INVALID
+		}
+		return refuse(code, "peer %s: %v", d.n.ID(), err)
+	}
+	var root cid.Cid
+	if b := sub.GetWorkspaceRoot(); len(b) > 0 {
+		if root, err = cid.Cast(b); err != nil {
+			return refuse(meshv1.ReplyCode_REPLY_CODE_INVALID, "workspace root: %v", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(d.ctx, taskStreamTimeout)
+	_, err = d.n.tasks.executor(ctx)
+	cancel()
+	if err != nil {
+		return refuse(meshv1.ReplyCode_REPLY_CODE_UNAVAILABLE, "peer %s cannot run tasks: %v", d.n.ID(), err)
+	}
+	rec := &execRecord{ID: id, Coordinator: from.String(), State: stateSubmitted}
+	if err := d.rec.putExec(rec); err != nil {
+		return refuse(meshv1.ReplyCode_REPLY_CODE_INTERNAL, "record task: %v", err)
+	}
+	taskCtx, taskCancel := context.WithCancel(d.ctx)
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		taskCancel()
+		return refuse(meshv1.ReplyCode_REPLY_CODE_UNAVAILABLE, "peer %s is shutting down", d.n.ID())
+	}
+	d.running[id] = taskCancel
+	d.wg.Add(1)
+	d.mu.Unlock()
+	go func() {
+		defer d.wg.Done()
+		defer taskCancel()
+		d.runHere(taskCtx, rec, spec, root)
+		d.mu.Lock()
+		delete(d.running, id)
+		d.mu.Unlock()
+		d.deliverLoop(d.ctx, id)
+	}()
+	d.log.Info("accepted task", "task", id, "coordinator", from, "image", spec.Image)
+	return &meshv1.TaskReply{Code: meshv1.ReplyCode_REPLY_CODE_OK, State: meshv1.TaskState_TASK_STATE_SUBMITTED}
+}
+
+// runHere runs a submitted task: fetch and materialise its workspace, run
+// it with its output on the log topic, import what it left, record how it
+// ended.
+func (d *delegation) runHere(ctx context.Context, rec *execRecord, spec runtime.Spec, root cid.Cid) {
+	fail := func(err error) {
+		d.log.Warn("task failed", "task", rec.ID, "err", err)
+		rec.State = stateFailed
+		if rec.Result == nil {
+			rec.Result = &taskResultRecord{}
+		}
+		rec.Result.Error = err.Error()
+		_ = d.rec.putExec(rec)
+	}
+	t := d.n.tasks
+	work := t.workDir(spec.ID)
+	defer t.removeWorkDir(spec.ID)
+	topic, err := d.n.host.Join(protocol.LogTopicPrefix+spec.ID, protocol.MaxLogChunkMessage, d.logValidator(d.n.ID()))
+	if err != nil {
+		fail(fmt.Errorf("join log topic: %w", err))
+		return
+	}
+	defer topic.Close()
+
+	if root.Defined() {
+		rec.State = stateFetching
+		_ = d.rec.putExec(rec)
+		if err := d.materialise(ctx, spec.ID, root, filepath.Join(work, "workspace")); err != nil {
+			fail(err)
+			return
+		}
+		spec.WorkspaceDir = filepath.Join(work, "workspace")
+	}
+	rec.State = stateRunning
+	_ = d.rec.putExec(rec)
+	out, err := t.execute(ctx, spec, root, &topicEvents{ctx: ctx, id: spec.ID, topic: topic})
+	res := outcomeRecord(out)
+	rec.Result = res
+	if err != nil && out.Result.StartedAt.IsZero() {
+		fail(err)
+		return
+	}
+	if err != nil {
+		res.Error = err.Error()
+	}
+	if root.Defined() && !out.Result.Cancelled && !out.Result.TimedOut && ctx.Err() == nil {
+		d.n.gcMu.RLock()
+		imp, err := d.n.dags.Import(ctx, spec.WorkspaceDir, dag.ImportOptions{NoIndex: true})
+		if err == nil {
+			err = d.n.dags.Pin("task:"+spec.ID, imp.Root)
+		}
+		d.n.gcMu.RUnlock()
+		if err != nil {
+			res.Error = fmt.Sprintf("import the task's workspace: %v", err)
+		} else {
+			res.ResultRoot = imp.Root.String()
+		}
+	}
+	rec.State = stateExited
+	if err := d.rec.putExec(rec); err != nil {
+		d.log.Warn("record task result", "task", rec.ID, "err", err)
+	}
+}
+
+// materialise fetches root (only the blocks missing here) and writes it
+// out at dest.
+func (d *delegation) materialise(ctx context.Context, id string, root cid.Cid, dest string) error {
+	d.n.gcMu.RLock()
+	defer d.n.gcMu.RUnlock()
+	if _, err := d.n.fetchAll(ctx, root); err != nil {
+		return fmt.Errorf("fetch workspace %s: %w", root, err)
+	}
+	if err := d.n.dags.Pin("task:"+id+":base", root); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(dest), 0o700); err != nil {
+		return fmt.Errorf("task %s: working dir: %w", id, err)
+	}
+	if _, err := d.n.dags.Export(ctx, root, dest, dag.ExportOptions{}); err != nil {
+		return fmt.Errorf("materialise workspace %s: %w", root, err)
+	}
+	return nil
+}
+
+// topicEvents publishes a task's output on its log topic. A publish that
+// fails loses nothing: the chunk is in the task log, where the coordinator
+// finds every hole.
+type topicEvents struct {
+	ctx   context.Context
+	id    string
+	topic *p2p.Topic
+}
+
+func (e *topicEvents) started(string, peer.ID, cid.Cid) error { return nil }
+func (e *topicEvents) progress(string, uint64, uint64) error  { return nil }
+func (e *topicEvents) output(c runtime.Chunk) error {
+	b, err := proto.Marshal(chunkToWire(e.id, c))
+	if err == nil {
+		_ = e.topic.Publish(e.ctx, b)
+	}
+	return nil
+}
+
+// logValidator accepts on a task's log topic only well-formed chunks of that
+// task authored by its executor.
+func (d *delegation) logValidator(executor peer.ID) p2p.Validator {
+	return func(from peer.ID, data []byte) error {
+		if from != executor {
+			return fmt.Errorf("log chunk from %s, not the task's executor: %w", from, errdefs.ErrPermissionDenied)
+		}
+		var c meshv1.LogChunk
+		if err := proto.Unmarshal(data, &c); err != nil {
+			return fmt.Errorf("log chunk: %v: %w", err, errdefs.ErrInvalid)
+		}
+		if c.GetSeq() == 0 || (c.GetStream() != uint32(runtime.Stdout) && c.GetStream() != uint32(runtime.Stderr)) {
+			return fmt.Errorf("log chunk: stream %d seq %d: %w", c.GetStream(), c.GetSeq(), errdefs.ErrInvalid)
+		}
+		return nil
+	}
+}
+
+// cancelHere kills a task running here, if the sender is its coordinator.
+func (d *delegation) cancelHere(from peer.ID, id string) *meshv1.TaskReply {
+	e, err := d.rec.exec(id)
+	if err != nil {
+		return refuse(meshv1.ReplyCode_REPLY_CODE_UNKNOWN_TASK, "no task %s on peer %s", id, d.n.ID())
+	}
+	if e.Coordinator != from.String() {
+		return refuse(meshv1.ReplyCode_REPLY_CODE_NOT_YOURS, "task %s belongs to another coordinator", id)
+	}
+	d.mu.Lock()
+	cancel := d.running[id]
+	d.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		d.log.Info("task cancelled by its coordinator", "task", id)
+	}
+	return &meshv1.TaskReply{Code: meshv1.ReplyCode_REPLY_CODE_OK, State: stateToWire(e.State)}
+}
+
+// query tells the coordinator how its task is, with the result once ended.
+func (d *delegation) query(from peer.ID, id string) *meshv1.TaskReply {
+	e, err := d.rec.exec(id)
+	if err != nil {
+		return refuse(meshv1.ReplyCode_REPLY_CODE_UNKNOWN_TASK, "no task %s on peer %s", id, d.n.ID())
+	}
+	if e.Coordinator != from.String() {
+		return refuse(meshv1.ReplyCode_REPLY_CODE_NOT_YOURS, "task %s belongs to another coordinator", id)
+	}
+	reply := &meshv1.TaskReply{Code: meshv1.ReplyCode_REPLY_CODE_OK, State: stateToWire(e.State)}
+	if e.Result != nil && (e.State == stateExited || e.State == stateFailed || e.State == stateDelivered) {
+		reply.Result = resultToWire(e.ID, e.State, e.Result)
+	}
+	return reply
+}
+
+// goDeliver delivers a stored result on a goroutine owned by d.
+func (d *delegation) goDeliver(id string) {
+	d.goFunc(func(ctx context.Context) { d.deliverLoop(ctx, id) })
+}
+
+// deliverLoop sends a task's result to its coordinator until the
+// coordinator acknowledges it, backing off while it cannot be reached.
+func (d *delegation) deliverLoop(ctx context.Context, id string) {
+	wait := deliverRetryMin
+	for {
+		e, err := d.rec.exec(id)
+		if err != nil || e.Result == nil || e.State == stateDelivered {
+			return
+		}
+		coord, err := peer.Decode(e.Coordinator)
+		if err != nil {
+			return
+		}
+		reply, err := d.n.taskRequest(ctx, coord, &meshv1.TaskRequest{Request: &meshv1.TaskRequest_Deliver{
+			Deliver: &meshv1.DeliverResult{Result: resultToWire(id, e.State, e.Result)},
+		}})
+		switch {
+		case err == nil && reply.GetCode() == meshv1.ReplyCode_REPLY_CODE_OK:
+			e.State = stateDelivered
+			if err := d.rec.putExec(e); err != nil {
+				d.log.Warn("record delivery", "task", id, "err", err)
+			}
+			d.log.Info("result delivered", "task", id, "coordinator", coord)
+			return
+		case err == nil:
+			// The coordinator does not want it (unknown task, not its own):
+			// trying again would not change that.
+			d.log.Warn("result refused by the coordinator", "task", id, "code", reply.GetCode(), "reason", reply.GetReason())
+			return
+		}
+		d.log.Debug("deliver result", "task", id, "coordinator", coord, "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, deliverRetryMax)
+	}
+}
+
+// serveLogs answers one LogRangeRequest with the stored chunks of the range.
+func (d *delegation) serveLogs(s network.Stream) {
+	defer s.Close()
+	_ = s.SetDeadline(time.Now().Add(logRangeTimeout))
+	var req meshv1.LogRangeRequest
+	if err := protocol.ReadDelimited(bufio.NewReader(s), &req, protocol.MaxLogRangeRequest); err != nil {
+		s.Reset()
+		return
+	}
+	e, err := d.rec.exec(req.GetTaskId())
+	if err != nil || e.Coordinator != s.Conn().RemotePeer().String() {
+		s.Reset()
+		return
+	}
+	stream := runtime.Stream(req.GetStream())
+	w := bufio.NewWriterSize(s, 256<<10)
+	for from := max(req.GetFromSeq(), 1); ; {
+		chunks, err := d.n.taskLogs.Read(d.ctx, e.ID, stream, from, logRangeBatch, logRangeBatchBytes)
+		if err != nil {
+			s.Reset()
+			return
+		}
+		for _, c := range chunks {
+			if to := req.GetToSeq(); to != 0 && c.Seq > to {
+				_ = w.Flush()
+				return
+			}
+			if err := protocol.WriteDelimited(w, chunkToWire(e.ID, c), protocol.MaxLogChunkMessage); err != nil {
+				s.Reset()
+				return
+			}
+			from = c.Seq + 1
+		}
+		if len(chunks) == 0 {
+			break
+		}
+	}
+	_ = w.Flush()
+}

@@ -1,0 +1,166 @@
+package node
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/cortex-peer/cortex-peer/dag"
+	"github.com/cortex-peer/cortex-peer/node/store"
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
+)
+
+// taskState is where a task is in its life. Both sides keep one: the
+// coordinator for the tasks it delegated, the executor for those it runs.
+type taskState string
+
+const (
+	stateSubmitted taskState = "submitted"
+	stateFetching  taskState = "fetching"
+	stateRunning   taskState = "running"
+	stateExited    taskState = "exited"    // ended; result stored, not yet acknowledged by the coordinator
+	stateDelivered taskState = "delivered" // the coordinator holds the result
+	stateLost      taskState = "lost"      // the executor went away and did not come back in time
+	stateFailed    taskState = "failed"    // could not run: refused, workspace, image, executor restarted
+)
+
+// final reports whether nothing more will happen to a task in this state
+// (from the coordinator's point of view).
+func (s taskState) final() bool {
+	return s == stateDelivered || s == stateLost || s == stateFailed
+}
+
+// taskResultRecord is how a task ended, as both sides store it.
+type taskResultRecord struct {
+	ExitCode        int       `json:"exit_code"`
+	Signal          string    `json:"signal,omitempty"`
+	OOMKilled       bool      `json:"oom_killed,omitempty"`
+	TimedOut        bool      `json:"timed_out,omitempty"`
+	Cancelled       bool      `json:"cancelled,omitempty"`
+	CPUSeconds      float64   `json:"cpu_seconds"`
+	PeakMemoryBytes uint64    `json:"peak_memory_bytes"`
+	Duration        float64   `json:"duration_seconds"`
+	StartedAt       time.Time `json:"started_at"`
+	ResultRoot      string    `json:"result_root,omitempty"`
+	Error           string    `json:"error,omitempty"`
+	StdoutChunks    uint64    `json:"stdout_chunks"`
+	StderrChunks    uint64    `json:"stderr_chunks"`
+	StdoutBytes     uint64    `json:"stdout_bytes"`
+	StderrBytes     uint64    `json:"stderr_bytes"`
+	LogDropped      uint64    `json:"log_dropped_bytes"`
+}
+
+// taskRecord is one task as its coordinator remembers it.
+type taskRecord struct {
+	ID        string            `json:"id"`
+	Executor  string            `json:"executor"` // peer id
+	Command   []string          `json:"command"`
+	Image     string            `json:"image,omitempty"`
+	Workspace string            `json:"workspace,omitempty"` // the caller's directory
+	BaseRoot  string            `json:"base_root,omitempty"`
+	State     taskState         `json:"state"`
+	Submitted time.Time         `json:"submitted"`
+	Updated   time.Time         `json:"updated"`
+	Result    *taskResultRecord `json:"result,omitempty"`
+	Merge     *dag.MergeReport  `json:"merge,omitempty"`
+	MergeErr  string            `json:"merge_error,omitempty"`
+	Merged    bool              `json:"merged,omitempty"`
+	Error     string            `json:"error,omitempty"`
+}
+
+// execRecord is one task as its executor remembers it.
+type execRecord struct {
+	ID          string            `json:"id"`
+	Coordinator string            `json:"coordinator"` // peer id
+	State       taskState         `json:"state"`
+	Updated     time.Time         `json:"updated"`
+	Result      *taskResultRecord `json:"result,omitempty"`
+}
+
+// Key prefixes in the peer's store.
+var (
+	taskRecordPrefix = []byte("task/c/")
+	execRecordPrefix = []byte("task/e/")
+)
+
+// records keeps task records in the peer's store, as JSON: they are local
+// state, never on the wire.
+type records struct {
+	st *store.Store
+}
+
+func (r records) put(prefix []byte, id string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return r.st.Put(append(append([]byte{}, prefix...), id...), b)
+}
+
+func (r records) get(prefix []byte, id string, v any) error {
+	b, err := r.st.Get(append(append([]byte{}, prefix...), id...))
+	if err != nil {
+		if errors.Is(err, errdefs.ErrNotFound) {
+			return fmt.Errorf("task %s: no such task here: %w", id, errdefs.ErrNotFound)
+		}
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("task %s: corrupt record: %w", id, err)
+	}
+	return nil
+}
+
+func (r records) putTask(t *taskRecord) error {
+	t.Updated = time.Now()
+	return r.put(taskRecordPrefix, t.ID, t)
+}
+
+func (r records) task(id string) (*taskRecord, error) {
+	var t taskRecord
+	if err := r.get(taskRecordPrefix, id, &t); err != nil {
+		return nil, err
+	}
+	return &t, nil
+}
+
+// tasks lists the coordinator's records, newest first.
+func (r records) tasks() ([]*taskRecord, error) {
+	var out []*taskRecord
+	err := r.st.Scan(taskRecordPrefix, func(_, v []byte) error {
+		var t taskRecord
+		if json.Unmarshal(v, &t) == nil {
+			out = append(out, &t)
+		}
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Submitted.After(out[j].Submitted) })
+	return out, err
+}
+
+func (r records) putExec(e *execRecord) error {
+	e.Updated = time.Now()
+	return r.put(execRecordPrefix, e.ID, e)
+}
+
+func (r records) exec(id string) (*execRecord, error) {
+	var e execRecord
+	if err := r.get(execRecordPrefix, id, &e); err != nil {
+		return nil, err
+	}
+	return &e, nil
+}
+
+func (r records) execs() ([]*execRecord, error) {
+	var out []*execRecord
+	err := r.st.Scan(execRecordPrefix, func(_, v []byte) error {
+		var e execRecord
+		if json.Unmarshal(v, &e) == nil {
+			out = append(out, &e)
+		}
+		return nil
+	})
+	return out, err
+}
