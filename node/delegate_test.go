@@ -13,6 +13,7 @@ import (
 
 	libp2pproto "github.com/libp2p/go-libp2p/core/protocol"
 
+	"github.com/cortex-peer/cortex-peer/node"
 	"github.com/cortex-peer/cortex-peer/node/apiclient"
 	"github.com/cortex-peer/cortex-peer/protocol"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
@@ -270,4 +271,46 @@ func TestTaskProtocolRefusesBadInput(t *testing.T) {
 		t.Errorf("forged result was taken: %+v, %v", info, err)
 	}
 	_ = c.CancelTask(ctx, id)
+}
+
+// An executor that goes away mid-task leaves the task lost on its
+// coordinator after lost_after, never "running"; when it comes back, it
+// delivers what it knows (the task was cut short) and nothing runs on.
+func TestExecutorGoneMarksTaskLost(t *testing.T) {
+	tn, cs := mesh3(t, testnet.WithConfig(func(i int, cfg *node.Config) {
+		cfg.Tasks.LostAfter = 2 * time.Second
+	}))
+	ctx := ctxT(t, 2*time.Minute)
+	exec := tn.Peers[2]
+	var got collected
+	if _, err := cs[0].Run(ctx, &apiv1.RunRequest{
+		Spec: &apiv1.TaskSpec{Command: []string{"sh", "-c", "echo up; sleep 600"}}, Peer: exec.Node.ID().String(), Detach: true,
+	}, got.event); err != nil {
+		t.Fatal(err)
+	}
+	id := got.started.GetTaskId()
+	eventually(t, "the task to run", 30*time.Second, func() bool { return exec.Node.RunningTasks() == 1 })
+	if err := exec.Node.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var info *apiv1.TaskInfo
+	eventually(t, "the task to be marked lost", 30*time.Second, func() bool {
+		var err error
+		info, err = cs[0].GetTask(ctx, id)
+		return err == nil && info.GetState() == "lost"
+	})
+	if !strings.Contains(info.GetError(), "could not be reached") {
+		t.Fatalf("lost task error %q", info.GetError())
+	}
+	// The executor comes back and delivers: the task was cut short.
+	if err := exec.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the returning executor's word on the task", 30*time.Second, func() bool {
+		info, err := cs[0].GetTask(ctx, id)
+		return err == nil && info.GetResult() != nil
+	})
+	if n := exec.Node.RunningTasks(); n != 0 {
+		t.Fatalf("%d tasks running on the restarted executor", n)
+	}
 }
