@@ -114,7 +114,7 @@ deps: ## Install what is missing (apt packages, gopls) and start containerd. Ide
 	done
 
 .PHONY: demo
-demo: deps build ## Start a local 3-peer testnet, show the mesh, move a workspace between peers, run a sandboxed task on it, stop.
+demo: deps build ## Start a local 3-peer testnet, show the mesh, move a workspace between peers, delegate a build-and-test task from peer1 to peer2, stop.
 	@rm -rf $(DEMO_DIR); mkdir -p $(DEMO_DIR)
 	@echo "== starting 3 peers: $(BIN) testnet -n 3 --dir $(DEMO_DIR)"
 	@$(BIN) testnet -n 3 --dir $(DEMO_DIR) > $(DEMO_DIR)/testnet.out 2>&1 & tn=$$!; \
@@ -128,10 +128,17 @@ demo: deps build ## Start a local 3-peer testnet, show the mesh, move a workspac
 	echo; echo "== a workspace moves by content: add this repository's docs on peer1, get it on peer3"; \
 	cid=$$($(BIN) ws add --data $(DEMO_DIR)/peer1 docs) && echo "$$cid" && \
 	$(BIN) ws get --data $(DEMO_DIR)/peer3 $$cid $(DEMO_DIR)/docs-copy && diff -r docs $(DEMO_DIR)/docs-copy && echo "identical copy in $(DEMO_DIR)/docs-copy"; \
-	echo; echo "== a sandboxed task on peer3 with live output; what it writes in /workspace merges back into $(DEMO_DIR)/docs-copy"; \
-	$(BIN) run --data $(DEMO_DIR)/peer3 --workspace $(DEMO_DIR)/docs-copy -- \
-		sh -c 'id; for i in 1 2 3; do echo "step $$i"; sleep 0.3; done; wc -l *.md > line-counts.txt'; \
-	echo "task exit status: $$?"; cat $(DEMO_DIR)/docs-copy/line-counts.txt; \
+	echo; echo "== delegation: peer1 coordinates, the task runs on the peer labelled testnet=peer2, in a sandbox"; \
+	mkdir -p $(DEMO_DIR)/proj && printf '%s\n' '#!/bin/sh' 'echo $$(( $$1 + $$2 ))' > $(DEMO_DIR)/proj/add.sh && \
+	printf '%s\n' 'set -e' 'mkdir -p build; cp add.sh build/add; chmod +x build/add; echo "built build/add"' > $(DEMO_DIR)/proj/build.sh && \
+	printf '%s\n' 'for c in "1 2 3" "20 22 42" "7 -7 0"; do set -- $$c; got=$$(build/add $$1 $$2);' \
+		'  if [ "$$got" = "$$3" ]; then echo "ok   add $$1 $$2 = $$3"; else echo "FAIL add $$1 $$2 = $$got, want $$3"; exit 1; fi; sleep 0.3; done' \
+		'echo "all tests passed" | tee test-report.txt' > $(DEMO_DIR)/proj/test.sh; \
+	echo "\$$ $(BIN) run --data $(DEMO_DIR)/peer1 --label testnet=peer2 --workspace $(DEMO_DIR)/proj -- sh -c 'sh build.sh && sh test.sh'"; \
+	$(BIN) run --data $(DEMO_DIR)/peer1 --label testnet=peer2 --workspace $(DEMO_DIR)/proj -- sh -c 'id; sh build.sh && sh test.sh'; \
+	echo "task exit status: $$?"; \
+	echo; echo "== merged back into $(DEMO_DIR)/proj:"; ls -R $(DEMO_DIR)/proj; cat $(DEMO_DIR)/proj/test-report.txt; \
+	echo; echo "== $(BIN) tasks --data $(DEMO_DIR)/peer1"; $(BIN) tasks --data $(DEMO_DIR)/peer1; \
 	echo; echo "== stopping the testnet (SIGTERM)"
 
 .PHONY: clean
