@@ -42,11 +42,12 @@ bench-ws: $(KUBO_BIN) ## Workspace figures side by side with Kubo and rsync (Go 
 	$(GO) run ./testnet/wsbench -kubo $(KUBO_BIN)
 
 .PHONY: bench-run
-bench-run: deps ## Task figures: start latency beside `ctr run --rm` and gVisor, 1 GiB of output, 20 concurrent tasks (a few minutes).
+bench-run: deps ## Task figures: start latency beside `ctr run --rm` and gVisor, 1 GiB of output, 20 concurrent tasks, delegation on 3 peers (a few minutes).
 	$(GO) test -run '^$$' -bench 'StartLatency' -benchtime 20x ./runtime/
 	$(GO) test -run '^$$' -bench 'OutputThroughput' -benchtime 2x ./runtime/
 	$(GO) test -run '^$$' -bench 'ConcurrentTasks' -benchtime 3x ./runtime/
 	$(GO) test -run '^$$' -bench 'RunOutputThroughput' -benchtime 3x ./node/
+	$(GO) test -run '^$$' -bench 'Delegation' -benchtime 10x ./node/
 
 # Kubo's `go install` fails on a replace directive; it builds from its module source.
 $(KUBO_BIN):

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -338,14 +339,38 @@ func BenchmarkDelegation(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer c.Close()
-	exec := tn.Peers[1].Node.ID().String()
+	executor := tn.Peers[1].Node.ID().String()
 	run := func(spec *apiv1.TaskSpec, fn func(*apiv1.RunEvent)) *apiv1.TaskResult {
-		res, err := c.Run(ctx, &apiv1.RunRequest{Spec: spec, Peer: exec}, fn)
+		res, err := c.Run(ctx, &apiv1.RunRequest{Spec: spec, Peer: executor}, fn)
 		if err != nil || res.GetExitCode() != 0 {
 			b.Fatalf("%+v %v", res, err)
 		}
 		return res
 	}
+	b.Run("ctr-run", func(b *testing.B) {
+		// The baseline of first-output: containerd's own CLI, same image.
+		for i := 0; b.Loop(); i++ {
+			start := time.Now()
+			cmd := exec.Command("ctr", "-n", testnet.TestNamespace, "run", "--rm", "cortex/busybox:test",
+				fmt.Sprintf("bench-ctr-%d-%d", os.Getpid(), i), "echo", "hi")
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				b.Fatalf("ctr (make deps installs it): %v", err)
+			}
+			buf := make([]byte, 16)
+			if n, err := out.Read(buf); err != nil || string(buf[:n]) != "hi\n" {
+				b.Fatalf("ctr first read %q, %v", buf[:n], err)
+			}
+			first := time.Since(start)
+			if err := cmd.Wait(); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(first.Microseconds())/1000, "first-ms")
+		}
+	})
 	b.Run("first-output", func(b *testing.B) {
 		for b.Loop() {
 			start := time.Now()
