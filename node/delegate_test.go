@@ -13,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	libp2pproto "github.com/libp2p/go-libp2p/core/protocol"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/cortex-peer/cortex-peer/node"
 	"github.com/cortex-peer/cortex-peer/node/apiclient"
@@ -414,5 +416,79 @@ func BenchmarkDelegation(b *testing.B) {
 				b.Fatalf("got %d bytes, want %d", n, size)
 			}
 		}
+	})
+}
+
+// A peer that is not the executor cannot inject output into a task's log:
+// its chunks are refused by the coordinator's topic validator.
+func TestForgedLogChunksRefused(t *testing.T) {
+	tn, cs := mesh3(t)
+	ctx := ctxT(t, time.Minute)
+	var got collected
+	got.startedCh = make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := cs[0].Run(ctx, &apiv1.RunRequest{
+			Spec: &apiv1.TaskSpec{Command: []string{"sh", "-c", "echo real; sleep 2; echo end"}}, Peer: tn.Peers[2].Node.ID().String(),
+		}, got.event)
+		done <- err
+	}()
+	<-got.startedCh
+	id := got.started.GetTaskId()
+	forger := tn.Peers[1].Node.Host()
+	topic, err := forger.Join(protocol.LogTopicPrefix+id, protocol.MaxLogChunkMessage, func(peer.ID, []byte) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer topic.Close()
+	for seq := uint64(1); seq <= 5; seq++ {
+		b, _ := proto.Marshal(&meshv1.LogChunk{TaskId: id, Stream: 1, Seq: seq, TimeUnixNs: time.Now().UnixNano(), Data: []byte("forged\n")})
+		_ = topic.Publish(ctx, b)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if s := got.stdout.String(); s != "real\nend\n" {
+		t.Fatalf("stdout %q: forged chunks got through", s)
+	}
+}
+
+// The coordinator restarts while its task runs elsewhere: the record
+// survives, the executor delivers the result when it can, and `result`
+// answers.
+func TestCoordinatorRestartKeepsTask(t *testing.T) {
+	tn, cs := mesh3(t)
+	ctx := ctxT(t, 2*time.Minute)
+	ws := t.TempDir()
+	if err := os.WriteFile(filepath.Join(ws, "a.txt"), []byte("a\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var got collected
+	if _, err := cs[0].Run(ctx, &apiv1.RunRequest{
+		Spec:      &apiv1.TaskSpec{Command: []string{"sh", "-c", "sleep 2; echo b > b.txt; echo finished"}},
+		Workspace: ws, Peer: tn.Peers[1].Node.ID().String(), Detach: true,
+	}, got.event); err != nil {
+		t.Fatal(err)
+	}
+	id := got.started.GetTaskId()
+	if err := tn.Peers[0].Restart(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := apiclient.Dial(tn.Peers[0].Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var info *apiv1.TaskInfo
+	eventually(t, "the result after the coordinator's restart", time.Minute, func() bool {
+		info, err = c.GetTask(ctx, id)
+		return err == nil && info.GetState() == "delivered"
+	})
+	if info.GetResult().GetExitCode() != 0 {
+		t.Fatalf("result %+v", info.GetResult())
+	}
+	eventually(t, "the result merged into the workspace", 30*time.Second, func() bool {
+		b, err := os.ReadFile(filepath.Join(ws, "b.txt"))
+		return err == nil && string(b) == "b\n"
 	})
 }

@@ -168,10 +168,19 @@ func (n *Net) Formed() bool {
 // Config is the config the peer was started with.
 func (p *Peer) Config() node.Config { return p.cfg }
 
-// Restart closes the peer and starts it again on the same data dir.
+// Restart closes the peer and starts it again on the same data dir and the
+// same listen addresses (when it was still running), as a peer with a
+// configured port comes back.
 func (p *Peer) Restart() error {
+	var listen []string
+	for _, a := range p.Node.Host().ListenAddrs() {
+		listen = append(listen, a.String())
+	}
 	if err := p.Node.Close(); err != nil {
 		return err
+	}
+	if len(listen) > 0 { // none when the peer was closed already
+		p.cfg.P2P.ListenAddrs = listen
 	}
 	nd, err := node.New(p.cfg, p.log)
 	if err != nil {
