@@ -261,6 +261,9 @@ func (d *delegation) await(ctx context.Context, rec *taskRecord, relay *logRelay
 	for {
 		select {
 		case c := <-relay.in:
+			if rec.State == stateSubmitted || rec.State == stateFetching {
+				d.setState(rec, stateRunning) // output flows: it runs
+			}
 			relay.add(c)
 			if len(relay.in) == 0 {
 				_ = relay.logw.Flush()
@@ -320,12 +323,29 @@ func (d *delegation) queryRemote(ctx context.Context, rec *taskRecord, exec peer
 	if err != nil {
 		return
 	}
+	if st := stateFromWire(reply.GetState()); st == stateFetching || st == stateRunning {
+		d.setState(rec, st)
+	}
 	switch {
 	case reply.GetCode() == meshv1.ReplyCode_REPLY_CODE_UNKNOWN_TASK:
 		d.failTask(rec, fmt.Errorf("executor %s no longer knows task %s", exec, rec.ID))
 		d.notify(rec.ID)
 	case reply.GetResult() != nil:
 		_ = d.deliver(exec, reply.GetResult())
+	}
+}
+
+// setState records a state the executor reported, unless the task has
+// ended meanwhile.
+func (d *delegation) setState(rec *taskRecord, st taskState) {
+	d.recMu.Lock()
+	defer d.recMu.Unlock()
+	if cur, err := d.rec.task(rec.ID); err != nil || cur.State.final() || cur.State == st {
+		return
+	}
+	rec.State = st
+	if err := d.rec.putTask(rec); err != nil {
+		d.log.Warn("record task", "task", rec.ID, "err", err)
 	}
 }
 

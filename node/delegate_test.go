@@ -492,3 +492,20 @@ func TestCoordinatorRestartKeepsTask(t *testing.T) {
 		return err == nil && string(b) == "b\n"
 	})
 }
+
+// An executor that lacks the task's image tries to pull it; when that
+// fails, the task fails with an error naming the image and the peer.
+func TestDelegatedMissingImage(t *testing.T) {
+	tn, cs := mesh3(t)
+	ctx := ctxT(t, time.Minute)
+	exec := tn.Peers[1].Node.ID().String()
+	const img = "127.0.0.1:1/cortex/no-such-image:1"
+	_, err := cs[0].Run(ctx, &apiv1.RunRequest{Spec: &apiv1.TaskSpec{Image: img, Command: []string{"true"}}, Peer: exec}, nil)
+	if err == nil || !strings.Contains(err.Error(), img) || !strings.Contains(err.Error(), exec) {
+		t.Fatalf("missing image: %v", err)
+	}
+	list, err := cs[0].ListTasks(ctx)
+	if err != nil || len(list) != 1 || list[0].GetState() != "failed" {
+		t.Fatalf("tasks: %v, %v", list, err)
+	}
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 	meshv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/mesh/v1"
 	"github.com/cortex-peer/cortex-peer/runtime"
+	"github.com/cortex-peer/cortex-peer/runtime/images"
 )
 
 // Timeouts and intervals of delegation.
@@ -296,6 +297,10 @@ func (d *delegation) runHere(ctx context.Context, rec *execRecord, spec runtime.
 		}
 		spec.WorkspaceDir = filepath.Join(work, "workspace")
 	}
+	if err := d.ensureImage(ctx, spec); err != nil {
+		fail(err)
+		return
+	}
 	rec.State = stateRunning
 	_ = d.rec.putExec(rec)
 	out, err := t.execute(ctx, spec, root, &topicEvents{ctx: ctx, id: spec.ID, topic: topic})
@@ -325,6 +330,30 @@ func (d *delegation) runHere(ctx context.Context, rec *execRecord, spec runtime.
 	if err := d.rec.putExec(rec); err != nil {
 		d.log.Warn("record task result", "task", rec.ID, "err", err)
 	}
+}
+
+// ensureImage pulls the task's image from its registry when this peer
+// lacks it; a pull that fails fails the task with an error naming the image
+// and this peer.
+func (d *delegation) ensureImage(ctx context.Context, spec runtime.Spec) error {
+	applied, err := d.n.cfg.Tasks.Policy.Apply(spec)
+	if err != nil {
+		return err
+	}
+	st, err := d.n.images.get(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := st.Get(ctx, applied.Image); err == nil {
+		return nil
+	} else if !errors.Is(err, errdefs.ErrNotFound) {
+		return fmt.Errorf("image %q on peer %s: %w", applied.Image, d.n.ID(), err)
+	}
+	d.log.Info("pulling the image of a task", "task", spec.ID, "image", applied.Image)
+	if _, err := st.Pull(ctx, applied.Image, images.PullOptions{}); err != nil {
+		return fmt.Errorf("image %q is not on peer %s and could not be pulled: %w", applied.Image, d.n.ID(), err)
+	}
+	return nil
 }
 
 // materialise fetches root (only the blocks missing here) and writes it
