@@ -413,14 +413,24 @@ func (d *delegation) logValidator(executor peer.ID) p2p.Validator {
 	}
 }
 
-// cancelHere kills a task running here, if the sender is its coordinator.
-func (d *delegation) cancelHere(from peer.ID, id string) *meshv1.TaskReply {
+// coordinatorsTask is the executor record of id when from is its
+// coordinator, else the refusal to send.
+func (d *delegation) coordinatorsTask(from peer.ID, id string) (*execRecord, *meshv1.TaskReply) {
 	e, err := d.rec.exec(id)
 	if err != nil {
-		return refuse(meshv1.ReplyCode_REPLY_CODE_UNKNOWN_TASK, "no task %s on peer %s", id, d.n.ID())
+		return nil, refuse(meshv1.ReplyCode_REPLY_CODE_UNKNOWN_TASK, "no task %s on peer %s", id, d.n.ID())
 	}
 	if e.Coordinator != from.String() {
-		return refuse(meshv1.ReplyCode_REPLY_CODE_NOT_YOURS, "task %s belongs to another coordinator", id)
+		return nil, refuse(meshv1.ReplyCode_REPLY_CODE_NOT_YOURS, "task %s belongs to another coordinator", id)
+	}
+	return e, nil
+}
+
+// cancelHere kills a task running here, if the sender is its coordinator.
+func (d *delegation) cancelHere(from peer.ID, id string) *meshv1.TaskReply {
+	e, refusal := d.coordinatorsTask(from, id)
+	if refusal != nil {
+		return refusal
 	}
 	d.mu.Lock()
 	cancel := d.running[id]
@@ -434,12 +444,9 @@ func (d *delegation) cancelHere(from peer.ID, id string) *meshv1.TaskReply {
 
 // query tells the coordinator how its task is, with the result once ended.
 func (d *delegation) query(from peer.ID, id string) *meshv1.TaskReply {
-	e, err := d.rec.exec(id)
-	if err != nil {
-		return refuse(meshv1.ReplyCode_REPLY_CODE_UNKNOWN_TASK, "no task %s on peer %s", id, d.n.ID())
-	}
-	if e.Coordinator != from.String() {
-		return refuse(meshv1.ReplyCode_REPLY_CODE_NOT_YOURS, "task %s belongs to another coordinator", id)
+	e, refusal := d.coordinatorsTask(from, id)
+	if refusal != nil {
+		return refusal
 	}
 	reply := &meshv1.TaskReply{Code: meshv1.ReplyCode_REPLY_CODE_OK, State: stateToWire(e.State)}
 	if e.Result != nil && (e.State == stateExited || e.State == stateFailed || e.State == stateDelivered) {

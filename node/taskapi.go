@@ -13,6 +13,7 @@ import (
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 	apiv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1"
 	"github.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1/apiv1connect"
+	meshv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/mesh/v1"
 	"github.com/cortex-peer/cortex-peer/runtime"
 )
 
@@ -26,33 +27,19 @@ var _ apiv1connect.TaskServiceHandler = (*taskService)(nil)
 // maxSpecTimeout keeps a millisecond count from overflowing a Duration.
 const maxSpecTimeout = int64(100 * 365 * 24 * time.Hour / time.Millisecond)
 
-// specFromAPI turns the wire spec into a runtime spec. Limits and defaults
-// are checked by the executor's policy; this only refuses what cannot be
-// represented.
+// specFromAPI turns the API's spec into a runtime spec, as the task wire
+// does. Limits and defaults are checked by the executor's policy; this only
+// refuses what cannot be represented.
 func specFromAPI(s *apiv1.TaskSpec) (runtime.Spec, error) {
 	if s == nil {
 		return runtime.Spec{}, fmt.Errorf("spec: missing: %w", errdefs.ErrInvalid)
 	}
-	if s.GetTimeoutMs() < 0 || s.GetTimeoutMs() > maxSpecTimeout {
-		return runtime.Spec{}, fmt.Errorf("spec: timeout_ms %d out of range: %w", s.GetTimeoutMs(), errdefs.ErrInvalid)
-	}
-	out := runtime.Spec{
-		Image:     s.GetImage(),
-		Command:   s.GetCommand(),
-		Env:       s.GetEnv(),
-		Workdir:   s.GetWorkdir(),
-		Timeout:   time.Duration(s.GetTimeoutMs()) * time.Millisecond,
-		Network:   runtime.Network(s.GetNetwork()),
-		Isolation: runtime.Isolation(s.GetIsolation()),
-	}
-	if s.Uid != nil {
-		uid := s.GetUid()
-		out.UID = &uid
-	}
-	if l := s.GetLimits(); l != nil {
-		out.Limits = runtime.Limits{MemoryBytes: l.GetMemoryBytes(), CPUs: l.GetCpus(), Pids: l.GetPids(), TmpBytes: l.GetTmpBytes()}
-	}
-	return out, nil
+	l := s.GetLimits()
+	return specFromWire(&meshv1.TaskSpec{
+		Image: s.GetImage(), Command: s.GetCommand(), Env: s.GetEnv(), Workdir: s.GetWorkdir(), Uid: s.Uid,
+		MemoryBytes: l.GetMemoryBytes(), Cpus: l.GetCpus(), Pids: l.GetPids(), TmpBytes: l.GetTmpBytes(),
+		TimeoutMs: s.GetTimeoutMs(), Network: s.GetNetwork(), Isolation: s.GetIsolation(),
+	})
 }
 
 // apiRunEvents sends a task's events on the Run stream.
