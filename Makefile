@@ -135,7 +135,7 @@ demo: deps build ## Start a local 3-peer testnet, show the mesh, move a workspac
 	printf '%s\n' 'for c in "1 2 3" "20 22 42" "7 -7 0"; do set -- $$c; got=$$(build/add $$1 $$2);' \
 		'  if [ "$$got" = "$$3" ]; then echo "ok   add $$1 $$2 = $$3"; else echo "FAIL add $$1 $$2 = $$got, want $$3"; exit 1; fi; sleep 0.3; done' \
 		'echo "all tests passed" | tee test-report.txt' > $(DEMO_DIR)/proj/test.sh; \
-	echo "\$$ $(BIN) run --data $(DEMO_DIR)/peer1 --label testnet=peer2 --workspace $(DEMO_DIR)/proj -- sh -c 'sh build.sh && sh test.sh'"; \
+	echo "\$$ $(BIN) run --data $(DEMO_DIR)/peer1 --label testnet=peer2 --workspace $(DEMO_DIR)/proj -- sh -c 'id; sh build.sh && sh test.sh'"; \
 	$(BIN) run --data $(DEMO_DIR)/peer1 --label testnet=peer2 --workspace $(DEMO_DIR)/proj -- sh -c 'id; sh build.sh && sh test.sh'; \
 	echo "task exit status: $$?"; \
 	echo; echo "== merged back into $(DEMO_DIR)/proj:"; ls -R $(DEMO_DIR)/proj; cat $(DEMO_DIR)/proj/test-report.txt; \
