@@ -129,16 +129,10 @@ func (d *delegation) runRemote(ctx context.Context, req runRequest, spec runtime
 	var base cid.Cid
 	if req.Workspace != "" {
 		_ = ev.progress("importing workspace", 0, 0)
-		d.n.gcMu.RLock()
-		imp, err := d.n.dags.Import(ctx, req.Workspace, dag.ImportOptions{})
-		if err == nil {
-			err = d.n.dags.Pin("ws:"+req.Workspace, imp.Root)
+		var err error
+		if base, err = d.n.tasks.importWorkspace(ctx, spec.ID, req.Workspace); err != nil {
+			return out, err
 		}
-		d.n.gcMu.RUnlock()
-		if err != nil {
-			return out, fmt.Errorf("task %s: import workspace: %w", spec.ID, err)
-		}
-		base = imp.Root
 		rec.BaseRoot = base.String()
 		// The task's own pin keeps BASE for the merge, whatever the
 		// directory's pin becomes meanwhile.

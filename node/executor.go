@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -18,7 +16,6 @@ import (
 	libp2pproto "github.com/libp2p/go-libp2p/core/protocol"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/cortex-peer/cortex-peer/dag"
 	"github.com/cortex-peer/cortex-peer/p2p"
 	"github.com/cortex-peer/cortex-peer/protocol"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
@@ -279,7 +276,6 @@ func (d *delegation) runHere(ctx context.Context, rec *execRecord, spec runtime.
 		_ = d.rec.putExec(rec)
 	}
 	t := d.n.tasks
-	work := t.workDir(spec.ID)
 	defer t.removeWorkDir(spec.ID)
 	topic, err := d.n.host.Join(protocol.LogTopicPrefix+spec.ID, protocol.MaxLogChunkMessage, d.logValidator(d.n.ID()))
 	if err != nil {
@@ -291,11 +287,15 @@ func (d *delegation) runHere(ctx context.Context, rec *execRecord, spec runtime.
 	if root.Defined() {
 		rec.State = stateFetching
 		_ = d.rec.putExec(rec)
-		if err := d.materialise(ctx, spec.ID, root, filepath.Join(work, "workspace")); err != nil {
+		if err := d.fetchBase(ctx, spec.ID, root); err != nil {
 			fail(err)
 			return
 		}
-		spec.WorkspaceDir = filepath.Join(work, "workspace")
+		if err := t.materialise(ctx, spec.ID, root); err != nil {
+			fail(err)
+			return
+		}
+		spec.WorkspaceDir = t.copyDir(spec.ID)
 	}
 	if err := d.ensureImage(ctx, spec); err != nil {
 		fail(err)
@@ -314,16 +314,10 @@ func (d *delegation) runHere(ctx context.Context, rec *execRecord, spec runtime.
 		res.Error = err.Error()
 	}
 	if root.Defined() && !out.Result.Cancelled && !out.Result.TimedOut && ctx.Err() == nil {
-		d.n.gcMu.RLock()
-		imp, err := d.n.dags.Import(ctx, spec.WorkspaceDir, dag.ImportOptions{NoIndex: true})
-		if err == nil {
-			err = d.n.dags.Pin("task:"+spec.ID, imp.Root)
-		}
-		d.n.gcMu.RUnlock()
-		if err != nil {
-			res.Error = fmt.Sprintf("import the task's workspace: %v", err)
+		if root, err := t.importResult(ctx, spec.ID, spec.WorkspaceDir); err != nil {
+			res.Error = err.Error()
 		} else {
-			res.ResultRoot = imp.Root.String()
+			res.ResultRoot = root.String()
 		}
 	}
 	rec.State = stateExited
@@ -356,24 +350,15 @@ func (d *delegation) ensureImage(ctx context.Context, spec runtime.Spec) error {
 	return nil
 }
 
-// materialise fetches root (only the blocks missing here) and writes it
-// out at dest.
-func (d *delegation) materialise(ctx context.Context, id string, root cid.Cid, dest string) error {
+// fetchBase fetches a task's workspace root (only the blocks missing here)
+// and pins it for the task.
+func (d *delegation) fetchBase(ctx context.Context, id string, root cid.Cid) error {
 	d.n.gcMu.RLock()
 	defer d.n.gcMu.RUnlock()
 	if _, err := d.n.fetchAll(ctx, root); err != nil {
 		return fmt.Errorf("fetch workspace %s: %w", root, err)
 	}
-	if err := d.n.dags.Pin("task:"+id+":base", root); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(dest), 0o700); err != nil {
-		return fmt.Errorf("task %s: working dir: %w", id, err)
-	}
-	if _, err := d.n.dags.Export(ctx, root, dest, dag.ExportOptions{}); err != nil {
-		return fmt.Errorf("materialise workspace %s: %w", root, err)
-	}
-	return nil
+	return d.n.dags.Pin("task:"+id+":base", root)
 }
 
 // topicEvents publishes a task's output on its log topic. A publish that

@@ -156,15 +156,14 @@ func (t *taskRunner) run(ctx context.Context, spec runtime.Spec, workspace strin
 	if _, err := t.cfg.Policy.Apply(spec); err != nil {
 		return out, err
 	}
-	work := t.workDir(spec.ID)
 	defer t.removeWorkDir(spec.ID)
 	var base cid.Cid
 	if workspace != "" {
 		var err error
-		if base, err = t.prepareWorkspace(ctx, spec.ID, workspace, work, ev); err != nil {
+		if base, err = t.prepareWorkspace(ctx, spec.ID, workspace, ev); err != nil {
 			return out, err
 		}
-		spec.WorkspaceDir = filepath.Join(work, "workspace")
+		spec.WorkspaceDir = t.copyDir(spec.ID)
 	}
 	out, err := t.execute(ctx, spec, base, ev)
 	if err != nil {
@@ -178,6 +177,9 @@ func (t *taskRunner) run(ctx context.Context, spec runtime.Spec, workspace strin
 
 // workDir is where a task's working copy and state live.
 func (t *taskRunner) workDir(id string) string { return filepath.Join(t.dir, id) }
+
+// copyDir is the task's working copy of its workspace, mounted at /workspace.
+func (t *taskRunner) copyDir(id string) string { return filepath.Join(t.workDir(id), "workspace") }
 
 func (t *taskRunner) removeWorkDir(id string) {
 	if err := os.RemoveAll(t.workDir(id)); err != nil {
@@ -259,11 +261,21 @@ func (t *taskRunner) execute(ctx context.Context, spec runtime.Spec, base cid.Ci
 
 // prepareWorkspace imports dir (incrementally) and materialises it under
 // work/workspace for the task.
-func (t *taskRunner) prepareWorkspace(ctx context.Context, id, dir, work string, ev runEvents) (cid.Cid, error) {
-	if err := os.MkdirAll(work, 0o700); err != nil {
-		return cid.Undef, fmt.Errorf("task %s: working dir: %w", id, err)
-	}
+func (t *taskRunner) prepareWorkspace(ctx context.Context, id, dir string, ev runEvents) (cid.Cid, error) {
 	_ = ev.progress("importing workspace", 0, 0)
+	root, err := t.importWorkspace(ctx, id, dir)
+	if err != nil {
+		return cid.Undef, err
+	}
+	if err := t.materialise(ctx, id, root); err != nil {
+		return cid.Undef, err
+	}
+	return root, nil
+}
+
+// importWorkspace imports the caller's directory dir (incrementally, with
+// the import index) and pins it as that directory's latest root.
+func (t *taskRunner) importWorkspace(ctx context.Context, id, dir string) (cid.Cid, error) {
 	// GC is held off only while blocks are added; the pin keeps them after.
 	t.n.gcMu.RLock()
 	defer t.n.gcMu.RUnlock()
@@ -274,8 +286,33 @@ func (t *taskRunner) prepareWorkspace(ctx context.Context, id, dir, work string,
 	if err := t.n.dags.Pin("ws:"+dir, imp.Root); err != nil {
 		return cid.Undef, err
 	}
-	if _, err := t.n.dags.Export(ctx, imp.Root, filepath.Join(work, "workspace"), dag.ExportOptions{}); err != nil {
-		return cid.Undef, fmt.Errorf("task %s: materialise workspace: %w", id, err)
+	return imp.Root, nil
+}
+
+// materialise writes root, whose blocks are here, out as the task's
+// working copy (workDir/workspace).
+func (t *taskRunner) materialise(ctx context.Context, id string, root cid.Cid) error {
+	if err := os.MkdirAll(t.workDir(id), 0o700); err != nil {
+		return fmt.Errorf("task %s: working dir: %w", id, err)
+	}
+	if _, err := t.n.dags.Export(ctx, root, t.copyDir(id), dag.ExportOptions{}); err != nil {
+		return fmt.Errorf("task %s: materialise workspace %s: %w", id, root, err)
+	}
+	return nil
+}
+
+// importResult imports what a task left in its working copy and pins it as
+// the task's result.
+func (t *taskRunner) importResult(ctx context.Context, id, copyDir string) (cid.Cid, error) {
+	t.n.gcMu.RLock()
+	defer t.n.gcMu.RUnlock()
+	// The copy is new and will be removed: an index of it would only be litter.
+	imp, err := t.n.dags.Import(ctx, copyDir, dag.ImportOptions{NoIndex: true})
+	if err != nil {
+		return cid.Undef, fmt.Errorf("task %s: import result: %w", id, err)
+	}
+	if err := t.n.dags.Pin("task:"+id, imp.Root); err != nil {
+		return cid.Undef, err
 	}
 	return imp.Root, nil
 }
@@ -284,23 +321,19 @@ func (t *taskRunner) prepareWorkspace(ctx context.Context, id, dir, work string,
 // BASE -> RESULT into the caller's directory as it is now.
 func (t *taskRunner) returnWorkspace(ctx context.Context, out *taskOutcome, dir, copyDir string, ev runEvents) error {
 	_ = ev.progress("importing result", 0, 0)
-	t.n.gcMu.RLock()
-	defer t.n.gcMu.RUnlock()
-	// The copy is new and will be removed: an index of it would only be litter.
-	imp, err := t.n.dags.Import(ctx, copyDir, dag.ImportOptions{NoIndex: true})
+	root, err := t.importResult(ctx, out.ID, copyDir)
 	if err != nil {
-		return fmt.Errorf("task %s: import result: %w", out.ID, err)
-	}
-	out.ResultCID = imp.Root
-	if err := t.n.dags.Pin("task:"+out.ID, imp.Root); err != nil {
 		return err
 	}
-	if imp.Root.Equals(out.Base) {
+	out.ResultCID = root
+	if root.Equals(out.Base) {
 		out.Merge = &dag.MergeReport{}
 		return nil
 	}
 	_ = ev.progress("merging", 0, 0)
-	rep, err := t.n.dags.Merge(ctx, out.Base, imp.Root, dir)
+	t.n.gcMu.RLock()
+	defer t.n.gcMu.RUnlock()
+	rep, err := t.n.dags.Merge(ctx, out.Base, root, dir)
 	if err != nil {
 		return fmt.Errorf("task %s: merge result into %s: %w", out.ID, dir, err)
 	}
