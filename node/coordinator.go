@@ -118,9 +118,7 @@ func (d *delegation) recordLocal(rec *taskRecord, out taskOutcome, err error) {
 			rec.State = stateFailed
 		}
 	}
-	if perr := d.rec.putTask(rec); perr != nil {
-		d.log.Warn("record task", "task", rec.ID, "err", perr)
-	}
+	d.saveTask(rec)
 }
 
 // runRemote delegates a task to another peer.
@@ -183,25 +181,31 @@ func (d *delegation) runRemote(ctx context.Context, req runRequest, spec runtime
 	return d.await(ctx, rec, relay, w, ev)
 }
 
+// saveTask stores a coordinator record; the caller holds recMu. A store
+// that fails is logged: the task goes on, its record lags behind.
+func (d *delegation) saveTask(rec *taskRecord) {
+	if err := d.rec.putTask(rec); err != nil {
+		d.log.Warn("record task", "task", rec.ID, "state", rec.State, "err", err)
+	}
+}
+
 func (d *delegation) failTask(rec *taskRecord, err error) {
 	d.recMu.Lock()
 	defer d.recMu.Unlock()
 	rec.State, rec.Error = stateFailed, err.Error()
-	if perr := d.rec.putTask(rec); perr != nil {
-		d.log.Warn("record task", "task", rec.ID, "err", perr)
-	}
+	d.saveTask(rec)
 }
 
 // watch registers interest in a task's result delivery.
-func (d *delegation) watch(id string) chan *meshv1.TaskResult {
-	ch := make(chan *meshv1.TaskResult, 1)
+func (d *delegation) watch(id string) chan struct{} {
+	ch := make(chan struct{}, 1)
 	d.mu.Lock()
 	d.waiters[id] = ch
 	d.mu.Unlock()
 	return ch
 }
 
-func (d *delegation) unwatch(id string, ch chan *meshv1.TaskResult) {
+func (d *delegation) unwatch(id string, ch chan struct{}) {
 	d.mu.Lock()
 	if d.waiters[id] == ch {
 		delete(d.waiters, id)
@@ -237,7 +241,7 @@ func (d *delegation) goAwait(rec *taskRecord, relay *logRelay) {
 // arrives, then merges its workspace back. ctx ending cancels the task
 // (unless the relay is detached); an executor out of reach for LostAfter
 // makes it lost.
-func (d *delegation) await(ctx context.Context, rec *taskRecord, relay *logRelay, results <-chan *meshv1.TaskResult, ev runEvents) (taskOutcome, error) {
+func (d *delegation) await(ctx context.Context, rec *taskRecord, relay *logRelay, results <-chan struct{}, ev runEvents) (taskOutcome, error) {
 	relay.ev = ev
 	exec, _ := peer.Decode(rec.Executor)
 	live := time.NewTicker(livenessInterval)
@@ -291,6 +295,9 @@ func (d *delegation) await(ctx context.Context, rec *taskRecord, relay *logRelay
 			d.cancelRemote(exec, rec.ID)
 		case now := <-live.C:
 			if !cancelledAt.IsZero() && now.Sub(cancelledAt) > cancelGrace {
+				// The caller is gone; the task's end (or its loss) is
+				// still recorded, in the background.
+				d.goAwait(rec, nil)
 				return recordOutcome(rec), fmt.Errorf("task %s: cancelled; no result from %s: %w", rec.ID, exec, context.Canceled)
 			}
 			if d.n.host.IsConnected(exec) {
@@ -338,9 +345,7 @@ func (d *delegation) setState(rec *taskRecord, st taskState) {
 		return
 	}
 	rec.State = st
-	if err := d.rec.putTask(rec); err != nil {
-		d.log.Warn("record task", "task", rec.ID, "err", err)
-	}
+	d.saveTask(rec)
 }
 
 func (d *delegation) markLost(rec *taskRecord, err error) {
@@ -350,22 +355,25 @@ func (d *delegation) markLost(rec *taskRecord, err error) {
 		return // delivered meanwhile
 	}
 	rec.State, rec.Error = stateLost, err.Error()
-	if perr := d.rec.putTask(rec); perr != nil {
-		d.log.Warn("record task", "task", rec.ID, "err", perr)
-	}
+	d.saveTask(rec)
 	d.log.Warn("task lost", "task", rec.ID, "executor", rec.Executor, "err", err)
 }
 
+// cancelRemote asks the executor to kill a task the caller gave up on;
+// failing that, the task's result comes in its time.
 func (d *delegation) cancelRemote(exec peer.ID, id string) {
-	ctx, cancel := context.WithTimeout(d.ctx, taskStreamTimeout)
-	defer cancel()
-	reply, err := d.n.taskRequest(ctx, exec, &meshv1.TaskRequest{Request: &meshv1.TaskRequest_Cancel{Cancel: &meshv1.CancelTask{TaskId: id}}})
-	if err == nil {
-		err = replyError(exec, reply)
-	}
-	if err != nil {
+	if err := d.requestCancel(d.ctx, exec, id); err != nil {
 		d.log.Warn("cancel task on its executor", "task", id, "err", err)
 	}
+}
+
+// requestCancel sends a cancel for task id to its executor.
+func (d *delegation) requestCancel(ctx context.Context, exec peer.ID, id string) error {
+	reply, err := d.n.taskRequest(ctx, exec, &meshv1.TaskRequest{Request: &meshv1.TaskRequest_Cancel{Cancel: &meshv1.CancelTask{TaskId: id}}})
+	if err != nil {
+		return fmt.Errorf("cancel task %s: %w", id, err)
+	}
+	return replyError(exec, reply)
 }
 
 // finish completes the output from the executor's log, then merges the
@@ -374,20 +382,27 @@ func (d *delegation) finish(ctx context.Context, rec *taskRecord, relay *logRela
 	if res := rec.Result; res != nil {
 		relay.complete(ctx, d.n, exec, res.StdoutChunks, res.StderrChunks)
 	}
-	out := recordOutcome(rec)
 	if rec.State == stateFailed {
-		return out, fmt.Errorf("task %s: %s", rec.ID, rec.Error)
+		return recordOutcome(rec), fmt.Errorf("task %s: %s", rec.ID, rec.Error)
 	}
-	if err := d.mergeBack(ctx, rec); err != nil {
-		return recordOutcome(rec), err
-	}
-	return recordOutcome(rec), nil
+	err := d.mergeBack(ctx, rec)
+	return recordOutcome(rec), err
 }
 
-// mergeBack merges BASE -> RESULT into the task's directory, once.
+// mergeBack merges BASE -> RESULT into the task's directory, once: the
+// waiting run, a detached run and a delivery that nobody awaited may all
+// get here, and only the first merges; the others take its report.
 func (d *delegation) mergeBack(ctx context.Context, rec *taskRecord) error {
 	res := rec.Result
-	if rec.Workspace == "" || rec.Merged || res == nil || res.ResultRoot == "" || res.Cancelled || res.TimedOut {
+	if rec.Workspace == "" || res == nil || res.ResultRoot == "" || res.Cancelled || res.TimedOut {
+		return nil
+	}
+	// Merges are few and each writes into a caller's directory: one at a
+	// time keeps two of the same task (or of one directory) apart.
+	d.mergeMu.Lock()
+	defer d.mergeMu.Unlock()
+	if cur, err := d.rec.task(rec.ID); err == nil && cur.Merged {
+		*rec = *cur
 		return nil
 	}
 	base, err1 := cid.Decode(rec.BaseRoot)
@@ -411,9 +426,7 @@ func (d *delegation) mergeBack(ctx context.Context, rec *taskRecord) error {
 	} else {
 		rec.Merge, rec.Merged = &rep, true
 	}
-	if perr := d.rec.putTask(rec); perr != nil {
-		d.log.Warn("record merge", "task", rec.ID, "err", perr)
-	}
+	d.saveTask(rec)
 	if err != nil {
 		return fmt.Errorf("task %s: merge result into %s: %w", rec.ID, rec.Workspace, err)
 	}
@@ -475,7 +488,7 @@ func (d *delegation) notify(id string) bool {
 	d.mu.Unlock()
 	if ok {
 		select {
-		case ch <- nil:
+		case ch <- struct{}{}:
 		default:
 		}
 	}
@@ -711,11 +724,7 @@ func (d *delegation) cancelTask(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	reply, err := d.n.taskRequest(ctx, exec, &meshv1.TaskRequest{Request: &meshv1.TaskRequest_Cancel{Cancel: &meshv1.CancelTask{TaskId: id}}})
-	if err != nil {
-		return fmt.Errorf("cancel task %s: %w", id, err)
-	}
-	return replyError(exec, reply)
+	return d.requestCancel(ctx, exec, id)
 }
 
 // logs sends a task's kept output in order, stdout and stderr each from

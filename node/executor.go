@@ -59,11 +59,14 @@ type delegation struct {
 	// recMu serialises changes to coordinator records, which the result
 	// delivery, the waiting run and the merge all make.
 	recMu sync.Mutex
+	// mergeMu makes merges of results into callers' directories one at a
+	// time, so that each result is merged once (see mergeBack).
+	mergeMu sync.Mutex
 
 	mu      sync.Mutex
 	closed  bool
-	running map[string]context.CancelFunc      // executor: tasks running here for others
-	waiters map[string]chan *meshv1.TaskResult // coordinator: tasks whose result someone awaits
+	running map[string]context.CancelFunc // executor: tasks running here for others
+	waiters map[string]chan struct{}      // coordinator: tasks whose result someone awaits
 }
 
 func newDelegation(n *Node, log *slog.Logger) *delegation {
@@ -72,7 +75,7 @@ func newDelegation(n *Node, log *slog.Logger) *delegation {
 		n: n, rec: records{st: n.store}, log: log,
 		ctx: ctx, cancel: cancel,
 		running: map[string]context.CancelFunc{},
-		waiters: map[string]chan *meshv1.TaskResult{},
+		waiters: map[string]chan struct{}{},
 	}
 }
 
@@ -122,8 +125,7 @@ func (d *delegation) start() {
 			d.goAwait(t, nil)
 		} else if !t.State.final() {
 			// A task of our own that was running when this peer stopped.
-			t.State, t.Error = stateFailed, "this peer stopped while the task ran"
-			_ = d.rec.putTask(t)
+			d.failTask(t, errors.New("this peer stopped while the task ran"))
 		}
 	}
 }
@@ -216,13 +218,15 @@ func (d *delegation) accept(from peer.ID, sub *meshv1.SubmitTask) *meshv1.TaskRe
 		return refuse(meshv1.ReplyCode_REPLY_CODE_INVALID, "%v", err)
 	}
 	spec.ID = id
-	if _, err := cfg.Policy.Apply(spec); err != nil {
+	applied, err := cfg.Policy.Apply(spec)
+	if err != nil {
 		code := meshv1.ReplyCode_REPLY_CODE_REFUSED
 		if errors.Is(err, errdefs.ErrInvalid) {
 			code = meshv1.ReplyCode_REPLY_CODE_INVALID
 		}
 		return refuse(code, "peer %s: %v", d.n.ID(), err)
 	}
+	spec.Image = applied.Image // the default image, when the spec named none
 	var root cid.Cid
 	if b := sub.GetWorkspaceRoot(); len(b) > 0 {
 		if root, err = cid.Cast(b); err != nil {
@@ -297,7 +301,7 @@ func (d *delegation) runHere(ctx context.Context, rec *execRecord, spec runtime.
 		}
 		spec.WorkspaceDir = t.copyDir(spec.ID)
 	}
-	if err := d.ensureImage(ctx, spec); err != nil {
+	if err := d.ensureImage(ctx, spec.ID, spec.Image); err != nil {
 		fail(err)
 		return
 	}
@@ -329,23 +333,19 @@ func (d *delegation) runHere(ctx context.Context, rec *execRecord, spec runtime.
 // ensureImage pulls the task's image from its registry when this peer
 // lacks it; a pull that fails fails the task with an error naming the image
 // and this peer.
-func (d *delegation) ensureImage(ctx context.Context, spec runtime.Spec) error {
-	applied, err := d.n.cfg.Tasks.Policy.Apply(spec)
-	if err != nil {
-		return err
-	}
+func (d *delegation) ensureImage(ctx context.Context, id, image string) error {
 	st, err := d.n.images.get(ctx)
 	if err != nil {
 		return err
 	}
-	if _, err := st.Get(ctx, applied.Image); err == nil {
+	if _, err := st.Get(ctx, image); err == nil {
 		return nil
 	} else if !errors.Is(err, errdefs.ErrNotFound) {
-		return fmt.Errorf("image %q on peer %s: %w", applied.Image, d.n.ID(), err)
+		return fmt.Errorf("image %q on peer %s: %w", image, d.n.ID(), err)
 	}
-	d.log.Info("pulling the image of a task", "task", spec.ID, "image", applied.Image)
-	if _, err := st.Pull(ctx, applied.Image, images.PullOptions{}); err != nil {
-		return fmt.Errorf("image %q is not on peer %s and could not be pulled: %w", applied.Image, d.n.ID(), err)
+	d.log.Info("pulling the image of a task", "task", id, "image", image)
+	if _, err := st.Pull(ctx, image, images.PullOptions{}); err != nil {
+		return fmt.Errorf("image %q is not on peer %s and could not be pulled: %w", image, d.n.ID(), err)
 	}
 	return nil
 }
