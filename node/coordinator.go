@@ -727,15 +727,15 @@ func (d *delegation) cancelTask(ctx context.Context, id string) error {
 	return d.requestCancel(ctx, exec, id)
 }
 
+// errLogHole stops reading a task log at its first missing chunk.
+var errLogHole = errors.New("hole in the task log")
+
 // logs sends a task's kept output in order, stdout and stderr each from
 // its first chunk; with follow it goes on until the task has ended and
 // everything is sent. The output of tasks coordinated here is in this
 // peer's task log, wherever they ran.
 func (d *delegation) logs(ctx context.Context, id string, follow bool, send func(runtime.Chunk) error) error {
 	if err := protocol.CheckTaskID(id); err != nil {
-		return err
-	}
-	if _, err := d.rec.task(id); err != nil {
 		return err
 	}
 	next := map[runtime.Stream]uint64{runtime.Stdout: 1, runtime.Stderr: 1}
@@ -748,23 +748,18 @@ func (d *delegation) logs(ctx context.Context, id string, follow bool, send func
 		}
 		ended := rec.State.final()
 		for _, s := range []runtime.Stream{runtime.Stdout, runtime.Stderr} {
-			for {
-				chunks, err := d.n.taskLogs.Read(ctx, id, s, next[s], logRangeBatch, logRangeBatchBytes)
-				if err != nil {
-					return err
+			err := d.n.taskLogs.Each(ctx, id, s, next[s], func(c runtime.Chunk) error {
+				if c.Seq != next[s] {
+					return errLogHole
 				}
-				for _, c := range chunks {
-					if c.Seq != next[s] {
-						return nil // a hole: the log was capped here
-					}
-					if err := send(c); err != nil {
-						return err
-					}
-					next[s]++
-				}
-				if len(chunks) < logRangeBatch {
-					break
-				}
+				next[s]++
+				return send(c)
+			})
+			if errors.Is(err, errLogHole) {
+				return nil // the log was capped here: nothing after it is kept
+			}
+			if err != nil {
+				return err
 			}
 		}
 		if !follow || ended {

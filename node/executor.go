@@ -30,8 +30,6 @@ const (
 	deliverRetryMin     = 200 * time.Millisecond // first wait before delivering a result again
 	deliverRetryMax     = 5 * time.Second        // longest wait between deliveries
 	logRangeTimeout     = 30 * time.Second       // one range of stored output
-	logRangeBatch       = 256                    // chunks read from the store at a time
-	logRangeBatchBytes  = 4 << 20                // bytes read from the store at a time
 	gapWait             = 250 * time.Millisecond // a hole in the live log older than this is filled from the executor
 	idleFill            = time.Second            // a live log quiet for this long is checked against the executor's
 	livenessInterval    = time.Second            // how often a waiting coordinator checks its executor
@@ -485,6 +483,9 @@ func (d *delegation) deliverLoop(ctx context.Context, id string) {
 	}
 }
 
+// errRangeEnd stops reading a task log past the range asked for.
+var errRangeEnd = errors.New("end of the range")
+
 // serveLogs answers one LogRangeRequest with the stored chunks of the range.
 func (d *delegation) serveLogs(s network.Stream) {
 	defer s.Close()
@@ -501,26 +502,15 @@ func (d *delegation) serveLogs(s network.Stream) {
 	}
 	stream := runtime.Stream(req.GetStream())
 	w := bufio.NewWriterSize(s, 256<<10)
-	for from := max(req.GetFromSeq(), 1); ; {
-		chunks, err := d.n.taskLogs.Read(d.ctx, e.ID, stream, from, logRangeBatch, logRangeBatchBytes)
-		if err != nil {
-			s.Reset()
-			return
+	err = d.n.taskLogs.Each(d.ctx, e.ID, stream, max(req.GetFromSeq(), 1), func(c runtime.Chunk) error {
+		if to := req.GetToSeq(); to != 0 && c.Seq > to {
+			return errRangeEnd
 		}
-		for _, c := range chunks {
-			if to := req.GetToSeq(); to != 0 && c.Seq > to {
-				_ = w.Flush()
-				return
-			}
-			if err := protocol.WriteDelimited(w, chunkToWire(e.ID, c), protocol.MaxLogChunkMessage); err != nil {
-				s.Reset()
-				return
-			}
-			from = c.Seq + 1
-		}
-		if len(chunks) == 0 {
-			break
-		}
+		return protocol.WriteDelimited(w, chunkToWire(e.ID, c), protocol.MaxLogChunkMessage)
+	})
+	if err != nil && !errors.Is(err, errRangeEnd) {
+		s.Reset()
+		return
 	}
 	_ = w.Flush()
 }

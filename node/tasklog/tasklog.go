@@ -267,6 +267,30 @@ func (s *Store) Read(ctx context.Context, id string, stream runtime.Stream, from
 	return out, nil
 }
 
+// Each calls fn for every stored chunk of one stream with from <= seq, in
+// order, reading the store in batches, until the chunks run out or fn
+// returns an error (returned as is).
+func (s *Store) Each(ctx context.Context, id string, stream runtime.Stream, from uint64, fn func(runtime.Chunk) error) error {
+	for {
+		chunks, err := s.Read(ctx, id, stream, from, eachBatch, eachBatchBytes)
+		if err != nil || len(chunks) == 0 {
+			return err
+		}
+		for _, c := range chunks {
+			if err := fn(c); err != nil {
+				return err
+			}
+			from = c.Seq + 1
+		}
+	}
+}
+
+// Batches of Each: enough to amortise a read, small enough for memory.
+const (
+	eachBatch      = 256
+	eachBatchBytes = 4 << 20
+)
+
 // Delete removes a task's log.
 func (s *Store) Delete(id string) error {
 	if err := checkID(id); err != nil {

@@ -141,3 +141,41 @@ func TestBadInput(t *testing.T) {
 		t.Errorf("append after close: %v", err)
 	}
 }
+
+// Each reads past one batch, whether the batch ends by count or by bytes.
+func TestEachReadsEveryBatch(t *testing.T) {
+	s := openStore(t)
+	w, err := s.Writer("task-each", 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := string(bytes.Repeat([]byte("x"), 256<<10))
+	const n = 3*eachBatch + 7
+	for i := uint64(1); i <= n; i++ {
+		data := "line\n"
+		if i <= 40 { // 10 MiB: more than one batch of bytes
+			data = big
+		}
+		if err := w.Append(chunk(runtime.Stdout, i, data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	next := uint64(5)
+	err = s.Each(context.Background(), "task-each", runtime.Stdout, 5, func(c runtime.Chunk) error {
+		if c.Seq != next {
+			return fmt.Errorf("chunk %d, want %d", c.Seq, next)
+		}
+		next++
+		return nil
+	})
+	if err != nil || next != n+1 {
+		t.Fatalf("read up to %d of %d: %v", next-1, n, err)
+	}
+	stop := errors.New("stop")
+	if err := s.Each(context.Background(), "task-each", runtime.Stdout, 1, func(runtime.Chunk) error { return stop }); !errors.Is(err, stop) {
+		t.Fatalf("fn's error: %v", err)
+	}
+}
