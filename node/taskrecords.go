@@ -128,15 +128,22 @@ func (r records) task(id string) (*taskRecord, error) {
 
 // tasks lists the coordinator's records, newest first.
 func (r records) tasks() ([]*taskRecord, error) {
-	var out []*taskRecord
-	err := r.st.Scan(taskRecordPrefix, func(_, v []byte) error {
-		var t taskRecord
-		if json.Unmarshal(v, &t) == nil {
-			out = append(out, &t)
+	out, err := scanRecords[taskRecord](r, taskRecordPrefix)
+	sort.Slice(out, func(i, j int) bool { return out[i].Submitted.After(out[j].Submitted) })
+	return out, err
+}
+
+// scanRecords decodes every record under prefix, skipping any that do not
+// decode.
+func scanRecords[T any](r records, prefix []byte) ([]*T, error) {
+	var out []*T
+	err := r.st.Scan(prefix, func(_, v []byte) error {
+		rec := new(T)
+		if json.Unmarshal(v, rec) == nil {
+			out = append(out, rec)
 		}
 		return nil
 	})
-	sort.Slice(out, func(i, j int) bool { return out[i].Submitted.After(out[j].Submitted) })
 	return out, err
 }
 
@@ -154,13 +161,5 @@ func (r records) exec(id string) (*execRecord, error) {
 }
 
 func (r records) execs() ([]*execRecord, error) {
-	var out []*execRecord
-	err := r.st.Scan(execRecordPrefix, func(_, v []byte) error {
-		var e execRecord
-		if json.Unmarshal(v, &e) == nil {
-			out = append(out, &e)
-		}
-		return nil
-	})
-	return out, err
+	return scanRecords[execRecord](r, execRecordPrefix)
 }
