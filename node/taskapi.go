@@ -57,9 +57,11 @@ func (a *apiRunEvents) started(id string, executor peer.ID, base cid.Cid) error 
 }
 
 func (a *apiRunEvents) output(c runtime.Chunk) error {
-	return a.stream.Send(&apiv1.RunEvent{Event: &apiv1.RunEvent_Output{Output: &apiv1.OutputChunk{
-		Stream: c.Stream.String(), Seq: c.Seq, Time: timestamppb.New(c.Time), Data: c.Data,
-	}}})
+	return a.stream.Send(&apiv1.RunEvent{Event: &apiv1.RunEvent_Output{Output: chunkToAPI(c)}})
+}
+
+func chunkToAPI(c runtime.Chunk) *apiv1.OutputChunk {
+	return &apiv1.OutputChunk{Stream: c.Stream.String(), Seq: c.Seq, Time: timestamppb.New(c.Time), Data: c.Data}
 }
 
 func (a *apiRunEvents) progress(phase string, done, total uint64) error {
@@ -127,7 +129,7 @@ func (t *taskService) Cancel(ctx context.Context, req *connect.Request[apiv1.Can
 
 func (t *taskService) Logs(ctx context.Context, req *connect.Request[apiv1.LogsRequest], stream *connect.ServerStream[apiv1.OutputChunk]) error {
 	return t.n.deleg.logs(ctx, req.Msg.GetTaskId(), req.Msg.GetFollow(), func(c runtime.Chunk) error {
-		return stream.Send(&apiv1.OutputChunk{Stream: c.Stream.String(), Seq: c.Seq, Time: timestamppb.New(c.Time), Data: c.Data})
+		return stream.Send(chunkToAPI(c))
 	})
 }
 
