@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -507,5 +508,98 @@ func TestDelegatedMissingImage(t *testing.T) {
 	list, err := cs[0].ListTasks(ctx)
 	if err != nil || len(list) != 1 || list[0].GetState() != "failed" {
 		t.Fatalf("tasks: %v, %v", list, err)
+	}
+}
+
+// A partition between coordinator and executor while the task runs: the
+// task ends on the executor, which cannot deliver; when the link heals the
+// result arrives exactly once and is merged, and the output is whole.
+func TestPartitionDuringTask(t *testing.T) {
+	tn, cs := mesh3(t)
+	ctx := ctxT(t, 2*time.Minute)
+	coord, exec := tn.Peers[0], tn.Peers[1]
+	ws := t.TempDir()
+	if err := os.WriteFile(filepath.Join(ws, "in.txt"), []byte("before\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The task waits for the partition (a file the test cannot write into
+	// the sandbox, so it just sleeps), then writes while cut off.
+	script := `echo start; sleep 2; for i in $(seq 1 500); do echo "late $i"; done; echo after > in.txt; echo end`
+	var mu sync.Mutex
+	var stdout strings.Builder
+	started := make(chan struct{})
+	var once sync.Once
+	type outcome struct {
+		res *apiv1.TaskResult
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		res, err := cs[0].Run(ctx, &apiv1.RunRequest{
+			Spec: &apiv1.TaskSpec{Command: []string{"sh", "-c", script}}, Workspace: ws, Peer: exec.Node.ID().String(),
+		}, func(ev *apiv1.RunEvent) {
+			if o := ev.GetOutput(); o != nil && o.GetStream() == "stdout" {
+				mu.Lock()
+				stdout.Write(o.GetData())
+				mu.Unlock()
+				once.Do(func() { close(started) })
+			}
+		})
+		done <- outcome{res, err}
+	}()
+	select {
+	case <-started:
+	case out := <-done:
+		t.Fatalf("run ended before its first line: %+v %v", out.res, out.err)
+	case <-ctx.Done():
+		t.Fatal("no output")
+	}
+	tn.Partition(coord, exec)
+	if coord.Node.Host().IsConnected(exec.Node.ID()) {
+		t.Fatal("still connected after the partition")
+	}
+	// The task ends on the executor while the link is down; give the
+	// executor time to try delivering and fail.
+	eventually(t, "the task to end on the executor", 30*time.Second, func() bool { return exec.Node.RunningTasks() == 0 })
+	time.Sleep(time.Second)
+	select {
+	case out := <-done:
+		t.Fatalf("run ended during the partition: %+v %v", out.res, out.err)
+	default:
+	}
+	if err := tn.Heal(ctx, coord, exec); err != nil {
+		t.Fatal(err)
+	}
+	out := <-done
+	if out.err != nil || out.res.GetExitCode() != 0 {
+		t.Fatalf("after heal: %+v %v", out.res, out.err)
+	}
+	want := "start\n"
+	for i := 1; i <= 500; i++ {
+		want += fmt.Sprintf("late %d\n", i)
+	}
+	want += "end\n"
+	mu.Lock()
+	got := stdout.String()
+	mu.Unlock()
+	if got != want {
+		t.Fatalf("stdout after the partition: %d bytes, want %d:\n%s", len(got), len(want), got)
+	}
+	if b, _ := os.ReadFile(filepath.Join(ws, "in.txt")); string(b) != "after\n" {
+		t.Fatalf("in.txt %q: the result was not merged", b)
+	}
+	// Exactly once: the user edits the merged file; a second delivery or
+	// merge would leave a conflict copy beside it or change it.
+	if err := os.WriteFile(filepath.Join(ws, "in.txt"), []byte("mine\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	entries, _ := os.ReadDir(ws)
+	if b, _ := os.ReadFile(filepath.Join(ws, "in.txt")); string(b) != "mine\n" || len(entries) != 1 {
+		t.Fatalf("in.txt %q, %d entries: the result was applied twice", b, len(entries))
+	}
+	info, err := cs[0].GetTask(ctx, out.res.GetTaskId())
+	if err != nil || info.GetState() != "delivered" {
+		t.Fatalf("task %+v %v", info, err)
 	}
 }

@@ -37,25 +37,60 @@ func (f *firstSight) first(p peer.ID) bool {
 	return true
 }
 
-// allowlistGater refuses every peer not on its list, on dial and after the
-// secure handshake (when the remote's identity is proven).
-type allowlistGater struct {
-	allowed map[peer.ID]struct{}
+// gater decides who may connect: when the allowlist is not empty only the
+// peers on it, and never a peer blocked at run time (Host.Block), on dial and
+// after the secure handshake (when the remote's identity is proven).
+type gater struct {
+	allowed map[peer.ID]struct{} // nil: every holder of the mesh key
 	log     *slog.Logger
 	logged  firstSight
+
+	mu      sync.RWMutex
+	blocked map[peer.ID]struct{}
 }
 
-var _ connmgr.ConnectionGater = (*allowlistGater)(nil)
+var _ connmgr.ConnectionGater = (*gater)(nil)
 
-func newAllowlistGater(ids []peer.ID, log *slog.Logger) *allowlistGater {
-	g := &allowlistGater{allowed: make(map[peer.ID]struct{}, len(ids)), log: log}
-	for _, id := range ids {
-		g.allowed[id] = struct{}{}
+func newGater(allowlist []peer.ID, log *slog.Logger) *gater {
+	g := &gater{log: log, blocked: map[peer.ID]struct{}{}}
+	if len(allowlist) > 0 {
+		g.allowed = make(map[peer.ID]struct{}, len(allowlist))
+		for _, id := range allowlist {
+			g.allowed[id] = struct{}{}
+		}
 	}
 	return g
 }
 
-func (g *allowlistGater) allow(p peer.ID, dir string) bool {
+// block refuses p from now on; it reports whether p was not blocked before.
+func (g *gater) block(p peer.ID) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	_, was := g.blocked[p]
+	g.blocked[p] = struct{}{}
+	return !was
+}
+
+func (g *gater) unblock(p peer.ID) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.blocked, p)
+}
+
+func (g *gater) isBlocked(p peer.ID) bool {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	_, ok := g.blocked[p]
+	return ok
+}
+
+func (g *gater) allow(p peer.ID, dir string) bool {
+	if g.isBlocked(p) {
+		return false
+	}
+	if g.allowed == nil {
+		return true
+	}
 	if _, ok := g.allowed[p]; ok {
 		return true
 	}
@@ -65,16 +100,16 @@ func (g *allowlistGater) allow(p peer.ID, dir string) bool {
 	return false
 }
 
-func (g *allowlistGater) InterceptPeerDial(p peer.ID) bool { return g.allow(p, "outbound") }
+func (g *gater) InterceptPeerDial(p peer.ID) bool { return g.allow(p, "outbound") }
 
-func (g *allowlistGater) InterceptAddrDial(peer.ID, ma.Multiaddr) bool { return true }
+func (g *gater) InterceptAddrDial(p peer.ID, _ ma.Multiaddr) bool { return !g.isBlocked(p) }
 
-func (g *allowlistGater) InterceptAccept(network.ConnMultiaddrs) bool { return true }
+func (g *gater) InterceptAccept(network.ConnMultiaddrs) bool { return true }
 
-func (g *allowlistGater) InterceptSecured(dir network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {
+func (g *gater) InterceptSecured(dir network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {
 	return g.allow(p, dir.String())
 }
 
-func (g *allowlistGater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) {
-	return true, 0
+func (g *gater) InterceptUpgraded(c network.Conn) (bool, control.DisconnectReason) {
+	return !g.isBlocked(c.RemotePeer()), 0
 }

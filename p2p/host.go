@@ -46,6 +46,8 @@ type Host struct {
 	ps   *pubsub.PubSub
 	dht  *dht.IpfsDHT
 	mdns mdns.Service
+	// gater also holds the peers blocked at run time.
+	gater *gater
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -105,9 +107,8 @@ func New(cfg Config, log *slog.Logger) (*Host, error) {
 	} else {
 		opts = append(opts, libp2p.Transport(quic.NewTransport))
 	}
-	if len(cfg.Allowlist) > 0 {
-		opts = append(opts, libp2p.ConnectionGater(newAllowlistGater(cfg.Allowlist, log)))
-	}
+	g := newGater(cfg.Allowlist, log)
+	opts = append(opts, libp2p.ConnectionGater(g))
 	h, err := libp2p.New(opts...)
 	if err != nil {
 		// libp2p closes what it was given on a failed construction only in
@@ -119,7 +120,7 @@ func New(cfg Config, log *slog.Logger) (*Host, error) {
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
-	n := &Host{cfg: cfg, log: log, host: h, cancel: cancel}
+	n := &Host{cfg: cfg, log: log, host: h, gater: g, cancel: cancel}
 	if err := n.start(ctx); err != nil {
 		n.Close()
 		return nil, err
@@ -393,6 +394,22 @@ func (n *Host) Connected() []peer.ID { return n.host.Network().Peers() }
 // IsConnected reports whether a live connection to p exists.
 func (n *Host) IsConnected(p peer.ID) bool {
 	return n.host.Network().Connectedness(p) == network.Connected
+}
+
+// Block cuts this peer off from p: its connections are closed and no new
+// one is dialled or accepted until Unblock. Streams in flight fail as a
+// broken link would, which is how tests partition two peers.
+func (n *Host) Block(p peer.ID) {
+	if n.gater.block(p) {
+		n.log.Info("blocked peer", "peer", p)
+	}
+	_ = n.host.Network().ClosePeer(p)
+}
+
+// Unblock lets p connect again; discovery and bootstrap redial it.
+func (n *Host) Unblock(p peer.ID) {
+	n.gater.unblock(p)
+	n.log.Info("unblocked peer", "peer", p)
 }
 
 // Close stops discovery, pubsub, the DHT and the host, and waits for every

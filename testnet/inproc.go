@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/cortex-peer/cortex-peer/node"
 	"github.com/cortex-peer/cortex-peer/node/datadir"
 )
@@ -187,6 +189,25 @@ func (p *Peer) Restart() error {
 		return err
 	}
 	p.Node = nd
+	return nil
+}
+
+// Partition cuts the link between a and b both ways, as a broken network
+// would: their connections drop and neither can reach the other until
+// Heal. Each can still reach the other peers, so gossip may flow around.
+func (n *Net) Partition(a, b *Peer) {
+	a.Node.Host().Block(b.Node.ID())
+	b.Node.Host().Block(a.Node.ID())
+}
+
+// Heal restores the link that Partition cut and connects a to b again.
+func (n *Net) Heal(ctx context.Context, a, b *Peer) error {
+	a.Node.Host().Unblock(b.Node.ID())
+	b.Node.Host().Unblock(a.Node.ID())
+	ai := peer.AddrInfo{ID: b.Node.ID(), Addrs: b.Node.Host().ListenAddrs()}
+	if err := a.Node.Host().Libp2p().Connect(ctx, ai); err != nil {
+		return fmt.Errorf("testnet: heal %s-%s: %w", a.Name, b.Name, err)
+	}
 	return nil
 }
 
