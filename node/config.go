@@ -26,13 +26,14 @@ type Config struct {
 	APISocket    string
 	APITokenFile string
 	Tasks        TasksConfig
-	// KnownPeersInterval is how often the peers in the book are saved to the
-	// store, so a restarted peer can rejoin without its bootstrap peers.
+	// KnownPeersInterval is how often the book is checked for peers to save
+	// to the store (only new or moved ones are written), so a restarted peer
+	// can rejoin without its bootstrap peers.
 	KnownPeersInterval time.Duration
 }
 
 // DefaultKnownPeersInterval is the default of Config.KnownPeersInterval.
-const DefaultKnownPeersInterval = 30 * time.Second
+const DefaultKnownPeersInterval = time.Second
 
 // ConfigFromFile translates the data dir's config file into a Config,
 // reading the identity and mesh key it names.

@@ -139,6 +139,7 @@ func (d *delegation) runRemote(ctx context.Context, req runRequest, spec runtime
 		}
 	}
 	out.Base = base
+	rec.ExecutorAddrs = d.listenAddrsOf(executor)
 	if err := d.rec.putTask(rec); err != nil {
 		return out, err
 	}
@@ -224,6 +225,7 @@ func (d *delegation) goAwait(rec *taskRecord, relay *logRelay) {
 			if err != nil {
 				return
 			}
+			d.rememberAddrs(exec, rec.ExecutorAddrs)
 			if relay, err = d.openRelay(rec.ID, exec); err != nil {
 				d.log.Warn("follow task", "task", rec.ID, "err", err)
 				return

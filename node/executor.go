@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	libp2pproto "github.com/libp2p/go-libp2p/core/protocol"
+	ma "github.com/multiformats/go-multiaddr"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cortex-peer/cortex-peer/p2p"
@@ -99,9 +100,11 @@ func (d *delegation) start() {
 			if err := d.rec.putExec(e); err != nil {
 				d.log.Warn("record interrupted task", "task", e.ID, "err", err)
 			}
+			d.rememberCoordinator(e)
 			d.goDeliver(e.ID)
 		case stateExited, stateFailed:
 			if e.Result != nil {
+				d.rememberCoordinator(e)
 				d.goDeliver(e.ID)
 			}
 		}
@@ -237,7 +240,7 @@ func (d *delegation) accept(from peer.ID, sub *meshv1.SubmitTask) *meshv1.TaskRe
 	if err != nil {
 		return refuse(meshv1.ReplyCode_REPLY_CODE_UNAVAILABLE, "peer %s cannot run tasks: %v", d.n.ID(), err)
 	}
-	rec := &execRecord{ID: id, Coordinator: from.String(), State: stateSubmitted}
+	rec := &execRecord{ID: id, Coordinator: from.String(), CoordinatorAddrs: d.listenAddrsOf(from), State: stateSubmitted}
 	if err := d.rec.putExec(rec); err != nil {
 		return refuse(meshv1.ReplyCode_REPLY_CODE_INTERNAL, "record task: %v", err)
 	}
@@ -480,6 +483,42 @@ func (d *delegation) deliverLoop(ctx context.Context, id string) {
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, deliverRetryMax)
+	}
+}
+
+// listenAddrsOf is what the peerstore knows of p's listen addresses (from
+// identify and heartbeats), as strings for a record.
+func (d *delegation) listenAddrsOf(p peer.ID) []string {
+	addrs := d.n.host.Libp2p().Peerstore().Addrs(p)
+	out := make([]string, 0, len(addrs))
+	for _, a := range addrs {
+		out = append(out, a.String())
+	}
+	return out
+}
+
+// rememberedAddrTTL keeps a record's addresses of a peer in the peerstore
+// long enough for a restarted peer to find it again, and no longer.
+const rememberedAddrTTL = time.Hour
+
+// rememberAddrs puts addresses kept in a record back into the peerstore, so
+// dialling p works after a restart before discovery finds it. Addresses that
+// do not parse are skipped: a record is ours, but may be old.
+func (d *delegation) rememberAddrs(p peer.ID, addrs []string) {
+	var mas []ma.Multiaddr
+	for _, a := range addrs {
+		if m, err := ma.NewMultiaddr(a); err == nil {
+			mas = append(mas, m)
+		}
+	}
+	if len(mas) > 0 {
+		d.n.host.Libp2p().Peerstore().AddAddrs(p, mas, rememberedAddrTTL)
+	}
+}
+
+func (d *delegation) rememberCoordinator(e *execRecord) {
+	if p, err := peer.Decode(e.Coordinator); err == nil {
+		d.rememberAddrs(p, e.CoordinatorAddrs)
 	}
 }
 

@@ -219,16 +219,21 @@ func (n *Node) loadKnownPeers() []peer.AddrInfo {
 	return out
 }
 
-// saveKnownPeersLoop redials the peers known from the last run, then
-// periodically records the live peers of the book, so a restarted peer finds
-// its mesh again even when its bootstrap peers are gone.
+// saveKnownPeersLoop redials the peers known from the last run, then records
+// the live peers of the book whenever one appears or changes address, so a
+// restarted peer (even one killed seconds after it met the mesh) finds its
+// mesh again when its bootstrap peers are gone or have moved.
 func (n *Node) saveKnownPeersLoop(ctx context.Context, known []peer.AddrInfo) error {
+	if len(known) > 0 {
+		n.log.Info("redialling the peers known from the last run", "peers", len(known))
+	}
 	for _, ai := range known {
 		if ctx.Err() != nil {
 			return nil
 		}
 		n.host.Connect(ctx, ai)
 	}
+	saved := map[peer.ID]string{}
 	t := time.NewTicker(n.cfg.KnownPeersInterval)
 	defer t.Stop()
 	for {
@@ -245,10 +250,15 @@ func (n *Node) saveKnownPeersLoop(ctx context.Context, known []peer.AddrInfo) er
 			for i, a := range e.Addrs {
 				full[i] = a.String() + "/p2p/" + e.ID.String()
 			}
+			value := strings.Join(full, "\n")
+			if saved[e.ID] == value {
+				continue
+			}
 			key := append(append([]byte{}, knownPeersPrefix...), e.ID...)
-			if err := n.store.Put(key, []byte(strings.Join(full, "\n"))); err != nil {
+			if err := n.store.Put(key, []byte(value)); err != nil {
 				return fmt.Errorf("save known peer %s: %w", e.ID, err)
 			}
+			saved[e.ID] = value
 		}
 	}
 }

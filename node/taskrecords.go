@@ -54,29 +54,36 @@ type taskResultRecord struct {
 
 // taskRecord is one task as its coordinator remembers it.
 type taskRecord struct {
-	ID        string            `json:"id"`
-	Executor  string            `json:"executor"` // peer id
-	Command   []string          `json:"command"`
-	Image     string            `json:"image,omitempty"`
-	Workspace string            `json:"workspace,omitempty"` // the caller's directory
-	BaseRoot  string            `json:"base_root,omitempty"`
-	State     taskState         `json:"state"`
-	Submitted time.Time         `json:"submitted"`
-	Updated   time.Time         `json:"updated"`
-	Result    *taskResultRecord `json:"result,omitempty"`
-	Merge     *dag.MergeReport  `json:"merge,omitempty"`
-	MergeErr  string            `json:"merge_error,omitempty"`
-	Merged    bool              `json:"merged,omitempty"`
-	Error     string            `json:"error,omitempty"`
+	ID       string `json:"id"`
+	Executor string `json:"executor"` // peer id
+	// ExecutorAddrs are where the executor listened when the task was
+	// submitted: a restarted coordinator dials them to follow the task, even
+	// before the mesh has introduced the executor again.
+	ExecutorAddrs []string          `json:"executor_addrs,omitempty"`
+	Command       []string          `json:"command"`
+	Image         string            `json:"image,omitempty"`
+	Workspace     string            `json:"workspace,omitempty"` // the caller's directory
+	BaseRoot      string            `json:"base_root,omitempty"`
+	State         taskState         `json:"state"`
+	Submitted     time.Time         `json:"submitted"`
+	Updated       time.Time         `json:"updated"`
+	Result        *taskResultRecord `json:"result,omitempty"`
+	Merge         *dag.MergeReport  `json:"merge,omitempty"`
+	MergeErr      string            `json:"merge_error,omitempty"`
+	Merged        bool              `json:"merged,omitempty"`
+	Error         string            `json:"error,omitempty"`
 }
 
 // execRecord is one task as its executor remembers it.
 type execRecord struct {
-	ID          string            `json:"id"`
-	Coordinator string            `json:"coordinator"` // peer id
-	State       taskState         `json:"state"`
-	Updated     time.Time         `json:"updated"`
-	Result      *taskResultRecord `json:"result,omitempty"`
+	ID          string `json:"id"`
+	Coordinator string `json:"coordinator"` // peer id
+	// CoordinatorAddrs are where the coordinator listened when it submitted
+	// the task: a restarted executor dials them to deliver the result.
+	CoordinatorAddrs []string          `json:"coordinator_addrs,omitempty"`
+	State            taskState         `json:"state"`
+	Updated          time.Time         `json:"updated"`
+	Result           *taskResultRecord `json:"result,omitempty"`
 }
 
 // Key prefixes in the peer's store.

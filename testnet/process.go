@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -36,7 +37,15 @@ type ProcessOptions struct {
 	Heartbeat time.Duration
 	// LogLevel of the peers (info if empty). Each peer logs to DIR/peerK/peer.log.
 	LogLevel string
+	// ConfigEdits replace, in every peer's config.toml after init, each
+	// key's line with its value's (for example the tasks namespace line);
+	// a key absent from the file is an error, so an edit is never lost.
+	ConfigEdits map[string]string
 }
+
+// TestNamespaceEdit is the ConfigEdits entry that runs a process testnet's
+// tasks in TestNamespace, away from the user's containers and images.
+var TestNamespaceEdit = map[string]string{`namespace = "cortex"`: `namespace = "` + TestNamespace + `"`}
 
 // ProcessPeer is one peer process.
 type ProcessPeer struct {
@@ -93,6 +102,9 @@ func StartProcesses(ctx context.Context, opts ProcessOptions) (_ *ProcessNet, er
 		if out, err := exec.CommandContext(ctx, opts.Binary, args...).CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("testnet: init %s: %v: %s", name, err, out)
 		}
+		if err := editConfig(filepath.Join(p.DataDir, "config.toml"), opts.ConfigEdits); err != nil {
+			return nil, fmt.Errorf("testnet: %s: %w", name, err)
+		}
 		pn.Peers = append(pn.Peers, p)
 		// The first peer must be up before the others can bootstrap to it;
 		// the others start together.
@@ -113,6 +125,24 @@ func StartProcesses(ctx context.Context, opts ProcessOptions) (_ *ProcessNet, er
 		}
 	}
 	return pn, nil
+}
+
+func editConfig(path string, edits map[string]string) error {
+	if len(edits) == 0 {
+		return nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	text := string(b)
+	for from, to := range edits {
+		if !strings.Contains(text, from) {
+			return fmt.Errorf("config edit: %q is not in %s: %w", from, path, errdefs.ErrNotFound)
+		}
+		text = strings.Replace(text, from, to, 1)
+	}
+	return os.WriteFile(path, []byte(text), 0o600)
 }
 
 func bootstrapArgs(addrs []string) []string {

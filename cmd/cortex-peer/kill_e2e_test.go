@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cortex-peer/cortex-peer/testnet"
+)
+
+// killNet starts a 3-peer process testnet whose tasks run in the test
+// namespace and whose coordinators give up on a silent executor after 3 s.
+func killNet(t *testing.T) (string, *testnet.ProcessNet) {
+	t.Helper()
+	bin := testnet.BuildBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	edits := map[string]string{`lost_after = "1m0s"`: `lost_after = "3s"`}
+	for k, v := range testnet.TestNamespaceEdit {
+		edits[k] = v
+	}
+	pn, err := testnet.StartProcesses(ctx, testnet.ProcessOptions{Binary: bin, N: 3, Dir: t.TempDir(), Heartbeat: 300 * time.Millisecond, ConfigEdits: edits})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pn.Stop() })
+	if err := pn.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return bin, pn
+}
+
+// taskState is `cortex-peer result TASK --json` as a test reads it.
+type taskState struct {
+	State  string `json:"state"`
+	Error  string `json:"error"`
+	Result *struct {
+		ExitCode int    `json:"exit_code"`
+		Error    string `json:"error"`
+	} `json:"result"`
+}
+
+func resultOf(t *testing.T, bin, dir, id string) (taskState, bool) {
+	t.Helper()
+	r := run(t, bin, "result", "--json", "--data", dir, id)
+	var st taskState
+	// result exits with the task's code, 1 while it has none.
+	if json.Unmarshal([]byte(r.stdout), &st) != nil {
+		return st, false
+	}
+	return st, true
+}
+
+// leftovers lists the containers in the test namespace that belong to the
+// peer with id owner.
+func leftovers(t *testing.T, owner string) []string {
+	t.Helper()
+	out, err := exec.Command("ctr", "-n", testnet.TestNamespace, "containers", "ls", "-q",
+		`labels."io.cortex-peer.owner"==`+owner).Output()
+	if err != nil {
+		t.Fatalf("ctr containers ls (make deps installs containerd): %v", err)
+	}
+	return strings.Fields(string(out))
+}
+
+func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// kill -9 of the executor mid-task: the coordinator marks the task lost
+// with a clear error within lost_after; the restarted executor removes the
+// container the dead process left and reports the task as cut short.
+func TestKillExecutorMidTask(t *testing.T) {
+	bin, pn := killNet(t)
+	coord, executor := pn.Peers[0], pn.Peers[1]
+	r := run(t, bin, "run", "--detach", "--data", coord.DataDir, "--peer", executor.ID, "--", "sh", "-c", "echo up; sleep 600")
+	if r.code != 0 {
+		t.Fatalf("run --detach: %d %s", r.code, r.stderr)
+	}
+	id := strings.TrimSpace(r.stdout)
+	waitFor(t, "the task to run", 30*time.Second, func() bool {
+		st, ok := resultOf(t, bin, coord.DataDir, id)
+		return ok && st.State == "running"
+	})
+	if len(leftovers(t, executor.ID)) != 1 {
+		t.Fatalf("want the task's container on the executor, have %v", leftovers(t, executor.ID))
+	}
+	if err := executor.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-executor.Exited()
+	var st taskState
+	waitFor(t, "the task to be marked lost", 30*time.Second, func() bool {
+		var ok bool
+		st, ok = resultOf(t, bin, coord.DataDir, id)
+		return ok && st.State == "lost"
+	})
+	if !strings.Contains(st.Error, "could not be reached") {
+		t.Fatalf("lost task's error %q: want it to say the executor could not be reached", st.Error)
+	}
+	// The killed process left its container running under containerd.
+	if n := len(leftovers(t, executor.ID)); n != 1 {
+		t.Fatalf("%d containers of the killed executor, want its one running task", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := executor.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the restarted executor to clean up", 30*time.Second, func() bool { return len(leftovers(t, executor.ID)) == 0 })
+	waitFor(t, "the restarted executor's word on the task", 30*time.Second, func() bool {
+		st, ok := resultOf(t, bin, coord.DataDir, id)
+		return ok && st.Result != nil
+	})
+}
+
+// kill -9 of the coordinator mid-task, then restart: the record is there,
+// the executor delivers the result it kept, and `result TASK` answers.
+func TestKillCoordinatorMidTask(t *testing.T) {
+	bin, pn := killNet(t)
+	coord, executor := pn.Peers[0], pn.Peers[1]
+	r := run(t, bin, "run", "--detach", "--data", coord.DataDir, "--peer", executor.ID, "--", "sh", "-c", "echo up; sleep 2; echo done")
+	if r.code != 0 {
+		t.Fatalf("run --detach: %d %s", r.code, r.stderr)
+	}
+	id := strings.TrimSpace(r.stdout)
+	waitFor(t, "the task to run", 30*time.Second, func() bool {
+		st, ok := resultOf(t, bin, coord.DataDir, id)
+		return ok && st.State == "running"
+	})
+	if err := coord.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-coord.Exited()
+	// The task ends while its coordinator is down.
+	waitFor(t, "the task to end on the executor", 30*time.Second, func() bool { return len(leftovers(t, executor.ID)) == 0 })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := coord.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var st taskState
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, p := range pn.Peers {
+				b, _ := os.ReadFile(p.LogFile)
+				t.Logf("%s log:\n%s", p.Name, b)
+			}
+		}
+	})
+	waitFor(t, "result TASK to answer with the result", 30*time.Second, func() bool {
+		var ok bool
+		st, ok = resultOf(t, bin, coord.DataDir, id)
+		return ok && st.State == "delivered"
+	})
+	if st.Result == nil || st.Result.ExitCode != 0 || st.Result.Error != "" {
+		t.Fatalf("result after the coordinator's restart: %+v", st)
+	}
+	logs := run(t, bin, "logs", "--data", coord.DataDir, id)
+	if logs.code != 0 || logs.stdout != "up\ndone\n" {
+		t.Fatalf("logs after restart: %d %q %s", logs.code, logs.stdout, logs.stderr)
+	}
+}
