@@ -221,6 +221,7 @@ func (p *peerService) peerInfo(e p2p.PeerEntry) *apiv1.PeerInfo {
 		LastSeen:     timestamppb.New(e.LastSeen),
 		Connected:    p.n.host.IsConnected(e.ID),
 		Expired:      e.Expired,
+		Images:       h.Images,
 	}
 }
 

@@ -26,16 +26,56 @@ func (n *Node) candidates() []candidate {
 	self := n.announcement()
 	out := []candidate{{
 		ID: n.ID(), Self: true, Labels: self.Labels, Caps: self.Capabilities,
-		CPUs: self.Capacity.CPUs, Running: self.Capacity.RunningTasks,
+		CPUs: self.Capacity.CPUs, Running: self.Capacity.RunningTasks, Images: self.Images,
 	}}
 	for _, e := range n.Peers() {
 		hb := e.Heartbeat
 		out = append(out, candidate{
 			ID: e.ID, Labels: hb.Labels, Caps: hb.Capabilities, Protocols: hb.Protocols,
-			CPUs: hb.Capacity.CPUs, Running: hb.Capacity.RunningTasks,
+			CPUs: hb.Capacity.CPUs, Running: hb.Capacity.RunningTasks, Images: hb.Images,
 		})
 	}
 	return out
+}
+
+// Workspace probes: how many blocks of the workspace are sampled, and how
+// long a candidate has to answer before it counts as holding none.
+const (
+	probeSample  = 128
+	probeTimeout = 500 * time.Millisecond
+)
+
+// probeWorkspace sets each remote candidate's Missing to the fraction of a
+// sample of root's blocks it lacks, asking them all at once; this peer has
+// them all (it just imported them). A candidate that does not answer in
+// time lacks everything.
+func (d *delegation) probeWorkspace(ctx context.Context, root cid.Cid, cands []candidate) {
+	sample, err := d.n.dags.Sample(ctx, root, probeSample)
+	if err != nil || len(sample) == 0 {
+		d.log.Debug("sample workspace for placement", "root", root, "err", err)
+		return
+	}
+	raw := make([][]byte, len(sample))
+	for i, c := range sample {
+		raw[i] = c.Bytes()
+	}
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := range cands {
+		if cands[i].Self {
+			continue
+		}
+		cands[i].Missing = 1
+		wg.Go(func() {
+			reply, err := d.n.taskRequest(ctx, cands[i].ID, &meshv1.TaskRequest{Request: &meshv1.TaskRequest_Probe{Probe: &meshv1.ProbeBlocks{Cids: raw}}})
+			if err == nil && reply.GetCode() == meshv1.ReplyCode_REPLY_CODE_OK {
+				have := min(int(reply.GetHave()), len(raw))
+				cands[i].Missing = 1 - float64(have)/float64(len(raw))
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // runRequest is one task a caller of this peer (the coordinator) asks for.
@@ -44,6 +84,8 @@ type runRequest struct {
 	Workspace string // the caller's directory, absolute; "" for none
 	Placement placement
 	Detach    bool // return once the task is submitted; it goes on without the caller
+
+	base cid.Cid // the workspace as imported for placement, when it was
 }
 
 // submit places and starts a task. Attached, it returns when the task has
@@ -58,7 +100,20 @@ func (d *delegation) submit(ctx context.Context, req runRequest, ev runEvents) (
 	if err := req.Placement.validate(); err != nil {
 		return out, err
 	}
-	chosen, err := choose(req.Placement, d.n.candidates())
+	cands := d.n.candidates()
+	if req.Workspace != "" && req.Placement.Peer == "" {
+		// Where more than one peer fits, the workspace's blocks weigh in: it
+		// is imported now (the run needs it anyway) and the candidates asked
+		// how much of it they hold.
+		if fits, err := fitting(req.Placement, cands); err == nil && len(fits) > 1 {
+			_ = ev.progress("importing workspace", 0, 0)
+			if req.base, err = d.n.tasks.importWorkspace(ctx, spec.ID, req.Workspace); err != nil {
+				return out, err
+			}
+			d.probeWorkspace(ctx, req.base, cands)
+		}
+	}
+	chosen, err := choose(req.Placement, cands, spec.Image)
 	if err != nil {
 		return out, err
 	}
@@ -126,10 +181,13 @@ func (d *delegation) runRemote(ctx context.Context, req runRequest, spec runtime
 	out := taskOutcome{ID: spec.ID}
 	var base cid.Cid
 	if req.Workspace != "" {
-		_ = ev.progress("importing workspace", 0, 0)
-		var err error
-		if base, err = d.n.tasks.importWorkspace(ctx, spec.ID, req.Workspace); err != nil {
-			return out, err
+		base = req.base
+		if !base.Defined() {
+			_ = ev.progress("importing workspace", 0, 0)
+			var err error
+			if base, err = d.n.tasks.importWorkspace(ctx, spec.ID, req.Workspace); err != nil {
+				return out, err
+			}
 		}
 		rec.BaseRoot = base.String()
 		// The task's own pin keeps BASE for the merge, whatever the

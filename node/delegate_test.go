@@ -258,6 +258,20 @@ func TestTaskProtocolRefusesBadInput(t *testing.T) {
 	if r := deliver("../../etc"); r == nil || r.GetCode() != meshv1.ReplyCode_REPLY_CODE_INVALID {
 		t.Errorf("bad id: %v", r)
 	}
+	probe := func(cids [][]byte) *meshv1.TaskReply {
+		var b strings.Builder
+		req := &meshv1.TaskRequest{Request: &meshv1.TaskRequest_Probe{Probe: &meshv1.ProbeBlocks{Cids: cids}}}
+		if err := protocol.WriteDelimited(&b, req, protocol.MaxTaskMessage); err != nil {
+			t.Fatal(err)
+		}
+		return send([]byte(b.String()))
+	}
+	if r := probe([][]byte{[]byte("not a cid")}); r == nil || r.GetCode() != meshv1.ReplyCode_REPLY_CODE_INVALID {
+		t.Errorf("probe of a bad cid: %v", r)
+	}
+	if r := probe(make([][]byte, 300)); r == nil || r.GetCode() != meshv1.ReplyCode_REPLY_CODE_INVALID {
+		t.Errorf("probe of 300 blocks: %v", r)
+	}
 	// A task of peer 1 that runs on peer 3: peer 2 cannot deliver its result.
 	c, err := apiclient.Dial(tn.Peers[0].Dir)
 	if err != nil {
@@ -601,5 +615,50 @@ func TestPartitionDuringTask(t *testing.T) {
 	info, err := cs[0].GetTask(ctx, out.res.GetTaskId())
 	if err != nil || info.GetState() != "delivered" {
 		t.Fatalf("task %+v %v", info, err)
+	}
+}
+
+// Placement prefers the peer that already holds the workspace's blocks,
+// and heartbeats tell which images each peer holds.
+func TestPlacementPrefersWorkspaceHolder(t *testing.T) {
+	// Peers 2 and 3 are the pool; peer 1 only coordinates.
+	tn, cs := mesh3(t, testnet.WithConfig(func(i int, cfg *node.Config) {
+		if i > 0 {
+			cfg.Labels["pool"] = "workers"
+		}
+	}))
+	ctx := ctxT(t, 2*time.Minute)
+	ws := t.TempDir()
+	for i := range 50 {
+		if err := os.WriteFile(filepath.Join(ws, fmt.Sprintf("f%02d.txt", i)), []byte(strings.Repeat(fmt.Sprintf("file %d\n", i), 500)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	third := tn.Peers[2].Node.ID().String()
+	// A first task puts the workspace on peer 3.
+	if _, err := cs[0].Run(ctx, &apiv1.RunRequest{Spec: &apiv1.TaskSpec{Command: []string{"true"}}, Workspace: ws, Peer: third}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Peer 2 is as idle as peer 3, but lacks the blocks; peer 3 is chosen,
+	// again and again.
+	for range 3 {
+		var got collected
+		if _, err := cs[0].Run(ctx, &apiv1.RunRequest{
+			Spec: &apiv1.TaskSpec{Command: []string{"true"}}, Workspace: ws, Labels: map[string]string{"pool": "workers"},
+		}, got.event); err != nil {
+			t.Fatal(err)
+		}
+		if got.started.GetPeerId() != third {
+			t.Fatalf("ran on %s, want %s (it holds the workspace)", got.started.GetPeerId(), third)
+		}
+	}
+	peers, err := cs[0].Peers(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range peers {
+		if !slices.ContainsFunc(p.GetImages(), func(s string) bool { return strings.HasSuffix(s, "cortex/busybox:test") }) {
+			t.Fatalf("peer %s lists images %v, want the test image", p.GetId(), p.GetImages())
+		}
 	}
 }

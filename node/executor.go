@@ -182,6 +182,8 @@ func (d *delegation) serveTask(s network.Stream) {
 		reply = d.query(from, r.Query.GetTaskId())
 	case *meshv1.TaskRequest_Deliver:
 		reply = d.deliver(from, r.Deliver.GetResult())
+	case *meshv1.TaskRequest_Probe:
+		reply = d.probe(from, r.Probe.GetCids())
 	default:
 		reply = refuse(meshv1.ReplyCode_REPLY_CODE_INVALID, "empty or unknown request")
 	}
@@ -194,6 +196,44 @@ func refuse(code meshv1.ReplyCode, format string, args ...any) *meshv1.TaskReply
 	return &meshv1.TaskReply{Code: code, Reason: fmt.Sprintf(format, args...)}
 }
 
+// maxProbeCIDs bounds one ProbeBlocks request.
+const maxProbeCIDs = 256
+
+// probe answers how many of the blocks asked about this peer holds, to a
+// peer that may submit tasks here.
+func (d *delegation) probe(from peer.ID, raw [][]byte) *meshv1.TaskReply {
+	if reply := d.mayRunFor(from); reply != nil {
+		return reply
+	}
+	if len(raw) > maxProbeCIDs {
+		return refuse(meshv1.ReplyCode_REPLY_CODE_INVALID, "probe of %d blocks, at most %d", len(raw), maxProbeCIDs)
+	}
+	var have uint32
+	for _, b := range raw {
+		c, err := cid.Cast(b)
+		if err != nil {
+			return refuse(meshv1.ReplyCode_REPLY_CODE_INVALID, "probe: %v", err)
+		}
+		if ok, err := d.n.dags.Blocks().Has(d.ctx, c); err == nil && ok {
+			have++
+		}
+	}
+	return &meshv1.TaskReply{Code: meshv1.ReplyCode_REPLY_CODE_OK, Have: have}
+}
+
+// mayRunFor refuses a peer this peer's policy does not run tasks for, or
+// returns nil.
+func (d *delegation) mayRunFor(from peer.ID) *meshv1.TaskReply {
+	cfg := d.n.cfg.Tasks
+	if !cfg.AcceptRemote {
+		return refuse(meshv1.ReplyCode_REPLY_CODE_REFUSED, "peer %s does not run tasks for other peers (tasks.accept_remote = false)", d.n.ID())
+	}
+	if len(cfg.AcceptFrom) > 0 && !slices.Contains(cfg.AcceptFrom, from) {
+		return refuse(meshv1.ReplyCode_REPLY_CODE_REFUSED, "peer %s is not in tasks.accept_from of peer %s", from, d.n.ID())
+	}
+	return nil
+}
+
 // accept takes a task submitted by a coordinator, after the policy allows
 // the sender and the spec; the task then runs on its own goroutine.
 func (d *delegation) accept(from peer.ID, sub *meshv1.SubmitTask) *meshv1.TaskReply {
@@ -201,12 +241,8 @@ func (d *delegation) accept(from peer.ID, sub *meshv1.SubmitTask) *meshv1.TaskRe
 	if err := protocol.CheckTaskID(id); err != nil {
 		return refuse(meshv1.ReplyCode_REPLY_CODE_INVALID, "%v", err)
 	}
-	cfg := d.n.cfg.Tasks
-	if !cfg.AcceptRemote {
-		return refuse(meshv1.ReplyCode_REPLY_CODE_REFUSED, "peer %s does not run tasks for other peers (tasks.accept_remote = false)", d.n.ID())
-	}
-	if len(cfg.AcceptFrom) > 0 && !slices.Contains(cfg.AcceptFrom, from) {
-		return refuse(meshv1.ReplyCode_REPLY_CODE_REFUSED, "peer %s is not in tasks.accept_from of peer %s", from, d.n.ID())
+	if reply := d.mayRunFor(from); reply != nil {
+		return reply
 	}
 	if e, err := d.rec.exec(id); err == nil {
 		if e.Coordinator != from.String() {
@@ -219,7 +255,7 @@ func (d *delegation) accept(from peer.ID, sub *meshv1.SubmitTask) *meshv1.TaskRe
 		return refuse(meshv1.ReplyCode_REPLY_CODE_INVALID, "%v", err)
 	}
 	spec.ID = id
-	applied, err := cfg.Policy.Apply(spec)
+	applied, err := d.n.cfg.Tasks.Policy.Apply(spec)
 	if err != nil {
 		code := meshv1.ReplyCode_REPLY_CODE_REFUSED
 		if errors.Is(err, errdefs.ErrInvalid) {
@@ -345,6 +381,7 @@ func (d *delegation) ensureImage(ctx context.Context, id, image string) error {
 		return fmt.Errorf("image %q on peer %s: %w", image, d.n.ID(), err)
 	}
 	d.log.Info("pulling the image of a task", "task", id, "image", image)
+	defer d.n.images.changed()
 	if _, err := st.Pull(ctx, image, images.PullOptions{}); err != nil {
 		return fmt.Errorf("image %q is not on peer %s and could not be pulled: %w", image, d.n.ID(), err)
 	}

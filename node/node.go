@@ -118,12 +118,16 @@ func (n *Node) Done() <-chan struct{} { return n.done }
 
 // announcement is what the heartbeat tells the mesh about this peer.
 func (n *Node) announcement() p2p.Announcement {
-	return p2p.Announcement{
+	a := p2p.Announcement{
 		Version:      n.cfg.Version,
 		Labels:       maps.Clone(n.cfg.Labels),
 		Capabilities: n.prober.Capabilities(),
 		Capacity:     capacity(n.runningTasks()),
 	}
+	if a.Capabilities.Containerd { // without it, asking would only wait
+		a.Images = n.images.heldNames(context.Background())
+	}
+	return a
 }
 
 // Host is the peer's libp2p host, for tests that speak the wire directly.

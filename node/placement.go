@@ -11,6 +11,7 @@ import (
 
 	"github.com/cortex-peer/cortex-peer/protocol"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
+	"github.com/cortex-peer/cortex-peer/runtime/images"
 )
 
 // placement is what a caller asks of the peer that will run a task.
@@ -41,14 +42,25 @@ type candidate struct {
 	Protocols []string
 	CPUs      uint32
 	Running   uint32
+	Images    []string // names of the images it holds
+	// Missing is the fraction of the task's workspace blocks the peer lacks
+	// (0 without a workspace, or when nobody asked), from a probe.
+	Missing float64
 }
 
-// choose picks the peer to run a task: the asked-for peer, else among the
-// peers that match every label and capability (containerd is always
-// needed) and speak the task protocol, the least loaded (running tasks per
-// CPU), this peer on a tie (its workspace blocks are already here). When no
-// peer fits, the error says what each lacked.
-func choose(p placement, cands []candidate) (candidate, error) {
+// What a peer lacks weighs as a share of a busy CPU in placement: fetching a
+// whole workspace costs about as much as sharing a CPU with half a task, and
+// pulling an image a quarter. A peer twice as loaded as another but holding
+// the workspace still loses to it; an idle one that holds it wins.
+const (
+	missingWorkspaceCost = 0.5
+	missingImageCost     = 0.25
+)
+
+// fitting returns the candidates that meet every hard demand of p (the
+// asked-for peer, labels, capabilities; containerd is always needed, and the
+// task protocol for another peer), or an error that says what each lacked.
+func fitting(p placement, cands []candidate) ([]candidate, error) {
 	need := append([]string{"containerd"}, p.Require...)
 	var fits []candidate
 	var why []string
@@ -64,19 +76,40 @@ func choose(p placement, cands []candidate) (candidate, error) {
 	}
 	if len(fits) == 0 {
 		if p.Peer != "" && len(why) == 0 {
-			return candidate{}, fmt.Errorf("peer %s is not a live member of the mesh (see cortex-peer peers): %w", p.Peer, errdefs.ErrNotFound)
+			return nil, fmt.Errorf("peer %s is not a live member of the mesh (see cortex-peer peers): %w", p.Peer, errdefs.ErrNotFound)
 		}
-		return candidate{}, fmt.Errorf("no peer can run this task (needs %s%s): %s: %w",
+		return nil, fmt.Errorf("no peer can run this task (needs %s%s): %s: %w",
 			strings.Join(need, ", "), labelText(p.Labels), strings.Join(why, "; "), errdefs.ErrUnavailable)
 	}
+	return fits, nil
+}
+
+// choose picks the peer to run a task among those fitting p: the one of
+// least cost, which is its load (running tasks per CPU) plus what it would
+// have to fetch (the workspace blocks it lacks, the image when it does not
+// hold it); this peer on a tie. image is the task's image, "" when the
+// executor's default.
+func choose(p placement, cands []candidate, image string) (candidate, error) {
+	fits, err := fitting(p, cands)
+	if err != nil {
+		return candidate{}, err
+	}
 	sort.SliceStable(fits, func(i, j int) bool {
-		li, lj := fits[i].load(), fits[j].load()
-		if li != lj {
-			return li < lj
+		ci, cj := fits[i].cost(image), fits[j].cost(image)
+		if ci != cj {
+			return ci < cj
 		}
 		return fits[i].Self && !fits[j].Self
 	})
 	return fits[0], nil
+}
+
+func (c candidate) cost(image string) float64 {
+	cost := c.load() + missingWorkspaceCost*c.Missing
+	if image != "" && !slices.ContainsFunc(c.Images, func(held string) bool { return images.Refers(held, image) }) {
+		cost += missingImageCost
+	}
+	return cost
 }
 
 // lacks says what c lacks of the capabilities and labels, or "".

@@ -28,6 +28,8 @@ type Announcement struct {
 	Labels       map[string]string
 	Capabilities protocol.Capabilities
 	Capacity     protocol.Capacity
+	// Images the peer holds; beyond protocol.MaxImages the rest is left out.
+	Images []string
 }
 
 // Heartbeater publishes this peer's capability heartbeat every interval,
@@ -145,6 +147,7 @@ func (hb *Heartbeater) publish(ctx context.Context) error {
 		Labels:       a.Labels,
 		Capabilities: a.Capabilities,
 		Capacity:     a.Capacity,
+		Images:       a.Images[:min(len(a.Images), protocol.MaxImages)],
 	}
 	for _, addr := range hb.host.DialableAddrs() {
 		if len(h.Addrs) == maxAnnouncedAddrs {

@@ -22,6 +22,9 @@ const (
 	maxAddrLen     = 512
 	maxVersionLen  = 128
 	maxPeerIDLen   = 128
+	// MaxImages is how many image names a heartbeat may carry.
+	MaxImages   = 32
+	maxImageLen = 256
 )
 
 // Capabilities says what a peer can offer to tasks.
@@ -66,6 +69,7 @@ type Heartbeat struct {
 	Addrs        [][]byte // binary multiaddrs
 	Capabilities Capabilities
 	Capacity     Capacity
+	Images       []string // names of the container images the peer holds
 }
 
 // EncodeHeartbeat serializes h for the heartbeat topic.
@@ -117,6 +121,13 @@ func checkHeartbeat(h Heartbeat) error {
 		return bad("%d labels, at most %d", len(h.Labels), maxLabels)
 	case len(h.Addrs) > maxAddrs:
 		return bad("%d addresses, at most %d", len(h.Addrs), maxAddrs)
+	case len(h.Images) > MaxImages:
+		return bad("%d images, at most %d", len(h.Images), MaxImages)
+	}
+	for _, im := range h.Images {
+		if im == "" || len(im) > maxImageLen || !utf8.ValidString(im) {
+			return bad("image name %.32q: must be 1..%d bytes of UTF-8", im, maxImageLen)
+		}
 	}
 	for _, p := range h.Protocols {
 		if len(p) > maxProtocolLen {
@@ -146,6 +157,7 @@ func heartbeatToWire(h Heartbeat) *meshv1.Heartbeat {
 		Protocols:       h.Protocols,
 		Labels:          h.Labels,
 		Addrs:           h.Addrs,
+		Images:          h.Images,
 		Capabilities: &meshv1.Capabilities{
 			Containerd: h.Capabilities.Containerd,
 			Gvisor:     h.Capabilities.GVisor,
@@ -171,6 +183,7 @@ func heartbeatFromWire(w *meshv1.Heartbeat) Heartbeat {
 		Protocols: w.GetProtocols(),
 		Labels:    w.GetLabels(),
 		Addrs:     w.GetAddrs(),
+		Images:    w.GetImages(),
 		Capabilities: Capabilities{
 			Containerd: w.GetCapabilities().GetContainerd(),
 			GVisor:     w.GetCapabilities().GetGvisor(),

@@ -21,6 +21,7 @@ func validHeartbeat() Heartbeat {
 		Addrs:        [][]byte{{4, 127, 0, 0, 1}},
 		Capabilities: Capabilities{Containerd: true, Gopls: true},
 		Capacity:     Capacity{CPUs: 2, MemoryTotalBytes: 1 << 30, RunningTasks: 1},
+		Images:       []string{"docker.io/library/golang:1.26"},
 	}
 }
 
@@ -36,7 +37,7 @@ func TestHeartbeatRoundTrip(t *testing.T) {
 	}
 	if string(out.PeerID) != string(in.PeerID) || out.Seq != in.Seq || out.Version != in.Version ||
 		out.Labels["zone"] != "a" || out.Capabilities != in.Capabilities || out.Capacity != in.Capacity ||
-		!out.SentAt.Equal(in.SentAt) || len(out.Addrs) != 1 {
+		!out.SentAt.Equal(in.SentAt) || len(out.Addrs) != 1 || len(out.Images) != 1 || out.Images[0] != in.Images[0] {
 		t.Fatalf("round trip changed the heartbeat:\n in %+v\nout %+v", in, out)
 	}
 }
@@ -61,6 +62,9 @@ func TestDecodeHeartbeatRejects(t *testing.T) {
 		{name: "many labels", edit: func(h *Heartbeat) { h.Labels = manyLabels }},
 		{name: "many addrs", edit: func(h *Heartbeat) { h.Addrs = make([][]byte, 40) }},
 		{name: "empty addr", edit: func(h *Heartbeat) { h.Addrs = [][]byte{{}} }},
+		{name: "many images", edit: func(h *Heartbeat) { h.Images = strings.Split(strings.Repeat("a,", 40)+"a", ",") }},
+		{name: "long image name", edit: func(h *Heartbeat) { h.Images = []string{big} }},
+		{name: "empty image name", edit: func(h *Heartbeat) { h.Images = []string{""} }},
 		// peer_id "p", version "\xff": invalid UTF-8 in a string field.
 		{name: "bad utf8 version", raw: []byte{0x0a, 0x01, 'p', 0x22, 0x01, 0xff}},
 	}

@@ -251,6 +251,7 @@ type peerJSON struct {
 	LastSeen     time.Time             `json:"last_seen"`
 	Connected    bool                  `json:"connected"`
 	Expired      bool                  `json:"expired,omitempty"`
+	Images       []string              `json:"images"`
 }
 
 func toPeerJSON(p *apiv1.PeerInfo) peerJSON {
@@ -265,6 +266,10 @@ func toPeerJSON(p *apiv1.PeerInfo) peerJSON {
 		LastSeen:     p.GetLastSeen().AsTime(),
 		Connected:    p.GetConnected(),
 		Expired:      p.GetExpired(),
+		Images:       p.GetImages(),
+	}
+	if j.Images == nil {
+		j.Images = []string{}
 	}
 	if j.Addrs == nil {
 		j.Addrs = []string{}

@@ -223,6 +223,17 @@ func (s *Store) withNamespace(ctx context.Context) context.Context {
 }
 
 // lookup finds the record called name, or its normalized docker form.
+// Refers reports whether held, a name as List gives it, is the image that
+// want names, as Get resolves want: the same name, or the same once docker's
+// normalisation is applied (busybox is docker.io/library/busybox:latest).
+func Refers(held, want string) bool {
+	if held == want {
+		return true
+	}
+	ref, err := distref.ParseDockerRef(want)
+	return err == nil && ref.String() == held
+}
+
 func (s *Store) lookup(ctx context.Context, name string) (cimages.Image, error) {
 	if name == "" {
 		return cimages.Image{}, fmt.Errorf("image name is empty: %w", errdefs.ErrInvalid)

@@ -221,7 +221,9 @@ type PeerInfo struct {
 	// Whether the local peer holds a live connection to it right now.
 	Connected bool `protobuf:"varint,9,opt,name=connected,proto3" json:"connected,omitempty"`
 	// Whether the last heartbeat is older than the expiry.
-	Expired       bool `protobuf:"varint,10,opt,name=expired,proto3" json:"expired,omitempty"`
+	Expired bool `protobuf:"varint,10,opt,name=expired,proto3" json:"expired,omitempty"`
+	// Names of the container images the peer holds (at most 32).
+	Images        []string `protobuf:"bytes,11,rep,name=images,proto3" json:"images,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -324,6 +326,13 @@ func (x *PeerInfo) GetExpired() bool {
 		return x.Expired
 	}
 	return false
+}
+
+func (x *PeerInfo) GetImages() []string {
+	if x != nil {
+		return x.Images
+	}
+	return nil
 }
 
 // What a peer can offer to tasks.
@@ -660,7 +669,7 @@ const file_cortex_api_v1_api_proto_rawDesc = "" +
 	"\fPeersRequest\x12'\n" +
 	"\x0finclude_expired\x18\x01 \x01(\bR\x0eincludeExpired\">\n" +
 	"\rPeersResponse\x12-\n" +
-	"\x05peers\x18\x01 \x03(\v2\x17.cortex.api.v1.PeerInfoR\x05peers\"\xc7\x03\n" +
+	"\x05peers\x18\x01 \x03(\v2\x17.cortex.api.v1.PeerInfoR\x05peers\"\xdf\x03\n" +
 	"\bPeerInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05addrs\x18\x02 \x03(\tR\x05addrs\x12;\n" +
@@ -672,7 +681,8 @@ const file_cortex_api_v1_api_proto_rawDesc = "" +
 	"\tlast_seen\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12\x1c\n" +
 	"\tconnected\x18\t \x01(\bR\tconnected\x12\x18\n" +
 	"\aexpired\x18\n" +
-	" \x01(\bR\aexpired\x1a9\n" +
+	" \x01(\bR\aexpired\x12\x16\n" +
+	"\x06images\x18\v \x03(\tR\x06images\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"x\n" +

@@ -43,8 +43,11 @@ type Heartbeat struct {
 	Capacity     *Capacity     `protobuf:"bytes,9,opt,name=capacity,proto3" json:"capacity,omitempty"`
 	// Unix milliseconds when the sending process started; a restart resets seq.
 	StartedAtUnixMs int64 `protobuf:"varint,10,opt,name=started_at_unix_ms,json=startedAtUnixMs,proto3" json:"started_at_unix_ms,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Names of the container images the peer holds (at most 32), so
+	// placement can prefer a peer that need not pull a task's image.
+	Images        []string `protobuf:"bytes,11,rep,name=images,proto3" json:"images,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Heartbeat) Reset() {
@@ -145,6 +148,13 @@ func (x *Heartbeat) GetStartedAtUnixMs() int64 {
 		return x.StartedAtUnixMs
 	}
 	return 0
+}
+
+func (x *Heartbeat) GetImages() []string {
+	if x != nil {
+		return x.Images
+	}
+	return nil
 }
 
 type Capabilities struct {
@@ -287,7 +297,7 @@ var File_cortex_mesh_v1_heartbeat_proto protoreflect.FileDescriptor
 
 const file_cortex_mesh_v1_heartbeat_proto_rawDesc = "" +
 	"\n" +
-	"\x1ecortex/mesh/v1/heartbeat.proto\x12\x0ecortex.mesh.v1\"\xca\x03\n" +
+	"\x1ecortex/mesh/v1/heartbeat.proto\x12\x0ecortex.mesh.v1\"\xe2\x03\n" +
 	"\tHeartbeat\x12\x17\n" +
 	"\apeer_id\x18\x01 \x01(\fR\x06peerId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12%\n" +
@@ -299,7 +309,8 @@ const file_cortex_mesh_v1_heartbeat_proto_rawDesc = "" +
 	"\fcapabilities\x18\b \x01(\v2\x1c.cortex.mesh.v1.CapabilitiesR\fcapabilities\x124\n" +
 	"\bcapacity\x18\t \x01(\v2\x18.cortex.mesh.v1.CapacityR\bcapacity\x12+\n" +
 	"\x12started_at_unix_ms\x18\n" +
-	" \x01(\x03R\x0fstartedAtUnixMs\x1a9\n" +
+	" \x01(\x03R\x0fstartedAtUnixMs\x12\x16\n" +
+	"\x06images\x18\v \x03(\tR\x06images\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"x\n" +

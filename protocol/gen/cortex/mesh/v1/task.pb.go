@@ -306,6 +306,7 @@ type TaskRequest struct {
 	//	*TaskRequest_Cancel
 	//	*TaskRequest_Query
 	//	*TaskRequest_Deliver
+	//	*TaskRequest_Probe
 	Request       isTaskRequest_Request `protobuf_oneof:"request"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -384,6 +385,15 @@ func (x *TaskRequest) GetDeliver() *DeliverResult {
 	return nil
 }
 
+func (x *TaskRequest) GetProbe() *ProbeBlocks {
+	if x != nil {
+		if x, ok := x.Request.(*TaskRequest_Probe); ok {
+			return x.Probe
+		}
+	}
+	return nil
+}
+
 type isTaskRequest_Request interface {
 	isTaskRequest_Request()
 }
@@ -404,6 +414,10 @@ type TaskRequest_Deliver struct {
 	Deliver *DeliverResult `protobuf:"bytes,4,opt,name=deliver,proto3,oneof"`
 }
 
+type TaskRequest_Probe struct {
+	Probe *ProbeBlocks `protobuf:"bytes,5,opt,name=probe,proto3,oneof"`
+}
+
 func (*TaskRequest_Submit) isTaskRequest_Request() {}
 
 func (*TaskRequest_Cancel) isTaskRequest_Request() {}
@@ -411,6 +425,56 @@ func (*TaskRequest_Cancel) isTaskRequest_Request() {}
 func (*TaskRequest_Query) isTaskRequest_Request() {}
 
 func (*TaskRequest_Deliver) isTaskRequest_Request() {}
+
+func (*TaskRequest_Probe) isTaskRequest_Request() {}
+
+// ProbeBlocks asks a candidate executor how many of a sample of a
+// workspace's blocks it already holds, so placement can prefer the peer
+// that has to fetch the least. The reply's have field answers.
+type ProbeBlocks struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Binary CIDs, at most 256.
+	Cids          [][]byte `protobuf:"bytes,1,rep,name=cids,proto3" json:"cids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProbeBlocks) Reset() {
+	*x = ProbeBlocks{}
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProbeBlocks) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProbeBlocks) ProtoMessage() {}
+
+func (x *ProbeBlocks) ProtoReflect() protoreflect.Message {
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProbeBlocks.ProtoReflect.Descriptor instead.
+func (*ProbeBlocks) Descriptor() ([]byte, []int) {
+	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ProbeBlocks) GetCids() [][]byte {
+	if x != nil {
+		return x.Cids
+	}
+	return nil
+}
 
 // SubmitTask asks the receiver to run a task for the sender (its
 // coordinator). Submitting an id the executor already holds is answered as
@@ -427,7 +491,7 @@ type SubmitTask struct {
 
 func (x *SubmitTask) Reset() {
 	*x = SubmitTask{}
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[2]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -439,7 +503,7 @@ func (x *SubmitTask) String() string {
 func (*SubmitTask) ProtoMessage() {}
 
 func (x *SubmitTask) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[2]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -452,7 +516,7 @@ func (x *SubmitTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitTask.ProtoReflect.Descriptor instead.
 func (*SubmitTask) Descriptor() ([]byte, []int) {
-	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{2}
+	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SubmitTask) GetTaskId() string {
@@ -485,7 +549,7 @@ type CancelTask struct {
 
 func (x *CancelTask) Reset() {
 	*x = CancelTask{}
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[3]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -497,7 +561,7 @@ func (x *CancelTask) String() string {
 func (*CancelTask) ProtoMessage() {}
 
 func (x *CancelTask) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[3]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -510,7 +574,7 @@ func (x *CancelTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTask.ProtoReflect.Descriptor instead.
 func (*CancelTask) Descriptor() ([]byte, []int) {
-	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{3}
+	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CancelTask) GetTaskId() string {
@@ -530,7 +594,7 @@ type QueryTask struct {
 
 func (x *QueryTask) Reset() {
 	*x = QueryTask{}
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[4]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -542,7 +606,7 @@ func (x *QueryTask) String() string {
 func (*QueryTask) ProtoMessage() {}
 
 func (x *QueryTask) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[4]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -555,7 +619,7 @@ func (x *QueryTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryTask.ProtoReflect.Descriptor instead.
 func (*QueryTask) Descriptor() ([]byte, []int) {
-	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{4}
+	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *QueryTask) GetTaskId() string {
@@ -576,7 +640,7 @@ type DeliverResult struct {
 
 func (x *DeliverResult) Reset() {
 	*x = DeliverResult{}
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[5]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -588,7 +652,7 @@ func (x *DeliverResult) String() string {
 func (*DeliverResult) ProtoMessage() {}
 
 func (x *DeliverResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[5]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -601,7 +665,7 @@ func (x *DeliverResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverResult.ProtoReflect.Descriptor instead.
 func (*DeliverResult) Descriptor() ([]byte, []int) {
-	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{5}
+	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DeliverResult) GetResult() *TaskResult {
@@ -617,14 +681,16 @@ type TaskReply struct {
 	Reason string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	State  TaskState              `protobuf:"varint,3,opt,name=state,proto3,enum=cortex.mesh.v1.TaskState" json:"state,omitempty"`
 	// Set on a query once the task has ended.
-	Result        *TaskResult `protobuf:"bytes,4,opt,name=result,proto3" json:"result,omitempty"`
+	Result *TaskResult `protobuf:"bytes,4,opt,name=result,proto3" json:"result,omitempty"`
+	// On a probe: how many of the blocks asked about the peer holds.
+	Have          uint32 `protobuf:"varint,5,opt,name=have,proto3" json:"have,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskReply) Reset() {
 	*x = TaskReply{}
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[6]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -636,7 +702,7 @@ func (x *TaskReply) String() string {
 func (*TaskReply) ProtoMessage() {}
 
 func (x *TaskReply) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[6]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -649,7 +715,7 @@ func (x *TaskReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskReply.ProtoReflect.Descriptor instead.
 func (*TaskReply) Descriptor() ([]byte, []int) {
-	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{6}
+	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *TaskReply) GetCode() ReplyCode {
@@ -678,6 +744,13 @@ func (x *TaskReply) GetResult() *TaskResult {
 		return x.Result
 	}
 	return nil
+}
+
+func (x *TaskReply) GetHave() uint32 {
+	if x != nil {
+		return x.Have
+	}
+	return 0
 }
 
 type TaskResult struct {
@@ -710,7 +783,7 @@ type TaskResult struct {
 
 func (x *TaskResult) Reset() {
 	*x = TaskResult{}
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[7]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -722,7 +795,7 @@ func (x *TaskResult) String() string {
 func (*TaskResult) ProtoMessage() {}
 
 func (x *TaskResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[7]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -735,7 +808,7 @@ func (x *TaskResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResult.ProtoReflect.Descriptor instead.
 func (*TaskResult) Descriptor() ([]byte, []int) {
-	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{7}
+	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TaskResult) GetTaskId() string {
@@ -881,7 +954,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[8]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -893,7 +966,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[8]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -906,7 +979,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{8}
+	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *LogChunk) GetTaskId() string {
@@ -959,7 +1032,7 @@ type LogRangeRequest struct {
 
 func (x *LogRangeRequest) Reset() {
 	*x = LogRangeRequest{}
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[9]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -971,7 +1044,7 @@ func (x *LogRangeRequest) String() string {
 func (*LogRangeRequest) ProtoMessage() {}
 
 func (x *LogRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[9]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -984,7 +1057,7 @@ func (x *LogRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogRangeRequest.ProtoReflect.Descriptor instead.
 func (*LogRangeRequest) Descriptor() ([]byte, []int) {
-	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{9}
+	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *LogRangeRequest) GetTaskId() string {
@@ -1035,13 +1108,16 @@ const file_cortex_mesh_v1_task_proto_rawDesc = "" +
 	" \x01(\x03R\ttimeoutMs\x12\x18\n" +
 	"\anetwork\x18\v \x01(\tR\anetwork\x12\x1c\n" +
 	"\tisolation\x18\f \x01(\tR\tisolationB\x06\n" +
-	"\x04_uid\"\xf2\x01\n" +
+	"\x04_uid\"\xa7\x02\n" +
 	"\vTaskRequest\x124\n" +
 	"\x06submit\x18\x01 \x01(\v2\x1a.cortex.mesh.v1.SubmitTaskH\x00R\x06submit\x124\n" +
 	"\x06cancel\x18\x02 \x01(\v2\x1a.cortex.mesh.v1.CancelTaskH\x00R\x06cancel\x121\n" +
 	"\x05query\x18\x03 \x01(\v2\x19.cortex.mesh.v1.QueryTaskH\x00R\x05query\x129\n" +
-	"\adeliver\x18\x04 \x01(\v2\x1d.cortex.mesh.v1.DeliverResultH\x00R\adeliverB\t\n" +
-	"\arequest\"z\n" +
+	"\adeliver\x18\x04 \x01(\v2\x1d.cortex.mesh.v1.DeliverResultH\x00R\adeliver\x123\n" +
+	"\x05probe\x18\x05 \x01(\v2\x1b.cortex.mesh.v1.ProbeBlocksH\x00R\x05probeB\t\n" +
+	"\arequest\"!\n" +
+	"\vProbeBlocks\x12\x12\n" +
+	"\x04cids\x18\x01 \x03(\fR\x04cids\"z\n" +
 	"\n" +
 	"SubmitTask\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12,\n" +
@@ -1053,12 +1129,13 @@ const file_cortex_mesh_v1_task_proto_rawDesc = "" +
 	"\tQueryTask\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\"C\n" +
 	"\rDeliverResult\x122\n" +
-	"\x06result\x18\x01 \x01(\v2\x1a.cortex.mesh.v1.TaskResultR\x06result\"\xb7\x01\n" +
+	"\x06result\x18\x01 \x01(\v2\x1a.cortex.mesh.v1.TaskResultR\x06result\"\xcb\x01\n" +
 	"\tTaskReply\x12-\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x19.cortex.mesh.v1.ReplyCodeR\x04code\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12/\n" +
 	"\x05state\x18\x03 \x01(\x0e2\x19.cortex.mesh.v1.TaskStateR\x05state\x122\n" +
-	"\x06result\x18\x04 \x01(\v2\x1a.cortex.mesh.v1.TaskResultR\x06result\"\xf3\x04\n" +
+	"\x06result\x18\x04 \x01(\v2\x1a.cortex.mesh.v1.TaskResultR\x06result\x12\x12\n" +
+	"\x04have\x18\x05 \x01(\rR\x04have\"\xf3\x04\n" +
 	"\n" +
 	"TaskResult\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12/\n" +
@@ -1128,37 +1205,39 @@ func file_cortex_mesh_v1_task_proto_rawDescGZIP() []byte {
 }
 
 var file_cortex_mesh_v1_task_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_cortex_mesh_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_cortex_mesh_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_cortex_mesh_v1_task_proto_goTypes = []any{
 	(ReplyCode)(0),          // 0: cortex.mesh.v1.ReplyCode
 	(TaskState)(0),          // 1: cortex.mesh.v1.TaskState
 	(*TaskSpec)(nil),        // 2: cortex.mesh.v1.TaskSpec
 	(*TaskRequest)(nil),     // 3: cortex.mesh.v1.TaskRequest
-	(*SubmitTask)(nil),      // 4: cortex.mesh.v1.SubmitTask
-	(*CancelTask)(nil),      // 5: cortex.mesh.v1.CancelTask
-	(*QueryTask)(nil),       // 6: cortex.mesh.v1.QueryTask
-	(*DeliverResult)(nil),   // 7: cortex.mesh.v1.DeliverResult
-	(*TaskReply)(nil),       // 8: cortex.mesh.v1.TaskReply
-	(*TaskResult)(nil),      // 9: cortex.mesh.v1.TaskResult
-	(*LogChunk)(nil),        // 10: cortex.mesh.v1.LogChunk
-	(*LogRangeRequest)(nil), // 11: cortex.mesh.v1.LogRangeRequest
+	(*ProbeBlocks)(nil),     // 4: cortex.mesh.v1.ProbeBlocks
+	(*SubmitTask)(nil),      // 5: cortex.mesh.v1.SubmitTask
+	(*CancelTask)(nil),      // 6: cortex.mesh.v1.CancelTask
+	(*QueryTask)(nil),       // 7: cortex.mesh.v1.QueryTask
+	(*DeliverResult)(nil),   // 8: cortex.mesh.v1.DeliverResult
+	(*TaskReply)(nil),       // 9: cortex.mesh.v1.TaskReply
+	(*TaskResult)(nil),      // 10: cortex.mesh.v1.TaskResult
+	(*LogChunk)(nil),        // 11: cortex.mesh.v1.LogChunk
+	(*LogRangeRequest)(nil), // 12: cortex.mesh.v1.LogRangeRequest
 }
 var file_cortex_mesh_v1_task_proto_depIdxs = []int32{
-	4,  // 0: cortex.mesh.v1.TaskRequest.submit:type_name -> cortex.mesh.v1.SubmitTask
-	5,  // 1: cortex.mesh.v1.TaskRequest.cancel:type_name -> cortex.mesh.v1.CancelTask
-	6,  // 2: cortex.mesh.v1.TaskRequest.query:type_name -> cortex.mesh.v1.QueryTask
-	7,  // 3: cortex.mesh.v1.TaskRequest.deliver:type_name -> cortex.mesh.v1.DeliverResult
-	2,  // 4: cortex.mesh.v1.SubmitTask.spec:type_name -> cortex.mesh.v1.TaskSpec
-	9,  // 5: cortex.mesh.v1.DeliverResult.result:type_name -> cortex.mesh.v1.TaskResult
-	0,  // 6: cortex.mesh.v1.TaskReply.code:type_name -> cortex.mesh.v1.ReplyCode
-	1,  // 7: cortex.mesh.v1.TaskReply.state:type_name -> cortex.mesh.v1.TaskState
-	9,  // 8: cortex.mesh.v1.TaskReply.result:type_name -> cortex.mesh.v1.TaskResult
-	1,  // 9: cortex.mesh.v1.TaskResult.state:type_name -> cortex.mesh.v1.TaskState
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	5,  // 0: cortex.mesh.v1.TaskRequest.submit:type_name -> cortex.mesh.v1.SubmitTask
+	6,  // 1: cortex.mesh.v1.TaskRequest.cancel:type_name -> cortex.mesh.v1.CancelTask
+	7,  // 2: cortex.mesh.v1.TaskRequest.query:type_name -> cortex.mesh.v1.QueryTask
+	8,  // 3: cortex.mesh.v1.TaskRequest.deliver:type_name -> cortex.mesh.v1.DeliverResult
+	4,  // 4: cortex.mesh.v1.TaskRequest.probe:type_name -> cortex.mesh.v1.ProbeBlocks
+	2,  // 5: cortex.mesh.v1.SubmitTask.spec:type_name -> cortex.mesh.v1.TaskSpec
+	10, // 6: cortex.mesh.v1.DeliverResult.result:type_name -> cortex.mesh.v1.TaskResult
+	0,  // 7: cortex.mesh.v1.TaskReply.code:type_name -> cortex.mesh.v1.ReplyCode
+	1,  // 8: cortex.mesh.v1.TaskReply.state:type_name -> cortex.mesh.v1.TaskState
+	10, // 9: cortex.mesh.v1.TaskReply.result:type_name -> cortex.mesh.v1.TaskResult
+	1,  // 10: cortex.mesh.v1.TaskResult.state:type_name -> cortex.mesh.v1.TaskState
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_cortex_mesh_v1_task_proto_init() }
@@ -1172,6 +1251,7 @@ func file_cortex_mesh_v1_task_proto_init() {
 		(*TaskRequest_Cancel)(nil),
 		(*TaskRequest_Query)(nil),
 		(*TaskRequest_Deliver)(nil),
+		(*TaskRequest_Probe)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1179,7 +1259,7 @@ func file_cortex_mesh_v1_task_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cortex_mesh_v1_task_proto_rawDesc), len(file_cortex_mesh_v1_task_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
