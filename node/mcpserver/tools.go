@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ipfs/go-cid"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -48,7 +49,7 @@ A workspace given as a CID is fetched into a temporary directory that is kept (w
 		Name:  "task_logs",
 		Title: "Page through a task's output",
 		Description: `Return a page of a task's kept output for one stream (stdout by default), as chunks with sequence numbers.
-Start at from_seq (1 is the first chunk) and continue with next_seq while has_more is true; or ask for the last tail chunks. A page holds at most limit chunks and about max_bytes bytes.`,
+Start at from_seq (1 is the first chunk) and continue with next_seq and next_offset while has_more is true; or ask for the last tail chunks. A page holds at most limit chunks and max_bytes bytes (a chunk bigger than that comes in parts, each with its offset).`,
 		Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true},
 	}, s.taskLogs)
 	mcp.AddTool(s.mcp, &mcp.Tool{
@@ -66,7 +67,7 @@ Start at from_seq (1 is the first chunk) and continue with next_seq while has_mo
 	mcp.AddTool(s.mcp, &mcp.Tool{
 		Name:        "list_peers",
 		Title:       "List the peers of the mesh",
-		Description: `List the peers of the mesh this peer sees: id, labels, capabilities (containerd, gvisor, chromium, gopls), capacity and running tasks. Use an id as run_task's peer, or labels to place a task.`,
+		Description: `List the other peers of the mesh this peer sees (this peer is always a candidate too): id, labels, capabilities (containerd, gvisor, chromium, gopls), capacity and running tasks. Use an id as run_task's peer, or labels to place a task.`,
 		Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true},
 	}, s.listPeers)
 	mcp.AddTool(s.mcp, &mcp.Tool{
@@ -470,29 +471,32 @@ func (s *Server) listPeers(ctx context.Context, _ *mcp.CallToolRequest, _ struct
 
 // LogsInput is task_logs's arguments.
 type LogsInput struct {
-	TaskID   string `json:"task_id" jsonschema:"the task"`
-	Stream   string `json:"stream,omitempty" jsonschema:"stdout (default) or stderr"`
-	FromSeq  uint64 `json:"from_seq,omitempty" jsonschema:"first chunk to return (default 1); continue with next_seq"`
-	Tail     int    `json:"tail,omitempty" jsonschema:"return the last this many chunks instead"`
-	Limit    int    `json:"limit,omitempty" jsonschema:"most chunks in this page (default 200)"`
-	MaxBytes int    `json:"max_bytes,omitempty" jsonschema:"about how many bytes of data in this page (default 16384, at most 262144)"`
+	TaskID     string `json:"task_id" jsonschema:"the task"`
+	Stream     string `json:"stream,omitempty" jsonschema:"stdout (default) or stderr"`
+	FromSeq    uint64 `json:"from_seq,omitempty" jsonschema:"first chunk to return (default 1); continue with next_seq"`
+	FromOffset int    `json:"from_offset,omitempty" jsonschema:"byte offset into the first chunk; continue with next_offset"`
+	Tail       int    `json:"tail,omitempty" jsonschema:"return the last this many chunks instead (within max_bytes)"`
+	Limit      int    `json:"limit,omitempty" jsonschema:"most chunks in this page (default 200)"`
+	MaxBytes   int    `json:"max_bytes,omitempty" jsonschema:"most bytes of data in this page (default 16384, at most 262144)"`
 }
 
-// LogChunk is one chunk of output.
+// LogChunk is one chunk of output, or the part of it that fit in the page.
 type LogChunk struct {
-	Seq  uint64 `json:"seq"`
-	Time string `json:"time,omitempty"`
-	Data string `json:"data"`
+	Seq    uint64 `json:"seq"`
+	Offset int    `json:"offset,omitempty" jsonschema:"where data starts in the chunk, when the chunk did not fit whole"`
+	Time   string `json:"time,omitempty"`
+	Data   string `json:"data"`
 }
 
 // LogsOutput is a page of a task's output.
 type LogsOutput struct {
-	TaskID  string     `json:"task_id"`
-	Stream  string     `json:"stream"`
-	Chunks  []LogChunk `json:"chunks"`
-	Bytes   int        `json:"bytes" jsonschema:"bytes of data in this page"`
-	NextSeq uint64     `json:"next_seq,omitempty" jsonschema:"from_seq of the next page, when has_more"`
-	HasMore bool       `json:"has_more"`
+	TaskID     string     `json:"task_id"`
+	Stream     string     `json:"stream"`
+	Chunks     []LogChunk `json:"chunks"`
+	Bytes      int        `json:"bytes" jsonschema:"bytes of data in this page"`
+	NextSeq    uint64     `json:"next_seq,omitempty" jsonschema:"from_seq of the next page, when has_more"`
+	NextOffset int        `json:"next_offset,omitempty" jsonschema:"from_offset of the next page, when has_more"`
+	HasMore    bool       `json:"has_more"`
 }
 
 const (
@@ -503,6 +507,27 @@ const (
 
 // errPageFull stops reading the log stream once a page is full.
 var errPageFull = errors.New("page full")
+
+// pagePart is the part of a chunk a page returns.
+type pagePart struct {
+	ch   *apiv1.OutputChunk
+	off  int
+	data []byte
+}
+
+// runeCut moves a cut at i in b back to a rune boundary (so no page splits
+// a UTF-8 sequence), unless that would leave nothing.
+func runeCut(b []byte, i int) int {
+	if i >= len(b) {
+		return len(b)
+	}
+	for j := i; j > 0 && j > i-utf8.UTFMax; j-- {
+		if utf8.RuneStart(b[j]) {
+			return j
+		}
+	}
+	return i
+}
 
 func (s *Server) taskLogs(ctx context.Context, _ *mcp.CallToolRequest, in LogsInput) (*mcp.CallToolResult, LogsOutput, error) {
 	if in.TaskID == "" {
@@ -515,17 +540,17 @@ func (s *Server) taskLogs(ctx context.Context, _ *mcp.CallToolRequest, in LogsIn
 	if stream != "stdout" && stream != "stderr" {
 		return nil, LogsOutput{}, invalid("stream %q: want stdout or stderr", in.Stream)
 	}
-	if in.Tail < 0 || in.Limit < 0 || in.MaxBytes < 0 {
-		return nil, LogsOutput{}, invalid("tail, limit and max_bytes must not be negative")
+	if in.Tail < 0 || in.Limit < 0 || in.MaxBytes < 0 || in.FromOffset < 0 {
+		return nil, LogsOutput{}, invalid("tail, limit, max_bytes and from_offset must not be negative")
 	}
-	limit, maxBytes := in.Limit, in.MaxBytes
+	limit, budget := in.Limit, in.MaxBytes
 	if limit == 0 {
 		limit = defaultLogsLimit
 	}
-	if maxBytes == 0 {
-		maxBytes = defaultLogsMaxBytes
+	if budget == 0 {
+		budget = defaultLogsMaxBytes
 	}
-	maxBytes = min(maxBytes, maxLogsMaxBytes)
+	budget = min(budget, maxLogsMaxBytes)
 	from := max(in.FromSeq, 1)
 	out := LogsOutput{TaskID: in.TaskID, Stream: stream, Chunks: []LogChunk{}}
 
@@ -534,7 +559,7 @@ func (s *Server) taskLogs(ctx context.Context, _ *mcp.CallToolRequest, in LogsIn
 	lctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	var ring []*apiv1.OutputChunk
-	var page []*apiv1.OutputChunk
+	var page []pagePart
 	size := 0
 	err := s.api.Logs(lctx, in.TaskID, false, func(ch *apiv1.OutputChunk) {
 		if ch.GetStream() != stream || lctx.Err() != nil {
@@ -550,13 +575,26 @@ func (s *Server) taskLogs(ctx context.Context, _ *mcp.CallToolRequest, in LogsIn
 		if ch.GetSeq() < from {
 			return
 		}
-		if len(page) >= limit || (len(page) > 0 && size+len(ch.GetData()) > maxBytes) {
-			out.HasMore, out.NextSeq = true, ch.GetSeq()
+		off := 0
+		if ch.GetSeq() == from {
+			off = min(in.FromOffset, len(ch.GetData()))
+		}
+		data := ch.GetData()[off:]
+		if len(page) >= limit || (len(page) > 0 && size+len(data) > budget) {
+			out.HasMore, out.NextSeq, out.NextOffset = true, ch.GetSeq(), off
 			stop(errPageFull)
 			return
 		}
-		page = append(page, ch)
-		size += len(ch.GetData())
+		if len(data) > budget { // one chunk bigger than a page: its first part
+			cut := runeCut(data, budget)
+			page = append(page, pagePart{ch, off, data[:cut]})
+			size += cut
+			out.HasMore, out.NextSeq, out.NextOffset = true, ch.GetSeq(), off+cut
+			stop(errPageFull)
+			return
+		}
+		page = append(page, pagePart{ch, off, data})
+		size += len(data)
 	})
 	if err != nil && !errors.Is(context.Cause(lctx), errPageFull) {
 		return nil, LogsOutput{}, toolError(err)
@@ -565,20 +603,29 @@ func (s *Server) taskLogs(ctx context.Context, _ *mcp.CallToolRequest, in LogsIn
 		if len(ring) > in.Tail {
 			ring = ring[len(ring)-in.Tail:]
 		}
-		// Keep the newest chunks within the byte budget.
+		// The newest chunks within the budget; of a last chunk bigger than
+		// the budget, its end.
 		for i := len(ring) - 1; i >= 0; i-- {
-			if len(page) > 0 && size+len(ring[i].GetData()) > maxBytes {
+			data := ring[i].GetData()
+			if len(page) > 0 && size+len(data) > budget {
 				break
 			}
-			page = append(page, ring[i])
-			size += len(ring[i].GetData())
+			off := 0
+			if len(data) > budget {
+				off = len(data) - budget
+				for off < len(data) && !utf8.RuneStart(data[off]) {
+					off++
+				}
+			}
+			page = append(page, pagePart{ring[i], off, data[off:]})
+			size += len(data) - off
 		}
 		slices.Reverse(page)
 	}
-	for _, ch := range page {
-		lc := LogChunk{Seq: ch.GetSeq(), Data: text(ch.GetData())}
-		if ch.GetTime() != nil {
-			lc.Time = ch.GetTime().AsTime().Format(time.RFC3339Nano)
+	for _, p := range page {
+		lc := LogChunk{Seq: p.ch.GetSeq(), Offset: p.off, Data: text(p.data)}
+		if p.ch.GetTime() != nil {
+			lc.Time = p.ch.GetTime().AsTime().Format(time.RFC3339Nano)
 		}
 		out.Chunks = append(out.Chunks, lc)
 	}
