@@ -4,7 +4,6 @@ import (
 	"log/slog"
 	"os"
 
-	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/spf13/cobra"
 
 	"github.com/cortex-peer/cortex-peer/node"
@@ -44,7 +43,7 @@ For agents that connect over HTTP instead, start the peer with
 			}
 			log := node.NewLogger(cmd.ErrOrStderr(), logLevel, "text").With("component", "mcp")
 			srv := mcpserver.New(c, mcpserver.Options{Version: node.Version, WorkDir: wd, Logger: log})
-			return srv.Run(cmd.Context(), &mcp.StdioTransport{})
+			return srv.Run(cmd.Context(), &mcpserver.StdioTransport{In: os.Stdin, Out: os.Stdout})
 		},
 	}
 	cmd.Flags().StringVar(&logLevel, "log-level", slog.LevelWarn.String(), "debug, info, warn or error (logs go to stderr)")

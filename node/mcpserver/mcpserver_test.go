@@ -149,7 +149,7 @@ func (e *env) connect(t testing.TB, transport string, n *notes) *mcp.ClientSessi
 		sr, cw := io.Pipe()
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		go func() { done <- srv.Run(ctx, &mcp.IOTransport{Reader: sr, Writer: sw}) }()
+		go func() { done <- srv.Run(ctx, &mcpserver.StdioTransport{In: sr, Out: sw}) }()
 		t.Cleanup(func() {
 			cancel()
 			cw.Close()
