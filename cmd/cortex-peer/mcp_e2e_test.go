@@ -92,7 +92,7 @@ func TestMCPInspectorCLI(t *testing.T) {
 				t.Helper()
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 				defer cancel()
-				full := append(args, target...)
+				var full []string
 				if target[0] == "--" { // options before the server command
 					full = append(append([]string{}, args...), target...)
 				} else {

@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 the tests check the logging notifications the server still sends.
+
 package mcpserver_test
 
 import (

@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 logging notifications are what clients show today; the SDK keeps them through a year-long deprecation window.
+
 package mcpserver
 
 import (
@@ -139,7 +141,6 @@ func (n *notifier) line(ctx context.Context, taskID, stream string, ch *apiv1.Ou
 	if stream == "stderr" {
 		level = "warning"
 	}
-	//lint:ignore SA1019 logging notifications are what today's clients show; the deprecation window is a year.
 	err := n.req.Session.Log(ctx, &mcp.LoggingMessageParams{Level: level, Logger: "task/" + taskID, Data: map[string]any{"stream": stream, "seq": ch.GetSeq(), "line": msg}})
 	n.check(err)
 }
