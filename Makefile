@@ -7,6 +7,7 @@ PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_CONNECT_VERSION := v1.21.1
 STATICCHECK_VERSION := v0.8.2
 GOPLS_VERSION := v0.23.0
+INSPECTOR_CLI_VERSION := 1.0.3
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/cortex-peer/cortex-peer/node.Version=$(VERSION)
 
@@ -48,6 +49,10 @@ bench-run: deps ## Task figures: start latency beside `ctr run --rm` and gVisor,
 	$(GO) test -run '^$$' -bench 'ConcurrentTasks' -benchtime 3x ./runtime/
 	$(GO) test -run '^$$' -bench 'RunOutputThroughput' -benchtime 3x ./node/
 	$(GO) test -run '^$$' -bench 'Delegation' -benchtime 10x ./node/
+
+.PHONY: bench-mcp
+bench-mcp: deps ## MCP figures: run_task over stdio and HTTP beside `cortex-peer run` and the API, first progress notification (medians of 20, 3 peers).
+	$(GO) test -run '^$$' -bench 'MCPRun' -benchtime 20x ./cmd/cortex-peer/
 
 # Kubo's `go install` fails on a replace directive; it builds from its module source.
 $(KUBO_BIN):
@@ -101,6 +106,8 @@ deps: ## Install what is missing (apt packages, gopls) and start containerd. Ide
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	else echo "apt packages: all present"; fi
 	@test -x "$(GOBIN)/gopls" || (echo "installing gopls $(GOPLS_VERSION)"; $(GO) install golang.org/x/tools/gopls@$(GOPLS_VERSION))
+	@test -x .tools/node_modules/.bin/mcp-inspector-cli || (echo "installing @modelcontextprotocol/inspector-cli $(INSPECTOR_CLI_VERSION) into .tools"; \
+		npm install --prefix .tools --no-audit --no-fund @modelcontextprotocol/inspector-cli@$(INSPECTOR_CLI_VERSION) >/dev/null)
 	@if ! $(SUDO) ctr --address $(CONTAINERD_SOCK) --timeout 2s version >/dev/null 2>&1; then \
 		echo "starting containerd (log: /var/log/containerd.log)"; \
 		$(SUDO) sh -c 'nohup containerd >>/var/log/containerd.log 2>&1 &'; \
@@ -144,4 +151,4 @@ demo: deps build ## Start a local 3-peer testnet, show the mesh, move a workspac
 
 .PHONY: clean
 clean: ## Remove build output and the demo's data dirs.
-	rm -rf bin .demo .bench
+	rm -rf bin .demo .bench .tools

@@ -9,6 +9,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/cortex-peer/cortex-peer/node/datadir"
+	"github.com/cortex-peer/cortex-peer/node/mcpserver"
 	"github.com/cortex-peer/cortex-peer/node/store"
 	"github.com/cortex-peer/cortex-peer/p2p"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
@@ -26,6 +27,10 @@ type Config struct {
 	APISocket    string
 	APITokenFile string
 	Tasks        TasksConfig
+	// MCPListen is the loopback host:port of the MCP HTTP endpoint; empty
+	// serves none. MCPTokenFile holds its bearer token.
+	MCPListen    string
+	MCPTokenFile string
 	// KnownPeersInterval is how often the book is checked for peers to save
 	// to the store (only new or moved ones are written), so a restarted peer
 	// can rejoin without its bootstrap peers.
@@ -82,6 +87,11 @@ func ConfigFromFile(d datadir.Dir, fc datadir.FileConfig) (Config, error) {
 		APITokenFile:       d.Path(fc.API.TokenFile),
 		KnownPeersInterval: DefaultKnownPeersInterval,
 		Tasks:              tasksConfig(fc.Tasks),
+		MCPListen:          fc.MCP.Listen,
+		MCPTokenFile:       d.Path(fc.API.TokenFile),
+	}
+	if fc.MCP.TokenFile != "" {
+		cfg.MCPTokenFile = d.Path(fc.MCP.TokenFile)
 	}
 	return cfg, cfg.Validate()
 }
@@ -128,6 +138,11 @@ func (c Config) Validate() error {
 	}
 	if err := c.Store.Validate(); err != nil {
 		return err
+	}
+	if c.MCPListen != "" {
+		if err := mcpserver.CheckListenAddr(c.MCPListen); err != nil {
+			return err
+		}
 	}
 	if c.Dir.Root == "" || c.APISocket == "" || c.APITokenFile == "" || c.KnownPeersInterval <= 0 {
 		return fmt.Errorf("node config: data dir, API socket, token file and known-peers interval are required: %w", errdefs.ErrInvalid)

@@ -37,6 +37,7 @@ type Node struct {
 	hb       *p2p.Heartbeater
 	prober   *prober
 	api      *apiServer
+	mcp      *mcpHTTP // nil unless configured
 	sup      *supervisor
 	tasks    *taskRunner
 	deleg    *delegation
@@ -91,11 +92,21 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 		return nil, err
 	}
 
+	if cfg.MCPListen != "" {
+		if n.mcp, err = newMCPHTTP(n); err != nil {
+			return nil, err
+		}
+	}
+
 	n.deleg.start()
 
 	n.sup = newSupervisor(log.With("component", "supervisor"))
 	n.sup.Go("heartbeat", n.hb.Serve)
 	n.sup.Go("api", n.api.Serve)
+	if n.mcp != nil {
+		n.sup.Go("mcp", n.mcp.Serve)
+		log.Info("MCP endpoint listening", "url", n.mcp.URL())
+	}
 	n.sup.Go("known-peers", func(ctx context.Context) error { return n.saveKnownPeersLoop(ctx, known) })
 	log.Info("peer started", "id", n.host.ID(), "addrs", n.host.FullAddrs(), "api", cfg.APISocket, "version", cfg.Version)
 	return n, nil
@@ -154,6 +165,9 @@ func (n *Node) Close() error {
 		}
 		if n.api != nil {
 			errs = append(errs, n.api.Close())
+		}
+		if n.mcp != nil {
+			errs = append(errs, n.mcp.Close())
 		}
 		if n.hb != nil {
 			errs = append(errs, n.hb.Close())

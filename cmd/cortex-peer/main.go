@@ -90,6 +90,7 @@ else ~/.cortex-peer) and prints JSON with --json.`,
 		newLogsCmd(g),
 		newCancelCmd(g),
 		newResultCmd(g),
+		newMCPCmd(g),
 	)
 	return root
 }

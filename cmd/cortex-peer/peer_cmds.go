@@ -131,6 +131,7 @@ func newJoinCmd(g *globals) *cobra.Command {
 		noMDNS    bool
 		logLevel  string
 		logFormat string
+		mcpListen string
 	)
 	cmd := &cobra.Command{
 		Use:   "join",
@@ -138,7 +139,9 @@ func newJoinCmd(g *globals) *cobra.Command {
 		Long: `join starts the peer of the data directory: it listens, joins the mesh
 through its bootstrap peers, mDNS and the DHT, announces its capabilities, and
 serves the local API on DIR/api.sock. SIGINT or SIGTERM stops it cleanly.
---listen and --bootstrap add to the config file's lists for this run.`,
+--listen and --bootstrap add to the config file's lists for this run.
+--mcp-listen 127.0.0.1:PORT also serves MCP as streamable HTTP at
+http://127.0.0.1:PORT/mcp (loopback only; bearer token from DIR/api.token).`,
 		Example: `  cortex-peer join
   cortex-peer join --data /srv/b --bootstrap /ip4/10.0.0.5/tcp/4101/p2p/12D3KooW...`,
 		Args: noArgs,
@@ -164,6 +167,9 @@ serves the local API on DIR/api.sock. SIGINT or SIGTERM stops it cleanly.
 			}
 			if logFormat != "" {
 				fc.Log.Format = logFormat
+			}
+			if mcpListen != "" {
+				fc.MCP.Listen = mcpListen
 			}
 			cfg, err := node.ConfigFromFile(d, fc)
 			if err != nil {
@@ -195,6 +201,7 @@ serves the local API on DIR/api.sock. SIGINT or SIGTERM stops it cleanly.
 	f.BoolVar(&noMDNS, "no-mdns", false, "no local-network discovery for this run")
 	f.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (default from config)")
 	f.StringVar(&logFormat, "log-format", "", "text or json (default from config)")
+	f.StringVar(&mcpListen, "mcp-listen", "", "serve MCP over HTTP on this loopback host:port, e.g. 127.0.0.1:7777 (overrides [mcp] listen)")
 	return cmd
 }
 

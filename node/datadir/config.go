@@ -32,6 +32,7 @@ type FileConfig struct {
 	Log     LogSection        `toml:"log"`
 	Process ProcessSection    `toml:"process"`
 	Tasks   TasksSection      `toml:"tasks"`
+	MCP     MCPSection        `toml:"mcp"`
 }
 
 // TasksSection configures the sandboxed tasks this peer runs: where
@@ -133,6 +134,15 @@ type PolicySection struct {
 // APISection locates the local API.
 type APISection struct {
 	Socket    string `toml:"socket"`
+	TokenFile string `toml:"token_file"`
+}
+
+// MCPSection configures the MCP streamable-HTTP endpoint. Empty Listen
+// serves none: `cortex-peer mcp` (stdio) needs no listener.
+type MCPSection struct {
+	// Listen is a loopback host:port, e.g. "127.0.0.1:7777".
+	Listen string `toml:"listen"`
+	// TokenFile holds the bearer token; empty uses the API token.
 	TokenFile string `toml:"token_file"`
 }
 
@@ -381,6 +391,15 @@ token_file = "api.token"
 
 [store]
 dir = "store"
+
+[mcp]
+# The MCP endpoint for AI agents as streamable HTTP at http://LISTEN/mcp:
+# a loopback host:port such as "127.0.0.1:7777"; empty serves none
+# ("cortex-peer mcp" speaks MCP on stdio without it). Every request needs
+# "Authorization: Bearer TOKEN" with the content of token_file (empty: the
+# API token), and a foreign Host or Origin is refused.
+listen = ""
+token_file = ""
 
 [log]
 # debug, info, warn or error; text or json.
