@@ -203,7 +203,7 @@ func (d *delegation) runRemote(ctx context.Context, req runRequest, spec runtime
 	}
 	w := d.watch(rec.ID)
 	defer d.unwatch(rec.ID, w)
-	relay, err := d.openRelay(rec.ID, executor)
+	relay, err := d.openRelay(rec.ID, executor, true)
 	if err != nil {
 		d.failTask(rec, err)
 		return out, err
@@ -284,7 +284,7 @@ func (d *delegation) goAwait(rec *taskRecord, relay *logRelay) {
 				return
 			}
 			d.rememberAddrs(exec, rec.ExecutorAddrs)
-			if relay, err = d.openRelay(rec.ID, exec); err != nil {
+			if relay, err = d.openRelay(rec.ID, exec, true); err != nil {
 				d.log.Warn("follow task", "task", rec.ID, "err", err)
 				return
 			}
@@ -324,7 +324,7 @@ func (d *delegation) await(ctx context.Context, rec *taskRecord, relay *logRelay
 			}
 			relay.add(c)
 			if len(relay.in) == 0 {
-				_ = relay.logw.Flush()
+				relay.flush()
 			}
 			lastContact, lastChunk = time.Now(), time.Now()
 		case <-gaps.C:
@@ -335,7 +335,7 @@ func (d *delegation) await(ctx context.Context, rec *taskRecord, relay *logRelay
 				lastIdleFill = time.Now()
 				relay.fetch(ctx, d.n, exec, runtime.Stdout, 0)
 				relay.fetch(ctx, d.n, exec, runtime.Stderr, 0)
-				_ = relay.logw.Flush()
+				relay.flush()
 			}
 		case <-results:
 			r, err := d.rec.task(rec.ID)
@@ -603,22 +603,24 @@ type logRelay struct {
 
 // openRelay joins the task's log topic before the task is submitted, so no
 // chunk is published before someone listens.
-func (d *delegation) openRelay(id string, executor peer.ID) (*logRelay, error) {
+// With keep, what it hands on is also kept in this peer's task log (the
+// coordinator's copy); a watcher keeps nothing.
+func (d *delegation) openRelay(id string, executor peer.ID, keep bool) (*logRelay, error) {
 	topic, err := d.n.host.Join(protocol.LogTopicPrefix+id, protocol.MaxLogChunkMessage, d.logValidator(executor))
 	if err != nil {
 		return nil, fmt.Errorf("join the log topic of task %s: %w", id, err)
 	}
-	logw, err := d.n.taskLogs.Writer(id, d.n.cfg.Tasks.LogStoreCapBytes)
-	if err != nil {
-		topic.Close()
-		return nil, err
+	var logw *tasklog.Writer
+	if keep {
+		if logw, err = d.n.taskLogs.Writer(id, d.n.cfg.Tasks.LogStoreCapBytes); err != nil {
+			topic.Close()
+			return nil, err
+		}
 	}
 	ctx, cancel := context.WithCancel(d.ctx)
-	r := &logRelay{id: id, topic: topic, in: make(chan runtime.Chunk, relayBuffer), stop: cancel, logw: logw, ev: nopEvents{}}
-	for s := range r.pending {
-		r.next[s] = 1
-		r.pending[s] = map[uint64]runtime.Chunk{}
-	}
+	r := newRelay(id, logw, nopEvents{})
+	r.topic, r.stop = topic, cancel
+	r.in = make(chan runtime.Chunk, relayBuffer)
 	run, err := topic.SubscribeNow(func(m p2p.Message) {
 		var c meshv1.LogChunk
 		if proto.Unmarshal(m.Data, &c) != nil || c.GetTaskId() != id {
@@ -632,7 +634,7 @@ func (d *delegation) openRelay(id string, executor peer.ID) (*logRelay, error) {
 	if err != nil {
 		cancel()
 		topic.Close()
-		_, _ = logw.Close()
+		r.closeLog()
 		return nil, err
 	}
 	r.wg.Add(1)
@@ -643,13 +645,37 @@ func (d *delegation) openRelay(id string, executor peer.ID) (*logRelay, error) {
 	return r, nil
 }
 
+// newRelay is a relay that orders and fills chunks, not yet listening to a
+// topic (openRelay adds that); logw may be nil.
+func newRelay(id string, logw *tasklog.Writer, ev runEvents) *logRelay {
+	r := &logRelay{id: id, logw: logw, ev: ev}
+	for s := range r.pending {
+		r.next[s] = 1
+		r.pending[s] = map[uint64]runtime.Chunk{}
+	}
+	return r
+}
+
 func (r *logRelay) detach() { r.detached = true }
 
 func (r *logRelay) close() {
 	r.stop()
 	r.wg.Wait()
 	r.topic.Close()
-	_, _ = r.logw.Close()
+	r.closeLog()
+}
+
+func (r *logRelay) closeLog() {
+	if r.logw != nil {
+		_, _ = r.logw.Close()
+	}
+}
+
+// flush writes out what the relay kept so far.
+func (r *logRelay) flush() {
+	if r.logw != nil {
+		_ = r.logw.Flush()
+	}
 }
 
 // add takes one live chunk.
@@ -673,7 +699,9 @@ func (r *logRelay) add(c runtime.Chunk) {
 
 func (r *logRelay) emit(c runtime.Chunk) {
 	r.next[c.Stream] = c.Seq + 1
-	_ = r.logw.Append(c)
+	if r.logw != nil {
+		_ = r.logw.Append(c)
+	}
 	_ = r.ev.output(c)
 }
 
@@ -798,39 +826,14 @@ func (d *delegation) logs(ctx context.Context, id string, follow bool, send func
 	if err := protocol.CheckTaskID(id); err != nil {
 		return err
 	}
-	next := map[runtime.Stream]uint64{runtime.Stdout: 1, runtime.Stderr: 1}
-	for {
-		// Read the state first: whatever was kept before it said "ended"
-		// is read by the pass below.
+	if _, err := d.rec.task(id); errors.Is(err, errdefs.ErrNotFound) {
+		return d.watchTask(ctx, id, follow, send) // not ours: a late watcher
+	}
+	return d.followLocal(ctx, id, follow, send, func() (bool, error) {
 		rec, err := d.rec.task(id)
 		if err != nil {
-			return err
+			return false, err
 		}
-		ended := rec.State.final()
-		for _, s := range []runtime.Stream{runtime.Stdout, runtime.Stderr} {
-			err := d.n.taskLogs.Each(ctx, id, s, next[s], func(c runtime.Chunk) error {
-				if c.Seq != next[s] {
-					return errLogHole
-				}
-				next[s]++
-				return send(c)
-			})
-			if errors.Is(err, errLogHole) {
-				return nil // the log was capped here: nothing after it is kept
-			}
-			if err != nil {
-				return err
-			}
-		}
-		if !follow || ended {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-d.ctx.Done():
-			return fmt.Errorf("this peer is shutting down: %w", errdefs.ErrUnavailable)
-		case <-time.After(followPoll):
-		}
-	}
+		return rec.State.final(), nil
+	})
 }

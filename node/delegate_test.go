@@ -641,7 +641,21 @@ func TestPlacementPrefersWorkspaceHolder(t *testing.T) {
 	}
 	// Peer 2 is as idle as peer 3, but lacks the blocks; peer 3 is chosen,
 	// again and again.
+	idle := func() bool {
+		peers, err := cs[0].Peers(ctx, false)
+		if err != nil {
+			return false
+		}
+		for _, p := range peers {
+			if p.GetCapacity().GetRunningTasks() != 0 {
+				return false
+			}
+		}
+		return true
+	}
 	for range 3 {
+		// As idle as each other, in the heartbeats too.
+		eventually(t, "the heartbeats to show the workers idle", 10*time.Second, idle)
 		var got collected
 		if _, err := cs[0].Run(ctx, &apiv1.RunRequest{
 			Spec: &apiv1.TaskSpec{Command: []string{"true"}}, Workspace: ws, Labels: map[string]string{"pool": "workers"},
@@ -660,5 +674,74 @@ func TestPlacementPrefersWorkspaceHolder(t *testing.T) {
 		if !slices.ContainsFunc(p.GetImages(), func(s string) bool { return strings.HasSuffix(s, "cortex/busybox:test") }) {
 			t.Fatalf("peer %s lists images %v, want the test image", p.GetId(), p.GetImages())
 		}
+	}
+}
+
+// A late watcher on any peer of the mesh (here the third peer, which
+// neither coordinates nor runs the task, and the executor itself) gets the
+// history first, then live output, with no duplicate and no hole, and the
+// watch ends with the task.
+func TestLateWatcherFollowsFromAnyPeer(t *testing.T) {
+	tn, cs := mesh3(t)
+	ctx := ctxT(t, 2*time.Minute)
+	const lines = 400
+	var got collected
+	got.startedCh = make(chan struct{})
+	if _, err := cs[0].Run(ctx, &apiv1.RunRequest{
+		Spec: &apiv1.TaskSpec{Command: []string{"sh", "-c", fmt.Sprintf(`i=1; while [ $i -le %d ]; do echo "line $i"; echo "err $i" >&2; i=$((i+1)); usleep 5000; done`, lines)}},
+		Peer: tn.Peers[1].Node.ID().String(), Detach: true,
+	}, got.event); err != nil {
+		t.Fatal(err)
+	}
+	id := got.started.GetTaskId()
+	want := func(prefix string, n int) string {
+		var b strings.Builder
+		for i := 1; i <= n; i++ {
+			fmt.Fprintf(&b, "%s %d\n", prefix, i)
+		}
+		return b.String()
+	}
+	follow := func(c *apiclient.Client) (stdout, stderr string) {
+		t.Helper()
+		var o, e strings.Builder
+		if err := c.Logs(ctx, id, true, func(ch *apiv1.OutputChunk) {
+			if ch.GetStream() == "stderr" {
+				e.Write(ch.GetData())
+			} else {
+				o.Write(ch.GetData())
+			}
+		}); err != nil {
+			t.Fatalf("logs -f: %v", err)
+		}
+		return o.String(), e.String()
+	}
+	// Late: the task has written some of its output already.
+	eventually(t, "some output on the coordinator", 30*time.Second, func() bool {
+		var n int
+		_ = cs[0].Logs(ctx, id, false, func(*apiv1.OutputChunk) { n++ })
+		return n > 0
+	})
+	type watched struct{ stdout, stderr string }
+	results := make(chan watched, 2)
+	for _, c := range []*apiclient.Client{cs[2], cs[1]} {
+		go func() {
+			o, e := follow(c)
+			results <- watched{o, e}
+		}()
+	}
+	for range 2 {
+		w := <-results
+		if w.stdout != want("line", lines) || w.stderr != want("err", lines) {
+			t.Fatalf("late watcher: stdout %d bytes, stderr %d bytes; want %d and %d, whole and in order",
+				len(w.stdout), len(w.stderr), len(want("line", lines)), len(want("err", lines)))
+		}
+	}
+	// After the end, history alone.
+	o, e := follow(cs[2])
+	if o != want("line", lines) || e != want("err", lines) {
+		t.Fatalf("logs after the end: %d/%d bytes", len(o), len(e))
+	}
+	if err := cs[2].Logs(ctx, "tnosuchtask", false, func(*apiv1.OutputChunk) {}); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("logs of an unknown task: %v", err)
 	}
 }

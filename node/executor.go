@@ -465,9 +465,26 @@ func (d *delegation) cancelHere(from peer.ID, id string) *meshv1.TaskReply {
 	return &meshv1.TaskReply{Code: meshv1.ReplyCode_REPLY_CODE_OK, State: stateToWire(e.State)}
 }
 
-// query tells the coordinator how its task is, with the result once ended.
+// visibleTask returns a task running here that from may see: its
+// coordinator, or a watcher this peer would run tasks for (the same trust:
+// tasks.accept_remote and tasks.accept_from).
+func (d *delegation) visibleTask(from peer.ID, id string) (*execRecord, *meshv1.TaskReply) {
+	e, err := d.rec.exec(id)
+	if err != nil {
+		return nil, refuse(meshv1.ReplyCode_REPLY_CODE_UNKNOWN_TASK, "no task %s on peer %s", id, d.n.ID())
+	}
+	if e.Coordinator != from.String() {
+		if refusal := d.mayRunFor(from); refusal != nil {
+			return nil, refusal
+		}
+	}
+	return e, nil
+}
+
+// query tells the coordinator, or a watcher, how a task is, with the
+// result once ended.
 func (d *delegation) query(from peer.ID, id string) *meshv1.TaskReply {
-	e, refusal := d.coordinatorsTask(from, id)
+	e, refusal := d.visibleTask(from, id)
 	if refusal != nil {
 		return refusal
 	}
@@ -571,14 +588,14 @@ func (d *delegation) serveLogs(s network.Stream) {
 		s.Reset()
 		return
 	}
-	e, err := d.rec.exec(req.GetTaskId())
-	if err != nil || e.Coordinator != s.Conn().RemotePeer().String() {
+	e, refusal := d.visibleTask(s.Conn().RemotePeer(), req.GetTaskId())
+	if refusal != nil {
 		s.Reset()
 		return
 	}
 	stream := runtime.Stream(req.GetStream())
 	w := bufio.NewWriterSize(s, 256<<10)
-	err = d.n.taskLogs.Each(d.ctx, e.ID, stream, max(req.GetFromSeq(), 1), func(c runtime.Chunk) error {
+	err := d.n.taskLogs.Each(d.ctx, e.ID, stream, max(req.GetFromSeq(), 1), func(c runtime.Chunk) error {
 		if to := req.GetToSeq(); to != 0 && c.Seq > to {
 			return errRangeEnd
 		}

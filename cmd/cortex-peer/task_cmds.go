@@ -76,9 +76,12 @@ func newLogsCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "logs [-f] TASK",
 		Short: "Print a task's output: what is kept, then (-f) the rest as it comes",
-		Long: `logs prints the output of a task this peer coordinates, stdout to stdout and
-stderr to stderr. With -f it keeps going until the task has ended, with no
-line missing or repeated. With --json each chunk is one JSON line.`,
+		Long: `logs prints the output of a task, stdout to stdout and stderr to stderr.
+A task this peer coordinates is read from its own copy; any other task is
+found on the peer of the mesh that runs it (which shows it to peers it
+would run tasks for), so logs works from every peer. With -f it keeps going
+until the task has ended, with no line missing or repeated. With --json
+each chunk is one JSON line.`,
 		Args: exactArgs(1, "TASK"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withClient(cmd, g, func(ctx context.Context, c *apiclient.Client) error {
