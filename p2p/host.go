@@ -48,6 +48,7 @@ type Host struct {
 	mdns mdns.Service
 	// gater also holds the peers blocked at run time.
 	gater *gater
+	bw    *traffic
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -87,6 +88,7 @@ func New(cfg Config, log *slog.Logger) (*Host, error) {
 		cm.Close()
 		return nil, fmt.Errorf("p2p: peerstore: %w", err)
 	}
+	bw := newTraffic()
 	opts := []libp2p.Option{
 		libp2p.Identity(cfg.Identity),
 		libp2p.ListenAddrs(listen...),
@@ -99,6 +101,9 @@ func New(cfg Config, log *slog.Logger) (*Host, error) {
 		libp2p.Peerstore(ps),
 		libp2p.UserAgent("cortex-peer/" + cfg.userAgentVersion()),
 		libp2p.DisableMetrics(),
+		// Byte counts per peer and protocol (no Prometheus): what status and
+		// the benchmarks report as traffic.
+		libp2p.BandwidthReporter(bw),
 		libp2p.DisableRelay(),
 		libp2p.WithDialTimeout(cfg.DialTimeout),
 	}
@@ -120,7 +125,7 @@ func New(cfg Config, log *slog.Logger) (*Host, error) {
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
-	n := &Host{cfg: cfg, log: log, host: h, gater: g, cancel: cancel}
+	n := &Host{cfg: cfg, log: log, host: h, gater: g, bw: bw, cancel: cancel}
 	if err := n.start(ctx); err != nil {
 		n.Close()
 		return nil, err
@@ -394,6 +399,13 @@ func (n *Host) Connected() []peer.ID { return n.host.Network().Peers() }
 // IsConnected reports whether a live connection to p exists.
 func (n *Host) IsConnected(p peer.ID) bool {
 	return n.host.Network().Connectedness(p) == network.Connected
+}
+
+// Traffic is the bytes of stream payload received from and sent to p since
+// the host started (framing of the transport, security and muxer aside).
+func (n *Host) Traffic(p peer.ID) (in, out int64) {
+	st := n.bw.GetBandwidthForPeer(p)
+	return st.TotalIn, st.TotalOut
 }
 
 // Block cuts this peer off from p: its connections are closed and no new
