@@ -51,6 +51,13 @@ type ImportOptions struct {
 	Workers int
 	// NoIndex reads every file, ignoring and not updating the index.
 	NoIndex bool
+	// IndexFrom and IndexTo name the index an import trusts and the one it
+	// writes, instead of the directory's own (its absolute path). A copy of
+	// a tree whose files keep their stat (an overlay mount of layers the
+	// index was written for) imports through the index of the tree it was
+	// made from, and its own goes under another name; every record is then
+	// written, not only the changed ones.
+	IndexFrom, IndexTo string
 	// Progress, if set, is called after each file with running totals. It is
 	// called from several goroutines and must be cheap.
 	Progress func(ImportProgress)
@@ -159,7 +166,7 @@ func (s *Store) importDir(ctx context.Context, dir string, opts ImportOptions, d
 	} else {
 		go func() {
 			defer close(im.loaded)
-			im.idx, im.loadErr = s.loadIndex(abs)
+			im.idx, im.loadErr = s.loadIndex(im.indexFrom())
 			if im.idx != nil {
 				im.gen = im.idx.gen
 			}
@@ -189,7 +196,10 @@ func (s *Store) importDir(ctx context.Context, dir string, opts ImportOptions, d
 	// A dry run stores nothing, so the index must not name what it made.
 	if !dryRun {
 		if im.idx != nil {
-			if err := s.saveIndex(abs, im.idx, im.put); err != nil {
+			if im.copyIndex() {
+				im.idx.records, im.idx.legacy, im.idx.wsGen = nil, nil, nil // nothing of the source to delete
+			}
+			if err := s.saveIndex(im.indexTo(), im.idx, im.put); err != nil {
 				return ImportResult{}, err
 			}
 		}
@@ -205,6 +215,24 @@ func (s *Store) importDir(ctx context.Context, dir string, opts ImportOptions, d
 	r.BytesRead = im.bytesRead.Load()
 	return r, nil
 }
+
+// indexFrom and indexTo are the names of the index read and written.
+func (im *importer) indexFrom() string {
+	if im.opts.IndexFrom != "" {
+		return im.opts.IndexFrom
+	}
+	return im.root
+}
+
+func (im *importer) indexTo() string {
+	if im.opts.IndexTo != "" {
+		return im.opts.IndexTo
+	}
+	return im.root
+}
+
+// copyIndex is whether the import writes an index other than the one it read.
+func (im *importer) copyIndex() bool { return im.indexFrom() != im.indexTo() }
 
 type importer struct {
 	s     *Store
@@ -784,6 +812,9 @@ func (im *importer) buildDir(ctx context.Context, d *treeDir) error {
 	if same {
 		if c, err := cid.Cast(d.rec.cid); err == nil {
 			d.cid, d.tsize, d.ents = c, d.rec.tsize, nil
+			if im.put != nil && im.copyIndex() {
+				im.put[d.rel] = old
+			}
 			return nil
 		}
 	}
@@ -821,7 +852,7 @@ func (im *importer) buildDir(ctx context.Context, d *treeDir) error {
 		d.cid, d.tsize = nd.Cid(), tsize+uint64(len(nd.RawData()))
 	}
 	if im.put != nil {
-		if rec := encodeRecord(d); !bytes.Equal(rec, old) {
+		if rec := encodeRecord(d); im.copyIndex() || !bytes.Equal(rec, old) {
 			im.put[d.rel] = rec
 		}
 	}

@@ -403,3 +403,112 @@ func (s *Store) isComplete(root cid.Cid) bool {
 	})
 	return found && marked == gen
 }
+
+// RenameIndex moves the import index named from to the name to, replacing
+// what to held: an import whose index name depends on the root it makes
+// writes under a temporary name first. A missing from leaves to empty.
+func (s *Store) RenameIndex(from, to string) error {
+	if from == to {
+		return nil
+	}
+	type kv struct{ k, v []byte }
+	var moved, stale []kv
+	var mark []byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		collect := func(prefix []byte, out *[]kv) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+			defer it.Close()
+			for it.Rewind(); it.Valid(); it.Next() {
+				v, err := it.Item().ValueCopy(nil)
+				if err != nil {
+					return err
+				}
+				*out = append(*out, kv{it.Item().KeyCopy(nil)[len(prefix):], v})
+			}
+			return nil
+		}
+		if err := collect(dirIndexKey(from, ""), &moved); err != nil {
+			return err
+		}
+		if err := collect(dirIndexKey(to, ""), &stale); err != nil {
+			return err
+		}
+		it, err := txn.Get(wsGenKey(from))
+		if err == nil {
+			mark, err = it.ValueCopy(nil)
+		}
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			err = nil
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("rename index %s: %w", from, err)
+	}
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	keep := make(map[string]bool, len(moved))
+	for _, e := range moved {
+		keep[string(e.k)] = true
+	}
+	for _, e := range stale {
+		if keep[string(e.k)] {
+			continue // overwritten below
+		}
+		if err := wb.Delete(dirIndexKey(to, string(e.k))); err != nil {
+			return fmt.Errorf("rename index %s: %w", from, err)
+		}
+	}
+	for _, e := range moved {
+		if err := wb.Set(dirIndexKey(to, string(e.k)), e.v); err != nil {
+			return fmt.Errorf("rename index %s: %w", from, err)
+		}
+		if err := wb.Delete(dirIndexKey(from, string(e.k))); err != nil {
+			return fmt.Errorf("rename index %s: %w", from, err)
+		}
+	}
+	if mark == nil {
+		if err := wb.Delete(wsGenKey(to)); err != nil {
+			return fmt.Errorf("rename index %s: %w", from, err)
+		}
+	} else {
+		if err := wb.Set(wsGenKey(to), mark); err != nil {
+			return fmt.Errorf("rename index %s: %w", from, err)
+		}
+		if err := wb.Delete(wsGenKey(from)); err != nil {
+			return fmt.Errorf("rename index %s: %w", from, err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("rename index %s: %w", from, err)
+	}
+	return nil
+}
+
+// DropIndex deletes the import index named name.
+func (s *Store) DropIndex(name string) error {
+	var keys [][]byte
+	prefix := dirIndexKey(name, "")
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			keys = append(keys, it.Item().KeyCopy(nil))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("drop index %s: %w", name, err)
+	}
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, k := range append(keys, wsGenKey(name)) {
+		if err := wb.Delete(k); err != nil {
+			return fmt.Errorf("drop index %s: %w", name, err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("drop index %s: %w", name, err)
+	}
+	return nil
+}

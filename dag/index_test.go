@@ -372,3 +372,58 @@ func TestSpecialFilesSkipped(t *testing.T) {
 		t.Fatalf("import with FIFOs: %+v", r)
 	}
 }
+
+// An import can trust one index and write another: the index of a tree
+// serves an identical view of it (an overlay of its layers), and the view's
+// own index is complete under its new name.
+func TestIndexUnderAnotherName(t *testing.T) {
+	s := openStore(t)
+	ctx := context.Background()
+	src := t.TempDir()
+	for _, f := range []string{"a.txt", "d/b.txt", "d/e/c.txt"} {
+		must(t, os.MkdirAll(filepath.Dir(filepath.Join(src, f)), 0o755))
+		must(t, os.WriteFile(filepath.Join(src, f), []byte(f), 0o644))
+	}
+	first, err := s.Import(ctx, src, ImportOptions{IndexTo: "layer:one"})
+	if err != nil || first.FilesRead != 3 {
+		t.Fatalf("first import: %+v %v", first, err)
+	}
+	again, err := s.Import(ctx, src, ImportOptions{IndexFrom: "layer:one", IndexTo: "layer:two"})
+	if err != nil || again.FilesRead != 0 || !again.Root.Equals(first.Root) {
+		t.Fatalf("import through layer:one: %+v %v (want nothing read)", again, err)
+	}
+	must(t, os.WriteFile(filepath.Join(src, "d/e/c.txt"), []byte("changed"), 0o644))
+	third, err := s.Import(ctx, src, ImportOptions{IndexFrom: "layer:two", IndexTo: "layer:three"})
+	if err != nil || third.FilesRead != 1 || third.Root.Equals(first.Root) {
+		t.Fatalf("import through layer:two after a change: %+v %v (want one file read)", third, err)
+	}
+	if r, err := s.Import(ctx, src, ImportOptions{IndexFrom: "layer:three", IndexTo: "layer:three"}); err != nil || r.FilesRead != 0 || !r.Root.Equals(third.Root) {
+		t.Fatalf("import through layer:three: %+v %v", r, err)
+	}
+	// The directory's own index was never written.
+	if r, err := s.Import(ctx, src, ImportOptions{}); err != nil || r.FilesRead != 3 {
+		t.Fatalf("import through the directory's own index: %+v %v", r, err)
+	}
+}
+
+func TestRenameAndDropIndex(t *testing.T) {
+	s := openStore(t)
+	ctx := context.Background()
+	src := t.TempDir()
+	must(t, os.MkdirAll(filepath.Join(src, "d"), 0o755))
+	must(t, os.WriteFile(filepath.Join(src, "d/a"), []byte("a"), 0o644))
+	if _, err := s.Import(ctx, src, ImportOptions{IndexTo: "pending"}); err != nil {
+		t.Fatal(err)
+	}
+	must(t, s.RenameIndex("pending", "final"))
+	if r, err := s.Import(ctx, src, ImportOptions{IndexFrom: "pending", IndexTo: "pending"}); err != nil || r.FilesRead != 1 {
+		t.Fatalf("the old name still serves: %+v %v", r, err)
+	}
+	if r, err := s.Import(ctx, src, ImportOptions{IndexFrom: "final", IndexTo: "final"}); err != nil || r.FilesRead != 0 {
+		t.Fatalf("the new name does not serve: %+v %v", r, err)
+	}
+	must(t, s.DropIndex("final"))
+	if r, err := s.Import(ctx, src, ImportOptions{IndexFrom: "final", IndexTo: "other"}); err != nil || r.FilesRead != 1 {
+		t.Fatalf("a dropped index still serves: %+v %v", r, err)
+	}
+}

@@ -332,11 +332,11 @@ func (d *delegation) runHere(ctx context.Context, rec *execRecord, spec runtime.
 			fail(err)
 			return
 		}
-		if err := t.materialise(ctx, spec.ID, root); err != nil {
+		if err := t.materialise(ctx, spec, root); err != nil {
 			fail(err)
 			return
 		}
-		spec.WorkspaceDir = t.copyDir(spec.ID)
+		t.useWorkspace(&spec)
 	}
 	if err := d.ensureImage(ctx, spec.ID, spec.Image); err != nil {
 		fail(err)

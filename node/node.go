@@ -81,7 +81,7 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	n.exchange = newExchange(n)
 	n.host.Libp2p().SetStreamHandler(libp2pproto.ID(protocol.BlocksProtocol), n.serveBlocks)
 	n.taskLogs = tasklog.New(n.store.DB())
-	n.tasks = newTaskRunner(n, cfg.Tasks, cfg.Dir.Path("tasks"), log.With("component", "tasks"))
+	n.tasks = newTaskRunner(n, cfg.Tasks, cfg.Dir.Path("tasks"), cfg.Dir.Path("layers"), log.With("component", "tasks"))
 	n.deleg = newDelegation(n, log.With("component", "delegation"))
 	n.images = &imageStore{socket: cfg.Tasks.ContainerdSocket, namespace: cfg.Tasks.Namespace, log: log.With("component", "images")}
 	n.book = p2p.NewBook(cfg.P2P.Heartbeat.Expiry)

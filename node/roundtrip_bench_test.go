@@ -78,15 +78,20 @@ func BenchmarkDelegationRoundTrip(b *testing.B) {
 
 	// Only the first run moves the tree: it is measured once, whatever -benchtime says.
 	b.Run("first", func(b *testing.B) {
-		in0, out0 := traffic()
-		start := time.Now()
-		run("true", nil)
-		in1, out1 := traffic()
-		b.ReportMetric(float64(time.Since(start).Milliseconds()), "ms")
-		b.ReportMetric(float64(out1-out0), "to-executor-B")
-		b.ReportMetric(float64(in1-in0), "from-executor-B")
-		for b.Loop() {
+		var ms, to, from int64
+		for i := 0; b.Loop(); i++ {
+			if i > 0 {
+				continue
+			}
+			in0, out0 := traffic()
+			start := time.Now()
+			run("true", nil)
+			in1, out1 := traffic()
+			ms, to, from = time.Since(start).Milliseconds(), out1-out0, in1-in0
 		}
+		b.ReportMetric(float64(ms), "ms")
+		b.ReportMetric(float64(to), "to-executor-B")
+		b.ReportMetric(float64(from), "from-executor-B")
 	})
 	changed := []string{"fmt/print.go", "fmt/scan.go", "strings/strings.go", "bytes/bytes.go", "os/file.go",
 		"net/http/server.go", "sort/sort.go", "io/io.go", "errors/errors.go", "time/time.go"}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base32"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -54,14 +55,22 @@ type taskRunner struct {
 	log *slog.Logger
 	dir string // DIR/tasks: per-task working copies and runtime state
 
+	// layers keeps workspaces as overlay layers; mounts are the tasks'
+	// overlays, by task id.
+	layers   *workspaceLayers
+	mountsMu sync.Mutex
+	mounts   map[string]*layerMount
+
 	mu   sync.Mutex
 	exec taskExecutor
 
 	running atomic.Int64
 }
 
-func newTaskRunner(n *Node, cfg TasksConfig, dir string, log *slog.Logger) *taskRunner {
-	return &taskRunner{n: n, cfg: cfg, dir: dir, log: log}
+func newTaskRunner(n *Node, cfg TasksConfig, dir, layersDir string, log *slog.Logger) *taskRunner {
+	unmountLeftovers(filepath.Join(dir, "work"), log)
+	return &taskRunner{n: n, cfg: cfg, dir: dir, log: log, mounts: map[string]*layerMount{},
+		layers: newWorkspaceLayers(layersDir, n.dags, log)}
 }
 
 // executor connects to containerd once; the first connection removes the
@@ -95,8 +104,10 @@ func (t *taskRunner) executor(ctx context.Context) (taskExecutor, error) {
 	return ex, nil
 }
 
-// Close releases the containerd connection. Safe to call twice.
+// Close releases the containerd connection and waits for the removal of
+// workspace layers. Safe to call twice.
 func (t *taskRunner) Close() error {
+	t.layers.Close()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.exec == nil {
@@ -160,10 +171,10 @@ func (t *taskRunner) run(ctx context.Context, spec runtime.Spec, workspace strin
 	var base cid.Cid
 	if workspace != "" {
 		var err error
-		if base, err = t.prepareWorkspace(ctx, spec.ID, workspace, ev); err != nil {
+		if base, err = t.prepareWorkspace(ctx, spec, workspace, ev); err != nil {
 			return out, err
 		}
-		spec.WorkspaceDir = t.copyDir(spec.ID)
+		t.useWorkspace(&spec)
 	}
 	out, err := t.execute(ctx, spec, base, ev)
 	if err != nil {
@@ -175,13 +186,31 @@ func (t *taskRunner) run(ctx context.Context, spec runtime.Spec, workspace strin
 	return out, t.returnWorkspace(ctx, &out, workspace, spec.WorkspaceDir, ev)
 }
 
-// workDir is where a task's working copy and state live.
-func (t *taskRunner) workDir(id string) string { return filepath.Join(t.dir, id) }
+// workDir is where a task's working copy lives (apart from the runtime's
+// state dir: a task id from the wire cannot name it).
+func (t *taskRunner) workDir(id string) string { return filepath.Join(t.dir, "work", id) }
 
 // copyDir is the task's working copy of its workspace, mounted at /workspace.
 func (t *taskRunner) copyDir(id string) string { return filepath.Join(t.workDir(id), "workspace") }
 
+// useWorkspace points spec at the task's working copy.
+func (t *taskRunner) useWorkspace(spec *runtime.Spec) {
+	spec.WorkspaceDir = t.copyDir(spec.ID)
+	t.mountsMu.Lock()
+	spec.WorkspaceOwned = t.mounts[spec.ID] != nil // the overlay's layers are owned already
+	t.mountsMu.Unlock()
+}
+
+// removeWorkDir drops the task's overlay (if its result was not kept) and
+// working copy.
 func (t *taskRunner) removeWorkDir(id string) {
+	t.mountsMu.Lock()
+	m := t.mounts[id]
+	delete(t.mounts, id)
+	t.mountsMu.Unlock()
+	if m != nil {
+		m.finish(cid.Undef)
+	}
 	if err := os.RemoveAll(t.workDir(id)); err != nil {
 		t.log.Warn("remove task working copy", "task", id, "err", err)
 	}
@@ -261,13 +290,13 @@ func (t *taskRunner) execute(ctx context.Context, spec runtime.Spec, base cid.Ci
 
 // prepareWorkspace imports dir (incrementally) and materialises it under
 // work/workspace for the task.
-func (t *taskRunner) prepareWorkspace(ctx context.Context, id, dir string, ev runEvents) (cid.Cid, error) {
+func (t *taskRunner) prepareWorkspace(ctx context.Context, spec runtime.Spec, dir string, ev runEvents) (cid.Cid, error) {
 	_ = ev.progress("importing workspace", 0, 0)
-	root, err := t.importWorkspace(ctx, id, dir)
+	root, err := t.importWorkspace(ctx, spec.ID, dir)
 	if err != nil {
 		return cid.Undef, err
 	}
-	if err := t.materialise(ctx, id, root); err != nil {
+	if err := t.materialise(ctx, spec, root); err != nil {
 		return cid.Undef, err
 	}
 	return root, nil
@@ -289,11 +318,25 @@ func (t *taskRunner) importWorkspace(ctx context.Context, id, dir string) (cid.C
 	return imp.Root, nil
 }
 
-// materialise writes root, whose blocks are here, out as the task's
-// working copy (workDir/workspace).
-func (t *taskRunner) materialise(ctx context.Context, id string, root cid.Cid) error {
+// materialise makes root, whose blocks are here, the task's working copy
+// (workDir/workspace): an overlay of root's layers where overlays can be
+// used, else an export of it.
+func (t *taskRunner) materialise(ctx context.Context, spec runtime.Spec, root cid.Cid) error {
+	id := spec.ID
 	if err := os.MkdirAll(t.workDir(id), 0o700); err != nil {
 		return fmt.Errorf("task %s: working dir: %w", id, err)
+	}
+	if applied, err := t.cfg.Policy.Apply(spec); err == nil {
+		m, err := t.layers.mount(ctx, t.workDir(id), root, *applied.UID, *applied.GID)
+		switch {
+		case err == nil:
+			t.mountsMu.Lock()
+			t.mounts[id] = m
+			t.mountsMu.Unlock()
+			return nil
+		case !errors.Is(err, errNoOverlay):
+			return fmt.Errorf("task %s: workspace %s: %w", id, root, err)
+		}
 	}
 	if _, err := t.n.dags.Export(ctx, root, t.copyDir(id), dag.ExportOptions{}); err != nil {
 		return fmt.Errorf("task %s: materialise workspace %s: %w", id, root, err)
@@ -302,14 +345,33 @@ func (t *taskRunner) materialise(ctx context.Context, id string, root cid.Cid) e
 }
 
 // importResult imports what a task left in its working copy and pins it as
-// the task's result.
+// the task's result. An overlay is imported through its base's index
+// (reading only the files the task wrote) and kept as the result's layers.
 func (t *taskRunner) importResult(ctx context.Context, id, copyDir string) (cid.Cid, error) {
 	t.n.gcMu.RLock()
 	defer t.n.gcMu.RUnlock()
-	// The copy is new and will be removed: an index of it would only be litter.
-	imp, err := t.n.dags.Import(ctx, copyDir, dag.ImportOptions{NoIndex: true})
+	t.mountsMu.Lock()
+	m := t.mounts[id]
+	t.mountsMu.Unlock()
+	// A copy is new and will be removed: an index of it would only be litter.
+	opts := dag.ImportOptions{NoIndex: true}
+	pending := "layers:pending:" + id
+	if m != nil {
+		opts = dag.ImportOptions{IndexFrom: m.indexFrom(), IndexTo: pending}
+	}
+	imp, err := t.n.dags.Import(ctx, copyDir, opts)
 	if err != nil {
+		if m != nil {
+			_ = t.n.dags.DropIndex(pending)
+		}
 		return cid.Undef, fmt.Errorf("task %s: import result: %w", id, err)
+	}
+	if m != nil {
+		t.log.Debug("imported task result", "task", id, "files_read", imp.FilesRead, "files", imp.Files)
+		if err := t.n.dags.RenameIndex(pending, m.indexFor(imp.Root)); err != nil {
+			t.log.Warn("keep the index of a task result", "task", id, "err", err)
+		}
+		m.finish(imp.Root)
 	}
 	if err := t.n.dags.Pin("task:"+id, imp.Root); err != nil {
 		return cid.Undef, err

@@ -241,3 +241,61 @@ func BenchmarkRunOutputThroughput(b *testing.B) {
 	}
 	b.ReportMetric(float64(chunks)/float64(b.N), "chunks/op")
 }
+
+// Successive tasks on a workspace run on overlays of the layers the earlier
+// ones left: deletions, new directories, modes and edits carry from one
+// task to the next and back into the directory, and the layers are kept.
+func TestWorkspaceLayersAcrossTasks(t *testing.T) {
+	tn, c := taskPeer(t)
+	ctx := ctxT(t, 2*time.Minute)
+	ws := t.TempDir()
+	for name, body := range map[string]string{"a.txt": "a\n", "keep.txt": "keep\n", "run.sh": "echo run\n", "sub/old.txt": "old\n"} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(ws, name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(ws, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	steps := []struct {
+		script    string
+		stdout    string
+		isolation string
+	}{
+		{`rm a.txt; echo new > b.txt; mkdir -p d/e; echo x > d/e/f; chmod +x run.sh; rm -r sub; mkdir sub; echo fresh > sub/new.txt`, "", ""},
+		// gVisor sees the same overlay through its gofer.
+		{`test ! -e a.txt && test -x run.sh && cat b.txt d/e/f && ls sub; echo more >> b.txt; rm -r d`, "new\nx\nnew.txt\n", "gvisor"},
+		{`cat b.txt; test ! -e d && test ! -e sub/old.txt && ./run.sh`, "new\nmore\nrun\n", ""},
+	}
+	for i, st := range steps {
+		var got collected
+		res, err := c.Run(ctx, &apiv1.RunRequest{Spec: &apiv1.TaskSpec{Command: []string{"sh", "-c", st.script}, Isolation: st.isolation}, Workspace: ws}, got.event)
+		if err != nil || res.GetExitCode() != 0 || got.stdout.String() != st.stdout {
+			t.Fatalf("step %d: %+v %v, stdout %q (want %q), stderr %q", i+1, res, err, got.stdout.String(), st.stdout, got.stderr.String())
+		}
+	}
+	for name, want := range map[string]string{"b.txt": "new\nmore\n", "keep.txt": "keep\n", "sub/new.txt": "fresh\n"} {
+		if b, err := os.ReadFile(filepath.Join(ws, name)); err != nil || string(b) != want {
+			t.Fatalf("%s: %q %v, want %q", name, b, err, want)
+		}
+	}
+	for _, gone := range []string{"a.txt", "d", "sub/old.txt"} {
+		if _, err := os.Lstat(filepath.Join(ws, gone)); !os.IsNotExist(err) {
+			t.Fatalf("%s should be gone: %v", gone, err)
+		}
+	}
+	if st, err := os.Stat(filepath.Join(ws, "run.sh")); err != nil || st.Mode()&0o100 == 0 {
+		t.Fatalf("run.sh lost its executable bit: %v %v", st.Mode(), err)
+	}
+	// The tasks ran on overlays, each on the layers the one before left:
+	// one export of the first base, then the changes of the first two tasks
+	// (the third changed nothing). No mount is left.
+	layers, err := os.ReadDir(filepath.Join(tn.Peers[0].Dir, "layers"))
+	if err != nil || len(layers) != 3 {
+		t.Fatalf("workspace layers: %d, %v (want one export and two tasks' changes)", len(layers), err)
+	}
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	if strings.Contains(string(mounts), tn.Peers[0].Dir) {
+		t.Fatalf("a task overlay is still mounted:\n%s", mounts)
+	}
+}

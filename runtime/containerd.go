@@ -437,7 +437,7 @@ func (e *Containerd) start(callerCtx context.Context, t *ctrTask) (err error) {
 		}
 		return nil
 	}
-	if spec.WorkspaceDir != "" {
+	if spec.WorkspaceDir != "" && !spec.WorkspaceOwned {
 		if err := chownTree(ctx, spec.WorkspaceDir, *spec.UID, *spec.GID); err != nil {
 			return err
 		}

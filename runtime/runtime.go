@@ -55,8 +55,11 @@ type Spec struct {
 	Labels    map[string]string // extra container labels (task metadata), never security settings
 
 	// WorkspaceDir is a host directory bind-mounted read-write at /workspace
-	// (nosuid,nodev). The executor makes it owned by the task's user.
-	WorkspaceDir string
+	// (nosuid,nodev). The executor makes it owned by the task's user, unless
+	// WorkspaceOwned says the peer did already: on an overlay mount, a
+	// chown of every file would copy every file up.
+	WorkspaceDir   string
+	WorkspaceOwned bool
 }
 
 // Stream says which output a chunk came from.

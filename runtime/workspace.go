@@ -71,3 +71,11 @@ func chownDir(ctx context.Context, root *os.Root, dir string, uid, gid, depth in
 	}
 	return nil
 }
+
+// ChownWorkspace makes every file and directory under dir owned by
+// uid:gid, as the executor does to a task's workspace, never following a
+// link: for a peer that prepares a workspace once for many tasks (and sets
+// Spec.WorkspaceOwned).
+func ChownWorkspace(ctx context.Context, dir string, uid, gid uint32) error {
+	return chownTree(ctx, dir, uid, gid)
+}
