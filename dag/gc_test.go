@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"runtime"
+	"runtime/metrics"
 	"sync"
 	"testing"
 	"time"
@@ -176,13 +177,20 @@ func mustRawCid(d []byte) cid.Cid {
 	return c
 }
 
+// liveHeap is the heap that survived the last garbage collection: what is
+// retained, not the garbage awaiting collection (which HeapAlloc counts).
+func liveHeap() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
 // peakHeap samples the live heap while fn runs and returns the growth of
-// its peak over the heap before.
+// its peak over the live heap before.
 func peakHeap(fn func()) (growth uint64) {
 	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	base, peak := ms.HeapAlloc, ms.HeapAlloc
+	base := liveHeap()
+	peak := base
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -193,9 +201,7 @@ func peakHeap(fn func()) (growth uint64) {
 			case <-stop:
 				return
 			case <-tick.C:
-				var m runtime.MemStats
-				runtime.ReadMemStats(&m)
-				peak = max(peak, m.HeapAlloc)
+				peak = max(peak, liveHeap())
 			}
 		}
 	})
@@ -209,10 +215,12 @@ func peakHeap(fn func()) (growth uint64) {
 }
 
 // TestGCMemoryBounded collects a store of 2 x 300^2 (180,000) blocks and
-// reports the heap growth. The mark set of the in-memory version held
-// every live hash (90,000 here, about 10 MiB with map overhead, growing
-// with the store); what stays here is badger's own buffers and caches and
-// gcMarkFlush pending marks, whatever the store's size.
+// reports the growth of the live heap. What GC holds is badger's own
+// buffers and caches and gcMarkFlush pending marks, whatever the store's
+// size. Measured once (not kept as a test, it takes half a minute) on
+// 980,701 blocks: the in-memory mark set and dead-key list grew the live
+// heap by 162 MiB, this version by 22 MiB; at this test's size both are
+// about 30 MiB, badger's share.
 func TestGCMemoryBounded(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a store of 180,000 blocks")
@@ -236,9 +244,9 @@ func TestGCMemoryBounded(t *testing.T) {
 	if n := countGCMarks(t, s); n != 0 {
 		t.Fatalf("%d marks left", n)
 	}
-	// A generous bound: badger's memtables (8 MiB in tests) and block cache
+	// A generous bound: badger's memtables (8 MiB in tests) and caches
 	// dominate; a mark set in memory would add to it in proportion to size.
-	if growth > 96<<20 {
+	if growth > 64<<20 {
 		t.Fatalf("GC grew the heap by %d MiB", growth>>20)
 	}
 }
