@@ -87,16 +87,24 @@ func (n *Node) serveBlocks(s network.Stream) {
 
 // fetchBulk tries to receive the whole DAG of root from one connected peer;
 // received reports the bytes as they arrive. It returns the blocks stored,
-// or an error when no peer could serve the DAG whole.
-func (n *Node) fetchBulk(ctx context.Context, root cid.Cid, received func(bytes int)) (int, error) {
+// or an error when no peer could serve the DAG whole. A peer whose stream
+// fails verification (ErrInvalid: a wrong hash, an oversized block, a block
+// outside the DAG, a malformed CAR) is bad for the rest of the fetch: scope
+// records it, so bitswap does not ask it either.
+func (n *Node) fetchBulk(ctx context.Context, root cid.Cid, scope *fetchScope, received func(bytes int)) (int, error) {
 	total := 0
 	for _, p := range n.host.Connected() {
+		if scope.isBad(p) {
+			continue
+		}
 		blocks, err := n.fetchBulkFrom(ctx, p, root, received)
 		total += blocks
 		if err == nil {
 			return total, nil
 		} else if ctx.Err() != nil {
 			return total, ctx.Err()
+		} else if errors.Is(err, errdefs.ErrInvalid) {
+			scope.markBad(ctx, p, err.Error())
 		} else if !errors.Is(err, errdefs.ErrNotFound) {
 			n.log.Debug("bulk blocks: peer failed", "peer", p, "root", root, "err", err)
 		}

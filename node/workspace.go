@@ -38,18 +38,19 @@ const (
 // with bitswap on the peer's libp2p host.
 type exchange struct {
 	bs     *bitswap.Bitswap
+	guard  *peerGuard // between bs and the network: per-fetch bad peers
 	cancel context.CancelFunc
 	once   sync.Once
 }
 
 func newExchange(n *Node) *exchange {
 	ctx, cancel := context.WithCancel(context.Background())
-	net := bsnet.NewFromIpfsHost(n.host.Libp2p())
+	guard := newPeerGuard(bsnet.NewFromIpfsHost(n.host.Libp2p()), n.dags.Blocks(), n.host.Connected, n.log)
 	// No content routing: wants go to the connected peers of the mesh. A
 	// mesh is small, so a want nobody answered is re-sent after a second,
 	// not boxo's minute; larger messages and queues keep a bulk fetch of
 	// many small blocks from crawling.
-	bs := bitswap.New(ctx, net, nil, n.dags.Blocks(),
+	bs := bitswap.New(ctx, guard, nil, n.dags.Blocks(),
 		bitswap.RebroadcastDelay(bitswapRebroadcast),
 		bitswap.ProviderSearchDelay(bitswapRebroadcast),
 		bitswap.MaxOutstandingBytesPerPeer(bitswapOutstandingBytes),
@@ -61,7 +62,7 @@ func newExchange(n *Node) *exchange {
 		// outstanding than that.
 		bitswap.MaxQueuedWantlistEntriesPerPeer(bitswapMaxWants),
 	)
-	return &exchange{bs: bs, cancel: cancel}
+	return &exchange{bs: bs, guard: guard, cancel: cancel}
 }
 
 func (e *exchange) Close() error {
@@ -74,13 +75,17 @@ func (e *exchange) Close() error {
 }
 
 // fetch makes root local through a bitswap session, failing when no block
-// arrives for stall.
+// arrives for stall. A peer that serves a block failing verification (on
+// either path) is not asked again in this fetch; when no other connected
+// peer is left, the fetch fails with ErrUntrustedPeers naming it.
 func (n *Node) fetch(ctx context.Context, root cid.Cid, stall time.Duration, progress func(dag.FetchProgress)) (dag.FetchProgress, error) {
 	if stall <= 0 {
 		stall = DefaultStallTimeout
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	scope := n.exchange.guard.begin(root, cancel)
+	defer scope.end()
 	var mu sync.Mutex
 	last := time.Now()
 	done := make(chan struct{})
@@ -99,6 +104,10 @@ func (n *Node) fetch(ctx context.Context, root cid.Cid, stall time.Duration, pro
 				idle := time.Since(last)
 				mu.Unlock()
 				if idle > stall {
+					if err := scope.err(); err != nil {
+						cancel(err)
+						return
+					}
 					cancel(fmt.Errorf("no block of %s arrived for %s: is a peer that holds it connected? %w", root, stall, errdefs.ErrUnavailable))
 					return
 				}
@@ -110,7 +119,7 @@ func (n *Node) fetch(ctx context.Context, root cid.Cid, stall time.Duration, pro
 		last = time.Now()
 		mu.Unlock()
 	}
-	sess := n.exchange.bs.NewSession(ctx)
+	sess := scope.fetcher(n.exchange.bs.NewSession(ctx))
 	// A tree this peer lacks entirely comes faster as one stream from a
 	// peer that has it; bitswap then fetches whatever is still missing.
 	var bulk dag.FetchProgress
@@ -127,7 +136,7 @@ func (n *Node) fetch(ctx context.Context, root cid.Cid, stall time.Duration, pro
 		// The stream carries the root again: count it there, once.
 		bulk = dag.FetchProgress{}
 		var th throttle
-		blocks, err := n.fetchBulk(ctx, root, func(b int) {
+		blocks, err := n.fetchBulk(ctx, root, scope, func(b int) {
 			touch()
 			bulk.FetchedBytes += int64(b)
 			if progress != nil && th.ok() {
@@ -152,6 +161,9 @@ func (n *Node) fetch(ctx context.Context, root cid.Cid, stall time.Duration, pro
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
 			return p, cause
+		}
+		if berr := scope.err(); berr != nil {
+			return p, fmt.Errorf("%w (then: %v)", berr, err)
 		}
 		return p, err
 	}
