@@ -656,6 +656,14 @@ func newRelay(id string, logw *tasklog.Writer, ev runEvents) *logRelay {
 	return r
 }
 
+// startAt makes the relay hand on only the range asked for: chunks before
+// it, and a stream it leaves out, are dropped as duplicates are.
+func (r *logRelay) startAt(rng logRange) {
+	for s, next := range rng.start() {
+		r.next[s] = next
+	}
+}
+
 func (r *logRelay) detach() { r.detached = true }
 
 func (r *logRelay) close() {
@@ -822,14 +830,14 @@ var errLogHole = errors.New("hole in the task log")
 // its first chunk; with follow it goes on until the task has ended and
 // everything is sent. The output of tasks coordinated here is in this
 // peer's task log, wherever they ran.
-func (d *delegation) logs(ctx context.Context, id string, follow bool, send func(runtime.Chunk) error) error {
+func (d *delegation) logs(ctx context.Context, id string, follow bool, rng logRange, send func(runtime.Chunk) error) error {
 	if err := protocol.CheckTaskID(id); err != nil {
 		return err
 	}
 	if _, err := d.rec.task(id); errors.Is(err, errdefs.ErrNotFound) {
-		return d.watchTask(ctx, id, follow, send) // not ours: a late watcher
+		return d.watchTask(ctx, id, follow, rng, send) // not ours: a late watcher
 	}
-	return d.followLocal(ctx, id, follow, send, func() (bool, error) {
+	return d.followLocal(ctx, id, follow, rng, send, func() (bool, error) {
 		rec, err := d.rec.task(id)
 		if err != nil {
 			return false, err

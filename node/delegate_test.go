@@ -745,3 +745,39 @@ func TestLateWatcherFollowsFromAnyPeer(t *testing.T) {
 		t.Fatalf("logs of an unknown task: %v", err)
 	}
 }
+
+// Logs of one stream from a sequence number on, on the coordinator and on
+// a watcher elsewhere; a bad range is refused.
+func TestLogsRange(t *testing.T) {
+	tn, cs := mesh3(t)
+	ctx := ctxT(t, time.Minute)
+	res, err := cs[0].Run(ctx, &apiv1.RunRequest{
+		Spec: &apiv1.TaskSpec{Command: []string{"sh", "-c", `for i in 1 2 3 4 5; do echo "out $i"; echo "err $i" >&2; usleep 20000; done`}},
+		Peer: tn.Peers[1].Node.ID().String(),
+	}, nil)
+	if err != nil || res.GetStdoutChunks() == 0 {
+		t.Fatalf("%+v %v", res, err)
+	}
+	for _, c := range []*apiclient.Client{cs[0], cs[2]} {
+		var seqs []uint64
+		var data strings.Builder
+		if err := c.LogsFrom(ctx, res.GetTaskId(), "stderr", 3, false, func(ch *apiv1.OutputChunk) {
+			if ch.GetStream() != "stderr" {
+				t.Errorf("chunk of %s", ch.GetStream())
+			}
+			seqs = append(seqs, ch.GetSeq())
+			data.Write(ch.GetData())
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if len(seqs) == 0 || seqs[0] != 3 || seqs[len(seqs)-1] != res.GetStderrChunks() || !strings.HasSuffix(data.String(), "err 5\n") {
+			t.Fatalf("stderr from 3: seqs %v, %q", seqs, data.String())
+		}
+	}
+	if err := cs[0].LogsFrom(ctx, res.GetTaskId(), "", 3, false, func(*apiv1.OutputChunk) {}); !errors.Is(err, errdefs.ErrInvalid) {
+		t.Fatalf("from without a stream: %v", err)
+	}
+	if err := cs[0].LogsFrom(ctx, res.GetTaskId(), "stdin", 0, false, func(*apiv1.OutputChunk) {}); !errors.Is(err, errdefs.ErrInvalid) {
+		t.Fatalf("unknown stream: %v", err)
+	}
+}

@@ -128,7 +128,20 @@ func (t *taskService) Cancel(ctx context.Context, req *connect.Request[apiv1.Can
 }
 
 func (t *taskService) Logs(ctx context.Context, req *connect.Request[apiv1.LogsRequest], stream *connect.ServerStream[apiv1.OutputChunk]) error {
-	return t.n.deleg.logs(ctx, req.Msg.GetTaskId(), req.Msg.GetFollow(), func(c runtime.Chunk) error {
+	var rng logRange
+	switch req.Msg.GetStream() {
+	case "":
+		if req.Msg.GetFromSeq() > 1 {
+			return fmt.Errorf("logs: from_seq needs a stream (stdout or stderr): %w", errdefs.ErrInvalid)
+		}
+	case "stdout":
+		rng = logRange{Stream: runtime.Stdout, From: req.Msg.GetFromSeq()}
+	case "stderr":
+		rng = logRange{Stream: runtime.Stderr, From: req.Msg.GetFromSeq()}
+	default:
+		return fmt.Errorf("logs: stream %q: want stdout or stderr: %w", req.Msg.GetStream(), errdefs.ErrInvalid)
+	}
+	return t.n.deleg.logs(ctx, req.Msg.GetTaskId(), req.Msg.GetFollow(), rng, func(c runtime.Chunk) error {
 		return stream.Send(chunkToAPI(c))
 	})
 }
@@ -163,6 +176,8 @@ func resultToAPI(o taskOutcome) *apiv1.TaskResult {
 		StdoutBytes:     uint64(o.Stdout),
 		StderrBytes:     uint64(o.Stderr),
 		LogDroppedBytes: uint64(o.Log.DroppedBytes),
+		StdoutChunks:    o.StdoutChunks,
+		StderrChunks:    o.StderrChunks,
 	}
 	if o.Base.Defined() {
 		out.BaseRoot = o.Base.String()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -27,6 +28,29 @@ const (
 	watchPoll     = followPoll       // local follow of a task running here
 )
 
+// logRange is the part of a task's output a reader asks for: one stream
+// from a sequence number on, or (Stream 0) both streams whole.
+type logRange struct {
+	Stream runtime.Stream
+	From   uint64
+}
+
+// skipStream is a next sequence number no chunk reaches: a stream the
+// range leaves out.
+const skipStream = math.MaxUint64
+
+// start is the first sequence number to send of each stream.
+func (r logRange) start() map[runtime.Stream]uint64 {
+	next := map[runtime.Stream]uint64{runtime.Stdout: 1, runtime.Stderr: 1}
+	if r.Stream != 0 {
+		for s := range next {
+			next[s] = skipStream
+		}
+		next[r.Stream] = max(r.From, 1)
+	}
+	return next
+}
+
 // ended is whether the task of an executor record has ended.
 func (e *execRecord) ended() bool {
 	return e.State == stateExited || e.State == stateFailed || e.State == stateDelivered
@@ -35,9 +59,9 @@ func (e *execRecord) ended() bool {
 // watchTask sends the output of a task this peer does not coordinate: from its
 // own executor record when the task runs here, else from the peer of the
 // mesh that runs it.
-func (d *delegation) watchTask(ctx context.Context, id string, follow bool, send func(runtime.Chunk) error) error {
+func (d *delegation) watchTask(ctx context.Context, id string, follow bool, rng logRange, send func(runtime.Chunk) error) error {
 	if _, err := d.rec.exec(id); err == nil {
-		return d.followLocal(ctx, id, follow, send, func() (bool, error) {
+		return d.followLocal(ctx, id, follow, rng, send, func() (bool, error) {
 			e, err := d.rec.exec(id)
 			if err != nil {
 				return false, err
@@ -49,13 +73,13 @@ func (d *delegation) watchTask(ctx context.Context, id string, follow bool, send
 	if err != nil {
 		return err
 	}
-	return d.followRemote(ctx, id, exec, follow, reply, send)
+	return d.followRemote(ctx, id, exec, follow, rng, reply, send)
 }
 
 // followLocal sends a task's stored log from this peer's store, and with
 // follow what is added to it until ended says so.
-func (d *delegation) followLocal(ctx context.Context, id string, follow bool, send func(runtime.Chunk) error, ended func() (bool, error)) error {
-	next := map[runtime.Stream]uint64{runtime.Stdout: 1, runtime.Stderr: 1}
+func (d *delegation) followLocal(ctx context.Context, id string, follow bool, rng logRange, send func(runtime.Chunk) error, ended func() (bool, error)) error {
+	next := rng.start()
 	for {
 		// Read the state first: whatever was kept before it said "ended"
 		// is read by the pass below.
@@ -64,6 +88,9 @@ func (d *delegation) followLocal(ctx context.Context, id string, follow bool, se
 			return err
 		}
 		for _, s := range []runtime.Stream{runtime.Stdout, runtime.Stderr} {
+			if next[s] == skipStream {
+				continue
+			}
 			err := d.n.taskLogs.Each(ctx, id, s, next[s], func(c runtime.Chunk) error {
 				if c.Seq != next[s] {
 					return errLogHole
@@ -138,10 +165,11 @@ func (d *delegation) locate(ctx context.Context, id string) (peer.ID, *meshv1.Ta
 // first, then, with follow, the live topic until the task ends. The same
 // relay as the coordinator's puts chunks in order and fills holes; nothing
 // is kept on this peer.
-func (d *delegation) followRemote(ctx context.Context, id string, exec peer.ID, follow bool, first *meshv1.TaskReply, send func(runtime.Chunk) error) error {
+func (d *delegation) followRemote(ctx context.Context, id string, exec peer.ID, follow bool, rng logRange, first *meshv1.TaskReply, send func(runtime.Chunk) error) error {
 	sink := &sendEvents{send: send}
 	if !follow {
 		r := newRelay(id, nil, sink)
+		r.startAt(rng)
 		r.fetch(ctx, d.n, exec, runtime.Stdout, 0)
 		r.fetch(ctx, d.n, exec, runtime.Stderr, 0)
 		return sink.err
@@ -153,6 +181,7 @@ func (d *delegation) followRemote(ctx context.Context, id string, exec peer.ID, 
 	}
 	defer relay.close()
 	relay.ev = sink
+	relay.startAt(rng)
 	relay.fetch(ctx, d.n, exec, runtime.Stdout, 0)
 	relay.fetch(ctx, d.n, exec, runtime.Stderr, 0)
 	if res := first.GetResult(); res != nil {

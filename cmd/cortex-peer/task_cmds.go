@@ -73,6 +73,8 @@ delivered (ended, result here), lost (its executor went away) or failed.`,
 
 func newLogsCmd(g *globals) *cobra.Command {
 	var follow bool
+	var streamName string
+	var from uint64
 	cmd := &cobra.Command{
 		Use:   "logs [-f] TASK",
 		Short: "Print a task's output: what is kept, then (-f) the rest as it comes",
@@ -80,13 +82,15 @@ func newLogsCmd(g *globals) *cobra.Command {
 A task this peer coordinates is read from its own copy; any other task is
 found on the peer of the mesh that runs it (which shows it to peers it
 would run tasks for), so logs works from every peer. With -f it keeps going
-until the task has ended, with no line missing or repeated. With --json
-each chunk is one JSON line.`,
+until the task has ended, with no line missing or repeated. --stream picks
+one stream, and --from starts it at a chunk's sequence number (as --json
+shows them), to page through a long log. With --json each chunk is one
+JSON line.`,
 		Args: exactArgs(1, "TASK"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withClient(cmd, g, func(ctx context.Context, c *apiclient.Client) error {
 				stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
-				return c.Logs(ctx, args[0], follow, func(ch *apiv1.OutputChunk) {
+				return c.LogsFrom(ctx, args[0], streamName, from, follow, func(ch *apiv1.OutputChunk) {
 					if g.json {
 						_ = printJSONLine(stdout, map[string]any{"stream": ch.GetStream(), "seq": ch.GetSeq(),
 							"time": ch.GetTime().AsTime().Format(time.RFC3339Nano), "data": string(ch.GetData())})
@@ -102,6 +106,8 @@ each chunk is one JSON line.`,
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing until the task has ended")
+	cmd.Flags().StringVar(&streamName, "stream", "", "only this stream: stdout or stderr")
+	cmd.Flags().Uint64Var(&from, "from", 0, "start at this chunk sequence number of --stream")
 	return cmd
 }
 

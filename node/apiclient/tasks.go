@@ -62,7 +62,13 @@ func (c *Client) CancelTask(ctx context.Context, id string) error {
 // Logs calls fn for each kept chunk of a task's output, then, with follow,
 // for the rest until the task has ended.
 func (c *Client) Logs(ctx context.Context, id string, follow bool, fn func(*apiv1.OutputChunk)) error {
-	stream, err := c.task.Logs(ctx, connect.NewRequest(&apiv1.LogsRequest{TaskId: id, Follow: follow}))
+	return c.LogsFrom(ctx, id, "", 0, follow, fn)
+}
+
+// LogsFrom is Logs of one stream ("stdout" or "stderr"; "" for both) from
+// sequence number from on (0 or 1: the start; needs a stream).
+func (c *Client) LogsFrom(ctx context.Context, id, streamName string, from uint64, follow bool, fn func(*apiv1.OutputChunk)) error {
+	stream, err := c.task.Logs(ctx, connect.NewRequest(&apiv1.LogsRequest{TaskId: id, Follow: follow, Stream: streamName, FromSeq: from}))
 	if err != nil {
 		return c.wrap("logs", err)
 	}

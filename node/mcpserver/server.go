@@ -23,7 +23,7 @@ type API interface {
 	ListTasks(ctx context.Context) ([]*apiv1.TaskInfo, error)
 	GetTask(ctx context.Context, id string) (*apiv1.TaskInfo, error)
 	CancelTask(ctx context.Context, id string) error
-	Logs(ctx context.Context, id string, follow bool, fn func(*apiv1.OutputChunk)) error
+	LogsFrom(ctx context.Context, id, stream string, from uint64, follow bool, fn func(*apiv1.OutputChunk)) error
 	Peers(ctx context.Context, includeExpired bool) ([]*apiv1.PeerInfo, error)
 	WorkspaceAdd(ctx context.Context, dir string, noIndex bool, progress func(*apiv1.Progress)) (*apiv1.AddResult, error)
 	WorkspaceGet(ctx context.Context, root, dest string, stall time.Duration, progress func(*apiv1.Progress)) (*apiv1.GetResult, error)

@@ -554,14 +554,28 @@ func (s *Server) taskLogs(ctx context.Context, _ *mcp.CallToolRequest, in LogsIn
 	from := max(in.FromSeq, 1)
 	out := LogsOutput{TaskID: in.TaskID, Stream: stream, Chunks: []LogChunk{}}
 
-	// The API streams a task's whole kept log from the start; a page stops
-	// reading once full, and a tail keeps a ring of the last chunks.
+	// A page reads the stream from its first chunk and stops once full. A
+	// tail keeps a ring of the last chunks, reading from near the end when
+	// the task has ended and its chunk count is known.
+	start := from
+	if in.Tail > 0 {
+		start = 1
+		if t, err := s.api.GetTask(ctx, in.TaskID); err == nil && t.GetResult() != nil {
+			count := t.GetResult().GetStdoutChunks()
+			if stream == "stderr" {
+				count = t.GetResult().GetStderrChunks()
+			}
+			if count > uint64(in.Tail) {
+				start = count - uint64(in.Tail) + 1
+			}
+		}
+	}
 	lctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	var ring []*apiv1.OutputChunk
 	var page []pagePart
 	size := 0
-	err := s.api.Logs(lctx, in.TaskID, false, func(ch *apiv1.OutputChunk) {
+	err := s.api.LogsFrom(lctx, in.TaskID, stream, start, false, func(ch *apiv1.OutputChunk) {
 		if ch.GetStream() != stream || lctx.Err() != nil {
 			return
 		}

@@ -589,7 +589,12 @@ type LogsRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	TaskId string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
 	// Keep streaming until the task has ended.
-	Follow        bool `protobuf:"varint,2,opt,name=follow,proto3" json:"follow,omitempty"`
+	Follow bool `protobuf:"varint,2,opt,name=follow,proto3" json:"follow,omitempty"`
+	// Only this stream ("stdout" or "stderr"); empty: both.
+	Stream string `protobuf:"bytes,3,opt,name=stream,proto3" json:"stream,omitempty"`
+	// Start at this sequence number of the stream (needs stream); 0 or 1:
+	// from the first chunk.
+	FromSeq       uint64 `protobuf:"varint,4,opt,name=from_seq,json=fromSeq,proto3" json:"from_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -636,6 +641,20 @@ func (x *LogsRequest) GetFollow() bool {
 		return x.Follow
 	}
 	return false
+}
+
+func (x *LogsRequest) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *LogsRequest) GetFromSeq() uint64 {
+	if x != nil {
+		return x.FromSeq
+	}
+	return 0
 }
 
 type CancelTaskRequest struct {
@@ -984,7 +1003,11 @@ type TaskResult struct {
 	// Output bytes past the peer's log cap: streamed live but not kept.
 	LogDroppedBytes uint64 `protobuf:"varint,15,opt,name=log_dropped_bytes,json=logDroppedBytes,proto3" json:"log_dropped_bytes,omitempty"`
 	// Set when the task could not run or its workspace could not come back.
-	Error         string `protobuf:"bytes,16,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,16,opt,name=error,proto3" json:"error,omitempty"`
+	// Chunks of each stream: the last sequence numbers, for reading a tail
+	// with Logs from_seq.
+	StdoutChunks  uint64 `protobuf:"varint,17,opt,name=stdout_chunks,json=stdoutChunks,proto3" json:"stdout_chunks,omitempty"`
+	StderrChunks  uint64 `protobuf:"varint,18,opt,name=stderr_chunks,json=stderrChunks,proto3" json:"stderr_chunks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1129,6 +1152,20 @@ func (x *TaskResult) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *TaskResult) GetStdoutChunks() uint64 {
+	if x != nil {
+		return x.StdoutChunks
+	}
+	return 0
+}
+
+func (x *TaskResult) GetStderrChunks() uint64 {
+	if x != nil {
+		return x.StderrChunks
+	}
+	return 0
 }
 
 type ImportImageRequest struct {
@@ -1634,10 +1671,12 @@ const file_cortex_api_v1_task_proto_rawDesc = "" +
 	"\aupdated\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\x121\n" +
 	"\x06result\x18\t \x01(\v2\x19.cortex.api.v1.TaskResultR\x06result\x12\x14\n" +
 	"\x05error\x18\n" +
-	" \x01(\tR\x05error\">\n" +
+	" \x01(\tR\x05error\"q\n" +
 	"\vLogsRequest\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x16\n" +
-	"\x06follow\x18\x02 \x01(\bR\x06follow\",\n" +
+	"\x06follow\x18\x02 \x01(\bR\x06follow\x12\x16\n" +
+	"\x06stream\x18\x03 \x01(\tR\x06stream\x12\x19\n" +
+	"\bfrom_seq\x18\x04 \x01(\x04R\afromSeq\",\n" +
 	"\x11CancelTaskRequest\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\"\x14\n" +
 	"\x12CancelTaskResponse\"\xed\x01\n" +
@@ -1655,7 +1694,7 @@ const file_cortex_api_v1_task_proto_rawDesc = "" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12.\n" +
 	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
-	"\x04data\x18\x04 \x01(\fR\x04data\"\xa4\x04\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\"\xee\x04\n" +
 	"\n" +
 	"TaskResult\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1b\n" +
@@ -1677,7 +1716,9 @@ const file_cortex_api_v1_task_proto_rawDesc = "" +
 	"\fstdout_bytes\x18\r \x01(\x04R\vstdoutBytes\x12!\n" +
 	"\fstderr_bytes\x18\x0e \x01(\x04R\vstderrBytes\x12*\n" +
 	"\x11log_dropped_bytes\x18\x0f \x01(\x04R\x0flogDroppedBytes\x12\x14\n" +
-	"\x05error\x18\x10 \x01(\tR\x05error\"<\n" +
+	"\x05error\x18\x10 \x01(\tR\x05error\x12#\n" +
+	"\rstdout_chunks\x18\x11 \x01(\x04R\fstdoutChunks\x12#\n" +
+	"\rstderr_chunks\x18\x12 \x01(\x04R\fstderrChunks\"<\n" +
 	"\x12ImportImageRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"C\n" +
