@@ -364,31 +364,9 @@ func BenchmarkDelegation(b *testing.B) {
 		}
 		return res
 	}
-	b.Run("ctr-run", func(b *testing.B) {
-		// The baseline of first-output: containerd's own CLI, same image.
-		for i := 0; b.Loop(); i++ {
-			start := time.Now()
-			cmd := exec.Command("ctr", "-n", testnet.TestNamespace, "run", "--rm", "cortex/busybox:test",
-				fmt.Sprintf("bench-ctr-%d-%d", os.Getpid(), i), "echo", "hi")
-			out, err := cmd.StdoutPipe()
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := cmd.Start(); err != nil {
-				b.Fatalf("ctr (make deps installs it): %v", err)
-			}
-			buf := make([]byte, 16)
-			if n, err := out.Read(buf); err != nil || string(buf[:n]) != "hi\n" {
-				b.Fatalf("ctr first read %q, %v", buf[:n], err)
-			}
-			first := time.Since(start)
-			if err := cmd.Wait(); err != nil {
-				b.Fatal(err)
-			}
-			b.ReportMetric(float64(first.Microseconds())/1000, "first-ms")
-		}
-	})
+	b.Run("ctr-run", benchCtrFirstOutput)
 	b.Run("first-output", func(b *testing.B) {
+		var firsts []time.Duration
 		for b.Loop() {
 			start := time.Now()
 			var first time.Duration
@@ -400,8 +378,9 @@ func BenchmarkDelegation(b *testing.B) {
 			if first == 0 {
 				b.Fatal("no output")
 			}
-			b.ReportMetric(float64(first.Microseconds())/1000, "first-ms")
+			firsts = append(firsts, first)
 		}
+		reportMedian(b, firsts, "first-ms")
 	})
 	b.Run("log-latency", func(b *testing.B) {
 		var lat []time.Duration
@@ -432,6 +411,43 @@ func BenchmarkDelegation(b *testing.B) {
 			}
 		}
 	})
+}
+
+// benchCtrFirstOutput is the baseline of first-output: containerd's own
+// CLI running `echo hi` in the same image, to its first output byte.
+func benchCtrFirstOutput(b *testing.B) {
+	var firsts []time.Duration
+	defer func() { reportMedian(b, firsts, "first-ms") }()
+	for i := 0; b.Loop(); i++ {
+		start := time.Now()
+		cmd := exec.Command("ctr", "-n", testnet.TestNamespace, "run", "--rm", "cortex/busybox:test",
+			fmt.Sprintf("bench-ctr-%d-%d", os.Getpid(), i), "echo", "hi")
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			b.Fatalf("ctr (make deps installs it): %v", err)
+		}
+		buf := make([]byte, 16)
+		if n, err := out.Read(buf); err != nil || string(buf[:n]) != "hi\n" {
+			b.Fatalf("ctr first read %q, %v", buf[:n], err)
+		}
+		firsts = append(firsts, time.Since(start))
+		if err := cmd.Wait(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// reportMedian reports the median of ds in milliseconds as unit.
+func reportMedian(b *testing.B, ds []time.Duration, unit string) {
+	if len(ds) == 0 {
+		return
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	b.ReportMetric(float64(s[len(s)/2].Microseconds())/1000, unit)
 }
 
 // A peer that is not the executor cannot inject output into a task's log:
