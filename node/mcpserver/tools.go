@@ -437,6 +437,7 @@ type PeerInfo struct {
 	RunningTasks uint32            `json:"running_tasks"`
 	Connected    bool              `json:"connected"`
 	LastSeen     string            `json:"last_seen,omitempty"`
+	Images       []string          `json:"images,omitempty" jsonschema:"container images the peer holds (placement prefers a peer that has the task's image)"`
 }
 
 // ListPeersOutput is list_peers's result.
@@ -451,7 +452,7 @@ func (s *Server) listPeers(ctx context.Context, _ *mcp.CallToolRequest, _ struct
 	}
 	out := ListPeersOutput{Peers: []PeerInfo{}}
 	for _, p := range ps {
-		pi := PeerInfo{ID: p.GetId(), Labels: p.GetLabels(), Version: p.GetVersion(), Connected: p.GetConnected()}
+		pi := PeerInfo{ID: p.GetId(), Labels: p.GetLabels(), Version: p.GetVersion(), Connected: p.GetConnected(), Images: p.GetImages()}
 		c := p.GetCapabilities()
 		for name, ok := range map[string]bool{"containerd": c.GetContainerd(), "gvisor": c.GetGvisor(), "chromium": c.GetChromium(), "gopls": c.GetGopls()} {
 			if ok {
