@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -479,5 +480,60 @@ func TestImportDAGRefusesUnrelatedBlocks(t *testing.T) {
 	other := rawLeaf([]byte("x")).Cid()
 	if _, err := openStore(t).ImportDAG(ctx, other, bytes.NewReader(good)); !errors.Is(err, errdefs.ErrInvalid) {
 		t.Fatalf("stream for another root: %v", err)
+	}
+}
+
+// FetchAgainst brings a changed tree over from a base held here: the tree
+// comes out whole, and only the blocks that changed are asked for.
+func TestFetchAgainst(t *testing.T) {
+	a, b := openStore(t), openStore(t)
+	ctx := context.Background()
+	src := t.TempDir()
+	files := map[string]string{}
+	for i := range 60 {
+		files[fmt.Sprintf("d%d/e%d/f%d.txt", i%4, i%3, i)] = strings.Repeat(fmt.Sprintf("line %d\n", i), 50)
+	}
+	files["gone/x.txt"] = "x\n"
+	writeTree(t, src, files)
+	ra, err := a.Import(ctx, src, ImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Fetch(ctx, ra.Root, &storeFetcher{from: a}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Two edits deep down, a new directory, a removed one.
+	must(t, os.WriteFile(filepath.Join(src, "d1/e1/f1.txt"), []byte("edited\n"), 0o644))
+	must(t, os.WriteFile(filepath.Join(src, "d2/e0/f18.txt"), []byte("edited too\n"), 0o644))
+	writeTree(t, src, map[string]string{"new/deep/n.txt": "new\n"})
+	must(t, os.RemoveAll(filepath.Join(src, "gone")))
+	ra2, err := a.Import(ctx, src, ImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &storeFetcher{from: a}
+	p, err := b.FetchAgainst(ctx, ra.Root, ra2.Root, f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// root, d1, d1/e1, f1, d2, d2/e0, f18, new, new/deep, n.txt
+	if f.asked != 10 || p.Fetched != 10 {
+		t.Fatalf("asked for %d blocks, fetched %d; want the 10 that changed", f.asked, p.Fetched)
+	}
+	dest := filepath.Join(t.TempDir(), "copy")
+	if _, err := b.Export(ctx, ra2.Root, dest, ExportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sameTree(t, treeSnapshot(t, src), treeSnapshot(t, dest))
+	if again, err := b.FetchAgainst(ctx, ra.Root, ra2.Root, &storeFetcher{from: a}, nil); err != nil || again.Fetched != 0 {
+		t.Fatalf("a second fetch: %+v %v", again, err)
+	}
+	// Without the base here it is a plain fetch.
+	c := openStore(t)
+	if _, err := c.FetchAgainst(ctx, ra.Root, ra2.Root, &storeFetcher{from: a}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Export(ctx, ra2.Root, filepath.Join(t.TempDir(), "c"), ExportOptions{}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -475,7 +475,9 @@ func (d *delegation) mergeBack(ctx context.Context, rec *taskRecord) error {
 	var rep dag.MergeReport
 	err := d.n.dags.Pin("task:"+rec.ID, theirs)
 	if err == nil && !base.Equals(theirs) {
-		if _, err = d.n.fetchAll(ctx, theirs); err == nil {
+		// BASE is here (pinned for the task): only what the task changed
+		// is walked and fetched.
+		if _, err = d.n.fetchAgainst(ctx, base, theirs, 0, nil); err == nil {
 			rep, err = d.n.dags.Merge(ctx, base, theirs, rec.Workspace)
 		}
 	}

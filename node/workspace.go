@@ -79,6 +79,13 @@ func (e *exchange) Close() error {
 // either path) is not asked again in this fetch; when no other connected
 // peer is left, the fetch fails with ErrUntrustedPeers naming it.
 func (n *Node) fetch(ctx context.Context, root cid.Cid, stall time.Duration, progress func(dag.FetchProgress)) (dag.FetchProgress, error) {
+	return n.fetchAgainst(ctx, cid.Undef, root, stall, progress)
+}
+
+// fetchAgainst is fetch of a root that shares most of its tree with base,
+// complete here (see dag.Store.FetchAgainst): only the changed part is
+// walked and asked for. An undefined base is a plain fetch.
+func (n *Node) fetchAgainst(ctx context.Context, base, root cid.Cid, stall time.Duration, progress func(dag.FetchProgress)) (dag.FetchProgress, error) {
 	if stall <= 0 {
 		stall = DefaultStallTimeout
 	}
@@ -148,7 +155,7 @@ func (n *Node) fetch(ctx context.Context, root cid.Cid, stall time.Duration, pro
 			n.log.Debug("bulk fetch unavailable; using bitswap", "root", root, "err", err)
 		}
 	}
-	p, err := n.dags.Fetch(ctx, root, sess, func(p dag.FetchProgress) {
+	p, err := n.dags.FetchAgainst(ctx, base, root, sess, func(p dag.FetchProgress) {
 		touch()
 		p.Fetched += bulk.Fetched
 		p.FetchedBytes += bulk.FetchedBytes
@@ -352,10 +359,16 @@ func (w *workspaceService) Merge(ctx context.Context, req *connect.Request[apiv1
 	}
 	w.n.gcMu.RLock()
 	defer w.n.gcMu.RUnlock()
-	fetched, err := w.n.fetchAll(ctx, base, theirs)
+	fetched, err := w.n.fetchAll(ctx, base)
 	if err != nil {
 		return nil, err
 	}
+	delta, err := w.n.fetchAgainst(ctx, base, theirs, 0, nil)
+	if err != nil {
+		return nil, err
+	}
+	fetched.Fetched += delta.Fetched
+	fetched.FetchedBytes += delta.FetchedBytes
 	out := &apiv1.MergeResponse{FetchedBlocks: uint64(fetched.Fetched), FetchedBytes: uint64(fetched.FetchedBytes)}
 	rep, err := w.n.dags.Merge(ctx, base, theirs, dir)
 	if err != nil {
