@@ -89,11 +89,13 @@ func (s *Blockstore) Get(_ context.Context, c cid.Cid) (blocks.Block, error) {
 		return blocks.NewBlockWithCid(data, c)
 	}
 	var data []byte
+	var packed bool
 	err := s.db.View(func(txn *badger.Txn) error {
 		it, err := txn.Get(blockKey(c.Hash()))
 		if err != nil {
 			return err
 		}
+		packed = it.UserMeta() == packMeta
 		data, err = it.ValueCopy(nil)
 		return err
 	})
@@ -102,6 +104,12 @@ func (s *Blockstore) Get(_ context.Context, c cid.Cid) (blocks.Block, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("get block %s: %w", c, err)
+	}
+	if packed {
+		if data, err = s.readPacked(c, data); err != nil {
+			// A damaged or missing pack: the block is not here.
+			return nil, fmt.Errorf("%w: %v", notFound(c), err)
+		}
 	}
 	return blocks.NewBlockWithCid(data, c)
 }
@@ -123,6 +131,13 @@ func (s *Blockstore) GetSize(_ context.Context, c cid.Cid) (int, error) {
 		it, err := txn.Get(blockKey(c.Hash()))
 		if err != nil {
 			return err
+		}
+		if it.UserMeta() == packMeta {
+			return it.Value(func(v []byte) error {
+				r, err := decodePackRef(v)
+				size = r.length
+				return err
+			})
 		}
 		size = int(it.ValueSize())
 		return nil

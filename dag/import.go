@@ -621,7 +621,9 @@ func (im *importer) hashReader(ctx context.Context, mode os.FileMode, size int64
 	im.filesRead.Add(1)
 	var leaves []leaf
 	var err error
-	if size >= parallelHashSize && im.workers() > 1 {
+	if osf, ok := f.(*os.File); ok && size >= packMinSize && !im.batch.dryRun && im.s.blocks.packDir() != "" {
+		leaves, err = im.chunkIntoPack(ctx, osf, size)
+	} else if size >= parallelHashSize && im.workers() > 1 {
 		leaves, err = im.chunkParallel(ctx, f)
 	} else {
 		leaves, err = im.chunkSerial(ctx, f)

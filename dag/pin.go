@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/ipfs/go-cid"
@@ -99,6 +100,7 @@ const gcMarkFlush = 1 << 14
 // badger, and only the path being walked (at most 2*MaxDepth nodes' links)
 // and gcMarkFlush pending marks are held.
 func (s *Store) GC(ctx context.Context) (GCResult, error) {
+	start := time.Now()
 	pins, err := s.Pins()
 	if err != nil {
 		return GCResult{}, err
@@ -118,6 +120,10 @@ func (s *Store) GC(ctx context.Context) (GCResult, error) {
 	}
 	if err != nil {
 		return GCResult{}, err
+	}
+	// Packs whose blocks are all gone go too.
+	if err := s.blocks.removeUnreferencedPacks(start); err != nil {
+		return res, fmt.Errorf("gc: packs: %w", err)
 	}
 	// Reclaim value-log space; "no rewrite needed" is not a failure.
 	for s.db.RunValueLogGC(0.5) == nil {

@@ -1,0 +1,354 @@
+package dag
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	chunk "github.com/ipfs/boxo/chunker"
+	"github.com/ipfs/go-cid"
+	mh "github.com/multiformats/go-multihash"
+	"golang.org/x/sys/unix"
+)
+
+// Large files are not copied into badger block by block: their bytes are
+// copied once, in the kernel (copy_file_range), into a pack file beside the
+// store, then chunked and hashed from that copy, and each leaf is stored as
+// a reference into the pack (badger's user-meta byte says which). Writing a
+// gigabyte through badger's memory-mapped value log cost three times as
+// much as hashing it. The copy is immutable, so the CIDs are those of its
+// bytes, whatever happens to the source meanwhile; reads check each block's
+// hash, so a pack damaged by a crash reads as missing blocks, never as wrong
+// ones. A pack is deleted when no block refers to it (after a GC).
+
+// packMinSize: files at least this large are packed.
+const packMinSize = 32 << 20
+
+// packMeta marks a badger value that is a pack reference, not block bytes.
+const packMeta byte = 1
+
+// packRef locates a block in a pack.
+type packRef struct {
+	pack   string // file name: 32 hex digits
+	offset int64
+	length int
+}
+
+func (r packRef) encode() []byte {
+	b := append([]byte(nil), r.pack...)
+	b = binary.AppendUvarint(b, uint64(r.offset))
+	return binary.AppendUvarint(b, uint64(r.length))
+}
+
+func decodePackRef(b []byte) (packRef, error) {
+	if len(b) < 32 {
+		return packRef{}, errors.New("pack reference too short")
+	}
+	r := packRef{pack: string(b[:32])}
+	if _, err := hex.DecodeString(r.pack); err != nil {
+		return packRef{}, fmt.Errorf("pack reference: %w", err)
+	}
+	off, n := binary.Uvarint(b[32:])
+	if n <= 0 {
+		return packRef{}, errors.New("pack reference: bad offset")
+	}
+	length, m := binary.Uvarint(b[32+n:])
+	if m <= 0 || length > MaxBlockSize || off > 1<<62 {
+		return packRef{}, errors.New("pack reference: bad length")
+	}
+	r.offset, r.length = int64(off), int(length)
+	return r, nil
+}
+
+// packDir is where packs live: beside badger's directory. "" when the store
+// has no directory (in memory): nothing is packed then.
+func (s *Blockstore) packDir() string {
+	opts := s.db.Opts()
+	if opts.InMemory || opts.Dir == "" {
+		return ""
+	}
+	return filepath.Clean(opts.Dir) + ".packs"
+}
+
+// readPacked reads a packed block and checks its hash.
+func (s *Blockstore) readPacked(c cid.Cid, ref []byte) ([]byte, error) {
+	r, err := decodePackRef(ref)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(filepath.Join(s.packDir(), r.pack))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data := make([]byte, r.length)
+	if _, err := f.ReadAt(data, r.offset); err != nil {
+		return nil, err
+	}
+	got, err := c.Prefix().Sum(data)
+	if err != nil || !got.Equals(c) {
+		return nil, fmt.Errorf("pack %s at %d: bytes do not hash to %s", r.pack, r.offset, c)
+	}
+	return data, nil
+}
+
+// newPack creates an empty pack file.
+func (s *Blockstore) newPack() (*os.File, string, error) {
+	dir := s.packDir()
+	if dir == "" {
+		return nil, "", errors.New("the store keeps no packs")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, "", err
+	}
+	var id [16]byte
+	_, _ = rand.Read(id[:])
+	name := hex.EncodeToString(id[:])
+	f, err := os.OpenFile(filepath.Join(dir, name), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	return f, name, err
+}
+
+// copyIntoPack copies src whole into a new pack, in the kernel where it can,
+// and returns the pack open for reading from its start.
+func (s *Blockstore) copyIntoPack(ctx context.Context, src *os.File, size int64) (*os.File, string, error) {
+	f, name, err := s.newPack()
+	if err != nil {
+		return nil, "", err
+	}
+	fail := func(err error) (*os.File, string, error) {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, "", err
+	}
+	var off int64
+	for off < size {
+		if err := ctx.Err(); err != nil {
+			return fail(err)
+		}
+		n, err := unix.CopyFileRange(int(src.Fd()), nil, int(f.Fd()), nil, int(min(size-off, 64<<20)), 0)
+		if err != nil || n == 0 {
+			break // a filesystem that cannot: copy the rest in user space
+		}
+		off += int64(n)
+	}
+	if off < size {
+		if _, err := src.Seek(off, io.SeekStart); err != nil {
+			return fail(err)
+		}
+		if _, err := f.Seek(off, io.SeekStart); err != nil {
+			return fail(err)
+		}
+		if _, err := io.Copy(f, src); err != nil {
+			return fail(err)
+		}
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return fail(err)
+	}
+	return f, name, nil
+}
+
+// putPacked stores references to blocks in a pack, in one batch.
+func (s *Blockstore) putPacked(refs map[string]packRef) error {
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for h, r := range refs {
+		if err := wb.SetEntry(badger.NewEntry(blockKey(mh.Multihash(h)), r.encode()).WithMeta(packMeta)); err != nil {
+			return fmt.Errorf("store pack references: %w", err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("store pack references: %w", err)
+	}
+	return nil
+}
+
+// removeUnreferencedPacks deletes the packs no block refers to any more
+// (after a GC, or left by an import cut short), except those modified since
+// notBefore: an import may be writing them.
+func (s *Blockstore) removeUnreferencedPacks(notBefore time.Time) error {
+	dir := s.packDir()
+	if dir == "" {
+		return nil
+	}
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	used := map[string]bool{}
+	err = s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: blockPrefix, PrefetchValues: false})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if it.Item().UserMeta() != packMeta {
+				continue
+			}
+			if err := it.Item().Value(func(v []byte) error {
+				if len(v) >= 32 {
+					used[string(v[:32])] = true
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if used[name] || strings.HasPrefix(name, ".") {
+			continue
+		}
+		if info, err := e.Info(); err != nil || !info.ModTime().Before(notBefore) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// packBatch is how many pack references are written at once.
+const packBatch = 1024
+
+// chunkIntoPack copies src into a new pack, then chunks the copy on one
+// goroutine and hashes the chunks on the others; the leaves this store
+// lacks are stored as references into the pack. A pack no leaf ended up in
+// (the file was here already) is removed at once.
+func (im *importer) chunkIntoPack(ctx context.Context, src *os.File, size int64) ([]leaf, error) {
+	bs := im.s.blocks
+	pack, name, err := bs.copyIntoPack(ctx, src, size)
+	if err != nil {
+		return nil, fmt.Errorf("copy into a pack: %w", err)
+	}
+	defer pack.Close()
+	stored := 0
+	defer func() {
+		if stored == 0 {
+			os.Remove(pack.Name())
+		}
+	}()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	type job struct {
+		i    int
+		off  int64
+		data []byte
+	}
+	type done struct {
+		i   int
+		l   leaf
+		ref *packRef // nil: the store has the block already
+		h   string
+	}
+	n := im.workers()
+	jobs := make(chan job, n)
+	results := make(chan done, n)
+	var hashers sync.WaitGroup
+	for range n {
+		hashers.Go(func() {
+			for j := range jobs {
+				b := rawLeaf(j.data)
+				d := done{i: j.i, l: leaf{cid: b.Cid(), fileBytes: uint64(len(j.data)), tsize: uint64(len(j.data))}}
+				if has, err := bs.Has(ctx, b.Cid()); err != nil {
+					cancel(err)
+					continue
+				} else if !has {
+					d.ref, d.h = &packRef{pack: name, offset: j.off, length: len(j.data)}, string(b.Cid().Hash())
+				}
+				im.bytesRead.Add(int64(len(j.data)))
+				select {
+				case results <- d:
+				case <-ctx.Done():
+				}
+			}
+		})
+	}
+	var count int
+	var readErr error
+	go func() {
+		defer close(jobs)
+		ch := chunk.NewBuzhash(pack)
+		var off int64
+		for i := 0; ; i++ {
+			data, err := ch.NextBytes()
+			if errors.Is(err, io.EOF) {
+				count = i
+				return
+			}
+			if err != nil {
+				readErr = err
+				cancel(err)
+				return
+			}
+			select {
+			case jobs <- job{i, off, data}:
+			case <-ctx.Done():
+				return
+			}
+			off += int64(len(data))
+		}
+	}()
+	go func() {
+		hashers.Wait()
+		close(results)
+	}()
+	var leaves []leaf
+	refs := map[string]packRef{}
+	flush := func() error {
+		if len(refs) == 0 {
+			return nil
+		}
+		if err := bs.putPacked(refs); err != nil {
+			return err
+		}
+		for _, r := range refs {
+			im.batch.newBlocks.Add(1)
+			im.batch.newBytes.Add(int64(r.length))
+		}
+		stored += len(refs)
+		clear(refs)
+		return nil
+	}
+	for r := range results {
+		for len(leaves) <= r.i {
+			leaves = append(leaves, leaf{})
+		}
+		leaves[r.i] = r.l
+		if r.ref != nil {
+			refs[r.h] = *r.ref
+			if len(refs) >= packBatch {
+				if err := flush(); err != nil {
+					cancel(err)
+				}
+			}
+		}
+	}
+	if err := context.Cause(ctx); err != nil {
+		return nil, err
+	}
+	if readErr != nil {
+		return nil, readErr
+	}
+	if err := flush(); err != nil {
+		return nil, err
+	}
+	return leaves[:count], nil
+}
