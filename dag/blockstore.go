@@ -40,11 +40,14 @@ var emptySHA256 = func() mh.Multihash {
 // boxo's blockstore.Blockstore so bitswap can serve and fill it. Identity
 // CIDs and the empty block are answered without storage.
 type Blockstore struct {
-	db *badger.DB
+	db       *badger.DB
+	appender *packAppender
 }
 
 // NewBlockstore uses db, which the caller opens and closes.
-func NewBlockstore(db *badger.DB) *Blockstore { return &Blockstore{db: db} }
+func NewBlockstore(db *badger.DB) *Blockstore {
+	return &Blockstore{db: db, appender: &packAppender{}}
+}
 
 func blockKey(h mh.Multihash) []byte {
 	return append(append(make([]byte, 0, len(blockPrefix)+len(h)), blockPrefix...), h...)
@@ -183,14 +186,30 @@ func (s *Blockstore) PutMany(_ context.Context, bs []blocks.Block) error {
 
 // putTrusted stores blocks whose CIDs this process computed itself.
 func (s *Blockstore) putTrusted(bs []blocks.Block) error {
+	var packed []blocks.Block
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
 	for _, b := range bs {
 		if _, ok := inline(b.Cid()); ok {
 			continue
 		}
+		if s.packable(b.Cid(), len(b.RawData())) {
+			packed = append(packed, b)
+			continue
+		}
 		if err := wb.Set(blockKey(b.Cid().Hash()), b.RawData()); err != nil {
 			return fmt.Errorf("store block %s: %w", b.Cid(), err)
+		}
+	}
+	if len(packed) > 0 {
+		refs, err := s.appendPacked(packed)
+		if err != nil {
+			return fmt.Errorf("store blocks: %w", err)
+		}
+		for h, r := range refs {
+			if err := wb.SetEntry(badger.NewEntry(blockKey(mh.Multihash(h)), r.encode()).WithMeta(packMeta)); err != nil {
+				return fmt.Errorf("store blocks: %w", err)
+			}
 		}
 	}
 	if err := wb.Flush(); err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	chunk "github.com/ipfs/boxo/chunker"
+	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	mh "github.com/multiformats/go-multihash"
 	"golang.org/x/sys/unix"
@@ -351,4 +352,64 @@ func (im *importer) chunkIntoPack(ctx context.Context, src *os.File, size int64)
 		return nil, err
 	}
 	return leaves[:count], nil
+}
+
+// Blocks from outside (bitswap, the bulk stream, CARs) and chunks of files
+// under packMinSize are appended to a shared pack when they are raw leaves
+// at least packAppendMin long: small blocks stay in badger, where a pack
+// file per block would cost more than it saves. A pack takes appends up to
+// packRotateSize.
+const (
+	packAppendMin  = 256 << 10
+	packRotateSize = 1 << 30
+)
+
+// packAppender is the pack that blocks are appended to now.
+type packAppender struct {
+	mu   sync.Mutex
+	name string // "" until the first append, and after a rotation
+	size int64
+}
+
+// packable reports whether b goes to a pack rather than into badger.
+func (s *Blockstore) packable(c cid.Cid, size int) bool {
+	return size >= packAppendMin && c.Prefix().Codec == cid.Raw && s.packDir() != ""
+}
+
+// appendPacked appends the blocks' bytes to the current pack and returns
+// their references, by multihash.
+func (s *Blockstore) appendPacked(bs []blocks.Block) (map[string]packRef, error) {
+	a := s.appender
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.name == "" || a.size >= packRotateSize {
+		f, name, err := s.newPack()
+		if err != nil {
+			return nil, err
+		}
+		f.Close()
+		a.name, a.size = name, 0
+	}
+	f, err := os.OpenFile(filepath.Join(s.packDir(), a.name), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	refs := make(map[string]packRef, len(bs))
+	for _, b := range bs {
+		if _, err := f.Write(b.RawData()); err != nil {
+			return nil, fmt.Errorf("append to pack %s: %w", a.name, err)
+		}
+		refs[string(b.Cid().Hash())] = packRef{pack: a.name, offset: a.size, length: len(b.RawData())}
+		a.size += int64(len(b.RawData()))
+	}
+	return refs, nil
+}
+
+// rotatePack makes the next append start a new pack, so that a GC never
+// removes a pack that is still being appended to.
+func (s *Blockstore) rotatePack() {
+	s.appender.mu.Lock()
+	s.appender.name = ""
+	s.appender.mu.Unlock()
 }

@@ -90,3 +90,47 @@ func TestLargeFilesArePacked(t *testing.T) {
 		t.Fatalf("%d packs after GC, want 0", n)
 	}
 }
+
+// Large blocks from outside are appended to a pack, smaller ones stay in
+// badger; either way the tree comes out whole, and GC keeps the pack while
+// a pin needs it.
+func TestFetchedBlocksArePacked(t *testing.T) {
+	a, b := openStore(t), openStore(t)
+	ctx := context.Background()
+	src := t.TempDir()
+	writeTree(t, src, map[string]string{"mid.bin": string(randomBytes(9, 6<<20)), "small.txt": "small\n"})
+	r, err := a.Import(ctx, src, ImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Fetch(ctx, r.Root, &storeFetcher{from: a}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(packFiles(t, b)); n != 1 {
+		t.Fatalf("%d packs after the fetch, want 1", n)
+	}
+	dest := filepath.Join(t.TempDir(), "out")
+	if _, err := b.Export(ctx, r.Root, dest, ExportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sameTree(t, treeSnapshot(t, src), treeSnapshot(t, dest))
+	must(t, b.Pin("keep", r.Root))
+	time.Sleep(10 * time.Millisecond)
+	if _, err := b.GC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(packFiles(t, b)); n != 1 {
+		t.Fatalf("%d packs after a GC that keeps the tree, want 1", n)
+	}
+	if _, err := b.Export(ctx, r.Root, filepath.Join(t.TempDir(), "again"), ExportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	must(t, b.Unpin("keep"))
+	time.Sleep(10 * time.Millisecond)
+	if _, err := b.GC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(packFiles(t, b)); n != 0 {
+		t.Fatalf("%d packs after the last pin went, want 0", n)
+	}
+}

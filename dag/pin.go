@@ -101,6 +101,7 @@ const gcMarkFlush = 1 << 14
 // and gcMarkFlush pending marks are held.
 func (s *Store) GC(ctx context.Context) (GCResult, error) {
 	start := time.Now()
+	s.blocks.rotatePack()
 	pins, err := s.Pins()
 	if err != nil {
 		return GCResult{}, err
@@ -251,7 +252,16 @@ func (s *Store) gcMarkSweep(ctx context.Context, pins map[string]cid.Cid) (GCRes
 				return err
 			}
 			res.Removed++
-			res.RemovedBytes += it.Item().ValueSize()
+			size := it.Item().ValueSize()
+			if it.Item().UserMeta() == packMeta { // the block's bytes are in a pack
+				_ = it.Item().Value(func(v []byte) error {
+					if r, err := decodePackRef(v); err == nil {
+						size = int64(r.length)
+					}
+					return nil
+				})
+			}
+			res.RemovedBytes += size
 		}
 		return nil
 	})
