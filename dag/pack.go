@@ -119,44 +119,26 @@ func (s *Blockstore) newPack() (*os.File, string, error) {
 	return f, name, err
 }
 
-// copyIntoPack copies src whole into a new pack, in the kernel where it can,
-// and returns the pack open for reading from its start.
-func (s *Blockstore) copyIntoPack(ctx context.Context, src *os.File, size int64) (*os.File, string, error) {
-	f, name, err := s.newPack()
-	if err != nil {
-		return nil, "", err
-	}
-	fail := func(err error) (*os.File, string, error) {
-		f.Close()
-		os.Remove(f.Name())
-		return nil, "", err
-	}
-	var off int64
-	for off < size {
+// copyIntoPack copies the first size bytes of src into the pack f, in the
+// kernel where it can (copy_file_range), else in user space. It uses
+// explicit offsets, so src may be read meanwhile by ReadAt.
+func copyIntoPack(ctx context.Context, src, f *os.File, size int64) error {
+	var roff, woff int64
+	for roff < size {
 		if err := ctx.Err(); err != nil {
-			return fail(err)
+			return err
 		}
-		n, err := unix.CopyFileRange(int(src.Fd()), nil, int(f.Fd()), nil, int(min(size-off, 64<<20)), 0)
+		n, err := unix.CopyFileRange(int(src.Fd()), &roff, int(f.Fd()), &woff, int(min(size-roff, 64<<20)), 0)
 		if err != nil || n == 0 {
 			break // a filesystem that cannot: copy the rest in user space
 		}
-		off += int64(n)
 	}
-	if off < size {
-		if _, err := src.Seek(off, io.SeekStart); err != nil {
-			return fail(err)
-		}
-		if _, err := f.Seek(off, io.SeekStart); err != nil {
-			return fail(err)
-		}
-		if _, err := io.Copy(f, src); err != nil {
-			return fail(err)
+	if roff < size {
+		if _, err := io.Copy(io.NewOffsetWriter(f, woff), io.NewSectionReader(src, roff, size-roff)); err != nil {
+			return err
 		}
 	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return fail(err)
-	}
-	return f, name, nil
+	return nil
 }
 
 // putPacked stores references to blocks in a pack, in one batch.
@@ -229,15 +211,23 @@ func (s *Blockstore) removeUnreferencedPacks(notBefore time.Time) error {
 // packBatch is how many pack references are written at once.
 const packBatch = 1024
 
-// chunkIntoPack copies src into a new pack, then chunks the copy on one
-// goroutine and hashes the chunks on the others; the leaves this store
-// lacks are stored as references into the pack. A pack no leaf ended up in
-// (the file was here already) is removed at once.
+// chunkIntoPack packs a large file: the kernel copies it into a new pack
+// while its bytes are chunked and hashed from the source (one goroutine
+// chunks, the others hash), so the import costs the longer of the two, not
+// their sum. If the source's size or times changed meanwhile, the chunks
+// are taken again from the copy, which nothing else writes: the leaves are
+// always the pack's bytes. The leaves this store lacks are then stored as
+// references into the pack; a pack no leaf ended up in (the file was here
+// already) is removed at once.
 func (im *importer) chunkIntoPack(ctx context.Context, src *os.File, size int64) ([]leaf, error) {
 	bs := im.s.blocks
-	pack, name, err := bs.copyIntoPack(ctx, src, size)
+	before, err := fstatOf(src)
 	if err != nil {
-		return nil, fmt.Errorf("copy into a pack: %w", err)
+		return nil, err
+	}
+	pack, name, err := bs.newPack()
+	if err != nil {
+		return nil, fmt.Errorf("new pack: %w", err)
 	}
 	defer pack.Close()
 	stored := 0
@@ -246,6 +236,65 @@ func (im *importer) chunkIntoPack(ctx context.Context, src *os.File, size int64)
 			os.Remove(pack.Name())
 		}
 	}()
+	copied := make(chan error, 1)
+	cctx, stopCopy := context.WithCancel(ctx)
+	defer stopCopy()
+	go func() { copied <- copyIntoPack(cctx, src, pack, size) }()
+	leaves, refs, err := im.chunkPackable(ctx, io.NewSectionReader(src, 0, size), name)
+	if err != nil {
+		stopCopy()
+		<-copied
+		return nil, err
+	}
+	if err := <-copied; err != nil {
+		return nil, fmt.Errorf("copy into a pack: %w", err)
+	}
+	if after, err := fstatOf(src); err != nil || after != before {
+		// Written to while we read it: chunk the copy instead.
+		if leaves, refs, err = im.chunkPackable(ctx, io.NewSectionReader(pack, 0, size), name); err != nil {
+			return nil, err
+		}
+	}
+	for h := range refs {
+		if has, err := bs.Has(ctx, cid.NewCidV1(cid.Raw, mh.Multihash(h))); err == nil && has {
+			delete(refs, h) // stored meanwhile
+		}
+	}
+	for len(refs) > 0 {
+		batch := make(map[string]packRef, min(len(refs), packBatch))
+		for h, r := range refs {
+			batch[h] = r
+			delete(refs, h)
+			if len(batch) == packBatch {
+				break
+			}
+		}
+		if err := bs.putPacked(batch); err != nil {
+			return nil, err
+		}
+		for _, r := range batch {
+			im.batch.newBlocks.Add(1)
+			im.batch.newBytes.Add(int64(r.length))
+		}
+		stored += len(batch)
+	}
+	return leaves, nil
+}
+
+// fstatOf is what says a file changed: size and times.
+func fstatOf(f *os.File) (fileStat, error) {
+	var sys unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &sys); err != nil {
+		return fileStat{}, err
+	}
+	return statOf(&sys), nil
+}
+
+// chunkPackable chunks r (the bytes of pack name from offset 0) on one
+// goroutine and hashes the chunks on the others. It returns the leaves and,
+// by multihash, a reference for each leaf the store lacks.
+func (im *importer) chunkPackable(ctx context.Context, r io.Reader, name string) ([]leaf, map[string]packRef, error) {
+	bs := im.s.blocks
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	type job struct {
@@ -286,7 +335,7 @@ func (im *importer) chunkIntoPack(ctx context.Context, src *os.File, size int64)
 	var readErr error
 	go func() {
 		defer close(jobs)
-		ch := chunk.NewBuzhash(pack)
+		ch := chunk.NewBuzhash(r)
 		var off int64
 		for i := 0; ; i++ {
 			data, err := ch.NextBytes()
@@ -313,21 +362,6 @@ func (im *importer) chunkIntoPack(ctx context.Context, src *os.File, size int64)
 	}()
 	var leaves []leaf
 	refs := map[string]packRef{}
-	flush := func() error {
-		if len(refs) == 0 {
-			return nil
-		}
-		if err := bs.putPacked(refs); err != nil {
-			return err
-		}
-		for _, r := range refs {
-			im.batch.newBlocks.Add(1)
-			im.batch.newBytes.Add(int64(r.length))
-		}
-		stored += len(refs)
-		clear(refs)
-		return nil
-	}
 	for r := range results {
 		for len(leaves) <= r.i {
 			leaves = append(leaves, leaf{})
@@ -335,23 +369,15 @@ func (im *importer) chunkIntoPack(ctx context.Context, src *os.File, size int64)
 		leaves[r.i] = r.l
 		if r.ref != nil {
 			refs[r.h] = *r.ref
-			if len(refs) >= packBatch {
-				if err := flush(); err != nil {
-					cancel(err)
-				}
-			}
 		}
 	}
 	if err := context.Cause(ctx); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if readErr != nil {
-		return nil, readErr
+		return nil, nil, readErr
 	}
-	if err := flush(); err != nil {
-		return nil, err
-	}
-	return leaves[:count], nil
+	return leaves[:count], refs, nil
 }
 
 // Blocks from outside (bitswap, the bulk stream, CARs) and chunks of files
