@@ -55,7 +55,7 @@ func (s *Store) ExportCAR(ctx context.Context, root cid.Cid, w io.Writer) (block
 		if c.Prefix().Codec != cid.DagProtobuf {
 			return nil
 		}
-		links, err := s.links(ctx, c)
+		links, err := linksOf(c, b.RawData()) // the block in hand: no second read
 		if err != nil {
 			return err
 		}
@@ -123,31 +123,61 @@ func (s *Store) ImportCAR(ctx context.Context, r io.Reader) (roots []cid.Cid, bl
 // the import with an error. This is the receiving side of a bulk transfer
 // from a peer, so a peer cannot push unrelated data.
 func (s *Store) ImportDAG(ctx context.Context, root cid.Cid, r io.Reader) (blocksRead int, err error) {
-	expected := map[string]struct{}{string(root.Hash()): {}}
+	gen, err := s.gcGeneration() // before any block is written (see markCompleteAt)
+	if err != nil {
+		return 0, fmt.Errorf("import DAG %s: %w", root, err)
+	}
+	// expected: every block the DAG links to so far; a value of true once
+	// it arrived.
+	expected := map[string]bool{string(root.Hash()): false}
 	checkRoots := func(roots []cid.Cid) error {
 		if len(roots) != 1 || !roots[0].Equals(root) {
 			return fmt.Errorf("the stream is for %v: %w", roots, errdefs.ErrInvalid)
 		}
 		return nil
 	}
+	var links []cid.Cid // of the blocks that arrived, to look for once
 	accept := func(b blocks.Block) error {
 		if _, ok := expected[string(b.Cid().Hash())]; !ok {
 			return fmt.Errorf("block %s is not part of the DAG: %w", b.Cid(), ErrHostile)
 		}
+		expected[string(b.Cid().Hash())] = true
 		if b.Cid().Prefix().Codec != cid.DagProtobuf {
 			return nil
 		}
-		links, err := linksOf(b.Cid(), b.RawData())
+		ls, err := linksOf(b.Cid(), b.RawData())
 		if err != nil {
 			return err
 		}
-		for _, l := range links {
-			expected[string(l.Hash())] = struct{}{}
+		for _, l := range ls {
+			if _, ok := expected[string(l.Hash())]; !ok {
+				expected[string(l.Hash())] = false
+				links = append(links, l)
+			}
 		}
 		return nil
 	}
 	_, blocksRead, err = s.readCAR(ctx, r, checkRoots, accept)
 	if err != nil {
+		return blocksRead, fmt.Errorf("import DAG %s: %w", root, err)
+	}
+	// Every block the DAG links to came, or was here: the DAG is complete,
+	// and a fetch after this one need not walk it again.
+	for _, l := range links {
+		if expected[string(l.Hash())] {
+			continue
+		}
+		if has, err := s.blocks.Has(ctx, l); err != nil || !has {
+			return blocksRead, nil // bitswap fetches the rest
+		}
+		if l.Prefix().Codec == cid.DagProtobuf && !s.isComplete(l) {
+			return blocksRead, nil // a node here whose subtree may not be: walk
+		}
+	}
+	if !expected[string(root.Hash())] {
+		return blocksRead, nil
+	}
+	if err := s.markCompleteAt(root, gen); err != nil {
 		return blocksRead, fmt.Errorf("import DAG %s: %w", root, err)
 	}
 	return blocksRead, nil
@@ -168,19 +198,57 @@ func (s *Store) readCAR(ctx context.Context, r io.Reader, checkRoots func([]cid.
 			return nil, 0, err
 		}
 	}
+	// Batches are stored by a writer goroutine, so reading and verifying
+	// the stream goes on while badger writes; at most two batches wait.
+	batches := make(chan []blocks.Block, 2)
+	written := make(chan error, 1)
+	go func() {
+		var werr error
+		for batch := range batches {
+			if werr == nil {
+				werr = s.blocks.putTrusted(batch)
+			}
+		}
+		written <- werr
+	}()
 	var pending []blocks.Block
-	pendingBytes := 0
+	pendingBytes, sent := 0, 0
+	closed := false
+	finish := func() error { // sends what is pending and waits for the writer
+		if closed {
+			return nil
+		}
+		closed = true
+		if len(pending) > 0 {
+			batches <- pending
+			sent += len(pending)
+			pending, pendingBytes = nil, 0
+		}
+		close(batches)
+		err := <-written
+		if err == nil {
+			stored = sent
+		}
+		return err
+	}
+	defer finish()
 	flush := func() error {
 		if len(pending) == 0 {
 			return nil
 		}
-		err := s.blocks.putTrusted(pending)
-		stored += len(pending)
+		select {
+		case err := <-written: // the writer stopped on an error
+			written <- err
+			return err
+		default:
+		}
+		batches <- pending
+		sent += len(pending)
 		pending, pendingBytes = nil, 0
-		return err
+		return nil
 	}
 	fail := func(err error) ([]cid.Cid, int, error) {
-		if ferr := flush(); ferr != nil {
+		if ferr := finish(); ferr != nil {
 			return nil, stored, ferr
 		}
 		return nil, stored, err
@@ -194,7 +262,7 @@ func (s *Store) readCAR(ctx context.Context, r io.Reader, checkRoots func([]cid.
 			break
 		}
 		if err != nil {
-			return fail(fmt.Errorf("block %d: %v: %w", stored+len(pending)+1, err, errdefs.ErrInvalid))
+			return fail(fmt.Errorf("block %d: %v: %w", sent+len(pending)+1, err, errdefs.ErrInvalid))
 		}
 		if err := VerifyBlock(b); err != nil {
 			return fail(err)
@@ -212,7 +280,7 @@ func (s *Store) readCAR(ctx context.Context, r io.Reader, checkRoots func([]cid.
 			}
 		}
 	}
-	if err := flush(); err != nil {
+	if err := finish(); err != nil {
 		return nil, stored, err
 	}
 	return br.Roots, stored, nil

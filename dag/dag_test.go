@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	carv2 "github.com/ipld/go-car/v2"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -463,6 +464,39 @@ func TestImportDAGRefusesUnrelatedBlocks(t *testing.T) {
 	good := car.Bytes()
 	if n, err := b.ImportDAG(ctx, res.Root, bytes.NewReader(good)); err != nil || n == 0 {
 		t.Fatalf("import of the DAG: %d %v", n, err)
+	}
+	if !b.isComplete(res.Root) {
+		t.Fatal("a whole DAG streamed in is not marked complete")
+	}
+	// A stream cut short (its last block missing) stores what came and
+	// leaves the root to be walked by the next fetch.
+	br, err := carv2.NewBlockReader(bytes.NewReader(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []byte
+	kept = append(kept, carHeader(res.Root)...)
+	var all [][]byte
+	for {
+		blk, err := br.Next()
+		if err != nil {
+			break
+		}
+		sec := binary.AppendUvarint(nil, uint64(blk.Cid().ByteLen()+len(blk.RawData())))
+		all = append(all, append(append(sec, blk.Cid().Bytes()...), blk.RawData()...))
+	}
+	for _, sec := range all[:len(all)-1] {
+		kept = append(kept, sec...)
+	}
+	d := openStore(t)
+	if _, err := d.ImportDAG(ctx, res.Root, bytes.NewReader(kept)); err != nil {
+		t.Fatal(err)
+	}
+	if d.isComplete(res.Root) {
+		t.Fatal("a DAG missing a block was marked complete")
+	}
+	if p, err := d.Fetch(ctx, res.Root, &storeFetcher{from: a}, nil); err != nil || p.Fetched != 1 {
+		t.Fatalf("fetch after a cut stream: %+v %v (want the one missing block)", p, err)
 	}
 	// The same stream with an unrelated block appended: refused, and the
 	// unrelated block is not stored.
