@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -264,18 +263,11 @@ func (m *layerMount) mountOverlay(layers []string, uid, gid uint32) error {
 	return nil
 }
 
-// dir is where the task sees its workspace.
-func (m *layerMount) dir() string { return m.merged }
-
 // indexFrom is the import index of the base's view.
 func (m *layerMount) indexFrom() string { return m.base.indexName() }
 
 // indexFor is the import index of the view of result.
-func (m *layerMount) indexFor(result cid.Cid) string {
-	k := m.base
-	k.root = result.String()
-	return k.indexName()
-}
+func (m *layerMount) indexFor(result cid.Cid) string { return m.indexKey(result).indexName() }
 
 // finish unmounts the overlay. With a result, the upper layer becomes a
 // layer and the result's view is it stacked on the base's (unless the stack
@@ -315,18 +307,6 @@ func (m *layerMount) indexKey(result cid.Cid) viewKey {
 	k := m.base
 	k.root = result.String()
 	return k
-}
-
-// views lists the roots with a view, for tests.
-func (l *workspaceLayers) viewRoots() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []string
-	for k := range l.views {
-		out = append(out, k.root)
-	}
-	slices.Sort(out)
-	return out
 }
 
 // unmountLeftovers unmounts the task overlays a crashed run left mounted
