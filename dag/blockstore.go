@@ -42,11 +42,12 @@ var emptySHA256 = func() mh.Multihash {
 type Blockstore struct {
 	db       *badger.DB
 	appender *packAppender
+	signal   *storeSignal // fired after each store, for readers that wait
 }
 
 // NewBlockstore uses db, which the caller opens and closes.
 func NewBlockstore(db *badger.DB) *Blockstore {
-	return &Blockstore{db: db, appender: &packAppender{}}
+	return &Blockstore{db: db, appender: &packAppender{}, signal: &storeSignal{}}
 }
 
 func blockKey(h mh.Multihash) []byte {
@@ -215,6 +216,7 @@ func (s *Blockstore) putTrusted(bs []blocks.Block) error {
 	if err := wb.Flush(); err != nil {
 		return fmt.Errorf("store blocks: %w", err)
 	}
+	s.signal.fire()
 	return nil
 }
 

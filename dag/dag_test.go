@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	blocks "github.com/ipfs/go-block-format"
@@ -569,5 +570,60 @@ func TestFetchAgainst(t *testing.T) {
 	}
 	if _, err := c.Export(ctx, ra2.Root, filepath.Join(t.TempDir(), "c"), ExportOptions{}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// An export with Await runs while the blocks arrive, and comes out whole;
+// when Await says a block will not come, the export fails and leaves
+// nothing at its destination.
+func TestExportWhileFetching(t *testing.T) {
+	a, b := openStore(t), openStore(t)
+	ctx := context.Background()
+	src := sampleTree(t)
+	r, err := a.Import(ctx, src, ImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetchDone := make(chan error, 1)
+	await := func(ctx context.Context, c cid.Cid) error {
+		for {
+			stored := b.blocks.Stored()
+			if has, _ := b.blocks.Has(ctx, c); has {
+				return nil
+			}
+			select {
+			case <-stored:
+			case err := <-fetchDone:
+				fetchDone <- err
+				if has, _ := b.blocks.Has(ctx, c); has {
+					return nil
+				}
+				return fmt.Errorf("fetch ended: %v: %w", err, errdefs.ErrNotFound)
+			}
+		}
+	}
+	dest := filepath.Join(t.TempDir(), "out")
+	exported := make(chan error, 1)
+	go func() {
+		_, err := b.Export(ctx, r.Root, dest, ExportOptions{Await: await})
+		exported <- err
+	}()
+	time.Sleep(20 * time.Millisecond) // the export waits for the root
+	_, err = b.Fetch(ctx, r.Root, &storeFetcher{from: a}, nil)
+	fetchDone <- err
+	if err := <-exported; err != nil {
+		t.Fatal(err)
+	}
+	sameTree(t, treeSnapshot(t, src), treeSnapshot(t, dest))
+
+	// Nothing will come: the export fails cleanly.
+	c := openStore(t)
+	never := func(context.Context, cid.Cid) error { return fmt.Errorf("no peer has it: %w", errdefs.ErrNotFound) }
+	dest2 := filepath.Join(t.TempDir(), "none")
+	if _, err := c.Export(ctx, r.Root, dest2, ExportOptions{Await: never}); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("export of blocks that never come: %v", err)
+	}
+	if _, err := os.Lstat(dest2); !os.IsNotExist(err) {
+		t.Fatalf("a failed export left %s: %v", dest2, err)
 	}
 }

@@ -30,6 +30,11 @@ type ExportResult struct {
 type ExportOptions struct {
 	// Progress, if set, is called after each file with running totals.
 	Progress func(ExportResult)
+	// Await, if set, lets the export run while the blocks still arrive: a
+	// block that is not here is waited for with Await, which returns nil
+	// when it should be looked for again (see Blockstore.Stored) and an
+	// error when it will not come.
+	Await func(ctx context.Context, c cid.Cid) error
 }
 
 // Export materializes the tree at root into dest, which must not exist. The
@@ -38,8 +43,11 @@ type ExportOptions struct {
 // Regular files and directories are written first and symlinks last, so
 // nothing is ever written through a link; symlinks that are absolute or
 // point outside dest are refused. Every block must be in the local store
-// (see Fetch).
+// (see Fetch), unless opts.Await waits for those still arriving.
 func (s *Store) Export(ctx context.Context, root cid.Cid, dest string, opts ExportOptions) (ExportResult, error) {
+	if opts.Await != nil {
+		s = s.awaiting(opts.Await)
+	}
 	dest = filepath.Clean(dest)
 	if _, err := os.Lstat(dest); err == nil {
 		return ExportResult{}, fmt.Errorf("export to %s: it exists already; choose a new path: %w", dest, errdefs.ErrAlreadyExists)

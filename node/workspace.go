@@ -297,19 +297,66 @@ func (w *workspaceService) Get(ctx context.Context, req *connect.Request[apiv1.G
 			_ = stream.Send(&apiv1.GetEvent{Event: &apiv1.GetEvent_Progress{Progress: &apiv1.Progress{Phase: phase, Done: done, Bytes: bytes}}})
 		}
 	}
-	p, err := w.n.fetch(ctx, root, time.Duration(req.Msg.GetStallTimeoutSeconds())*time.Second, func(p dag.FetchProgress) {
-		send("fetching", uint64(p.Fetched), uint64(p.FetchedBytes))
-	})
-	if err != nil {
-		return err
+	// The tree is written while its blocks arrive: the export waits for a
+	// block not here yet until the fetch stores it, or fails with the fetch.
+	var sendMu sync.Mutex
+	progress := func(phase string, done, bytes uint64) {
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		send(phase, done, bytes)
 	}
-	if err := w.n.dags.Pin("get:"+dest, root); err != nil {
-		return err
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type fetched struct {
+		p   dag.FetchProgress
+		err error
 	}
-	ex, err := w.n.dags.Export(ctx, root, dest, dag.ExportOptions{Progress: func(r dag.ExportResult) {
-		send("writing", uint64(r.Files), uint64(r.Bytes))
+	fetchDone := make(chan struct{})
+	var f fetched
+	go func() {
+		defer close(fetchDone)
+		f.p, f.err = w.n.fetch(ctx, root, time.Duration(req.Msg.GetStallTimeoutSeconds())*time.Second, func(p dag.FetchProgress) {
+			progress("fetching", uint64(p.Fetched), uint64(p.FetchedBytes))
+		})
+	}()
+	blocks := w.n.dags.Blocks()
+	await := func(ctx context.Context, c cid.Cid) error {
+		for {
+			stored := blocks.Stored() // before the look: no store is missed
+			if has, err := blocks.Has(ctx, c); err != nil || has {
+				return err
+			}
+			select {
+			case <-stored:
+			case <-fetchDone:
+				if has, err := blocks.Has(ctx, c); err != nil || has {
+					return err
+				}
+				if f.err != nil {
+					return f.err
+				}
+				return fmt.Errorf("block %s: the fetch ended without it: %w", c, errdefs.ErrNotFound)
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	ex, err := w.n.dags.Export(ctx, root, dest, dag.ExportOptions{Await: await, Progress: func(r dag.ExportResult) {
+		progress("writing", uint64(r.Files), uint64(r.Bytes))
 	}})
 	if err != nil {
+		cancel()
+		<-fetchDone
+		if f.err != nil {
+			return f.err // the cause, rather than the export that waited on it
+		}
+		return err
+	}
+	// The export read every block of the tree: it is whole here, whatever
+	// the fetch's last steps say.
+	<-fetchDone
+	p := f.p
+	if err := w.n.dags.Pin("get:"+dest, root); err != nil {
 		return err
 	}
 	return stream.Send(&apiv1.GetEvent{Event: &apiv1.GetEvent_Result{Result: &apiv1.GetResult{
