@@ -108,6 +108,8 @@ func tasksConfig(t datadir.TasksSection) TasksConfig {
 		AcceptRemote:     t.AcceptRemote,
 		AcceptFrom:       from,
 		LostAfter:        t.LostAfter.Duration,
+		KeepTasks:        t.KeepTasks,
+		KeepFor:          t.KeepFor.Duration,
 		ContainerdSocket: t.ContainerdSocket,
 		Namespace:        t.Namespace,
 		LogStoreCapBytes: t.LogStoreCapMiB << 20,

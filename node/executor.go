@@ -129,6 +129,7 @@ func (d *delegation) start() {
 			d.failTask(t, errors.New("this peer stopped while the task ran"))
 		}
 	}
+	d.goFunc(d.pruneLoop)
 }
 
 // close stops every goroutine of delegation and waits for them. Tasks

@@ -36,6 +36,9 @@ type TasksConfig struct {
 	// LostAfter is how long an unreachable executor's task stays running
 	// on its coordinator before it is marked lost.
 	LostAfter time.Duration
+	// KeepTasks and KeepFor bound the ended tasks remembered (0: no bound).
+	KeepTasks int
+	KeepFor   time.Duration
 }
 
 // taskExecutor is what the runner needs of the runtime: the executor, plus

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cortex-peer/cortex-peer/node"
 	"github.com/cortex-peer/cortex-peer/node/apiclient"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 	apiv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1"
@@ -297,5 +298,50 @@ func TestWorkspaceLayersAcrossTasks(t *testing.T) {
 	mounts, _ := os.ReadFile("/proc/self/mountinfo")
 	if strings.Contains(string(mounts), tn.Peers[0].Dir) {
 		t.Fatalf("a task overlay is still mounted:\n%s", mounts)
+	}
+}
+
+// Ended tasks beyond keep_tasks are forgotten: their records, kept output
+// and pins; the newest stay.
+func TestOldTasksAreForgotten(t *testing.T) {
+	tn := testnet.New(t, 1, testnet.WithConfig(func(_ int, cfg *node.Config) { cfg.Tasks.KeepTasks = 2 }))
+	c, err := apiclient.Dial(tn.Peers[0].Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	ctx := ctxT(t, time.Minute)
+	var ids []string
+	for i := range 4 {
+		res, err := c.Run(ctx, &apiv1.RunRequest{Spec: &apiv1.TaskSpec{Command: []string{"echo", fmt.Sprint(i)}}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, res.GetTaskId())
+		time.Sleep(10 * time.Millisecond) // distinct end times
+	}
+	// The prune at start found nothing; a restart prunes again.
+	if err := tn.Peers[0].Restart(); err != nil {
+		t.Fatal(err)
+	}
+	c2, err := apiclient.Dial(tn.Peers[0].Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	eventually(t, "the two oldest tasks to be forgotten", 10*time.Second, func() bool {
+		list, err := c2.ListTasks(ctx)
+		return err == nil && len(list) == 2
+	})
+	for i, id := range ids {
+		_, err := c2.GetTask(ctx, id)
+		if kept := i >= 2; kept != (err == nil) {
+			t.Fatalf("task %d: %v (kept: want %v)", i, err, kept)
+		}
+		var n int
+		_ = c2.Logs(ctx, id, false, func(*apiv1.OutputChunk) { n++ })
+		if kept := i >= 2; kept != (n > 0) {
+			t.Fatalf("task %d: %d chunks of output kept (want kept: %v)", i, n, kept)
+		}
 	}
 }

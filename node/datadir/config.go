@@ -66,6 +66,11 @@ type TasksSection struct {
 	// LostAfter is how long a coordinator waits for an executor it cannot
 	// reach before it marks the executor's task lost.
 	LostAfter Duration `toml:"lost_after"`
+	// KeepTasks and KeepFor bound the ended tasks a peer remembers (records,
+	// kept output, result pins): the newest KeepTasks, none older than
+	// KeepFor. 0 lifts a bound.
+	KeepTasks int      `toml:"keep_tasks"`
+	KeepFor   Duration `toml:"keep_for"`
 }
 
 // DefaultTasksSection mirrors runtime.DefaultPolicy.
@@ -92,6 +97,8 @@ func DefaultTasksSection() TasksSection {
 		LogStoreCapMiB:   64,
 		AcceptRemote:     true,
 		LostAfter:        Duration{60 * time.Second},
+		KeepTasks:        1000,
+		KeepFor:          Duration{7 * 24 * time.Hour},
 	}
 }
 
@@ -298,6 +305,9 @@ func (t TasksSection) validate() error {
 			errs = append(errs, fmt.Errorf("tasks.accept_from: %q is not a peer id: %v", s, err))
 		}
 	}
+	if t.KeepTasks < 0 || t.KeepFor.Duration < 0 {
+		errs = append(errs, fmt.Errorf("tasks.keep_tasks %d, tasks.keep_for %v: want 0 (no bound) or more", t.KeepTasks, t.KeepFor.Duration))
+	}
 	if t.LostAfter.Duration <= 0 {
 		errs = append(errs, fmt.Errorf("tasks.lost_after %v: want more than 0", t.LostAfter.Duration))
 	}
@@ -444,6 +454,10 @@ accept_remote = {{.Tasks.AcceptRemote}}
 accept_from = [{{range $i, $p := .Tasks.AcceptFrom}}{{if $i}}, {{end}}"{{$p}}"{{end}}]
 # A task whose executor cannot be reached for this long is marked lost.
 lost_after = "{{.Tasks.LostAfter}}"
+# Ended tasks this peer remembers (records, kept output, result pins): the
+# newest keep_tasks, none older than keep_for; 0 lifts a bound.
+keep_tasks = {{.Tasks.KeepTasks}}
+keep_for = "{{.Tasks.KeepFor}}"
 `))
 
 type templateData struct {

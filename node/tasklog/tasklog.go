@@ -291,14 +291,21 @@ const (
 	eachBatchBytes = 4 << 20
 )
 
-// Delete removes a task's log.
-func (s *Store) Delete(id string) error {
-	if err := checkID(id); err != nil {
-		return err
+// Delete removes the logs of the tasks ids, in one go: badger's
+// DropPrefix pauses writes while it runs, so it is called once.
+func (s *Store) Delete(ids ...string) error {
+	var prefixes [][]byte
+	for _, id := range ids {
+		if err := checkID(id); err != nil {
+			return err
+		}
+		prefixes = append(prefixes, streamPrefix(id, runtime.Stdout), streamPrefix(id, runtime.Stderr), metaKey(id))
 	}
-	prefixes := [][]byte{streamPrefix(id, runtime.Stdout), streamPrefix(id, runtime.Stderr), metaKey(id)}
+	if len(prefixes) == 0 {
+		return nil
+	}
 	if err := s.db.DropPrefix(prefixes...); err != nil {
-		return fmt.Errorf("task log %s: delete: %w", id, err)
+		return fmt.Errorf("task logs %v: delete: %w", ids, err)
 	}
 	return nil
 }

@@ -1,0 +1,102 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"time"
+
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
+)
+
+// pruneInterval is how often ended tasks beyond [tasks] keep_tasks and
+// keep_for are forgotten (and once at start).
+const pruneInterval = 10 * time.Minute
+
+// pruneLoop forgets old ended tasks now and then, until ctx ends.
+func (d *delegation) pruneLoop(ctx context.Context) {
+	t := time.NewTicker(pruneInterval)
+	defer t.Stop()
+	for {
+		if n, err := d.prune(time.Now()); err != nil {
+			d.log.Warn("forget old tasks", "err", err)
+		} else if n > 0 {
+			d.log.Info("forgot old tasks", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// prune forgets the ended tasks beyond the newest KeepTasks, and those that
+// ended longer than KeepFor ago, on both sides: the record, the kept
+// output and the pins of its roots (their blocks go at the next `ws gc`).
+// A task not yet ended, or whose result the coordinator has not
+// acknowledged, is never forgotten.
+func (d *delegation) prune(now time.Time) (int, error) {
+	cfg := d.n.cfg.Tasks
+	if cfg.KeepTasks <= 0 && cfg.KeepFor <= 0 {
+		return 0, nil
+	}
+	type ended struct {
+		id   string
+		at   time.Time
+		exec bool
+	}
+	var all []ended
+	tasks, err := d.rec.tasks()
+	if err != nil {
+		return 0, err
+	}
+	for _, t := range tasks {
+		if t.State.final() {
+			all = append(all, ended{t.ID, t.Updated, false})
+		}
+	}
+	execs, err := d.rec.execs()
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range execs {
+		if e.State == stateDelivered {
+			all = append(all, ended{e.ID, e.Updated, true})
+		}
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].at.After(all[j].at) })
+	var gone []ended
+	for i, e := range all {
+		if (cfg.KeepTasks > 0 && i >= cfg.KeepTasks) || (cfg.KeepFor > 0 && now.Sub(e.at) > cfg.KeepFor) {
+			gone = append(gone, e)
+		}
+	}
+	if len(gone) == 0 {
+		return 0, nil
+	}
+	d.recMu.Lock()
+	defer d.recMu.Unlock()
+	var ids []string
+	var errs []error
+	for _, e := range gone {
+		prefix := taskRecordPrefix
+		if e.exec {
+			prefix = execRecordPrefix
+		}
+		if err := d.n.store.Delete(append(append([]byte{}, prefix...), e.id...)); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		ids = append(ids, e.id)
+		for _, pin := range []string{"task:" + e.id, "task:" + e.id + ":base"} {
+			if err := d.n.dags.Unpin(pin); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if err := d.n.taskLogs.Delete(ids...); err != nil {
+		errs = append(errs, err)
+	}
+	return len(ids), errors.Join(errs...)
+}
