@@ -34,8 +34,9 @@ func (d *delegation) pruneLoop(ctx context.Context) {
 // prune forgets the ended tasks beyond the newest KeepTasks, and those that
 // ended longer than KeepFor ago, on both sides: the record, the kept
 // output and the pins of its roots (their blocks go at the next `ws gc`).
-// A task not yet ended, or whose result the coordinator has not
-// acknowledged, is never forgotten.
+// A task not yet ended is never forgotten; a result its coordinator has not
+// acknowledged is forgotten only once older than KeepFor (its coordinator
+// is then taken to be gone for good).
 func (d *delegation) prune(now time.Time) (int, error) {
 	cfg := d.n.cfg.Tasks
 	if cfg.KeepTasks <= 0 && cfg.KeepFor <= 0 {
@@ -45,6 +46,9 @@ func (d *delegation) prune(now time.Time) (int, error) {
 		id   string
 		at   time.Time
 		exec bool
+		// undelivered: a result its coordinator never acknowledged, given
+		// up on only by age (the coordinator is gone for good)
+		undelivered bool
 	}
 	var all []ended
 	tasks, err := d.rec.tasks()
@@ -53,7 +57,7 @@ func (d *delegation) prune(now time.Time) (int, error) {
 	}
 	for _, t := range tasks {
 		if t.State.final() {
-			all = append(all, ended{t.ID, t.Updated, false})
+			all = append(all, ended{id: t.ID, at: t.Updated})
 		}
 	}
 	execs, err := d.rec.execs()
@@ -61,15 +65,24 @@ func (d *delegation) prune(now time.Time) (int, error) {
 		return 0, err
 	}
 	for _, e := range execs {
-		if e.State == stateDelivered {
-			all = append(all, ended{e.ID, e.Updated, true})
+		if e.ended() {
+			all = append(all, ended{id: e.ID, at: e.Updated, exec: true, undelivered: e.State != stateDelivered})
 		}
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].at.After(all[j].at) })
 	var gone []ended
-	for i, e := range all {
-		if (cfg.KeepTasks > 0 && i >= cfg.KeepTasks) || (cfg.KeepFor > 0 && now.Sub(e.at) > cfg.KeepFor) {
+	kept := 0
+	for _, e := range all {
+		old := cfg.KeepFor > 0 && now.Sub(e.at) > cfg.KeepFor
+		switch {
+		case old:
 			gone = append(gone, e)
+		case e.undelivered:
+			// kept, and not counted: only age gives up on a delivery
+		case cfg.KeepTasks > 0 && kept >= cfg.KeepTasks:
+			gone = append(gone, e)
+		default:
+			kept++
 		}
 	}
 	if len(gone) == 0 {
