@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/ipfs/boxo/ipld/merkledag"
 	ft "github.com/ipfs/boxo/ipld/unixfs"
@@ -144,9 +146,20 @@ func fileMode(fsn *ft.FSNode) os.FileMode {
 }
 
 // writeFile streams the content of a file node to w, depth-first, from the
-// local store. It never recurses deeper than MaxDepth.
+// local store. It never recurses deeper than MaxDepth. The file's inner
+// nodes are read first, in order; its leaves are then read and checked by
+// a few goroutines ahead of the writer (a packed leaf's hash is checked on
+// every read), so a large file is written at the pace of the slower of the
+// two, not of their sum.
 func (s *Store) writeFile(ctx context.Context, c cid.Cid, w io.Writer) (int64, error) {
-	var written int64
+	// The file as a sequence of parts: bytes held by inner nodes, and
+	// leaves to read.
+	type part struct {
+		data []byte
+		leaf cid.Cid
+	}
+	var parts []part
+	leaves := 0
 	var walk func(c cid.Cid, depth int) error
 	walk = func(c cid.Cid, depth int) error {
 		if depth > MaxDepth {
@@ -156,9 +169,13 @@ func (s *Store) writeFile(ctx context.Context, c cid.Cid, w io.Writer) (int64, e
 			return err
 		}
 		if data, ok := inline(c); ok && c.Prefix().Codec == cid.Raw {
-			n, err := w.Write(data)
-			written += int64(n)
-			return err
+			parts = append(parts, part{data: data})
+			return nil
+		}
+		if c.Prefix().Codec == cid.Raw {
+			parts = append(parts, part{leaf: c})
+			leaves++
+			return nil
 		}
 		nd, kind, fsn, err := s.loadNode(ctx, c)
 		if err != nil {
@@ -167,15 +184,12 @@ func (s *Store) writeFile(ctx context.Context, c cid.Cid, w io.Writer) (int64, e
 		if kind != nodeFile {
 			return fmt.Errorf("node %s inside a file is not file data: %w", c, ErrHostile)
 		}
-		if fsn == nil { // raw leaf
-			n, err := w.Write(nd.RawData())
-			written += int64(n)
-			return err
+		if fsn == nil { // a raw leaf under another codec's CID cannot be: loadNode says file
+			parts = append(parts, part{data: nd.RawData()})
+			return nil
 		}
-		n, err := w.Write(fsn.Data())
-		written += int64(n)
-		if err != nil {
-			return err
+		if len(fsn.Data()) > 0 {
+			parts = append(parts, part{data: fsn.Data()})
 		}
 		links := nd.Links()
 		if len(links) > maxLinksPerNode {
@@ -188,6 +202,85 @@ func (s *Store) writeFile(ctx context.Context, c cid.Cid, w io.Writer) (int64, e
 		}
 		return nil
 	}
-	err := walk(c, 0)
-	return written, err
+	if err := walk(c, 0); err != nil {
+		return 0, err
+	}
+	// Leaves are read by readers, each into the slot of its part; the
+	// writer takes the slots in order. At most readAhead leaves are held.
+	const readAhead = 8
+	ctx, cancel := context.WithCancel(ctx)
+	type slot struct {
+		data []byte
+		err  error
+		done chan struct{}
+	}
+	slots := make([]*slot, len(parts))
+	for i, p := range parts {
+		if p.leaf.Defined() {
+			slots[i] = &slot{done: make(chan struct{})}
+		}
+	}
+	// Tokens are taken in the order of the parts, by one dispatcher, so
+	// the leaf the writer waits for always holds one: readers taking them
+	// themselves could fill every token with later leaves.
+	room := make(chan struct{}, readAhead) // a token per leaf dispatched, not yet written
+	next := make(chan int)
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }() // an early return stops the readers first
+	wg.Go(func() {
+		defer close(next)
+		for i, p := range parts {
+			if !p.leaf.Defined() {
+				continue
+			}
+			select {
+			case room <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			select {
+			case next <- i:
+			case <-ctx.Done():
+				return
+			}
+		}
+	})
+	for range min(leaves, max(2, runtime.GOMAXPROCS(0))) {
+		wg.Go(func() {
+			for i := range next {
+				nd, kind, _, err := s.loadNode(ctx, parts[i].leaf)
+				switch {
+				case err != nil:
+					slots[i].err = err
+				case kind != nodeFile:
+					slots[i].err = fmt.Errorf("node %s inside a file is not file data: %w", parts[i].leaf, ErrHostile)
+				default:
+					slots[i].data = nd.RawData()
+				}
+				close(slots[i].done)
+			}
+		})
+	}
+	var written int64
+	for i, p := range parts {
+		data := p.data
+		if sl := slots[i]; sl != nil {
+			select {
+			case <-sl.done:
+			case <-ctx.Done():
+				return written, ctx.Err()
+			}
+			<-room
+			if sl.err != nil {
+				return written, sl.err
+			}
+			data, sl.data = sl.data, nil
+		}
+		n, err := w.Write(data)
+		written += int64(n)
+		if err != nil {
+			return written, err
+		}
+	}
+	return written, nil
 }
