@@ -165,6 +165,12 @@ func (n *Host) start(ctx context.Context) error {
 		// its mesh peers: a mesh that lost a member (a dead bootstrap peer)
 		// would otherwise stay silent until the next graft.
 		pubsub.WithFloodPublish(true),
+		// A task's output is a burst of large messages: with the default
+		// queues of 32 a peer busy for a moment drops them, and past the
+		// executor's kept log (64 MiB) a hole cannot be filled. 128 bounds
+		// a congested peer's queue near 40 MiB.
+		pubsub.WithPeerOutboundQueueSize(128),
+		pubsub.WithValidateQueueSize(128),
 	}
 	ps, err := pubsub.NewGossipSub(ctx, n.host, psOpts...)
 	if err != nil {

@@ -15,33 +15,28 @@ import (
 // process-wide goroutine that never stops; nothing here needs rates.
 type traffic struct {
 	in, out atomic.Int64
-	mu      sync.Mutex
-	peers   map[peer.ID]*counts
-	protos  map[protocol.ID]*counts
+	// Every read and write of every stream is counted here: the maps are
+	// sync.Maps, read without a lock once a peer or protocol is known.
+	peers  sync.Map // peer.ID -> *counts
+	protos sync.Map // protocol.ID -> *counts
 }
 
 type counts struct{ in, out atomic.Int64 }
 
 var _ metrics.Reporter = (*traffic)(nil)
 
-func newTraffic() *traffic {
-	return &traffic{peers: map[peer.ID]*counts{}, protos: map[protocol.ID]*counts{}}
+func newTraffic() *traffic { return &traffic{} }
+
+func countsIn(m *sync.Map, k any) *counts {
+	if c, ok := m.Load(k); ok {
+		return c.(*counts)
+	}
+	c, _ := m.LoadOrStore(k, &counts{})
+	return c.(*counts)
 }
 
 func (t *traffic) of(p peer.ID, proto protocol.ID) (*counts, *counts) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	pc, ok := t.peers[p]
-	if !ok {
-		pc = &counts{}
-		t.peers[p] = pc
-	}
-	prc, ok := t.protos[proto]
-	if !ok {
-		prc = &counts{}
-		t.protos[proto] = prc
-	}
-	return pc, prc
+	return countsIn(&t.peers, p), countsIn(&t.protos, proto)
 }
 
 func (t *traffic) LogSentMessage(n int64) { t.out.Add(n) }
@@ -67,15 +62,17 @@ func (c *counts) stats() metrics.Stats {
 }
 
 func (t *traffic) GetBandwidthForPeer(p peer.ID) metrics.Stats {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.peers[p].stats()
+	if c, ok := t.peers.Load(p); ok {
+		return c.(*counts).stats()
+	}
+	return metrics.Stats{}
 }
 
 func (t *traffic) GetBandwidthForProtocol(proto protocol.ID) metrics.Stats {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.protos[proto].stats()
+	if c, ok := t.protos.Load(proto); ok {
+		return c.(*counts).stats()
+	}
+	return metrics.Stats{}
 }
 
 func (t *traffic) GetBandwidthTotals() metrics.Stats {
@@ -83,32 +80,28 @@ func (t *traffic) GetBandwidthTotals() metrics.Stats {
 }
 
 func (t *traffic) GetBandwidthByPeer() map[peer.ID]metrics.Stats {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	out := make(map[peer.ID]metrics.Stats, len(t.peers))
-	for p, c := range t.peers {
-		out[p] = c.stats()
-	}
+	out := map[peer.ID]metrics.Stats{}
+	t.peers.Range(func(k, v any) bool {
+		out[k.(peer.ID)] = v.(*counts).stats()
+		return true
+	})
 	return out
 }
 
 func (t *traffic) GetBandwidthByProtocol() map[protocol.ID]metrics.Stats {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	out := make(map[protocol.ID]metrics.Stats, len(t.protos))
-	for p, c := range t.protos {
-		out[p] = c.stats()
-	}
+	out := map[protocol.ID]metrics.Stats{}
+	t.protos.Range(func(k, v any) bool {
+		out[k.(protocol.ID)] = v.(*counts).stats()
+		return true
+	})
 	return out
 }
 
 func (t *traffic) Reset() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
 	t.in.Store(0)
 	t.out.Store(0)
-	t.peers = map[peer.ID]*counts{}
-	t.protos = map[protocol.ID]*counts{}
+	t.peers.Clear()
+	t.protos.Clear()
 }
 
 // TrimIdle forgets the peers not heard from, as libp2p asks of a reporter;
