@@ -132,14 +132,14 @@ func (t *taskService) Logs(ctx context.Context, req *connect.Request[apiv1.LogsR
 	switch req.Msg.GetStream() {
 	case "":
 		if req.Msg.GetFromSeq() > 1 {
-			return fmt.Errorf("logs: from_seq needs a stream (stdout or stderr): %w", errdefs.ErrInvalid)
+			return fmt.Errorf("from_seq needs a stream (stdout or stderr): %w", errdefs.ErrInvalid)
 		}
 	case "stdout":
 		rng = logRange{Stream: runtime.Stdout, From: req.Msg.GetFromSeq()}
 	case "stderr":
 		rng = logRange{Stream: runtime.Stderr, From: req.Msg.GetFromSeq()}
 	default:
-		return fmt.Errorf("logs: stream %q: want stdout or stderr: %w", req.Msg.GetStream(), errdefs.ErrInvalid)
+		return fmt.Errorf("stream %q: want stdout or stderr: %w", req.Msg.GetStream(), errdefs.ErrInvalid)
 	}
 	return t.n.deleg.logs(ctx, req.Msg.GetTaskId(), req.Msg.GetFollow(), rng, func(c runtime.Chunk) error {
 		return stream.Send(chunkToAPI(c))
