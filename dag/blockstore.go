@@ -207,10 +207,8 @@ func (s *Blockstore) putTrusted(bs []blocks.Block) error {
 		if err != nil {
 			return fmt.Errorf("store blocks: %w", err)
 		}
-		for h, r := range refs {
-			if err := wb.SetEntry(badger.NewEntry(blockKey(mh.Multihash(h)), r.encode()).WithMeta(packMeta)); err != nil {
-				return fmt.Errorf("store blocks: %w", err)
-			}
+		if err := setPackRefs(wb, refs); err != nil {
+			return fmt.Errorf("store blocks: %w", err)
 		}
 	}
 	if err := wb.Flush(); err != nil {

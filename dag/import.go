@@ -628,7 +628,7 @@ func (im *importer) hashReader(ctx context.Context, mode os.FileMode, size int64
 	if osf, ok := f.(*os.File); ok && size >= packMinSize && !im.batch.dryRun && im.s.blocks.packDir() != "" {
 		leaves, err = im.chunkIntoPack(ctx, osf, size)
 	} else if size >= parallelHashSize && im.workers() > 1 {
-		leaves, err = im.chunkParallel(ctx, f)
+		leaves, err = im.chunkParallel(ctx, f, im.storeLeaf)
 	} else {
 		leaves, err = im.chunkSerial(ctx, f)
 	}
@@ -715,9 +715,16 @@ func (im *importer) storeLeaf(data []byte) (leaf, error) {
 	return leaf{cid: b.Cid(), fileBytes: uint64(len(data)), tsize: uint64(len(data))}, nil
 }
 
-// chunkParallel chunks a large file on one goroutine and hashes and stores
-// the chunks on others. At most 2 chunks per hasher are in memory.
-func (im *importer) chunkParallel(ctx context.Context, f io.Reader) ([]leaf, error) {
+// hashLeaf is the leaf a chunk makes, stored nowhere (see chunkIntoPack).
+func (im *importer) hashLeaf(data []byte) (leaf, error) {
+	im.bytesRead.Add(int64(len(data)))
+	return leaf{cid: rawLeaf(data).Cid(), fileBytes: uint64(len(data)), tsize: uint64(len(data))}, nil
+}
+
+// chunkParallel chunks a large file on one goroutine and turns the chunks
+// into leaves with leafOf (storeLeaf, hashLeaf) on others, in order. At
+// most 2 chunks per hasher are in memory.
+func (im *importer) chunkParallel(ctx context.Context, f io.Reader, leafOf func([]byte) (leaf, error)) ([]leaf, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	type chunkJob struct {
@@ -735,7 +742,7 @@ func (im *importer) chunkParallel(ctx context.Context, f io.Reader) ([]leaf, err
 	for range n {
 		hashers.Go(func() {
 			for j := range jobs {
-				l, err := im.storeLeaf(j.data)
+				l, err := leafOf(j.data)
 				if err != nil {
 					cancel(err)
 					continue

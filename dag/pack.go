@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-	chunk "github.com/ipfs/boxo/chunker"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	mh "github.com/multiformats/go-multihash"
@@ -145,13 +144,22 @@ func copyIntoPack(ctx context.Context, src, f *os.File, size int64) error {
 func (s *Blockstore) putPacked(refs map[string]packRef) error {
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
-	for h, r := range refs {
-		if err := wb.SetEntry(badger.NewEntry(blockKey(mh.Multihash(h)), r.encode()).WithMeta(packMeta)); err != nil {
-			return fmt.Errorf("store pack references: %w", err)
-		}
+	if err := setPackRefs(wb, refs); err != nil {
+		return err
 	}
 	if err := wb.Flush(); err != nil {
 		return fmt.Errorf("store pack references: %w", err)
+	}
+	s.signal.fire()
+	return nil
+}
+
+// setPackRefs adds references to packed blocks, by multihash, to wb.
+func setPackRefs(wb *badger.WriteBatch, refs map[string]packRef) error {
+	for h, r := range refs {
+		if err := wb.SetEntry(badger.NewEntry(blockKey(mh.Multihash(h)), r.encode()).WithMeta(packMeta)); err != nil {
+			return fmt.Errorf("store pack reference: %w", err)
+		}
 	}
 	return nil
 }
@@ -240,7 +248,7 @@ func (im *importer) chunkIntoPack(ctx context.Context, src *os.File, size int64)
 	cctx, stopCopy := context.WithCancel(ctx)
 	defer stopCopy()
 	go func() { copied <- copyIntoPack(cctx, src, pack, size) }()
-	leaves, refs, err := im.chunkPackable(ctx, io.NewSectionReader(src, 0, size), name)
+	leaves, err := im.chunkParallel(ctx, io.NewSectionReader(src, 0, size), im.hashLeaf)
 	if err != nil {
 		stopCopy()
 		<-copied
@@ -251,32 +259,42 @@ func (im *importer) chunkIntoPack(ctx context.Context, src *os.File, size int64)
 	}
 	if after, err := fstatOf(src); err != nil || after != before {
 		// Written to while we read it: chunk the copy instead.
-		if leaves, refs, err = im.chunkPackable(ctx, io.NewSectionReader(pack, 0, size), name); err != nil {
+		if leaves, err = im.chunkParallel(ctx, io.NewSectionReader(pack, 0, size), im.hashLeaf); err != nil {
 			return nil, err
 		}
 	}
-	for h := range refs {
-		if has, err := bs.Has(ctx, cid.NewCidV1(cid.Raw, mh.Multihash(h))); err == nil && has {
-			delete(refs, h) // stored meanwhile
+	// The leaves lie in the pack in order; those the store lacks are
+	// stored as references to their place.
+	refs := map[string]packRef{}
+	flush := func() error {
+		if err := bs.putPacked(refs); err != nil {
+			return err
 		}
-	}
-	for len(refs) > 0 {
-		batch := make(map[string]packRef, min(len(refs), packBatch))
-		for h, r := range refs {
-			batch[h] = r
-			delete(refs, h)
-			if len(batch) == packBatch {
-				break
-			}
-		}
-		if err := bs.putPacked(batch); err != nil {
-			return nil, err
-		}
-		for _, r := range batch {
+		for _, r := range refs {
 			im.batch.newBlocks.Add(1)
 			im.batch.newBytes.Add(int64(r.length))
 		}
-		stored += len(batch)
+		stored += len(refs)
+		clear(refs)
+		return nil
+	}
+	var off int64
+	for _, l := range leaves {
+		r := packRef{pack: name, offset: off, length: int(l.fileBytes)}
+		off += int64(l.fileBytes)
+		if has, err := bs.Has(ctx, l.cid); err != nil {
+			return nil, err
+		} else if !has {
+			refs[string(l.cid.Hash())] = r
+		}
+		if len(refs) == packBatch {
+			if err := flush(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return nil, err
 	}
 	return leaves, nil
 }
@@ -288,96 +306,6 @@ func fstatOf(f *os.File) (fileStat, error) {
 		return fileStat{}, err
 	}
 	return statOf(&sys), nil
-}
-
-// chunkPackable chunks r (the bytes of pack name from offset 0) on one
-// goroutine and hashes the chunks on the others. It returns the leaves and,
-// by multihash, a reference for each leaf the store lacks.
-func (im *importer) chunkPackable(ctx context.Context, r io.Reader, name string) ([]leaf, map[string]packRef, error) {
-	bs := im.s.blocks
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	type job struct {
-		i    int
-		off  int64
-		data []byte
-	}
-	type done struct {
-		i   int
-		l   leaf
-		ref *packRef // nil: the store has the block already
-		h   string
-	}
-	n := im.workers()
-	jobs := make(chan job, n)
-	results := make(chan done, n)
-	var hashers sync.WaitGroup
-	for range n {
-		hashers.Go(func() {
-			for j := range jobs {
-				b := rawLeaf(j.data)
-				d := done{i: j.i, l: leaf{cid: b.Cid(), fileBytes: uint64(len(j.data)), tsize: uint64(len(j.data))}}
-				if has, err := bs.Has(ctx, b.Cid()); err != nil {
-					cancel(err)
-					continue
-				} else if !has {
-					d.ref, d.h = &packRef{pack: name, offset: j.off, length: len(j.data)}, string(b.Cid().Hash())
-				}
-				im.bytesRead.Add(int64(len(j.data)))
-				select {
-				case results <- d:
-				case <-ctx.Done():
-				}
-			}
-		})
-	}
-	var count int
-	var readErr error
-	go func() {
-		defer close(jobs)
-		ch := chunk.NewBuzhash(r)
-		var off int64
-		for i := 0; ; i++ {
-			data, err := ch.NextBytes()
-			if errors.Is(err, io.EOF) {
-				count = i
-				return
-			}
-			if err != nil {
-				readErr = err
-				cancel(err)
-				return
-			}
-			select {
-			case jobs <- job{i, off, data}:
-			case <-ctx.Done():
-				return
-			}
-			off += int64(len(data))
-		}
-	}()
-	go func() {
-		hashers.Wait()
-		close(results)
-	}()
-	var leaves []leaf
-	refs := map[string]packRef{}
-	for r := range results {
-		for len(leaves) <= r.i {
-			leaves = append(leaves, leaf{})
-		}
-		leaves[r.i] = r.l
-		if r.ref != nil {
-			refs[r.h] = *r.ref
-		}
-	}
-	if err := context.Cause(ctx); err != nil {
-		return nil, nil, err
-	}
-	if readErr != nil {
-		return nil, nil, readErr
-	}
-	return leaves[:count], refs, nil
 }
 
 // Blocks from outside (bitswap, the bulk stream, CARs) and chunks of files
