@@ -308,7 +308,7 @@ func (d *delegation) await(ctx context.Context, rec *taskRecord, relay *logRelay
 	defer live.Stop()
 	gaps := time.NewTicker(gapWait)
 	defer gaps.Stop()
-	lastContact, lastQuery, lastChunk, lastIdleFill := time.Now(), time.Now(), time.Now(), time.Time{}
+	lastContact, lastQuery := time.Now(), time.Now()
 	var cancelledAt time.Time
 	done := ctx.Done()
 	// A result delivered before we started waiting is in the record already.
@@ -326,17 +326,9 @@ func (d *delegation) await(ctx context.Context, rec *taskRecord, relay *logRelay
 			if len(relay.in) == 0 {
 				relay.flush()
 			}
-			lastContact, lastChunk = time.Now(), time.Now()
+			lastContact = time.Now()
 		case <-gaps.C:
-			relay.fillGaps(ctx, d.n, exec)
-			if time.Since(lastChunk) > idleFill && time.Since(lastIdleFill) > idleFill {
-				// Quiet: a chunk lost on its way (or published before we
-				// were heard) would wait for the next one; ask for it.
-				lastIdleFill = time.Now()
-				relay.fetch(ctx, d.n, exec, runtime.Stdout, 0)
-				relay.fetch(ctx, d.n, exec, runtime.Stderr, 0)
-				relay.flush()
-			}
+			relay.tick(ctx, d.n, exec)
 		case <-results:
 			r, err := d.rec.task(rec.ID)
 			if err != nil {
@@ -601,6 +593,8 @@ type logRelay struct {
 	next    [3]uint64                   // next sequence number to hand on, per stream
 	pending [3]map[uint64]runtime.Chunk // arrived early
 	since   [3]time.Time                // when the current hole was first seen
+
+	lastChunk, lastIdleFill time.Time // a live chunk came; the log was last asked while quiet
 }
 
 // openRelay joins the task's log topic before the task is submitted, so no
@@ -650,7 +644,7 @@ func (d *delegation) openRelay(id string, executor peer.ID, keep bool) (*logRela
 // newRelay is a relay that orders and fills chunks, not yet listening to a
 // topic (openRelay adds that); logw may be nil.
 func newRelay(id string, logw *tasklog.Writer, ev runEvents) *logRelay {
-	r := &logRelay{id: id, logw: logw, ev: ev}
+	r := &logRelay{id: id, logw: logw, ev: ev, lastChunk: time.Now()}
 	for s := range r.pending {
 		r.next[s] = 1
 		r.pending[s] = map[uint64]runtime.Chunk{}
@@ -690,6 +684,7 @@ func (r *logRelay) flush() {
 
 // add takes one live chunk.
 func (r *logRelay) add(c runtime.Chunk) {
+	r.lastChunk = time.Now()
 	s := int(c.Stream)
 	if s <= 0 || s >= len(r.next) || c.Seq < r.next[s] {
 		return // a duplicate, or already filled from the log
@@ -727,6 +722,19 @@ func (r *logRelay) drain(s int) {
 	}
 	if len(r.pending[s]) > 0 {
 		r.since[s] = time.Now()
+	}
+}
+
+// tick runs every gapWait: holes older than that are filled from the
+// executor's log, and so is a log quiet for idleFill, since a chunk lost on
+// its way (or published before we were heard) would wait for the next one.
+func (r *logRelay) tick(ctx context.Context, n *Node, exec peer.ID) {
+	r.fillGaps(ctx, n, exec)
+	if time.Since(r.lastChunk) > idleFill && time.Since(r.lastIdleFill) > idleFill {
+		r.lastIdleFill = time.Now()
+		r.fetch(ctx, n, exec, runtime.Stdout, 0)
+		r.fetch(ctx, n, exec, runtime.Stderr, 0)
+		r.flush()
 	}
 }
 

@@ -113,7 +113,7 @@ func (d *delegation) followLocal(ctx context.Context, id string, follow bool, rn
 			return ctx.Err()
 		case <-d.ctx.Done():
 			return fmt.Errorf("this peer is shutting down: %w", errdefs.ErrUnavailable)
-		case <-time.After(watchPoll):
+		case <-time.After(followPoll):
 		}
 	}
 }
@@ -188,23 +188,18 @@ func (d *delegation) followRemote(ctx context.Context, id string, exec peer.ID, 
 		relay.complete(ctx, d.n, exec, res.GetStdoutChunks(), res.GetStderrChunks())
 		return sink.err
 	}
-	gaps := time.NewTicker(watchGapWait)
+	gaps := time.NewTicker(gapWait)
 	defer gaps.Stop()
 	query := time.NewTicker(watchQuery)
 	defer query.Stop()
-	lastChunk, lastIdleFill, lastContact := time.Now(), time.Time{}, time.Now()
+	lastContact := time.Now()
 	for sink.err == nil {
 		select {
 		case c := <-relay.in:
 			relay.add(c)
-			lastChunk, lastContact = time.Now(), time.Now()
+			lastContact = time.Now()
 		case <-gaps.C:
-			relay.fillGaps(ctx, d.n, exec)
-			if time.Since(lastChunk) > watchIdleFill && time.Since(lastIdleFill) > watchIdleFill {
-				lastIdleFill = time.Now()
-				relay.fetch(ctx, d.n, exec, runtime.Stdout, 0)
-				relay.fetch(ctx, d.n, exec, runtime.Stderr, 0)
-			}
+			relay.tick(ctx, d.n, exec)
 		case now := <-query.C:
 			reply, err := d.n.taskRequest(ctx, exec, &meshv1.TaskRequest{Request: &meshv1.TaskRequest_Query{Query: &meshv1.QueryTask{TaskId: id}}})
 			if err != nil {
