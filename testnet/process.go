@@ -102,7 +102,7 @@ func StartProcesses(ctx context.Context, opts ProcessOptions) (_ *ProcessNet, er
 		if out, err := exec.CommandContext(ctx, opts.Binary, args...).CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("testnet: init %s: %v: %s", name, err, out)
 		}
-		if err := editConfig(filepath.Join(p.DataDir, "config.toml"), opts.ConfigEdits); err != nil {
+		if err := EditConfig(filepath.Join(p.DataDir, "config.toml"), opts.ConfigEdits); err != nil {
 			return nil, fmt.Errorf("testnet: %s: %w", name, err)
 		}
 		pn.Peers = append(pn.Peers, p)
@@ -127,7 +127,9 @@ func StartProcesses(ctx context.Context, opts ProcessOptions) (_ *ProcessNet, er
 	return pn, nil
 }
 
-func editConfig(path string, edits map[string]string) error {
+// EditConfig replaces, in the config file at path, each key's text with its
+// value's; a key absent from the file is an error, so an edit is never lost.
+func EditConfig(path string, edits map[string]string) error {
 	if len(edits) == 0 {
 		return nil
 	}

@@ -21,17 +21,8 @@ func initTaskPeer(t *testing.T, bin string) string {
 	if r := run(t, bin, "init", "--data", dir, "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"); r.code != 0 {
 		t.Fatalf("init: %s", r.stderr)
 	}
-	cfgPath := filepath.Join(dir, "config.toml")
-	cfg, err := os.ReadFile(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	edited := strings.Replace(string(cfg), `namespace = "cortex"`, `namespace = "`+testnet.TestNamespace+`"`, 1)
-	if edited == string(cfg) {
-		t.Fatalf("config.toml has no tasks namespace to point at the test namespace:\n%s", cfg)
-	}
-	if err := os.WriteFile(cfgPath, []byte(edited), 0o600); err != nil {
-		t.Fatal(err)
+	if err := testnet.EditConfig(filepath.Join(dir, "config.toml"), testnet.TestNamespaceEdit); err != nil {
+		t.Fatalf("point the peer at the test namespace: %v", err)
 	}
 	startJoin(t, bin, "--data", dir)
 	waitCLI(t, func() bool { return run(t, bin, "status", "--data", dir).code == 0 })
