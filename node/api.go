@@ -16,7 +16,6 @@ import (
 
 	"github.com/cortex-peer/cortex-peer/p2p"
 	"github.com/cortex-peer/cortex-peer/protocol"
-	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 	apiv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1"
 	"github.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1/apiv1connect"
 )
@@ -40,13 +39,9 @@ type apiServer struct {
 }
 
 func newAPIServer(n *Node, socket, tokenFile string) (*apiServer, error) {
-	tok, err := os.ReadFile(tokenFile)
+	token, err := readToken(tokenFile)
 	if err != nil {
-		return nil, fmt.Errorf("API token: %w (run `cortex-peer init` to create it)", err)
-	}
-	token := []byte(strings.TrimSpace(string(tok)))
-	if len(token) == 0 {
-		return nil, fmt.Errorf("API token file %s is empty: %w", tokenFile, errdefs.ErrInvalid)
+		return nil, fmt.Errorf("API %w (run `cortex-peer init` to create it)", err)
 	}
 	// No gzip: the socket is local, and compressing task output and CAR
 	// streams cost more CPU than all the rest of the path.

@@ -38,6 +38,7 @@ func newMCPHTTP(n *Node) (*mcpHTTP, error) {
 	return &mcpHTTP{HTTPServer: h, client: client}, nil
 }
 
+// readToken reads a bearer token file: its content, trimmed, not empty.
 func readToken(p string) ([]byte, error) {
 	b, err := os.ReadFile(p)
 	if err != nil {
