@@ -593,11 +593,10 @@ func (im *importer) hashFile(ctx context.Context, j hashJob, pass hashPass) erro
 		return err
 	}
 	defer f.Close()
-	var sys unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &sys); err != nil {
+	st, err := fstatOf(f)
+	if err != nil {
 		return err
 	}
-	st := statOf(&sys)
 	if !st.isRegular() {
 		j.e.gone = true // replaced since the scan; the next import will see what by
 		return nil

@@ -299,15 +299,6 @@ func (im *importer) chunkIntoPack(ctx context.Context, src *os.File, size int64)
 	return leaves, nil
 }
 
-// fstatOf is what says a file changed: size and times.
-func fstatOf(f *os.File) (fileStat, error) {
-	var sys unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &sys); err != nil {
-		return fileStat{}, err
-	}
-	return statOf(&sys), nil
-}
-
 // Blocks from outside (bitswap, the bulk stream, CARs) and chunks of files
 // under packMinSize are appended to a shared pack when they are raw leaves
 // at least packAppendMin long: small blocks stay in badger, where a pack

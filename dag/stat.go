@@ -150,6 +150,15 @@ func readDirents(fd int, buf []byte) ([]dirent, error) {
 	}
 }
 
+// fstatOf is the stat of an open file.
+func fstatOf(f *os.File) (fileStat, error) {
+	var sys unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &sys); err != nil {
+		return fileStat{}, err
+	}
+	return statOf(&sys), nil
+}
+
 // fstatat stats name in the directory open as dirfd, not following a
 // symlink.
 func fstatat(dirfd int, name string) (fileStat, error) {
