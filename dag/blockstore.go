@@ -42,12 +42,13 @@ var emptySHA256 = func() mh.Multihash {
 type Blockstore struct {
 	db       *badger.DB
 	appender *packAppender
-	signal   *storeSignal // fired after each store, for readers that wait
+	signal   *storeSignal // fired after each arrival, for readers that wait
+	flight   *inFlight    // blocks handed to waiting readers before their store
 }
 
 // NewBlockstore uses db, which the caller opens and closes.
 func NewBlockstore(db *badger.DB) *Blockstore {
-	return &Blockstore{db: db, appender: &packAppender{}, signal: &storeSignal{}}
+	return &Blockstore{db: db, appender: &packAppender{}, signal: &storeSignal{}, flight: &inFlight{}}
 }
 
 func blockKey(h mh.Multihash) []byte {
@@ -182,6 +183,7 @@ func (s *Blockstore) PutMany(_ context.Context, bs []blocks.Block) error {
 			return err
 		}
 	}
+	s.handOver(bs...)
 	return s.putTrusted(bs)
 }
 

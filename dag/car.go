@@ -274,6 +274,7 @@ func (s *Store) readCAR(ctx context.Context, r io.Reader, checkRoots func([]cid.
 				return fail(err)
 			}
 		}
+		s.blocks.handOver(b)
 		pending = append(pending, b)
 		pendingBytes += len(b.RawData())
 		if pendingBytes >= batchBytes/2 {

@@ -573,6 +573,68 @@ func TestFetchAgainst(t *testing.T) {
 	}
 }
 
+// Blocks handed over while an export waits reach it without a look in the
+// store: here they are never stored at all, and the export still comes out
+// whole. Once it ends, nothing is kept in flight.
+func TestExportTakesHandedOverBlocks(t *testing.T) {
+	a, c := openStore(t), openStore(t)
+	ctx := context.Background()
+	src := sampleTree(t)
+	r, err := a.Import(ctx, src, ImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := a.blocks.AllKeysChan(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []blocks.Block
+	for k := range keys {
+		b, err := a.blocks.Get(ctx, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, b)
+	}
+	await := func(ctx context.Context, _ cid.Cid, arrived <-chan struct{}) error {
+		select {
+		case <-arrived:
+			return nil
+		case <-time.After(10 * time.Second):
+			return fmt.Errorf("no block arrived: %w", errdefs.ErrNotFound)
+		}
+	}
+	go func() {
+		for {
+			c.blocks.flight.mu.Lock()
+			n := c.blocks.flight.readers
+			c.blocks.flight.mu.Unlock()
+			if n > 0 {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		c.blocks.handOver(all...)
+	}()
+	dest := filepath.Join(t.TempDir(), "out")
+	if _, err := c.Export(ctx, r.Root, dest, ExportOptions{Await: await}); err != nil {
+		t.Fatal(err)
+	}
+	sameTree(t, treeSnapshot(t, src), treeSnapshot(t, dest))
+	if has, _ := c.blocks.Has(ctx, r.Root); has {
+		t.Fatal("a handed-over block was stored")
+	}
+	f := c.blocks.flight
+	if f.readers != 0 || f.blocks != nil || f.bytes != 0 {
+		t.Fatalf("after the export: %d readers, %d blocks, %d bytes kept", f.readers, len(f.blocks), f.bytes)
+	}
+	// With no export waiting, nothing is kept.
+	c.blocks.handOver(all...)
+	if f.blocks != nil {
+		t.Fatalf("%d blocks kept with no export waiting", len(f.blocks))
+	}
+}
+
 // An export with Await runs while the blocks arrive, and comes out whole;
 // when Await says a block will not come, the export fails and leaves
 // nothing at its destination.
@@ -585,21 +647,16 @@ func TestExportWhileFetching(t *testing.T) {
 		t.Fatal(err)
 	}
 	fetchDone := make(chan error, 1)
-	await := func(ctx context.Context, c cid.Cid) error {
-		for {
-			stored := b.blocks.Stored()
+	await := func(ctx context.Context, c cid.Cid, arrived <-chan struct{}) error {
+		select {
+		case <-arrived:
+			return nil
+		case err := <-fetchDone:
+			fetchDone <- err
 			if has, _ := b.blocks.Has(ctx, c); has {
 				return nil
 			}
-			select {
-			case <-stored:
-			case err := <-fetchDone:
-				fetchDone <- err
-				if has, _ := b.blocks.Has(ctx, c); has {
-					return nil
-				}
-				return fmt.Errorf("fetch ended: %v: %w", err, errdefs.ErrNotFound)
-			}
+			return fmt.Errorf("fetch ended: %v: %w", err, errdefs.ErrNotFound)
 		}
 	}
 	dest := filepath.Join(t.TempDir(), "out")
@@ -618,7 +675,9 @@ func TestExportWhileFetching(t *testing.T) {
 
 	// Nothing will come: the export fails cleanly.
 	c := openStore(t)
-	never := func(context.Context, cid.Cid) error { return fmt.Errorf("no peer has it: %w", errdefs.ErrNotFound) }
+	never := func(context.Context, cid.Cid, <-chan struct{}) error {
+		return fmt.Errorf("no peer has it: %w", errdefs.ErrNotFound)
+	}
 	dest2 := filepath.Join(t.TempDir(), "none")
 	if _, err := c.Export(ctx, r.Root, dest2, ExportOptions{Await: never}); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("export of blocks that never come: %v", err)

@@ -30,11 +30,12 @@ type ExportResult struct {
 type ExportOptions struct {
 	// Progress, if set, is called after each file with running totals.
 	Progress func(ExportResult)
-	// Await, if set, lets the export run while the blocks still arrive: a
-	// block that is not here is waited for with Await, which returns nil
-	// when it should be looked for again (see Blockstore.Stored) and an
-	// error when it will not come.
-	Await func(ctx context.Context, c cid.Cid) error
+	// Await, if set, lets the export run while the blocks still arrive:
+	// when block c is not here, Await is called with a channel closed at
+	// the next arrival of blocks (stored, or verified and handed to the
+	// export); it returns nil when c should be looked for again and an
+	// error when c will not come.
+	Await func(ctx context.Context, c cid.Cid, arrived <-chan struct{}) error
 }
 
 // Export materializes the tree at root into dest, which must not exist. The
@@ -46,7 +47,9 @@ type ExportOptions struct {
 // (see Fetch), unless opts.Await waits for those still arriving.
 func (s *Store) Export(ctx context.Context, root cid.Cid, dest string, opts ExportOptions) (ExportResult, error) {
 	if opts.Await != nil {
-		s = s.awaiting(opts.Await)
+		var release func()
+		s, release = s.awaiting(opts.Await)
+		defer release()
 	}
 	dest = filepath.Clean(dest)
 	if _, err := os.Lstat(dest); err == nil {
@@ -71,7 +74,7 @@ func (s *Store) Export(ctx context.Context, root cid.Cid, dest string, opts Expo
 		if err != nil {
 			return fail(err)
 		}
-		if err := ex.writeFileTo(ctx, root, f); err != nil {
+		if err := ex.writeFileTo(ctx, loadedNode{root, nd, fsn}, f); err != nil {
 			return fail(err)
 		}
 	case nodeDir:
@@ -126,7 +129,7 @@ type fileJob struct {
 	dir  *os.Root // the file's directory
 	name string
 	rel  string
-	c    cid.Cid
+	node loadedNode
 	mode os.FileMode
 	done *sync.WaitGroup
 }
@@ -185,10 +188,10 @@ func (ex *exporter) dirIn(ctx context.Context, here *os.Root, rel string, nd ipl
 	}
 	for _, e := range entries {
 		child := path.Join(rel, e.Name)
-		if _, ok := inline(e.Cid); ok && e.Cid.Prefix().Codec == cid.Raw {
+		if e.Cid.Prefix().Codec == cid.Raw { // a file of one block: no need to read it here
 			pending.Add(1)
 			select {
-			case jobs <- fileJob{dir: here, name: e.Name, rel: child, c: e.Cid, mode: 0o644, done: &pending}:
+			case jobs <- fileJob{dir: here, name: e.Name, rel: child, node: loadedNode{c: e.Cid}, mode: 0o644, done: &pending}:
 			case <-ctx.Done():
 				pending.Done()
 				return context.Cause(ctx)
@@ -220,7 +223,7 @@ func (ex *exporter) dirIn(ctx context.Context, here *os.Root, rel string, nd ipl
 		case nodeFile:
 			pending.Add(1)
 			select {
-			case jobs <- fileJob{dir: here, name: e.Name, rel: child, c: e.Cid, mode: fileMode(cf), done: &pending}:
+			case jobs <- fileJob{dir: here, name: e.Name, rel: child, node: loadedNode{e.Cid, cn, cf}, mode: fileMode(cf), done: &pending}:
 			case <-ctx.Done():
 				pending.Done()
 				return context.Cause(ctx)
@@ -235,13 +238,13 @@ func (ex *exporter) writeJob(ctx context.Context, j fileJob) error {
 	if err != nil {
 		return err
 	}
-	return ex.writeFileTo(ctx, j.c, f)
+	return ex.writeFileTo(ctx, j.node, f)
 }
 
 // writeFileTo writes a file's content and closes f. Blocks are written
 // as they are (128 KiB to 1 MiB each): no extra buffer.
-func (ex *exporter) writeFileTo(ctx context.Context, c cid.Cid, f *os.File) error {
-	n, err := ex.s.writeFile(ctx, c, f)
+func (ex *exporter) writeFileTo(ctx context.Context, file loadedNode, f *os.File) error {
+	n, err := ex.s.writeFileOf(ctx, file, f)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

@@ -310,7 +310,7 @@ func (m *merger) write(ctx context.Context, rel string, c cid.Cid, replace bool)
 			if err != nil {
 				return err
 			}
-			if err := ex.writeFileTo(ctx, c, f); err != nil {
+			if err := ex.writeFileTo(ctx, loadedNode{c, nd, fsn}, f); err != nil {
 				m.r.Remove(tmp)
 				return err
 			}

@@ -152,6 +152,21 @@ func fileMode(fsn *ft.FSNode) os.FileMode {
 // every read), so a large file is written at the pace of the slower of the
 // two, not of their sum.
 func (s *Store) writeFile(ctx context.Context, c cid.Cid, w io.Writer) (int64, error) {
+	return s.writeFileOf(ctx, loadedNode{c: c}, w)
+}
+
+// loadedNode is a node as loadNode returned it, or only its CID (nd nil)
+// when it was not read yet.
+type loadedNode struct {
+	c   cid.Cid
+	nd  ipld.Node
+	fsn *ft.FSNode
+}
+
+// writeFileOf is writeFile of a file whose root node the caller may have
+// read already (to learn that it is a file): it is not read again, which
+// matters while blocks arrive (see inFlight).
+func (s *Store) writeFileOf(ctx context.Context, top loadedNode, w io.Writer) (int64, error) {
 	// The file as a sequence of parts: bytes held by inner nodes, and
 	// leaves to read.
 	type part struct {
@@ -177,9 +192,12 @@ func (s *Store) writeFile(ctx context.Context, c cid.Cid, w io.Writer) (int64, e
 			leaves++
 			return nil
 		}
-		nd, kind, fsn, err := s.loadNode(ctx, c)
-		if err != nil {
-			return err
+		nd, kind, fsn := top.nd, nodeFile, top.fsn
+		if depth > 0 || nd == nil {
+			var err error
+			if nd, kind, fsn, err = s.loadNode(ctx, c); err != nil {
+				return err
+			}
 		}
 		if kind != nodeFile {
 			return fmt.Errorf("node %s inside a file is not file data: %w", c, ErrHostile)
@@ -202,7 +220,7 @@ func (s *Store) writeFile(ctx context.Context, c cid.Cid, w io.Writer) (int64, e
 		}
 		return nil
 	}
-	if err := walk(c, 0); err != nil {
+	if err := walk(top.c, 0); err != nil {
 		return 0, err
 	}
 	// Leaves are read by readers, each into the slot of its part; the

@@ -320,25 +320,20 @@ func (w *workspaceService) Get(ctx context.Context, req *connect.Request[apiv1.G
 		})
 	}()
 	blocks := w.n.dags.Blocks()
-	await := func(ctx context.Context, c cid.Cid) error {
-		for {
-			stored := blocks.Stored() // before the look: no store is missed
+	await := func(ctx context.Context, c cid.Cid, arrived <-chan struct{}) error {
+		select {
+		case <-arrived:
+			return nil
+		case <-fetchDone:
 			if has, err := blocks.Has(ctx, c); err != nil || has {
 				return err
 			}
-			select {
-			case <-stored:
-			case <-fetchDone:
-				if has, err := blocks.Has(ctx, c); err != nil || has {
-					return err
-				}
-				if f.err != nil {
-					return f.err
-				}
-				return fmt.Errorf("block %s: the fetch ended without it: %w", c, errdefs.ErrNotFound)
-			case <-ctx.Done():
-				return ctx.Err()
+			if f.err != nil {
+				return f.err
 			}
+			return fmt.Errorf("block %s: the fetch ended without it: %w", c, errdefs.ErrNotFound)
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 	ex, err := w.n.dags.Export(ctx, root, dest, dag.ExportOptions{Await: await, Progress: func(r dag.ExportResult) {
