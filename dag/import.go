@@ -25,6 +25,7 @@ import (
 	ipld "github.com/ipfs/go-ipld-format"
 	"golang.org/x/sys/unix"
 
+	"github.com/cortex-peer/cortex-peer/dag/fswatch"
 	"github.com/cortex-peer/cortex-peer/dag/ignore"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 )
@@ -61,6 +62,12 @@ type ImportOptions struct {
 	// Progress, if set, is called after each file with running totals. It is
 	// called from several goroutines and must be cheap.
 	Progress func(ImportProgress)
+	// Watch, if set, watches the tree from this import on: a later import
+	// of the same tree that nothing touched since (no inotify event in any
+	// of its directories, no hard-linked file, no GC) returns this one's
+	// result without a stat. It is not used with NoIndex, IndexFrom or
+	// IndexTo.
+	Watch *fswatch.Watcher
 }
 
 // ImportProgress are running totals of an import.
@@ -82,6 +89,9 @@ type ImportResult struct {
 	NewBytes  int64 // their bytes
 	Ignored   int   // paths excluded by .cortexignore
 	Skipped   int   // devices, sockets and pipes, which a workspace cannot hold
+	// Unchanged: the tree is watched and nothing changed in it since the
+	// last import, which this result repeats; nothing was scanned.
+	Unchanged bool
 }
 
 type entryKind uint8
@@ -154,6 +164,17 @@ func (s *Store) importDir(ctx context.Context, dir string, opts ImportOptions, d
 	if err != nil {
 		return ImportResult{}, fmt.Errorf("import %s: %w", dir, &os.PathError{Op: "open", Path: abs, Err: err})
 	}
+	if opts.Watch != nil && !opts.NoIndex && !dryRun && opts.IndexFrom == "" && opts.IndexTo == "" {
+		prev, scan := s.watchedImport(opts.Watch, abs, fd)
+		if scan == nil && prev != nil {
+			unix.Close(fd)
+			return prev.res, nil
+		}
+		if scan != nil {
+			im.scan = scan
+			defer func() { scan.End(false, nil) }() // unless ended with a result below
+		}
+	}
 	// The index loads while the tree is scanned.
 	if opts.NoIndex {
 		// The generation is read before any block is written (see
@@ -213,7 +234,50 @@ func (s *Store) importDir(ctx context.Context, dir string, opts ImportOptions, d
 	r.NewBytes = im.batch.newBytes.Load()
 	r.FilesRead = int(im.filesRead.Load())
 	r.BytesRead = im.bytesRead.Load()
+	if im.scan != nil {
+		// A file with another link may change through a directory that is
+		// not watched: such a tree is scanned every time.
+		again := r
+		again.FilesRead, again.BytesRead, again.NewBlocks, again.NewBytes = 0, 0, 0, 0
+		again.Unchanged = true
+		im.scan.End(!im.multiLinked.Load(), &watchedResult{res: again, gen: im.gen})
+	}
 	return r, nil
+}
+
+// watchedResult is what a watched tree's last import left: its result as a
+// re-import with no change reports it, and the GC generation it was made
+// in (a GC since may have taken its blocks).
+type watchedResult struct {
+	res ImportResult
+	gen uint64
+}
+
+// watchedImport begins a watched import of the tree at abs (open as fd):
+// it returns the last import's result if nothing changed since, else the
+// scan to add the tree's directories to (nil if the tree cannot be
+// watched).
+func (s *Store) watchedImport(w *fswatch.Watcher, abs string, fd int) (*watchedResult, *fswatch.Scan) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, nil
+	}
+	still := func(v any) bool {
+		prev, ok := v.(*watchedResult)
+		if !ok {
+			return false
+		}
+		gen, err := s.gcGeneration()
+		return err == nil && gen == prev.gen
+	}
+	scan, v, err := w.Begin(abs, st.Dev, st.Ino, still)
+	if err != nil {
+		return nil, nil
+	}
+	if scan == nil {
+		return v.(*watchedResult), nil
+	}
+	return nil, scan
 }
 
 // indexFrom and indexTo are the names of the index read and written.
@@ -255,6 +319,9 @@ type importer struct {
 	filesDone atomic.Int64
 	filesRead atomic.Int64
 	bytesRead atomic.Int64
+
+	scan        *fswatch.Scan // when the tree is watched (ImportOptions.Watch)
+	multiLinked atomic.Bool   // a regular file with more than one link was seen
 }
 
 type hashJob struct {
@@ -283,6 +350,9 @@ func (im *importer) scanTree(ctx context.Context, top *treeDir, fd int) error {
 		defer unix.Close(fd)
 		if ctx.Err() != nil {
 			return
+		}
+		if im.scan != nil {
+			im.scan.Add(fd) // before the listing: no change after it is missed
 		}
 		if err := im.scanDir(d, fd, buf); err != nil {
 			cancel(fmt.Errorf("%s: %w", path.Join(".", d.rel), err))
@@ -344,8 +414,9 @@ func (im *importer) scanDir(d *treeDir, fd int, buf []byte) error {
 		isDir := de.typ == unix.DT_DIR
 		var st fileStat
 		statted := false
+		var links uint64
 		if de.typ == unix.DT_UNKNOWN {
-			if st, err = fstatat(fd, de.name); errors.Is(err, unix.ENOENT) {
+			if st, links, err = fstatat(fd, de.name); errors.Is(err, unix.ENOENT) {
 				continue // removed since it was listed
 			} else if err != nil {
 				return fmt.Errorf("%s: %w", de.name, err)
@@ -361,7 +432,7 @@ func (im *importer) scanDir(d *treeDir, fd int, buf []byte) error {
 			continue
 		}
 		if !statted {
-			if st, err = fstatat(fd, de.name); errors.Is(err, unix.ENOENT) {
+			if st, links, err = fstatat(fd, de.name); errors.Is(err, unix.ENOENT) {
 				continue
 			} else if err != nil {
 				return fmt.Errorf("%s: %w", de.name, err)
@@ -369,6 +440,9 @@ func (im *importer) scanDir(d *treeDir, fd int, buf []byte) error {
 		}
 		switch {
 		case st.isRegular():
+			if links > 1 {
+				im.multiLinked.Store(true)
+			}
 			d.ents = append(d.ents, treeEntry{name: de.name, kind: kindFile, st: st})
 			d.files++
 			d.bytes += st.size

@@ -160,8 +160,8 @@ func fstatOf(f *os.File) (fileStat, error) {
 }
 
 // fstatat stats name in the directory open as dirfd, not following a
-// symlink.
-func fstatat(dirfd int, name string) (fileStat, error) {
+// symlink, and returns its number of links besides.
+func fstatat(dirfd int, name string) (fileStat, uint64, error) {
 	var st unix.Stat_t
 	for {
 		err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
@@ -169,9 +169,9 @@ func fstatat(dirfd int, name string) (fileStat, error) {
 			continue
 		}
 		if err != nil {
-			return fileStat{}, err
+			return fileStat{}, 0, err
 		}
-		return statOf(&st), nil
+		return statOf(&st), uint64(st.Nlink), nil
 	}
 }
 

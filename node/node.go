@@ -15,6 +15,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/cortex-peer/cortex-peer/dag"
+	"github.com/cortex-peer/cortex-peer/dag/fswatch"
 	"github.com/cortex-peer/cortex-peer/node/datadir"
 	"github.com/cortex-peer/cortex-peer/node/store"
 	"github.com/cortex-peer/cortex-peer/node/tasklog"
@@ -31,6 +32,7 @@ type Node struct {
 	lock     *datadir.Lock
 	store    *store.Store
 	dags     *dag.Store
+	watch    *fswatch.Watcher // of imported workspaces; nil without inotify
 	exchange *exchange
 	host     *p2p.Host
 	book     *p2p.Book
@@ -74,6 +76,13 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 		return nil, err
 	}
 	n.dags = dag.NewStore(n.store.DB())
+	// Workspaces the user imports are watched, so that importing one again
+	// with nothing changed costs no stat (see dag.ImportOptions.Watch). A
+	// peer without inotify scans every time.
+	if n.watch, err = fswatch.New(0); err != nil {
+		log.Info("workspaces are not watched; every import scans its tree", "err", err)
+		n.watch, err = nil, nil
+	}
 	known := n.loadKnownPeers()
 	if n.host, err = p2p.New(cfg.P2P, log.With("component", "p2p")); err != nil {
 		return nil, err
@@ -186,6 +195,9 @@ func (n *Node) Close() error {
 		}
 		if n.host != nil {
 			errs = append(errs, n.host.Close())
+		}
+		if n.watch != nil {
+			errs = append(errs, n.watch.Close())
 		}
 		if n.store != nil {
 			errs = append(errs, n.store.Close())

@@ -311,7 +311,7 @@ func (t *taskRunner) importWorkspace(ctx context.Context, id, dir string) (cid.C
 	// GC is held off only while blocks are added; the pin keeps them after.
 	t.n.gcMu.RLock()
 	defer t.n.gcMu.RUnlock()
-	imp, err := t.n.dags.Import(ctx, dir, dag.ImportOptions{})
+	imp, err := t.n.dags.Import(ctx, dir, dag.ImportOptions{Watch: t.n.watch})
 	if err != nil {
 		return cid.Undef, fmt.Errorf("task %s: import workspace: %w", id, err)
 	}

@@ -252,6 +252,7 @@ func (w *workspaceService) Add(ctx context.Context, req *connect.Request[apiv1.A
 	var sendMu sync.Mutex
 	res, err := w.n.dags.Import(ctx, dir, dag.ImportOptions{
 		NoIndex: req.Msg.GetNoIndex(),
+		Watch:   w.n.watch,
 		Progress: func(p dag.ImportProgress) {
 			if !th.ok() {
 				return

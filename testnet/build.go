@@ -36,6 +36,7 @@ func BuildBinary(tb testing.TB) string {
 		buildPath = filepath.Join(dir, "cortex-peer")
 		cmd := exec.Command("go", "build", "-o", buildPath, "./cmd/cortex-peer")
 		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build does
 		buildOut, buildErr = cmd.CombinedOutput()
 	})
 	if buildErr != nil {

@@ -215,6 +215,7 @@ func goSrc() string {
 func buildBinary(work string) (string, error) {
 	bin := filepath.Join(work, "cortex-peer")
 	cmd := exec.Command("go", "build", "-o", bin, "./cmd/cortex-peer")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build does
 	cmd.Stderr = os.Stderr
 	if err := cmd.Run(); err != nil {
 		return "", fmt.Errorf("build cortex-peer (run from the module root): %w", err)
