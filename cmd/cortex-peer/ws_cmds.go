@@ -86,7 +86,7 @@ size, mtime, ctime, inode and mode are those of the last add is not read again.`
 			})
 		},
 	}
-	cmd.Flags().BoolVar(&noIndex, "no-index", false, "read every file, ignoring the incremental index")
+	cmd.Flags().BoolVar(&noIndex, "no-index", false, "read every file, ignoring the incremental index and the watch of the tree")
 	return cmd
 }
 
