@@ -44,11 +44,12 @@ type Blockstore struct {
 	appender *packAppender
 	signal   *storeSignal // fired after each arrival, for readers that wait
 	flight   *inFlight    // blocks handed to waiting readers before their store
+	packs    *packFiles   // packs open for reading
 }
 
 // NewBlockstore uses db, which the caller opens and closes.
 func NewBlockstore(db *badger.DB) *Blockstore {
-	return &Blockstore{db: db, appender: &packAppender{}, signal: &storeSignal{}, flight: &inFlight{}}
+	return &Blockstore{db: db, appender: &packAppender{}, signal: &storeSignal{}, flight: &inFlight{}, packs: &packFiles{}}
 }
 
 func blockKey(h mh.Multihash) []byte {

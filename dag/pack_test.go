@@ -11,7 +11,7 @@ import (
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 )
 
-func packFiles(t *testing.T, s *Store) []string {
+func packPaths(t *testing.T, s *Store) []string {
 	t.Helper()
 	entries, err := os.ReadDir(s.blocks.packDir())
 	if errors.Is(err, os.ErrNotExist) {
@@ -44,7 +44,7 @@ func TestLargeFilesArePacked(t *testing.T) {
 	if want := reference(t, s, src); !r.Root.Equals(want.Root) {
 		t.Fatalf("packed import root %s, from scratch %s", r.Root, want.Root)
 	}
-	packs := packFiles(t, s)
+	packs := packPaths(t, s)
 	if len(packs) != 1 {
 		t.Fatalf("%d packs, want 1", len(packs))
 	}
@@ -63,7 +63,7 @@ func TestLargeFilesArePacked(t *testing.T) {
 	if _, err := s.Import(ctx, other, ImportOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(packFiles(t, s)); n != 1 {
+	if n := len(packPaths(t, s)); n != 1 {
 		t.Fatalf("%d packs after importing the same bytes again, want 1", n)
 	}
 
@@ -86,7 +86,7 @@ func TestLargeFilesArePacked(t *testing.T) {
 	if _, err := s.GC(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(packFiles(t, s)); n != 0 {
+	if n := len(packPaths(t, s)); n != 0 {
 		t.Fatalf("%d packs after GC, want 0", n)
 	}
 }
@@ -106,7 +106,7 @@ func TestFetchedBlocksArePacked(t *testing.T) {
 	if _, err := b.Fetch(ctx, r.Root, &storeFetcher{from: a}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(packFiles(t, b)); n != 1 {
+	if n := len(packPaths(t, b)); n != 1 {
 		t.Fatalf("%d packs after the fetch, want 1", n)
 	}
 	dest := filepath.Join(t.TempDir(), "out")
@@ -119,7 +119,7 @@ func TestFetchedBlocksArePacked(t *testing.T) {
 	if _, err := b.GC(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(packFiles(t, b)); n != 1 {
+	if n := len(packPaths(t, b)); n != 1 {
 		t.Fatalf("%d packs after a GC that keeps the tree, want 1", n)
 	}
 	if _, err := b.Export(ctx, r.Root, filepath.Join(t.TempDir(), "again"), ExportOptions{}); err != nil {
@@ -130,7 +130,63 @@ func TestFetchedBlocksArePacked(t *testing.T) {
 	if _, err := b.GC(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(packFiles(t, b)); n != 0 {
+	if n := len(packPaths(t, b)); n != 0 {
 		t.Fatalf("%d packs after the last pin went, want 0", n)
+	}
+}
+
+// A shared pack most of whose bytes belong to no block any more is
+// rewritten by GC: its live blocks move to a new pack, the old one goes,
+// and the tree still exports whole. A damaged byte in a shared pack makes
+// its block read as missing (its checksum), never as wrong bytes.
+func TestPacksAreCompacted(t *testing.T) {
+	a, b := openStore(t), openStore(t)
+	ctx := context.Background()
+	gone, kept := t.TempDir(), t.TempDir()
+	writeTree(t, gone, map[string]string{"big.bin": string(randomBytes(11, compactDeadMin+4<<20))})
+	writeTree(t, kept, map[string]string{"a.bin": string(randomBytes(12, 3<<20)), "b.txt": string(randomBytes(13, 20<<10))})
+	var roots []ImportResult
+	for _, dir := range []string{gone, kept} {
+		r, err := a.Import(ctx, dir, ImportOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Fetch(ctx, r.Root, &storeFetcher{from: a}, nil); err != nil {
+			t.Fatal(err)
+		}
+		roots = append(roots, r)
+	}
+	if n := len(packPaths(t, b)); n != 1 {
+		t.Fatalf("%d packs after the fetches, want 1", n)
+	}
+	must(t, b.Pin("keep", roots[1].Root))
+	time.Sleep(10 * time.Millisecond) // the pack must be older than the GC
+	if _, err := b.GC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	packs := packPaths(t, b)
+	if len(packs) != 1 {
+		t.Fatalf("%d packs after GC, want 1", len(packs))
+	}
+	if st, _ := os.Stat(packs[0]); st.Size() > 4<<20 {
+		t.Fatalf("the pack after GC holds %d bytes; the live blocks are about 3 MiB", st.Size())
+	}
+	dest := filepath.Join(t.TempDir(), "out")
+	if _, err := b.Export(ctx, roots[1].Root, dest, ExportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sameTree(t, treeSnapshot(t, kept), treeSnapshot(t, dest))
+
+	f, err := os.OpenFile(packs[0], os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{0xff, 0x00, 0xff}, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	_, err = b.Export(ctx, roots[1].Root, filepath.Join(t.TempDir(), "damaged"), ExportOptions{})
+	if !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("export from a damaged pack: %v, want not found", err)
 	}
 }

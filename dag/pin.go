@@ -122,8 +122,9 @@ func (s *Store) GC(ctx context.Context) (GCResult, error) {
 	if err != nil {
 		return GCResult{}, err
 	}
-	// Packs whose blocks are all gone go too.
-	if err := s.blocks.removeUnreferencedPacks(start); err != nil {
+	// Packs whose blocks are all gone go too; mostly dead ones are
+	// rewritten.
+	if err := s.blocks.tidyPacks(start); err != nil {
 		return res, fmt.Errorf("gc: packs: %w", err)
 	}
 	// Reclaim value-log space; "no rewrite needed" is not a failure.
