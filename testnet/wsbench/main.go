@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cortex-peer/cortex-peer/node/apiclient"
 	"github.com/cortex-peer/cortex-peer/testnet"
 )
 
@@ -144,6 +145,22 @@ func run(kubo, corpus string, bigMiB int, work string) error {
 	tNoop := timeIt(func() { mustAdd(bin, p1, src) })
 	report("re-import, no change", tNoop, "", 0)
 	note("  as a share of the full import (goal < 5%)", fmt.Sprintf("%.1f%%", 100*tNoop.Seconds()/tOurs.Seconds()))
+	// The same through the local API, as an agent calls it: without the
+	// CLI process's start (see the next row), which is most of the above.
+	api, err := apiclient.Dial(p1)
+	if err != nil {
+		return err
+	}
+	defer api.Close()
+	var apiErr error
+	tNoopAPI := timeIt(func() { _, apiErr = api.WorkspaceAdd(ctx, src, false, nil) })
+	if apiErr != nil {
+		return apiErr
+	}
+	report("  same, one call to the local API", tNoopAPI, "", 0)
+	note("    as a share of the full import", fmt.Sprintf("%.2f%%", 100*tNoopAPI.Seconds()/tOurs.Seconds()))
+	tStart := timeIt(func() { mustRun(bin, "version") })
+	report("  start of the CLI alone (cortex-peer version)", tStart, "", 0)
 
 	// 3. Fetch the whole corpus on peer 2.
 	dest := filepath.Join(work, "dest-ours-1")
