@@ -92,6 +92,9 @@ type ImportResult struct {
 	// Unchanged: the tree is watched and nothing changed in it since the
 	// last import, which this result repeats; nothing was scanned.
 	Unchanged bool
+	// DirsListed counts the directories listed: all of them, unless the
+	// tree is watched and the import listed only those that changed.
+	DirsListed int
 }
 
 type entryKind uint8
@@ -120,6 +123,25 @@ type treeDir struct {
 	// counts of the directory's own entries
 	files, symlinks, ignored, skipped int
 	bytes                             int64
+
+	ino  uint64 // its inode, as its parent's listing said
+	kept bool   // a watched directory nothing changed under: not listed, its record stands
+	tot  totals // of the whole subtree, once built
+}
+
+// totals count a subtree, the directory itself included.
+type totals struct {
+	files, dirs, symlinks, ignored, skipped uint64
+	bytes                                   uint64
+}
+
+func (t *totals) add(o totals) {
+	t.files += o.files
+	t.dirs += o.dirs
+	t.symlinks += o.symlinks
+	t.ignored += o.ignored
+	t.skipped += o.skipped
+	t.bytes += o.bytes
 }
 
 // treeEntry is one entry of a directory being imported.
@@ -164,8 +186,9 @@ func (s *Store) importDir(ctx context.Context, dir string, opts ImportOptions, d
 	if err != nil {
 		return ImportResult{}, fmt.Errorf("import %s: %w", dir, &os.PathError{Op: "open", Path: abs, Err: err})
 	}
+	top := &treeDir{rel: ""}
 	if opts.Watch != nil && !opts.NoIndex && !dryRun && opts.IndexFrom == "" && opts.IndexTo == "" {
-		prev, scan := s.watchedImport(opts.Watch, abs, fd)
+		prev, scan := s.watchedImport(opts.Watch, abs, fd, top)
 		if scan == nil && prev != nil {
 			unix.Close(fd)
 			return prev.res, nil
@@ -194,7 +217,6 @@ func (s *Store) importDir(ctx context.Context, dir string, opts ImportOptions, d
 		}()
 	}
 	defer func() { <-im.loaded }()
-	top := &treeDir{rel: ""}
 	if err := im.scanTree(ctx, top, fd); err != nil {
 		return ImportResult{}, fmt.Errorf("import %s: %w", dir, err)
 	}
@@ -220,6 +242,7 @@ func (s *Store) importDir(ctx context.Context, dir string, opts ImportOptions, d
 			if im.copyIndex() {
 				im.idx.records, im.idx.legacy, im.idx.wsGen = nil, nil, nil // nothing of the source to delete
 			}
+			im.spareKept()
 			if err := s.saveIndex(im.indexTo(), im.idx, im.put); err != nil {
 				return ImportResult{}, err
 			}
@@ -234,15 +257,21 @@ func (s *Store) importDir(ctx context.Context, dir string, opts ImportOptions, d
 	r.NewBytes = im.batch.newBytes.Load()
 	r.FilesRead = int(im.filesRead.Load())
 	r.BytesRead = im.bytesRead.Load()
+	r.DirsListed = int(im.listed.Load())
 	if im.scan != nil {
 		// A file with another link may change through a directory that is
 		// not watched: such a tree is scanned every time.
 		again := r
 		again.FilesRead, again.BytesRead, again.NewBlocks, again.NewBytes = 0, 0, 0, 0
-		again.Unchanged = true
+		again.Unchanged, again.DirsListed = true, 0
 		im.scan.End(!im.multiLinked.Load(), &watchedResult{res: again, gen: im.gen})
 	}
 	return r, nil
+}
+
+// NewWatcher starts a watcher for ImportOptions.Watch; close it when done.
+func NewWatcher() (*fswatch.Watcher, error) {
+	return fswatch.New(0, ignore.FileName)
 }
 
 // watchedResult is what a watched tree's last import left: its result as a
@@ -257,11 +286,12 @@ type watchedResult struct {
 // it returns the last import's result if nothing changed since, else the
 // scan to add the tree's directories to (nil if the tree cannot be
 // watched).
-func (s *Store) watchedImport(w *fswatch.Watcher, abs string, fd int) (*watchedResult, *fswatch.Scan) {
+func (s *Store) watchedImport(w *fswatch.Watcher, abs string, fd int, top *treeDir) (*watchedResult, *fswatch.Scan) {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, nil
 	}
+	top.ino = st.Ino
 	still := func(v any) bool {
 		prev, ok := v.(*watchedResult)
 		if !ok {
@@ -322,6 +352,50 @@ type importer struct {
 
 	scan        *fswatch.Scan // when the tree is watched (ImportOptions.Watch)
 	multiLinked atomic.Bool   // a regular file with more than one link was seen
+	listed      atomic.Int64  // directories listed
+	keptMu      sync.Mutex
+	kept        map[string]bool // directories kept unlisted (see treeDir.kept)
+}
+
+// keepDir keeps the subdirectory d unlisted if the watcher says nothing
+// changed under it and its record, with the subtree's totals, can stand
+// for it (no GC since it was written).
+func (im *importer) keepDir(d *treeDir) bool {
+	if im.scan == nil || im.idx == nil || !im.idx.trusted || !im.scan.Keep(d.rel, d.ino) {
+		return false
+	}
+	raw, ok := im.idx.records[d.rel]
+	if !ok {
+		return false
+	}
+	rec, err := decodeRecord(raw)
+	if err != nil || !rec.hasTot {
+		return false
+	}
+	d.rec, d.recOK, d.sameEntries, d.kept = rec, true, true, true
+	im.keptMu.Lock()
+	defer im.keptMu.Unlock()
+	if im.kept == nil {
+		im.kept = map[string]bool{}
+	}
+	im.kept[d.rel] = true
+	return true
+}
+
+// spareKept takes the records of kept subtrees out of those left over
+// after the build (which saveIndex deletes as gone).
+func (im *importer) spareKept() {
+	if len(im.kept) == 0 {
+		return
+	}
+	for rel := range im.idx.records {
+		for p := rel; p != "" && p != "."; p = path.Dir(p) {
+			if im.kept[p] {
+				delete(im.idx.records, rel)
+				break
+			}
+		}
+	}
 }
 
 type hashJob struct {
@@ -352,15 +426,16 @@ func (im *importer) scanTree(ctx context.Context, top *treeDir, fd int) error {
 			return
 		}
 		if im.scan != nil {
-			im.scan.Add(fd) // before the listing: no change after it is missed
+			im.scan.Add(fd, d.rel, d.ino) // before the listing: no change after it is missed
 		}
+		im.listed.Add(1)
 		if err := im.scanDir(d, fd, buf); err != nil {
 			cancel(fmt.Errorf("%s: %w", path.Join(".", d.rel), err))
 			return
 		}
 		for i := range d.ents {
 			e := &d.ents[i]
-			if e.kind != kindDir || ctx.Err() != nil {
+			if e.kind != kindDir || ctx.Err() != nil || im.keepDir(e.sub) {
 				continue
 			}
 			cfd, err := openDirAt(fd, e.name)
@@ -428,7 +503,11 @@ func (im *importer) scanDir(d *treeDir, fd int, buf []byte) error {
 			continue
 		}
 		if isDir {
-			d.ents = append(d.ents, treeEntry{name: de.name, kind: kindDir, sub: &treeDir{rel: path.Join(d.rel, de.name), ign: ign}})
+			ino := de.ino
+			if statted {
+				ino = st.ino
+			}
+			d.ents = append(d.ents, treeEntry{name: de.name, kind: kindDir, sub: &treeDir{rel: path.Join(d.rel, de.name), ign: ign, ino: ino}})
 			continue
 		}
 		if !statted {
@@ -450,7 +529,7 @@ func (im *importer) scanDir(d *treeDir, fd int, buf []byte) error {
 			d.ents = append(d.ents, treeEntry{name: de.name, kind: kindSymlink, st: st})
 			d.symlinks++
 		case st.isDir(): // replaced by a directory since it was listed
-			d.ents = append(d.ents, treeEntry{name: de.name, kind: kindDir, sub: &treeDir{rel: path.Join(d.rel, de.name), ign: ign}})
+			d.ents = append(d.ents, treeEntry{name: de.name, kind: kindDir, sub: &treeDir{rel: path.Join(d.rel, de.name), ign: ign, ino: st.ino}})
 		default:
 			d.skipped++
 		}
@@ -533,6 +612,16 @@ func (im *importer) stillStored(c []byte) bool {
 func (im *importer) hashFiles(ctx context.Context, top *treeDir) error {
 	var collect func(d *treeDir)
 	collect = func(d *treeDir) {
+		if d.kept {
+			t := d.rec.tot
+			im.res.Dirs += int(t.dirs)
+			im.res.Files += int(t.files)
+			im.res.Symlinks += int(t.symlinks)
+			im.res.Bytes += int64(t.bytes)
+			im.res.Ignored += int(t.ignored)
+			im.res.Skipped += int(t.skipped)
+			return
+		}
 		im.res.Dirs++
 		im.res.Files += d.files
 		im.res.Symlinks += d.symlinks
@@ -880,6 +969,15 @@ func (im *importer) buildDir(ctx context.Context, d *treeDir) error {
 		old = im.idx.records[d.rel]
 		delete(im.idx.records, d.rel) // what is left once the tree is built is gone
 	}
+	if d.kept {
+		c, err := cid.Cast(d.rec.cid)
+		if err != nil {
+			return fmt.Errorf("%s: index: %w", path.Join(".", d.rel), err)
+		}
+		d.cid, d.tsize, d.tot, d.ents = c, d.rec.tsize, d.rec.tot, nil
+		return nil
+	}
+	d.tot = totals{files: uint64(d.files), dirs: 1, symlinks: uint64(d.symlinks), ignored: uint64(d.ignored), skipped: uint64(d.skipped), bytes: uint64(d.bytes)}
 	same := d.sameEntries && im.idx != nil && im.idx.trusted
 	n := 0
 	for i := range d.ents {
@@ -892,6 +990,7 @@ func (im *importer) buildDir(ctx context.Context, d *treeDir) error {
 			if err := im.buildDir(ctx, e.sub); err != nil {
 				return err
 			}
+			d.tot.add(e.sub.tot)
 			e.cid, e.tsize, e.sub = e.sub.cid, e.sub.tsize, nil
 			same = same && string(e.oldCid) == e.cid.KeyString()
 		}
@@ -899,6 +998,9 @@ func (im *importer) buildDir(ctx context.Context, d *treeDir) error {
 		n++
 	}
 	d.ents = d.ents[:n]
+	// A record written before records kept their subtree's totals is
+	// written again, so that the directory can be kept unlisted next time.
+	same = same && d.rec.hasTot && d.rec.tot == d.tot
 	if same {
 		if c, err := cid.Cast(d.rec.cid); err == nil {
 			d.cid, d.tsize, d.ents = c, d.rec.tsize, nil

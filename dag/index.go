@@ -51,6 +51,8 @@ func wsGenKey(workspace string) []byte {
 //	  for files and symlinks: varint size, mtime, ctime; uvarint ino, mode
 //	  uvarint len, cid bytes
 //	  uvarint                 Tsize
+//	then, in records of this version that have them, the subtree's totals:
+//	uvarint files, dirs, symlinks, ignored, skipped, bytes
 //
 // recVersion must change whenever the DAG an import makes of the same tree
 // would change (chunker, leaves, directory layout), so that records of the
@@ -62,9 +64,11 @@ const (
 )
 
 type dirRecord struct {
-	cid   []byte
-	tsize uint64
-	ents  []recEntry
+	cid    []byte
+	tsize  uint64
+	ents   []recEntry
+	tot    totals // of the subtree, if hasTot
+	hasTot bool
 }
 
 type recEntry struct {
@@ -109,6 +113,9 @@ func encodeRecord(d *treeDir) []byte {
 			b = appendBytes(b, e.cid.Bytes())
 		}
 		b = binary.AppendUvarint(b, e.tsize)
+	}
+	for _, v := range []uint64{d.tot.files, d.tot.dirs, d.tot.symlinks, d.tot.ignored, d.tot.skipped, d.tot.bytes} {
+		b = binary.AppendUvarint(b, v)
 	}
 	return b
 }
@@ -186,7 +193,12 @@ func decodeRecord(b []byte) (dirRecord, error) {
 		r.ents = append(r.ents, e)
 	}
 	if len(b) != 0 {
-		return r, errBadRecord
+		t := &r.tot
+		t.files, t.dirs, t.symlinks, t.ignored, t.skipped, t.bytes = uv(), uv(), uv(), uv(), uv(), uv()
+		if bad || len(b) != 0 || t.dirs == 0 {
+			return r, errBadRecord
+		}
+		r.hasTot = true
 	}
 	return r, nil
 }

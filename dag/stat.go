@@ -107,6 +107,7 @@ const direntBufSize = 32 << 10
 type dirent struct {
 	name string
 	typ  uint8 // unix.DT_*; DT_UNKNOWN when the file system does not say
+	ino  uint64
 }
 
 // readDirents lists the directory open as fd, without "." and "..", in the
@@ -145,7 +146,7 @@ func readDirents(fd int, buf []byte) ([]dirent, error) {
 			if ino == 0 || string(name) == "." || string(name) == ".." {
 				continue
 			}
-			out = append(out, dirent{name: string(name), typ: typ})
+			out = append(out, dirent{name: string(name), typ: typ, ino: ino})
 		}
 	}
 }

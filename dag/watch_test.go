@@ -11,7 +11,7 @@ import (
 
 func newWatcher(t *testing.T) *fswatch.Watcher {
 	t.Helper()
-	w, err := fswatch.New(0)
+	w, err := NewWatcher()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,11 +44,14 @@ func TestWatchedReimport(t *testing.T) {
 	}
 
 	p := func(rel string) string { return filepath.Join(src, filepath.FromSlash(rel)) }
+	// listed: the directories the import must list (the changed ones and
+	// their ancestors), when the test checks it.
 	changes := []struct {
-		name string
-		do   func() error
+		name   string
+		listed int
+		do     func() error
 	}{
-		{"append to a file", func() error {
+		{"append to a file", 2, func() error {
 			f, err := os.OpenFile(p("src/main.go"), os.O_APPEND|os.O_WRONLY, 0)
 			if err != nil {
 				return err
@@ -56,22 +59,33 @@ func TestWatchedReimport(t *testing.T) {
 			_, err = f.WriteString("// more\n")
 			return errorsJoin(err, f.Close())
 		}},
-		{"new file deep down", func() error { return os.WriteFile(p("src/a/b/c/new.go"), []byte("package c\n"), 0o644) }},
-		{"delete a file", func() error { return os.Remove(p("src/a/b/c/deep.go")) }},
-		{"exec bit", func() error { return os.Chmod(p("README.md"), 0o755) }},
-		{"rename in a directory", func() error { return os.Rename(p("src/main.go"), p("src/app.go")) }},
-		{"new directory with a file", func() error {
+		{"new file deep down", 5, func() error { return os.WriteFile(p("src/a/b/c/new.go"), []byte("package c\n"), 0o644) }},
+		{"delete a file", 5, func() error { return os.Remove(p("src/a/b/c/deep.go")) }},
+		{"exec bit", 1, func() error { return os.Chmod(p("README.md"), 0o755) }},
+		{"rename in a directory", 2, func() error { return os.Rename(p("src/main.go"), p("src/app.go")) }},
+		{"new directory with a file", 0, func() error {
 			if err := os.MkdirAll(p("docs/guide"), 0o755); err != nil {
 				return err
 			}
 			return os.WriteFile(p("docs/guide/x.md"), []byte("x\n"), 0o644)
 		}},
-		{"change in the new directory", func() error { return os.WriteFile(p("docs/guide/x.md"), []byte("y\n"), 0o644) }},
-		{"directory moved", func() error { return os.Rename(p("docs/guide"), p("src/guide")) }},
-		{"change in the moved directory", func() error { return os.WriteFile(p("src/guide/x.md"), []byte("z\n"), 0o644) }},
-		{"remove a directory", func() error { return os.RemoveAll(p("src/a")) }},
-		{".cortexignore", func() error { return os.WriteFile(p(".cortexignore"), []byte("*.bin\n"), 0o644) }},
-		{"root replaced", func() error {
+		{"change in the new directory", 3, func() error { return os.WriteFile(p("docs/guide/x.md"), []byte("y\n"), 0o644) }},
+		{"directory moved", 0, func() error { return os.Rename(p("docs/guide"), p("src/guide")) }},
+		{"change in the moved directory", 3, func() error { return os.WriteFile(p("src/guide/x.md"), []byte("z\n"), 0o644) }},
+		{"directory replaced by a new one of the same name", 0, func() error {
+			if err := os.RemoveAll(p("src/a")); err != nil {
+				return err
+			}
+			writeTree(t, p("src/a"), map[string]string{"b/c/deep.go": "package c // again\n"})
+			return nil
+		}},
+		{"change in the replacement", 5, func() error { return os.WriteFile(p("src/a/b/c/deep.go"), []byte("package c\n"), 0o644) }},
+		{".cortexignore below, for files further down", 0, func() error {
+			return os.WriteFile(p("src/.cortexignore"), []byte("*.go\n"), 0o644)
+		}},
+		{"remove a directory", 0, func() error { return os.RemoveAll(p("src/a")) }},
+		{".cortexignore", 0, func() error { return os.WriteFile(p(".cortexignore"), []byte("*.bin\n"), 0o644) }},
+		{"root replaced", 0, func() error {
 			if err := os.Rename(src, src+".old"); err != nil {
 				return err
 			}
@@ -91,8 +105,11 @@ func TestWatchedReimport(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got.Unchanged || got.Root != want.Root {
-			t.Fatalf("%s: watched import %s (unchanged %v), a full one %s", c.name, got.Root, got.Unchanged, want.Root)
+		if got.Unchanged || got.Root != want.Root || got.Files != want.Files || got.Dirs != want.Dirs || got.Bytes != want.Bytes || got.Symlinks != want.Symlinks {
+			t.Fatalf("%s: watched import %+v, a full one %+v", c.name, got, want)
+		}
+		if c.listed > 0 && got.DirsListed != c.listed {
+			t.Fatalf("%s: %d directories listed, want %d", c.name, got.DirsListed, c.listed)
 		}
 		if again, err := s.Import(ctx, src, opts); err != nil || !again.Unchanged || again.Root != want.Root {
 			t.Fatalf("%s: the import after: %+v %v", c.name, again, err)

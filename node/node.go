@@ -79,7 +79,7 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	// Workspaces the user imports are watched, so that importing one again
 	// with nothing changed costs no stat (see dag.ImportOptions.Watch). A
 	// peer without inotify scans every time.
-	if n.watch, err = fswatch.New(0); err != nil {
+	if n.watch, err = dag.NewWatcher(); err != nil {
 		log.Info("workspaces are not watched; every import scans its tree", "err", err)
 		n.watch, err = nil, nil
 	}

@@ -2,12 +2,16 @@
 // it was last scanned, from inotify events, so that a re-import of a tree
 // nothing touched need not stat its files (as git's fsmonitor does).
 //
-// A scan adds a watch on every directory before it lists it. Any event on a
+// A scan adds a watch on every directory before it lists it. An event on a
 // watched directory (an entry created, deleted, moved, written, its
-// attributes changed) marks its trees changed; so does a lost event (the
-// kernel's queue overflowed) or a watch that could not be added. Events are
-// read, without blocking, when a scan begins or ends: nothing runs between
-// scans, and an event queued before Begin is never missed.
+// attributes changed) marks that directory changed in its trees; the next
+// scan lists only the changed directories and their ancestors, and keeps
+// what it knew of every other directory whose watch still names the same
+// directory (see Scan.Keep). A lost event (the kernel's queue overflowed),
+// a watch that could not be added or a scan that failed make the next scan
+// a full one. Events are read, without blocking, when a scan begins or ends:
+// nothing runs between scans, and an event queued before Begin is never
+// missed.
 //
 // What inotify does not see, a watcher does not either: writes through a
 // shared memory mapping, and changes to a file through a hard link in an
@@ -16,8 +20,10 @@
 package fswatch
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"path"
 	"strconv"
 	"sync"
 	"unsafe"
@@ -51,6 +57,7 @@ type Watcher struct {
 	trees      map[string]*tree         // by root path
 	byWatch    map[int32]map[*tree]bool // watch descriptor -> trees that hold it
 	buf        []byte                   // for reading events
+	fullOn     map[string]bool          // names whose change makes the next scan full
 	tick       uint64                   // orders Begin calls, for eviction
 	closed     bool
 }
@@ -58,17 +65,27 @@ type Watcher struct {
 type tree struct {
 	root     string
 	dev, ino uint64 // of the root directory when its scan began
-	watches  map[int32]bool
-	changed  bool   // an event since the current state's scan began
-	valid    bool   // every directory of the last full scan is watched
-	value    any    // what the last successful scan left, nil if none
-	scan     uint64 // the latest scan begun; only it may End with a value
-	used     uint64 // tick of the last Begin
+	watches  map[int32]watchedDir
+	byRel    map[string]int32 // directory path -> its latest watch
+	dirty    map[string]bool  // directories with an event since the last Begin
+	full     bool             // the next scan must list everything
+	valid    bool             // the last scan ended well: value stands
+	value    any              // what the last successful scan left, nil if none
+	scan     uint64           // the latest scan begun; only it may End with a value
+	used     uint64           // tick of the last Begin
+}
+
+// watchedDir is a watched directory as its last scan saw it.
+type watchedDir struct {
+	rel string // slash-separated path from the root, "" for the root
+	ino uint64
 }
 
 // New starts a watcher of up to maxWatches directories (DefaultMaxWatches
-// if maxWatches <= 0).
-func New(maxWatches int) (*Watcher, error) {
+// if maxWatches <= 0). A change to an entry named one of fullOn makes the
+// next scan a full one: such files change how the whole subtree below them
+// is read (a .cortexignore), not only their own directory.
+func New(maxWatches int, fullOn ...string) (*Watcher, error) {
 	if maxWatches <= 0 {
 		maxWatches = DefaultMaxWatches
 	}
@@ -76,8 +93,12 @@ func New(maxWatches int) (*Watcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("inotify: %w", err)
 	}
+	full := map[string]bool{}
+	for _, n := range fullOn {
+		full[n] = true
+	}
 	return &Watcher{
-		fd: fd, maxWatches: maxWatches,
+		fd: fd, maxWatches: maxWatches, fullOn: full,
 		trees: map[string]*tree{}, byWatch: map[int32]map[*tree]bool{},
 		buf: make([]byte, 64<<10),
 	}, nil
@@ -97,10 +118,13 @@ func (w *Watcher) Close() error {
 
 // A Scan is one scan of a tree, begun by Begin.
 type Scan struct {
-	w      *Watcher
-	t      *tree
-	id     uint64
-	failed bool // a watch could not be added
+	w       *Watcher
+	t       *tree
+	id      uint64
+	full    bool            // list everything: nothing is known
+	touched map[string]bool // the changed directories and their ancestors
+	failed  bool            // a watch could not be added
+	ended   bool
 }
 
 // Begin starts a scan of the tree at root (an absolute path), whose root
@@ -108,7 +132,8 @@ type Scan struct {
 // that scan ended with a value that still(value) accepts, and nothing
 // changed since the scan began, Begin returns that value and no scan is
 // needed (scan is nil). Otherwise the caller scans, adding each directory
-// with Scan.Add before listing it, and ends with Scan.End.
+// it lists with Scan.Add before listing it, keeping those Scan.Keep allows,
+// and ends with Scan.End.
 func (w *Watcher) Begin(root string, dev, ino uint64, still func(value any) bool) (scan *Scan, value any, err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -118,7 +143,8 @@ func (w *Watcher) Begin(root string, dev, ino uint64, still func(value any) bool
 	w.drain()
 	w.tick++
 	t := w.trees[root]
-	if t != nil && t.valid && !t.changed && t.value != nil && t.dev == dev && t.ino == ino && still(t.value) {
+	same := t != nil && t.valid && !t.full && t.value != nil && t.dev == dev && t.ino == ino && still(t.value)
+	if same && len(t.dirty) == 0 {
 		t.used = w.tick
 		return nil, t.value, nil
 	}
@@ -126,18 +152,52 @@ func (w *Watcher) Begin(root string, dev, ino uint64, still func(value any) bool
 		if len(w.trees) >= maxTrees {
 			w.evictOldest()
 		}
-		t = &tree{root: root, watches: map[int32]bool{}}
+		t = &tree{root: root, watches: map[int32]watchedDir{}, byRel: map[string]int32{}}
 		w.trees[root] = t
 	}
+	sc := &Scan{w: w, t: t, id: w.tick, full: !same}
+	if same {
+		sc.touched = map[string]bool{}
+		for rel := range t.dirty {
+			for {
+				sc.touched[rel] = true
+				if rel == "" {
+					break
+				}
+				if rel = path.Dir(rel); rel == "." {
+					rel = ""
+				}
+			}
+		}
+	}
 	t.dev, t.ino, t.used = dev, ino, w.tick
-	t.changed, t.valid, t.value = false, false, nil
+	t.dirty, t.full, t.valid, t.value = map[string]bool{}, false, false, nil
 	t.scan = w.tick
-	return &Scan{w: w, t: t, id: w.tick}, nil, nil
+	return sc, nil, nil
 }
 
-// Add watches a directory of the scan's tree, open as fd, and must be
-// called before the directory is listed.
-func (s *Scan) Add(fd int) {
+// Keep reports whether the scan may keep what it knew of the directory rel,
+// whose inode is ino, without listing it: nothing changed under it since
+// the last scan, and the watch made then is on this very directory at this
+// very path (not on one moved here, or replaced by a new one).
+func (s *Scan) Keep(rel string, ino uint64) bool {
+	if s.full || s.touched[rel] {
+		return false
+	}
+	w := s.w
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	wd, ok := s.t.byRel[rel]
+	if !ok {
+		return false
+	}
+	d, ok := s.t.watches[wd]
+	return ok && d.rel == rel && d.ino == ino
+}
+
+// Add watches the directory rel of the scan's tree, open as fd, whose inode
+// is ino. It must be called before the directory is listed.
+func (s *Scan) Add(fd int, rel string, ino uint64) {
 	w := s.w
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -161,23 +221,31 @@ func (s *Scan) Add(fd int) {
 		w.byWatch[wd32] = map[*tree]bool{}
 	}
 	w.byWatch[wd32][s.t] = true
-	s.t.watches[wd32] = true
+	s.t.watches[wd32] = watchedDir{rel: rel, ino: ino}
+	s.t.byRel[rel] = wd32
 }
 
 // End ends the scan. With ok (the scan succeeded and every file it saw can
 // only change through its directory), value is kept as the tree's state,
 // for Begin to return while nothing changes; events since the scan began
-// already count. Without ok, the next scan of the tree is a full one.
+// already count. Without ok, the next scan of the tree is a full one. Only
+// the first End of a scan counts.
 func (s *Scan) End(ok bool, value any) {
 	w := s.w
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if s.ended {
+		return
+	}
+	s.ended = true
 	if w.closed || s.t.scan != s.id || w.trees[s.t.root] != s.t {
 		return // a later scan of the tree began, or the tree was evicted
 	}
 	w.drain()
 	if ok && !s.failed {
 		s.t.valid, s.t.value = true, value
+	} else {
+		s.t.full = true
 	}
 }
 
@@ -196,16 +264,28 @@ func (w *Watcher) drain() {
 		}
 		for off := 0; off+unix.SizeofInotifyEvent <= n; {
 			ev := (*unix.InotifyEvent)(unsafe.Pointer(&w.buf[off]))
+			name := w.buf[off+unix.SizeofInotifyEvent : min(n, off+unix.SizeofInotifyEvent+int(ev.Len))]
 			off += unix.SizeofInotifyEvent + int(ev.Len)
+			if i := bytes.IndexByte(name, 0); i >= 0 {
+				name = name[:i]
+			}
 			if ev.Mask&unix.IN_Q_OVERFLOW != 0 {
 				w.all()
 				continue
 			}
+			significant := len(name) > 0 && w.fullOn[string(name)]
 			for t := range w.byWatch[ev.Wd] {
-				t.changed = true
+				if d, ok := t.watches[ev.Wd]; ok && !significant {
+					t.dirty[d.rel] = true
+				} else {
+					t.full = true
+				}
 			}
 			if ev.Mask&unix.IN_IGNORED != 0 { // the kernel removed the watch
 				for t := range w.byWatch[ev.Wd] {
+					if d, ok := t.watches[ev.Wd]; ok && t.byRel[d.rel] == ev.Wd {
+						delete(t.byRel, d.rel)
+					}
 					delete(t.watches, ev.Wd)
 				}
 				delete(w.byWatch, ev.Wd)
@@ -214,10 +294,10 @@ func (w *Watcher) drain() {
 	}
 }
 
-// all marks every tree changed.
+// all makes the next scan of every tree a full one.
 func (w *Watcher) all() {
 	for _, t := range w.trees {
-		t.changed = true
+		t.full = true
 	}
 }
 

@@ -35,7 +35,15 @@ func scanTree(t *testing.T, w *Watcher, dir string, value any) (unchanged bool) 
 			return err
 		}
 		defer unix.Close(fd)
-		scan.Add(fd)
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		if rel == "." {
+			rel = ""
+		}
+		scan.Add(fd, filepath.ToSlash(rel), st.Ino)
 		return nil
 	})
 	if err != nil {

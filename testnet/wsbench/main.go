@@ -247,23 +247,24 @@ func timeIt(f func()) time.Duration {
 	return time.Since(start)
 }
 
-// settle waits, up to 30 s, until the machine is quiet: under 10% of its
-// CPU time busy over a quarter of a second, and under 64 MiB of dirty page
-// cache. Every figure, ours and the baselines' alike, is then taken from a
-// quiet machine, not while the last step's background work (a store's
-// compactions, the kernel's writeback, a Kubo daemon's housekeeping) still
-// runs: on these 2-core machines that work alone made a step 1.7x slower.
+// settle waits, up to 10 s, until the machine is quiet: under 10% of its
+// CPU time busy over a quarter of a second. Every figure, ours and the
+// baselines' alike, is then taken from a quiet machine, not while the last
+// step's background work (a store's compactions, a Kubo daemon's
+// housekeeping) still runs. It does not wait for the kernel's writeback:
+// dirty pages wait 30 s before it starts, and by then these machines'
+// memory monitor (DAMON) has begun to evict what the next step reads.
 func settle() {
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		busy1, total1 := cpuTimes()
 		time.Sleep(250 * time.Millisecond)
 		busy2, total2 := cpuTimes()
-		if total2 > total1 && float64(busy2-busy1) < 0.10*float64(total2-total1) && dirtyBytes() < 64<<20 {
+		if total2 > total1 && float64(busy2-busy1) < 0.10*float64(total2-total1) {
 			return
 		}
 	}
-	fmt.Fprintln(os.Stderr, "  (the machine did not settle within 30 s)")
+	fmt.Fprintln(os.Stderr, "  (the machine did not settle within 10 s)")
 }
 
 // cpuTimes returns the busy and total CPU time of the machine, in ticks,
@@ -284,23 +285,6 @@ func cpuTimes() (busy, total uint64) {
 		}
 	}
 	return busy, total
-}
-
-// dirtyBytes is the page cache waiting to be written back.
-func dirtyBytes() int64 {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	var sum int64
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 2 && (f[0] == "Dirty:" || f[0] == "Writeback:") {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			sum += kb << 10
-		}
-	}
-	return sum
 }
 
 func mustRun(name string, args ...string) string {
