@@ -251,9 +251,10 @@ func timeIt(f func()) time.Duration {
 // CPU time busy over a quarter of a second. Every figure, ours and the
 // baselines' alike, is then taken from a quiet machine, not while the last
 // step's background work (a store's compactions, a Kubo daemon's
-// housekeeping) still runs. It does not wait for the kernel's writeback:
-// dirty pages wait 30 s before it starts, and by then these machines'
-// memory monitor (DAMON) has begun to evict what the next step reads.
+// housekeeping) still runs. It does not wait for the kernel's writeback,
+// which starts only once pages have been dirty for 30 s: waiting that long
+// between steps let these machines' memory monitor (DAMON, which pages out
+// what was not touched for a minute) evict what the next step reads.
 func settle() {
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
