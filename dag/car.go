@@ -8,8 +8,12 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/ipfs/boxo/ipld/merkledag"
+	ft "github.com/ipfs/boxo/ipld/unixfs"
+	pb "github.com/ipfs/boxo/ipld/unixfs/pb"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
 	carv2 "github.com/ipld/go-car/v2"
 
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
@@ -19,13 +23,29 @@ import (
 // depth-first), so workspaces interoperate with IPFS tooling. Every block
 // must be local. Identity CIDs carry their data and are not written.
 func (s *Store) ExportCAR(ctx context.Context, root cid.Cid, w io.Writer) (blocksWritten int, err error) {
+	return s.ExportCARAgainst(ctx, cid.Undef, root, w)
+}
+
+// ExportCARAgainst is ExportCAR for a reader that holds the whole DAG of
+// base (an earlier root of the same tree): a subtree whose CID base has at
+// the same path is not written, nor a chunk of a changed file that base's
+// version of the file has. What is written is still in an order where each
+// block follows one that links to it. Without base complete here, it is
+// ExportCAR.
+func (s *Store) ExportCARAgainst(ctx context.Context, base, root cid.Cid, w io.Writer) (blocksWritten int, err error) {
+	if base.Defined() && !s.isComplete(base) {
+		base = cid.Undef
+	}
 	bw := bufio.NewWriterSize(w, 1<<20)
 	if _, err := bw.Write(carHeader(root)); err != nil {
 		return 0, fmt.Errorf("export CAR %s: %w", root, err)
 	}
 	seen := map[string]struct{}{}
-	var walk func(c cid.Cid, depth int) error
-	walk = func(c cid.Cid, depth int) error {
+	// walk writes c and what it links to; was is base's node at the same
+	// path (Undef if none), held the CIDs the reader has among c's
+	// descendants, when c is a changed file.
+	var walk func(c, was cid.Cid, held map[string]bool, depth int) error
+	walk = func(c, was cid.Cid, held map[string]bool, depth int) error {
 		if depth > 2*MaxDepth {
 			return fmt.Errorf("deeper than %d: %w", 2*MaxDepth, ErrHostile)
 		}
@@ -55,24 +75,114 @@ func (s *Store) ExportCAR(ctx context.Context, root cid.Cid, w io.Writer) (block
 		if c.Prefix().Codec != cid.DagProtobuf {
 			return nil
 		}
-		links, err := linksOf(c, b.RawData()) // the block in hand: no second read
+		nd, err := merkledag.DecodeProtobuf(b.RawData())
 		if err != nil {
-			return err
+			return fmt.Errorf("node %s: %v: %w", c, err, ErrHostile)
 		}
-		for _, l := range links {
-			if err := walk(l, depth+1); err != nil {
+		if len(nd.Links()) > MaxDirEntries {
+			return fmt.Errorf("node %s: %d links: %w", c, len(nd.Links()), ErrHostile)
+		}
+		// What base has beside this node: by name for a directory, as a
+		// set of chunks for a file.
+		if was.Equals(c) {
+			return nil // the reader has all of it
+		}
+		var wasByName map[string]cid.Cid
+		if was.Defined() {
+			switch kind, pair, err := s.counterpart(ctx, nd, was); {
+			case err != nil:
+				return err
+			case kind == nodeDir:
+				wasByName = pair.byName
+			case kind == nodeFile:
+				held = pair.chunks
+			}
+		}
+		for _, l := range nd.Links() {
+			if held[l.Cid.KeyString()] {
+				continue
+			}
+			var next cid.Cid
+			if wasByName != nil {
+				prev, ok := wasByName[l.Name]
+				if ok && prev.Equals(l.Cid) {
+					continue // the reader has this subtree
+				}
+				next = prev // Undef when the name is new
+			}
+			if err := walk(l.Cid, next, held, depth+1); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	if err := walk(root, 0); err != nil {
+	if err := walk(root, base, nil, 0); err != nil {
 		return blocksWritten, fmt.Errorf("export CAR %s: %w", root, err)
 	}
 	if err := bw.Flush(); err != nil {
 		return blocksWritten, fmt.Errorf("export CAR %s: %w", root, err)
 	}
 	return blocksWritten, nil
+}
+
+// pairing is what base holds beside a node being written against it.
+type pairing struct {
+	byName map[string]cid.Cid // a directory's entries
+	chunks map[string]bool    // every CID under a file
+}
+
+// counterpart pairs the node nd (being written) with was, base's node at
+// the same path: two plain directories pair by entry name, two files by
+// their chunks. Anything else (a kind change, a sharded directory, whose
+// inner nodes do not pair by name) does not pair, and nd's subtree is
+// written whole.
+func (s *Store) counterpart(ctx context.Context, nd *merkledag.ProtoNode, was cid.Cid) (nodeKind, pairing, error) {
+	fsn, err := ft.FSNodeFromBytes(nd.Data())
+	if err != nil {
+		return 0, pairing{}, nil
+	}
+	if was.Prefix().Codec != cid.DagProtobuf {
+		return 0, pairing{}, nil
+	}
+	wn, wkind, wfsn, err := s.loadNode(ctx, was)
+	if err != nil {
+		return 0, pairing{}, err
+	}
+	switch {
+	case fsn.Type() == pb.Data_Directory && wkind == nodeDir && wfsn.Type() == pb.Data_Directory:
+		byName := make(map[string]cid.Cid, len(wn.Links()))
+		for _, l := range wn.Links() {
+			byName[l.Name] = l.Cid
+		}
+		return nodeDir, pairing{byName: byName}, nil
+	case (fsn.Type() == pb.Data_File || fsn.Type() == pb.Data_Raw) && wkind == nodeFile:
+		chunks := map[string]bool{}
+		var collect func(n ipld.Node, depth int) error
+		collect = func(n ipld.Node, depth int) error {
+			if depth > MaxDepth {
+				return fmt.Errorf("file tree deeper than %d: %w", MaxDepth, ErrHostile)
+			}
+			for _, l := range n.Links() {
+				chunks[l.Cid.KeyString()] = true
+				if l.Cid.Prefix().Codec != cid.DagProtobuf {
+					continue
+				}
+				sub, err := s.dags.Get(ctx, l.Cid)
+				if err != nil {
+					return err
+				}
+				if err := collect(sub, depth+1); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		if err := collect(wn, 0); err != nil {
+			return 0, pairing{}, err
+		}
+		return nodeFile, pairing{chunks: chunks}, nil
+	}
+	return 0, pairing{}, nil
 }
 
 func isIdentity(c cid.Cid) bool { return c.Prefix().MhType == 0x00 }

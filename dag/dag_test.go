@@ -19,6 +19,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
+	mh "github.com/multiformats/go-multihash"
 
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 )
@@ -685,4 +686,72 @@ func TestExportWhileFetching(t *testing.T) {
 	if _, err := os.Lstat(dest2); !os.IsNotExist(err) {
 		t.Fatalf("a failed export left %s: %v", dest2, err)
 	}
+}
+
+// A CAR written against a base the reader holds carries only what changed:
+// the reader needs nothing more to have the new root whole, and the bytes
+// are about those of the change (an append to a large file sends its new
+// chunks, not the file).
+func TestExportCARAgainstBase(t *testing.T) {
+	a, b := openStore(t), openStore(t)
+	ctx := context.Background()
+	src := sampleTree(t)
+	writeTree(t, src, map[string]string{"lib/large.bin": string(randomBytes(21, 8<<20))})
+	base, err := a.Import(ctx, src, ImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Fetch(ctx, base.Root, &storeFetcher{from: a}, nil); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(filepath.Join(src, "lib", "large.bin"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	added := randomBytes(22, 300<<10)
+	if _, err := f.Write(added); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	writeTree(t, src, map[string]string{"src/a/b/c/new.go": "package c // new\n"})
+	next, err := a.Import(ctx, src, ImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var car bytes.Buffer
+	if _, err := a.ExportCARAgainst(ctx, base.Root, next.Root, &car); err != nil {
+		t.Fatal(err)
+	}
+	if limit := 2*len(added) + 64<<10; car.Len() > limit {
+		t.Fatalf("the delta CAR is %d bytes for a change of %d (limit %d)", car.Len(), len(added), limit)
+	}
+	if _, err := b.ImportDAG(ctx, next.Root, &car); err != nil {
+		t.Fatal(err)
+	}
+	asked := &storeFetcher{from: a}
+	if _, err := b.FetchAgainst(ctx, base.Root, next.Root, asked, nil); err != nil || asked.asked != 0 {
+		t.Fatalf("after the delta CAR, the fetch asked for %d blocks: %v", asked.asked, err)
+	}
+	dest := filepath.Join(t.TempDir(), "out")
+	if _, err := b.Export(ctx, next.Root, dest, ExportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sameTree(t, treeSnapshot(t, src), treeSnapshot(t, dest))
+	// Against a base the writer does not hold whole, the CAR is the whole DAG.
+	var full, whole bytes.Buffer
+	if _, err := a.ExportCAR(ctx, next.Root, &full); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.ExportCARAgainst(ctx, cid.NewCidV1(cid.Raw, mustHash(t, "absent")), next.Root, &whole); err != nil || whole.Len() != full.Len() {
+		t.Fatalf("against an absent base: %d bytes, the full CAR %d: %v", whole.Len(), full.Len(), err)
+	}
+}
+
+func mustHash(t *testing.T, s string) mh.Multihash {
+	t.Helper()
+	h, err := mh.Sum([]byte(s), mh.SHA2_256, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }

@@ -395,6 +395,10 @@ func (s *Store) markCompleteAt(root cid.Cid, gen uint64) error {
 	})
 }
 
+// Complete reports whether every block of root's DAG is known to be here
+// (a fetch or an import finished it, and no GC ran over it since).
+func (s *Store) Complete(root cid.Cid) bool { return s.isComplete(root) }
+
 func (s *Store) isComplete(root cid.Cid) bool {
 	var gen, marked uint64
 	found := false

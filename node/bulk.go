@@ -20,9 +20,16 @@ import (
 
 // The bulk path: a peer that lacks a whole tree asks a peer that has it to
 // stream every block of the DAG at once, as a CAR over one libp2p stream,
-// instead of wanting blocks one round trip at a time. Every block is
-// verified on receipt as with bitswap; what arrived before a failure stays,
-// and bitswap fetches the rest, so the fetch stays resumable.
+// instead of wanting blocks one round trip at a time. A peer that holds an
+// earlier root of the tree (a workspace's base) names it, and gets only
+// what changed since (dag.Store.ExportCARAgainst): one round trip instead
+// of one a level. Every block is verified on receipt as with bitswap; what
+// arrived before a failure stays, and bitswap fetches the rest, so the
+// fetch stays resumable.
+//
+// The request is a uvarint-prefixed root CID, optionally followed by a
+// uvarint-prefixed base CID, then the end of the requester's side of the
+// stream (a peer that knows no base reads only the root).
 
 // Bulk-protocol timing.
 const (
@@ -52,6 +59,25 @@ func (n *Node) serveBlocks(s network.Stream) {
 		s.Reset()
 		return
 	}
+	base := cid.Undef
+	if size, err := binary.ReadUvarint(br); err == nil {
+		if size == 0 || size > protocol.MaxBlocksRequest {
+			s.Reset()
+			return
+		}
+		buf := make([]byte, size)
+		if _, err := io.ReadFull(br, buf); err != nil {
+			s.Reset()
+			return
+		}
+		if base, err = cid.Cast(buf); err != nil {
+			s.Reset()
+			return
+		}
+	} else if !errors.Is(err, io.EOF) {
+		s.Reset()
+		return
+	}
 	_ = s.SetReadDeadline(time.Time{})
 	if has, _ := n.dags.Blocks().Has(context.Background(), root); !has {
 		_, _ = s.Write([]byte{bulkStatusNotHave})
@@ -75,7 +101,7 @@ func (n *Node) serveBlocks(s network.Stream) {
 		case <-finished:
 		}
 	}()
-	if _, err := n.dags.ExportCAR(ctx, root, w); err != nil {
+	if _, err := n.dags.ExportCARAgainst(ctx, base, root, w); err != nil {
 		n.log.Debug("bulk blocks: export", "root", root, "peer", s.Conn().RemotePeer(), "err", err)
 		s.Reset()
 		return
@@ -91,13 +117,13 @@ func (n *Node) serveBlocks(s network.Stream) {
 // fails verification (ErrInvalid: a wrong hash, an oversized block, a block
 // outside the DAG, a malformed CAR) is bad for the rest of the fetch: scope
 // records it, so bitswap does not ask it either.
-func (n *Node) fetchBulk(ctx context.Context, root cid.Cid, scope *fetchScope, received func(bytes int)) (int, error) {
+func (n *Node) fetchBulk(ctx context.Context, base, root cid.Cid, scope *fetchScope, received func(bytes int)) (int, error) {
 	total := 0
 	for _, p := range n.host.Connected() {
 		if scope.isBad(p) {
 			continue
 		}
-		blocks, err := n.fetchBulkFrom(ctx, p, root, received)
+		blocks, err := n.fetchBulkFrom(ctx, p, base, root, received)
 		total += blocks
 		if err == nil {
 			return total, nil
@@ -126,7 +152,9 @@ func (c countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (n *Node) fetchBulkFrom(ctx context.Context, p peer.ID, root cid.Cid, received func(int)) (int, error) {
+// fetchBulkFrom asks p for the DAG of root, less what base (if defined,
+// and complete here) holds.
+func (n *Node) fetchBulkFrom(ctx context.Context, p peer.ID, base, root cid.Cid, received func(int)) (int, error) {
 	s, err := n.host.Libp2p().NewStream(ctx, p, libp2pproto.ID(protocol.BlocksProtocol))
 	if err != nil {
 		return 0, err
@@ -136,6 +164,10 @@ func (n *Node) fetchBulkFrom(ctx context.Context, p peer.ID, root cid.Cid, recei
 	defer stop()
 	req := binary.AppendUvarint(nil, uint64(root.ByteLen()))
 	req = append(req, root.Bytes()...)
+	if base.Defined() {
+		req = binary.AppendUvarint(req, uint64(base.ByteLen()))
+		req = append(req, base.Bytes()...)
+	}
 	if _, err := s.Write(req); err != nil {
 		return 0, err
 	}

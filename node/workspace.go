@@ -130,20 +130,9 @@ func (n *Node) fetchAgainst(ctx context.Context, base, root cid.Cid, stall time.
 	// A tree this peer lacks entirely comes faster as one stream from a
 	// peer that has it; bitswap then fetches whatever is still missing.
 	var bulk dag.FetchProgress
-	if has, _ := n.dags.Blocks().Has(ctx, root); !has {
-		if err := n.dags.FetchOne(ctx, root, sess); err == nil {
-			bulk.Fetched++
-			if size, err := n.dags.Blocks().GetSize(ctx, root); err == nil {
-				bulk.FetchedBytes += int64(size)
-			}
-			touch()
-		}
-	}
-	if n.lacksMostOf(ctx, root) {
-		// The stream carries the root again: count it there, once.
-		bulk = dag.FetchProgress{}
+	stream := func(base cid.Cid) {
 		var th throttle
-		blocks, err := n.fetchBulk(ctx, root, scope, func(b int) {
+		blocks, err := n.fetchBulk(ctx, base, root, scope, func(b int) {
 			touch()
 			bulk.FetchedBytes += int64(b)
 			if progress != nil && th.ok() {
@@ -152,7 +141,28 @@ func (n *Node) fetchAgainst(ctx context.Context, base, root cid.Cid, stall time.
 		})
 		bulk.Fetched += blocks
 		if err != nil && ctx.Err() == nil {
-			n.log.Debug("bulk fetch unavailable; using bitswap", "root", root, "err", err)
+			n.log.Debug("bulk fetch unavailable; using bitswap", "root", root, "base", base, "err", err)
+		}
+	}
+	has, _ := n.dags.Blocks().Has(ctx, root)
+	switch {
+	case has:
+	case base.Defined() && n.dags.Complete(base):
+		// What changed since base, in one round trip rather than one a
+		// level of the tree.
+		stream(base)
+	default:
+		if err := n.dags.FetchOne(ctx, root, sess); err == nil {
+			bulk.Fetched++
+			if size, err := n.dags.Blocks().GetSize(ctx, root); err == nil {
+				bulk.FetchedBytes += int64(size)
+			}
+			touch()
+		}
+		if n.lacksMostOf(ctx, root) {
+			// The stream carries the root again: count it there, once.
+			bulk = dag.FetchProgress{}
+			stream(cid.Undef)
 		}
 	}
 	p, err := n.dags.FetchAgainst(ctx, base, root, sess, func(p dag.FetchProgress) {
