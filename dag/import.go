@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"path"
@@ -880,7 +881,7 @@ func (im *importer) storeLeaf(data []byte) (leaf, error) {
 // hashLeaf is the leaf a chunk makes, stored nowhere (see chunkIntoPack).
 func (im *importer) hashLeaf(data []byte) (leaf, error) {
 	im.bytesRead.Add(int64(len(data)))
-	return leaf{cid: rawLeaf(data).Cid(), fileBytes: uint64(len(data)), tsize: uint64(len(data))}, nil
+	return leaf{cid: rawLeaf(data).Cid(), fileBytes: uint64(len(data)), tsize: uint64(len(data)), sum: crc32.Checksum(data, castagnoli)}, nil
 }
 
 // chunkParallel chunks a large file on one goroutine and turns the chunks

@@ -40,11 +40,11 @@ const packMinSize = 32 << 20
 // packMeta marks a badger value that is a pack reference, not block bytes.
 const packMeta byte = 1
 
-// packRef locates a block in a pack. Blocks appended to a shared pack also
-// carry a CRC-32C of their bytes, checked on every read instead of their
-// hash (a pack lies outside badger's own checksums, and a crash can leave
-// a reference to bytes that never reached the disk); blocks of a packed
-// file, copied by the kernel, have none and are checked by hash.
+// packRef locates a block in a pack. It carries a CRC-32C of the block's
+// bytes, checked on every read instead of the block's hash (a pack lies
+// outside badger's own checksums, and a crash can leave a reference to
+// bytes that never reached the disk). References written before they had
+// one are checked by hash.
 type packRef struct {
 	pack   string // file name: 32 hex digits
 	offset int64
@@ -492,7 +492,10 @@ func (im *importer) chunkIntoPack(ctx context.Context, src *os.File, size int64)
 	}
 	var off int64
 	for _, l := range leaves {
-		r := packRef{pack: name, offset: off, length: int(l.fileBytes)}
+		// The CRC was taken of the bytes hashed, which are the pack's: the
+		// source's bytes if its stat did not change during the copy, else
+		// the copy's own.
+		r := packRef{pack: name, offset: off, length: int(l.fileBytes), sum: l.sum, hasSum: true}
 		off += int64(l.fileBytes)
 		if has, err := bs.Has(ctx, l.cid); err != nil {
 			return nil, err

@@ -42,6 +42,7 @@ type leaf struct {
 	cid       cid.Cid
 	fileBytes uint64
 	tsize     uint64
+	sum       uint32 // CRC-32C of a raw leaf's bytes, for packs (see packRef)
 }
 
 // fileNode builds one dag-pb file node over children; mode is set on the
