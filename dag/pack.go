@@ -244,6 +244,64 @@ func copyIntoPack(ctx context.Context, src, f *os.File, size int64) error {
 	return nil
 }
 
+// errNoDirect: the pack's file system refuses O_DIRECT writes.
+var errNoDirect = errors.New("direct writes not supported")
+
+// directChunk is the size of one O_DIRECT write; a multiple of any block
+// size a file system may ask offsets and lengths to be aligned to.
+const directChunk = 4 << 20
+
+// copyDirect copies the first size bytes of src into the pack at path with
+// O_DIRECT writes, which go from the buffer to the disk without the page
+// cache. The kernel's copy (copyIntoPack) fills a gigabyte of page cache
+// for a gigabyte file, and writing it back later took more CPU than hashing
+// it: a second large import while the first one's pages were still dirty
+// took 4 s instead of 1.5 here. It returns errNoDirect, having written
+// nothing, where the file system does not take such writes.
+func copyDirect(ctx context.Context, src *os.File, path string, size int64) error {
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
+		return errNoDirect
+	}
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	// An anonymous mapping is page-aligned, as O_DIRECT wants its buffers.
+	buf, err := unix.Mmap(-1, 0, directChunk, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANON)
+	if err != nil {
+		return err
+	}
+	defer unix.Munmap(buf)
+	for off := int64(0); off < size; {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n := int(min(int64(directChunk), size-off))
+		if _, err := src.ReadAt(buf[:n], off); err != nil {
+			return err
+		}
+		// The last write is padded to a block; the file is cut to size after.
+		w := (n + 4095) &^ 4095
+		clear(buf[n:w])
+		for done := 0; done < w; {
+			k, err := unix.Pwrite(fd, buf[done:w], off+int64(done))
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if err != nil {
+				if off == 0 && done == 0 && errors.Is(err, unix.EINVAL) {
+					return errNoDirect
+				}
+				return err
+			}
+			done += k
+		}
+		off += int64(n)
+	}
+	return unix.Ftruncate(fd, size)
+}
+
 // putPacked stores references to blocks in a pack, in one batch.
 func (s *Blockstore) putPacked(refs map[string]packRef) error {
 	wb := s.db.NewWriteBatch()
@@ -459,7 +517,13 @@ func (im *importer) chunkIntoPack(ctx context.Context, src *os.File, size int64)
 	copied := make(chan error, 1)
 	cctx, stopCopy := context.WithCancel(ctx)
 	defer stopCopy()
-	go func() { copied <- copyIntoPack(cctx, src, pack, size) }()
+	go func() {
+		err := copyDirect(cctx, src, pack.Name(), size)
+		if errors.Is(err, errNoDirect) {
+			err = copyIntoPack(cctx, src, pack, size)
+		}
+		copied <- err
+	}()
 	leaves, err := im.chunkParallel(ctx, io.NewSectionReader(src, 0, size), im.hashLeaf)
 	if err != nil {
 		stopCopy()
