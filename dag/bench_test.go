@@ -148,10 +148,32 @@ func BenchmarkReimport(b *testing.B) {
 		cpu.report(b)
 	})
 
-	b.Run("changed10", func(b *testing.B) {
+	for _, watched := range []bool{false, true} {
+		name := "changed10"
+		if watched {
+			name += "-watched"
+		}
+		b.Run(name, func(b *testing.B) { benchChanged10(b, src, watched) })
+	}
+}
+
+// benchChanged10 re-imports src after appending a line to 10 of its files,
+// with or without a watcher.
+func benchChanged10(b *testing.B, src string, watched bool) {
+	ctx := context.Background()
+	var opts ImportOptions
+	if watched {
+		w, err := NewWatcher()
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer w.Close()
+		opts.Watch = w
+	}
+	{
 		s, done := openBenchStore(b)
 		defer done()
-		prev, err := s.Import(ctx, src, ImportOptions{})
+		prev, err := s.Import(ctx, src, opts)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -175,7 +197,7 @@ func BenchmarkReimport(b *testing.B) {
 			}
 			b.StartTimer()
 			cpu.begin(b)
-			r, err := s.Import(ctx, src, ImportOptions{})
+			r, err := s.Import(ctx, src, opts)
 			cpu.end(b)
 			if err != nil || r.FilesRead < len(victims) || r.Root.Equals(prev.Root) {
 				b.Fatalf("%+v %v", r, err)
@@ -185,7 +207,7 @@ func BenchmarkReimport(b *testing.B) {
 		}
 		b.ReportMetric(float64(read)/float64(b.N), "files-read/op")
 		cpu.report(b)
-	})
+	}
 }
 
 // spreadFiles picks n regular files spread over the tree, in different

@@ -485,6 +485,28 @@ func (im *importer) scanDir(d *treeDir, fd int, buf []byte) error {
 			}
 		}
 	}
+	<-im.loaded
+	if im.idx != nil {
+		if rec, ok := im.idx.records[d.rel]; ok {
+			d.rec, err = decodeRecord(rec)
+			d.recOK = err == nil
+		}
+	}
+	// In a watched tree, a file or symlink no event named since the last
+	// import, found with the inode its record has, keeps the record's stat
+	// (see fswatch.Scan.Quiet): a changed directory costs one listing, not a
+	// stat of each of its entries.
+	var recorded map[string]fileStat
+	if im.scan != nil && d.recOK {
+		if quiet := im.scan.Quiet(d.rel); quiet != nil {
+			recorded = make(map[string]fileStat, len(d.rec.ents))
+			for _, e := range d.rec.ents {
+				if e.kind != kindDir && quiet(string(e.name)) {
+					recorded[string(e.name)] = e.st
+				}
+			}
+		}
+	}
 	d.ents = make([]treeEntry, 0, len(ds))
 	for _, de := range ds {
 		isDir := de.typ == unix.DT_DIR
@@ -510,6 +532,9 @@ func (im *importer) scanDir(d *treeDir, fd int, buf []byte) error {
 			}
 			d.ents = append(d.ents, treeEntry{name: de.name, kind: kindDir, sub: &treeDir{rel: path.Join(d.rel, de.name), ign: ign, ino: ino}})
 			continue
+		}
+		if prev, ok := recorded[de.name]; ok && !statted && prev.ino == de.ino && de.typ != unix.DT_UNKNOWN && uint32(de.typ) == (prev.mode&unix.S_IFMT)>>12 {
+			st, statted = prev, true
 		}
 		if !statted {
 			if st, links, err = fstatat(fd, de.name); errors.Is(err, unix.ENOENT) {
@@ -537,13 +562,6 @@ func (im *importer) scanDir(d *treeDir, fd int, buf []byte) error {
 	}
 	slices.SortFunc(d.ents, func(a, b treeEntry) int { return strings.Compare(a.name, b.name) })
 
-	<-im.loaded
-	if im.idx != nil {
-		if rec, ok := im.idx.records[d.rel]; ok {
-			d.rec, err = decodeRecord(rec)
-			d.recOK = err == nil
-		}
-	}
 	d.sameEntries = d.recOK && len(d.rec.ents) == len(d.ents)
 	old := d.rec.ents
 	for i := range d.ents {

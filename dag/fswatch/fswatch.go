@@ -67,12 +67,19 @@ type tree struct {
 	dev, ino uint64 // of the root directory when its scan began
 	watches  map[int32]watchedDir
 	byRel    map[string]int32 // directory path -> its latest watch
-	dirty    map[string]bool  // directories with an event since the last Begin
+	dirty    map[string]names // directories with an event since the last Begin
 	full     bool             // the next scan must list everything
 	valid    bool             // the last scan ended well: value stands
 	value    any              // what the last successful scan left, nil if none
 	scan     uint64           // the latest scan begun; only it may End with a value
 	used     uint64           // tick of the last Begin
+}
+
+// names are the entries of a directory that events named; all when an
+// event named none (one on the directory itself).
+type names struct {
+	all   bool
+	names map[string]bool
 }
 
 // watchedDir is a watched directory as its last scan saw it.
@@ -121,9 +128,10 @@ type Scan struct {
 	w       *Watcher
 	t       *tree
 	id      uint64
-	full    bool            // list everything: nothing is known
-	touched map[string]bool // the changed directories and their ancestors
-	failed  bool            // a watch could not be added
+	full    bool             // list everything: nothing is known
+	touched map[string]bool  // the changed directories and their ancestors
+	changed map[string]names // what changed in each, as Begin found it
+	failed  bool             // a watch could not be added
 	ended   bool
 }
 
@@ -157,6 +165,7 @@ func (w *Watcher) Begin(root string, dev, ino uint64, still func(value any) bool
 	}
 	sc := &Scan{w: w, t: t, id: w.tick, full: !same}
 	if same {
+		sc.changed = t.dirty
 		sc.touched = map[string]bool{}
 		for rel := range t.dirty {
 			for {
@@ -171,7 +180,7 @@ func (w *Watcher) Begin(root string, dev, ino uint64, still func(value any) bool
 		}
 	}
 	t.dev, t.ino, t.used = dev, ino, w.tick
-	t.dirty, t.full, t.valid, t.value = map[string]bool{}, false, false, nil
+	t.dirty, t.full, t.valid, t.value = map[string]names{}, false, false, nil
 	t.scan = w.tick
 	return sc, nil, nil
 }
@@ -193,6 +202,25 @@ func (s *Scan) Keep(rel string, ino uint64) bool {
 	}
 	d, ok := s.t.watches[wd]
 	return ok && d.rel == rel && d.ino == ino
+}
+
+// Quiet returns, for the directory rel, which entries no event named since
+// the last scan: an entry it reports quiet, found again with the same
+// inode, is what that scan saw, and need not be looked at again. It
+// returns nil when the scan cannot tell (a full scan, an event on the
+// directory itself).
+func (s *Scan) Quiet(rel string) func(name string) bool {
+	if s.full {
+		return nil
+	}
+	c, ok := s.changed[rel]
+	if !ok {
+		return func(string) bool { return true }
+	}
+	if c.all {
+		return nil
+	}
+	return func(name string) bool { return !c.names[name] }
 }
 
 // Add watches the directory rel of the scan's tree, open as fd, whose inode
@@ -276,7 +304,18 @@ func (w *Watcher) drain() {
 			significant := len(name) > 0 && w.fullOn[string(name)]
 			for t := range w.byWatch[ev.Wd] {
 				if d, ok := t.watches[ev.Wd]; ok && !significant {
-					t.dirty[d.rel] = true
+					c := t.dirty[d.rel]
+					switch {
+					case c.all:
+					case len(name) == 0:
+						c = names{all: true}
+					default:
+						if c.names == nil {
+							c.names = map[string]bool{}
+						}
+						c.names[string(name)] = true
+					}
+					t.dirty[d.rel] = c
 				} else {
 					t.full = true
 				}
