@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"text/template"
 	"time"
 
@@ -349,10 +350,13 @@ func ParseLabel(s string) (string, string, error) {
 	return k, v, nil
 }
 
-var configTemplate = template.Must(template.New("config").Funcs(template.FuncMap{
-	"list":  tomlList,
-	"quote": strconv.Quote,
-}).Parse(`# cortex-peer configuration. Every key is optional: a missing key keeps the
+// configTemplate is parsed on first use, not at start: every command of the
+// binary would pay for it.
+var configTemplate = sync.OnceValue(func() *template.Template {
+	return template.Must(template.New("config").Funcs(template.FuncMap{
+		"list":  tomlList,
+		"quote": strconv.Quote,
+	}).Parse(`# cortex-peer configuration. Every key is optional: a missing key keeps the
 # default shown here. Relative paths are inside this data directory.
 
 [p2p]
@@ -459,6 +463,7 @@ lost_after = "{{.Tasks.LostAfter}}"
 keep_tasks = {{.Tasks.KeepTasks}}
 keep_for = "{{.Tasks.KeepFor}}"
 `))
+})
 
 type templateData struct {
 	P2PSection
@@ -481,7 +486,7 @@ func renderConfig(opts InitOptions) string {
 		data.HeartbeatExpiry = Duration{3 * opts.HeartbeatInterval}
 	}
 	var b bytes.Buffer
-	if err := configTemplate.Execute(&b, data); err != nil {
+	if err := configTemplate().Execute(&b, data); err != nil {
 		panic(fmt.Sprintf("config template: %v", err)) // a bug in the template, not input
 	}
 	return b.String()
