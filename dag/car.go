@@ -75,12 +75,9 @@ func (s *Store) ExportCARAgainst(ctx context.Context, base, root cid.Cid, w io.W
 		if c.Prefix().Codec != cid.DagProtobuf {
 			return nil
 		}
-		nd, err := merkledag.DecodeProtobuf(b.RawData())
+		nd, err := decodeNode(c, b.RawData()) // the block in hand: no second read
 		if err != nil {
-			return fmt.Errorf("node %s: %v: %w", c, err, ErrHostile)
-		}
-		if len(nd.Links()) > MaxDirEntries {
-			return fmt.Errorf("node %s: %d links: %w", c, len(nd.Links()), ErrHostile)
+			return err
 		}
 		// What base has beside this node: by name for a directory, as a
 		// set of chunks for a file.

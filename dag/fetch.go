@@ -196,6 +196,20 @@ func (s *Store) links(ctx context.Context, c cid.Cid) ([]cid.Cid, error) {
 
 // linksOf decodes the links of a dag-pb block.
 func linksOf(c cid.Cid, data []byte) ([]cid.Cid, error) {
+	nd, err := decodeNode(c, data)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]cid.Cid, len(nd.Links()))
+	for i, l := range nd.Links() {
+		out[i] = l.Cid
+	}
+	return out, nil
+}
+
+// decodeNode decodes the dag-pb block c (data) from outside, refusing
+// another codec and more links than a directory may have.
+func decodeNode(c cid.Cid, data []byte) (*merkledag.ProtoNode, error) {
 	if c.Prefix().Codec != cid.DagProtobuf {
 		return nil, fmt.Errorf("node %s: codec %#x is not UnixFS: %w", c, c.Prefix().Codec, ErrHostile)
 	}
@@ -206,11 +220,7 @@ func linksOf(c cid.Cid, data []byte) ([]cid.Cid, error) {
 	if len(nd.Links()) > MaxDirEntries {
 		return nil, fmt.Errorf("node %s: %d links: %w", c, len(nd.Links()), ErrHostile)
 	}
-	out := make([]cid.Cid, len(nd.Links()))
-	for i, l := range nd.Links() {
-		out[i] = l.Cid
-	}
-	return out, nil
+	return nd, nil
 }
 
 // Coverage reports how many of the root's direct links are already in the

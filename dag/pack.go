@@ -108,6 +108,11 @@ func (s *Blockstore) readPacked(c cid.Cid, ref []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return s.readRefChecked(c, r)
+}
+
+// readRefChecked reads the block c at r and checks its CRC, or its hash.
+func (s *Blockstore) readRefChecked(c cid.Cid, r packRef) ([]byte, error) {
 	data, err := s.readRef(r)
 	if err != nil {
 		return nil, err
@@ -448,7 +453,7 @@ func (s *Blockstore) compactPacks(names map[string]bool) error {
 		for _, m := range batch {
 			h := mh.Multihash(m.key[len(blockPrefix):])
 			c := cid.NewCidV1(cid.Raw, h)
-			data, err := s.readPacked(c, m.ref.encode())
+			data, err := s.readRefChecked(c, m.ref)
 			if err != nil {
 				stuck[m.ref.pack] = true
 				continue

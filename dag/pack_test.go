@@ -27,6 +27,18 @@ func packPaths(t *testing.T, s *Store) []string {
 	return out
 }
 
+// gcPacks runs a GC on s and returns the packs left. The packs written so
+// far are first made older than the GC, which spares those written since it
+// began.
+func gcPacks(t *testing.T, s *Store) []string {
+	t.Helper()
+	time.Sleep(10 * time.Millisecond)
+	if _, err := s.GC(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return packPaths(t, s)
+}
+
 // A large file is copied into a pack and its leaves refer into it: the
 // root is the one an import from scratch gives, the file exports whole,
 // the same bytes imported again leave no second pack, GC removes the pack
@@ -82,11 +94,7 @@ func TestLargeFilesArePacked(t *testing.T) {
 	}
 
 	// Nothing pinned: GC removes the blocks and then the pack.
-	time.Sleep(10 * time.Millisecond) // the pack must be older than the GC
-	if _, err := s.GC(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if n := len(packPaths(t, s)); n != 0 {
+	if n := len(gcPacks(t, s)); n != 0 {
 		t.Fatalf("%d packs after GC, want 0", n)
 	}
 }
@@ -115,22 +123,14 @@ func TestFetchedBlocksArePacked(t *testing.T) {
 	}
 	sameTree(t, treeSnapshot(t, src), treeSnapshot(t, dest))
 	must(t, b.Pin("keep", r.Root))
-	time.Sleep(10 * time.Millisecond)
-	if _, err := b.GC(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if n := len(packPaths(t, b)); n != 1 {
+	if n := len(gcPacks(t, b)); n != 1 {
 		t.Fatalf("%d packs after a GC that keeps the tree, want 1", n)
 	}
 	if _, err := b.Export(ctx, r.Root, filepath.Join(t.TempDir(), "again"), ExportOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	must(t, b.Unpin("keep"))
-	time.Sleep(10 * time.Millisecond)
-	if _, err := b.GC(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if n := len(packPaths(t, b)); n != 0 {
+	if n := len(gcPacks(t, b)); n != 0 {
 		t.Fatalf("%d packs after the last pin went, want 0", n)
 	}
 }
@@ -160,11 +160,7 @@ func TestPacksAreCompacted(t *testing.T) {
 		t.Fatalf("%d packs after the fetches, want 1", n)
 	}
 	must(t, b.Pin("keep", roots[1].Root))
-	time.Sleep(10 * time.Millisecond) // the pack must be older than the GC
-	if _, err := b.GC(ctx); err != nil {
-		t.Fatal(err)
-	}
-	packs := packPaths(t, b)
+	packs := gcPacks(t, b)
 	if len(packs) != 1 {
 		t.Fatalf("%d packs after GC, want 1", len(packs))
 	}

@@ -2,6 +2,7 @@ package dag
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -57,7 +58,7 @@ func TestWatchedReimport(t *testing.T) {
 				return err
 			}
 			_, err = f.WriteString("// more\n")
-			return errorsJoin(err, f.Close())
+			return errors.Join(err, f.Close())
 		}},
 		{"new file deep down", 5, func() error { return os.WriteFile(p("src/a/b/c/new.go"), []byte("package c\n"), 0o644) }},
 		{"delete a file", 5, func() error { return os.Remove(p("src/a/b/c/deep.go")) }},
@@ -148,11 +149,4 @@ func TestWatchedReimportLimits(t *testing.T) {
 			t.Fatalf("import after a GC: %+v %v", r, err)
 		}
 	})
-}
-
-func errorsJoin(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }

@@ -44,37 +44,15 @@ func (n *Node) serveBlocks(s network.Stream) {
 	defer s.Close()
 	_ = s.SetReadDeadline(time.Now().Add(bulkRequestTimeout))
 	br := bufio.NewReader(s)
-	size, err := binary.ReadUvarint(br)
-	if err != nil || size == 0 || size > protocol.MaxBlocksRequest {
-		s.Reset()
-		return
-	}
-	buf := make([]byte, size)
-	if _, err := io.ReadFull(br, buf); err != nil {
-		s.Reset()
-		return
-	}
-	root, err := cid.Cast(buf)
+	root, err := readRequestCID(br)
 	if err != nil {
 		s.Reset()
 		return
 	}
-	base := cid.Undef
-	if size, err := binary.ReadUvarint(br); err == nil {
-		if size == 0 || size > protocol.MaxBlocksRequest {
-			s.Reset()
-			return
-		}
-		buf := make([]byte, size)
-		if _, err := io.ReadFull(br, buf); err != nil {
-			s.Reset()
-			return
-		}
-		if base, err = cid.Cast(buf); err != nil {
-			s.Reset()
-			return
-		}
-	} else if !errors.Is(err, io.EOF) {
+	base, err := readRequestCID(br)
+	if errors.Is(err, io.EOF) {
+		base = cid.Undef // a requester with no base, or of an earlier version
+	} else if err != nil {
 		s.Reset()
 		return
 	}
@@ -109,6 +87,25 @@ func (n *Node) serveBlocks(s network.Stream) {
 	if err := w.Flush(); err != nil {
 		s.Reset()
 	}
+}
+
+// readRequestCID reads one uvarint-prefixed CID of a bulk request; io.EOF
+// means the request has no more.
+func readRequestCID(br *bufio.Reader) (cid.Cid, error) {
+	size, err := binary.ReadUvarint(br)
+	if err != nil {
+		return cid.Undef, err
+	}
+	if size == 0 || size > protocol.MaxBlocksRequest {
+		return cid.Undef, fmt.Errorf("CID of %d bytes: %w", size, errdefs.ErrInvalid)
+	}
+	buf := make([]byte, size)
+	if _, err := io.ReadFull(br, buf); errors.Is(err, io.EOF) {
+		return cid.Undef, io.ErrUnexpectedEOF // a length with nothing after it
+	} else if err != nil {
+		return cid.Undef, err
+	}
+	return cid.Cast(buf)
 }
 
 // fetchBulk tries to receive the whole DAG of root from one connected peer;

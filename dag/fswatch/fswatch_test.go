@@ -53,6 +53,18 @@ func scanTree(t *testing.T, w *Watcher, dir string, value any) (unchanged bool) 
 	return false
 }
 
+// newWatcher starts a watcher of up to max directories, closed when the
+// test ends.
+func newWatcher(t *testing.T, max int) *Watcher {
+	t.Helper()
+	w, err := New(max)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	return w
+}
+
 func mkdirs(t *testing.T, dirs ...string) {
 	t.Helper()
 	for _, d := range dirs {
@@ -74,11 +86,7 @@ func TestOverflowMarksEveryTreeChanged(t *testing.T) {
 	if limit <= 0 || limit > 200000 {
 		t.Fatalf("max_queued_events is %d", limit)
 	}
-	w, err := New(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	w := newWatcher(t, 0)
 	busy, quiet := t.TempDir(), t.TempDir()
 	mkdirs(t, filepath.Join(quiet, "sub"))
 	scanTree(t, w, busy, "busy")
@@ -106,11 +114,7 @@ func TestOverflowMarksEveryTreeChanged(t *testing.T) {
 // another tree; neither a failed scan's value nor one its owner refuses is
 // kept.
 func TestEventsAndReplacedRoot(t *testing.T) {
-	w, err := New(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	w := newWatcher(t, 0)
 	dir := t.TempDir()
 	root := filepath.Join(dir, "tree")
 	mkdirs(t, filepath.Join(root, "a", "b"))
@@ -192,11 +196,7 @@ func TestEvictionAndClose(t *testing.T) {
 // A watcher with room for fewer directories than a tree has does not vouch
 // for it.
 func TestTooManyDirectories(t *testing.T) {
-	w, err := New(2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	w := newWatcher(t, 2)
 	root := t.TempDir()
 	mkdirs(t, filepath.Join(root, "a"), filepath.Join(root, "b"), filepath.Join(root, "c"))
 	scanTree(t, w, root, 1)
