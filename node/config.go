@@ -8,6 +8,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/cortex-peer/cortex-peer/node/buildinfo"
 	"github.com/cortex-peer/cortex-peer/node/datadir"
 	"github.com/cortex-peer/cortex-peer/node/mcpserver"
 	"github.com/cortex-peer/cortex-peer/node/store"
@@ -51,7 +52,7 @@ func ConfigFromFile(d datadir.Dir, fc datadir.FileConfig) (Config, error) {
 		return Config{}, err
 	}
 	p := p2p.DefaultConfig()
-	p.Version = Version
+	p.Version = buildinfo.Version
 	p.Identity = sk
 	if raw, err := d.ReadMeshKey(fc); err != nil {
 		return Config{}, err
@@ -79,7 +80,7 @@ func ConfigFromFile(d datadir.Dir, fc datadir.FileConfig) (Config, error) {
 	p.Connection.Low, p.Connection.High = l.ConnectionsLow, l.ConnectionsHigh
 	cfg := Config{
 		Dir:                d,
-		Version:            Version,
+		Version:            buildinfo.Version,
 		Labels:             maps.Clone(fc.Labels),
 		P2P:                p,
 		Store:              store.DefaultConfig(d.Path(fc.Store.Dir)),

@@ -1,6 +1,7 @@
 package testnet
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,34 +14,41 @@ var (
 	buildOnce sync.Once
 	buildPath string
 	buildErr  error
-	buildOut  []byte
 )
 
-// BuildBinary builds cmd/cortex-peer once per test process, into a temporary
-// directory removed when the process ends, and returns its path. Tests that
-// drive the real binary use it.
+// Build builds cortex-peer and, beside it, cortex-peerd (which carries out
+// the verbs that run a peer) into dir, as `make build` does, and returns the
+// path of cortex-peer. It must run inside the module.
+func Build(dir string) (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("build cortex-peer: find the module: %w", err)
+	}
+	root := filepath.Dir(strings.TrimSpace(string(out)))
+	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./cmd/cortex-peer", "./cmd/cortex-peerd")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build does
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build cortex-peer: %w\n%s", err, out)
+	}
+	return filepath.Join(dir, "cortex-peer"), nil
+}
+
+// BuildBinary builds the binaries once per test process, into a temporary
+// directory removed when the process ends, and returns the path of
+// cortex-peer. Tests that drive the real binary use it.
 func BuildBinary(tb testing.TB) string {
 	tb.Helper()
 	buildOnce.Do(func() {
-		out, err := exec.Command("go", "env", "GOMOD").Output()
-		if err != nil {
-			buildErr = err
-			return
-		}
-		root := filepath.Dir(strings.TrimSpace(string(out)))
 		dir, err := os.MkdirTemp("", "cortex-peer-bin-")
 		if err != nil {
 			buildErr = err
 			return
 		}
-		buildPath = filepath.Join(dir, "cortex-peer")
-		cmd := exec.Command("go", "build", "-o", buildPath, "./cmd/cortex-peer")
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build does
-		buildOut, buildErr = cmd.CombinedOutput()
+		buildPath, buildErr = Build(dir)
 	})
 	if buildErr != nil {
-		tb.Fatalf("build cortex-peer: %v\n%s", buildErr, buildOut)
+		tb.Fatal(buildErr)
 	}
 	return buildPath
 }

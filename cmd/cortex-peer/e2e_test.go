@@ -197,11 +197,18 @@ func TestCLIEndToEnd(t *testing.T) {
 
 func TestCLIUsageAndHelp(t *testing.T) {
 	bin := testnet.BuildBinary(t)
-	for _, verb := range []string{"init", "join", "id", "peers", "status", "version", "mesh-key", "testnet"} {
+	for _, verb := range []string{"init", "join", "id", "peers", "status", "version", "mesh-key", "testnet", "mcp"} {
 		r := run(t, bin, verb, "--help")
 		if r.code != 0 || !strings.Contains(r.stdout, "Usage:") {
 			t.Errorf("%s --help: exit %d\n%s", verb, r.code, r.stdout)
 		}
+	}
+	// Help for a peer verb comes from cortex-peerd, flags and all.
+	if r := run(t, bin, "help", "join"); r.code != 0 || !strings.Contains(r.stdout, "--mcp-listen") {
+		t.Errorf("help join: exit %d\n%s", r.code, r.stdout)
+	}
+	if r := run(t, bin, "init", "--no-such-flag"); r.code != 2 {
+		t.Errorf("peer verb, unknown flag: exit %d, want 2", r.code)
 	}
 	if r := run(t, bin, "peers", "--no-such-flag"); r.code != 2 {
 		t.Errorf("unknown flag: exit %d, want 2", r.code)

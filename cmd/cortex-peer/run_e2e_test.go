@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cortex-peer/cortex-peer/cmd/internal/cli"
 	"github.com/cortex-peer/cortex-peer/runtime/images"
 	"github.com/cortex-peer/cortex-peer/testnet"
 )
@@ -69,15 +70,15 @@ func TestCLIRunAndImages(t *testing.T) {
 	}
 
 	r = run(t, bin, "run", "--data", dir, "--timeout", "1s", "--", "sleep", "30")
-	if r.code != exitTimedOut || !strings.Contains(r.stderr, "timed out") {
+	if r.code != cli.ExitTimedOut || !strings.Contains(r.stderr, "timed out") {
 		t.Errorf("timeout: exit %d, stderr %q", r.code, r.stderr)
 	}
 	r = run(t, bin, "run", "--data", dir, "--memory", "-5M", "--", "true")
-	if r.code != exitUsage {
+	if r.code != cli.ExitUsage {
 		t.Errorf("bad --memory: exit %d, stderr %q", r.code, r.stderr)
 	}
 	r = run(t, bin, "run", "--data", dir, "--isolation", "kvm", "--", "true")
-	if r.code != exitError || !strings.Contains(r.stderr, "isolation") {
+	if r.code != cli.ExitError || !strings.Contains(r.stderr, "isolation") {
 		t.Errorf("unknown isolation: exit %d, stderr %q", r.code, r.stderr)
 	}
 
@@ -112,7 +113,7 @@ func TestCLIRunAndImages(t *testing.T) {
 	if r := run(t, bin, "image", "ls", "--json", "--data", dir); r.code != 0 || strings.Contains(r.stdout, name) {
 		t.Fatalf("image still listed after rm: %q", r.stdout)
 	}
-	if r := run(t, bin, "run", "--data", dir, "--image", name, "--", "true"); r.code != exitError || !strings.Contains(r.stderr, name) {
+	if r := run(t, bin, "run", "--data", dir, "--image", name, "--", "true"); r.code != cli.ExitError || !strings.Contains(r.stderr, name) {
 		t.Errorf("run of a removed image: exit %d, stderr %q", r.code, r.stderr)
 	}
 }

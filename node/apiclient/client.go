@@ -1,6 +1,7 @@
 // Package apiclient connects to a running peer's local API through its data
 // dir: it finds the socket and the token the config names and returns typed
-// clients. The CLI and testnet use it.
+// clients. The CLI and testnet use it. It must stay light: the CLI links it,
+// and nothing of the peer itself (see locate).
 package apiclient
 
 import (
@@ -14,7 +15,7 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/cortex-peer/cortex-peer/node/datadir"
+	"github.com/cortex-peer/cortex-peer/node/datadir/locate"
 	"github.com/cortex-peer/cortex-peer/protocol"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 	apiv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1"
@@ -38,16 +39,11 @@ type Client struct {
 // Dial prepares a client for the peer whose data dir is root. It does not
 // connect yet; the first call reports a peer that is not running.
 func Dial(root string) (*Client, error) {
-	d, cfg, err := datadir.Load(root)
+	ep, err := locate.FindAPI(root)
 	if err != nil {
 		return nil, err
 	}
-	token, err := d.Token(cfg)
-	if err != nil {
-		return nil, err
-	}
-	socket := d.Path(cfg.API.Socket)
-	return New(root, socket, token), nil
+	return New(root, ep.Socket, ep.Token), nil
 }
 
 // New returns a client for the API at socket with token; root is named in

@@ -16,6 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/cortex-peer/cortex-peer/node/datadir/locate"
 	"github.com/cortex-peer/cortex-peer/p2p"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 	"github.com/cortex-peer/cortex-peer/runtime"
@@ -139,11 +140,8 @@ type PolicySection struct {
 	Allowlist []string `toml:"allowlist"`
 }
 
-// APISection locates the local API.
-type APISection struct {
-	Socket    string `toml:"socket"`
-	TokenFile string `toml:"token_file"`
-}
+// APISection locates the local API; clients read it through locate.
+type APISection = locate.API
 
 // MCPSection configures the MCP streamable-HTTP endpoint. Empty Listen
 // serves none: `cortex-peer mcp` (stdio) needs no listener.
@@ -202,7 +200,7 @@ func DefaultFileConfig() FileConfig {
 			},
 		},
 		Labels:  map[string]string{},
-		API:     APISection{Socket: SocketFile, TokenFile: TokenFile},
+		API:     locate.DefaultAPI(),
 		Store:   StoreSection{Dir: StoreDir},
 		Log:     LogSection{Level: "info", Format: "text"},
 		Process: ProcessSection{MemoryLimitMiB: DefaultMemoryLimitMiB},

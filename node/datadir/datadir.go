@@ -13,26 +13,22 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 
+	"github.com/cortex-peer/cortex-peer/node/datadir/locate"
 	"github.com/cortex-peer/cortex-peer/p2p"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 )
 
-// EnvVar names the environment variable that chooses the data dir when no
-// --data flag is given.
-const EnvVar = "CORTEX_PEER_DATA"
-
-// File names inside the data dir.
+// File names inside the data dir. Those a client needs are in locate.
 const (
-	ConfigFile   = "config.toml"
-	IdentityFile = "identity.key"
+	ConfigFile   = locate.ConfigFile
+	IdentityFile = locate.IdentityFile
+	TokenFile    = locate.TokenFile
+	SocketFile   = locate.SocketFile
 	MeshKeyFile  = "mesh.key"
-	TokenFile    = "api.token"
-	SocketFile   = "api.sock"
 	StoreDir     = "store"
 	LockFile     = "peer.lock"
 )
@@ -40,27 +36,6 @@ const (
 // Dir is an initialized data directory.
 type Dir struct {
 	Root string
-}
-
-// Resolve picks the data dir: the flag's value, else $CORTEX_PEER_DATA, else
-// ~/.cortex-peer. The result is absolute.
-func Resolve(flag string) (string, error) {
-	dir := flag
-	if dir == "" {
-		dir = os.Getenv(EnvVar)
-	}
-	if dir == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return "", fmt.Errorf("find data dir: no --data, no $%s and no home directory: %w", EnvVar, err)
-		}
-		dir = filepath.Join(home, ".cortex-peer")
-	}
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return "", fmt.Errorf("data dir %s: %w", dir, err)
-	}
-	return abs, nil
 }
 
 // InitOptions are the choices `cortex-peer init` offers.
@@ -169,14 +144,10 @@ func makePrivateDir(root string) error {
 
 // Open returns the data dir at root, or an error telling how to create it.
 func Open(root string) (Dir, error) {
-	d := Dir{Root: root}
-	if _, err := os.Stat(d.path(IdentityFile)); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return Dir{}, fmt.Errorf("no peer initialized in %s: run `cortex-peer init --data %s` first: %w", root, root, errdefs.ErrNotFound)
-		}
-		return Dir{}, fmt.Errorf("open data dir %s: %w", root, err)
+	if err := locate.CheckInitialized(root); err != nil {
+		return Dir{}, err
 	}
-	return d, nil
+	return Dir{Root: root}, nil
 }
 
 // Load opens the data dir at root and reads its config file.
@@ -195,12 +166,7 @@ func Load(root string) (Dir, FileConfig, error) {
 func (d Dir) path(name string) string { return filepath.Join(d.Root, name) }
 
 // Path resolves a path from the config: relative paths are inside the data dir.
-func (d Dir) Path(p string) string {
-	if filepath.IsAbs(p) {
-		return p
-	}
-	return filepath.Join(d.Root, p)
-}
+func (d Dir) Path(p string) string { return locate.Join(d.Root, p) }
 
 // Identity reads the peer's private key.
 func (d Dir) Identity() (crypto.PrivKey, error) {
@@ -231,16 +197,7 @@ func (d Dir) ReadMeshKey(cfg FileConfig) ([]byte, error) {
 
 // Token reads the API token named by the config.
 func (d Dir) Token(cfg FileConfig) (string, error) {
-	p := d.Path(cfg.API.TokenFile)
-	b, err := os.ReadFile(p)
-	if err != nil {
-		return "", fmt.Errorf("read API token %s: %w", p, err)
-	}
-	tok := strings.TrimSpace(string(b))
-	if tok == "" {
-		return "", fmt.Errorf("API token file %s is empty: %w", p, errdefs.ErrInvalid)
-	}
-	return tok, nil
+	return locate.ReadToken(d.Path(cfg.API.TokenFile))
 }
 
 func newToken() (string, error) {

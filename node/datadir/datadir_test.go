@@ -120,21 +120,6 @@ func TestLoadConfigRejects(t *testing.T) {
 	}
 }
 
-func TestResolveOrder(t *testing.T) {
-	t.Setenv(EnvVar, "/from/env")
-	if got, _ := Resolve("/from/flag"); got != "/from/flag" {
-		t.Errorf("flag: got %s", got)
-	}
-	if got, _ := Resolve(""); got != "/from/env" {
-		t.Errorf("env: got %s", got)
-	}
-	t.Setenv(EnvVar, "")
-	t.Setenv("HOME", "/home/someone")
-	if got, _ := Resolve(""); got != "/home/someone/.cortex-peer" {
-		t.Errorf("home: got %s", got)
-	}
-}
-
 func TestLockIsExclusive(t *testing.T) {
 	d, err := Init(t.TempDir(), InitOptions{})
 	if err != nil {

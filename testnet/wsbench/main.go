@@ -84,7 +84,7 @@ func run(kubo, corpus string, bigMiB int, work string) error {
 		work = d
 	}
 	fmt.Fprintf(os.Stderr, "scratch: %s\n", work)
-	bin, err := buildBinary(work)
+	bin, err := testnet.Build(work)
 	if err != nil {
 		return err
 	}
@@ -227,17 +227,6 @@ func goSrc() string {
 		return ""
 	}
 	return filepath.Join(strings.TrimSpace(string(out)), "src")
-}
-
-func buildBinary(work string) (string, error) {
-	bin := filepath.Join(work, "cortex-peer")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/cortex-peer")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build does
-	cmd.Stderr = os.Stderr
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("build cortex-peer (run from the module root): %w", err)
-	}
-	return bin, nil
 }
 
 func timeIt(f func()) time.Duration {

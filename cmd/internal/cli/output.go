@@ -1,8 +1,7 @@
-package main
+package cli
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -12,7 +11,8 @@ import (
 	"time"
 )
 
-func printJSON(w io.Writer, v any) error {
+// PrintJSON writes v as indented JSON.
+func PrintJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
@@ -65,8 +65,7 @@ func formatAgo(t time.Time, now time.Time) string {
 	return d.String() + " ago"
 }
 
-func printJSONLine(w io.Writer, v any) error {
+// PrintJSONLine writes v as one line of JSON.
+func PrintJSONLine(w io.Writer, v any) error {
 	return json.NewEncoder(w).Encode(v)
 }
-
-func errorsJoin(errs ...error) error { return errors.Join(errs...) }

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"fmt"
@@ -17,9 +17,9 @@ type progressLine struct {
 	width   int
 }
 
-func newProgress(g *globals, w io.Writer) *progressLine {
+func newProgress(g *Globals, w io.Writer) *progressLine {
 	p := &progressLine{w: w}
-	if f, ok := w.(*os.File); ok && !g.json {
+	if f, ok := w.(*os.File); ok && !g.JSON {
 		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
 			p.enabled = true
 		}

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -26,26 +26,26 @@ func taskInfoJSON(t *apiv1.TaskInfo) map[string]any {
 	return out
 }
 
-func newTasksCmd(g *globals) *cobra.Command {
+func newTasksCmd(g *Globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "tasks",
 		Short: "List the tasks this peer coordinates and their states",
 		Long: `tasks lists the tasks submitted through this peer, newest first, with the
 peer each runs on and its state: submitted, fetching, running, exited,
 delivered (ended, result here), lost (its executor went away) or failed.`,
-		Args: noArgs,
+		Args: NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			tasks, err := withAPI(cmd, g, func(ctx context.Context, c *apiclient.Client) ([]*apiv1.TaskInfo, error) { return c.ListTasks(ctx) })
 			if err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
-			if g.json {
+			if g.JSON {
 				list := make([]map[string]any, 0, len(tasks))
 				for _, t := range tasks {
 					list = append(list, taskInfoJSON(t))
 				}
-				return printJSON(out, list)
+				return PrintJSON(out, list)
 			}
 			tw := newTable(out)
 			fmt.Fprintln(tw, "TASK\tSTATE\tEXIT\tPEER\tSUBMITTED\tCOMMAND")
@@ -71,7 +71,7 @@ delivered (ended, result here), lost (its executor went away) or failed.`,
 	}
 }
 
-func newLogsCmd(g *globals) *cobra.Command {
+func newLogsCmd(g *Globals) *cobra.Command {
 	var follow bool
 	var streamName string
 	var from uint64
@@ -91,8 +91,8 @@ JSON line.`,
 			return withClient(cmd, g, func(ctx context.Context, c *apiclient.Client) error {
 				stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
 				return c.LogsFrom(ctx, args[0], streamName, from, follow, func(ch *apiv1.OutputChunk) {
-					if g.json {
-						_ = printJSONLine(stdout, map[string]any{"stream": ch.GetStream(), "seq": ch.GetSeq(),
+					if g.JSON {
+						_ = PrintJSONLine(stdout, map[string]any{"stream": ch.GetStream(), "seq": ch.GetSeq(),
 							"time": ch.GetTime().AsTime().Format(time.RFC3339Nano), "data": string(ch.GetData())})
 						return
 					}
@@ -111,7 +111,7 @@ JSON line.`,
 	return cmd
 }
 
-func newCancelCmd(g *globals) *cobra.Command {
+func newCancelCmd(g *Globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "cancel TASK",
 		Short: "Kill a task wherever it runs",
@@ -121,8 +121,8 @@ func newCancelCmd(g *globals) *cobra.Command {
 				if err := c.CancelTask(ctx, args[0]); err != nil {
 					return err
 				}
-				if g.json {
-					return printJSON(cmd.OutOrStdout(), map[string]any{"task_id": args[0], "cancelled": true})
+				if g.JSON {
+					return PrintJSON(cmd.OutOrStdout(), map[string]any{"task_id": args[0], "cancelled": true})
 				}
 				fmt.Fprintf(cmd.ErrOrStderr(), "task %s: cancel sent\n", args[0])
 				return nil
@@ -131,7 +131,7 @@ func newCancelCmd(g *globals) *cobra.Command {
 	}
 }
 
-func newResultCmd(g *globals) *cobra.Command {
+func newResultCmd(g *Globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "result TASK",
 		Short: "Show how a task ended: exit, usage, result root, merge report",
@@ -149,8 +149,8 @@ has no result.`,
 				return err
 			}
 			out := cmd.OutOrStdout()
-			if g.json {
-				if err := printJSON(out, taskInfoJSON(t)); err != nil {
+			if g.JSON {
+				if err := PrintJSON(out, taskInfoJSON(t)); err != nil {
 					return err
 				}
 			} else {
@@ -172,7 +172,7 @@ has no result.`,
 			}
 			r := t.GetResult()
 			if r == nil {
-				return exitStatus{exitError}
+				return exitStatus{ExitError}
 			}
 			if code := taskExitCode(r); code != 0 {
 				return exitStatus{code}

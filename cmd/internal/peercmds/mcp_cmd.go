@@ -1,4 +1,4 @@
-package main
+package peercmds
 
 import (
 	"log/slog"
@@ -6,15 +6,17 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cortex-peer/cortex-peer/cmd/internal/cli"
 	"github.com/cortex-peer/cortex-peer/node"
+	"github.com/cortex-peer/cortex-peer/node/buildinfo"
 	"github.com/cortex-peer/cortex-peer/node/mcpserver"
 )
 
-func newMCPCmd(g *globals) *cobra.Command {
+func newMCPCmd(g *cli.Globals) *cobra.Command {
 	var logLevel string
 	cmd := &cobra.Command{
 		Use:   "mcp",
-		Short: "Serve MCP on stdin/stdout for an AI agent, bound to the local peer",
+		Short: cli.PeerVerbShort("mcp"),
 		Long: `mcp speaks the Model Context Protocol on stdin and stdout, so an AI agent
 that spawns its tools (Claude Code, Cursor, the MCP inspector…) can use the
 mesh: every tool calls the local API of the peer of --data (which must be
@@ -30,9 +32,9 @@ For agents that connect over HTTP instead, start the peer with
 --mcp-listen 127.0.0.1:PORT (or [mcp] listen in config.toml).`,
 		Example: `  claude mcp add cortex -- cortex-peer mcp
   cortex-peer mcp --data /srv/peer1`,
-		Args: noArgs,
+		Args: cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := dialPeer(g)
+			c, err := cli.DialPeer(g)
 			if err != nil {
 				return err
 			}
@@ -42,7 +44,7 @@ For agents that connect over HTTP instead, start the peer with
 				return err
 			}
 			log := node.NewLogger(cmd.ErrOrStderr(), logLevel, "text").With("component", "mcp")
-			srv := mcpserver.New(c, mcpserver.Options{Version: node.Version, WorkDir: wd, Logger: log})
+			srv := mcpserver.New(c, mcpserver.Options{Version: buildinfo.Version, WorkDir: wd, Logger: log})
 			return srv.Run(cmd.Context(), &mcpserver.StdioTransport{In: os.Stdin, Out: os.Stdout})
 		},
 	}

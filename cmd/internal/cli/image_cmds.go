@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 	apiv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1"
 )
 
-func newImageCmd(g *globals) *cobra.Command {
+func newImageCmd(g *Globals) *cobra.Command {
 	img := &cobra.Command{
 		Use:   "image",
 		Short: "Container images for tasks: import, pull, ls, rm",
@@ -32,13 +32,13 @@ func imageJSON(im *apiv1.Image) map[string]any {
 	return out
 }
 
-func printImages(cmd *cobra.Command, g *globals, ims []*apiv1.Image) error {
-	if g.json {
+func printImages(cmd *cobra.Command, g *Globals, ims []*apiv1.Image) error {
+	if g.JSON {
 		list := make([]map[string]any, len(ims))
 		for i, im := range ims {
 			list[i] = imageJSON(im)
 		}
-		return printJSON(cmd.OutOrStdout(), list)
+		return PrintJSON(cmd.OutOrStdout(), list)
 	}
 	tw := newTable(cmd.OutOrStdout())
 	fmt.Fprintln(tw, "NAME\tDIGEST\tSIZE")
@@ -52,7 +52,7 @@ func printImages(cmd *cobra.Command, g *globals, ims []*apiv1.Image) error {
 	return tw.Flush()
 }
 
-func newImageImportCmd(g *globals) *cobra.Command {
+func newImageImportCmd(g *Globals) *cobra.Command {
 	var name string
 	cmd := &cobra.Command{
 		Use:   "import TARBALL",
@@ -82,7 +82,7 @@ an image the archive leaves unnamed. A malformed archive leaves nothing behind.`
 	return cmd
 }
 
-func newImagePullCmd(g *globals) *cobra.Command {
+func newImagePullCmd(g *Globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "pull REF",
 		Short: "Pull an image from its registry",
@@ -106,11 +106,11 @@ runs as.`,
 	}
 }
 
-func newImageLsCmd(g *globals) *cobra.Command {
+func newImageLsCmd(g *Globals) *cobra.Command {
 	return &cobra.Command{
 		Use:     "ls",
 		Short:   "List the images this peer holds",
-		Args:    noArgs,
+		Args:    NoArgs,
 		Example: "  cortex-peer image ls --json",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withClient(cmd, g, func(ctx context.Context, c *apiclient.Client) error {
@@ -124,21 +124,21 @@ func newImageLsCmd(g *globals) *cobra.Command {
 	}
 }
 
-func newImageRmCmd(g *globals) *cobra.Command {
+func newImageRmCmd(g *Globals) *cobra.Command {
 	return &cobra.Command{
 		Use:     "rm NAME...",
 		Short:   "Remove images by name",
 		Example: "  cortex-peer image rm docker.io/library/alpine:3.20",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
-				return usageError{fmt.Errorf("image rm takes one or more image names")}
+				return UsageError{fmt.Errorf("image rm takes one or more image names")}
 			}
 			return withClient(cmd, g, func(ctx context.Context, c *apiclient.Client) error {
 				for _, name := range args {
 					if err := c.ImageRemove(ctx, name); err != nil {
 						return err
 					}
-					if !g.json {
+					if !g.JSON {
 						fmt.Fprintln(cmd.OutOrStdout(), name)
 					}
 				}

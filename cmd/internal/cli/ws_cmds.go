@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -17,7 +17,7 @@ import (
 func exactArgs(n int, names string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if len(args) != n {
-			return usageError{fmt.Errorf("%s takes %s, got %d arguments", cmd.CommandPath(), names, len(args))}
+			return UsageError{fmt.Errorf("%s takes %s, got %d arguments", cmd.CommandPath(), names, len(args))}
 		}
 		return nil
 	}
@@ -25,8 +25,8 @@ func exactArgs(n int, names string) cobra.PositionalArgs {
 
 // withClient runs call with a client of the peer; long operations have no
 // deadline but end on SIGINT.
-func withClient(cmd *cobra.Command, g *globals, call func(context.Context, *apiclient.Client) error) error {
-	c, err := dialPeer(g)
+func withClient(cmd *cobra.Command, g *Globals, call func(context.Context, *apiclient.Client) error) error {
+	c, err := DialPeer(g)
 	if err != nil {
 		return err
 	}
@@ -34,7 +34,7 @@ func withClient(cmd *cobra.Command, g *globals, call func(context.Context, *apic
 	return call(cmd.Context(), c)
 }
 
-func newWsCmd(g *globals) *cobra.Command {
+func newWsCmd(g *Globals) *cobra.Command {
 	ws := &cobra.Command{
 		Use:   "ws",
 		Short: "Workspaces as Merkle DAGs: add, get, diff, merge, gc",
@@ -47,7 +47,7 @@ overwriting a local edit. A .cortexignore file (gitignore syntax) excludes paths
 	return ws
 }
 
-func newWsAddCmd(g *globals) *cobra.Command {
+func newWsAddCmd(g *Globals) *cobra.Command {
 	var noIndex bool
 	cmd := &cobra.Command{
 		Use:   "add DIR",
@@ -70,8 +70,8 @@ size, mtime, ctime, inode and mode are those of the last add is not read again.`
 					return err
 				}
 				out := cmd.OutOrStdout()
-				if g.json {
-					return printJSON(out, map[string]any{
+				if g.JSON {
+					return PrintJSON(out, map[string]any{
 						"cid": res.GetCid(), "files": res.GetFiles(), "dirs": res.GetDirs(), "symlinks": res.GetSymlinks(),
 						"bytes": res.GetBytes(), "files_read": res.GetFilesRead(), "bytes_read": res.GetBytesRead(),
 						"new_blocks": res.GetNewBlocks(), "new_bytes": res.GetNewBytes(), "ignored": res.GetIgnored(),
@@ -90,7 +90,7 @@ size, mtime, ctime, inode and mode are those of the last add is not read again.`
 	return cmd
 }
 
-func newWsGetCmd(g *globals) *cobra.Command {
+func newWsGetCmd(g *Globals) *cobra.Command {
 	var stall time.Duration
 	cmd := &cobra.Command{
 		Use:   "get CID DIR",
@@ -113,8 +113,8 @@ resume: fetched blocks are kept.`,
 				if err != nil {
 					return err
 				}
-				if g.json {
-					return printJSON(cmd.OutOrStdout(), map[string]any{
+				if g.JSON {
+					return PrintJSON(cmd.OutOrStdout(), map[string]any{
 						"cid": res.GetCid(), "path": res.GetPath(), "blocks": res.GetBlocks(), "fetched_blocks": res.GetFetchedBlocks(),
 						"fetched_bytes": res.GetFetchedBytes(), "files": res.GetFiles(), "bytes": res.GetBytes(), "seconds": res.GetSeconds(),
 					})
@@ -130,7 +130,7 @@ resume: fetched blocks are kept.`,
 	return cmd
 }
 
-func newWsDiffCmd(g *globals) *cobra.Command {
+func newWsDiffCmd(g *Globals) *cobra.Command {
 	return &cobra.Command{
 		Use:     "diff CID1 CID2",
 		Short:   "List the paths added, removed, modified or mode-changed from CID1 to CID2",
@@ -143,12 +143,12 @@ func newWsDiffCmd(g *globals) *cobra.Command {
 					return err
 				}
 				out := cmd.OutOrStdout()
-				if g.json {
+				if g.JSON {
 					list := make([]map[string]any, len(changes))
 					for i, ch := range changes {
 						list[i] = map[string]any{"path": ch.GetPath(), "kind": ch.GetKind(), "is_dir": ch.GetIsDir()}
 					}
-					return printJSON(out, list)
+					return PrintJSON(out, list)
 				}
 				marks := map[string]string{"added": "A", "removed": "D", "modified": "M", "mode-changed": "P"}
 				for _, ch := range changes {
@@ -164,7 +164,7 @@ func newWsDiffCmd(g *globals) *cobra.Command {
 	}
 }
 
-func newWsMergeCmd(g *globals) *cobra.Command {
+func newWsMergeCmd(g *Globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "merge BASE THEIRS DIR",
 		Short: "Three-way merge the changes BASE -> THEIRS into DIR, never overwriting a local edit",
@@ -206,11 +206,11 @@ func (e errConflicts) Error() string {
 	return fmt.Sprintf("%d conflicts: local versions kept, theirs written beside as PATH.theirs", e.n)
 }
 
-func printMergeResponse(cmd *cobra.Command, g *globals, resp *apiv1.MergeResponse) error {
-	if g.json {
+func printMergeResponse(cmd *cobra.Command, g *Globals, resp *apiv1.MergeResponse) error {
+	if g.JSON {
 		out := mergeReportJSON(resp.GetReport())
 		out["fetched_blocks"], out["fetched_bytes"] = resp.GetFetchedBlocks(), resp.GetFetchedBytes()
-		return printJSON(cmd.OutOrStdout(), out)
+		return PrintJSON(cmd.OutOrStdout(), out)
 	}
 	printMergeReport(cmd.ErrOrStderr(), resp.GetReport())
 	return nil
@@ -244,19 +244,19 @@ func printMergeReport(w io.Writer, rep *apiv1.MergeReport) {
 		len(rep.GetApplied()), len(rep.GetMerged()), len(rep.GetConflicts()), rep.GetUnchanged())
 }
 
-func newWsGCCmd(g *globals) *cobra.Command {
+func newWsGCCmd(g *Globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "gc",
 		Short: "Remove the blocks that no pinned root reaches",
-		Args:  noArgs,
+		Args:  NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return withClient(cmd, g, func(ctx context.Context, c *apiclient.Client) error {
 				res, err := c.WorkspaceGC(ctx)
 				if err != nil {
 					return err
 				}
-				if g.json {
-					return printJSON(cmd.OutOrStdout(), map[string]any{"kept": res.GetKept(), "removed": res.GetRemoved(), "removed_bytes": res.GetRemovedBytes()})
+				if g.JSON {
+					return PrintJSON(cmd.OutOrStdout(), map[string]any{"kept": res.GetKept(), "removed": res.GetRemoved(), "removed_bytes": res.GetRemovedBytes()})
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "removed %d blocks (%s), kept %d\n", res.GetRemoved(), formatBytes(res.GetRemovedBytes()), res.GetKept())
 				return nil
@@ -265,7 +265,7 @@ func newWsGCCmd(g *globals) *cobra.Command {
 	}
 }
 
-func newDagCmd(g *globals) *cobra.Command {
+func newDagCmd(g *Globals) *cobra.Command {
 	d := &cobra.Command{
 		Use:   "dag",
 		Short: "Move DAGs as CAR files, to and from IPFS tooling",
@@ -299,8 +299,8 @@ func newDagCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if g.json {
-					return printJSON(cmd.OutOrStdout(), map[string]any{"roots": nonNil(res.GetRoots()), "blocks": res.GetBlocks()})
+				if g.JSON {
+					return PrintJSON(cmd.OutOrStdout(), map[string]any{"roots": nonNil(res.GetRoots()), "blocks": res.GetBlocks()})
 				}
 				for _, r := range res.GetRoots() {
 					fmt.Fprintln(cmd.OutOrStdout(), r)

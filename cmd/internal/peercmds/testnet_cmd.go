@@ -1,20 +1,22 @@
-package main
+package peercmds
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/cortex-peer/cortex-peer/cmd/internal/cli"
 	"github.com/cortex-peer/cortex-peer/testnet"
 )
 
 // testnetReadyTimeout bounds how long the mesh may take to form.
 const testnetReadyTimeout = 2 * time.Minute
 
-func newTestnetCmd(g *globals) *cobra.Command {
+func newTestnetCmd(g *cli.Globals) *cobra.Command {
 	var (
 		n         int
 		dir       string
@@ -22,7 +24,7 @@ func newTestnetCmd(g *globals) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "testnet",
-		Short: "Start N real peers on 127.0.0.1 as separate processes, until SIGINT or SIGTERM",
+		Short: cli.PeerVerbShort("testnet"),
 		Long: `testnet starts N peers as processes of this binary on 127.0.0.1 (port 0),
 sharing a fresh mesh key, bootstrapped to the first peer, with mDNS off. Their
 data dirs are DIR/peer1 ... DIR/peerN (each peer logs to peer.log there), so any
@@ -32,10 +34,10 @@ stops them all cleanly on SIGINT or SIGTERM. With --json each peer is a JSON
 object on its own line, and readiness is {"ready":true}.`,
 		Example: `  cortex-peer testnet -n 3 --dir /tmp/mesh &
   cortex-peer peers --data /tmp/mesh/peer1`,
-		Args: noArgs,
+		Args: cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if n < 1 {
-				return usageError{fmt.Errorf("-n must be at least 1, got %d", n)}
+				return cli.Usage(fmt.Errorf("-n must be at least 1, got %d", n))
 			}
 			if dir == "" {
 				d, err := os.MkdirTemp("", "cortex-testnet-")
@@ -61,17 +63,17 @@ object on its own line, and readiness is {"ready":true}.`,
 			}
 			out := cmd.OutOrStdout()
 			for _, p := range net.Peers {
-				if g.json {
-					_ = printJSONLine(out, map[string]any{"name": p.Name, "id": p.ID, "data_dir": p.DataDir, "addrs": p.Addrs})
+				if g.JSON {
+					_ = cli.PrintJSONLine(out, map[string]any{"name": p.Name, "id": p.ID, "data_dir": p.DataDir, "addrs": p.Addrs})
 				} else {
 					fmt.Fprintf(out, "%s %s %s\n", p.Name, p.ID, p.DataDir)
 				}
 			}
 			if err := net.WaitReady(startCtx); err != nil {
-				return errorsJoin(err, stopAll())
+				return errors.Join(err, stopAll())
 			}
-			if g.json {
-				_ = printJSONLine(out, map[string]any{"ready": true})
+			if g.JSON {
+				_ = cli.PrintJSONLine(out, map[string]any{"ready": true})
 			} else {
 				fmt.Fprintln(out, "ready")
 			}
@@ -80,7 +82,7 @@ object on its own line, and readiness is {"ready":true}.`,
 			case <-ctx.Done():
 				return stopAll()
 			case p := <-exited:
-				return errorsJoin(fmt.Errorf("%s exited (%v); see %s", p.Name, p.ExitErr(), p.LogFile), stopAll())
+				return errors.Join(fmt.Errorf("%s exited (%v); see %s", p.Name, p.ExitErr(), p.LogFile), stopAll())
 			}
 		},
 	}

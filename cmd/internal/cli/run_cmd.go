@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -24,8 +24,8 @@ func (e exitStatus) Error() string { return fmt.Sprintf("exit status %d", e.code
 // Exit codes of run when the task did not end by itself, as timeout(1) and
 // shells report them.
 const (
-	exitTimedOut  = 124
-	exitCancelled = 130
+	ExitTimedOut  = 124
+	ExitCancelled = 130
 )
 
 type runFlags struct {
@@ -47,7 +47,7 @@ type runFlags struct {
 	detach    bool
 }
 
-func newRunCmd(g *globals) *cobra.Command {
+func newRunCmd(g *Globals) *cobra.Command {
 	var f runFlags
 	cmd := &cobra.Command{
 		Use:   "run [flags] -- COMMAND [ARG...]",
@@ -77,11 +77,11 @@ on (cortex-peer tasks, logs -f, result, cancel).`,
   cortex-peer run --detach --peer 12D3KooW... -- ./build.sh`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
-				return usageError{errors.New("run needs a command after --, e.g. cortex-peer run -- echo hi")}
+				return UsageError{errors.New("run needs a command after --, e.g. cortex-peer run -- echo hi")}
 			}
 			req, err := f.request(args)
 			if err != nil {
-				return usageError{err}
+				return UsageError{err}
 			}
 			return withClient(cmd, g, func(ctx context.Context, c *apiclient.Client) error {
 				return runTask(ctx, cmd, g, c, req)
@@ -181,9 +181,9 @@ func parseSize(flag, s string) (int64, error) {
 	return int64(v * float64(mult)), nil
 }
 
-func runTask(ctx context.Context, cmd *cobra.Command, g *globals, c *apiclient.Client, req *apiv1.RunRequest) error {
+func runTask(ctx context.Context, cmd *cobra.Command, g *Globals, c *apiclient.Client, req *apiv1.RunRequest) error {
 	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
-	if g.json {
+	if g.JSON {
 		stdout = stderr
 	}
 	p := newProgress(g, stderr)
@@ -206,8 +206,8 @@ func runTask(ctx context.Context, cmd *cobra.Command, g *globals, c *apiclient.C
 	})
 	p.done()
 	if err == nil && res == nil { // detached
-		if g.json {
-			return printJSON(cmd.OutOrStdout(), map[string]any{"task_id": startedID, "executor": startedPeer})
+		if g.JSON {
+			return PrintJSON(cmd.OutOrStdout(), map[string]any{"task_id": startedID, "executor": startedPeer})
 		}
 		fmt.Fprintln(cmd.OutOrStdout(), startedID)
 		return nil
@@ -215,18 +215,18 @@ func runTask(ctx context.Context, cmd *cobra.Command, g *globals, c *apiclient.C
 	if err != nil {
 		if ctx.Err() != nil {
 			fmt.Fprintln(stderr, "cortex-peer: cancelled; the task was killed")
-			return exitStatus{exitCancelled}
+			return exitStatus{ExitCancelled}
 		}
 		return err
 	}
-	if g.json {
-		if err := printJSON(cmd.OutOrStdout(), taskResultJSON(res)); err != nil {
+	if g.JSON {
+		if err := PrintJSON(cmd.OutOrStdout(), taskResultJSON(res)); err != nil {
 			return err
 		}
 	} else {
 		printTaskEnd(stderr, res)
 	}
-	if res.GetError() != "" && !g.json {
+	if res.GetError() != "" && !g.JSON {
 		return errors.New(res.GetError())
 	}
 	if code := taskExitCode(res); code != 0 {
@@ -238,11 +238,11 @@ func runTask(ctx context.Context, cmd *cobra.Command, g *globals, c *apiclient.C
 func taskExitCode(res *apiv1.TaskResult) int {
 	switch {
 	case res.GetTimedOut():
-		return exitTimedOut
+		return ExitTimedOut
 	case res.GetCancelled():
-		return exitCancelled
+		return ExitCancelled
 	case res.GetError() != "" && res.GetExitCode() == 0:
-		return exitError
+		return ExitError
 	}
 	return int(res.GetExitCode())
 }
