@@ -529,7 +529,7 @@ func (im *importer) chunkIntoPack(ctx context.Context, src *os.File, size int64)
 		}
 		copied <- err
 	}()
-	leaves, err := im.chunkParallel(ctx, io.NewSectionReader(src, 0, size), im.hashLeaf)
+	leaves, err := im.chunkSplit(ctx, src, size)
 	if err != nil {
 		stopCopy()
 		<-copied
@@ -540,7 +540,7 @@ func (im *importer) chunkIntoPack(ctx context.Context, src *os.File, size int64)
 	}
 	if after, err := fstatOf(src); err != nil || after != before {
 		// Written to while we read it: chunk the copy instead.
-		if leaves, err = im.chunkParallel(ctx, io.NewSectionReader(pack, 0, size), im.hashLeaf); err != nil {
+		if leaves, err = im.chunkSplit(ctx, pack, size); err != nil {
 			return nil, err
 		}
 	}
