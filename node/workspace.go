@@ -287,6 +287,7 @@ func (w *workspaceService) Add(ctx context.Context, req *connect.Request[apiv1.A
 		Bytes: uint64(res.Bytes), FilesRead: uint64(res.FilesRead), BytesRead: uint64(res.BytesRead),
 		NewBlocks: uint64(res.NewBlocks), NewBytes: uint64(res.NewBytes), Ignored: uint64(res.Ignored),
 		Skipped: uint64(res.Skipped), Seconds: time.Since(start).Seconds(),
+		Unchanged: res.Unchanged, DirsListed: uint64(res.DirsListed),
 	}}})
 }
 

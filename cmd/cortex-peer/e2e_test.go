@@ -334,6 +334,13 @@ func TestCLIWorkspaces(t *testing.T) {
 	}
 	first := add()
 	base := first["cid"].(string)
+	if first["unchanged"] != false || first["dirs_listed"] != float64(2) {
+		t.Errorf("first ws add: unchanged %v, dirs_listed %v; want false, 2", first["unchanged"], first["dirs_listed"])
+	}
+	// The peer watches what it imported: the same tree again is not scanned.
+	if again := add(); again["cid"] != base || again["unchanged"] != true {
+		t.Errorf("second ws add: %v, want %s unchanged", again, base)
+	}
 	copyDir := filepath.Join(t.TempDir(), "copy")
 	if r := run(t, bin, "ws", "get", "--data", p2, base, copyDir); r.code != 0 {
 		t.Fatalf("ws get: %s", r.stderr)

@@ -664,6 +664,7 @@ type AddOutput struct {
 	NewBlocks uint64  `json:"new_blocks"`
 	Ignored   uint64  `json:"ignored" jsonschema:"paths excluded by .cortexignore"`
 	Seconds   float64 `json:"seconds"`
+	Unchanged bool    `json:"unchanged" jsonschema:"the tree is watched and nothing in it changed since the last import: nothing was scanned"`
 }
 
 func (s *Server) workspaceAdd(ctx context.Context, creq *mcp.CallToolRequest, in PathInput) (*mcp.CallToolResult, AddOutput, error) {
@@ -680,7 +681,7 @@ func (s *Server) workspaceAdd(ctx context.Context, creq *mcp.CallToolRequest, in
 	}
 	return nil, AddOutput{
 		CID: r.GetCid(), Files: r.GetFiles(), Dirs: r.GetDirs(), Bytes: r.GetBytes(), FilesRead: r.GetFilesRead(),
-		NewBlocks: r.GetNewBlocks(), Ignored: r.GetIgnored(), Seconds: r.GetSeconds(),
+		NewBlocks: r.GetNewBlocks(), Ignored: r.GetIgnored(), Seconds: r.GetSeconds(), Unchanged: r.GetUnchanged(),
 	}, nil
 }
 

@@ -76,11 +76,16 @@ size, mtime, ctime, inode and mode are those of the last add is not read again.`
 						"bytes": res.GetBytes(), "files_read": res.GetFilesRead(), "bytes_read": res.GetBytesRead(),
 						"new_blocks": res.GetNewBlocks(), "new_bytes": res.GetNewBytes(), "ignored": res.GetIgnored(),
 						"skipped": res.GetSkipped(), "seconds": res.GetSeconds(),
+						"unchanged": res.GetUnchanged(), "dirs_listed": res.GetDirsListed(),
 					})
 				}
 				fmt.Fprintln(out, res.GetCid())
-				fmt.Fprintf(cmd.ErrOrStderr(), "%d files (%s), %d dirs, %d symlinks; read %d files; %d new blocks (%s); %d ignored; %.2fs\n",
-					res.GetFiles(), formatBytes(res.GetBytes()), res.GetDirs(), res.GetSymlinks(), res.GetFilesRead(),
+				scanned := fmt.Sprintf("listed %d dirs", res.GetDirsListed())
+				if res.GetUnchanged() {
+					scanned = "unchanged since the last import (watched)"
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "%d files (%s), %d dirs, %d symlinks; %s, read %d files; %d new blocks (%s); %d ignored; %.2fs\n",
+					res.GetFiles(), formatBytes(res.GetBytes()), res.GetDirs(), res.GetSymlinks(), scanned, res.GetFilesRead(),
 					res.GetNewBlocks(), formatBytes(res.GetNewBytes()), res.GetIgnored(), res.GetSeconds())
 				return nil
 			})

@@ -236,19 +236,25 @@ func (x *Progress) GetTotalBytes() uint64 {
 }
 
 type AddResult struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Cid           string                 `protobuf:"bytes,1,opt,name=cid,proto3" json:"cid,omitempty"`
-	Files         uint64                 `protobuf:"varint,2,opt,name=files,proto3" json:"files,omitempty"`
-	Dirs          uint64                 `protobuf:"varint,3,opt,name=dirs,proto3" json:"dirs,omitempty"`
-	Symlinks      uint64                 `protobuf:"varint,4,opt,name=symlinks,proto3" json:"symlinks,omitempty"`
-	Bytes         uint64                 `protobuf:"varint,5,opt,name=bytes,proto3" json:"bytes,omitempty"`
-	FilesRead     uint64                 `protobuf:"varint,6,opt,name=files_read,json=filesRead,proto3" json:"files_read,omitempty"`
-	BytesRead     uint64                 `protobuf:"varint,7,opt,name=bytes_read,json=bytesRead,proto3" json:"bytes_read,omitempty"`
-	NewBlocks     uint64                 `protobuf:"varint,8,opt,name=new_blocks,json=newBlocks,proto3" json:"new_blocks,omitempty"`
-	NewBytes      uint64                 `protobuf:"varint,9,opt,name=new_bytes,json=newBytes,proto3" json:"new_bytes,omitempty"`
-	Ignored       uint64                 `protobuf:"varint,10,opt,name=ignored,proto3" json:"ignored,omitempty"`
-	Skipped       uint64                 `protobuf:"varint,11,opt,name=skipped,proto3" json:"skipped,omitempty"`
-	Seconds       float64                `protobuf:"fixed64,12,opt,name=seconds,proto3" json:"seconds,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Cid       string                 `protobuf:"bytes,1,opt,name=cid,proto3" json:"cid,omitempty"`
+	Files     uint64                 `protobuf:"varint,2,opt,name=files,proto3" json:"files,omitempty"`
+	Dirs      uint64                 `protobuf:"varint,3,opt,name=dirs,proto3" json:"dirs,omitempty"`
+	Symlinks  uint64                 `protobuf:"varint,4,opt,name=symlinks,proto3" json:"symlinks,omitempty"`
+	Bytes     uint64                 `protobuf:"varint,5,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	FilesRead uint64                 `protobuf:"varint,6,opt,name=files_read,json=filesRead,proto3" json:"files_read,omitempty"`
+	BytesRead uint64                 `protobuf:"varint,7,opt,name=bytes_read,json=bytesRead,proto3" json:"bytes_read,omitempty"`
+	NewBlocks uint64                 `protobuf:"varint,8,opt,name=new_blocks,json=newBlocks,proto3" json:"new_blocks,omitempty"`
+	NewBytes  uint64                 `protobuf:"varint,9,opt,name=new_bytes,json=newBytes,proto3" json:"new_bytes,omitempty"`
+	Ignored   uint64                 `protobuf:"varint,10,opt,name=ignored,proto3" json:"ignored,omitempty"`
+	Skipped   uint64                 `protobuf:"varint,11,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	Seconds   float64                `protobuf:"fixed64,12,opt,name=seconds,proto3" json:"seconds,omitempty"`
+	// The tree is watched and nothing in it changed since the last import,
+	// whose result this repeats: nothing was scanned.
+	Unchanged bool `protobuf:"varint,13,opt,name=unchanged,proto3" json:"unchanged,omitempty"`
+	// Directories listed: all of them, unless the tree is watched and only
+	// those that changed (and their parents) were.
+	DirsListed    uint64 `protobuf:"varint,14,opt,name=dirs_listed,json=dirsListed,proto3" json:"dirs_listed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -363,6 +369,20 @@ func (x *AddResult) GetSkipped() uint64 {
 func (x *AddResult) GetSeconds() float64 {
 	if x != nil {
 		return x.Seconds
+	}
+	return 0
+}
+
+func (x *AddResult) GetUnchanged() bool {
+	if x != nil {
+		return x.Unchanged
+	}
+	return false
+}
+
+func (x *AddResult) GetDirsListed() uint64 {
+	if x != nil {
+		return x.DirsListed
 	}
 	return 0
 }
@@ -1322,7 +1342,7 @@ const file_cortex_api_v1_workspace_proto_rawDesc = "" +
 	"\x05total\x18\x03 \x01(\x04R\x05total\x12\x14\n" +
 	"\x05bytes\x18\x04 \x01(\x04R\x05bytes\x12\x1f\n" +
 	"\vtotal_bytes\x18\x05 \x01(\x04R\n" +
-	"totalBytes\"\xc1\x02\n" +
+	"totalBytes\"\x80\x03\n" +
 	"\tAddResult\x12\x10\n" +
 	"\x03cid\x18\x01 \x01(\tR\x03cid\x12\x14\n" +
 	"\x05files\x18\x02 \x01(\x04R\x05files\x12\x12\n" +
@@ -1339,7 +1359,10 @@ const file_cortex_api_v1_workspace_proto_rawDesc = "" +
 	"\aignored\x18\n" +
 	" \x01(\x04R\aignored\x12\x18\n" +
 	"\askipped\x18\v \x01(\x04R\askipped\x12\x18\n" +
-	"\aseconds\x18\f \x01(\x01R\aseconds\"f\n" +
+	"\aseconds\x18\f \x01(\x01R\aseconds\x12\x1c\n" +
+	"\tunchanged\x18\r \x01(\bR\tunchanged\x12\x1f\n" +
+	"\vdirs_listed\x18\x0e \x01(\x04R\n" +
+	"dirsListed\"f\n" +
 	"\n" +
 	"GetRequest\x12\x10\n" +
 	"\x03cid\x18\x01 \x01(\tR\x03cid\x12\x12\n" +
