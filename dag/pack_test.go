@@ -1,6 +1,7 @@
 package dag
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -184,5 +185,54 @@ func TestPacksAreCompacted(t *testing.T) {
 	_, err = b.Export(ctx, roots[1].Root, filepath.Join(t.TempDir(), "damaged"), ExportOptions{})
 	if !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("export from a damaged pack: %v, want not found", err)
+	}
+}
+
+// copyDirect writes exactly the source's bytes, whatever the size's
+// alignment and wherever the source lives; a source shorter than it was
+// said to be is an error, not a fault of the process.
+func TestCopyDirect(t *testing.T) {
+	dirs := []string{t.TempDir()}
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		shm, err := os.MkdirTemp("/dev/shm", "copydirect-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(shm) })
+		dirs = append(dirs, shm) // tmpfs: no O_DIRECT for reads, mapped all the same
+	}
+	packs := t.TempDir()
+	for _, dir := range dirs {
+		for _, size := range []int{1, 4095, 4096, 4097, directChunk + 1, 3*directChunk - 512} {
+			data := randomBytes(uint64(size), size)
+			src := filepath.Join(dir, "src")
+			if err := os.WriteFile(src, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.Open(src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dst := filepath.Join(packs, "pack")
+			if err := os.WriteFile(dst, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			err = copyDirect(context.Background(), f, dst, int64(size))
+			if errors.Is(err, errNoDirect) {
+				t.Skipf("%s takes no O_DIRECT writes", packs) // not a failure: copyIntoPack is used there
+			}
+			if err != nil {
+				t.Fatalf("%s, %d bytes: %v", dir, size, err)
+			}
+			if got, _ := os.ReadFile(dst); !bytes.Equal(got, data) {
+				t.Fatalf("%s, %d bytes: the pack holds %d bytes that differ", dir, size, len(got))
+			}
+			// Said to be longer than it is: the mapping's pages past the end
+			// are not there.
+			if err := copyDirect(context.Background(), f, dst, int64(size)+2*directChunk); err == nil {
+				t.Errorf("%s, %d bytes copied as %d: no error", dir, size, size+2*directChunk)
+			}
+			f.Close()
+		}
 	}
 }
