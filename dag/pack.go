@@ -309,34 +309,52 @@ func copyDirect(ctx context.Context, src *os.File, path string, size int64) erro
 // errNoMapping: the source cannot be mapped; it is copied through a buffer.
 var errNoMapping = errors.New("source cannot be mapped")
 
+// mapWindow is how much of a source writeDirectMapped maps at a time: the
+// pages of a mapping count in the process's resident memory while it is
+// mapped, even though they are the page cache's.
+const mapWindow = 2 * directChunk
+
 // writeDirectMapped writes the first size bytes of src to fd (O_DIRECT)
-// from a read-only mapping of src: the kernel takes the source's pages
-// for the writes itself, instead of this process copying them into a
-// buffer first, which cost a quarter of a CPU-second per GiB here. Only the
-// kernel reads the mapping, so a source cut short meanwhile makes a write
-// fail (EFAULT) rather than fault this process. The last write is rounded
-// up to a page, which the mapping covers (zeros past the end).
+// from read-only mappings of src, mapWindow at a time: the kernel takes the
+// source's pages for the writes itself, instead of this process copying
+// them into a buffer first, which cost a quarter of a CPU-second per GiB
+// here. Only the kernel reads the mappings, so a source cut short meanwhile
+// makes a write fail (EFAULT) rather than fault this process. The last
+// write is rounded up to a page, which the mapping covers (zeros past the
+// end).
 func writeDirectMapped(ctx context.Context, src *os.File, fd int, size int64) error {
 	page := int64(os.Getpagesize())
-	mapped := (size + page - 1) / page * page
-	if size <= 0 || mapped != int64(int(mapped)) {
+	if size <= 0 || mapWindow%page != 0 {
 		return errNoMapping
 	}
-	m, err := unix.Mmap(int(src.Fd()), 0, int(mapped), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		return errNoMapping
+	for at := int64(0); at < size; at += mapWindow {
+		mapped := min(int64(mapWindow), (size-at+page-1)/page*page)
+		m, err := unix.Mmap(int(src.Fd()), at, int(mapped), unix.PROT_READ, unix.MAP_SHARED)
+		if err != nil {
+			if at == 0 {
+				return errNoMapping
+			}
+			return err
+		}
+		err = writeDirectFrom(ctx, fd, m, at)
+		unix.Munmap(m)
+		if err != nil {
+			if at == 0 && errors.Is(err, unix.EINVAL) {
+				return errNoDirect
+			}
+			return err
+		}
 	}
-	defer unix.Munmap(m)
-	_ = unix.Madvise(m, unix.MADV_SEQUENTIAL)
-	for off := int64(0); off < size; off += directChunk {
+	return nil
+}
+
+// writeDirectFrom writes m at off, directChunk at a time.
+func writeDirectFrom(ctx context.Context, fd int, m []byte, off int64) error {
+	for i := 0; i < len(m); i += directChunk {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		end := min(off+directChunk, mapped)
-		if err := pwriteAll(fd, m[off:end], off); err != nil {
-			if off == 0 && errors.Is(err, unix.EINVAL) {
-				return errNoDirect
-			}
+		if err := pwriteAll(fd, m[i:min(i+directChunk, len(m))], off+int64(i)); err != nil {
 			return err
 		}
 	}

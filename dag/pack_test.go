@@ -203,7 +203,7 @@ func TestCopyDirect(t *testing.T) {
 	}
 	packs := t.TempDir()
 	for _, dir := range dirs {
-		for _, size := range []int{1, 4095, 4096, 4097, directChunk + 1, 3*directChunk - 512} {
+		for _, size := range []int{1, 4095, 4096, 4097, directChunk + 1, 3*directChunk - 512, 2*mapWindow + 5000} {
 			data := randomBytes(uint64(size), size)
 			src := filepath.Join(dir, "src")
 			if err := os.WriteFile(src, data, 0o600); err != nil {
