@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 )
 
@@ -234,5 +236,60 @@ func TestCopyDirect(t *testing.T) {
 			}
 			f.Close()
 		}
+	}
+}
+
+// A pack read whether or not the page cache holds it (here: evicted, then
+// partly cached) gives the same bytes, at any offset and length, up to its
+// end.
+func TestPackReadsPastTheCache(t *testing.T) {
+	dir := t.TempDir()
+	size := 3<<20 + 123
+	data := randomBytes(11, size)
+	if err := os.WriteFile(filepath.Join(dir, "p"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	evict := func() {
+		f, err := os.Open(filepath.Join(dir, "p"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var files packFiles
+	pf, err := files.get(dir, "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer files.put(pf)
+	ranges := [][2]int{{0, 1}, {1, 4095}, {4095, 2}, {5000, 300000}, {1 << 20, 1 << 20}, {size - 7, 7}, {size - (2 << 20), 2 << 20}, {12345, 2<<20 - 1}}
+	for round, prepare := range []func(){evict, func() {
+		evict()
+		// Part of the file cached again: reads start in the cache and go on
+		// past it.
+		b := make([]byte, 8192)
+		if _, err := pf.f.ReadAt(b, 1<<20); err != nil {
+			t.Fatal(err)
+		}
+	}} {
+		prepare()
+		for _, r := range ranges {
+			got := make([]byte, r[1])
+			if err := pf.readAt(got, int64(r[0])); err != nil {
+				t.Fatalf("round %d, %d bytes at %d: %v", round, r[1], r[0], err)
+			}
+			if !bytes.Equal(got, data[r[0]:r[0]+r[1]]) {
+				t.Fatalf("round %d, %d bytes at %d differ", round, r[1], r[0])
+			}
+		}
+	}
+	if err := pf.readAt(make([]byte, 10), int64(size-5)); err == nil {
+		t.Error("a read past the end: no error")
 	}
 }
