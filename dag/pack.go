@@ -209,7 +209,10 @@ func (pf *packFile) close() {
 
 // directBufs are aligned buffers for direct reads of one block (at most
 // MaxBlockSize, plus the alignment on both ends).
-var directBufs = sync.Pool{New: func() any { return alignedBuf(MaxBlockSize + 2*directAlign) }}
+var directBufs = sync.Pool{New: func() any {
+	b := alignedBuf(MaxBlockSize + 2*directAlign)
+	return &b
+}}
 
 // readDirect fills p from fd at off through an aligned buffer.
 func readDirect(fd int, p []byte, off int64) error {
@@ -217,9 +220,9 @@ func readDirect(fd int, p []byte, off int64) error {
 	end := (off + int64(len(p)) + directAlign - 1) &^ (directAlign - 1)
 	var buf []byte
 	if end-start <= MaxBlockSize+2*directAlign {
-		pooled := directBufs.Get().([]byte)
+		pooled := directBufs.Get().(*[]byte)
 		defer directBufs.Put(pooled)
-		buf = pooled[:end-start]
+		buf = (*pooled)[:end-start]
 	} else {
 		buf = alignedBuf(int(end - start))
 	}
