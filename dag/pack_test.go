@@ -191,8 +191,9 @@ func TestPacksAreCompacted(t *testing.T) {
 }
 
 // copyDirect writes exactly the source's bytes, whatever the size's
-// alignment and wherever the source lives; a source shorter than it was
-// said to be is an error, not a fault of the process.
+// alignment, wherever the source lives and whether the page cache holds it
+// or not; a source shorter than it was said to be is an error, not a fault
+// of the process.
 func TestCopyDirect(t *testing.T) {
 	dirs := []string{t.TempDir()}
 	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
@@ -201,41 +202,60 @@ func TestCopyDirect(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { os.RemoveAll(shm) })
-		dirs = append(dirs, shm) // tmpfs: no O_DIRECT for reads, mapped all the same
+		dirs = append(dirs, shm) // tmpfs: always cached, no O_DIRECT reads
 	}
 	packs := t.TempDir()
 	for _, dir := range dirs {
 		for _, size := range []int{1, 4095, 4096, 4097, directChunk + 1, 3*directChunk - 512, 2*mapWindow + 5000} {
-			data := randomBytes(uint64(size), size)
-			src := filepath.Join(dir, "src")
-			if err := os.WriteFile(src, data, 0o600); err != nil {
-				t.Fatal(err)
+			for _, evicted := range []bool{false, true} {
+				data := randomBytes(uint64(size), size)
+				src := filepath.Join(dir, "src")
+				if err := os.WriteFile(src, data, 0o600); err != nil {
+					t.Fatal(err)
+				}
+				f, err := os.Open(src)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if evicted {
+					evictFromCache(t, f)
+				}
+				dst := filepath.Join(packs, "pack")
+				if err := os.WriteFile(dst, nil, 0o600); err != nil {
+					t.Fatal(err)
+				}
+				err = copyDirect(context.Background(), f, dst, int64(size))
+				if errors.Is(err, errNoDirect) {
+					t.Skipf("%s takes no O_DIRECT writes", packs) // not a failure: copyIntoPack is used there
+				}
+				if err != nil {
+					t.Fatalf("%s, %d bytes, evicted %v: %v", dir, size, evicted, err)
+				}
+				if got, _ := os.ReadFile(dst); !bytes.Equal(got, data) {
+					t.Fatalf("%s, %d bytes, evicted %v: the pack holds %d bytes that differ", dir, size, evicted, len(got))
+				}
+				// Said to be longer than it is: the pages past the end are
+				// not there.
+				if evicted {
+					evictFromCache(t, f)
+				}
+				if err := copyDirect(context.Background(), f, dst, int64(size)+2*directChunk); err == nil {
+					t.Errorf("%s, %d bytes copied as %d: no error", dir, size, size+2*directChunk)
+				}
+				f.Close()
 			}
-			f, err := os.Open(src)
-			if err != nil {
-				t.Fatal(err)
-			}
-			dst := filepath.Join(packs, "pack")
-			if err := os.WriteFile(dst, nil, 0o600); err != nil {
-				t.Fatal(err)
-			}
-			err = copyDirect(context.Background(), f, dst, int64(size))
-			if errors.Is(err, errNoDirect) {
-				t.Skipf("%s takes no O_DIRECT writes", packs) // not a failure: copyIntoPack is used there
-			}
-			if err != nil {
-				t.Fatalf("%s, %d bytes: %v", dir, size, err)
-			}
-			if got, _ := os.ReadFile(dst); !bytes.Equal(got, data) {
-				t.Fatalf("%s, %d bytes: the pack holds %d bytes that differ", dir, size, len(got))
-			}
-			// Said to be longer than it is: the mapping's pages past the end
-			// are not there.
-			if err := copyDirect(context.Background(), f, dst, int64(size)+2*directChunk); err == nil {
-				t.Errorf("%s, %d bytes copied as %d: no error", dir, size, size+2*directChunk)
-			}
-			f.Close()
 		}
+	}
+}
+
+// evictFromCache drops f's pages from the page cache (a tmpfs keeps them).
+func evictFromCache(t *testing.T, f *os.File) {
+	t.Helper()
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -255,12 +275,7 @@ func TestPackReadsPastTheCache(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer f.Close()
-		if err := f.Sync(); err != nil {
-			t.Fatal(err)
-		}
-		if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
-			t.Fatal(err)
-		}
+		evictFromCache(t, f)
 	}
 	var files packFiles
 	pf, err := files.get(dir, "p")
@@ -281,7 +296,7 @@ func TestPackReadsPastTheCache(t *testing.T) {
 		prepare()
 		for _, r := range ranges {
 			got := make([]byte, r[1])
-			if err := pf.readAt(got, int64(r[0])); err != nil {
+			if _, err := pf.ReadAt(got, int64(r[0])); err != nil {
 				t.Fatalf("round %d, %d bytes at %d: %v", round, r[1], r[0], err)
 			}
 			if !bytes.Equal(got, data[r[0]:r[0]+r[1]]) {
@@ -289,7 +304,37 @@ func TestPackReadsPastTheCache(t *testing.T) {
 			}
 		}
 	}
-	if err := pf.readAt(make([]byte, 10), int64(size-5)); err == nil {
+	if _, err := pf.ReadAt(make([]byte, 10), int64(size-5)); err == nil {
 		t.Error("a read past the end: no error")
+	}
+}
+
+// A large file the page cache does not hold imports to the same root, with
+// the same bytes in its pack.
+func TestLargeUncachedFileImport(t *testing.T) {
+	s := openStore(t)
+	ctx := context.Background()
+	src := t.TempDir()
+	data := randomBytes(5, splitChunkMin+5<<20+77) // large enough to be chunked from two places
+	writeTree(t, src, map[string]string{"big.bin": string(data)})
+	f, err := os.Open(filepath.Join(src, "big.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	evictFromCache(t, f)
+	f.Close()
+	r, err := s.Import(ctx, src, ImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := reference(t, s, src); !r.Root.Equals(want.Root) {
+		t.Fatalf("import of an uncached file: root %s, from scratch %s", r.Root, want.Root)
+	}
+	packs := packPaths(t, s)
+	if len(packs) != 1 {
+		t.Fatalf("%d packs, want 1", len(packs))
+	}
+	if got, _ := os.ReadFile(packs[0]); !bytes.Equal(got, data) {
+		t.Fatal("the pack's bytes differ from the file's")
 	}
 }
