@@ -569,10 +569,12 @@ func (s *Blockstore) compactPacks(names map[string]bool) error {
 // packBatch is how many pack references are written at once.
 const packBatch = 1024
 
-// chunkIntoPack packs a large file: the kernel copies it into a new pack
-// while its bytes are chunked and hashed from the source (one goroutine
-// chunks, the others hash), so the import costs the longer of the two, not
-// their sum. If the source's size or times changed meanwhile, the chunks
+// chunkIntoPack packs a large file: it is copied into a new pack while its
+// bytes are chunked and hashed, so the import costs the longer of the two,
+// not their sum. A file the page cache holds is copied by the kernel and
+// chunked from the cache (chunkAndCopy); one it does not hold is read once
+// past it, for both (chunkUncached). If the source's size or times changed
+// meanwhile, the chunks
 // are taken again from the copy, which nothing else writes: the leaves are
 // always the pack's bytes. The leaves this store lacks are then stored as
 // references into the pack; a pack no leaf ended up in (the file was here
@@ -594,24 +596,14 @@ func (im *importer) chunkIntoPack(ctx context.Context, src *os.File, size int64)
 			os.Remove(pack.Name())
 		}
 	}()
-	copied := make(chan error, 1)
-	cctx, stopCopy := context.WithCancel(ctx)
-	defer stopCopy()
-	go func() {
-		err := copyDirect(cctx, src, pack.Name(), size)
-		if errors.Is(err, errNoDirect) {
-			err = copyIntoPack(cctx, src, pack, size)
-		}
-		copied <- err
-	}()
-	leaves, err := im.chunkSplit(ctx, src, size)
+	leaves, err := im.chunkUncached(ctx, src, pack.Name(), size)
 	if err != nil {
-		stopCopy()
-		<-copied
 		return nil, err
 	}
-	if err := <-copied; err != nil {
-		return nil, fmt.Errorf("copy into a pack: %w", err)
+	if leaves == nil {
+		if leaves, err = im.chunkAndCopy(ctx, src, pack, size); err != nil {
+			return nil, err
+		}
 	}
 	if after, err := fstatOf(src); err != nil || after != before {
 		// Written to while we read it: chunk the copy instead.
@@ -654,6 +646,31 @@ func (im *importer) chunkIntoPack(ctx context.Context, src *os.File, size int64)
 	}
 	if err := flush(); err != nil {
 		return nil, err
+	}
+	return leaves, nil
+}
+
+// chunkAndCopy has the kernel copy src into the pack while the chunkers
+// read it, both through the page cache.
+func (im *importer) chunkAndCopy(ctx context.Context, src, pack *os.File, size int64) ([]leaf, error) {
+	copied := make(chan error, 1)
+	cctx, stopCopy := context.WithCancel(ctx)
+	defer stopCopy()
+	go func() {
+		err := copyDirect(cctx, src, pack.Name(), size)
+		if errors.Is(err, errNoDirect) {
+			err = copyIntoPack(cctx, src, pack, size)
+		}
+		copied <- err
+	}()
+	leaves, err := im.chunkSplit(ctx, src, size)
+	if err != nil {
+		stopCopy()
+		<-copied
+		return nil, err
+	}
+	if err := <-copied; err != nil {
+		return nil, fmt.Errorf("copy into a pack: %w", err)
 	}
 	return leaves, nil
 }

@@ -338,3 +338,40 @@ func TestLargeUncachedFileImport(t *testing.T) {
 		t.Fatal("the pack's bytes differ from the file's")
 	}
 }
+
+// Reading a file once for the pack and the chunker stops with an error,
+// and without leaving a goroutine behind, when the file is shorter than
+// said or the import is cancelled.
+func TestReadOnceFailures(t *testing.T) {
+	dir := t.TempDir()
+	data := randomBytes(3, 3*readOncePiece+100)
+	if err := os.WriteFile(filepath.Join(dir, "src"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "pack"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	open := func(name string, flags int) int {
+		fd, err := unix.Open(filepath.Join(dir, name), flags|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Skipf("%s takes no O_DIRECT: %v", dir, err) // the import then goes through the page cache
+		}
+		t.Cleanup(func() { unix.Close(fd) })
+		return fd
+	}
+	src, pack := open("src", unix.O_RDONLY), open("pack", unix.O_WRONLY)
+	s := openStore(t)
+	im := &importer{s: s, batch: &blockBatch{s: s, dryRun: true}}
+	leaves, err := im.readOnce(context.Background(), src, pack, int64(len(data)))
+	if err != nil || len(leaves) == 0 {
+		t.Fatalf("whole file: %d leaves, %v", len(leaves), err)
+	}
+	if _, err := im.readOnce(context.Background(), src, pack, int64(len(data))+2*readOncePiece); err == nil {
+		t.Error("a file shorter than said: no error")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := im.readOnce(ctx, src, pack, int64(len(data))); err == nil {
+		t.Error("cancelled: no error")
+	}
+}
