@@ -207,6 +207,10 @@ func TestCLIUsageAndHelp(t *testing.T) {
 	if r := run(t, bin, "help", "join"); r.code != 0 || !strings.Contains(r.stdout, "--mcp-listen") {
 		t.Errorf("help join: exit %d\n%s", r.code, r.stdout)
 	}
+	// So does shell completion of their flags.
+	if r := run(t, bin, "__complete", "join", "--mcp"); r.code != 0 || !strings.Contains(r.stdout, "--mcp-listen") {
+		t.Errorf("completion of join's flags: exit %d\n%s", r.code, r.stdout)
+	}
 	if r := run(t, bin, "init", "--no-such-flag"); r.code != 2 {
 		t.Errorf("peer verb, unknown flag: exit %d, want 2", r.code)
 	}

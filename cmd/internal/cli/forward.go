@@ -49,6 +49,13 @@ func Forwarders(*Globals) []*cobra.Command {
 			RunE: func(*cobra.Command, []string) error {
 				return execPeer(v.Name, os.Args[1:])
 			},
+			// Shell completion asks cortex-peerd, which knows the verb's flags.
+			ValidArgsFunction: func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
+				if err := execPeer(v.Name, os.Args[1:]); err != nil {
+					cobra.CompDebugln(err.Error(), true)
+				}
+				return nil, cobra.ShellCompDirectiveError
+			},
 		}
 		cmd.SetHelpFunc(func(c *cobra.Command, _ []string) {
 			if err := execPeer(v.Name, []string{v.Name, "--help"}); err != nil {
