@@ -44,8 +44,8 @@ func (s *Store) ExportCARAgainst(ctx context.Context, base, root cid.Cid, w io.W
 	// walk writes c and what it links to; was is base's node at the same
 	// path (Undef if none), held the CIDs the reader has among c's
 	// descendants, when c is a changed file.
-	var walk func(c, was cid.Cid, held map[string]bool, depth int) error
-	walk = func(c, was cid.Cid, held map[string]bool, depth int) error {
+	var walk func(c, was cid.Cid, held map[string]bool, depth int, ahead *readAhead) error
+	walk = func(c, was cid.Cid, held map[string]bool, depth int, ahead *readAhead) error {
 		if depth > 2*MaxDepth {
 			return fmt.Errorf("deeper than %d: %w", 2*MaxDepth, ErrHostile)
 		}
@@ -59,7 +59,13 @@ func (s *Store) ExportCARAgainst(ctx context.Context, base, root cid.Cid, w io.W
 		if _, ok := inline(c); ok && isIdentity(c) {
 			return nil
 		}
-		b, err := s.blocks.Get(ctx, c)
+		var b blocks.Block
+		var err error
+		if ahead != nil && c.Prefix().Codec == cid.Raw {
+			b, err = ahead.next(ctx, c)
+		} else {
+			b, err = s.blocks.Get(ctx, c)
+		}
 		if err != nil {
 			return err
 		}
@@ -95,31 +101,143 @@ func (s *Store) ExportCARAgainst(ctx context.Context, base, root cid.Cid, w io.W
 				held = pair.chunks
 			}
 		}
-		for _, l := range nd.Links() {
+		// The chunks of a file (a node whose links are all raw and have no
+		// names) are read ahead, in the order this loop writes them, while
+		// it writes: a
+		// large file's chunks come from a pack read past the page cache,
+		// and the walk otherwise waited on the disk for each in turn (the
+		// serving peer of a 1 GiB fetch was waiting on reads in about 40%
+		// of samples). Only at that level: files do not nest, so one read
+		// ahead at a time is running, and its memory is bounded. Not for a
+		// directory of small files: they are in the page cache, and a read
+		// ahead per directory made the Go tree's fetch 10% slower.
+		var raw []cid.Cid
+		var rawSeen map[string]bool
+		visits := func(l *ipld.Link) (cid.Cid, bool) {
 			if held[l.Cid.KeyString()] {
-				continue
+				return cid.Undef, false
 			}
 			var next cid.Cid
 			if wasByName != nil {
 				prev, ok := wasByName[l.Name]
 				if ok && prev.Equals(l.Cid) {
-					continue // the reader has this subtree
+					return cid.Undef, false // the reader has this subtree
 				}
 				next = prev // Undef when the name is new
 			}
-			if err := walk(l.Cid, next, held, depth+1); err != nil {
+			return next, true
+		}
+		for _, l := range nd.Links() {
+			if l.Cid.Prefix().Codec != cid.Raw || l.Name != "" { // a directory's entries have names
+				raw = nil
+				break
+			}
+			if _, ok := visits(l); !ok || isIdentity(l.Cid) {
+				continue
+			}
+			if _, done := seen[string(l.Cid.Bytes())]; done || rawSeen[l.Cid.KeyString()] {
+				continue
+			}
+			if rawSeen == nil {
+				rawSeen = map[string]bool{}
+			}
+			rawSeen[l.Cid.KeyString()] = true
+			raw = append(raw, l.Cid)
+		}
+		var children *readAhead
+		if len(raw) > 1 {
+			children = s.startReadAhead(ctx, raw)
+			defer children.stop()
+		}
+		for _, l := range nd.Links() {
+			next, ok := visits(l)
+			if !ok {
+				continue
+			}
+			if err := walk(l.Cid, next, held, depth+1, children); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	if err := walk(root, base, nil, 0); err != nil {
+	if err := walk(root, base, nil, 0, nil); err != nil {
 		return blocksWritten, fmt.Errorf("export CAR %s: %w", root, err)
 	}
 	if err := bw.Flush(); err != nil {
 		return blocksWritten, fmt.Errorf("export CAR %s: %w", root, err)
 	}
 	return blocksWritten, nil
+}
+
+// readAheadBlocks bounds the blocks read ahead of the walk: at most 16
+// chunks, 8 MiB for a large file's (its chunks are at most 512 KiB).
+const readAheadBlocks = 16
+
+// readAhead gets a list of blocks in order on its own goroutine, up to
+// readAheadBlocks before they are asked for.
+type readAhead struct {
+	s      *Store
+	want   []cid.Cid
+	out    chan aheadBlock
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+type aheadBlock struct {
+	b   blocks.Block
+	err error
+}
+
+func (s *Store) startReadAhead(ctx context.Context, want []cid.Cid) *readAhead {
+	ctx, cancel := context.WithCancel(ctx)
+	ra := &readAhead{s: s, want: want, out: make(chan aheadBlock, readAheadBlocks), cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(ra.done)
+		defer close(ra.out)
+		for _, c := range want {
+			b, err := s.blocks.Get(ctx, c)
+			select {
+			case ra.out <- aheadBlock{b, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return ra
+}
+
+// next returns c, read ahead. The walk asks in the listed order but may
+// skip some (a chunk that an earlier subtree wrote already): those are
+// passed over. A block not read ahead (not listed, or after the read
+// ahead stopped at an error) is read here.
+func (ra *readAhead) next(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+	for i, w := range ra.want {
+		if !w.Equals(c) {
+			continue
+		}
+		ra.want = ra.want[i+1:]
+		for range i {
+			if _, ok := <-ra.out; !ok {
+				break
+			}
+		}
+		if r, ok := <-ra.out; ok {
+			return r.b, r.err
+		}
+		break
+	}
+	return ra.s.blocks.Get(ctx, c)
+}
+
+// stop ends the read ahead and waits for its goroutine.
+func (ra *readAhead) stop() {
+	ra.cancel()
+	for range ra.out { // let a pending send through
+	}
+	<-ra.done
 }
 
 // pairing is what base holds beside a node being written against it.

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -374,4 +376,50 @@ func TestReadOnceFailures(t *testing.T) {
 	if _, err := im.readOnce(ctx, src, pack, int64(len(data))); err == nil {
 		t.Error("cancelled: no error")
 	}
+}
+
+// A CAR of large files, whose chunks are read ahead while they are written
+// (a packed file read past the page cache, one whose chunks repeat, and a
+// directory of one-block files), holds every block once and rebuilds the
+// tree.
+func TestExportCARReadsAhead(t *testing.T) {
+	a, b := openStore(t), openStore(t)
+	ctx := context.Background()
+	src := t.TempDir()
+	big := randomBytes(21, packMinSize+2<<20)
+	files := map[string]string{
+		"big.bin":   string(big),
+		"zeros.bin": string(make([]byte, 6<<20)), // the same chunk, again and again
+		"mid.bin":   string(randomBytes(22, 3<<20)),
+	}
+	for i := range 20 {
+		files[fmt.Sprintf("small/%02d.txt", i)] = strings.Repeat(fmt.Sprintf("line %d\n", i), 1000)
+	}
+	writeTree(t, src, files)
+	res, err := a.Import(ctx, src, ImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range packPaths(t, a) {
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evictFromCache(t, f)
+		f.Close()
+	}
+	var car bytes.Buffer
+	n, err := a.ExportCAR(ctx, res.Root, &car)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, got, err := b.ImportCAR(ctx, &car)
+	if err != nil || len(roots) != 1 || !roots[0].Equals(res.Root) || got != n {
+		t.Fatalf("CAR of %d blocks imported as %d, roots %v: %v", n, got, roots, err)
+	}
+	dest := filepath.Join(t.TempDir(), "out")
+	if _, err := b.Export(ctx, res.Root, dest, ExportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sameTree(t, treeSnapshot(t, src), treeSnapshot(t, dest))
 }
