@@ -57,12 +57,13 @@ func (d *directReader) ReadAt(p []byte, off int64) (int, error) {
 // name where /proc is not mounted.
 func (d *directReader) directFD() int {
 	d.directOnce.Do(func() {
+		fd, err := reopenDirect(d.f)
+		if err != nil {
+			fd, err = unix.Open(d.f.Name(), unix.O_RDONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+		}
 		d.direct = -1
-		for _, name := range []string{fmt.Sprintf("/proc/self/fd/%d", d.f.Fd()), d.f.Name()} {
-			if fd, err := unix.Open(name, unix.O_RDONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0); err == nil {
-				d.direct = fd
-				return
-			}
+		if err == nil {
+			d.direct = fd
 		}
 	})
 	return d.direct
@@ -82,14 +83,31 @@ func (d *directReader) close() {
 // at off; true where the kernel cannot tell (before Linux 6.5), so that the
 // read goes through the cache as it always did.
 func inCache(f *os.File, off int64, n int) bool {
+	cached, total, ok := cachedPages(f, off, int64(n))
+	return !ok || cached >= total
+}
+
+// cachedPages reports how many of the pages of n bytes of f at off the page
+// cache holds, of how many; ok is false where the kernel cannot tell.
+func cachedPages(f *os.File, off, n int64) (cached, total uint64, ok bool) {
 	start := off &^ (directAlign - 1)
-	rng := unix.CachestatRange{Off: uint64(start), Len: uint64(off + int64(n) - start)}
+	rng := unix.CachestatRange{Off: uint64(start), Len: uint64(off + n - start)}
 	var st unix.Cachestat_t
 	if err := unix.Cachestat(uint(f.Fd()), &rng, &st, 0); err != nil {
-		return true
+		return 0, 0, false
 	}
-	return st.Cache >= (rng.Len+directAlign-1)/directAlign
+	return st.Cache, (rng.Len + directAlign - 1) / directAlign, true
 }
+
+// reopenDirect opens f again, with O_DIRECT, for reading: the same file,
+// through /proc/self/fd, whatever its path now names.
+func reopenDirect(f *os.File) (int, error) {
+	return unix.Open(fmt.Sprintf("/proc/self/fd/%d", f.Fd()), unix.O_RDONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+}
+
+// alignUp rounds n up to a multiple of directAlign, as O_DIRECT wants
+// lengths.
+func alignUp(n int) int { return (n + directAlign - 1) &^ (directAlign - 1) }
 
 // directBufs are aligned buffers for direct reads of one block (at most
 // MaxBlockSize, plus the alignment on both ends).
@@ -102,7 +120,7 @@ var directBufs = sync.Pool{New: func() any {
 // off are aligned and p's capacity covers its length rounded up to a block,
 // else through an aligned buffer.
 func readDirect(fd int, p []byte, off int64) error {
-	rounded := (len(p) + directAlign - 1) &^ (directAlign - 1)
+	rounded := alignUp(len(p))
 	if off%directAlign == 0 && isAligned(p) && cap(p) >= rounded {
 		return preadFull(fd, p[:rounded], off, len(p))
 	}

@@ -130,6 +130,12 @@ type treeDir struct {
 	tot  totals // of the whole subtree, once built
 }
 
+// subdirEntry is the entry of d for its subdirectory name (inode ino),
+// under the patterns ign.
+func subdirEntry(d *treeDir, name string, ign *ignore.Matcher, ino uint64) treeEntry {
+	return treeEntry{name: name, kind: kindDir, sub: &treeDir{rel: path.Join(d.rel, name), ign: ign, ino: ino}}
+}
+
 // totals count a subtree, the directory itself included.
 type totals struct {
 	files, dirs, symlinks, ignored, skipped uint64
@@ -530,7 +536,7 @@ func (im *importer) scanDir(d *treeDir, fd int, buf []byte) error {
 			if statted {
 				ino = st.ino
 			}
-			d.ents = append(d.ents, treeEntry{name: de.name, kind: kindDir, sub: &treeDir{rel: path.Join(d.rel, de.name), ign: ign, ino: ino}})
+			d.ents = append(d.ents, subdirEntry(d, de.name, ign, ino))
 			continue
 		}
 		if prev, ok := recorded[de.name]; ok && !statted && prev.ino == de.ino && de.typ != unix.DT_UNKNOWN && uint32(de.typ) == (prev.mode&unix.S_IFMT)>>12 {
@@ -555,7 +561,7 @@ func (im *importer) scanDir(d *treeDir, fd int, buf []byte) error {
 			d.ents = append(d.ents, treeEntry{name: de.name, kind: kindSymlink, st: st})
 			d.symlinks++
 		case st.isDir(): // replaced by a directory since it was listed
-			d.ents = append(d.ents, treeEntry{name: de.name, kind: kindDir, sub: &treeDir{rel: path.Join(d.rel, de.name), ign: ign, ino: st.ino}})
+			d.ents = append(d.ents, subdirEntry(d, de.name, ign, st.ino))
 		default:
 			d.skipped++
 		}

@@ -293,7 +293,7 @@ func copyDirect(ctx context.Context, src *os.File, path string, size int64) erro
 			return err
 		}
 		// The last write is padded to a block; the file is cut to size after.
-		w := (n + 4095) &^ 4095
+		w := alignUp(n)
 		clear(buf[n:w])
 		if err := pwriteAll(fd, buf[:w], off); err != nil {
 			if off == 0 && errors.Is(err, unix.EINVAL) {
@@ -547,12 +547,7 @@ func (s *Blockstore) compactPacks(names map[string]bool) error {
 		if err != nil {
 			return fmt.Errorf("compact packs: %w", err)
 		}
-		wb := s.db.NewWriteBatch()
-		if err := setPackRefs(wb, refs); err != nil {
-			wb.Cancel()
-			return err
-		}
-		if err := wb.Flush(); err != nil {
+		if err := s.putPacked(refs); err != nil {
 			return fmt.Errorf("compact packs: %w", err)
 		}
 	}
@@ -574,9 +569,8 @@ const packBatch = 1024
 // not their sum. A file the page cache holds is copied by the kernel and
 // chunked from the cache (chunkAndCopy); one it does not hold is read once
 // past it, for both (chunkUncached). If the source's size or times changed
-// meanwhile, the chunks
-// are taken again from the copy, which nothing else writes: the leaves are
-// always the pack's bytes. The leaves this store lacks are then stored as
+// meanwhile, the chunks are taken again from the copy, which nothing else
+// writes: the leaves are always the pack's bytes. The leaves this store lacks are then stored as
 // references into the pack; a pack no leaf ended up in (the file was here
 // already) is removed at once.
 func (im *importer) chunkIntoPack(ctx context.Context, src *os.File, size int64) ([]leaf, error) {

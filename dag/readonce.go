@@ -41,7 +41,7 @@ func (im *importer) chunkUncached(ctx context.Context, src *os.File, packPath st
 	if cached, total, ok := cachedPages(src, 0, size); !ok || cached*2 >= total {
 		return nil, nil
 	}
-	srcFD, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", src.Fd()), unix.O_RDONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+	srcFD, err := reopenDirect(src) // not by name: the stat checked after is src's
 	if err != nil {
 		return nil, nil
 	}
@@ -96,7 +96,7 @@ func (im *importer) readOnce(ctx context.Context, srcFD, packFD int, size int64)
 				return
 			}
 			// The last write is padded to a block; the pack is cut to size after.
-			clear(buf[n : (n+directAlign-1)&^(directAlign-1)])
+			clear(buf[n:alignUp(n)])
 			p := &piece{buf: buf, n: n, off: off}
 			p.users.Store(2)
 			toWrite <- p
@@ -106,8 +106,7 @@ func (im *importer) readOnce(ctx context.Context, srcFD, packFD int, size int64)
 	wg.Go(func() { // the pack writer
 		for p := range toWrite {
 			if ctx.Err() == nil {
-				rounded := (p.n + directAlign - 1) &^ (directAlign - 1)
-				if err := writeDirectFrom(ctx, packFD, p.buf[:rounded], p.off); err != nil {
+				if err := writeDirectFrom(ctx, packFD, p.buf[:alignUp(p.n)], p.off); err != nil {
 					cancel(fmt.Errorf("write into the pack at %d: %w", p.off, err))
 				}
 			}
@@ -162,16 +161,4 @@ func (r *pieceReader) drain() {
 	for p := range r.ch {
 		r.release(p)
 	}
-}
-
-// cachedPages reports how many of the pages of n bytes of f at off the page
-// cache holds, of how many; ok is false where the kernel cannot tell.
-func cachedPages(f *os.File, off, n int64) (cached, total uint64, ok bool) {
-	start := off &^ (directAlign - 1)
-	rng := unix.CachestatRange{Off: uint64(start), Len: uint64(off + n - start)}
-	var st unix.Cachestat_t
-	if err := unix.Cachestat(uint(f.Fd()), &rng, &st, 0); err != nil {
-		return 0, 0, false
-	}
-	return st.Cache, (rng.Len + directAlign - 1) / directAlign, true
 }
