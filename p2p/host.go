@@ -126,6 +126,16 @@ func New(cfg Config, log *slog.Logger) (*Host, error) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Host{cfg: cfg, log: log, host: h, gater: g, bw: bw, cancel: cancel}
+	// The gater refuses a blocked peer's connections, but one that passed it
+	// just before Block and is added to the swarm just after Block closed the
+	// peer's connections would survive. Closing it here, once it is
+	// registered, makes a blocked peer not connected for certain, which the
+	// peer book relies on to expire it.
+	h.Network().Notify(&network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
+		if g.isBlocked(c.RemotePeer()) {
+			_ = c.Close()
+		}
+	}})
 	if err := n.start(ctx); err != nil {
 		n.Close()
 		return nil, err
@@ -414,8 +424,10 @@ func (n *Host) Traffic(p peer.ID) (in, out int64) {
 	return st.TotalIn, st.TotalOut
 }
 
-// Block cuts this peer off from p: its connections are closed and no new
-// one is dialled or accepted until Unblock. Streams in flight fail as a
+// Block cuts this peer off from p: its connections are closed (one being
+// set up while Block runs is closed as soon as it is registered) and no new
+// one is dialled or accepted until Unblock, so p stays not connected and
+// the peer book expires it as a dead peer. Streams in flight fail as a
 // broken link would, which is how tests partition two peers.
 func (n *Host) Block(p peer.ID) {
 	if n.gater.block(p) {
