@@ -93,7 +93,7 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	n.tasks = newTaskRunner(n, cfg.Tasks, cfg.Dir.Path("tasks"), cfg.Dir.Path("layers"), log.With("component", "tasks"))
 	n.deleg = newDelegation(n, log.With("component", "delegation"))
 	n.images = &imageStore{socket: cfg.Tasks.ContainerdSocket, namespace: cfg.Tasks.Namespace, log: log.With("component", "images")}
-	n.book = p2p.NewBook(cfg.P2P.Heartbeat.Expiry)
+	n.book = p2p.NewBook(cfg.P2P.Heartbeat.Expiry, n.host.IsConnected)
 	if n.hb, err = p2p.NewHeartbeater(n.host, n.book, n.announcement, log.With("component", "heartbeat")); err != nil {
 		return nil, err
 	}

@@ -83,7 +83,7 @@ func startPeer(t testing.TB, cfg Config) *testPeer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	book := NewBook(cfg.Heartbeat.Expiry)
+	book := NewBook(cfg.Heartbeat.Expiry, h.IsConnected)
 	hb, err := NewHeartbeater(h, book, func() Announcement {
 		return Announcement{Version: "test", Labels: map[string]string{"name": "x"}, Capacity: protocol.Capacity{CPUs: 2}}
 	}, log)

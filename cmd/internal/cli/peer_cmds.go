@@ -129,9 +129,10 @@ func newPeersCmd(g *Globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "peers",
 		Short: "List the peers of the mesh with their labels, capabilities and capacity",
-		Long: `peers lists the peers whose capability heartbeat this peer has received
-within the heartbeat expiry. With --all, expired peers still remembered are
-listed too.`,
+		Long: `peers lists the live peers of the mesh: those whose capability heartbeat
+this peer has received within the heartbeat expiry, and those whose heartbeat
+is late but that are still connected to this peer (for up to ten expiries,
+at least a minute). With --all, expired peers still remembered are listed too.`,
 		Args: NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			peers, err := withAPI(cmd, g, func(ctx context.Context, c *apiclient.Client) ([]*apiv1.PeerInfo, error) { return c.Peers(ctx, all) })
