@@ -49,7 +49,10 @@ type testPeer struct {
 	book *Book
 	hb   *Heartbeater
 	logs *logBuffer
-	stop func()
+	// stopHeartbeat stops the heartbeat service only: the host stays up and
+	// connected, but publishes no more heartbeats.
+	stopHeartbeat func()
+	stop          func()
 }
 
 func testConfig(t testing.TB, meshKey []byte) Config {
@@ -101,10 +104,13 @@ func startPeer(t testing.TB, cfg Config) *testPeer {
 	}()
 	var once sync.Once
 	p := &testPeer{host: h, book: book, hb: hb, logs: logs}
+	p.stopHeartbeat = func() {
+		cancel()
+		<-done
+	}
 	p.stop = func() {
 		once.Do(func() {
-			cancel()
-			<-done
+			p.stopHeartbeat()
 			hb.Close()
 			if err := h.Close(); err != nil {
 				t.Errorf("close: %v", err)
@@ -127,6 +133,12 @@ func (w testWriter) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// patience bounds a wait for something that takes moments on an idle
+// machine: generous, because a starved machine (make test under load, the
+// race detector) is slower by far, and a wait ends as soon as its
+// condition holds.
+const patience = time.Minute
 
 func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
 	t.Helper()
