@@ -182,7 +182,7 @@ func TestPeersSeeEachOtherAndExpire(t *testing.T) {
 	cfgC.Bootstrap = a.host.FullAddrs()
 	c := startPeer(t, cfgC)
 
-	waitFor(t, "all peers to see each other", 10*time.Second, func() bool {
+	waitFor(t, "all peers to see each other", patience, func() bool {
 		return sees(a, b.host.ID(), c.host.ID()) && sees(b, a.host.ID(), c.host.ID()) && sees(c, a.host.ID(), b.host.ID())
 	})
 	e, _ := b.book.Get(c.host.ID(), time.Now())
@@ -191,10 +191,10 @@ func TestPeersSeeEachOtherAndExpire(t *testing.T) {
 	}
 	// b and c learn each other's addresses from heartbeats and connect
 	// directly, so the mesh survives the loss of its bootstrap peer.
-	waitFor(t, "b and c to connect directly", 10*time.Second, func() bool { return b.host.IsConnected(c.host.ID()) })
+	waitFor(t, "b and c to connect directly", patience, func() bool { return b.host.IsConnected(c.host.ID()) })
 
 	a.stop()
-	waitFor(t, "the stopped peer to expire", 5*time.Second, func() bool {
+	waitFor(t, "the stopped peer to expire", patience, func() bool {
 		return !sees(b, a.host.ID()) && !sees(c, a.host.ID())
 	})
 	if !sees(b, c.host.ID()) || !sees(c, b.host.ID()) {
@@ -225,7 +225,7 @@ func TestQUICUsedWithoutMeshKey(t *testing.T) {
 		t.Fatalf("expected a QUIC address, got %v", cfgB.Bootstrap)
 	}
 	b := startPeer(t, cfgB)
-	waitFor(t, "peers to meet over QUIC", 10*time.Second, func() bool { return sees(a, b.host.ID()) && sees(b, a.host.ID()) })
+	waitFor(t, "peers to meet over QUIC", patience, func() bool { return sees(a, b.host.ID()) && sees(b, a.host.ID()) })
 }
 
 func TestMeshKeyDropsQUIC(t *testing.T) {
@@ -244,7 +244,7 @@ func TestOtherMeshKeyRefusedAndLoggedOnce(t *testing.T) {
 	b := startPeer(t, cfgB)
 
 	// Let b retry many times (backoff 50ms..400ms).
-	waitFor(t, "several dial attempts", 10*time.Second, func() bool {
+	waitFor(t, "several dial attempts", patience, func() bool {
 		return b.logs.count("bootstrap peer still unreachable") >= 3
 	})
 	if n := b.logs.count("cannot reach bootstrap peer"); n != 1 {
@@ -269,8 +269,8 @@ func TestAllowlistRefusesOthers(t *testing.T) {
 	b := startPeer(t, cfgB)
 	c := startPeer(t, cfgC)
 
-	waitFor(t, "allowed peer to be seen", 10*time.Second, func() bool { return sees(a, b.host.ID()) })
-	waitFor(t, "refusal to be logged", 10*time.Second, func() bool { return a.logs.count("refused peer not on the allowlist") >= 1 })
+	waitFor(t, "allowed peer to be seen", patience, func() bool { return sees(a, b.host.ID()) })
+	waitFor(t, "refusal to be logged", patience, func() bool { return a.logs.count("refused peer not on the allowlist") >= 1 })
 	if a.host.IsConnected(c.host.ID()) || sees(a, c.host.ID()) {
 		t.Fatal("peer not on the allowlist got in")
 	}
@@ -285,7 +285,7 @@ func TestHostileGossipRejected(t *testing.T) {
 	cfgB := testConfig(t, key)
 	cfgB.Bootstrap = a.host.FullAddrs()
 	b := startPeer(t, cfgB)
-	waitFor(t, "peers to meet", 10*time.Second, func() bool { return sees(a, b.host.ID()) })
+	waitFor(t, "peers to meet", patience, func() bool { return sees(a, b.host.ID()) })
 
 	// b publishes, bypassing its own checks, heartbeats that lie about the
 	// author, garbage, and an oversized message.
@@ -302,7 +302,7 @@ func TestHostileGossipRejected(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "rejections to be logged", 5*time.Second, func() bool { return a.logs.count("rejected") >= 1 })
+	waitFor(t, "rejections to be logged", patience, func() bool { return a.logs.count("rejected") >= 1 })
 	if sees(a, fakeID) {
 		t.Fatal("impostor heartbeat accepted")
 	}
@@ -311,7 +311,7 @@ func TestHostileGossipRejected(t *testing.T) {
 	}
 	// a still works: b's honest heartbeats keep arriving.
 	before, _ := a.book.Get(b.host.ID(), time.Now())
-	waitFor(t, "heartbeats to keep flowing", 5*time.Second, func() bool {
+	waitFor(t, "heartbeats to keep flowing", patience, func() bool {
 		e, _ := a.book.Get(b.host.ID(), time.Now())
 		return e.Heartbeat.Seq > before.Heartbeat.Seq
 	})
