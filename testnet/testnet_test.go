@@ -78,12 +78,20 @@ func TestProcessNetKillAndRestart(t *testing.T) {
 		}
 		return false
 	}
+	// The kill closes the victim's connections at once and its last
+	// heartbeat ages past the expiry (900 ms) within a second; the bound is
+	// generous for a starved machine, and the wait ends when the peer goes.
+	const patience = time.Minute
 	killed := time.Now()
 	for has() {
-		if time.Since(killed) > 5*time.Second {
-			t.Fatal("killed peer still listed after 5 s (expiry is 900 ms)")
+		if time.Since(killed) > patience {
+			t.Fatalf("killed peer still listed after %s (expiry is 900 ms)", patience)
 		}
-		time.Sleep(50 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Fatalf("killed peer still listed: %v", ctx.Err())
+		case <-time.After(pollInterval):
+		}
 	}
 	if err := victim.Restart(ctx); err != nil {
 		t.Fatal(err)
