@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -601,7 +602,7 @@ func TestExportTakesHandedOverBlocks(t *testing.T) {
 		select {
 		case <-arrived:
 			return nil
-		case <-time.After(10 * time.Second):
+		case <-time.After(time.Minute): // generous: the hand-over below polls, and may be starved
 			return fmt.Errorf("no block arrived: %w", errdefs.ErrNotFound)
 		}
 	}
@@ -648,7 +649,10 @@ func TestExportWhileFetching(t *testing.T) {
 		t.Fatal(err)
 	}
 	fetchDone := make(chan error, 1)
+	waiting := make(chan struct{})
+	var firstWait sync.Once
 	await := func(ctx context.Context, c cid.Cid, arrived <-chan struct{}) error {
+		firstWait.Do(func() { close(waiting) })
 		select {
 		case <-arrived:
 			return nil
@@ -666,7 +670,13 @@ func TestExportWhileFetching(t *testing.T) {
 		_, err := b.Export(ctx, r.Root, dest, ExportOptions{Await: await})
 		exported <- err
 	}()
-	time.Sleep(20 * time.Millisecond) // the export waits for the root
+	// The fetch starts once the export waits for its first block (the
+	// root), so that the two overlap however slow the machine.
+	select {
+	case <-waiting:
+	case err := <-exported:
+		t.Fatalf("the export ended before it waited for a block: %v", err)
+	}
 	_, err = b.Fetch(ctx, r.Root, &storeFetcher{from: a}, nil)
 	fetchDone <- err
 	if err := <-exported; err != nil {
