@@ -1,6 +1,7 @@
 package node
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -8,10 +9,14 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/cortex-peer/cortex-peer/node/apiserver"
 	"github.com/cortex-peer/cortex-peer/node/buildinfo"
 	"github.com/cortex-peer/cortex-peer/node/datadir"
+	"github.com/cortex-peer/cortex-peer/node/delegation"
+	"github.com/cortex-peer/cortex-peer/node/exchange"
 	"github.com/cortex-peer/cortex-peer/node/mcpserver"
 	"github.com/cortex-peer/cortex-peer/node/store"
+	"github.com/cortex-peer/cortex-peer/node/tasks"
 	"github.com/cortex-peer/cortex-peer/p2p"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 	"github.com/cortex-peer/cortex-peer/runtime"
@@ -20,14 +25,15 @@ import (
 // Config is everything one peer needs, already translated from the user's
 // config file into each subsystem's Config.
 type Config struct {
-	Dir          datadir.Dir
-	Version      string
-	Labels       map[string]string
-	P2P          p2p.Config
-	Store        store.Config
-	APISocket    string
-	APITokenFile string
-	Tasks        TasksConfig
+	Dir        datadir.Dir
+	Version    string
+	Labels     map[string]string
+	P2P        p2p.Config
+	Store      store.Config
+	API        apiserver.Config
+	Exchange   exchange.Config
+	Tasks      tasks.Config
+	Delegation delegation.Config
 	// MCPListen is the loopback host:port of the MCP HTTP endpoint; empty
 	// serves none. MCPTokenFile holds its bearer token.
 	MCPListen    string
@@ -84,10 +90,11 @@ func ConfigFromFile(d datadir.Dir, fc datadir.FileConfig) (Config, error) {
 		Labels:             maps.Clone(fc.Labels),
 		P2P:                p,
 		Store:              store.DefaultConfig(d.Path(fc.Store.Dir)),
-		APISocket:          d.Path(fc.API.Socket),
-		APITokenFile:       d.Path(fc.API.TokenFile),
+		API:                apiserver.Config{Socket: d.Path(fc.API.Socket), TokenFile: d.Path(fc.API.TokenFile)},
+		Exchange:           exchange.DefaultConfig(),
 		KnownPeersInterval: DefaultKnownPeersInterval,
-		Tasks:              tasksConfig(fc.Tasks),
+		Tasks:              tasksConfig(d, fc.Tasks),
+		Delegation:         delegationConfig(fc.Tasks),
 		MCPListen:          fc.MCP.Listen,
 		MCPTokenFile:       d.Path(fc.API.TokenFile),
 	}
@@ -97,40 +104,57 @@ func ConfigFromFile(d datadir.Dir, fc datadir.FileConfig) (Config, error) {
 	return cfg, cfg.Validate()
 }
 
-// tasksConfig translates the config file's tasks section.
-func tasksConfig(t datadir.TasksSection) TasksConfig {
+// tasksConfig translates the config file's tasks section for the local
+// runner.
+func tasksConfig(d datadir.Dir, t datadir.TasksSection) tasks.Config {
+	return tasks.Config{
+		ContainerdSocket: t.ContainerdSocket,
+		Namespace:        t.Namespace,
+		LogStoreCapBytes: t.LogStoreCapMiB << 20,
+		Dir:              d.Path("tasks"),
+		LayersDir:        d.Path("layers"),
+		Policy:           taskPolicy(t),
+	}
+}
+
+// delegationConfig translates the config file's tasks section for
+// delegation: who may submit here, and how long tasks are remembered.
+func delegationConfig(t datadir.TasksSection) delegation.Config {
 	var from []peer.ID
 	for _, s := range t.AcceptFrom {
 		if id, err := peer.Decode(s); err == nil { // checked by the file's validation
 			from = append(from, id)
 		}
 	}
-	return TasksConfig{
+	return delegation.Config{
 		AcceptRemote:     t.AcceptRemote,
 		AcceptFrom:       from,
 		LostAfter:        t.LostAfter.Duration,
 		KeepTasks:        t.KeepTasks,
 		KeepFor:          t.KeepFor.Duration,
-		ContainerdSocket: t.ContainerdSocket,
-		Namespace:        t.Namespace,
 		LogStoreCapBytes: t.LogStoreCapMiB << 20,
-		Policy: runtime.Policy{
-			DefaultImage: t.DefaultImage,
-			DefaultLimits: runtime.Limits{
-				MemoryBytes: t.DefaultMemoryMiB << 20, CPUs: t.DefaultCPUs, Pids: t.DefaultPids,
-				TmpBytes: t.DefaultTmpMiB << 20, OpenFiles: runtime.DefaultPolicy().DefaultLimits.OpenFiles,
-			},
-			MaxLimits: runtime.Limits{
-				MemoryBytes: t.MaxMemoryMiB << 20, CPUs: t.MaxCPUs, Pids: t.MaxPids,
-				TmpBytes: t.MaxTmpMiB << 20, OpenFiles: runtime.DefaultPolicy().MaxLimits.OpenFiles,
-			},
-			DefaultTimeout: t.DefaultTimeout.Duration,
-			MaxTimeout:     t.MaxTimeout.Duration,
-			DefaultUID:     t.DefaultUID,
-			AllowHostNet:   t.AllowHostNetwork,
-			AllowGVisor:    t.AllowGVisor,
-			AllowRoot:      t.AllowRoot,
+		Policy:           taskPolicy(t),
+	}
+}
+
+// taskPolicy is the limits and defaults the tasks section sets.
+func taskPolicy(t datadir.TasksSection) runtime.Policy {
+	return runtime.Policy{
+		DefaultImage: t.DefaultImage,
+		DefaultLimits: runtime.Limits{
+			MemoryBytes: t.DefaultMemoryMiB << 20, CPUs: t.DefaultCPUs, Pids: t.DefaultPids,
+			TmpBytes: t.DefaultTmpMiB << 20, OpenFiles: runtime.DefaultPolicy().DefaultLimits.OpenFiles,
 		},
+		MaxLimits: runtime.Limits{
+			MemoryBytes: t.MaxMemoryMiB << 20, CPUs: t.MaxCPUs, Pids: t.MaxPids,
+			TmpBytes: t.MaxTmpMiB << 20, OpenFiles: runtime.DefaultPolicy().MaxLimits.OpenFiles,
+		},
+		DefaultTimeout: t.DefaultTimeout.Duration,
+		MaxTimeout:     t.MaxTimeout.Duration,
+		DefaultUID:     t.DefaultUID,
+		AllowHostNet:   t.AllowHostNetwork,
+		AllowGVisor:    t.AllowGVisor,
+		AllowRoot:      t.AllowRoot,
 	}
 }
 
@@ -147,8 +171,11 @@ func (c Config) Validate() error {
 			return err
 		}
 	}
-	if c.Dir.Root == "" || c.APISocket == "" || c.APITokenFile == "" || c.KnownPeersInterval <= 0 {
-		return fmt.Errorf("node config: data dir, API socket, token file and known-peers interval are required: %w", errdefs.ErrInvalid)
+	if err := errors.Join(c.API.Validate(), c.Exchange.Validate(), c.Tasks.Validate(), c.Delegation.Validate()); err != nil {
+		return err
+	}
+	if c.Dir.Root == "" || c.KnownPeersInterval <= 0 {
+		return fmt.Errorf("node config: data dir and known-peers interval are required: %w", errdefs.ErrInvalid)
 	}
 	return nil
 }

@@ -297,7 +297,7 @@ func TestTaskProtocolRefusesBadInput(t *testing.T) {
 // delivers what it knows (the task was cut short) and nothing runs on.
 func TestExecutorGoneMarksTaskLost(t *testing.T) {
 	tn, cs := mesh3(t, testnet.WithConfig(func(i int, cfg *node.Config) {
-		cfg.Tasks.LostAfter = 2 * time.Second
+		cfg.Delegation.LostAfter = 2 * time.Second
 	}))
 	ctx := ctxT(t, 2*time.Minute)
 	exec := tn.Peers[2]

@@ -1,6 +1,8 @@
-// Package node is the composition root: it builds every subsystem of one
-// peer in order (data dir lock, store, libp2p host, heartbeats, local API),
-// hands each its dependencies through its constructor, runs the long-lived
-// ones under a supervisor, and serves the local API on the data dir's unix
-// socket. cmd/cortex-peer and testnet use it; nothing else does.
+// Package node is the composition root of a peer, and only that: it reads
+// the config, builds each capability in order with explicit arguments
+// (store, host, block exchange, task runner, delegation, heartbeats, local
+// API, MCP), starts the long-lived ones under a supervisor, and closes them
+// in reverse. Every capability lives in its own package under node/ and
+// never imports this one; docs/architecture.md draws the map.
+// cmd/cortex-peerd and testnet use it; nothing else does.
 package node

@@ -1,13 +1,11 @@
 package node
 
 import (
-	"fmt"
-	"os"
-	"strings"
+	"log/slog"
 
 	"github.com/cortex-peer/cortex-peer/node/apiclient"
+	"github.com/cortex-peer/cortex-peer/node/apiserver"
 	"github.com/cortex-peer/cortex-peer/node/mcpserver"
-	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 )
 
 // mcpHTTP is the peer's MCP endpoint: the MCP server over the peer's own
@@ -18,18 +16,17 @@ type mcpHTTP struct {
 	client *apiclient.Client
 }
 
-func newMCPHTTP(n *Node) (*mcpHTTP, error) {
-	cfg := n.cfg
-	apiToken, err := readToken(cfg.APITokenFile)
+func newMCPHTTP(cfg Config, log *slog.Logger) (*mcpHTTP, error) {
+	apiToken, err := apiserver.ReadToken(cfg.API.TokenFile)
 	if err != nil {
 		return nil, err
 	}
-	token, err := readToken(cfg.MCPTokenFile)
+	token, err := apiserver.ReadToken(cfg.MCPTokenFile)
 	if err != nil {
 		return nil, err
 	}
-	client := apiclient.New(cfg.Dir.Root, cfg.APISocket, string(apiToken))
-	srv := mcpserver.New(client, mcpserver.Options{Version: cfg.Version, Logger: n.log.With("component", "mcp")})
+	client := apiclient.New(cfg.Dir.Root, cfg.API.Socket, string(apiToken))
+	srv := mcpserver.New(client, mcpserver.Options{Version: cfg.Version, Logger: log})
 	h, err := mcpserver.ListenHTTP(srv, cfg.MCPListen, token, cfg.MCPTokenFile)
 	if err != nil {
 		client.Close()
@@ -38,30 +35,9 @@ func newMCPHTTP(n *Node) (*mcpHTTP, error) {
 	return &mcpHTTP{HTTPServer: h, client: client}, nil
 }
 
-// readToken reads a bearer token file: its content, trimmed, not empty.
-func readToken(p string) ([]byte, error) {
-	b, err := os.ReadFile(p)
-	if err != nil {
-		return nil, fmt.Errorf("token: %w", err)
-	}
-	tok := []byte(strings.TrimSpace(string(b)))
-	if len(tok) == 0 {
-		return nil, fmt.Errorf("token file %s is empty: %w", p, errdefs.ErrInvalid)
-	}
-	return tok, nil
-}
-
 // Close stops listening and drops idle API connections. Safe to call twice.
 func (m *mcpHTTP) Close() error {
 	err := m.HTTPServer.Close()
 	m.client.Close()
 	return err
-}
-
-// MCPURL is the URL of the peer's MCP HTTP endpoint, or "" when it serves none.
-func (n *Node) MCPURL() string {
-	if n.mcp == nil {
-		return ""
-	}
-	return n.mcp.URL()
 }

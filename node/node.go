@@ -6,73 +6,74 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
-	libp2pproto "github.com/libp2p/go-libp2p/core/protocol"
-	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/cortex-peer/cortex-peer/dag"
 	"github.com/cortex-peer/cortex-peer/dag/fswatch"
+	"github.com/cortex-peer/cortex-peer/node/apiserver"
+	"github.com/cortex-peer/cortex-peer/node/capabilities"
 	"github.com/cortex-peer/cortex-peer/node/datadir"
+	"github.com/cortex-peer/cortex-peer/node/delegation"
+	"github.com/cortex-peer/cortex-peer/node/exchange"
 	"github.com/cortex-peer/cortex-peer/node/store"
 	"github.com/cortex-peer/cortex-peer/node/tasklog"
+	"github.com/cortex-peer/cortex-peer/node/tasks"
+	"github.com/cortex-peer/cortex-peer/node/workspace"
 	"github.com/cortex-peer/cortex-peer/p2p"
-	"github.com/cortex-peer/cortex-peer/protocol"
 )
 
-// Node is one running peer.
+// Node is one running peer: the capabilities New built, in the order it
+// built them, which Close undoes in reverse.
 type Node struct {
 	cfg     Config
 	log     *slog.Logger
 	started time.Time
 
-	lock     *datadir.Lock
-	store    *store.Store
-	dags     *dag.Store
-	watch    *fswatch.Watcher // of imported workspaces; nil without inotify
-	exchange *exchange
-	host     *p2p.Host
-	book     *p2p.Book
-	hb       *p2p.Heartbeater
-	prober   *prober
-	api      *apiServer
-	mcp      *mcpHTTP // nil unless configured
-	sup      *supervisor
-	tasks    *taskRunner
-	deleg    *delegation
-	taskLogs *tasklog.Store
-	images   *imageStore
-
-	// gcMu excludes GC from imports, fetches, merges and tasks, which add
-	// blocks that no pin reaches yet.
-	gcMu sync.RWMutex
+	lock       *datadir.Lock
+	store      *store.Store
+	dags       *dag.Store
+	watch      *fswatch.Watcher // of imported workspaces; nil without inotify
+	host       *p2p.Host
+	exchange   *exchange.Exchange
+	taskLogs   *tasklog.Store
+	images     *tasks.Images
+	runner     *tasks.Runner
+	book       *p2p.Book
+	prober     *capabilities.Prober
+	delegation *delegation.Delegation
+	hb         *p2p.Heartbeater
+	api        *apiserver.Server
+	mcp        *mcpHTTP // nil unless configured
+	sup        *supervisor
 
 	closeOnce sync.Once
 	closeErr  error
 	done      chan struct{}
 }
 
-// New builds every subsystem of the peer, in order, and starts it. On any
-// failure what was built is closed again.
+// New builds every capability of the peer, in order, each from what it
+// uses, and starts the long-lived ones under the supervisor. On any failure
+// what was built is closed again.
 func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: log, started: time.Now(), prober: newProber(), done: make(chan struct{})}
+	n := &Node{cfg: cfg, log: log, started: time.Now(), prober: capabilities.NewProber(), done: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			n.Close()
 		}
 	}()
+	logger := func(component string) *slog.Logger { return log.With("component", component) }
 
 	// One peer per data dir.
 	if n.lock, err = cfg.Dir.Lock(); err != nil {
 		return nil, err
 	}
-	if n.store, err = store.Open(cfg.Store, log.With("component", "store")); err != nil {
+	if n.store, err = store.Open(cfg.Store, logger("store")); err != nil {
 		return nil, err
 	}
 	n.dags = dag.NewStore(n.store.DB())
@@ -83,41 +84,57 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 		log.Info("workspaces are not watched; every import scans its tree", "err", err)
 		n.watch, err = nil, nil
 	}
-	known := n.loadKnownPeers()
-	if n.host, err = p2p.New(cfg.P2P, log.With("component", "p2p")); err != nil {
+	// gc keeps GC (which takes it for writing) away from imports, fetches,
+	// merges and tasks, which add blocks that no pin reaches yet.
+	gc := new(sync.RWMutex)
+	known := loadKnownPeers(n.store, log)
+	if n.host, err = p2p.New(cfg.P2P, logger("p2p")); err != nil {
 		return nil, err
 	}
-	n.exchange = newExchange(n)
-	n.host.Libp2p().SetStreamHandler(libp2pproto.ID(protocol.BlocksProtocol), n.serveBlocks)
+	if n.exchange, err = exchange.New(cfg.Exchange, n.host, n.dags, logger("exchange")); err != nil {
+		return nil, err
+	}
 	n.taskLogs = tasklog.New(n.store.DB())
-	n.tasks = newTaskRunner(n, cfg.Tasks, cfg.Dir.Path("tasks"), cfg.Dir.Path("layers"), log.With("component", "tasks"))
-	n.deleg = newDelegation(n, log.With("component", "delegation"))
-	n.images = &imageStore{socket: cfg.Tasks.ContainerdSocket, namespace: cfg.Tasks.Namespace, log: log.With("component", "images")}
+	n.images = tasks.NewImages(cfg.Tasks.ContainerdSocket, cfg.Tasks.Namespace, logger("images"))
+	if n.runner, err = tasks.New(cfg.Tasks, n.host.ID(), n.dags, n.watch, n.taskLogs, gc, logger("tasks")); err != nil {
+		return nil, err
+	}
 	n.book = p2p.NewBook(cfg.P2P.Heartbeat.Expiry, n.host.IsConnected)
-	if n.hb, err = p2p.NewHeartbeater(n.host, n.book, n.announcement, log.With("component", "heartbeat")); err != nil {
+	if n.delegation, err = delegation.New(cfg.Delegation, delegation.Deps{
+		Host: n.host, Mesh: meshView{n}, Blocks: n.exchange, DAGs: n.dags, Runner: n.runner,
+		Images: n.images, Logs: n.taskLogs, Store: n.store, GC: gc,
+	}, logger("delegation")); err != nil {
 		return nil, err
 	}
-	if n.api, err = newAPIServer(n, cfg.APISocket, cfg.APITokenFile); err != nil {
+	if n.hb, err = p2p.NewHeartbeater(n.host, n.book, n.announcement, logger("heartbeat")); err != nil {
 		return nil, err
 	}
-
+	if n.api, err = apiserver.New(cfg.API, apiserver.Services{
+		Peer:       peerView{n},
+		Workspaces: workspace.New(n.dags, n.watch, n.exchange, gc),
+		Tasks:      n.delegation,
+		Images:     n.images,
+	}); err != nil {
+		return nil, err
+	}
 	if cfg.MCPListen != "" {
-		if n.mcp, err = newMCPHTTP(n); err != nil {
+		if n.mcp, err = newMCPHTTP(cfg, logger("mcp")); err != nil {
 			return nil, err
 		}
 	}
 
-	n.deleg.start()
-
-	n.sup = newSupervisor(log.With("component", "supervisor"))
+	n.sup = newSupervisor(logger("supervisor"))
+	n.sup.Go("delegation", n.delegation.Serve)
 	n.sup.Go("heartbeat", n.hb.Serve)
 	n.sup.Go("api", n.api.Serve)
 	if n.mcp != nil {
 		n.sup.Go("mcp", n.mcp.Serve)
 		log.Info("MCP endpoint listening", "url", n.mcp.URL())
 	}
-	n.sup.Go("known-peers", func(ctx context.Context) error { return n.saveKnownPeersLoop(ctx, known) })
-	log.Info("peer started", "id", n.host.ID(), "addrs", n.host.FullAddrs(), "api", cfg.APISocket, "version", cfg.Version)
+	n.sup.Go("known-peers", func(ctx context.Context) error {
+		return saveKnownPeersLoop(ctx, n.host, n.book, n.store, known, cfg.KnownPeersInterval, log)
+	})
+	log.Info("peer started", "id", n.host.ID(), "addrs", n.host.FullAddrs(), "api", cfg.API.Socket, "version", cfg.Version)
 	return n, nil
 }
 
@@ -136,56 +153,99 @@ func (n *Node) Logger() *slog.Logger { return n.log }
 // Done is closed when the node has been closed.
 func (n *Node) Done() <-chan struct{} { return n.done }
 
+// Host is the peer's libp2p host, for tests that speak the wire directly.
+func (n *Node) Host() *p2p.Host { return n.host }
+
+// RunningTasks is the number of tasks running on this peer.
+func (n *Node) RunningTasks() int {
+	if n.runner == nil {
+		return 0
+	}
+	return n.runner.Running()
+}
+
+// MCPURL is the URL of the peer's MCP HTTP endpoint, or "" when it serves none.
+func (n *Node) MCPURL() string {
+	if n.mcp == nil {
+		return ""
+	}
+	return n.mcp.URL()
+}
+
 // announcement is what the heartbeat tells the mesh about this peer.
 func (n *Node) announcement() p2p.Announcement {
 	a := p2p.Announcement{
 		Version:      n.cfg.Version,
 		Labels:       maps.Clone(n.cfg.Labels),
 		Capabilities: n.prober.Capabilities(),
-		Capacity:     capacity(n.runningTasks()),
+		Capacity:     capabilities.Capacity(n.RunningTasks()),
 	}
 	if a.Capabilities.Containerd { // without it, asking would only wait
-		a.Images = n.images.heldNames(context.Background())
+		a.Images = n.images.HeldNames(context.Background())
 	}
 	return a
 }
 
-// Host is the peer's libp2p host, for tests that speak the wire directly.
-func (n *Node) Host() *p2p.Host { return n.host }
+// meshView is what placement sees of the mesh (delegation.Mesh).
+type meshView struct{ n *Node }
 
-// RunningTasks is the number of tasks running on this peer.
-func (n *Node) RunningTasks() int { return n.runningTasks() }
+func (m meshView) Announcement() p2p.Announcement { return m.n.announcement() }
+func (m meshView) Peers() []p2p.PeerEntry         { return m.n.Peers() }
 
-// runningTasks is the number of tasks running here.
-func (n *Node) runningTasks() int {
-	if n.tasks == nil {
-		return 0
+// peerView is this peer as the API's PeerService reports it
+// (apiserver.Peer).
+type peerView struct{ n *Node }
+
+func (v peerView) ID() peer.ID                        { return v.n.host.ID() }
+func (v peerView) FullAddrs() []string                { return v.n.host.FullAddrs() }
+func (v peerView) IsConnected(p peer.ID) bool         { return v.n.host.IsConnected(p) }
+func (v peerView) Peers(expired bool) []p2p.PeerEntry { return v.n.book.List(time.Now(), expired) }
+
+func (v peerView) Status() apiserver.Status {
+	n := v.n
+	listen := make([]string, 0)
+	for _, a := range n.host.ListenAddrs() {
+		listen = append(listen, a.String())
 	}
-	return n.tasks.Running()
+	return apiserver.Status{
+		Version:        n.cfg.Version,
+		StartedAt:      n.started,
+		DataDir:        n.cfg.Dir.Root,
+		ListenAddrs:    listen,
+		ConnectedPeers: len(n.host.Connected()),
+		KnownPeers:     len(n.book.List(time.Now(), false)),
+		Labels:         n.cfg.Labels,
+		Capabilities:   n.prober.Capabilities(),
+		Capacity:       capabilities.Capacity(n.RunningTasks()),
+		StoreBytes:     n.store.Size(),
+		PrivateNetwork: n.host.PrivateNetwork(),
+		AllowlistSize:  n.host.AllowlistSize(),
+	}
 }
 
-// Close stops the peer: services first, then the host, the store and the
-// lock, in the reverse order of New. Safe to call more than once.
+// Close stops the peer: the supervised services first, then every
+// capability in the reverse order of New, then the host, the store and the
+// lock. Safe to call more than once.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		var errs []error
 		if n.sup != nil {
 			n.sup.Stop()
 		}
-		if n.api != nil {
-			errs = append(errs, n.api.Close())
-		}
 		if n.mcp != nil {
 			errs = append(errs, n.mcp.Close())
+		}
+		if n.api != nil {
+			errs = append(errs, n.api.Close())
 		}
 		if n.hb != nil {
 			errs = append(errs, n.hb.Close())
 		}
-		if n.deleg != nil {
-			n.deleg.close()
+		if n.delegation != nil {
+			errs = append(errs, n.delegation.Close())
 		}
-		if n.tasks != nil {
-			errs = append(errs, n.tasks.Close())
+		if n.runner != nil {
+			errs = append(errs, n.runner.Close())
 		}
 		if n.images != nil {
 			errs = append(errs, n.images.Close())
@@ -214,81 +274,4 @@ func (n *Node) Close() error {
 		}
 	})
 	return n.closeErr
-}
-
-// Known peers are kept in the store under this prefix, keyed by peer id,
-// with their full multiaddrs, one a line, as value.
-var knownPeersPrefix = []byte("p2p/known/")
-
-// maxKnownPeersDialed bounds the peers redialed at start; the mesh's
-// heartbeats introduce the rest.
-const maxKnownPeersDialed = 64
-
-var errEnough = errors.New("enough known peers")
-
-func (n *Node) loadKnownPeers() []peer.AddrInfo {
-	var out []peer.AddrInfo
-	err := n.store.Scan(knownPeersPrefix, func(_, v []byte) error {
-		var addrs []ma.Multiaddr
-		for _, line := range strings.Split(string(v), "\n") {
-			if a, err := ma.NewMultiaddr(line); err == nil {
-				addrs = append(addrs, a)
-			}
-		}
-		if infos, err := peer.AddrInfosFromP2pAddrs(addrs...); err == nil {
-			out = append(out, infos...)
-		}
-		if len(out) >= maxKnownPeersDialed {
-			return errEnough
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, errEnough) {
-		n.log.Warn("read known peers", "err", err)
-	}
-	return out
-}
-
-// saveKnownPeersLoop redials the peers known from the last run, then records
-// the live peers of the book whenever one appears or changes address, so a
-// restarted peer (even one killed seconds after it met the mesh) finds its
-// mesh again when its bootstrap peers are gone or have moved.
-func (n *Node) saveKnownPeersLoop(ctx context.Context, known []peer.AddrInfo) error {
-	if len(known) > 0 {
-		n.log.Info("redialling the peers known from the last run", "peers", len(known))
-	}
-	for _, ai := range known {
-		if ctx.Err() != nil {
-			return nil
-		}
-		n.host.Connect(ctx, ai)
-	}
-	saved := map[peer.ID]string{}
-	t := time.NewTicker(n.cfg.KnownPeersInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		for _, e := range n.book.List(time.Now(), false) {
-			if len(e.Addrs) == 0 {
-				continue
-			}
-			full := make([]string, len(e.Addrs))
-			for i, a := range e.Addrs {
-				full[i] = a.String() + "/p2p/" + e.ID.String()
-			}
-			value := strings.Join(full, "\n")
-			if saved[e.ID] == value {
-				continue
-			}
-			key := append(append([]byte{}, knownPeersPrefix...), e.ID...)
-			if err := n.store.Put(key, []byte(value)); err != nil {
-				return fmt.Errorf("save known peer %s: %w", e.ID, err)
-			}
-			saved[e.ID] = value
-		}
-	}
 }

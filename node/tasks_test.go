@@ -304,7 +304,7 @@ func TestWorkspaceLayersAcrossTasks(t *testing.T) {
 // Ended tasks beyond keep_tasks are forgotten: their records, kept output
 // and pins; the newest stay.
 func TestOldTasksAreForgotten(t *testing.T) {
-	tn := testnet.New(t, 1, testnet.WithConfig(func(_ int, cfg *node.Config) { cfg.Tasks.KeepTasks = 2 }))
+	tn := testnet.New(t, 1, testnet.WithConfig(func(_ int, cfg *node.Config) { cfg.Delegation.KeepTasks = 2 }))
 	c, err := apiclient.Dial(tn.Peers[0].Dir)
 	if err != nil {
 		t.Fatal(err)

@@ -37,6 +37,10 @@ const (
 	MaxLogChunkMessage = 320 << 10
 	// MaxLogRangeRequest bounds a request on LogsProtocol.
 	MaxLogRangeRequest = 1 << 10
+	// MaxTaskTimeoutMs bounds a task's timeout in milliseconds, on the task
+	// wire and the local API, so that it never overflows a time.Duration
+	// (100 years).
+	MaxTaskTimeoutMs = int64(100 * 365 * 24 * 3600 * 1000)
 )
 
 // Protocols lists the versioned wire protocols of this build, as advertised in

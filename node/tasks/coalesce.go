@@ -1,4 +1,4 @@
-package node
+package tasks
 
 import "github.com/cortex-peer/cortex-peer/runtime"
 

@@ -1,4 +1,4 @@
-package node
+package exchange
 
 import (
 	"bufio"
@@ -40,7 +40,7 @@ const (
 
 // serveBlocks answers a bulk request: one status byte, then the CAR of the
 // root when this peer has it.
-func (n *Node) serveBlocks(s network.Stream) {
+func (e *Exchange) serveBlocks(s network.Stream) {
 	defer s.Close()
 	_ = s.SetReadDeadline(time.Now().Add(bulkRequestTimeout))
 	br := bufio.NewReader(s)
@@ -57,7 +57,7 @@ func (n *Node) serveBlocks(s network.Stream) {
 		return
 	}
 	_ = s.SetReadDeadline(time.Time{})
-	if has, _ := n.dags.Blocks().Has(context.Background(), root); !has {
+	if has, _ := e.dags.Blocks().Has(e.ctx, root); !has {
 		_, _ = s.Write([]byte{bulkStatusNotHave})
 		return
 	}
@@ -66,21 +66,10 @@ func (n *Node) serveBlocks(s network.Stream) {
 		s.Reset()
 		return
 	}
-	// The peer closing ends the walk; the requester going away ends it too,
-	// as writes to its stream fail.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	finished := make(chan struct{})
-	defer close(finished)
-	go func() {
-		select {
-		case <-n.done:
-			cancel()
-		case <-finished:
-		}
-	}()
-	if _, err := n.dags.ExportCARAgainst(ctx, base, root, w); err != nil {
-		n.log.Debug("bulk blocks: export", "root", root, "peer", s.Conn().RemotePeer(), "err", err)
+	// The exchange closing ends the walk; the requester going away ends it
+	// too, as writes to its stream fail.
+	if _, err := e.dags.ExportCARAgainst(e.ctx, base, root, w); err != nil {
+		e.log.Debug("bulk blocks: export", "root", root, "peer", s.Conn().RemotePeer(), "err", err)
 		s.Reset()
 		return
 	}
@@ -114,13 +103,13 @@ func readRequestCID(br *bufio.Reader) (cid.Cid, error) {
 // fails verification (ErrInvalid: a wrong hash, an oversized block, a block
 // outside the DAG, a malformed CAR) is bad for the rest of the fetch: scope
 // records it, so bitswap does not ask it either.
-func (n *Node) fetchBulk(ctx context.Context, base, root cid.Cid, scope *fetchScope, received func(bytes int)) (int, error) {
+func (e *Exchange) fetchBulk(ctx context.Context, base, root cid.Cid, scope *fetchScope, received func(bytes int)) (int, error) {
 	total := 0
-	for _, p := range n.host.Connected() {
+	for _, p := range e.host.Connected() {
 		if scope.isBad(p) {
 			continue
 		}
-		blocks, err := n.fetchBulkFrom(ctx, p, base, root, received)
+		blocks, err := e.fetchBulkFrom(ctx, p, base, root, received)
 		total += blocks
 		if err == nil {
 			return total, nil
@@ -129,7 +118,7 @@ func (n *Node) fetchBulk(ctx context.Context, base, root cid.Cid, scope *fetchSc
 		} else if errors.Is(err, errdefs.ErrInvalid) {
 			scope.markBad(ctx, p, err.Error())
 		} else if !errors.Is(err, errdefs.ErrNotFound) {
-			n.log.Debug("bulk blocks: peer failed", "peer", p, "root", root, "err", err)
+			e.log.Debug("bulk blocks: peer failed", "peer", p, "root", root, "err", err)
 		}
 	}
 	return total, fmt.Errorf("bulk fetch of %s: no connected peer has it: %w", root, errdefs.ErrNotFound)
@@ -151,8 +140,8 @@ func (c countingReader) Read(p []byte) (int, error) {
 
 // fetchBulkFrom asks p for the DAG of root, less what base (if defined,
 // and complete here) holds.
-func (n *Node) fetchBulkFrom(ctx context.Context, p peer.ID, base, root cid.Cid, received func(int)) (int, error) {
-	s, err := n.host.Libp2p().NewStream(ctx, p, libp2pproto.ID(protocol.BlocksProtocol))
+func (e *Exchange) fetchBulkFrom(ctx context.Context, p peer.ID, base, root cid.Cid, received func(int)) (int, error) {
+	s, err := e.host.Libp2p().NewStream(ctx, p, libp2pproto.ID(protocol.BlocksProtocol))
 	if err != nil {
 		return 0, err
 	}
@@ -180,5 +169,5 @@ func (n *Node) fetchBulkFrom(ctx context.Context, p peer.ID, base, root cid.Cid,
 		return 0, fmt.Errorf("peer %s lacks %s: %w", p, root, errdefs.ErrNotFound)
 	}
 	// Only blocks of root's DAG are accepted: a peer cannot push other data.
-	return n.dags.ImportDAG(ctx, root, br)
+	return e.dags.ImportDAG(ctx, root, br)
 }

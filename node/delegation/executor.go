@@ -1,19 +1,16 @@
-package node
+package delegation
 
 import (
 	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	libp2pproto "github.com/libp2p/go-libp2p/core/protocol"
 	ma "github.com/multiformats/go-multiaddr"
 	"google.golang.org/protobuf/proto"
 
@@ -22,7 +19,6 @@ import (
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 	meshv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/mesh/v1"
 	"github.com/cortex-peer/cortex-peer/runtime"
-	"github.com/cortex-peer/cortex-peer/runtime/images"
 )
 
 // Timeouts and intervals of delegation.
@@ -42,128 +38,8 @@ const (
 	stateFromNoExecutor = "the executor could not be reached for %v; the task is lost"
 )
 
-// delegation owns both sides of delegated tasks on this peer: as executor
-// it runs what coordinators submit over /cortex/task and publishes the
-// output on the task's log topic; as coordinator it submits, relays the
-// output in order, waits for the result, and merges the workspace back.
-type delegation struct {
-	n   *Node
-	rec records
-	log *slog.Logger
-
-	ctx    context.Context // ends at close: every goroutine here watches it
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-
-	// recMu serialises changes to coordinator records, which the result
-	// delivery, the waiting run and the merge all make.
-	recMu sync.Mutex
-	// mergeMu makes merges of results into callers' directories one at a
-	// time, so that each result is merged once (see mergeBack).
-	mergeMu sync.Mutex
-
-	mu      sync.Mutex
-	closed  bool
-	running map[string]context.CancelFunc // executor: tasks running here for others
-	waiters map[string]chan struct{}      // coordinator: tasks whose result someone awaits
-}
-
-func newDelegation(n *Node, log *slog.Logger) *delegation {
-	ctx, cancel := context.WithCancel(context.Background())
-	return &delegation{
-		n: n, rec: records{st: n.store}, log: log,
-		ctx: ctx, cancel: cancel,
-		running: map[string]context.CancelFunc{},
-		waiters: map[string]chan struct{}{},
-	}
-}
-
-// start registers the stream handlers and takes up what an earlier run of
-// this peer left unfinished: results not yet delivered, tasks that were
-// running when it stopped, and coordinator records still waiting.
-func (d *delegation) start() {
-	h := d.n.host.Libp2p()
-	h.SetStreamHandler(libp2pproto.ID(protocol.TaskProtocol), d.serveTask)
-	h.SetStreamHandler(libp2pproto.ID(protocol.LogsProtocol), d.serveLogs)
-
-	execs, err := d.rec.execs()
-	if err != nil {
-		d.log.Warn("read executor records", "err", err)
-	}
-	leftovers := false
-	for _, e := range execs {
-		switch e.State {
-		case stateSubmitted, stateFetching, stateRunning:
-			leftovers = true
-			e.State = stateFailed
-			e.Result = &taskResultRecord{Error: stateFromRestarted}
-			if err := d.rec.putExec(e); err != nil {
-				d.log.Warn("record interrupted task", "task", e.ID, "err", err)
-			}
-			d.rememberCoordinator(e)
-			d.goDeliver(e.ID)
-		case stateExited, stateFailed:
-			if e.Result != nil {
-				d.rememberCoordinator(e)
-				d.goDeliver(e.ID)
-			}
-		}
-	}
-	if leftovers {
-		// Connecting to containerd removes the containers a crashed run left.
-		d.goFunc(func(ctx context.Context) {
-			if _, err := d.n.tasks.executor(ctx); err != nil {
-				d.log.Warn("clean up tasks left behind", "err", err)
-			}
-		})
-	}
-	tasks, err := d.rec.tasks()
-	if err != nil {
-		d.log.Warn("read task records", "err", err)
-	}
-	for _, t := range tasks {
-		if !t.State.final() && t.Executor != d.n.ID().String() {
-			d.goAwait(t, nil)
-		} else if !t.State.final() {
-			// A task of our own that was running when this peer stopped.
-			d.failTask(t, errors.New("this peer stopped while the task ran"))
-		}
-	}
-	d.goFunc(d.pruneLoop)
-}
-
-// close stops every goroutine of delegation and waits for them. Tasks
-// running here for others are killed; their records say so when this peer
-// next starts. Safe to call twice.
-func (d *delegation) close() {
-	d.mu.Lock()
-	d.closed = true
-	d.mu.Unlock()
-	if h := d.n.host; h != nil {
-		h.Libp2p().RemoveStreamHandler(libp2pproto.ID(protocol.TaskProtocol))
-		h.Libp2p().RemoveStreamHandler(libp2pproto.ID(protocol.LogsProtocol))
-	}
-	d.cancel()
-	d.wg.Wait()
-}
-
-// goFunc runs fn on a goroutine owned by d, unless d is closing.
-func (d *delegation) goFunc(fn func(ctx context.Context)) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
-		return false
-	}
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		fn(d.ctx)
-	}()
-	return true
-}
-
 // serveTask answers one request on the task protocol.
-func (d *delegation) serveTask(s network.Stream) {
+func (d *Delegation) serveTask(s network.Stream) {
 	defer s.Close()
 	_ = s.SetDeadline(time.Now().Add(taskStreamTimeout))
 	var req meshv1.TaskRequest
@@ -202,42 +78,36 @@ const maxProbeCIDs = 256
 
 // probe answers how many of the blocks asked about this peer holds, to a
 // peer that may submit tasks here.
-func (d *delegation) probe(from peer.ID, raw [][]byte) *meshv1.TaskReply {
+func (d *Delegation) probe(from peer.ID, raw [][]byte) *meshv1.TaskReply {
 	if reply := d.mayRunFor(from); reply != nil {
 		return reply
 	}
 	if len(raw) > maxProbeCIDs {
 		return refuse(meshv1.ReplyCode_REPLY_CODE_INVALID, "probe of %d blocks, at most %d", len(raw), maxProbeCIDs)
 	}
-	var have uint32
-	for _, b := range raw {
-		c, err := cid.Cast(b)
-		if err != nil {
-			return refuse(meshv1.ReplyCode_REPLY_CODE_INVALID, "probe: %v", err)
-		}
-		if ok, err := d.n.dags.Blocks().Has(d.ctx, c); err == nil && ok {
-			have++
-		}
+	have, err := d.blocks.CountHeld(d.ctx, raw)
+	if err != nil {
+		return refuse(meshv1.ReplyCode_REPLY_CODE_INVALID, "%v", err)
 	}
-	return &meshv1.TaskReply{Code: meshv1.ReplyCode_REPLY_CODE_OK, Have: have}
+	return &meshv1.TaskReply{Code: meshv1.ReplyCode_REPLY_CODE_OK, Have: uint32(have)}
 }
 
 // mayRunFor refuses a peer this peer's policy does not run tasks for, or
 // returns nil.
-func (d *delegation) mayRunFor(from peer.ID) *meshv1.TaskReply {
-	cfg := d.n.cfg.Tasks
+func (d *Delegation) mayRunFor(from peer.ID) *meshv1.TaskReply {
+	cfg := d.cfg
 	if !cfg.AcceptRemote {
-		return refuse(meshv1.ReplyCode_REPLY_CODE_REFUSED, "peer %s does not run tasks for other peers (tasks.accept_remote = false)", d.n.ID())
+		return refuse(meshv1.ReplyCode_REPLY_CODE_REFUSED, "peer %s does not run tasks for other peers (tasks.accept_remote = false)", d.self)
 	}
 	if len(cfg.AcceptFrom) > 0 && !slices.Contains(cfg.AcceptFrom, from) {
-		return refuse(meshv1.ReplyCode_REPLY_CODE_REFUSED, "peer %s is not in tasks.accept_from of peer %s", from, d.n.ID())
+		return refuse(meshv1.ReplyCode_REPLY_CODE_REFUSED, "peer %s is not in tasks.accept_from of peer %s", from, d.self)
 	}
 	return nil
 }
 
 // accept takes a task submitted by a coordinator, after the policy allows
 // the sender and the spec; the task then runs on its own goroutine.
-func (d *delegation) accept(from peer.ID, sub *meshv1.SubmitTask) *meshv1.TaskReply {
+func (d *Delegation) accept(from peer.ID, sub *meshv1.SubmitTask) *meshv1.TaskReply {
 	id := sub.GetTaskId()
 	if err := protocol.CheckTaskID(id); err != nil {
 		return refuse(meshv1.ReplyCode_REPLY_CODE_INVALID, "%v", err)
@@ -256,13 +126,13 @@ func (d *delegation) accept(from peer.ID, sub *meshv1.SubmitTask) *meshv1.TaskRe
 		return refuse(meshv1.ReplyCode_REPLY_CODE_INVALID, "%v", err)
 	}
 	spec.ID = id
-	applied, err := d.n.cfg.Tasks.Policy.Apply(spec)
+	applied, err := d.cfg.Policy.Apply(spec)
 	if err != nil {
 		code := meshv1.ReplyCode_REPLY_CODE_REFUSED
 		if errors.Is(err, errdefs.ErrInvalid) {
 			code = meshv1.ReplyCode_REPLY_CODE_INVALID
 		}
-		return refuse(code, "peer %s: %v", d.n.ID(), err)
+		return refuse(code, "peer %s: %v", d.self, err)
 	}
 	spec.Image = applied.Image // the default image, when the spec named none
 	var root cid.Cid
@@ -272,10 +142,10 @@ func (d *delegation) accept(from peer.ID, sub *meshv1.SubmitTask) *meshv1.TaskRe
 		}
 	}
 	ctx, cancel := context.WithTimeout(d.ctx, taskStreamTimeout)
-	_, err = d.n.tasks.executor(ctx)
+	err = d.runner.Ready(ctx)
 	cancel()
 	if err != nil {
-		return refuse(meshv1.ReplyCode_REPLY_CODE_UNAVAILABLE, "peer %s cannot run tasks: %v", d.n.ID(), err)
+		return refuse(meshv1.ReplyCode_REPLY_CODE_UNAVAILABLE, "peer %s cannot run tasks: %v", d.self, err)
 	}
 	rec := &execRecord{ID: id, Coordinator: from.String(), CoordinatorAddrs: d.listenAddrsOf(from), State: stateSubmitted}
 	if err := d.rec.putExec(rec); err != nil {
@@ -286,7 +156,7 @@ func (d *delegation) accept(from peer.ID, sub *meshv1.SubmitTask) *meshv1.TaskRe
 	if d.closed {
 		d.mu.Unlock()
 		taskCancel()
-		return refuse(meshv1.ReplyCode_REPLY_CODE_UNAVAILABLE, "peer %s is shutting down", d.n.ID())
+		return refuse(meshv1.ReplyCode_REPLY_CODE_UNAVAILABLE, "peer %s is shutting down", d.self)
 	}
 	d.running[id] = taskCancel
 	d.wg.Add(1)
@@ -307,7 +177,7 @@ func (d *delegation) accept(from peer.ID, sub *meshv1.SubmitTask) *meshv1.TaskRe
 // runHere runs a submitted task: fetch and materialise its workspace, run
 // it with its output on the log topic, import what it left, record how it
 // ended.
-func (d *delegation) runHere(ctx context.Context, rec *execRecord, spec runtime.Spec, root cid.Cid) {
+func (d *Delegation) runHere(ctx context.Context, rec *execRecord, spec runtime.Spec, root cid.Cid) {
 	fail := func(err error) {
 		d.log.Warn("task failed", "task", rec.ID, "err", err)
 		rec.State = stateFailed
@@ -317,9 +187,9 @@ func (d *delegation) runHere(ctx context.Context, rec *execRecord, spec runtime.
 		rec.Result.Error = err.Error()
 		_ = d.rec.putExec(rec)
 	}
-	t := d.n.tasks
-	defer t.removeWorkDir(spec.ID)
-	topic, err := d.n.host.Join(protocol.LogTopicPrefix+spec.ID, protocol.MaxLogChunkMessage, d.logValidator(d.n.ID()))
+	t := d.runner
+	defer t.Release(spec.ID)
+	topic, err := d.host.Join(protocol.LogTopicPrefix+spec.ID, protocol.MaxLogChunkMessage, d.logValidator(d.self))
 	if err != nil {
 		fail(fmt.Errorf("join log topic: %w", err))
 		return
@@ -333,11 +203,10 @@ func (d *delegation) runHere(ctx context.Context, rec *execRecord, spec runtime.
 			fail(err)
 			return
 		}
-		if err := t.materialise(ctx, spec, root); err != nil {
+		if err := t.Prepare(ctx, &spec, root); err != nil {
 			fail(err)
 			return
 		}
-		t.useWorkspace(&spec)
 	}
 	if err := d.ensureImage(ctx, spec.ID, spec.Image); err != nil {
 		fail(err)
@@ -345,7 +214,7 @@ func (d *delegation) runHere(ctx context.Context, rec *execRecord, spec runtime.
 	}
 	rec.State = stateRunning
 	_ = d.rec.putExec(rec)
-	out, err := t.execute(ctx, spec, root, &topicEvents{ctx: ctx, id: spec.ID, topic: topic})
+	out, err := t.Execute(ctx, spec, root, &topicEvents{ctx: ctx, id: spec.ID, topic: topic})
 	res := outcomeRecord(out)
 	rec.Result = res
 	if err != nil && out.Result.StartedAt.IsZero() {
@@ -356,7 +225,7 @@ func (d *delegation) runHere(ctx context.Context, rec *execRecord, spec runtime.
 		res.Error = err.Error()
 	}
 	if root.Defined() && !out.Result.Cancelled && !out.Result.TimedOut && ctx.Err() == nil {
-		if root, err := t.importResult(ctx, spec.ID, spec.WorkspaceDir); err != nil {
+		if root, err := t.ImportResult(ctx, spec.ID, spec.WorkspaceDir); err != nil {
 			res.Error = err.Error()
 		} else {
 			res.ResultRoot = root.String()
@@ -371,33 +240,22 @@ func (d *delegation) runHere(ctx context.Context, rec *execRecord, spec runtime.
 // ensureImage pulls the task's image from its registry when this peer
 // lacks it; a pull that fails fails the task with an error naming the image
 // and this peer.
-func (d *delegation) ensureImage(ctx context.Context, id, image string) error {
-	st, err := d.n.images.get(ctx)
-	if err != nil {
-		return err
-	}
-	if _, err := st.Get(ctx, image); err == nil {
-		return nil
-	} else if !errors.Is(err, errdefs.ErrNotFound) {
-		return fmt.Errorf("image %q on peer %s: %w", image, d.n.ID(), err)
-	}
-	d.log.Info("pulling the image of a task", "task", id, "image", image)
-	defer d.n.images.changed()
-	if _, err := st.Pull(ctx, image, images.PullOptions{}); err != nil {
-		return fmt.Errorf("image %q is not on peer %s and could not be pulled: %w", image, d.n.ID(), err)
+func (d *Delegation) ensureImage(ctx context.Context, id, image string) error {
+	if err := d.images.Ensure(ctx, id, image); err != nil {
+		return fmt.Errorf("peer %s: %w", d.self, err)
 	}
 	return nil
 }
 
 // fetchBase fetches a task's workspace root (only the blocks missing here)
 // and pins it for the task.
-func (d *delegation) fetchBase(ctx context.Context, id string, root cid.Cid) error {
-	d.n.gcMu.RLock()
-	defer d.n.gcMu.RUnlock()
-	if _, err := d.n.fetchAll(ctx, root); err != nil {
+func (d *Delegation) fetchBase(ctx context.Context, id string, root cid.Cid) error {
+	d.gc.RLock()
+	defer d.gc.RUnlock()
+	if _, err := d.blocks.FetchAll(ctx, root); err != nil {
 		return fmt.Errorf("fetch workspace %s: %w", root, err)
 	}
-	return d.n.dags.Pin("task:"+id+":base", root)
+	return d.dags.Pin("task:"+id+":base", root)
 }
 
 // topicEvents publishes a task's output on its log topic. A publish that
@@ -409,9 +267,9 @@ type topicEvents struct {
 	topic *p2p.Topic
 }
 
-func (e *topicEvents) started(string, peer.ID, cid.Cid) error { return nil }
-func (e *topicEvents) progress(string, uint64, uint64) error  { return nil }
-func (e *topicEvents) output(c runtime.Chunk) error {
+func (e *topicEvents) Started(string, peer.ID, cid.Cid) error { return nil }
+func (e *topicEvents) Progress(string, uint64, uint64) error  { return nil }
+func (e *topicEvents) Output(c runtime.Chunk) error {
 	b, err := proto.Marshal(chunkToWire(e.id, c))
 	if err == nil {
 		_ = e.topic.Publish(e.ctx, b)
@@ -421,7 +279,7 @@ func (e *topicEvents) output(c runtime.Chunk) error {
 
 // logValidator accepts on a task's log topic only well-formed chunks of that
 // task authored by its executor.
-func (d *delegation) logValidator(executor peer.ID) p2p.Validator {
+func (d *Delegation) logValidator(executor peer.ID) p2p.Validator {
 	return func(from peer.ID, data []byte) error {
 		if from != executor {
 			return fmt.Errorf("log chunk from %s, not the task's executor: %w", from, errdefs.ErrPermissionDenied)
@@ -439,10 +297,10 @@ func (d *delegation) logValidator(executor peer.ID) p2p.Validator {
 
 // coordinatorsTask is the executor record of id when from is its
 // coordinator, else the refusal to send.
-func (d *delegation) coordinatorsTask(from peer.ID, id string) (*execRecord, *meshv1.TaskReply) {
+func (d *Delegation) coordinatorsTask(from peer.ID, id string) (*execRecord, *meshv1.TaskReply) {
 	e, err := d.rec.exec(id)
 	if err != nil {
-		return nil, refuse(meshv1.ReplyCode_REPLY_CODE_UNKNOWN_TASK, "no task %s on peer %s", id, d.n.ID())
+		return nil, refuse(meshv1.ReplyCode_REPLY_CODE_UNKNOWN_TASK, "no task %s on peer %s", id, d.self)
 	}
 	if e.Coordinator != from.String() {
 		return nil, refuse(meshv1.ReplyCode_REPLY_CODE_NOT_YOURS, "task %s belongs to another coordinator", id)
@@ -451,7 +309,7 @@ func (d *delegation) coordinatorsTask(from peer.ID, id string) (*execRecord, *me
 }
 
 // cancelHere kills a task running here, if the sender is its coordinator.
-func (d *delegation) cancelHere(from peer.ID, id string) *meshv1.TaskReply {
+func (d *Delegation) cancelHere(from peer.ID, id string) *meshv1.TaskReply {
 	e, refusal := d.coordinatorsTask(from, id)
 	if refusal != nil {
 		return refusal
@@ -469,10 +327,10 @@ func (d *delegation) cancelHere(from peer.ID, id string) *meshv1.TaskReply {
 // visibleTask returns a task running here that from may see: its
 // coordinator, or a watcher this peer would run tasks for (the same trust:
 // tasks.accept_remote and tasks.accept_from).
-func (d *delegation) visibleTask(from peer.ID, id string) (*execRecord, *meshv1.TaskReply) {
+func (d *Delegation) visibleTask(from peer.ID, id string) (*execRecord, *meshv1.TaskReply) {
 	e, err := d.rec.exec(id)
 	if err != nil {
-		return nil, refuse(meshv1.ReplyCode_REPLY_CODE_UNKNOWN_TASK, "no task %s on peer %s", id, d.n.ID())
+		return nil, refuse(meshv1.ReplyCode_REPLY_CODE_UNKNOWN_TASK, "no task %s on peer %s", id, d.self)
 	}
 	if e.Coordinator != from.String() {
 		if refusal := d.mayRunFor(from); refusal != nil {
@@ -484,7 +342,7 @@ func (d *delegation) visibleTask(from peer.ID, id string) (*execRecord, *meshv1.
 
 // query tells the coordinator, or a watcher, how a task is, with the
 // result once ended.
-func (d *delegation) query(from peer.ID, id string) *meshv1.TaskReply {
+func (d *Delegation) query(from peer.ID, id string) *meshv1.TaskReply {
 	e, refusal := d.visibleTask(from, id)
 	if refusal != nil {
 		return refusal
@@ -497,13 +355,13 @@ func (d *delegation) query(from peer.ID, id string) *meshv1.TaskReply {
 }
 
 // goDeliver delivers a stored result on a goroutine owned by d.
-func (d *delegation) goDeliver(id string) {
+func (d *Delegation) goDeliver(id string) {
 	d.goFunc(func(ctx context.Context) { d.deliverLoop(ctx, id) })
 }
 
 // deliverLoop sends a task's result to its coordinator until the
 // coordinator acknowledges it, backing off while it cannot be reached.
-func (d *delegation) deliverLoop(ctx context.Context, id string) {
+func (d *Delegation) deliverLoop(ctx context.Context, id string) {
 	wait := deliverRetryMin
 	for {
 		e, err := d.rec.exec(id)
@@ -514,7 +372,7 @@ func (d *delegation) deliverLoop(ctx context.Context, id string) {
 		if err != nil {
 			return
 		}
-		reply, err := d.n.taskRequest(ctx, coord, &meshv1.TaskRequest{Request: &meshv1.TaskRequest_Deliver{
+		reply, err := d.taskRequest(ctx, coord, &meshv1.TaskRequest{Request: &meshv1.TaskRequest_Deliver{
 			Deliver: &meshv1.DeliverResult{Result: resultToWire(id, e.State, e.Result)},
 		}})
 		switch {
@@ -543,8 +401,8 @@ func (d *delegation) deliverLoop(ctx context.Context, id string) {
 
 // listenAddrsOf is what the peerstore knows of p's listen addresses (from
 // identify and heartbeats), as strings for a record.
-func (d *delegation) listenAddrsOf(p peer.ID) []string {
-	addrs := d.n.host.Libp2p().Peerstore().Addrs(p)
+func (d *Delegation) listenAddrsOf(p peer.ID) []string {
+	addrs := d.host.Libp2p().Peerstore().Addrs(p)
 	out := make([]string, 0, len(addrs))
 	for _, a := range addrs {
 		out = append(out, a.String())
@@ -559,7 +417,7 @@ const rememberedAddrTTL = time.Hour
 // rememberAddrs puts addresses kept in a record back into the peerstore, so
 // dialling p works after a restart before discovery finds it. Addresses that
 // do not parse are skipped: a record is ours, but may be old.
-func (d *delegation) rememberAddrs(p peer.ID, addrs []string) {
+func (d *Delegation) rememberAddrs(p peer.ID, addrs []string) {
 	var mas []ma.Multiaddr
 	for _, a := range addrs {
 		if m, err := ma.NewMultiaddr(a); err == nil {
@@ -567,11 +425,11 @@ func (d *delegation) rememberAddrs(p peer.ID, addrs []string) {
 		}
 	}
 	if len(mas) > 0 {
-		d.n.host.Libp2p().Peerstore().AddAddrs(p, mas, rememberedAddrTTL)
+		d.host.Libp2p().Peerstore().AddAddrs(p, mas, rememberedAddrTTL)
 	}
 }
 
-func (d *delegation) rememberCoordinator(e *execRecord) {
+func (d *Delegation) rememberCoordinator(e *execRecord) {
 	if p, err := peer.Decode(e.Coordinator); err == nil {
 		d.rememberAddrs(p, e.CoordinatorAddrs)
 	}
@@ -581,7 +439,7 @@ func (d *delegation) rememberCoordinator(e *execRecord) {
 var errRangeEnd = errors.New("end of the range")
 
 // serveLogs answers one LogRangeRequest with the stored chunks of the range.
-func (d *delegation) serveLogs(s network.Stream) {
+func (d *Delegation) serveLogs(s network.Stream) {
 	defer s.Close()
 	_ = s.SetDeadline(time.Now().Add(logRangeTimeout))
 	var req meshv1.LogRangeRequest
@@ -596,7 +454,7 @@ func (d *delegation) serveLogs(s network.Stream) {
 	}
 	stream := runtime.Stream(req.GetStream())
 	w := bufio.NewWriterSize(s, 256<<10)
-	err := d.n.taskLogs.Each(d.ctx, e.ID, stream, max(req.GetFromSeq(), 1), func(c runtime.Chunk) error {
+	err := d.logs.Each(d.ctx, e.ID, stream, max(req.GetFromSeq(), 1), func(c runtime.Chunk) error {
 		if to := req.GetToSeq(); to != 0 && c.Seq > to {
 			return errRangeEnd
 		}

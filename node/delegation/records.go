@@ -1,4 +1,4 @@
-package node
+package delegation
 
 import (
 	"encoding/json"
@@ -52,8 +52,8 @@ type taskResultRecord struct {
 	LogDropped      uint64    `json:"log_dropped_bytes"`
 }
 
-// taskRecord is one task as its coordinator remembers it.
-type taskRecord struct {
+// TaskRecord is one task as its coordinator remembers it.
+type TaskRecord struct {
 	ID       string `json:"id"`
 	Executor string `json:"executor"` // peer id
 	// ExecutorAddrs are where the executor listened when the task was
@@ -106,6 +106,10 @@ func (r records) put(prefix []byte, id string, v any) error {
 	return r.st.Put(append(append([]byte{}, prefix...), id...), b)
 }
 
+func (r records) delete(prefix []byte, id string) error {
+	return r.st.Delete(append(append([]byte{}, prefix...), id...))
+}
+
 func (r records) get(prefix []byte, id string, v any) error {
 	b, err := r.st.Get(append(append([]byte{}, prefix...), id...))
 	if err != nil {
@@ -120,13 +124,13 @@ func (r records) get(prefix []byte, id string, v any) error {
 	return nil
 }
 
-func (r records) putTask(t *taskRecord) error {
+func (r records) putTask(t *TaskRecord) error {
 	t.Updated = time.Now()
 	return r.put(taskRecordPrefix, t.ID, t)
 }
 
-func (r records) task(id string) (*taskRecord, error) {
-	var t taskRecord
+func (r records) task(id string) (*TaskRecord, error) {
+	var t TaskRecord
 	if err := r.get(taskRecordPrefix, id, &t); err != nil {
 		return nil, err
 	}
@@ -134,8 +138,8 @@ func (r records) task(id string) (*taskRecord, error) {
 }
 
 // tasks lists the coordinator's records, newest first.
-func (r records) tasks() ([]*taskRecord, error) {
-	out, err := scanRecords[taskRecord](r, taskRecordPrefix)
+func (r records) tasks() ([]*TaskRecord, error) {
+	out, err := scanRecords[TaskRecord](r, taskRecordPrefix)
 	sort.Slice(out, func(i, j int) bool { return out[i].Submitted.After(out[j].Submitted) })
 	return out, err
 }

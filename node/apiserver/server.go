@@ -1,4 +1,9 @@
-package node
+// Package apiserver serves the local API (gRPC and JSON over connect) on
+// the data dir's unix socket, behind a bearer token. Each service is a thin
+// adapter: it checks and converts the API's messages (the one place that
+// does) and calls a capability through the small interfaces below. It must
+// not import node.
+package apiserver
 
 import (
 	"context"
@@ -12,11 +17,9 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/cortex-peer/cortex-peer/p2p"
 	"github.com/cortex-peer/cortex-peer/protocol"
-	apiv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1"
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 	"github.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1/apiv1connect"
 )
 
@@ -28,18 +31,48 @@ const (
 	apiShutdownTimeout   = 5 * time.Second
 )
 
-// apiServer serves the local API on a unix socket.
-type apiServer struct {
+// Config configures the local API.
+type Config struct {
+	// Socket is the unix socket the API listens on (mode 0600); TokenFile
+	// holds the bearer token every call must carry.
+	Socket    string
+	TokenFile string
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	if c.Socket == "" || c.TokenFile == "" {
+		return fmt.Errorf("API config: socket and token file are required: %w", errdefs.ErrInvalid)
+	}
+	return nil
+}
+
+// Services are the capabilities the API exposes.
+type Services struct {
+	Peer       Peer
+	Workspaces Workspaces
+	Tasks      Tasks
+	Images     Images
+}
+
+// Server serves the local API on a unix socket.
+type Server struct {
 	socket  string
 	handler http.Handler
 
-	// ln is the listener made by newAPIServer, so that a socket that cannot
+	// ln is the listener made by New, so that a socket that cannot
 	// be created fails the peer's start; later restarts listen anew.
 	ln net.Listener
 }
 
-func newAPIServer(n *Node, socket, tokenFile string) (*apiServer, error) {
-	token, err := readToken(tokenFile)
+// New reads the token and listens on the socket, so that a socket that
+// cannot be created fails the peer's start; Serve serves.
+func New(cfg Config, svc Services) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	socket, tokenFile := cfg.Socket, cfg.TokenFile
+	token, err := ReadToken(tokenFile)
 	if err != nil {
 		return nil, fmt.Errorf("API %w (run `cortex-peer init` to create it)", err)
 	}
@@ -51,23 +84,23 @@ func newAPIServer(n *Node, socket, tokenFile string) (*apiServer, error) {
 		connect.WithCompression("gzip", nil, nil),
 	}
 	mux := http.NewServeMux()
-	path, handler := apiv1connect.NewPeerServiceHandler(&peerService{n: n},
+	path, handler := apiv1connect.NewPeerServiceHandler(&peerService{p: svc.Peer},
 		handlerOpts...,
 	)
 	mux.Handle(path, handler)
-	path, handler = apiv1connect.NewWorkspaceServiceHandler(&workspaceService{n: n},
+	path, handler = apiv1connect.NewWorkspaceServiceHandler(&workspaceService{ws: svc.Workspaces},
 		handlerOpts...,
 	)
 	mux.Handle(path, handler)
-	path, handler = apiv1connect.NewTaskServiceHandler(&taskService{n: n},
+	path, handler = apiv1connect.NewTaskServiceHandler(&taskService{t: svc.Tasks},
 		handlerOpts...,
 	)
 	mux.Handle(path, handler)
-	path, handler = apiv1connect.NewImageServiceHandler(&imageService{n: n},
+	path, handler = apiv1connect.NewImageServiceHandler(&imageService{im: svc.Images},
 		handlerOpts...,
 	)
 	mux.Handle(path, handler)
-	s := &apiServer{socket: socket, handler: authenticate(mux, token, tokenFile)}
+	s := &Server{socket: socket, handler: authenticate(mux, token, tokenFile)}
 	if s.ln, err = listenSocket(socket); err != nil {
 		return nil, err
 	}
@@ -92,7 +125,7 @@ func listenSocket(socket string) (net.Listener, error) {
 }
 
 // Serve serves until ctx ends; in-flight calls get apiShutdownTimeout to end.
-func (s *apiServer) Serve(ctx context.Context) error {
+func (s *Server) Serve(ctx context.Context) error {
 	ln := s.ln
 	s.ln = nil
 	if ln == nil {
@@ -127,7 +160,7 @@ func (s *apiServer) Serve(ctx context.Context) error {
 }
 
 // Close releases a listener that Serve never took. Safe to call twice.
-func (s *apiServer) Close() error {
+func (s *Server) Close() error {
 	if s.ln == nil {
 		return nil
 	}
@@ -176,83 +209,15 @@ func (errorCodes) WrapStreamingHandler(next connect.StreamingHandlerFunc) connec
 	}
 }
 
-// peerService implements the PeerService of the local API.
-type peerService struct {
-	n *Node
-}
-
-var _ apiv1connect.PeerServiceHandler = (*peerService)(nil)
-
-func (p *peerService) Identity(context.Context, *connect.Request[apiv1.IdentityRequest]) (*connect.Response[apiv1.IdentityResponse], error) {
-	return connect.NewResponse(&apiv1.IdentityResponse{
-		Id:    p.n.host.ID().String(),
-		Addrs: p.n.host.FullAddrs(),
-	}), nil
-}
-
-func (p *peerService) Peers(_ context.Context, req *connect.Request[apiv1.PeersRequest]) (*connect.Response[apiv1.PeersResponse], error) {
-	entries := p.n.book.List(time.Now(), req.Msg.GetIncludeExpired())
-	out := &apiv1.PeersResponse{Peers: make([]*apiv1.PeerInfo, 0, len(entries))}
-	for _, e := range entries {
-		out.Peers = append(out.Peers, p.peerInfo(e))
+// ReadToken reads a bearer token file: its content, trimmed, not empty.
+func ReadToken(p string) ([]byte, error) {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, fmt.Errorf("token: %w", err)
 	}
-	return connect.NewResponse(out), nil
-}
-
-func (p *peerService) peerInfo(e p2p.PeerEntry) *apiv1.PeerInfo {
-	addrs := make([]string, len(e.Addrs))
-	for i, a := range e.Addrs {
-		addrs[i] = a.String()
+	tok := []byte(strings.TrimSpace(string(b)))
+	if len(tok) == 0 {
+		return nil, fmt.Errorf("token file %s is empty: %w", p, errdefs.ErrInvalid)
 	}
-	h := e.Heartbeat
-	return &apiv1.PeerInfo{
-		Id:           e.ID.String(),
-		Addrs:        addrs,
-		Labels:       h.Labels,
-		Version:      h.Version,
-		Protocols:    h.Protocols,
-		Capabilities: capabilitiesToAPI(h.Capabilities),
-		Capacity:     capacityToAPI(h.Capacity),
-		LastSeen:     timestamppb.New(e.LastSeen),
-		Connected:    p.n.host.IsConnected(e.ID),
-		Expired:      e.Expired,
-		Images:       h.Images,
-	}
-}
-
-func (p *peerService) Status(context.Context, *connect.Request[apiv1.StatusRequest]) (*connect.Response[apiv1.StatusResponse], error) {
-	n := p.n
-	listen := make([]string, 0)
-	for _, a := range n.host.ListenAddrs() {
-		listen = append(listen, a.String())
-	}
-	return connect.NewResponse(&apiv1.StatusResponse{
-		Id:             n.host.ID().String(),
-		Version:        n.cfg.Version,
-		StartedAt:      timestamppb.New(n.started),
-		DataDir:        n.cfg.Dir.Root,
-		ListenAddrs:    listen,
-		ConnectedPeers: uint32(len(n.host.Connected())),
-		KnownPeers:     uint32(len(n.book.List(time.Now(), false))),
-		Labels:         n.cfg.Labels,
-		Capabilities:   capabilitiesToAPI(n.prober.Capabilities()),
-		Capacity:       capacityToAPI(capacity(n.runningTasks())),
-		Protocols:      protocol.Protocols(),
-		StoreBytes:     n.store.Size(),
-		PrivateNetwork: n.host.PrivateNetwork(),
-		AllowlistSize:  uint32(n.host.AllowlistSize()),
-	}), nil
-}
-
-func capabilitiesToAPI(c protocol.Capabilities) *apiv1.Capabilities {
-	return &apiv1.Capabilities{Containerd: c.Containerd, Gvisor: c.GVisor, Chromium: c.Chromium, Gopls: c.Gopls}
-}
-
-func capacityToAPI(c protocol.Capacity) *apiv1.Capacity {
-	return &apiv1.Capacity{
-		Cpus:                 c.CPUs,
-		MemoryTotalBytes:     c.MemoryTotalBytes,
-		MemoryAvailableBytes: c.MemoryAvailableBytes,
-		RunningTasks:         c.RunningTasks,
-	}
+	return tok, nil
 }

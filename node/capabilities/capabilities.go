@@ -1,4 +1,7 @@
-package node
+// Package capabilities finds out what this machine offers to tasks
+// (containerd, gVisor, Chromium, gopls, CPUs, memory), for the heartbeat and
+// the status. It imports nothing of the peer.
+package capabilities
 
 import (
 	"bufio"
@@ -25,18 +28,20 @@ const (
 
 var chromiumNames = []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"}
 
-// prober finds out what this machine can offer to tasks. Results are cached
+// Prober finds out what this machine can offer to tasks. Results are cached
 // for probeCacheTTL so the heartbeat stays cheap.
-type prober struct {
+type Prober struct {
 	mu      sync.Mutex
 	at      time.Time
 	caps    protocol.Capabilities
 	lookups func(name string) bool
 }
 
-func newProber() *prober { return &prober{lookups: hasExecutable} }
+// NewProber returns a prober that looks on this machine.
+func NewProber() *Prober { return &Prober{lookups: hasExecutable} }
 
-func (p *prober) Capabilities() protocol.Capabilities {
+// Capabilities reports what this machine offers, from a cache.
+func (p *Prober) Capabilities() protocol.Capabilities {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.at.IsZero() && time.Since(p.at) < probeCacheTTL {
@@ -95,8 +100,8 @@ func hasExecutable(name string) bool {
 	return false
 }
 
-// capacity reports CPUs and memory from the kernel.
-func capacity(runningTasks int) protocol.Capacity {
+// Capacity reports CPUs and memory from the kernel, and the tasks running.
+func Capacity(runningTasks int) protocol.Capacity {
 	c := protocol.Capacity{CPUs: uint32(goruntime.NumCPU()), RunningTasks: uint32(max(runningTasks, 0))}
 	c.MemoryTotalBytes, c.MemoryAvailableBytes = meminfo()
 	return c

@@ -1,4 +1,4 @@
-package node
+package apiserver
 
 import (
 	"context"
@@ -10,22 +10,31 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/cortex-peer/cortex-peer/node/delegation"
+	"github.com/cortex-peer/cortex-peer/node/tasks"
+	"github.com/cortex-peer/cortex-peer/protocol"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 	apiv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1"
 	"github.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1/apiv1connect"
-	meshv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/mesh/v1"
 	"github.com/cortex-peer/cortex-peer/runtime"
 )
 
+// Tasks is the delegation capability (delegation.Delegation): tasks run
+// anywhere in the mesh, coordinated by this peer.
+type Tasks interface {
+	Submit(ctx context.Context, req delegation.RunRequest, ev tasks.Events) (tasks.Outcome, error)
+	Tasks() ([]*delegation.TaskRecord, error)
+	Task(ctx context.Context, id string) (*delegation.TaskRecord, error)
+	Cancel(ctx context.Context, id string) error
+	Logs(ctx context.Context, id string, follow bool, rng delegation.LogRange, send func(runtime.Chunk) error) error
+}
+
 // taskService implements the TaskService of the local API.
 type taskService struct {
-	n *Node
+	t Tasks
 }
 
 var _ apiv1connect.TaskServiceHandler = (*taskService)(nil)
-
-// maxSpecTimeout keeps a millisecond count from overflowing a Duration.
-const maxSpecTimeout = int64(100 * 365 * 24 * time.Hour / time.Millisecond)
 
 // specFromAPI turns the API's spec into a runtime spec, as the task wire
 // does. Limits and defaults are checked by the executor's policy; this only
@@ -34,21 +43,29 @@ func specFromAPI(s *apiv1.TaskSpec) (runtime.Spec, error) {
 	if s == nil {
 		return runtime.Spec{}, fmt.Errorf("spec: missing: %w", errdefs.ErrInvalid)
 	}
+	if s.GetTimeoutMs() < 0 || s.GetTimeoutMs() > protocol.MaxTaskTimeoutMs {
+		return runtime.Spec{}, fmt.Errorf("spec: timeout_ms %d out of range: %w", s.GetTimeoutMs(), errdefs.ErrInvalid)
+	}
 	l := s.GetLimits()
-	return specFromWire(&meshv1.TaskSpec{
-		Image: s.GetImage(), Command: s.GetCommand(), Env: s.GetEnv(), Workdir: s.GetWorkdir(), Uid: s.Uid,
-		MemoryBytes: l.GetMemoryBytes(), Cpus: l.GetCpus(), Pids: l.GetPids(), TmpBytes: l.GetTmpBytes(),
-		TimeoutMs: s.GetTimeoutMs(), Network: s.GetNetwork(), Isolation: s.GetIsolation(),
-	})
+	spec := runtime.Spec{
+		Image: s.GetImage(), Command: s.GetCommand(), Env: s.GetEnv(), Workdir: s.GetWorkdir(),
+		Limits:  runtime.Limits{MemoryBytes: l.GetMemoryBytes(), CPUs: l.GetCpus(), Pids: l.GetPids(), TmpBytes: l.GetTmpBytes()},
+		Timeout: time.Duration(s.GetTimeoutMs()) * time.Millisecond,
+		Network: runtime.Network(s.GetNetwork()), Isolation: runtime.Isolation(s.GetIsolation()),
+	}
+	if s.Uid != nil {
+		uid := s.GetUid()
+		spec.UID = &uid
+	}
+	return spec, nil
 }
 
 // apiRunEvents sends a task's events on the Run stream.
 type apiRunEvents struct {
-	n      *Node
 	stream *connect.ServerStream[apiv1.RunEvent]
 }
 
-func (a *apiRunEvents) started(id string, executor peer.ID, base cid.Cid) error {
+func (a *apiRunEvents) Started(id string, executor peer.ID, base cid.Cid) error {
 	ev := &apiv1.TaskStarted{TaskId: id, PeerId: executor.String()}
 	if base.Defined() {
 		ev.BaseRoot = base.String()
@@ -56,7 +73,7 @@ func (a *apiRunEvents) started(id string, executor peer.ID, base cid.Cid) error 
 	return a.stream.Send(&apiv1.RunEvent{Event: &apiv1.RunEvent_Started{Started: ev}})
 }
 
-func (a *apiRunEvents) output(c runtime.Chunk) error {
+func (a *apiRunEvents) Output(c runtime.Chunk) error {
 	return a.stream.Send(&apiv1.RunEvent{Event: &apiv1.RunEvent_Output{Output: chunkToAPI(c)}})
 }
 
@@ -64,7 +81,7 @@ func chunkToAPI(c runtime.Chunk) *apiv1.OutputChunk {
 	return &apiv1.OutputChunk{Stream: c.Stream.String(), Seq: c.Seq, Time: timestamppb.New(c.Time), Data: c.Data}
 }
 
-func (a *apiRunEvents) progress(phase string, done, total uint64) error {
+func (a *apiRunEvents) Progress(phase string, done, total uint64) error {
 	return a.stream.Send(&apiv1.RunEvent{Event: &apiv1.RunEvent_Progress{Progress: &apiv1.Progress{Phase: phase, Done: done, Total: total}}})
 }
 
@@ -73,7 +90,7 @@ func (t *taskService) Run(ctx context.Context, req *connect.Request[apiv1.RunReq
 	if err != nil {
 		return err
 	}
-	rr := runRequest{Spec: spec, Detach: req.Msg.GetDetach(), Placement: placement{
+	rr := delegation.RunRequest{Spec: spec, Detach: req.Msg.GetDetach(), Placement: delegation.Placement{
 		Labels: req.Msg.GetLabels(), Require: req.Msg.GetRequire(),
 	}}
 	if p := req.Msg.GetPeer(); p != "" {
@@ -86,7 +103,7 @@ func (t *taskService) Run(ctx context.Context, req *connect.Request[apiv1.RunReq
 			return err
 		}
 	}
-	out, err := t.n.deleg.submit(ctx, rr, &apiRunEvents{n: t.n, stream: stream})
+	out, err := t.t.Submit(ctx, rr, &apiRunEvents{stream: stream})
 	if rr.Detach && err == nil {
 		return nil // the started event said which task
 	}
@@ -101,7 +118,7 @@ func (t *taskService) Run(ctx context.Context, req *connect.Request[apiv1.RunReq
 }
 
 func (t *taskService) ListTasks(ctx context.Context, _ *connect.Request[apiv1.ListTasksRequest]) (*connect.Response[apiv1.ListTasksResponse], error) {
-	recs, err := t.n.deleg.rec.tasks()
+	recs, err := t.t.Tasks()
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +130,7 @@ func (t *taskService) ListTasks(ctx context.Context, _ *connect.Request[apiv1.Li
 }
 
 func (t *taskService) GetTask(ctx context.Context, req *connect.Request[apiv1.GetTaskRequest]) (*connect.Response[apiv1.GetTaskResponse], error) {
-	rec, err := t.n.deleg.task(ctx, req.Msg.GetTaskId())
+	rec, err := t.t.Task(ctx, req.Msg.GetTaskId())
 	if err != nil {
 		return nil, err
 	}
@@ -121,38 +138,38 @@ func (t *taskService) GetTask(ctx context.Context, req *connect.Request[apiv1.Ge
 }
 
 func (t *taskService) Cancel(ctx context.Context, req *connect.Request[apiv1.CancelTaskRequest]) (*connect.Response[apiv1.CancelTaskResponse], error) {
-	if err := t.n.deleg.cancelTask(ctx, req.Msg.GetTaskId()); err != nil {
+	if err := t.t.Cancel(ctx, req.Msg.GetTaskId()); err != nil {
 		return nil, err
 	}
 	return connect.NewResponse(&apiv1.CancelTaskResponse{}), nil
 }
 
 func (t *taskService) Logs(ctx context.Context, req *connect.Request[apiv1.LogsRequest], stream *connect.ServerStream[apiv1.OutputChunk]) error {
-	var rng logRange
+	var rng delegation.LogRange
 	switch req.Msg.GetStream() {
 	case "":
 		if req.Msg.GetFromSeq() > 1 {
 			return fmt.Errorf("from_seq needs a stream (stdout or stderr): %w", errdefs.ErrInvalid)
 		}
 	case "stdout":
-		rng = logRange{Stream: runtime.Stdout, From: req.Msg.GetFromSeq()}
+		rng = delegation.LogRange{Stream: runtime.Stdout, From: req.Msg.GetFromSeq()}
 	case "stderr":
-		rng = logRange{Stream: runtime.Stderr, From: req.Msg.GetFromSeq()}
+		rng = delegation.LogRange{Stream: runtime.Stderr, From: req.Msg.GetFromSeq()}
 	default:
 		return fmt.Errorf("stream %q: want stdout or stderr: %w", req.Msg.GetStream(), errdefs.ErrInvalid)
 	}
-	return t.n.deleg.logs(ctx, req.Msg.GetTaskId(), req.Msg.GetFollow(), rng, func(c runtime.Chunk) error {
+	return t.t.Logs(ctx, req.Msg.GetTaskId(), req.Msg.GetFollow(), rng, func(c runtime.Chunk) error {
 		return stream.Send(chunkToAPI(c))
 	})
 }
 
-func taskInfoToAPI(r *taskRecord) *apiv1.TaskInfo {
+func taskInfoToAPI(r *delegation.TaskRecord) *apiv1.TaskInfo {
 	info := &apiv1.TaskInfo{
 		TaskId: r.ID, State: string(r.State), Executor: r.Executor, Command: r.Command, Image: r.Image,
 		Workspace: r.Workspace, Submitted: timestamppb.New(r.Submitted), Updated: timestamppb.New(r.Updated), Error: r.Error,
 	}
 	if r.Result != nil {
-		info.Result = resultToAPI(recordOutcome(r))
+		info.Result = resultToAPI(r.Outcome())
 		info.Result.Error = r.Error
 		if r.MergeErr != "" {
 			info.Result.Error = r.MergeErr
@@ -161,7 +178,7 @@ func taskInfoToAPI(r *taskRecord) *apiv1.TaskInfo {
 	return info
 }
 
-func resultToAPI(o taskOutcome) *apiv1.TaskResult {
+func resultToAPI(o tasks.Outcome) *apiv1.TaskResult {
 	r := o.Result
 	out := &apiv1.TaskResult{
 		TaskId:          o.ID,

@@ -1,4 +1,4 @@
-package node
+package delegation
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 const pruneInterval = 10 * time.Minute
 
 // pruneLoop forgets old ended tasks now and then, until ctx ends.
-func (d *delegation) pruneLoop(ctx context.Context) {
+func (d *Delegation) pruneLoop(ctx context.Context) {
 	t := time.NewTicker(pruneInterval)
 	defer t.Stop()
 	for {
@@ -37,8 +37,8 @@ func (d *delegation) pruneLoop(ctx context.Context) {
 // A task not yet ended is never forgotten; a result its coordinator has not
 // acknowledged is forgotten only once older than KeepFor (its coordinator
 // is then taken to be gone for good).
-func (d *delegation) prune(now time.Time) (int, error) {
-	cfg := d.n.cfg.Tasks
+func (d *Delegation) prune(now time.Time) (int, error) {
+	cfg := d.cfg
 	if cfg.KeepTasks <= 0 && cfg.KeepFor <= 0 {
 		return 0, nil
 	}
@@ -97,18 +97,18 @@ func (d *delegation) prune(now time.Time) (int, error) {
 		if e.exec {
 			prefix = execRecordPrefix
 		}
-		if err := d.n.store.Delete(append(append([]byte{}, prefix...), e.id...)); err != nil {
+		if err := d.rec.delete(prefix, e.id); err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		ids = append(ids, e.id)
 		for _, pin := range []string{"task:" + e.id, "task:" + e.id + ":base"} {
-			if err := d.n.dags.Unpin(pin); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+			if err := d.dags.Unpin(pin); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 				errs = append(errs, err)
 			}
 		}
 	}
-	if err := d.n.taskLogs.Delete(ids...); err != nil {
+	if err := d.logs.Delete(ids...); err != nil {
 		errs = append(errs, err)
 	}
 	return len(ids), errors.Join(errs...)

@@ -1,4 +1,4 @@
-package node
+package delegation
 
 import (
 	"fmt"
@@ -14,8 +14,8 @@ import (
 	"github.com/cortex-peer/cortex-peer/runtime/images"
 )
 
-// placement is what a caller asks of the peer that will run a task.
-type placement struct {
+// Placement is what a caller asks of the peer that will run a task.
+type Placement struct {
 	Peer    peer.ID           // this peer and no other, when set
 	Labels  map[string]string // every one must match the peer's labels
 	Require []string          // capability names (protocol.Capabilities.Names)
@@ -24,7 +24,7 @@ type placement struct {
 // knownCapabilities are the names --require accepts.
 var knownCapabilities = []string{"containerd", "gvisor", "chromium", "gopls"}
 
-func (p placement) validate() error {
+func (p Placement) validate() error {
 	for _, r := range p.Require {
 		if !slices.Contains(knownCapabilities, r) {
 			return fmt.Errorf("require %q: want one of %s: %w", r, strings.Join(knownCapabilities, ", "), errdefs.ErrInvalid)
@@ -60,7 +60,7 @@ const (
 // fitting returns the candidates that meet every hard demand of p (the
 // asked-for peer, labels, capabilities; containerd is always needed, and the
 // task protocol for another peer), or an error that says what each lacked.
-func fitting(p placement, cands []candidate) ([]candidate, error) {
+func fitting(p Placement, cands []candidate) ([]candidate, error) {
 	need := append([]string{"containerd"}, p.Require...)
 	var fits []candidate
 	var why []string
@@ -89,7 +89,7 @@ func fitting(p placement, cands []candidate) ([]candidate, error) {
 // have to fetch (the workspace blocks it lacks, the image when it does not
 // hold it); this peer on a tie. image is the task's image, "" when the
 // executor's default.
-func choose(p placement, cands []candidate, image string) (candidate, error) {
+func choose(p Placement, cands []candidate, image string) (candidate, error) {
 	fits, err := fitting(p, cands)
 	if err != nil {
 		return candidate{}, err

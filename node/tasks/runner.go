@@ -1,4 +1,9 @@
-package node
+// Package tasks runs tasks on this peer: it connects to containerd on first
+// use, keeps each task's output in the task log, and gives a task its
+// workspace as an overlay of layers this peer keeps (layers.go), importing
+// what the task changed and merging it back into a local directory. It
+// knows nothing of other peers or the wire; it must not import node.
+package tasks
 
 import (
 	"context"
@@ -18,27 +23,37 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/cortex-peer/cortex-peer/dag"
+	"github.com/cortex-peer/cortex-peer/dag/fswatch"
 	"github.com/cortex-peer/cortex-peer/node/tasklog"
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 	"github.com/cortex-peer/cortex-peer/runtime"
 )
 
-// TasksConfig configures the tasks this peer runs.
-type TasksConfig struct {
+// Config configures the tasks this peer runs.
+type Config struct {
 	ContainerdSocket string
 	Namespace        string
 	Policy           runtime.Policy
 	// LogStoreCapBytes bounds the output kept per task in the store.
 	LogStoreCapBytes int64
-	// AcceptRemote lets other peers delegate tasks here; AcceptFrom, when
-	// not empty, limits that to the peers it names.
-	AcceptRemote bool
-	AcceptFrom   []peer.ID
-	// LostAfter is how long an unreachable executor's task stays running
-	// on its coordinator before it is marked lost.
-	LostAfter time.Duration
-	// KeepTasks and KeepFor bound the ended tasks remembered (0: no bound).
-	KeepTasks int
-	KeepFor   time.Duration
+	// Dir holds per-task working copies and runtime state; LayersDir the
+	// workspace layers tasks run on.
+	Dir, LayersDir string
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	if c.ContainerdSocket == "" || c.Namespace == "" || c.Dir == "" || c.LayersDir == "" {
+		return fmt.Errorf("tasks config: containerd socket, namespace and directories are required: %w", errdefs.ErrInvalid)
+	}
+	return nil
+}
+
+// Locker is the read side of the lock that keeps GC away while blocks no
+// pin reaches yet are added.
+type Locker interface {
+	RLock()
+	RUnlock()
 }
 
 // taskExecutor is what the runner needs of the runtime: the executor, plus
@@ -49,14 +64,18 @@ type taskExecutor interface {
 	Running() int
 }
 
-// taskRunner runs tasks on this peer. It connects to containerd on first
+// Runner runs tasks on this peer. It connects to containerd on first
 // use, so a peer starts (and serves everything else) where containerd is
 // missing; each task then fails with an error that says how to install it.
-type taskRunner struct {
-	n   *Node
-	cfg TasksConfig
-	log *slog.Logger
-	dir string // DIR/tasks: per-task working copies and runtime state
+type Runner struct {
+	cfg   Config
+	self  peer.ID // the owner of this peer's containers, and the executor events name
+	dags  *dag.Store
+	watch *fswatch.Watcher // nil: imports scan
+	logs  *tasklog.Store
+	gc    Locker
+	log   *slog.Logger
+	dir   string // per-task working copies and runtime state
 
 	// layers keeps workspaces as overlay layers; mounts are the tasks'
 	// overlays, by task id.
@@ -70,15 +89,28 @@ type taskRunner struct {
 	running atomic.Int64
 }
 
-func newTaskRunner(n *Node, cfg TasksConfig, dir, layersDir string, log *slog.Logger) *taskRunner {
-	unmountLeftovers(filepath.Join(dir, "work"), log)
-	return &taskRunner{n: n, cfg: cfg, dir: dir, log: log, mounts: map[string]*layerMount{},
-		layers: newWorkspaceLayers(layersDir, n.dags, log)}
+// New returns a runner for the peer self. Imports of local directories are
+// watched with watch (nil: every import scans); gc is held for reading
+// while blocks no pin reaches yet are added. Overlays and layers an earlier
+// run left are removed.
+func New(cfg Config, self peer.ID, dags *dag.Store, watch *fswatch.Watcher, logs *tasklog.Store, gc Locker, log *slog.Logger) (*Runner, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	unmountLeftovers(filepath.Join(cfg.Dir, "work"), log)
+	return &Runner{cfg: cfg, self: self, dags: dags, watch: watch, logs: logs, gc: gc, log: log, dir: cfg.Dir,
+		mounts: map[string]*layerMount{}, layers: newWorkspaceLayers(cfg.LayersDir, dags, log)}, nil
+}
+
+// Ready connects to containerd, so a task can run; see executor.
+func (t *Runner) Ready(ctx context.Context) error {
+	_, err := t.executor(ctx)
+	return err
 }
 
 // executor connects to containerd once; the first connection removes the
 // containers a previous run of this peer left behind.
-func (t *taskRunner) executor(ctx context.Context) (taskExecutor, error) {
+func (t *Runner) executor(ctx context.Context) (taskExecutor, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.exec != nil {
@@ -90,7 +122,7 @@ func (t *taskRunner) executor(ctx context.Context) (taskExecutor, error) {
 	ex, err := runtime.NewContainerd(ctx, runtime.Config{
 		Address:   t.cfg.ContainerdSocket,
 		Namespace: t.cfg.Namespace,
-		Owner:     t.n.ID().String(),
+		Owner:     t.self.String(),
 		StateDir:  filepath.Join(t.dir, "state"),
 		Policy:    t.cfg.Policy,
 		Logger:    t.log,
@@ -109,7 +141,7 @@ func (t *taskRunner) executor(ctx context.Context) (taskExecutor, error) {
 
 // Close releases the containerd connection and waits for the removal of
 // workspace layers. Safe to call twice.
-func (t *taskRunner) Close() error {
+func (t *Runner) Close() error {
 	t.layers.Close()
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -122,17 +154,25 @@ func (t *taskRunner) Close() error {
 }
 
 // Running is the number of tasks running here, for the heartbeat.
-func (t *taskRunner) Running() int { return int(t.running.Load()) }
+func (t *Runner) Running() int { return int(t.running.Load()) }
 
-// runEvents receives what happens to a task, in order, from one goroutine.
-type runEvents interface {
-	started(id string, executor peer.ID, base cid.Cid) error
-	output(c runtime.Chunk) error
-	progress(phase string, done, total uint64) error
+// Events receives what happens to a task, in order, from one goroutine.
+type Events interface {
+	Started(id string, executor peer.ID, base cid.Cid) error
+	Output(c runtime.Chunk) error
+	Progress(phase string, done, total uint64) error
 }
 
-// taskOutcome is how a task run on this peer ended, workspace included.
-type taskOutcome struct {
+// NopEvents discards a task's events: for detached runs, whose output is
+// read from the task log.
+type NopEvents struct{}
+
+func (NopEvents) Started(string, peer.ID, cid.Cid) error { return nil }
+func (NopEvents) Output(runtime.Chunk) error             { return nil }
+func (NopEvents) Progress(string, uint64, uint64) error  { return nil }
+
+// Outcome is how a task run on this peer ended, workspace included.
+type Outcome struct {
 	ID        string
 	Result    runtime.Result
 	Base      cid.Cid
@@ -148,21 +188,22 @@ type taskOutcome struct {
 // killTimeout bounds the kill of a task whose caller went away.
 const killTimeout = 10 * time.Second
 
-func newTaskID() string {
+// NewTaskID returns a fresh random task id.
+func NewTaskID() string {
 	var b [10]byte
 	_, _ = rand.Read(b[:])
 	return "t" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
 }
 
-// run runs spec here. With a workspace directory, the directory is imported,
+// Run runs spec here. With a workspace directory, the directory is imported,
 // a copy of it is mounted at /workspace, and what the task changed is merged
 // back three-way into the directory as it is by then. Cancelling ctx kills
 // the task; its changes are then not merged.
-func (t *taskRunner) run(ctx context.Context, spec runtime.Spec, workspace string, ev runEvents) (taskOutcome, error) {
+func (t *Runner) Run(ctx context.Context, spec runtime.Spec, workspace string, ev Events) (Outcome, error) {
 	if spec.ID == "" {
-		spec.ID = newTaskID()
+		spec.ID = NewTaskID()
 	}
-	out := taskOutcome{ID: spec.ID}
+	out := Outcome{ID: spec.ID}
 	if _, err := t.executor(ctx); err != nil {
 		return out, err
 	}
@@ -170,7 +211,7 @@ func (t *taskRunner) run(ctx context.Context, spec runtime.Spec, workspace strin
 	if _, err := t.cfg.Policy.Apply(spec); err != nil {
 		return out, err
 	}
-	defer t.removeWorkDir(spec.ID)
+	defer t.Release(spec.ID)
 	var base cid.Cid
 	if workspace != "" {
 		var err error
@@ -179,7 +220,7 @@ func (t *taskRunner) run(ctx context.Context, spec runtime.Spec, workspace strin
 		}
 		t.useWorkspace(&spec)
 	}
-	out, err := t.execute(ctx, spec, base, ev)
+	out, err := t.Execute(ctx, spec, base, ev)
 	if err != nil {
 		return out, err
 	}
@@ -191,22 +232,32 @@ func (t *taskRunner) run(ctx context.Context, spec runtime.Spec, workspace strin
 
 // workDir is where a task's working copy lives (apart from the runtime's
 // state dir: a task id from the wire cannot name it).
-func (t *taskRunner) workDir(id string) string { return filepath.Join(t.dir, "work", id) }
+func (t *Runner) workDir(id string) string { return filepath.Join(t.dir, "work", id) }
 
 // copyDir is the task's working copy of its workspace, mounted at /workspace.
-func (t *taskRunner) copyDir(id string) string { return filepath.Join(t.workDir(id), "workspace") }
+func (t *Runner) copyDir(id string) string { return filepath.Join(t.workDir(id), "workspace") }
+
+// Prepare makes root, whose blocks are here, the task's working copy and
+// points spec at it.
+func (t *Runner) Prepare(ctx context.Context, spec *runtime.Spec, root cid.Cid) error {
+	if err := t.materialise(ctx, *spec, root); err != nil {
+		return err
+	}
+	t.useWorkspace(spec)
+	return nil
+}
 
 // useWorkspace points spec at the task's working copy.
-func (t *taskRunner) useWorkspace(spec *runtime.Spec) {
+func (t *Runner) useWorkspace(spec *runtime.Spec) {
 	spec.WorkspaceDir = t.copyDir(spec.ID)
 	t.mountsMu.Lock()
 	spec.WorkspaceOwned = t.mounts[spec.ID] != nil // the overlay's layers are owned already
 	t.mountsMu.Unlock()
 }
 
-// removeWorkDir drops the task's overlay (if its result was not kept) and
+// Release drops the task's overlay (if its result was not kept) and
 // working copy.
-func (t *taskRunner) removeWorkDir(id string) {
+func (t *Runner) Release(id string) {
 	t.mountsMu.Lock()
 	m := t.mounts[id]
 	delete(t.mounts, id)
@@ -219,16 +270,16 @@ func (t *taskRunner) removeWorkDir(id string) {
 	}
 }
 
-// execute runs spec, whose workspace (if any) is already materialised at
+// Execute runs spec, whose workspace (if any) is already materialised at
 // spec.WorkspaceDir, streams its output to ev and into the task log, and
 // returns how it ended. Cancelling ctx kills the task.
-func (t *taskRunner) execute(ctx context.Context, spec runtime.Spec, base cid.Cid, ev runEvents) (taskOutcome, error) {
-	out := taskOutcome{ID: spec.ID, Base: base}
+func (t *Runner) Execute(ctx context.Context, spec runtime.Spec, base cid.Cid, ev Events) (Outcome, error) {
+	out := Outcome{ID: spec.ID, Base: base}
 	ex, err := t.executor(ctx)
 	if err != nil {
 		return out, err
 	}
-	logw, err := t.n.taskLogs.Writer(spec.ID, t.cfg.LogStoreCapBytes)
+	logw, err := t.logs.Writer(spec.ID, t.cfg.LogStoreCapBytes)
 	if err != nil {
 		return out, err
 	}
@@ -252,7 +303,7 @@ func (t *taskRunner) execute(ctx context.Context, spec runtime.Spec, base cid.Ci
 	defer stop()
 
 	var sendErr error
-	if err := ev.started(spec.ID, t.n.ID(), out.Base); err != nil {
+	if err := ev.Started(spec.ID, t.self, out.Base); err != nil {
 		sendErr = err
 	}
 	for output := newCoalescer(task.Output()); ; {
@@ -272,7 +323,7 @@ func (t *taskRunner) execute(ctx context.Context, spec runtime.Spec, base cid.Ci
 			_ = logw.Flush()
 		}
 		if sendErr == nil {
-			if err := ev.output(c); err != nil {
+			if err := ev.Output(c); err != nil {
 				// The caller is gone; the task is killed by ctx. Keep
 				// draining so the task is not blocked on its writes.
 				sendErr = err
@@ -293,9 +344,9 @@ func (t *taskRunner) execute(ctx context.Context, spec runtime.Spec, base cid.Ci
 
 // prepareWorkspace imports dir (incrementally) and materialises it under
 // work/workspace for the task.
-func (t *taskRunner) prepareWorkspace(ctx context.Context, spec runtime.Spec, dir string, ev runEvents) (cid.Cid, error) {
-	_ = ev.progress("importing workspace", 0, 0)
-	root, err := t.importWorkspace(ctx, spec.ID, dir)
+func (t *Runner) prepareWorkspace(ctx context.Context, spec runtime.Spec, dir string, ev Events) (cid.Cid, error) {
+	_ = ev.Progress("importing workspace", 0, 0)
+	root, err := t.ImportWorkspace(ctx, spec.ID, dir)
 	if err != nil {
 		return cid.Undef, err
 	}
@@ -305,17 +356,17 @@ func (t *taskRunner) prepareWorkspace(ctx context.Context, spec runtime.Spec, di
 	return root, nil
 }
 
-// importWorkspace imports the caller's directory dir (incrementally, with
+// ImportWorkspace imports the caller's directory dir (incrementally, with
 // the import index) and pins it as that directory's latest root.
-func (t *taskRunner) importWorkspace(ctx context.Context, id, dir string) (cid.Cid, error) {
+func (t *Runner) ImportWorkspace(ctx context.Context, id, dir string) (cid.Cid, error) {
 	// GC is held off only while blocks are added; the pin keeps them after.
-	t.n.gcMu.RLock()
-	defer t.n.gcMu.RUnlock()
-	imp, err := t.n.dags.Import(ctx, dir, dag.ImportOptions{Watch: t.n.watch})
+	t.gc.RLock()
+	defer t.gc.RUnlock()
+	imp, err := t.dags.Import(ctx, dir, dag.ImportOptions{Watch: t.watch})
 	if err != nil {
 		return cid.Undef, fmt.Errorf("task %s: import workspace: %w", id, err)
 	}
-	if err := t.n.dags.Pin("ws:"+dir, imp.Root); err != nil {
+	if err := t.dags.Pin("ws:"+dir, imp.Root); err != nil {
 		return cid.Undef, err
 	}
 	return imp.Root, nil
@@ -324,7 +375,7 @@ func (t *taskRunner) importWorkspace(ctx context.Context, id, dir string) (cid.C
 // materialise makes root, whose blocks are here, the task's working copy
 // (workDir/workspace): an overlay of root's layers where overlays can be
 // used, else an export of it.
-func (t *taskRunner) materialise(ctx context.Context, spec runtime.Spec, root cid.Cid) error {
+func (t *Runner) materialise(ctx context.Context, spec runtime.Spec, root cid.Cid) error {
 	id := spec.ID
 	if err := os.MkdirAll(t.workDir(id), 0o700); err != nil {
 		return fmt.Errorf("task %s: working dir: %w", id, err)
@@ -341,18 +392,18 @@ func (t *taskRunner) materialise(ctx context.Context, spec runtime.Spec, root ci
 			return fmt.Errorf("task %s: workspace %s: %w", id, root, err)
 		}
 	}
-	if _, err := t.n.dags.Export(ctx, root, t.copyDir(id), dag.ExportOptions{}); err != nil {
+	if _, err := t.dags.Export(ctx, root, t.copyDir(id), dag.ExportOptions{}); err != nil {
 		return fmt.Errorf("task %s: materialise workspace %s: %w", id, root, err)
 	}
 	return nil
 }
 
-// importResult imports what a task left in its working copy and pins it as
+// ImportResult imports what a task left in its working copy and pins it as
 // the task's result. An overlay is imported through its base's index
 // (reading only the files the task wrote) and kept as the result's layers.
-func (t *taskRunner) importResult(ctx context.Context, id, copyDir string) (cid.Cid, error) {
-	t.n.gcMu.RLock()
-	defer t.n.gcMu.RUnlock()
+func (t *Runner) ImportResult(ctx context.Context, id, copyDir string) (cid.Cid, error) {
+	t.gc.RLock()
+	defer t.gc.RUnlock()
 	t.mountsMu.Lock()
 	m := t.mounts[id]
 	t.mountsMu.Unlock()
@@ -362,21 +413,21 @@ func (t *taskRunner) importResult(ctx context.Context, id, copyDir string) (cid.
 	if m != nil {
 		opts = dag.ImportOptions{IndexFrom: m.indexFrom(), IndexTo: pending}
 	}
-	imp, err := t.n.dags.Import(ctx, copyDir, opts)
+	imp, err := t.dags.Import(ctx, copyDir, opts)
 	if err != nil {
 		if m != nil {
-			_ = t.n.dags.DropIndex(pending)
+			_ = t.dags.DropIndex(pending)
 		}
 		return cid.Undef, fmt.Errorf("task %s: import result: %w", id, err)
 	}
 	if m != nil {
 		t.log.Debug("imported task result", "task", id, "files_read", imp.FilesRead, "files", imp.Files)
-		if err := t.n.dags.RenameIndex(pending, m.indexFor(imp.Root)); err != nil {
+		if err := t.dags.RenameIndex(pending, m.indexFor(imp.Root)); err != nil {
 			t.log.Warn("keep the index of a task result", "task", id, "err", err)
 		}
 		m.finish(imp.Root)
 	}
-	if err := t.n.dags.Pin("task:"+id, imp.Root); err != nil {
+	if err := t.dags.Pin("task:"+id, imp.Root); err != nil {
 		return cid.Undef, err
 	}
 	return imp.Root, nil
@@ -384,9 +435,9 @@ func (t *taskRunner) importResult(ctx context.Context, id, copyDir string) (cid.
 
 // returnWorkspace imports what the task left in its copy and merges
 // BASE -> RESULT into the caller's directory as it is now.
-func (t *taskRunner) returnWorkspace(ctx context.Context, out *taskOutcome, dir, copyDir string, ev runEvents) error {
-	_ = ev.progress("importing result", 0, 0)
-	root, err := t.importResult(ctx, out.ID, copyDir)
+func (t *Runner) returnWorkspace(ctx context.Context, out *Outcome, dir, copyDir string, ev Events) error {
+	_ = ev.Progress("importing result", 0, 0)
+	root, err := t.ImportResult(ctx, out.ID, copyDir)
 	if err != nil {
 		return err
 	}
@@ -395,10 +446,10 @@ func (t *taskRunner) returnWorkspace(ctx context.Context, out *taskOutcome, dir,
 		out.Merge = &dag.MergeReport{}
 		return nil
 	}
-	_ = ev.progress("merging", 0, 0)
-	t.n.gcMu.RLock()
-	defer t.n.gcMu.RUnlock()
-	rep, err := t.n.dags.Merge(ctx, out.Base, root, dir)
+	_ = ev.Progress("merging", 0, 0)
+	t.gc.RLock()
+	defer t.gc.RUnlock()
+	rep, err := t.dags.Merge(ctx, out.Base, root, dir)
 	if err != nil {
 		return fmt.Errorf("task %s: merge result into %s: %w", out.ID, dir, err)
 	}

@@ -1,4 +1,4 @@
-package node
+package delegation
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/cortex-peer/cortex-peer/node/tasks"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 	meshv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/mesh/v1"
 	"github.com/cortex-peer/cortex-peer/runtime"
@@ -28,9 +29,9 @@ const (
 	watchPoll     = followPoll       // local follow of a task running here
 )
 
-// logRange is the part of a task's output a reader asks for: one stream
+// LogRange is the part of a task's output a reader asks for: one stream
 // from a sequence number on, or (Stream 0) both streams whole.
-type logRange struct {
+type LogRange struct {
 	Stream runtime.Stream
 	From   uint64
 }
@@ -40,7 +41,7 @@ type logRange struct {
 const skipStream = math.MaxUint64
 
 // start is the first sequence number to send of each stream.
-func (r logRange) start() map[runtime.Stream]uint64 {
+func (r LogRange) start() map[runtime.Stream]uint64 {
 	next := map[runtime.Stream]uint64{runtime.Stdout: 1, runtime.Stderr: 1}
 	if r.Stream != 0 {
 		for s := range next {
@@ -59,7 +60,7 @@ func (e *execRecord) ended() bool {
 // watchTask sends the output of a task this peer does not coordinate: from its
 // own executor record when the task runs here, else from the peer of the
 // mesh that runs it.
-func (d *delegation) watchTask(ctx context.Context, id string, follow bool, rng logRange, send func(runtime.Chunk) error) error {
+func (d *Delegation) watchTask(ctx context.Context, id string, follow bool, rng LogRange, send func(runtime.Chunk) error) error {
 	if _, err := d.rec.exec(id); err == nil {
 		return d.followLocal(ctx, id, follow, rng, send, func() (bool, error) {
 			e, err := d.rec.exec(id)
@@ -78,7 +79,7 @@ func (d *delegation) watchTask(ctx context.Context, id string, follow bool, rng 
 
 // followLocal sends a task's stored log from this peer's store, and with
 // follow what is added to it until ended says so.
-func (d *delegation) followLocal(ctx context.Context, id string, follow bool, rng logRange, send func(runtime.Chunk) error, ended func() (bool, error)) error {
+func (d *Delegation) followLocal(ctx context.Context, id string, follow bool, rng LogRange, send func(runtime.Chunk) error, ended func() (bool, error)) error {
 	next := rng.start()
 	for {
 		// Read the state first: whatever was kept before it said "ended"
@@ -91,7 +92,7 @@ func (d *delegation) followLocal(ctx context.Context, id string, follow bool, rn
 			if next[s] == skipStream {
 				continue
 			}
-			err := d.n.taskLogs.Each(ctx, id, s, next[s], func(c runtime.Chunk) error {
+			err := d.logs.Each(ctx, id, s, next[s], func(c runtime.Chunk) error {
 				if c.Seq != next[s] {
 					return errLogHole
 				}
@@ -120,7 +121,7 @@ func (d *delegation) followLocal(ctx context.Context, id string, follow bool, rn
 
 // locate asks every connected peer at once whether it runs task id; the
 // first that does is its executor.
-func (d *delegation) locate(ctx context.Context, id string) (peer.ID, *meshv1.TaskReply, error) {
+func (d *Delegation) locate(ctx context.Context, id string) (peer.ID, *meshv1.TaskReply, error) {
 	ctx, cancel := context.WithTimeout(ctx, locateTimeout)
 	defer cancel()
 	type found struct {
@@ -131,9 +132,9 @@ func (d *delegation) locate(ctx context.Context, id string) (peer.ID, *meshv1.Ta
 	var wg sync.WaitGroup
 	var refusedMu sync.Mutex
 	var refused []string
-	for _, p := range d.n.host.Connected() {
+	for _, p := range d.host.Connected() {
 		wg.Go(func() {
-			reply, err := d.n.taskRequest(ctx, p, &meshv1.TaskRequest{Request: &meshv1.TaskRequest_Query{Query: &meshv1.QueryTask{TaskId: id}}})
+			reply, err := d.taskRequest(ctx, p, &meshv1.TaskRequest{Request: &meshv1.TaskRequest_Query{Query: &meshv1.QueryTask{TaskId: id}}})
 			switch {
 			case err != nil || reply.GetCode() == meshv1.ReplyCode_REPLY_CODE_UNKNOWN_TASK:
 			case reply.GetCode() == meshv1.ReplyCode_REPLY_CODE_OK:
@@ -165,13 +166,13 @@ func (d *delegation) locate(ctx context.Context, id string) (peer.ID, *meshv1.Ta
 // first, then, with follow, the live topic until the task ends. The same
 // relay as the coordinator's puts chunks in order and fills holes; nothing
 // is kept on this peer.
-func (d *delegation) followRemote(ctx context.Context, id string, exec peer.ID, follow bool, rng logRange, first *meshv1.TaskReply, send func(runtime.Chunk) error) error {
+func (d *Delegation) followRemote(ctx context.Context, id string, exec peer.ID, follow bool, rng LogRange, first *meshv1.TaskReply, send func(runtime.Chunk) error) error {
 	sink := &sendEvents{send: send}
 	if !follow {
 		r := newRelay(id, nil, sink)
 		r.startAt(rng)
-		r.fetch(ctx, d.n, exec, runtime.Stdout, 0)
-		r.fetch(ctx, d.n, exec, runtime.Stderr, 0)
+		r.fetch(ctx, d, exec, runtime.Stdout, 0)
+		r.fetch(ctx, d, exec, runtime.Stderr, 0)
 		return sink.err
 	}
 	// Listen before reading the history, so nothing falls between.
@@ -182,10 +183,10 @@ func (d *delegation) followRemote(ctx context.Context, id string, exec peer.ID, 
 	defer relay.close()
 	relay.ev = sink
 	relay.startAt(rng)
-	relay.fetch(ctx, d.n, exec, runtime.Stdout, 0)
-	relay.fetch(ctx, d.n, exec, runtime.Stderr, 0)
+	relay.fetch(ctx, d, exec, runtime.Stdout, 0)
+	relay.fetch(ctx, d, exec, runtime.Stderr, 0)
 	if res := first.GetResult(); res != nil {
-		relay.complete(ctx, d.n, exec, res.GetStdoutChunks(), res.GetStderrChunks())
+		relay.complete(ctx, d, exec, res.GetStdoutChunks(), res.GetStderrChunks())
 		return sink.err
 	}
 	gaps := time.NewTicker(gapWait)
@@ -199,9 +200,9 @@ func (d *delegation) followRemote(ctx context.Context, id string, exec peer.ID, 
 			relay.add(c)
 			lastContact = time.Now()
 		case <-gaps.C:
-			relay.tick(ctx, d.n, exec)
+			relay.tick(ctx, d, exec)
 		case now := <-query.C:
-			reply, err := d.n.taskRequest(ctx, exec, &meshv1.TaskRequest{Request: &meshv1.TaskRequest_Query{Query: &meshv1.QueryTask{TaskId: id}}})
+			reply, err := d.taskRequest(ctx, exec, &meshv1.TaskRequest{Request: &meshv1.TaskRequest_Query{Query: &meshv1.QueryTask{TaskId: id}}})
 			if err != nil {
 				if now.Sub(lastContact) > watchLost {
 					return fmt.Errorf("task %s: its executor %s could not be reached for %s: %w", id, exec, watchLost, errdefs.ErrUnavailable)
@@ -210,7 +211,7 @@ func (d *delegation) followRemote(ctx context.Context, id string, exec peer.ID, 
 			}
 			lastContact = now
 			if res := reply.GetResult(); res != nil {
-				relay.complete(ctx, d.n, exec, res.GetStdoutChunks(), res.GetStderrChunks())
+				relay.complete(ctx, d, exec, res.GetStdoutChunks(), res.GetStderrChunks())
 				return sink.err
 			}
 		case <-ctx.Done():
@@ -225,12 +226,12 @@ func (d *delegation) followRemote(ctx context.Context, id string, exec peer.ID, 
 // sendEvents hands relayed output to a watcher's send, keeping its first
 // error (the watcher went away) so the watch stops.
 type sendEvents struct {
-	nopEvents
+	tasks.NopEvents
 	send func(runtime.Chunk) error
 	err  error
 }
 
-func (s *sendEvents) output(c runtime.Chunk) error {
+func (s *sendEvents) Output(c runtime.Chunk) error {
 	if s.err == nil {
 		s.err = s.send(c)
 	}

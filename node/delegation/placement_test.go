@@ -1,4 +1,4 @@
-package node
+package delegation
 
 import (
 	"errors"
@@ -20,7 +20,7 @@ func TestChoose(t *testing.T) {
 	with := func(c candidate, edit func(*candidate)) candidate { edit(&c); return c }
 	tests := []struct {
 		name  string
-		p     placement
+		p     Placement
 		image string
 		cands []candidate
 		want  peer.ID
@@ -40,10 +40,10 @@ func TestChoose(t *testing.T) {
 			with(a, func(c *candidate) { c.Images = []string{"docker.io/library/alpine:latest"} }),
 			with(b, func(c *candidate) { c.Images = []string{"docker.io/library/busybox:latest"} }),
 		}, want: "b"},
-		{name: "labels first", p: placement{Labels: map[string]string{"zone": "x"}}, cands: []candidate{
+		{name: "labels first", p: Placement{Labels: map[string]string{"zone": "x"}}, cands: []candidate{
 			self, with(a, func(c *candidate) { c.Labels = map[string]string{"zone": "x"}; c.Running = 8 }),
 		}, want: "a"},
-		{name: "asked-for peer", p: placement{Peer: "b"}, cands: []candidate{self, a, b}, want: "b"},
+		{name: "asked-for peer", p: Placement{Peer: "b"}, cands: []candidate{self, a, b}, want: "b"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -53,7 +53,7 @@ func TestChoose(t *testing.T) {
 			}
 		})
 	}
-	_, err := choose(placement{Require: []string{"gvisor"}}, []candidate{self, a}, "")
+	_, err := choose(Placement{Require: []string{"gvisor"}}, []candidate{self, a}, "")
 	if !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "no gvisor") {
 		t.Fatalf("nothing fits: %v", err)
 	}

@@ -1,117 +1,28 @@
-package node
+package apiserver
 
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"slices"
 	"sync"
-	"time"
 
 	"connectrpc.com/connect"
-	"github.com/containerd/containerd"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/cortex-peer/cortex-peer/protocol"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 	apiv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1"
 	"github.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1/apiv1connect"
 	"github.com/cortex-peer/cortex-peer/runtime/images"
 )
 
-// imageStore connects to containerd for images on first use, like the
-// executor, so a peer without containerd still starts.
-type imageStore struct {
-	socket, namespace string
-	log               *slog.Logger
-
-	mu     sync.Mutex
-	client *containerd.Client
-	store  *images.Store
-
-	// The names of the images held, for the heartbeat, listed again once
-	// older than imageNamesTTL or after a change made through this peer.
-	namesMu sync.Mutex
-	names   []string
-	namesAt time.Time
-}
-
-const imageNamesTTL = 10 * time.Second
-
-const containerdDialTimeout = 5 * time.Second
-
-func (s *imageStore) get(ctx context.Context) (*images.Store, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.store != nil {
-		return s.store, nil
-	}
-	client, err := containerd.New(s.socket, containerd.WithDefaultNamespace(s.namespace), containerd.WithTimeout(containerdDialTimeout))
-	if err != nil {
-		return nil, fmt.Errorf("containerd at %s: %v (run `make deps` to install and start it): %w", s.socket, err, errdefs.ErrUnavailable)
-	}
-	st, err := images.New(client, s.namespace, s.log)
-	if err != nil {
-		client.Close()
-		return nil, err
-	}
-	s.client, s.store = client, st
-	return st, nil
-}
-
-// heldNames lists the images held, newest first, at most
-// protocol.MaxImages, from a cache; "none" when containerd cannot be asked
-// (a peer without containerd holds no images).
-func (s *imageStore) heldNames(ctx context.Context) []string {
-	s.namesMu.Lock()
-	defer s.namesMu.Unlock()
-	if !s.namesAt.IsZero() && time.Since(s.namesAt) < imageNamesTTL {
-		return s.names
-	}
-	s.namesAt = time.Now()
-	ctx, cancel := context.WithTimeout(ctx, containerdDialTimeout)
-	defer cancel()
-	st, err := s.get(ctx)
-	if err != nil {
-		s.names = nil
-		return nil
-	}
-	list, err := st.List(ctx)
-	if err != nil {
-		s.log.Debug("list images for the heartbeat", "err", err)
-		return s.names
-	}
-	slices.SortFunc(list, func(a, b images.Image) int { return b.Created.Compare(a.Created) })
-	names := make([]string, 0, min(len(list), protocol.MaxImages))
-	for _, im := range list[:min(len(list), protocol.MaxImages)] {
-		names = append(names, im.Name)
-	}
-	s.names = names
-	return names
-}
-
-// changed makes the next heldNames list the images again.
-func (s *imageStore) changed() {
-	s.namesMu.Lock()
-	s.namesAt = time.Time{}
-	s.namesMu.Unlock()
-}
-
-// Close releases the containerd connection. Safe to call twice.
-func (s *imageStore) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.client == nil {
-		return nil
-	}
-	err := s.client.Close()
-	s.client, s.store = nil, nil
-	return err
-}
-
 // imageService implements the ImageService of the local API.
 type imageService struct {
-	n *Node
+	im Images
+}
+
+// Images is this peer's containerd image store (tasks.Images).
+type Images interface {
+	Store(ctx context.Context) (*images.Store, error)
+	Changed()
 }
 
 var _ apiv1connect.ImageServiceHandler = (*imageService)(nil)
@@ -125,12 +36,12 @@ func imageToAPI(im images.Image) *apiv1.Image {
 }
 
 func (s *imageService) Import(ctx context.Context, req *connect.Request[apiv1.ImportImageRequest]) (*connect.Response[apiv1.ImportImageResponse], error) {
-	defer s.n.images.changed() // the heartbeat lists images
+	defer s.im.Changed() // the heartbeat lists images
 	p, err := absPath("path", req.Msg.GetPath())
 	if err != nil {
 		return nil, err
 	}
-	st, err := s.n.images.get(ctx)
+	st, err := s.im.Store(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -151,11 +62,11 @@ func (s *imageService) Import(ctx context.Context, req *connect.Request[apiv1.Im
 }
 
 func (s *imageService) Pull(ctx context.Context, req *connect.Request[apiv1.PullImageRequest], stream *connect.ServerStream[apiv1.PullImageEvent]) error {
-	defer s.n.images.changed() // the heartbeat lists images
+	defer s.im.Changed() // the heartbeat lists images
 	if req.Msg.GetRef() == "" {
 		return fmt.Errorf("pull: ref is empty: %w", errdefs.ErrInvalid)
 	}
-	st, err := s.n.images.get(ctx)
+	st, err := s.im.Store(ctx)
 	if err != nil {
 		return err
 	}
@@ -176,7 +87,7 @@ func (s *imageService) Pull(ctx context.Context, req *connect.Request[apiv1.Pull
 }
 
 func (s *imageService) List(ctx context.Context, _ *connect.Request[apiv1.ListImagesRequest]) (*connect.Response[apiv1.ListImagesResponse], error) {
-	st, err := s.n.images.get(ctx)
+	st, err := s.im.Store(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -192,11 +103,11 @@ func (s *imageService) List(ctx context.Context, _ *connect.Request[apiv1.ListIm
 }
 
 func (s *imageService) Remove(ctx context.Context, req *connect.Request[apiv1.RemoveImageRequest]) (*connect.Response[apiv1.RemoveImageResponse], error) {
-	defer s.n.images.changed() // the heartbeat lists images
+	defer s.im.Changed() // the heartbeat lists images
 	if req.Msg.GetName() == "" {
 		return nil, fmt.Errorf("remove image: name is empty: %w", errdefs.ErrInvalid)
 	}
-	st, err := s.n.images.get(ctx)
+	st, err := s.im.Store(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package node
+package delegation
 
 import (
 	"context"
@@ -9,11 +9,9 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/cortex-peer/cortex-peer/dag"
-	"github.com/cortex-peer/cortex-peer/node/tasklog"
-	"github.com/cortex-peer/cortex-peer/p2p"
+	"github.com/cortex-peer/cortex-peer/node/tasks"
 	"github.com/cortex-peer/cortex-peer/protocol"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 	meshv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/mesh/v1"
@@ -22,13 +20,13 @@ import (
 
 // candidates lists this peer and the live peers of the mesh as placement
 // sees them.
-func (n *Node) candidates() []candidate {
-	self := n.announcement()
+func (d *Delegation) candidates() []candidate {
+	self := d.mesh.Announcement()
 	out := []candidate{{
-		ID: n.ID(), Self: true, Labels: self.Labels, Caps: self.Capabilities,
+		ID: d.self, Self: true, Labels: self.Labels, Caps: self.Capabilities,
 		CPUs: self.Capacity.CPUs, Running: self.Capacity.RunningTasks, Images: self.Images,
 	}}
-	for _, e := range n.Peers() {
+	for _, e := range d.mesh.Peers() {
 		hb := e.Heartbeat
 		out = append(out, candidate{
 			ID: e.ID, Labels: hb.Labels, Caps: hb.Capabilities, Protocols: hb.Protocols,
@@ -49,8 +47,8 @@ const (
 // sample of root's blocks it lacks, asking them all at once; this peer has
 // them all (it just imported them). A candidate that does not answer in
 // time lacks everything.
-func (d *delegation) probeWorkspace(ctx context.Context, root cid.Cid, cands []candidate) {
-	sample, err := d.n.dags.Sample(ctx, root, probeSample)
+func (d *Delegation) probeWorkspace(ctx context.Context, root cid.Cid, cands []candidate) {
+	sample, err := d.blocks.Sample(ctx, root, probeSample)
 	if err != nil || len(sample) == 0 {
 		d.log.Debug("sample workspace for placement", "root", root, "err", err)
 		return
@@ -68,7 +66,7 @@ func (d *delegation) probeWorkspace(ctx context.Context, root cid.Cid, cands []c
 		}
 		cands[i].Missing = 1
 		wg.Go(func() {
-			reply, err := d.n.taskRequest(ctx, cands[i].ID, &meshv1.TaskRequest{Request: &meshv1.TaskRequest_Probe{Probe: &meshv1.ProbeBlocks{Cids: raw}}})
+			reply, err := d.taskRequest(ctx, cands[i].ID, &meshv1.TaskRequest{Request: &meshv1.TaskRequest_Probe{Probe: &meshv1.ProbeBlocks{Cids: raw}}})
 			if err == nil && reply.GetCode() == meshv1.ReplyCode_REPLY_CODE_OK {
 				have := min(int(reply.GetHave()), len(raw))
 				cands[i].Missing = 1 - float64(have)/float64(len(raw))
@@ -78,36 +76,36 @@ func (d *delegation) probeWorkspace(ctx context.Context, root cid.Cid, cands []c
 	wg.Wait()
 }
 
-// runRequest is one task a caller of this peer (the coordinator) asks for.
-type runRequest struct {
+// RunRequest is one task a caller of this peer (the coordinator) asks for.
+type RunRequest struct {
 	Spec      runtime.Spec
 	Workspace string // the caller's directory, absolute; "" for none
-	Placement placement
+	Placement Placement
 	Detach    bool // return once the task is submitted; it goes on without the caller
 
 	base cid.Cid // the workspace as imported for placement, when it was
 }
 
-// submit places and starts a task. Attached, it returns when the task has
+// Submit places and starts a task. Attached, it returns when the task has
 // ended, its output relayed to ev and its workspace merged; detached, once
 // the executor has accepted it.
-func (d *delegation) submit(ctx context.Context, req runRequest, ev runEvents) (taskOutcome, error) {
+func (d *Delegation) Submit(ctx context.Context, req RunRequest, ev tasks.Events) (tasks.Outcome, error) {
 	spec := req.Spec
 	if spec.ID == "" {
-		spec.ID = newTaskID()
+		spec.ID = tasks.NewTaskID()
 	}
-	out := taskOutcome{ID: spec.ID}
+	out := tasks.Outcome{ID: spec.ID}
 	if err := req.Placement.validate(); err != nil {
 		return out, err
 	}
-	cands := d.n.candidates()
+	cands := d.candidates()
 	if req.Workspace != "" && req.Placement.Peer == "" {
 		// Where more than one peer fits, the workspace's blocks weigh in: it
 		// is imported now (the run needs it anyway) and the candidates asked
 		// how much of it they hold.
 		if fits, err := fitting(req.Placement, cands); err == nil && len(fits) > 1 {
-			_ = ev.progress("importing workspace", 0, 0)
-			if req.base, err = d.n.tasks.importWorkspace(ctx, spec.ID, req.Workspace); err != nil {
+			_ = ev.Progress("importing workspace", 0, 0)
+			if req.base, err = d.runner.ImportWorkspace(ctx, spec.ID, req.Workspace); err != nil {
 				return out, err
 			}
 			d.probeWorkspace(ctx, req.base, cands)
@@ -117,7 +115,7 @@ func (d *delegation) submit(ctx context.Context, req runRequest, ev runEvents) (
 	if err != nil {
 		return out, err
 	}
-	rec := &taskRecord{
+	rec := &TaskRecord{
 		ID: spec.ID, Executor: chosen.ID.String(), Command: spec.Command, Image: spec.Image,
 		Workspace: req.Workspace, State: stateSubmitted, Submitted: time.Now(),
 	}
@@ -128,12 +126,12 @@ func (d *delegation) submit(ctx context.Context, req runRequest, ev runEvents) (
 }
 
 // runLocal runs a task on this peer, recorded as any other.
-func (d *delegation) runLocal(ctx context.Context, req runRequest, spec runtime.Spec, rec *taskRecord, ev runEvents) (taskOutcome, error) {
+func (d *Delegation) runLocal(ctx context.Context, req RunRequest, spec runtime.Spec, rec *TaskRecord, ev tasks.Events) (tasks.Outcome, error) {
 	rec.State = stateRunning
 	if err := d.rec.putTask(rec); err != nil {
-		return taskOutcome{ID: spec.ID}, err
+		return tasks.Outcome{ID: spec.ID}, err
 	}
-	run := func(ctx context.Context, ev runEvents) (taskOutcome, error) {
+	run := func(ctx context.Context, ev tasks.Events) (tasks.Outcome, error) {
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		d.mu.Lock()
@@ -144,21 +142,21 @@ func (d *delegation) runLocal(ctx context.Context, req runRequest, spec runtime.
 			delete(d.running, spec.ID)
 			d.mu.Unlock()
 		}()
-		out, err := d.n.tasks.run(ctx, spec, req.Workspace, ev)
+		out, err := d.runner.Run(ctx, spec, req.Workspace, ev)
 		d.recordLocal(rec, out, err)
 		return out, err
 	}
 	if !req.Detach {
 		return run(ctx, ev)
 	}
-	if !d.goFunc(func(ctx context.Context) { _, _ = run(ctx, nopEvents{}) }) {
-		return taskOutcome{ID: spec.ID}, fmt.Errorf("task %s: this peer is shutting down: %w", spec.ID, errdefs.ErrUnavailable)
+	if !d.goFunc(func(ctx context.Context) { _, _ = run(ctx, tasks.NopEvents{}) }) {
+		return tasks.Outcome{ID: spec.ID}, fmt.Errorf("task %s: this peer is shutting down: %w", spec.ID, errdefs.ErrUnavailable)
 	}
-	_ = ev.started(spec.ID, d.n.ID(), cid.Undef)
-	return taskOutcome{ID: spec.ID}, nil
+	_ = ev.Started(spec.ID, d.self, cid.Undef)
+	return tasks.Outcome{ID: spec.ID}, nil
 }
 
-func (d *delegation) recordLocal(rec *taskRecord, out taskOutcome, err error) {
+func (d *Delegation) recordLocal(rec *TaskRecord, out tasks.Outcome, err error) {
 	d.recMu.Lock()
 	defer d.recMu.Unlock()
 	rec.Result = outcomeRecord(out)
@@ -177,22 +175,22 @@ func (d *delegation) recordLocal(rec *taskRecord, out taskOutcome, err error) {
 }
 
 // runRemote delegates a task to another peer.
-func (d *delegation) runRemote(ctx context.Context, req runRequest, spec runtime.Spec, rec *taskRecord, executor peer.ID, ev runEvents) (taskOutcome, error) {
-	out := taskOutcome{ID: spec.ID}
+func (d *Delegation) runRemote(ctx context.Context, req RunRequest, spec runtime.Spec, rec *TaskRecord, executor peer.ID, ev tasks.Events) (tasks.Outcome, error) {
+	out := tasks.Outcome{ID: spec.ID}
 	var base cid.Cid
 	if req.Workspace != "" {
 		base = req.base
 		if !base.Defined() {
-			_ = ev.progress("importing workspace", 0, 0)
+			_ = ev.Progress("importing workspace", 0, 0)
 			var err error
-			if base, err = d.n.tasks.importWorkspace(ctx, spec.ID, req.Workspace); err != nil {
+			if base, err = d.runner.ImportWorkspace(ctx, spec.ID, req.Workspace); err != nil {
 				return out, err
 			}
 		}
 		rec.BaseRoot = base.String()
 		// The task's own pin keeps BASE for the merge, whatever the
 		// directory's pin becomes meanwhile.
-		if err := d.n.dags.Pin("task:"+spec.ID+":base", base); err != nil {
+		if err := d.dags.Pin("task:"+spec.ID+":base", base); err != nil {
 			return out, err
 		}
 	}
@@ -218,8 +216,8 @@ func (d *delegation) runRemote(ctx context.Context, req runRequest, spec runtime
 	if base.Defined() {
 		sub.WorkspaceRoot = base.Bytes()
 	}
-	_ = ev.progress("submitting to "+shortID(executor), 0, 0)
-	reply, err := d.n.taskRequest(ctx, executor, &meshv1.TaskRequest{Request: &meshv1.TaskRequest_Submit{Submit: sub}})
+	_ = ev.Progress("submitting to "+shortID(executor), 0, 0)
+	reply, err := d.taskRequest(ctx, executor, &meshv1.TaskRequest{Request: &meshv1.TaskRequest_Submit{Submit: sub}})
 	if err == nil {
 		err = replyError(executor, reply)
 	}
@@ -229,7 +227,7 @@ func (d *delegation) runRemote(ctx context.Context, req runRequest, spec runtime
 		return out, err
 	}
 	d.log.Info("task delegated", "task", spec.ID, "executor", executor)
-	if err := ev.started(spec.ID, executor, base); err != nil {
+	if err := ev.Started(spec.ID, executor, base); err != nil {
 		return out, err
 	}
 	if req.Detach {
@@ -242,13 +240,13 @@ func (d *delegation) runRemote(ctx context.Context, req runRequest, spec runtime
 
 // saveTask stores a coordinator record; the caller holds recMu. A store
 // that fails is logged: the task goes on, its record lags behind.
-func (d *delegation) saveTask(rec *taskRecord) {
+func (d *Delegation) saveTask(rec *TaskRecord) {
 	if err := d.rec.putTask(rec); err != nil {
 		d.log.Warn("record task", "task", rec.ID, "state", rec.State, "err", err)
 	}
 }
 
-func (d *delegation) failTask(rec *taskRecord, err error) {
+func (d *Delegation) failTask(rec *TaskRecord, err error) {
 	d.recMu.Lock()
 	defer d.recMu.Unlock()
 	rec.State, rec.Error = stateFailed, err.Error()
@@ -256,7 +254,7 @@ func (d *delegation) failTask(rec *taskRecord, err error) {
 }
 
 // watch registers interest in a task's result delivery.
-func (d *delegation) watch(id string) chan struct{} {
+func (d *Delegation) watch(id string) chan struct{} {
 	ch := make(chan struct{}, 1)
 	d.mu.Lock()
 	d.waiters[id] = ch
@@ -264,7 +262,7 @@ func (d *delegation) watch(id string) chan struct{} {
 	return ch
 }
 
-func (d *delegation) unwatch(id string, ch chan struct{}) {
+func (d *Delegation) unwatch(id string, ch chan struct{}) {
 	d.mu.Lock()
 	if d.waiters[id] == ch {
 		delete(d.waiters, id)
@@ -274,7 +272,7 @@ func (d *delegation) unwatch(id string, ch chan struct{}) {
 
 // goAwait waits for a task's result on a goroutine owned by d: for
 // detached runs, and for tasks a restarted coordinator still waits for.
-func (d *delegation) goAwait(rec *taskRecord, relay *logRelay) {
+func (d *Delegation) goAwait(rec *TaskRecord, relay *logRelay) {
 	d.goFunc(func(ctx context.Context) {
 		w := d.watch(rec.ID)
 		defer d.unwatch(rec.ID, w)
@@ -291,7 +289,7 @@ func (d *delegation) goAwait(rec *taskRecord, relay *logRelay) {
 			relay.detach()
 		}
 		defer relay.close()
-		if _, err := d.await(ctx, rec, relay, w, nopEvents{}); err != nil {
+		if _, err := d.await(ctx, rec, relay, w, tasks.NopEvents{}); err != nil {
 			d.log.Info("task ended", "task", rec.ID, "err", err)
 		}
 	})
@@ -301,7 +299,7 @@ func (d *delegation) goAwait(rec *taskRecord, relay *logRelay) {
 // arrives, then merges its workspace back. ctx ending cancels the task
 // (unless the relay is detached); an executor out of reach for LostAfter
 // makes it lost.
-func (d *delegation) await(ctx context.Context, rec *taskRecord, relay *logRelay, results <-chan struct{}, ev runEvents) (taskOutcome, error) {
+func (d *Delegation) await(ctx context.Context, rec *TaskRecord, relay *logRelay, results <-chan struct{}, ev tasks.Events) (tasks.Outcome, error) {
 	relay.ev = ev
 	exec, _ := peer.Decode(rec.Executor)
 	live := time.NewTicker(livenessInterval)
@@ -328,7 +326,7 @@ func (d *delegation) await(ctx context.Context, rec *taskRecord, relay *logRelay
 			}
 			lastContact = time.Now()
 		case <-gaps.C:
-			relay.tick(ctx, d.n, exec)
+			relay.tick(ctx, d, exec)
 		case <-results:
 			r, err := d.rec.task(rec.ID)
 			if err != nil {
@@ -352,16 +350,16 @@ func (d *delegation) await(ctx context.Context, rec *taskRecord, relay *logRelay
 				d.goAwait(rec, nil)
 				return recordOutcome(rec), fmt.Errorf("task %s: cancelled; no result from %s: %w", rec.ID, exec, context.Canceled)
 			}
-			if d.n.host.IsConnected(exec) {
+			if d.host.IsConnected(exec) {
 				lastContact = now
 			}
-			lost := d.n.cfg.Tasks.LostAfter
+			lost := d.cfg.LostAfter
 			if now.Sub(lastContact) > lost {
 				err := fmt.Errorf(stateFromNoExecutor, lost)
 				d.markLost(rec, err)
 				return recordOutcome(rec), fmt.Errorf("task %s on %s: %w: %w", rec.ID, exec, err, errdefs.ErrUnavailable)
 			}
-			if now.Sub(lastQuery) > queryInterval && d.n.host.IsConnected(exec) {
+			if now.Sub(lastQuery) > queryInterval && d.host.IsConnected(exec) {
 				lastQuery = now
 				d.queryRemote(ctx, rec, exec)
 			}
@@ -371,8 +369,8 @@ func (d *delegation) await(ctx context.Context, rec *taskRecord, relay *logRelay
 
 // queryRemote asks the executor how the task is; a result it holds that
 // never reached us (lost delivery) is taken as delivered.
-func (d *delegation) queryRemote(ctx context.Context, rec *taskRecord, exec peer.ID) {
-	reply, err := d.n.taskRequest(ctx, exec, &meshv1.TaskRequest{Request: &meshv1.TaskRequest_Query{Query: &meshv1.QueryTask{TaskId: rec.ID}}})
+func (d *Delegation) queryRemote(ctx context.Context, rec *TaskRecord, exec peer.ID) {
+	reply, err := d.taskRequest(ctx, exec, &meshv1.TaskRequest{Request: &meshv1.TaskRequest_Query{Query: &meshv1.QueryTask{TaskId: rec.ID}}})
 	if err != nil {
 		return
 	}
@@ -390,7 +388,7 @@ func (d *delegation) queryRemote(ctx context.Context, rec *taskRecord, exec peer
 
 // setState records a state the executor reported, unless the task has
 // ended meanwhile.
-func (d *delegation) setState(rec *taskRecord, st taskState) {
+func (d *Delegation) setState(rec *TaskRecord, st taskState) {
 	d.recMu.Lock()
 	defer d.recMu.Unlock()
 	if cur, err := d.rec.task(rec.ID); err != nil || cur.State.final() || cur.State == st {
@@ -400,7 +398,7 @@ func (d *delegation) setState(rec *taskRecord, st taskState) {
 	d.saveTask(rec)
 }
 
-func (d *delegation) markLost(rec *taskRecord, err error) {
+func (d *Delegation) markLost(rec *TaskRecord, err error) {
 	d.recMu.Lock()
 	defer d.recMu.Unlock()
 	if r, gerr := d.rec.task(rec.ID); gerr == nil && r.Result != nil {
@@ -413,15 +411,15 @@ func (d *delegation) markLost(rec *taskRecord, err error) {
 
 // cancelRemote asks the executor to kill a task the caller gave up on;
 // failing that, the task's result comes in its time.
-func (d *delegation) cancelRemote(exec peer.ID, id string) {
+func (d *Delegation) cancelRemote(exec peer.ID, id string) {
 	if err := d.requestCancel(d.ctx, exec, id); err != nil {
 		d.log.Warn("cancel task on its executor", "task", id, "err", err)
 	}
 }
 
 // requestCancel sends a cancel for task id to its executor.
-func (d *delegation) requestCancel(ctx context.Context, exec peer.ID, id string) error {
-	reply, err := d.n.taskRequest(ctx, exec, &meshv1.TaskRequest{Request: &meshv1.TaskRequest_Cancel{Cancel: &meshv1.CancelTask{TaskId: id}}})
+func (d *Delegation) requestCancel(ctx context.Context, exec peer.ID, id string) error {
+	reply, err := d.taskRequest(ctx, exec, &meshv1.TaskRequest{Request: &meshv1.TaskRequest_Cancel{Cancel: &meshv1.CancelTask{TaskId: id}}})
 	if err != nil {
 		return fmt.Errorf("cancel task %s: %w", id, err)
 	}
@@ -430,9 +428,9 @@ func (d *delegation) requestCancel(ctx context.Context, exec peer.ID, id string)
 
 // finish completes the output from the executor's log, then merges the
 // result into the caller's directory once.
-func (d *delegation) finish(ctx context.Context, rec *taskRecord, relay *logRelay, exec peer.ID) (taskOutcome, error) {
+func (d *Delegation) finish(ctx context.Context, rec *TaskRecord, relay *logRelay, exec peer.ID) (tasks.Outcome, error) {
 	if res := rec.Result; res != nil {
-		relay.complete(ctx, d.n, exec, res.StdoutChunks, res.StderrChunks)
+		relay.complete(ctx, d, exec, res.StdoutChunks, res.StderrChunks)
 	}
 	if rec.State == stateFailed {
 		return recordOutcome(rec), fmt.Errorf("task %s: %s", rec.ID, rec.Error)
@@ -444,7 +442,7 @@ func (d *delegation) finish(ctx context.Context, rec *taskRecord, relay *logRela
 // mergeBack merges BASE -> RESULT into the task's directory, once: the
 // waiting run, a detached run and a delivery that nobody awaited may all
 // get here, and only the first merges; the others take its report.
-func (d *delegation) mergeBack(ctx context.Context, rec *taskRecord) error {
+func (d *Delegation) mergeBack(ctx context.Context, rec *TaskRecord) error {
 	res := rec.Result
 	if rec.Workspace == "" || res == nil || res.ResultRoot == "" || res.Cancelled || res.TimedOut {
 		return nil
@@ -462,15 +460,15 @@ func (d *delegation) mergeBack(ctx context.Context, rec *taskRecord) error {
 	if err := errors.Join(err1, err2); err != nil {
 		return fmt.Errorf("task %s: roots: %w", rec.ID, err)
 	}
-	d.n.gcMu.RLock()
-	defer d.n.gcMu.RUnlock()
+	d.gc.RLock()
+	defer d.gc.RUnlock()
 	var rep dag.MergeReport
-	err := d.n.dags.Pin("task:"+rec.ID, theirs)
+	err := d.dags.Pin("task:"+rec.ID, theirs)
 	if err == nil && !base.Equals(theirs) {
 		// BASE is here (pinned for the task): only what the task changed
 		// is walked and fetched.
-		if _, err = d.n.fetchAgainst(ctx, base, theirs, 0, nil); err == nil {
-			rep, err = d.n.dags.Merge(ctx, base, theirs, rec.Workspace)
+		if _, err = d.blocks.FetchAgainst(ctx, base, theirs, 0, nil); err == nil {
+			rep, err = d.dags.Merge(ctx, base, theirs, rec.Workspace)
 		}
 	}
 	d.recMu.Lock()
@@ -490,7 +488,7 @@ func (d *delegation) mergeBack(ctx context.Context, rec *taskRecord) error {
 // deliver takes a result from the executor of one of our tasks. The first
 // delivery is stored; later ones (retries, queries) are acknowledged and
 // change nothing, so a result counts exactly once.
-func (d *delegation) deliver(from peer.ID, w *meshv1.TaskResult) *meshv1.TaskReply {
+func (d *Delegation) deliver(from peer.ID, w *meshv1.TaskResult) *meshv1.TaskReply {
 	id := w.GetTaskId()
 	if err := protocol.CheckTaskID(id); err != nil {
 		return refuse(meshv1.ReplyCode_REPLY_CODE_INVALID, "%v", err)
@@ -504,7 +502,7 @@ func (d *delegation) deliver(from peer.ID, w *meshv1.TaskResult) *meshv1.TaskRep
 	switch {
 	case err != nil:
 		d.recMu.Unlock()
-		return refuse(meshv1.ReplyCode_REPLY_CODE_UNKNOWN_TASK, "peer %s coordinates no task %s", d.n.ID(), id)
+		return refuse(meshv1.ReplyCode_REPLY_CODE_UNKNOWN_TASK, "peer %s coordinates no task %s", d.self, id)
 	case rec.Executor != from.String():
 		d.recMu.Unlock()
 		d.log.Warn("result from a peer that is not the task's executor", "task", id, "from", from)
@@ -536,7 +534,7 @@ func (d *delegation) deliver(from peer.ID, w *meshv1.TaskResult) *meshv1.TaskRep
 }
 
 // notify wakes whoever awaits a task's result; false when nobody does.
-func (d *delegation) notify(id string) bool {
+func (d *Delegation) notify(id string) bool {
 	d.mu.Lock()
 	ch, ok := d.waiters[id]
 	d.mu.Unlock()
@@ -549,9 +547,15 @@ func (d *delegation) notify(id string) bool {
 	return ok
 }
 
+// Tasks lists the tasks this peer coordinates, newest first.
+func (d *Delegation) Tasks() ([]*TaskRecord, error) { return d.rec.tasks() }
+
+// Outcome is the task's outcome as far as its record knows it.
+func (r *TaskRecord) Outcome() tasks.Outcome { return recordOutcome(r) }
+
 // recordOutcome is a record as the API reports it.
-func recordOutcome(rec *taskRecord) taskOutcome {
-	out := taskOutcome{ID: rec.ID, Merge: rec.Merge}
+func recordOutcome(rec *TaskRecord) tasks.Outcome {
+	out := tasks.Outcome{ID: rec.ID, Merge: rec.Merge}
 	out.Base, _ = cid.Decode(rec.BaseRoot)
 	if r := rec.Result; r != nil {
 		out.Result = runtime.Result{
@@ -567,228 +571,10 @@ func recordOutcome(rec *taskRecord) taskOutcome {
 	return out
 }
 
-// nopEvents discards a task's events: for detached runs, whose output is
-// read from the task log.
-type nopEvents struct{}
-
-func (nopEvents) started(string, peer.ID, cid.Cid) error { return nil }
-func (nopEvents) output(runtime.Chunk) error             { return nil }
-func (nopEvents) progress(string, uint64, uint64) error  { return nil }
-
-// logRelay receives a delegated task's live output from its log topic and
-// hands it on in order, per stream, with no hole and no duplicate: chunks
-// that arrive early wait for the ones before them, and holes are filled
-// from the executor's stored log. Everything handed on is also kept in
-// this peer's task log, for `logs` and late watchers.
-type logRelay struct {
-	id       string
-	topic    *p2p.Topic
-	in       chan runtime.Chunk
-	stop     context.CancelFunc
-	wg       sync.WaitGroup
-	ev       runEvents
-	logw     *tasklog.Writer
-	detached bool
-
-	next    [3]uint64                   // next sequence number to hand on, per stream
-	pending [3]map[uint64]runtime.Chunk // arrived early
-	since   [3]time.Time                // when the current hole was first seen
-
-	lastChunk, lastIdleFill time.Time // a live chunk came; the log was last asked while quiet
-}
-
-// openRelay joins the task's log topic before the task is submitted, so no
-// chunk is published before someone listens.
-// With keep, what it hands on is also kept in this peer's task log (the
-// coordinator's copy); a watcher keeps nothing.
-func (d *delegation) openRelay(id string, executor peer.ID, keep bool) (*logRelay, error) {
-	topic, err := d.n.host.Join(protocol.LogTopicPrefix+id, protocol.MaxLogChunkMessage, d.logValidator(executor))
-	if err != nil {
-		return nil, fmt.Errorf("join the log topic of task %s: %w", id, err)
-	}
-	var logw *tasklog.Writer
-	if keep {
-		if logw, err = d.n.taskLogs.Writer(id, d.n.cfg.Tasks.LogStoreCapBytes); err != nil {
-			topic.Close()
-			return nil, err
-		}
-	}
-	ctx, cancel := context.WithCancel(d.ctx)
-	r := newRelay(id, logw, nopEvents{})
-	r.topic, r.stop = topic, cancel
-	r.in = make(chan runtime.Chunk, relayBuffer)
-	run, err := topic.SubscribeNow(func(m p2p.Message) {
-		var c meshv1.LogChunk
-		if proto.Unmarshal(m.Data, &c) != nil || c.GetTaskId() != id {
-			return
-		}
-		select {
-		case r.in <- chunkFromWire(&c):
-		default: // the relay is behind: the hole is filled from the executor's log
-		}
-	})
-	if err != nil {
-		cancel()
-		topic.Close()
-		r.closeLog()
-		return nil, err
-	}
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		_ = run(ctx)
-	}()
-	return r, nil
-}
-
-// newRelay is a relay that orders and fills chunks, not yet listening to a
-// topic (openRelay adds that); logw may be nil.
-func newRelay(id string, logw *tasklog.Writer, ev runEvents) *logRelay {
-	r := &logRelay{id: id, logw: logw, ev: ev, lastChunk: time.Now()}
-	for s := range r.pending {
-		r.next[s] = 1
-		r.pending[s] = map[uint64]runtime.Chunk{}
-	}
-	return r
-}
-
-// startAt makes the relay hand on only the range asked for: chunks before
-// it, and a stream it leaves out, are dropped as duplicates are.
-func (r *logRelay) startAt(rng logRange) {
-	for s, next := range rng.start() {
-		r.next[s] = next
-	}
-}
-
-func (r *logRelay) detach() { r.detached = true }
-
-func (r *logRelay) close() {
-	r.stop()
-	r.wg.Wait()
-	r.topic.Close()
-	r.closeLog()
-}
-
-func (r *logRelay) closeLog() {
-	if r.logw != nil {
-		_, _ = r.logw.Close()
-	}
-}
-
-// flush writes out what the relay kept so far.
-func (r *logRelay) flush() {
-	if r.logw != nil {
-		_ = r.logw.Flush()
-	}
-}
-
-// add takes one live chunk.
-func (r *logRelay) add(c runtime.Chunk) {
-	r.lastChunk = time.Now()
-	s := int(c.Stream)
-	if s <= 0 || s >= len(r.next) || c.Seq < r.next[s] {
-		return // a duplicate, or already filled from the log
-	}
-	if c.Seq > r.next[s] {
-		if len(r.pending[s]) == 0 {
-			r.since[s] = time.Now()
-		}
-		if len(r.pending[s]) < relayBuffer {
-			r.pending[s][c.Seq] = c
-		}
-		return
-	}
-	r.emit(c)
-	r.drain(s)
-}
-
-func (r *logRelay) emit(c runtime.Chunk) {
-	r.next[c.Stream] = c.Seq + 1
-	if r.logw != nil {
-		_ = r.logw.Append(c)
-	}
-	_ = r.ev.output(c)
-}
-
-// drain hands on the chunks that waited for the one just handed on.
-func (r *logRelay) drain(s int) {
-	for {
-		c, ok := r.pending[s][r.next[s]]
-		if !ok {
-			break
-		}
-		delete(r.pending[s], c.Seq)
-		r.emit(c)
-	}
-	if len(r.pending[s]) > 0 {
-		r.since[s] = time.Now()
-	}
-}
-
-// tick runs every gapWait: holes older than that are filled from the
-// executor's log, and so is a log quiet for idleFill, since a chunk lost on
-// its way (or published before we were heard) would wait for the next one.
-func (r *logRelay) tick(ctx context.Context, n *Node, exec peer.ID) {
-	r.fillGaps(ctx, n, exec)
-	if time.Since(r.lastChunk) > idleFill && time.Since(r.lastIdleFill) > idleFill {
-		r.lastIdleFill = time.Now()
-		r.fetch(ctx, n, exec, runtime.Stdout, 0)
-		r.fetch(ctx, n, exec, runtime.Stderr, 0)
-		r.flush()
-	}
-}
-
-// fillGaps fetches from the executor's log the holes older than gapWait.
-func (r *logRelay) fillGaps(ctx context.Context, n *Node, exec peer.ID) {
-	for s := 1; s < len(r.next); s++ {
-		if len(r.pending[s]) == 0 || time.Since(r.since[s]) < gapWait {
-			continue
-		}
-		first := uint64(0)
-		for seq := range r.pending[s] {
-			if first == 0 || seq < first {
-				first = seq
-			}
-		}
-		r.fetch(ctx, n, exec, runtime.Stream(s), first-1)
-	}
-}
-
-// complete fetches whatever is still missing up to the final counts.
-func (r *logRelay) complete(ctx context.Context, n *Node, exec peer.ID, stdout, stderr uint64) {
-	for s, last := range map[runtime.Stream]uint64{runtime.Stdout: stdout, runtime.Stderr: stderr} {
-		for len(r.in) > 0 {
-			r.add(<-r.in)
-		}
-		if r.next[s] <= last {
-			r.fetch(ctx, n, exec, s, last)
-		}
-	}
-}
-
-// fetch asks the executor's log for next..to of one stream (to 0: all it
-// has).
-func (r *logRelay) fetch(ctx context.Context, n *Node, exec peer.ID, s runtime.Stream, to uint64) {
-	from := r.next[s]
-	if to != 0 && to < from {
-		return
-	}
-	err := n.fetchLogRange(ctx, exec, r.id, s, from, to, func(c runtime.Chunk) {
-		if c.Seq == r.next[s] {
-			delete(r.pending[s], c.Seq)
-			r.emit(c)
-		}
-	})
-	if err != nil {
-		n.log.Debug("fill log gap", "task", r.id, "stream", s, "from", from, "to", to, "err", err)
-	}
-	r.drain(int(s))
-}
-
-// task returns a task this peer coordinates. A task still running
+// Task returns a task this peer coordinates. A task still running
 // elsewhere is asked after on its executor, so a result that could not be
 // delivered is picked up.
-func (d *delegation) task(ctx context.Context, id string) (*taskRecord, error) {
+func (d *Delegation) Task(ctx context.Context, id string) (*TaskRecord, error) {
 	if err := protocol.CheckTaskID(id); err != nil {
 		return nil, err
 	}
@@ -796,7 +582,7 @@ func (d *delegation) task(ctx context.Context, id string) (*taskRecord, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !rec.State.final() && rec.Executor != d.n.ID().String() {
+	if !rec.State.final() && rec.Executor != d.self.String() {
 		if exec, err := peer.Decode(rec.Executor); err == nil {
 			d.queryRemote(ctx, rec, exec)
 			if r, err := d.rec.task(id); err == nil {
@@ -807,16 +593,16 @@ func (d *delegation) task(ctx context.Context, id string) (*taskRecord, error) {
 	return rec, nil
 }
 
-// cancelTask kills a task wherever it runs.
-func (d *delegation) cancelTask(ctx context.Context, id string) error {
-	rec, err := d.task(ctx, id)
+// Cancel kills a task wherever it runs.
+func (d *Delegation) Cancel(ctx context.Context, id string) error {
+	rec, err := d.Task(ctx, id)
 	if err != nil {
 		return err
 	}
 	if rec.State.final() {
 		return fmt.Errorf("task %s has ended (%s): %w", id, rec.State, errdefs.ErrInvalid)
 	}
-	if rec.Executor == d.n.ID().String() {
+	if rec.Executor == d.self.String() {
 		d.mu.Lock()
 		cancel := d.running[id]
 		d.mu.Unlock()
@@ -836,11 +622,11 @@ func (d *delegation) cancelTask(ctx context.Context, id string) error {
 // errLogHole stops reading a task log at its first missing chunk.
 var errLogHole = errors.New("hole in the task log")
 
-// logs sends a task's kept output in order, stdout and stderr each from
+// Logs sends a task's kept output in order, stdout and stderr each from
 // its first chunk; with follow it goes on until the task has ended and
 // everything is sent. The output of tasks coordinated here is in this
 // peer's task log, wherever they ran.
-func (d *delegation) logs(ctx context.Context, id string, follow bool, rng logRange, send func(runtime.Chunk) error) error {
+func (d *Delegation) Logs(ctx context.Context, id string, follow bool, rng LogRange, send func(runtime.Chunk) error) error {
 	if err := protocol.CheckTaskID(id); err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package node
+package delegation
 
 import (
 	"bufio"
@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	libp2pproto "github.com/libp2p/go-libp2p/core/protocol"
 
+	"github.com/cortex-peer/cortex-peer/node/tasks"
 	"github.com/cortex-peer/cortex-peer/protocol"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 	meshv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/mesh/v1"
@@ -36,7 +37,7 @@ func specFromWire(w *meshv1.TaskSpec) (runtime.Spec, error) {
 	if w == nil {
 		return runtime.Spec{}, fmt.Errorf("spec: missing: %w", errdefs.ErrInvalid)
 	}
-	if w.GetTimeoutMs() < 0 || w.GetTimeoutMs() > maxSpecTimeout {
+	if w.GetTimeoutMs() < 0 || w.GetTimeoutMs() > protocol.MaxTaskTimeoutMs {
 		return runtime.Spec{}, fmt.Errorf("spec: timeout_ms %d out of range: %w", w.GetTimeoutMs(), errdefs.ErrInvalid)
 	}
 	s := runtime.Spec{
@@ -74,7 +75,7 @@ func stateFromWire(w meshv1.TaskState) taskState {
 }
 
 // outcomeRecord is how a task run here ended, as records keep it.
-func outcomeRecord(o taskOutcome) *taskResultRecord {
+func outcomeRecord(o tasks.Outcome) *taskResultRecord {
 	r := o.Result
 	rec := &taskResultRecord{
 		ExitCode: r.ExitCode, Signal: r.Signal, OOMKilled: r.OOMKilled, TimedOut: r.TimedOut, Cancelled: r.Cancelled,
@@ -140,10 +141,10 @@ func chunkFromWire(w *meshv1.LogChunk) runtime.Chunk {
 }
 
 // taskRequest sends one request on the task protocol and reads the reply.
-func (n *Node) taskRequest(ctx context.Context, to peer.ID, req *meshv1.TaskRequest) (*meshv1.TaskReply, error) {
+func (d *Delegation) taskRequest(ctx context.Context, to peer.ID, req *meshv1.TaskRequest) (*meshv1.TaskReply, error) {
 	ctx, cancel := context.WithTimeout(ctx, taskStreamTimeout)
 	defer cancel()
-	s, err := n.host.Libp2p().NewStream(ctx, to, libp2pproto.ID(protocol.TaskProtocol))
+	s, err := d.host.Libp2p().NewStream(ctx, to, libp2pproto.ID(protocol.TaskProtocol))
 	if err != nil {
 		return nil, fmt.Errorf("reach peer %s: %w: %w", to, err, errdefs.ErrUnavailable)
 	}
@@ -182,10 +183,10 @@ func replyError(from peer.ID, r *meshv1.TaskReply) error {
 
 // fetchLogRange reads stored chunks from..to (to 0: to the end) of one
 // stream of a task from its executor, calling fn for each in order.
-func (n *Node) fetchLogRange(ctx context.Context, executor peer.ID, id string, stream runtime.Stream, from, to uint64, fn func(runtime.Chunk)) error {
+func (d *Delegation) fetchLogRange(ctx context.Context, executor peer.ID, id string, stream runtime.Stream, from, to uint64, fn func(runtime.Chunk)) error {
 	ctx, cancel := context.WithTimeout(ctx, logRangeTimeout)
 	defer cancel()
-	s, err := n.host.Libp2p().NewStream(ctx, executor, libp2pproto.ID(protocol.LogsProtocol))
+	s, err := d.host.Libp2p().NewStream(ctx, executor, libp2pproto.ID(protocol.LogsProtocol))
 	if err != nil {
 		return fmt.Errorf("reach executor %s for logs: %w: %w", executor, err, errdefs.ErrUnavailable)
 	}

@@ -1,0 +1,277 @@
+// Package exchange moves blocks between peers: it serves this peer's blocks
+// to the mesh and fetches missing ones, over bitswap and over the bulk CAR
+// stream (/cortex/blocks), with a guard that stops a fetch from asking a
+// peer that served it bad blocks. It knows the peer only through the libp2p
+// host and the block store it is given; it must not import node.
+package exchange
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/ipfs/boxo/bitswap"
+	bsnet "github.com/ipfs/boxo/bitswap/network/bsnet"
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	libp2pproto "github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/cortex-peer/cortex-peer/dag"
+	"github.com/cortex-peer/cortex-peer/protocol"
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
+)
+
+// DefaultStallTimeout ends a fetch when no block arrived for this long.
+const DefaultStallTimeout = 60 * time.Second
+
+// Bitswap tuning for a small mesh.
+const (
+	bitswapRebroadcast      = time.Second
+	bitswapOutstandingBytes = 32 << 20
+	bitswapMessageSize      = 1 << 20
+	bitswapWorkers          = 16
+	bitswapMaxWants         = 1 << 16
+)
+
+// Config configures the exchange.
+type Config struct {
+	// StallTimeout ends a fetch when no block arrived for this long; a
+	// fetch may ask for another.
+	StallTimeout time.Duration
+}
+
+// DefaultConfig is the exchange's default configuration.
+func DefaultConfig() Config { return Config{StallTimeout: DefaultStallTimeout} }
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	if c.StallTimeout <= 0 {
+		return fmt.Errorf("exchange: stall timeout must be positive: %w", errdefs.ErrInvalid)
+	}
+	return nil
+}
+
+// Host is what the exchange uses of the peer's libp2p host.
+type Host interface {
+	Libp2p() host.Host
+	Connected() []peer.ID
+}
+
+// Exchange serves this peer's blocks to the mesh and fetches missing ones.
+type Exchange struct {
+	cfg  Config
+	host Host
+	dags *dag.Store
+	log  *slog.Logger
+
+	bs    *bitswap.Bitswap
+	guard *peerGuard // between bs and the network: per-fetch bad peers
+
+	// ctx ends at Close: bulk exports in flight watch it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	once   sync.Once
+	err    error
+}
+
+// New starts bitswap on h over dags and serves the bulk protocol. Close
+// stops both.
+func New(cfg Config, h Host, dags *dag.Store, log *slog.Logger) (*Exchange, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	guard := newPeerGuard(bsnet.NewFromIpfsHost(h.Libp2p()), dags.Blocks(), h.Connected, log)
+	// No content routing: wants go to the connected peers of the mesh. A
+	// mesh is small, so a want nobody answered is re-sent after a second,
+	// not boxo's minute; larger messages and queues keep a bulk fetch of
+	// many small blocks from crawling.
+	bs := bitswap.New(ctx, guard, nil, dags.Blocks(),
+		bitswap.RebroadcastDelay(bitswapRebroadcast),
+		bitswap.ProviderSearchDelay(bitswapRebroadcast),
+		bitswap.MaxOutstandingBytesPerPeer(bitswapOutstandingBytes),
+		bitswap.WithTargetMessageSize(bitswapMessageSize),
+		bitswap.EngineBlockstoreWorkerCount(bitswapWorkers),
+		bitswap.TaskWorkerCount(bitswapWorkers),
+		// boxo drops wants beyond 1024 per peer by default, and a dropped
+		// want waits for a rebroadcast: a pipelined fetch keeps more
+		// outstanding than that.
+		bitswap.MaxQueuedWantlistEntriesPerPeer(bitswapMaxWants),
+	)
+	e := &Exchange{cfg: cfg, host: h, dags: dags, log: log, bs: bs, guard: guard, ctx: ctx, cancel: cancel}
+	// Registered here rather than in a Serve loop: a peer that sees this
+	// one's heartbeat may ask for blocks at once.
+	h.Libp2p().SetStreamHandler(libp2pproto.ID(protocol.BlocksProtocol), e.serveBlocks)
+	return e, nil
+}
+
+// Close stops serving and fetching. Safe to call twice.
+func (e *Exchange) Close() error {
+	e.once.Do(func() {
+		e.host.Libp2p().RemoveStreamHandler(libp2pproto.ID(protocol.BlocksProtocol))
+		e.err = e.bs.Close()
+		e.cancel()
+	})
+	return e.err
+}
+
+// Fetch makes root local, failing when no block arrives for stall (0: the
+// configured stall timeout). A peer that serves a block failing
+// verification (on either path) is not asked again in this fetch; when no
+// other connected peer is left, the fetch fails with ErrUntrustedPeers
+// naming it.
+func (e *Exchange) Fetch(ctx context.Context, root cid.Cid, stall time.Duration, progress func(dag.FetchProgress)) (dag.FetchProgress, error) {
+	return e.FetchAgainst(ctx, cid.Undef, root, stall, progress)
+}
+
+// FetchAgainst is Fetch of a root that shares most of its tree with base,
+// complete here (see dag.Store.FetchAgainst): only the changed part is
+// walked and asked for. An undefined base is a plain fetch.
+func (e *Exchange) FetchAgainst(ctx context.Context, base, root cid.Cid, stall time.Duration, progress func(dag.FetchProgress)) (dag.FetchProgress, error) {
+	if stall <= 0 {
+		stall = e.cfg.StallTimeout
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	scope := e.guard.begin(root, cancel)
+	defer scope.end()
+	var mu sync.Mutex
+	last := time.Now()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		t := time.NewTicker(stall / 10)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				mu.Lock()
+				idle := time.Since(last)
+				mu.Unlock()
+				if idle > stall {
+					if err := scope.err(); err != nil {
+						cancel(err)
+						return
+					}
+					cancel(fmt.Errorf("no block of %s arrived for %s: is a peer that holds it connected? %w", root, stall, errdefs.ErrUnavailable))
+					return
+				}
+			}
+		}
+	}()
+	touch := func() {
+		mu.Lock()
+		last = time.Now()
+		mu.Unlock()
+	}
+	sess := scope.fetcher(e.bs.NewSession(ctx))
+	// A tree this peer lacks entirely comes faster as one stream from a
+	// peer that has it; bitswap then fetches whatever is still missing.
+	var bulk dag.FetchProgress
+	stream := func(base cid.Cid) {
+		blocks, err := e.fetchBulk(ctx, base, root, scope, func(b int) {
+			touch()
+			bulk.FetchedBytes += int64(b)
+			if progress != nil {
+				progress(bulk)
+			}
+		})
+		bulk.Fetched += blocks
+		if err != nil && ctx.Err() == nil {
+			e.log.Debug("bulk fetch unavailable; using bitswap", "root", root, "base", base, "err", err)
+		}
+	}
+	has, _ := e.dags.Blocks().Has(ctx, root)
+	switch {
+	case has:
+	case base.Defined() && e.dags.Complete(base):
+		// What changed since base, in one round trip rather than one a
+		// level of the tree.
+		stream(base)
+	default:
+		if err := e.dags.FetchOne(ctx, root, sess); err == nil {
+			bulk.Fetched++
+			if size, err := e.dags.Blocks().GetSize(ctx, root); err == nil {
+				bulk.FetchedBytes += int64(size)
+			}
+			touch()
+		}
+		if e.lacksMostOf(ctx, root) {
+			// The stream carries the root again: count it there, once.
+			bulk = dag.FetchProgress{}
+			stream(cid.Undef)
+		}
+	}
+	p, err := e.dags.FetchAgainst(ctx, base, root, sess, func(p dag.FetchProgress) {
+		touch()
+		p.Fetched += bulk.Fetched
+		p.FetchedBytes += bulk.FetchedBytes
+		if progress != nil {
+			progress(p)
+		}
+	})
+	p.Fetched += bulk.Fetched
+	p.FetchedBytes += bulk.FetchedBytes
+	if err != nil {
+		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
+			return p, cause
+		}
+		if berr := scope.err(); berr != nil {
+			return p, fmt.Errorf("%w (then: %v)", berr, err)
+		}
+		return p, err
+	}
+	return p, nil
+}
+
+// FetchAll makes every root local with the configured stall timeout and
+// sums what came over the mesh.
+func (e *Exchange) FetchAll(ctx context.Context, roots ...cid.Cid) (dag.FetchProgress, error) {
+	var sum dag.FetchProgress
+	for _, root := range roots {
+		p, err := e.Fetch(ctx, root, 0, nil)
+		if err != nil {
+			return sum, err
+		}
+		sum.Blocks += p.Blocks
+		sum.Fetched += p.Fetched
+		sum.FetchedBytes += p.FetchedBytes
+	}
+	return sum, nil
+}
+
+// lacksMostOf reports whether this peer holds less than half of the tree
+// at root (which must be local), judged by the root's direct children. A
+// delta (a few changed paths) goes to bitswap instead.
+func (e *Exchange) lacksMostOf(ctx context.Context, root cid.Cid) bool {
+	present, total, err := e.dags.Coverage(ctx, root)
+	return err == nil && total > 0 && 2*present < total
+}
+
+// CountHeld is how many of the blocks named (raw CIDs) this peer holds, for
+// a block probe; a malformed CID is an error.
+func (e *Exchange) CountHeld(ctx context.Context, raw [][]byte) (int, error) {
+	have := 0
+	for _, b := range raw {
+		c, err := cid.Cast(b)
+		if err != nil {
+			return 0, fmt.Errorf("probe: %v: %w", err, errdefs.ErrInvalid)
+		}
+		if ok, err := e.dags.Blocks().Has(ctx, c); err == nil && ok {
+			have++
+		}
+	}
+	return have, nil
+}
+
+// Sample picks up to n blocks of root, for a block probe.
+func (e *Exchange) Sample(ctx context.Context, root cid.Cid, n int) ([]cid.Cid, error) {
+	return e.dags.Sample(ctx, root, n)
+}
