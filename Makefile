@@ -53,8 +53,8 @@ bench-run: deps ## Task figures: start latency beside `ctr run --rm` and gVisor,
 	$(GO) test -run '^$$' -bench 'StartLatency' -benchtime 20x ./runtime/
 	$(GO) test -run '^$$' -bench 'OutputThroughput' -benchtime 2x ./runtime/
 	$(GO) test -run '^$$' -bench 'ConcurrentTasks' -benchtime 3x ./runtime/
-	$(GO) test -run '^$$' -bench 'RunOutputThroughput' -benchtime 3x ./node/
-	$(GO) test -run '^$$' -bench 'Delegation' -benchtime 10x ./node/
+	$(GO) test -run '^$$' -bench 'RunOutputThroughput' -benchtime 3x ./node/tasks/
+	$(GO) test -run '^$$' -bench 'Delegation' -benchtime 10x ./node/delegation/
 
 .PHONY: bench-mcp
 bench-mcp: deps ## MCP figures: run_task over stdio and HTTP beside `cortex-peer run` and the API, first progress notification (medians of 20, 3 peers).

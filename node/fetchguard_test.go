@@ -46,11 +46,11 @@ func badTree(t *testing.T) (dir string, leaf cid.Cid) {
 	t.Helper()
 	dir = t.TempDir()
 	for i := range 8 {
-		mustWrite(t, filepath.Join(dir, "f"+string(rune('a'+i))), bytes.Repeat([]byte{byte('a' + i)}, 900+i), 0o644)
+		testnet.WriteFile(t, filepath.Join(dir, "f"+string(rune('a'+i))), bytes.Repeat([]byte{byte('a' + i)}, 900+i), 0o644)
 	}
 	big := make([]byte, 2<<20)
 	_, _ = rand.Read(big)
-	mustWrite(t, filepath.Join(dir, "big.bin"), big, 0o644)
+	testnet.WriteFile(t, filepath.Join(dir, "big.bin"), big, 0o644)
 	h, err := mh.Sum(bytes.Repeat([]byte{'c'}, 902), mh.SHA2_256, -1)
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +60,7 @@ func badTree(t *testing.T) (dir string, leaf cid.Cid) {
 
 func verifyStore(t *testing.T, n *node.Node) {
 	t.Helper()
-	count, err := n.VerifyStoreForTest(ctxT(t, 30*time.Second))
+	count, err := n.VerifyStoreForTest(testnet.Context(t, 30*time.Second))
 	if err != nil {
 		t.Fatalf("a bad block was stored: %v", err)
 	}
@@ -76,7 +76,7 @@ func TestFetchBadPeerOnly(t *testing.T) {
 		t.Run(which, func(t *testing.T) {
 			logs := &syncBuffer{}
 			tn := testnet.New(t, 2, testnet.WithLogs(logs, slog.LevelInfo))
-			ctx := ctxT(t, 90*time.Second)
+			ctx := testnet.Context(t, 90*time.Second)
 			if err := tn.WaitMesh(ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -131,7 +131,7 @@ func TestFetchBadPeerOnly(t *testing.T) {
 // stores nothing wrong.
 func TestFetchBadAndHonestPeer(t *testing.T) {
 	tn := testnet.New(t, 3)
-	ctx := ctxT(t, 120*time.Second)
+	ctx := testnet.Context(t, 120*time.Second)
 	if err := tn.WaitMesh(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package node_test
+package workspace_test
 
 import (
 	"bytes"
@@ -15,33 +15,23 @@ import (
 	"github.com/cortex-peer/cortex-peer/testnet"
 )
 
-func mustWrite(t *testing.T, p string, data []byte, mode os.FileMode) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, data, mode); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestWorkspaceOverBitswap moves a tree with an empty file (the bitswap
 // zero-length-block trap), an empty directory, a symlink, an executable and
 // a multi-chunk file between two real peers, then a one-file delta.
 func TestWorkspaceOverBitswap(t *testing.T) {
 	tn := testnet.New(t, 2)
-	ctx := ctxT(t, 60*time.Second)
+	ctx := testnet.Context(t, 60*time.Second)
 	if err := tn.WaitMesh(ctx); err != nil {
 		t.Fatal(err)
 	}
 	src := t.TempDir()
 	big := make([]byte, 3<<20)
 	_, _ = rand.Read(big)
-	mustWrite(t, filepath.Join(src, "empty"), nil, 0o644)
-	mustWrite(t, filepath.Join(src, "sub", "also-empty"), nil, 0o644)
-	mustWrite(t, filepath.Join(src, "run.sh"), []byte("#!/bin/sh\n"), 0o755)
-	mustWrite(t, filepath.Join(src, "big.bin"), big, 0o644)
-	mustWrite(t, filepath.Join(src, "a.txt"), []byte("hello\n"), 0o644)
+	testnet.WriteFile(t, filepath.Join(src, "empty"), nil, 0o644)
+	testnet.WriteFile(t, filepath.Join(src, "sub", "also-empty"), nil, 0o644)
+	testnet.WriteFile(t, filepath.Join(src, "run.sh"), []byte("#!/bin/sh\n"), 0o755)
+	testnet.WriteFile(t, filepath.Join(src, "big.bin"), big, 0o644)
+	testnet.WriteFile(t, filepath.Join(src, "a.txt"), []byte("hello\n"), 0o644)
 	if err := os.Mkdir(filepath.Join(src, "emptydir"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +83,7 @@ func TestWorkspaceOverBitswap(t *testing.T) {
 	}
 
 	// One file changes: peer 2 fetches only the new blocks.
-	mustWrite(t, filepath.Join(src, "a.txt"), []byte("hello, changed\n"), 0o644)
+	testnet.WriteFile(t, filepath.Join(src, "a.txt"), []byte("hello, changed\n"), 0o644)
 	added2, err := c1.WorkspaceAdd(ctx, src, false, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -125,7 +115,7 @@ func TestWorkspaceOverBitswap(t *testing.T) {
 
 func TestWorkspaceErrors(t *testing.T) {
 	tn := testnet.New(t, 1)
-	ctx := ctxT(t, 30*time.Second)
+	ctx := testnet.Context(t, 30*time.Second)
 	c, err := apiclient.Dial(tn.Peers[0].Dir)
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package node_test
+package tasks_test
 
 import (
 	"bytes"
@@ -31,53 +31,27 @@ func taskPeer(t *testing.T) (*testnet.Net, *apiclient.Client) {
 	return tn, c
 }
 
-type collected struct {
-	stdout, stderr bytes.Buffer
-	started        *apiv1.TaskStarted
-	firstOutput    time.Time
-	startedCh      chan struct{} // closed on the started event, when not nil
-}
-
-func (c *collected) event(ev *apiv1.RunEvent) {
-	switch e := ev.GetEvent().(type) {
-	case *apiv1.RunEvent_Started:
-		c.started = e.Started
-		if c.startedCh != nil {
-			close(c.startedCh)
-		}
-	case *apiv1.RunEvent_Output:
-		if c.firstOutput.IsZero() {
-			c.firstOutput = time.Now()
-		}
-		if e.Output.GetStream() == "stderr" {
-			c.stderr.Write(e.Output.GetData())
-		} else {
-			c.stdout.Write(e.Output.GetData())
-		}
-	}
-}
-
 func TestRunStreamsOutputAndExitCode(t *testing.T) {
 	_, c := taskPeer(t)
-	ctx := ctxT(t, 60*time.Second)
-	var got collected
+	ctx := testnet.Context(t, 60*time.Second)
+	var got testnet.RunEvents
 	start := time.Now()
 	res, err := c.Run(ctx, &apiv1.RunRequest{Spec: &apiv1.TaskSpec{
 		Command: []string{"sh", "-c", "echo out; echo err >&2; sleep 1.5; echo late; exit 3"},
-	}}, got.event)
+	}}, got.Event)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.GetExitCode() != 3 || got.stdout.String() != "out\nlate\n" || got.stderr.String() != "err\n" {
-		t.Fatalf("exit %d stdout %q stderr %q (%+v)", res.GetExitCode(), got.stdout.String(), got.stderr.String(), res)
+	if res.GetExitCode() != 3 || got.Stdout.String() != "out\nlate\n" || got.Stderr.String() != "err\n" {
+		t.Fatalf("exit %d stdout %q stderr %q (%+v)", res.GetExitCode(), got.Stdout.String(), got.Stderr.String(), res)
 	}
-	if got.started == nil || got.started.GetTaskId() != res.GetTaskId() {
-		t.Fatalf("started event %v for task %s", got.started, res.GetTaskId())
+	if got.Started == nil || got.Started.GetTaskId() != res.GetTaskId() {
+		t.Fatalf("started event %v for task %s", got.Started, res.GetTaskId())
 	}
 	// The first line arrives live, long before the task's end.
-	if end := time.Now(); end.Sub(got.firstOutput) < time.Second {
+	if end := time.Now(); end.Sub(got.FirstOutput) < time.Second {
 		t.Fatalf("first output %v after start, task ended %v after start: output was not live",
-			got.firstOutput.Sub(start), end.Sub(start))
+			got.FirstOutput.Sub(start), end.Sub(start))
 	}
 	if res.GetStdoutBytes() != 9 || res.GetStderrBytes() != 4 {
 		t.Fatalf("byte counts %d/%d", res.GetStdoutBytes(), res.GetStderrBytes())
@@ -86,11 +60,11 @@ func TestRunStreamsOutputAndExitCode(t *testing.T) {
 
 func TestRunWorkspaceMergesBackWithoutOverwritingLocalEdits(t *testing.T) {
 	_, c := taskPeer(t)
-	ctx := ctxT(t, 90*time.Second)
+	ctx := testnet.Context(t, 90*time.Second)
 	dir := t.TempDir()
-	mustWrite(t, filepath.Join(dir, "input.txt"), []byte("one\ntwo\nthree\n"), 0o644)
-	mustWrite(t, filepath.Join(dir, "mine.txt"), []byte("base\n"), 0o644)
-	mustWrite(t, filepath.Join(dir, "sub", "keep.txt"), []byte("keep\n"), 0o644)
+	testnet.WriteFile(t, filepath.Join(dir, "input.txt"), []byte("one\ntwo\nthree\n"), 0o644)
+	testnet.WriteFile(t, filepath.Join(dir, "mine.txt"), []byte("base\n"), 0o644)
+	testnet.WriteFile(t, filepath.Join(dir, "sub", "keep.txt"), []byte("keep\n"), 0o644)
 
 	// The task adds a file, edits one, and writes a file the user edits
 	// while the task runs: that one must come back as a conflict.
@@ -104,24 +78,24 @@ sleep 2
 	done := make(chan struct{})
 	var res *apiv1.TaskResult
 	var runErr error
-	got := collected{startedCh: make(chan struct{})}
+	got := testnet.RunEvents{StartedCh: make(chan struct{})}
 	go func() {
 		defer close(done)
-		res, runErr = c.Run(ctx, &apiv1.RunRequest{Workspace: dir, Spec: &apiv1.TaskSpec{Command: []string{"sh", "-c", script}}}, got.event)
+		res, runErr = c.Run(ctx, &apiv1.RunRequest{Workspace: dir, Spec: &apiv1.TaskSpec{Command: []string{"sh", "-c", script}}}, got.Event)
 	}()
 	// Edit mine.txt locally once the task has started.
 	select {
-	case <-got.startedCh:
+	case <-got.StartedCh:
 	case <-done:
 		t.Fatalf("run ended before the task started: %v", runErr)
 	}
-	mustWrite(t, filepath.Join(dir, "mine.txt"), []byte("local edit\n"), 0o644)
+	testnet.WriteFile(t, filepath.Join(dir, "mine.txt"), []byte("local edit\n"), 0o644)
 	<-done
 	if runErr != nil {
 		t.Fatal(runErr)
 	}
 	if res.GetExitCode() != 0 || res.GetError() != "" {
-		t.Fatalf("task failed: %+v stderr %q", res, got.stderr.String())
+		t.Fatalf("task failed: %+v stderr %q", res, got.Stderr.String())
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "count.txt"))
 	if err != nil || strings.TrimSpace(string(b)) != "3" {
@@ -142,15 +116,15 @@ sleep 2
 
 func TestRunCancelKillsTheTask(t *testing.T) {
 	tn, c := taskPeer(t)
-	ctx := ctxT(t, 60*time.Second)
+	ctx := testnet.Context(t, 60*time.Second)
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var got collected
+	var got testnet.RunEvents
 	errc := make(chan error, 1)
 	go func() {
 		_, err := c.Run(runCtx, &apiv1.RunRequest{Spec: &apiv1.TaskSpec{Command: []string{"sh", "-c", "echo up; sleep 600"}}},
 			func(ev *apiv1.RunEvent) {
-				got.event(ev)
+				got.Event(ev)
 				if _, ok := ev.GetEvent().(*apiv1.RunEvent_Output); ok {
 					cancel()
 				}
@@ -185,7 +159,7 @@ func TestRunCancelKillsTheTask(t *testing.T) {
 
 func TestRunRefusesBadSpecs(t *testing.T) {
 	_, c := taskPeer(t)
-	ctx := ctxT(t, 30*time.Second)
+	ctx := testnet.Context(t, 30*time.Second)
 	for name, spec := range map[string]*apiv1.TaskSpec{
 		"negative memory":  {Command: []string{"true"}, Limits: &apiv1.TaskLimits{MemoryBytes: -1}},
 		"absurd cpus":      {Command: []string{"true"}, Limits: &apiv1.TaskLimits{Cpus: 1e6}},
@@ -248,7 +222,7 @@ func BenchmarkRunOutputThroughput(b *testing.B) {
 // task to the next and back into the directory, and the layers are kept.
 func TestWorkspaceLayersAcrossTasks(t *testing.T) {
 	tn, c := taskPeer(t)
-	ctx := ctxT(t, 2*time.Minute)
+	ctx := testnet.Context(t, 2*time.Minute)
 	ws := t.TempDir()
 	for name, body := range map[string]string{"a.txt": "a\n", "keep.txt": "keep\n", "run.sh": "echo run\n", "sub/old.txt": "old\n"} {
 		if err := os.MkdirAll(filepath.Dir(filepath.Join(ws, name)), 0o755); err != nil {
@@ -269,10 +243,10 @@ func TestWorkspaceLayersAcrossTasks(t *testing.T) {
 		{`cat b.txt; test ! -e d && test ! -e sub/old.txt && ./run.sh`, "new\nmore\nrun\n", ""},
 	}
 	for i, st := range steps {
-		var got collected
-		res, err := c.Run(ctx, &apiv1.RunRequest{Spec: &apiv1.TaskSpec{Command: []string{"sh", "-c", st.script}, Isolation: st.isolation}, Workspace: ws}, got.event)
-		if err != nil || res.GetExitCode() != 0 || got.stdout.String() != st.stdout {
-			t.Fatalf("step %d: %+v %v, stdout %q (want %q), stderr %q", i+1, res, err, got.stdout.String(), st.stdout, got.stderr.String())
+		var got testnet.RunEvents
+		res, err := c.Run(ctx, &apiv1.RunRequest{Spec: &apiv1.TaskSpec{Command: []string{"sh", "-c", st.script}, Isolation: st.isolation}, Workspace: ws}, got.Event)
+		if err != nil || res.GetExitCode() != 0 || got.Stdout.String() != st.stdout {
+			t.Fatalf("step %d: %+v %v, stdout %q (want %q), stderr %q", i+1, res, err, got.Stdout.String(), st.stdout, got.Stderr.String())
 		}
 	}
 	for name, want := range map[string]string{"b.txt": "new\nmore\n", "keep.txt": "keep\n", "sub/new.txt": "fresh\n"} {
@@ -310,7 +284,7 @@ func TestOldTasksAreForgotten(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	ctx := ctxT(t, time.Minute)
+	ctx := testnet.Context(t, time.Minute)
 	var ids []string
 	for i := range 4 {
 		res, err := c.Run(ctx, &apiv1.RunRequest{Spec: &apiv1.TaskSpec{Command: []string{"echo", fmt.Sprint(i)}}}, nil)
@@ -329,7 +303,7 @@ func TestOldTasksAreForgotten(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c2.Close()
-	eventually(t, "the two oldest tasks to be forgotten", 10*time.Second, func() bool {
+	testnet.Eventually(t, "the two oldest tasks to be forgotten", 10*time.Second, func() bool {
 		list, err := c2.ListTasks(ctx)
 		return err == nil && len(list) == 2
 	})

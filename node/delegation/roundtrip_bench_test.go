@@ -1,4 +1,4 @@
-package node_test
+package delegation_test
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package node_test
+package delegation_test
 
 import (
 	"bufio"
@@ -32,19 +32,10 @@ import (
 func mesh3(t *testing.T, opts ...testnet.Option) (*testnet.Net, []*apiclient.Client) {
 	t.Helper()
 	tn := testnet.New(t, 3, opts...)
-	if err := tn.WaitMesh(ctxT(t, 30*time.Second)); err != nil {
+	if err := tn.WaitMesh(testnet.Context(t, 30*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	var cs []*apiclient.Client
-	for _, p := range tn.Peers {
-		c, err := apiclient.Dial(p.Dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(c.Close)
-		cs = append(cs, c)
-	}
-	return tn, cs
+	return tn, tn.Clients(t)
 }
 
 // A task submitted on peer 1 for peer 2 runs there: its output arrives at
@@ -53,7 +44,7 @@ func mesh3(t *testing.T, opts ...testnet.Option) (*testnet.Net, []*apiclient.Cli
 // log.
 func TestDelegatedRunWithWorkspace(t *testing.T) {
 	tn, cs := mesh3(t)
-	ctx := ctxT(t, 2*time.Minute)
+	ctx := testnet.Context(t, 2*time.Minute)
 	ws := t.TempDir()
 	for name, body := range map[string]string{"in.txt": "hello\n", "mine.txt": "one\ntwo\nthree\n", "empty": ""} {
 		if err := os.WriteFile(filepath.Join(ws, name), []byte(body), 0o644); err != nil {
@@ -64,26 +55,26 @@ func TestDelegatedRunWithWorkspace(t *testing.T) {
 	script := fmt.Sprintf(`tr a-z A-Z < in.txt > out.txt; sed -i 's/three/THREE/' mine.txt; `+
 		`i=1; while [ $i -le %d ]; do echo "line $i"; i=$((i+1)); done; echo done >&2; touch edited-marker; sleep 1`, lines)
 	exec := tn.Peers[1].Node.ID().String()
-	var got collected
-	got.startedCh = make(chan struct{})
+	var got testnet.RunEvents
+	got.StartedCh = make(chan struct{})
 	go func() {
 		// The user edits line 1 of mine.txt while the task runs.
-		<-got.startedCh
+		<-got.StartedCh
 		_ = os.WriteFile(filepath.Join(ws, "mine.txt"), []byte("ONE\ntwo\nthree\n"), 0o644)
 	}()
 	res, err := cs[0].Run(ctx, &apiv1.RunRequest{
 		Spec: &apiv1.TaskSpec{Command: []string{"sh", "-c", script}}, Workspace: ws, Peer: exec,
-	}, got.event)
+	}, got.Event)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.started.GetPeerId() != exec {
-		t.Fatalf("ran on %s, want %s", got.started.GetPeerId(), exec)
+	if got.Started.GetPeerId() != exec {
+		t.Fatalf("ran on %s, want %s", got.Started.GetPeerId(), exec)
 	}
 	if res.GetExitCode() != 0 || res.GetError() != "" {
 		t.Fatalf("result %+v", res)
 	}
-	sc := bufio.NewScanner(strings.NewReader(got.stdout.String()))
+	sc := bufio.NewScanner(strings.NewReader(got.Stdout.String()))
 	n := 0
 	for sc.Scan() {
 		n++
@@ -91,8 +82,8 @@ func TestDelegatedRunWithWorkspace(t *testing.T) {
 			t.Fatalf("stdout line %d is %q, want %q", n, sc.Text(), want)
 		}
 	}
-	if n != lines || got.stderr.String() != "done\n" {
-		t.Fatalf("%d lines (want %d), stderr %q", n, lines, got.stderr.String())
+	if n != lines || got.Stderr.String() != "done\n" {
+		t.Fatalf("%d lines (want %d), stderr %q", n, lines, got.Stderr.String())
 	}
 	if b, _ := os.ReadFile(filepath.Join(ws, "out.txt")); string(b) != "HELLO\n" {
 		t.Fatalf("out.txt %q", b)
@@ -125,8 +116,8 @@ func TestDelegatedRunWithWorkspace(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if logged.String() != got.stdout.String() {
-		t.Fatalf("logs: %d bytes, live: %d bytes", logged.Len(), got.stdout.Len())
+	if logged.String() != got.Stdout.String() {
+		t.Fatalf("logs: %d bytes, live: %d bytes", logged.Len(), got.Stdout.Len())
 	}
 	list, err := c.ListTasks(ctx)
 	if err != nil || len(list) != 1 || list[0].GetTaskId() != res.GetTaskId() {
@@ -138,21 +129,21 @@ func TestDelegatedRunWithWorkspace(t *testing.T) {
 // can meet says what each lacked.
 func TestPlacement(t *testing.T) {
 	_, cs := mesh3(t)
-	ctx := ctxT(t, time.Minute)
-	var got collected
+	ctx := testnet.Context(t, time.Minute)
+	var got testnet.RunEvents
 	res, err := cs[0].Run(ctx, &apiv1.RunRequest{
 		Spec:   &apiv1.TaskSpec{Command: []string{"echo", "hi"}},
 		Labels: map[string]string{"testnet": "peer3"},
-	}, got.event)
-	if err != nil || res.GetExitCode() != 0 || got.stdout.String() != "hi\n" {
-		t.Fatalf("label run: %+v, %v, %q", res, err, got.stdout.String())
+	}, got.Event)
+	if err != nil || res.GetExitCode() != 0 || got.Stdout.String() != "hi\n" {
+		t.Fatalf("label run: %+v, %v, %q", res, err, got.Stdout.String())
 	}
 	peers, err := cs[2].Identity(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.started.GetPeerId() != peers.GetId() {
-		t.Fatalf("label testnet=peer3 ran on %s, want %s", got.started.GetPeerId(), peers.GetId())
+	if got.Started.GetPeerId() != peers.GetId() {
+		t.Fatalf("label testnet=peer3 ran on %s, want %s", got.Started.GetPeerId(), peers.GetId())
 	}
 	_, err = cs[0].Run(ctx, &apiv1.RunRequest{
 		Spec:   &apiv1.TaskSpec{Command: []string{"true"}},
@@ -171,16 +162,16 @@ func TestPlacement(t *testing.T) {
 // kills the container.
 func TestDetachAndCancel(t *testing.T) {
 	tn, cs := mesh3(t)
-	ctx := ctxT(t, 2*time.Minute)
+	ctx := testnet.Context(t, 2*time.Minute)
 	exec := tn.Peers[2].Node.ID().String()
-	var got collected
+	var got testnet.RunEvents
 	res, err := cs[0].Run(ctx, &apiv1.RunRequest{
 		Spec: &apiv1.TaskSpec{Command: []string{"sh", "-c", "echo up; sleep 600"}}, Peer: exec, Detach: true,
-	}, got.event)
-	if err != nil || res != nil || got.started == nil {
-		t.Fatalf("detached run: %+v, %v, started %v", res, err, got.started)
+	}, got.Event)
+	if err != nil || res != nil || got.Started == nil {
+		t.Fatalf("detached run: %+v, %v, started %v", res, err, got.Started)
 	}
-	id := got.started.GetTaskId()
+	id := got.Started.GetTaskId()
 	// logs -f shows the first line while the task runs.
 	lctx, lcancel := context.WithCancel(ctx)
 	seen := make(chan string, 1)
@@ -204,7 +195,7 @@ func TestDetachAndCancel(t *testing.T) {
 	if err := cs[0].CancelTask(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "cancelled task to be delivered", time.Minute, func() bool {
+	testnet.Eventually(t, "cancelled task to be delivered", time.Minute, func() bool {
 		info, err := cs[0].GetTask(ctx, id)
 		return err == nil && info.GetState() == "delivered" && info.GetResult().GetCancelled()
 	})
@@ -218,7 +209,7 @@ func TestDetachAndCancel(t *testing.T) {
 // result for a task from a peer that is not its executor.
 func TestTaskProtocolRefusesBadInput(t *testing.T) {
 	tn, _ := mesh3(t)
-	ctx := ctxT(t, time.Minute)
+	ctx := testnet.Context(t, time.Minute)
 	victim := tn.Peers[0].Node
 	attacker := tn.Peers[1].Node.Host().Libp2p()
 	send := func(raw []byte) *meshv1.TaskReply {
@@ -278,11 +269,11 @@ func TestTaskProtocolRefusesBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	var got collected
-	if _, err := c.Run(ctx, &apiv1.RunRequest{Spec: &apiv1.TaskSpec{Command: []string{"sleep", "30"}}, Peer: tn.Peers[2].Node.ID().String(), Detach: true}, got.event); err != nil {
+	var got testnet.RunEvents
+	if _, err := c.Run(ctx, &apiv1.RunRequest{Spec: &apiv1.TaskSpec{Command: []string{"sleep", "30"}}, Peer: tn.Peers[2].Node.ID().String(), Detach: true}, got.Event); err != nil {
 		t.Fatal(err)
 	}
-	id := got.started.GetTaskId()
+	id := got.Started.GetTaskId()
 	if r := deliver(id); r == nil || r.GetCode() != meshv1.ReplyCode_REPLY_CODE_NOT_YOURS {
 		t.Errorf("forged result: %v", r)
 	}
@@ -299,21 +290,21 @@ func TestExecutorGoneMarksTaskLost(t *testing.T) {
 	tn, cs := mesh3(t, testnet.WithConfig(func(i int, cfg *node.Config) {
 		cfg.Delegation.LostAfter = 2 * time.Second
 	}))
-	ctx := ctxT(t, 2*time.Minute)
+	ctx := testnet.Context(t, 2*time.Minute)
 	exec := tn.Peers[2]
-	var got collected
+	var got testnet.RunEvents
 	if _, err := cs[0].Run(ctx, &apiv1.RunRequest{
 		Spec: &apiv1.TaskSpec{Command: []string{"sh", "-c", "echo up; sleep 600"}}, Peer: exec.Node.ID().String(), Detach: true,
-	}, got.event); err != nil {
+	}, got.Event); err != nil {
 		t.Fatal(err)
 	}
-	id := got.started.GetTaskId()
-	eventually(t, "the task to run", 30*time.Second, func() bool { return exec.Node.RunningTasks() == 1 })
+	id := got.Started.GetTaskId()
+	testnet.Eventually(t, "the task to run", 30*time.Second, func() bool { return exec.Node.RunningTasks() == 1 })
 	if err := exec.Node.Close(); err != nil {
 		t.Fatal(err)
 	}
 	var info *apiv1.TaskInfo
-	eventually(t, "the task to be marked lost", 30*time.Second, func() bool {
+	testnet.Eventually(t, "the task to be marked lost", 30*time.Second, func() bool {
 		var err error
 		info, err = cs[0].GetTask(ctx, id)
 		return err == nil && info.GetState() == "lost"
@@ -325,7 +316,7 @@ func TestExecutorGoneMarksTaskLost(t *testing.T) {
 	if err := exec.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the returning executor's word on the task", 30*time.Second, func() bool {
+	testnet.Eventually(t, "the returning executor's word on the task", 30*time.Second, func() bool {
 		info, err := cs[0].GetTask(ctx, id)
 		return err == nil && info.GetResult() != nil
 	})
@@ -454,18 +445,18 @@ func reportMedian(b *testing.B, ds []time.Duration, unit string) {
 // its chunks are refused by the coordinator's topic validator.
 func TestForgedLogChunksRefused(t *testing.T) {
 	tn, cs := mesh3(t)
-	ctx := ctxT(t, time.Minute)
-	var got collected
-	got.startedCh = make(chan struct{})
+	ctx := testnet.Context(t, time.Minute)
+	var got testnet.RunEvents
+	got.StartedCh = make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
 		_, err := cs[0].Run(ctx, &apiv1.RunRequest{
 			Spec: &apiv1.TaskSpec{Command: []string{"sh", "-c", "echo real; sleep 2; echo end"}}, Peer: tn.Peers[2].Node.ID().String(),
-		}, got.event)
+		}, got.Event)
 		done <- err
 	}()
-	<-got.startedCh
-	id := got.started.GetTaskId()
+	<-got.StartedCh
+	id := got.Started.GetTaskId()
 	forger := tn.Peers[1].Node.Host()
 	topic, err := forger.Join(protocol.LogTopicPrefix+id, protocol.MaxLogChunkMessage, func(peer.ID, []byte) error { return nil })
 	if err != nil {
@@ -479,7 +470,7 @@ func TestForgedLogChunksRefused(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if s := got.stdout.String(); s != "real\nend\n" {
+	if s := got.Stdout.String(); s != "real\nend\n" {
 		t.Fatalf("stdout %q: forged chunks got through", s)
 	}
 }
@@ -489,19 +480,19 @@ func TestForgedLogChunksRefused(t *testing.T) {
 // answers.
 func TestCoordinatorRestartKeepsTask(t *testing.T) {
 	tn, cs := mesh3(t)
-	ctx := ctxT(t, 2*time.Minute)
+	ctx := testnet.Context(t, 2*time.Minute)
 	ws := t.TempDir()
 	if err := os.WriteFile(filepath.Join(ws, "a.txt"), []byte("a\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var got collected
+	var got testnet.RunEvents
 	if _, err := cs[0].Run(ctx, &apiv1.RunRequest{
 		Spec:      &apiv1.TaskSpec{Command: []string{"sh", "-c", "sleep 2; echo b > b.txt; echo finished"}},
 		Workspace: ws, Peer: tn.Peers[1].Node.ID().String(), Detach: true,
-	}, got.event); err != nil {
+	}, got.Event); err != nil {
 		t.Fatal(err)
 	}
-	id := got.started.GetTaskId()
+	id := got.Started.GetTaskId()
 	if err := tn.Peers[0].Restart(); err != nil {
 		t.Fatal(err)
 	}
@@ -511,14 +502,14 @@ func TestCoordinatorRestartKeepsTask(t *testing.T) {
 	}
 	defer c.Close()
 	var info *apiv1.TaskInfo
-	eventually(t, "the result after the coordinator's restart", time.Minute, func() bool {
+	testnet.Eventually(t, "the result after the coordinator's restart", time.Minute, func() bool {
 		info, err = c.GetTask(ctx, id)
 		return err == nil && info.GetState() == "delivered"
 	})
 	if info.GetResult().GetExitCode() != 0 {
 		t.Fatalf("result %+v", info.GetResult())
 	}
-	eventually(t, "the result merged into the workspace", 30*time.Second, func() bool {
+	testnet.Eventually(t, "the result merged into the workspace", 30*time.Second, func() bool {
 		b, err := os.ReadFile(filepath.Join(ws, "b.txt"))
 		return err == nil && string(b) == "b\n"
 	})
@@ -528,7 +519,7 @@ func TestCoordinatorRestartKeepsTask(t *testing.T) {
 // fails, the task fails with an error naming the image and the peer.
 func TestDelegatedMissingImage(t *testing.T) {
 	tn, cs := mesh3(t)
-	ctx := ctxT(t, time.Minute)
+	ctx := testnet.Context(t, time.Minute)
 	exec := tn.Peers[1].Node.ID().String()
 	const img = "127.0.0.1:1/cortex/no-such-image:1"
 	_, err := cs[0].Run(ctx, &apiv1.RunRequest{Spec: &apiv1.TaskSpec{Image: img, Command: []string{"true"}}, Peer: exec}, nil)
@@ -546,7 +537,7 @@ func TestDelegatedMissingImage(t *testing.T) {
 // result arrives exactly once and is merged, and the output is whole.
 func TestPartitionDuringTask(t *testing.T) {
 	tn, cs := mesh3(t)
-	ctx := ctxT(t, 2*time.Minute)
+	ctx := testnet.Context(t, 2*time.Minute)
 	coord, exec := tn.Peers[0], tn.Peers[1]
 	ws := t.TempDir()
 	if err := os.WriteFile(filepath.Join(ws, "in.txt"), []byte("before\n"), 0o644); err != nil {
@@ -590,7 +581,7 @@ func TestPartitionDuringTask(t *testing.T) {
 	}
 	// The task ends on the executor while the link is down; give the
 	// executor time to try delivering and fail.
-	eventually(t, "the task to end on the executor", 30*time.Second, func() bool { return exec.Node.RunningTasks() == 0 })
+	testnet.Eventually(t, "the task to end on the executor", 30*time.Second, func() bool { return exec.Node.RunningTasks() == 0 })
 	time.Sleep(time.Second)
 	select {
 	case out := <-done:
@@ -643,7 +634,7 @@ func TestPlacementPrefersWorkspaceHolder(t *testing.T) {
 			cfg.Labels["pool"] = "workers"
 		}
 	}))
-	ctx := ctxT(t, 2*time.Minute)
+	ctx := testnet.Context(t, 2*time.Minute)
 	ws := t.TempDir()
 	for i := range 50 {
 		if err := os.WriteFile(filepath.Join(ws, fmt.Sprintf("f%02d.txt", i)), []byte(strings.Repeat(fmt.Sprintf("file %d\n", i), 500)), 0o644); err != nil {
@@ -671,15 +662,15 @@ func TestPlacementPrefersWorkspaceHolder(t *testing.T) {
 	}
 	for range 3 {
 		// As idle as each other, in the heartbeats too.
-		eventually(t, "the heartbeats to show the workers idle", 10*time.Second, idle)
-		var got collected
+		testnet.Eventually(t, "the heartbeats to show the workers idle", 10*time.Second, idle)
+		var got testnet.RunEvents
 		if _, err := cs[0].Run(ctx, &apiv1.RunRequest{
 			Spec: &apiv1.TaskSpec{Command: []string{"true"}}, Workspace: ws, Labels: map[string]string{"pool": "workers"},
-		}, got.event); err != nil {
+		}, got.Event); err != nil {
 			t.Fatal(err)
 		}
-		if got.started.GetPeerId() != third {
-			t.Fatalf("ran on %s, want %s (it holds the workspace)", got.started.GetPeerId(), third)
+		if got.Started.GetPeerId() != third {
+			t.Fatalf("ran on %s, want %s (it holds the workspace)", got.Started.GetPeerId(), third)
 		}
 	}
 	peers, err := cs[0].Peers(ctx, false)
@@ -699,17 +690,17 @@ func TestPlacementPrefersWorkspaceHolder(t *testing.T) {
 // watch ends with the task.
 func TestLateWatcherFollowsFromAnyPeer(t *testing.T) {
 	tn, cs := mesh3(t)
-	ctx := ctxT(t, 2*time.Minute)
+	ctx := testnet.Context(t, 2*time.Minute)
 	const lines = 400
-	var got collected
-	got.startedCh = make(chan struct{})
+	var got testnet.RunEvents
+	got.StartedCh = make(chan struct{})
 	if _, err := cs[0].Run(ctx, &apiv1.RunRequest{
 		Spec: &apiv1.TaskSpec{Command: []string{"sh", "-c", fmt.Sprintf(`i=1; while [ $i -le %d ]; do echo "line $i"; echo "err $i" >&2; i=$((i+1)); usleep 5000; done`, lines)}},
 		Peer: tn.Peers[1].Node.ID().String(), Detach: true,
-	}, got.event); err != nil {
+	}, got.Event); err != nil {
 		t.Fatal(err)
 	}
-	id := got.started.GetTaskId()
+	id := got.Started.GetTaskId()
 	want := func(prefix string, n int) string {
 		var b strings.Builder
 		for i := 1; i <= n; i++ {
@@ -732,7 +723,7 @@ func TestLateWatcherFollowsFromAnyPeer(t *testing.T) {
 		return o.String(), e.String()
 	}
 	// Late: the task has written some of its output already.
-	eventually(t, "some output on the coordinator", 30*time.Second, func() bool {
+	testnet.Eventually(t, "some output on the coordinator", 30*time.Second, func() bool {
 		var n int
 		_ = cs[0].Logs(ctx, id, false, func(*apiv1.OutputChunk) { n++ })
 		return n > 0
@@ -766,7 +757,7 @@ func TestLateWatcherFollowsFromAnyPeer(t *testing.T) {
 // a watcher elsewhere; a bad range is refused.
 func TestLogsRange(t *testing.T) {
 	tn, cs := mesh3(t)
-	ctx := ctxT(t, time.Minute)
+	ctx := testnet.Context(t, time.Minute)
 	res, err := cs[0].Run(ctx, &apiv1.RunRequest{
 		Spec: &apiv1.TaskSpec{Command: []string{"sh", "-c", `for i in 1 2 3 4 5; do echo "out $i"; echo "err $i" >&2; usleep 20000; done`}},
 		Peer: tn.Peers[1].Node.ID().String(),
