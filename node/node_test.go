@@ -45,7 +45,7 @@ func TestStoppedPeerExpiresAndRestartKeepsID(t *testing.T) {
 	if err := p3.Node.Close(); err != nil {
 		t.Fatal("second close:", err)
 	}
-	testnet.Eventually(t, "the stopped peer to leave the peer list", 5*testnet.DefaultExpiry, func() bool { return !p1.Sees(id) })
+	testnet.Eventually(t, "the stopped peer to leave the peer list", time.Minute, func() bool { return !p1.Sees(id) })
 	if err := p3.Restart(); err != nil {
 		t.Fatal(err)
 	}

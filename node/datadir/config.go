@@ -372,7 +372,9 @@ dht = {{.DHT}}
 # The private-network key shared by the whole mesh ("cortex-peer mesh-key"
 # prints it). Empty: no mesh key, and then policy.allowlist is required.
 mesh_key_file = {{quote .MeshKeyFile}}
-# How often this peer announces itself, and how long an announcement lasts.
+# How often this peer announces itself, and how long an announcement lasts
+# once its peer is no longer connected (a connected peer whose heartbeats are
+# late stays listed for ten expiries, at least a minute).
 heartbeat_interval = {{quote .HeartbeatInterval.String}}
 heartbeat_expiry = {{quote .HeartbeatExpiry.String}}
 
