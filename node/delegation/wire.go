@@ -19,7 +19,7 @@ import (
 	"github.com/cortex-peer/cortex-peer/runtime"
 )
 
-// This file converts between the task wire (meshv1) and the node's own
+// This file converts between the task wire (meshv1) and delegation's own
 // types, and holds the client side of the task and logs protocols.
 
 func specToWire(s runtime.Spec) *meshv1.TaskSpec {
