@@ -1,10 +1,12 @@
 package mcpserver
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -12,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
@@ -98,7 +101,7 @@ func (h *HTTPServer) Handler(token []byte, tokenFile string) http.Handler {
 		SessionTimeout: httpSessionTimeout,
 	})
 	mux := http.NewServeMux()
-	mux.Handle(Path, streamable)
+	mux.Handle(Path, checkBody(streamable))
 	_, port, _ := net.SplitHostPort(h.ln.Addr().String())
 	return guard(mux, port, token, tokenFile)
 }
@@ -123,6 +126,42 @@ func guard(next http.Handler, port string, token []byte, tokenFile string) http.
 			http.Error(w, fmt.Sprintf("unauthorized: missing or wrong token: send \"Authorization: Bearer TOKEN\" with the token stored in %s", tokenFile), http.StatusUnauthorized)
 			return
 		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// checkBody answers a POST whose body is not one JSON-RPC message the SDK
+// can take (not JSON, a batch, not a request or notification) with a
+// JSON-RPC error object, as stdio does, rather than the SDK's plain text:
+// a client reads whatever comes back as JSON-RPC.
+func checkBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			next.ServeHTTP(w, r)
+			return
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxStdioLine+1))
+		r.Body.Close()
+		if err != nil {
+			http.Error(w, fmt.Sprintf("read request: %v", err), http.StatusBadRequest)
+			return
+		}
+		code, why, id := int64(0), "", jsonrpc.ID{}
+		if len(body) > maxStdioLine {
+			code, why = jsonrpc.CodeInvalidRequest, fmt.Sprintf("invalid request: message over %d bytes", maxStdioLine)
+		} else if msg := bytes.TrimSpace(body); len(msg) == 0 {
+			code, why = jsonrpc.CodeInvalidRequest, "invalid request: the body is empty"
+		} else {
+			code, why, id = check(msg)
+		}
+		if code != 0 {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			_ = writeError(w, id, code, why)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
 		next.ServeHTTP(w, r)
 	})
 }

@@ -2,8 +2,10 @@ package mcpserver_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -80,7 +82,8 @@ func TestHTTPGuards(t *testing.T) {
 		}
 	})
 	t.Run("malformed", func(t *testing.T) {
-		for _, body := range []string{`{"jsonrpc":"2.0","id":1,"method":`, `not json at all`, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":"nope"}`} {
+		for _, body := range []string{`{"jsonrpc":"2.0","id":1,"method":`, `not json at all`, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":"nope"}`,
+			`[{"jsonrpc":"2.0","id":10,"method":"tools/list"}]`} {
 			req, _ := http.NewRequestWithContext(ctxT(t, 10*time.Second), http.MethodPost, e.url, strings.NewReader(body))
 			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("Accept", "application/json, text/event-stream")
@@ -91,9 +94,17 @@ func TestHTTPGuards(t *testing.T) {
 			}
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			// Undecodable: a 4xx; decodable but not valid here: a JSON-RPC error.
-			if (resp.StatusCode < 400 || resp.StatusCode >= 500) && !strings.Contains(string(b), `"error":{`) {
-				t.Fatalf("%q: status %d %s, want a 4xx or a JSON-RPC error", body, resp.StatusCode, b)
+			// Every malformed body gets a JSON-RPC error object, never
+			// plain text: a client parses what it gets as JSON-RPC.
+			var m struct {
+				JSONRPC string `json:"jsonrpc"`
+				Error   *struct {
+					Code    int64  `json:"code"`
+					Message string `json:"message"`
+				} `json:"error"`
+			}
+			if err := json.Unmarshal(sseData(b), &m); err != nil || m.JSONRPC != "2.0" || m.Error == nil {
+				t.Fatalf("%q: status %d %q, want a JSON-RPC error object", body, resp.StatusCode, b)
 			}
 			t.Logf("%q -> %d %s", body, resp.StatusCode, strings.TrimSpace(string(b)))
 		}
@@ -157,10 +168,27 @@ func TestStdioMalformed(t *testing.T) {
 	if e, _ := m["error"].(map[string]any); e == nil || e["code"] != float64(-32600) || m["id"] != float64(9) {
 		t.Fatalf("invalid request: %v, want -32600 for id 9", m)
 	}
+	// A batch, which MCP since 2025-06-18 does not carry, is refused; it
+	// used to end the session.
+	m = roundTrip(`[{"jsonrpc":"2.0","id":10,"method":"tools/list"}]`)
+	if e, _ := m["error"].(map[string]any); e == nil || e["code"] != float64(-32600) || !strings.Contains(fmt.Sprint(e["message"]), "batch") {
+		t.Fatalf("batch: %v, want -32600 saying batches are not supported", m)
+	}
 	m = roundTrip(`{"jsonrpc":"2.0","id":8,"method":"tools/list"}`)
 	if r, _ := m["result"].(map[string]any); r == nil || len(r["tools"].([]any)) != len(wantTools) {
 		t.Fatalf("tools/list after a malformed line: %v", m)
 	}
+}
+
+// sseData is the JSON of a reply, whether sent as a JSON body or as one
+// server-sent event.
+func sseData(b []byte) []byte {
+	for _, line := range strings.Split(string(b), "\n") {
+		if d, ok := strings.CutPrefix(line, "data: "); ok {
+			return []byte(d)
+		}
+	}
+	return bytes.TrimSpace(b)
 }
 
 func TestCheckListenAddr(t *testing.T) {

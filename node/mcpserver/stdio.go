@@ -84,13 +84,14 @@ func filterLines(in io.Reader, good io.Writer, reply io.Writer) error {
 }
 
 // check reports why msg is not a JSON-RPC message the SDK can take, with the
-// id to answer to when one can be read. A batch (array) is left to the SDK.
+// id to answer to when one can be read. A batch (array) is refused: MCP
+// removed batches in 2025-06-18, and the SDK ends a session on one.
 func check(msg []byte) (code int64, why string, id jsonrpc.ID) {
 	if !json.Valid(msg) {
 		return jsonrpc.CodeParseError, "parse error: the message is not valid JSON", id
 	}
 	if msg[0] == '[' {
-		return 0, "", id
+		return jsonrpc.CodeInvalidRequest, "invalid request: JSON-RPC batches are not supported (MCP 2025-06-18 removed them): send one message at a time", id
 	}
 	if _, err := jsonrpc.DecodeMessage(msg); err != nil {
 		var probe struct {
