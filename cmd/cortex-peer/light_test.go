@@ -71,3 +71,18 @@ func TestPeerVerbWithoutPeerBinary(t *testing.T) {
 		t.Errorf("version without cortex-peerd: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
+
+// An unknown subcommand of a command group is a usage error (exit 2) that
+// names it; the group alone prints its help and exits 0, as docker's do.
+func TestUnknownSubcommandIsUsage(t *testing.T) {
+	bin := testnet.BuildBinary(t)
+	for _, group := range []string{"ws", "dag", "image"} {
+		r := run(t, bin, group, "frob")
+		if r.code != 2 || !strings.Contains(r.stderr, `unknown command "frob" for "cortex-peer `+group+`"`) {
+			t.Errorf("%s frob: exit %d, stderr %q; want 2 naming the command", group, r.code, r.stderr)
+		}
+		if r := run(t, bin, group); r.code != 0 || !strings.Contains(r.stdout, "Available Commands") {
+			t.Errorf("%s alone: exit %d, stdout %q; want its help and 0", group, r.code, r.stdout)
+		}
+	}
+}

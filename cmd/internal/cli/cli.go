@@ -101,7 +101,26 @@ else ~/.cortex-peer) and prints JSON with --json.`,
 		newResultCmd(g),
 	)
 	root.AddCommand(extra...)
+	refuseUnknownSubcommands(root)
 	return root
+}
+
+// refuseUnknownSubcommands makes every command group (ws, dag, image…)
+// answer an unknown subcommand with a usage error: cobra shows a group's
+// help and exits 0 for `ws frob`, which a script takes for success.
+func refuseUnknownSubcommands(cmd *cobra.Command) {
+	for _, sub := range cmd.Commands() {
+		refuseUnknownSubcommands(sub)
+	}
+	if cmd.HasParent() && cmd.HasSubCommands() && cmd.Run == nil && cmd.RunE == nil {
+		cmd.Args = cobra.ArbitraryArgs
+		cmd.RunE = func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return cmd.Help()
+			}
+			return Usage(fmt.Errorf("unknown command %q for %q", args[0], cmd.CommandPath()))
+		}
+	}
 }
 
 // NoArgs refuses positional arguments with a usage error.
