@@ -117,3 +117,27 @@ func TestCLIRunAndImages(t *testing.T) {
 		t.Errorf("run of a removed image: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
+
+// A result that cannot be merged (here a link out of the workspace) does
+// not hide how the task itself ended: run says both, and exits with the
+// task's code, or 1 when the task succeeded.
+func TestCLIRunMergeFailureKeepsExitCode(t *testing.T) {
+	bin := testnet.BuildBinary(t)
+	dir := initTaskPeer(t, bin)
+	for _, c := range []struct {
+		exit, want int
+	}{{3, 3}, {0, cli.ExitError}} {
+		ws := t.TempDir()
+		if err := os.WriteFile(filepath.Join(ws, "in.txt"), []byte("hello\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		script := "ln -s /etc/passwd escape; exit " + string(rune('0'+c.exit))
+		r := run(t, bin, "run", "--data", dir, "--workspace", ws, "--", "sh", "-c", script)
+		if r.code != c.want || !strings.Contains(r.stderr, "merge") || !strings.Contains(r.stderr, "the task exited with "+string(rune('0'+c.exit))) {
+			t.Errorf("exit %d, merge failing: run exit %d, stderr %q; want %d, naming the merge failure and the task's exit", c.exit, r.code, r.stderr, c.want)
+		}
+		if _, err := os.Lstat(filepath.Join(ws, "escape")); err == nil {
+			t.Errorf("the escaping link was written into the workspace")
+		}
+	}
+}

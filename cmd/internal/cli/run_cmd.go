@@ -226,8 +226,11 @@ func runTask(ctx context.Context, cmd *cobra.Command, g *Globals, c *apiclient.C
 	} else {
 		printTaskEnd(stderr, res)
 	}
-	if res.GetError() != "" && !g.JSON {
-		return errors.New(res.GetError())
+	if e := res.GetError(); e != "" && !g.JSON {
+		// The task ran; what failed after it (the merge of its result, say)
+		// must not hide how it ended.
+		fmt.Fprintf(stderr, "cortex-peer: %s (the task exited with %d)\n", e, res.GetExitCode())
+		return exitStatus{taskExitCode(res)}
 	}
 	if code := taskExitCode(res); code != 0 {
 		return exitStatus{code}
