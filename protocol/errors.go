@@ -3,6 +3,7 @@ package protocol
 import (
 	"context"
 	"errors"
+	"io/fs"
 
 	"connectrpc.com/connect"
 
@@ -23,6 +24,10 @@ var errorCodes = []struct {
 	{errdefs.ErrPermissionDenied, connect.CodePermissionDenied},
 	{errdefs.ErrResourceExhausted, connect.CodeResourceExhausted},
 	{errdefs.ErrLocked, connect.CodeFailedPrecondition},
+	// What the file system says of a path a caller named: a missing
+	// directory is not an internal error of the peer.
+	{fs.ErrNotExist, connect.CodeNotFound},
+	{fs.ErrPermission, connect.CodePermissionDenied},
 	{context.Canceled, connect.CodeCanceled},
 	{context.DeadlineExceeded, connect.CodeDeadlineExceeded},
 }
@@ -58,11 +63,18 @@ func FromConnectError(err error) error {
 		msg = ce.Message()
 	}
 	for _, m := range errorCodes {
-		if m.code == code {
+		if m.code == code && isKind(m.kind) {
 			return &wireError{kind: m.kind, msg: msg}
 		}
 	}
 	return errors.New(msg)
+}
+
+// isKind reports whether k is an errdefs kind or a context error: the
+// kinds a wire code is read back as (a NotFound is errdefs.ErrNotFound,
+// never fs.ErrNotExist).
+func isKind(k error) bool {
+	return !errors.Is(k, fs.ErrNotExist) && !errors.Is(k, fs.ErrPermission)
 }
 
 // wireError is an error received from the wire, classified by its code.

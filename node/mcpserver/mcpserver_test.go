@@ -406,7 +406,8 @@ func testErrors(t *testing.T, e *env, tr string) {
 		{"run_task", map[string]any{"command": []string{"true"}, "timeout": "soon"}, "invalid_argument:"},
 		{"run_task", map[string]any{"command": []string{"true"}, "image": "cortex/no-such-image:1"}, ""},
 		{"task_logs", map[string]any{"task_id": "x", "stream": "stdin"}, "invalid_argument:"},
-		{"workspace_add", map[string]any{"path": "/no/such/dir"}, ""},
+		{"workspace_add", map[string]any{"path": "/no/such/dir"}, "not_found:"},
+		{"run_task", map[string]any{"command": []string{"true"}, "workspace": "/no/such/dir"}, "not_found:"},
 		{"workspace_diff", map[string]any{"from": "notacid", "to": "notacid"}, "invalid_argument:"},
 		{"cancel_task", map[string]any{"task_id": "no-such-task"}, "not_found:"},
 		{"run_task", map[string]any{"comand": []string{"true"}}, ""}, // schema violation
