@@ -8,6 +8,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -240,21 +241,22 @@ func (p Policy) Apply(spec Spec) (Spec, error) {
 
 	// Limits.
 	l, d, m := &out.Limits, p.DefaultLimits, p.MaxLimits
-	limitI := func(name string, v *int64, def, max, min int64) {
+	limitI := func(name string, v *int64, def, max, min int64, text func(int64) string) {
 		switch {
 		case *v < 0:
 			invalid("limits.%s %d is negative", name, *v)
 		case *v == 0:
 			*v = def
 		case *v < min:
-			invalid("limits.%s %d is under the minimum %d", name, *v, min)
+			invalid("limits.%s %s is under the minimum %s", name, text(*v), text(min))
 		case *v > max:
-			denied("limits.%s %d is over this peer's cap %d", name, *v, max)
+			denied("limits.%s %s is over this peer's cap %s", name, text(*v), text(max))
 		}
 	}
-	limitI("memory_bytes", &l.MemoryBytes, d.MemoryBytes, m.MemoryBytes, minMemoryBytes)
-	limitI("pids", &l.Pids, d.Pids, m.Pids, minPids)
-	limitI("tmp_bytes", &l.TmpBytes, d.TmpBytes, m.TmpBytes, minTmpBytes)
+	count := func(n int64) string { return strconv.FormatInt(n, 10) }
+	limitI("memory_bytes", &l.MemoryBytes, d.MemoryBytes, m.MemoryBytes, minMemoryBytes, sizeText)
+	limitI("pids", &l.Pids, d.Pids, m.Pids, minPids, count)
+	limitI("tmp_bytes", &l.TmpBytes, d.TmpBytes, m.TmpBytes, minTmpBytes, sizeText)
 	switch {
 	case l.OpenFiles == 0:
 		l.OpenFiles = d.OpenFiles
@@ -342,4 +344,21 @@ func underAny(p string, dirs ...string) bool {
 		}
 	}
 	return false
+}
+
+// sizeText is a byte count as a user wrote it (--memory 1K): in the largest
+// binary unit that divides it, else in bytes.
+func sizeText(n int64) string {
+	for _, u := range []struct {
+		name  string
+		shift uint
+	}{{"GiB", 30}, {"MiB", 20}, {"KiB", 10}} {
+		if n >= 1<<u.shift && n%(1<<u.shift) == 0 {
+			return strconv.FormatInt(n>>u.shift, 10) + " " + u.name
+		}
+	}
+	if n == 1 {
+		return "1 byte"
+	}
+	return strconv.FormatInt(n, 10) + " bytes"
 }
