@@ -378,6 +378,20 @@ func TestCLIWorkspaces(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(copyDir, "a.txt")); string(b) != "ONE\ntwo\nTHREE\n" {
 		t.Fatalf("merged: %q", b)
 	}
+	// A conflicting change, merged twice: the second THEIRS cannot take
+	// a.txt.theirs, and the summary must not claim it did.
+	if err := os.WriteFile(filepath.Join(copyDir, "a.txt"), []byte("ONE\ntwo\nmine\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i, beside := range []string{"a.txt.theirs", "a.txt.theirs.1"} {
+		r := run(t, bin, "ws", "merge", "--data", p2, base, theirs, copyDir)
+		if r.code != 1 || !strings.Contains(r.stderr, "(theirs in "+beside+")") || strings.Contains(r.stderr, "PATH.theirs") {
+			t.Fatalf("conflicting merge %d: exit %d, stderr %q; want 1, naming %s and no PATH.theirs", i+1, r.code, r.stderr, beside)
+		}
+		if _, err := os.Stat(filepath.Join(copyDir, beside)); err != nil {
+			t.Fatalf("conflicting merge %d: %v", i+1, err)
+		}
+	}
 	// CAR round trip between the peers.
 	car := filepath.Join(t.TempDir(), "ws.car")
 	r = run(t, bin, "dag", "export", "--data", p1, theirs)

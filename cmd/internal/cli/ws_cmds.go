@@ -177,8 +177,8 @@ func newWsMergeCmd(g *Globals) *cobra.Command {
 edited since BASE. A path changed only in THEIRS is applied; a path changed
 only locally stays; a text file changed on both sides is merged line-wise when
 the edits do not overlap. Anything else is a conflict: the local path is left
-as it is, THEIRS is written beside it as PATH.theirs, and the conflict is
-reported. The exit status is 1 when there are conflicts.`,
+as it is, THEIRS is written beside it as PATH.theirs (PATH.theirs.1, ... when
+that name is taken), and the conflict is reported. The exit status is 1 when there are conflicts.`,
 		Example: "  cortex-peer ws merge bafy...base bafy...result ./myrepo",
 		Args:    exactArgs(3, "BASE, THEIRS and a directory"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -208,7 +208,9 @@ reported. The exit status is 1 when there are conflicts.`,
 type errConflicts struct{ n int }
 
 func (e errConflicts) Error() string {
-	return fmt.Sprintf("%d conflicts: local versions kept, theirs written beside as PATH.theirs", e.n)
+	// Where each THEIRS went is on its CONFLICT line: PATH.theirs, or
+	// PATH.theirs.N when that name was taken.
+	return fmt.Sprintf("%d conflicts: local versions kept, theirs written beside each, as the CONFLICT lines say", e.n)
 }
 
 func printMergeResponse(cmd *cobra.Command, g *Globals, resp *apiv1.MergeResponse) error {
