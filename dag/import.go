@@ -69,7 +69,18 @@ type ImportOptions struct {
 	// result without a stat. It is not used with NoIndex, IndexFrom or
 	// IndexTo.
 	Watch *fswatch.Watcher
+	// Refuse, if set, is asked about every directory the import lists,
+	// the root included, with a test of the names it holds; a non-empty
+	// answer says why the directory must not be imported, and the import
+	// fails with ErrRefused naming it. (A peer refuses its data dirs: an
+	// identity, a mesh key and a token must never travel in a workspace.)
+	// A directory .cortexignore leaves out is never listed nor asked about.
+	Refuse func(has func(name string) bool) string
 }
+
+// ErrRefused classifies an import that met a directory ImportOptions.Refuse
+// refused.
+var ErrRefused = fmt.Errorf("refused to import: %w", errdefs.ErrPermissionDenied)
 
 // ImportProgress are running totals of an import.
 type ImportProgress struct {
@@ -479,6 +490,18 @@ func (im *importer) scanDir(d *treeDir, fd int, buf []byte) error {
 	ds, err := readDirents(fd, buf)
 	if err != nil {
 		return err
+	}
+	if im.opts.Refuse != nil {
+		has := func(name string) bool {
+			return slices.ContainsFunc(ds, func(de dirent) bool { return de.name == name })
+		}
+		if why := im.opts.Refuse(has); why != "" {
+			where := d.rel
+			if where == "" {
+				where = "the directory itself"
+			}
+			return fmt.Errorf("%s: %s: %w", where, why, ErrRefused)
+		}
 	}
 	ign := d.ign
 	for _, de := range ds {

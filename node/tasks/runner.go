@@ -24,6 +24,7 @@ import (
 
 	"github.com/cortex-peer/cortex-peer/dag"
 	"github.com/cortex-peer/cortex-peer/dag/fswatch"
+	"github.com/cortex-peer/cortex-peer/node/datadir/locate"
 	"github.com/cortex-peer/cortex-peer/node/tasklog"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 	"github.com/cortex-peer/cortex-peer/runtime"
@@ -357,12 +358,13 @@ func (t *Runner) prepareWorkspace(ctx context.Context, spec runtime.Spec, dir st
 }
 
 // ImportWorkspace imports the caller's directory dir (incrementally, with
-// the import index) and pins it as that directory's latest root.
+// the import index) and pins it as that directory's latest root. A tree
+// that holds a peer's data dir is refused: its secrets would travel.
 func (t *Runner) ImportWorkspace(ctx context.Context, id, dir string) (cid.Cid, error) {
 	// GC is held off only while blocks are added; the pin keeps them after.
 	t.gc.RLock()
 	defer t.gc.RUnlock()
-	imp, err := t.dags.Import(ctx, dir, dag.ImportOptions{Watch: t.watch})
+	imp, err := t.dags.Import(ctx, dir, dag.ImportOptions{Watch: t.watch, Refuse: locate.RefuseDataDir})
 	if err != nil {
 		return cid.Undef, fmt.Errorf("task %s: import workspace: %w", id, err)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/cortex-peer/cortex-peer/dag"
 	"github.com/cortex-peer/cortex-peer/dag/fswatch"
+	"github.com/cortex-peer/cortex-peer/node/datadir/locate"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 )
 
@@ -51,11 +52,11 @@ func New(dags *dag.Store, watch *fswatch.Watcher, fetch Fetcher, gc Locker) *Ser
 }
 
 // Add imports dir (incrementally) and pins it as that directory's latest
-// root. progress, if set, is called as files are read.
+// root. A tree that holds a peer's data dir is refused. progress, if set, is called as files are read.
 func (s *Service) Add(ctx context.Context, dir string, noIndex bool, progress func(dag.ImportProgress)) (dag.ImportResult, error) {
 	s.gc.RLock()
 	defer s.gc.RUnlock()
-	res, err := s.dags.Import(ctx, dir, dag.ImportOptions{NoIndex: noIndex, Watch: s.watch, Progress: progress})
+	res, err := s.dags.Import(ctx, dir, dag.ImportOptions{NoIndex: noIndex, Watch: s.watch, Progress: progress, Refuse: locate.RefuseDataDir})
 	if err != nil {
 		return res, err
 	}

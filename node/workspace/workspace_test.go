@@ -12,6 +12,7 @@ import (
 
 	"github.com/cortex-peer/cortex-peer/node/apiclient"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
+	apiv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1"
 	"github.com/cortex-peer/cortex-peer/testnet"
 )
 
@@ -133,5 +134,34 @@ func TestWorkspaceErrors(t *testing.T) {
 	_, err = c.WorkspaceGet(ctx, missing, filepath.Join(t.TempDir(), "x"), time.Second, nil)
 	if !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "no block") {
 		t.Fatalf("missing root: %v", err)
+	}
+}
+
+// A peer never imports a data dir: not its own, not one inside the tree
+// asked for (a testnet's, ~/.cortex-peer under ~), whether by ws add or as
+// a task's workspace. Its identity, mesh key and token would travel.
+func TestDataDirsAreNeverImported(t *testing.T) {
+	tn := testnet.New(t, 1)
+	ctx := testnet.Context(t, time.Minute)
+	c := tn.Clients(t)[0]
+	home := t.TempDir()
+	testnet.WriteFile(t, filepath.Join(home, "proj", "main.go"), []byte("package main\n"), 0o644)
+	for _, name := range []string{"config.toml", "identity.key", "api.token", "mesh.key"} {
+		testnet.WriteFile(t, filepath.Join(home, ".cortex-peer", name), []byte("secret\n"), 0o600)
+	}
+	for _, dir := range []string{tn.Peers[0].Dir, home} {
+		_, err := c.WorkspaceAdd(ctx, dir, false, nil)
+		if !errors.Is(err, errdefs.ErrPermissionDenied) || !strings.Contains(err.Error(), "data dir") {
+			t.Errorf("ws add %s: %v, want permission denied naming the data dir", dir, err)
+		}
+	}
+	_, err := c.Run(ctx, &apiv1.RunRequest{Workspace: home, Spec: &apiv1.TaskSpec{Command: []string{"cat", ".cortex-peer/identity.key"}}}, nil)
+	if !errors.Is(err, errdefs.ErrPermissionDenied) || !strings.Contains(err.Error(), ".cortex-peer") {
+		t.Errorf("run --workspace over a data dir: %v, want permission denied naming .cortex-peer", err)
+	}
+	// Left out by .cortexignore, the rest of the tree goes.
+	testnet.WriteFile(t, filepath.Join(home, ".cortexignore"), []byte(".cortex-peer/\n"), 0o644)
+	if _, err := c.WorkspaceAdd(ctx, home, false, nil); err != nil {
+		t.Errorf("ws add with the data dir ignored: %v", err)
 	}
 }

@@ -126,3 +126,15 @@ func ReadToken(path string) (string, error) {
 	}
 	return tok, nil
 }
+
+// RefuseDataDir is the import policy that keeps data dirs out of
+// workspaces (dag.ImportOptions.Refuse): a directory holding an identity
+// and a config or token is a peer's data dir, whose identity, mesh key and
+// API token must never travel, whatever its path. It says why, or "".
+func RefuseDataDir(has func(name string) bool) string {
+	if has(IdentityFile) && (has(ConfigFile) || has(TokenFile)) {
+		return "it is a cortex-peer data dir (the peer's identity, mesh key and API token): " +
+			"a workspace never carries one; leave it out with a line in .cortexignore, or choose a directory that does not hold it"
+	}
+	return ""
+}
