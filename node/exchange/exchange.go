@@ -219,6 +219,9 @@ func (e *Exchange) FetchAgainst(ctx context.Context, base, root cid.Cid, stall t
 	})
 	p.Fetched += bulk.Fetched
 	p.FetchedBytes += bulk.FetchedBytes
+	// A walk that found root complete (the bulk stream brought the whole
+	// DAG) counted no block: the DAG is at least what came.
+	p.Blocks = max(p.Blocks, p.Fetched)
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
 			return p, cause

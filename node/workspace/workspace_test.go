@@ -66,6 +66,12 @@ func TestWorkspaceOverBitswap(t *testing.T) {
 	if got.GetFetchedBlocks() == 0 || got.GetFiles() != 5 {
 		t.Fatalf("get: %+v", got)
 	}
+	// "fetched N of M blocks": M is the DAG's blocks, never fewer than
+	// fetched (the bulk stream brought them all, so the walk found the
+	// root complete and counted none).
+	if got.GetBlocks() < got.GetFetchedBlocks() {
+		t.Fatalf("get: fetched %d of %d blocks", got.GetFetchedBlocks(), got.GetBlocks())
+	}
 	for _, rel := range []string{"empty", "sub/also-empty", "run.sh", "big.bin", "a.txt"} {
 		a, _ := os.ReadFile(filepath.Join(src, rel))
 		b, err := os.ReadFile(filepath.Join(dest, rel))
@@ -95,6 +101,9 @@ func TestWorkspaceOverBitswap(t *testing.T) {
 	got2, err := c2.WorkspaceGet(ctx, added2.GetCid(), filepath.Join(t.TempDir(), "copy2"), 20*time.Second, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if got2.GetBlocks() < got2.GetFetchedBlocks() {
+		t.Fatalf("delta: fetched %d of %d blocks", got2.GetFetchedBlocks(), got2.GetBlocks())
 	}
 	if got2.GetFetchedBlocks() != 2 {
 		t.Fatalf("delta fetched %d blocks, want 2 (new root, new leaf)", got2.GetFetchedBlocks())
