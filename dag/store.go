@@ -26,5 +26,9 @@ func NewStore(db *badger.DB) *Store {
 	}
 }
 
+// PackDir is the directory of the packs that hold file chunks, beside the
+// badger directory; "" for a store in memory.
+func (s *Store) PackDir() string { return s.blocks.packDir() }
+
 // Blocks is the blockstore, for the exchange that serves and fills it.
 func (s *Store) Blocks() *Blockstore { return s.blocks }

@@ -217,7 +217,7 @@ func (v peerView) Status() apiserver.Status {
 		Labels:         n.cfg.Labels,
 		Capabilities:   n.prober.Capabilities(),
 		Capacity:       capabilities.Capacity(n.RunningTasks()),
-		StoreBytes:     n.store.Size(),
+		StoreBytes:     n.store.Size() + store.DiskUsage(n.dags.PackDir()),
 		PrivateNetwork: n.host.PrivateNetwork(),
 		AllowlistSize:  n.host.AllowlistSize(),
 	}

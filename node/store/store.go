@@ -8,9 +8,12 @@ package store
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
@@ -59,6 +62,7 @@ func (c Config) Validate() error {
 // Store is the open database. Close it once; Close is safe to call twice.
 type Store struct {
 	db        *badger.DB
+	dir       string
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -84,16 +88,34 @@ func Open(cfg Config, log *slog.Logger) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", cfg.Dir, err)
 	}
-	return &Store{db: db}, nil
+	return &Store{db: db, dir: cfg.Dir}, nil
 }
 
 // DB is the badger database, for subsystems that keep their own keys.
 func (s *Store) DB() *badger.DB { return s.db }
 
-// Size is the bytes used on disk (LSM tree and value log).
-func (s *Store) Size() uint64 {
-	lsm, vlog := s.db.Size()
-	return uint64(max(lsm, 0) + max(vlog, 0))
+// Size is the bytes the store takes on disk: the blocks its files have
+// allocated, not their lengths (badger's value log is a sparse file of
+// its full size from the start).
+func (s *Store) Size() uint64 { return DiskUsage(s.dir) }
+
+// DiskUsage is the bytes the files under dir have allocated on disk, as du
+// counts them; 0 for a dir that does not exist. Files that vanish while it
+// walks are skipped.
+func DiskUsage(dir string) uint64 {
+	var total uint64
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if info, err := d.Info(); err == nil {
+			if st, ok := info.Sys().(*syscall.Stat_t); ok {
+				total += uint64(st.Blocks) * 512
+			}
+		}
+		return nil
+	})
+	return total
 }
 
 // Get reads one key; a missing key wraps errdefs.ErrNotFound.
