@@ -192,6 +192,11 @@ func (s *Store) importDir(ctx context.Context, dir string, opts ImportOptions, d
 	if err != nil {
 		return ImportResult{}, fmt.Errorf("import %s: %w", dir, err)
 	}
+	if abs == "/" {
+		// A whole file system holds /proc, /sys and every user's secrets:
+		// refused plainly, rather than failing halfway on some /proc entry.
+		return ImportResult{}, fmt.Errorf("import /: the root of the file system is not a workspace; choose a project directory: %w", errdefs.ErrInvalid)
+	}
 	if opts.Workers <= 0 {
 		opts.Workers = runtime.GOMAXPROCS(0)
 	}

@@ -48,3 +48,13 @@ func TestImportRefusesDirectories(t *testing.T) {
 		t.Fatalf("plain tree: %v", err)
 	}
 }
+
+// The root of the file system is refused plainly, before any listing
+// (it used to fail halfway with "proc/1: cwd: permission denied").
+func TestImportRefusesFileSystemRoot(t *testing.T) {
+	s := openStore(t)
+	_, err := s.Import(context.Background(), "/", ImportOptions{})
+	if !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), "root of the file system") {
+		t.Fatalf("import /: %v, want invalid argument saying why", err)
+	}
+}
