@@ -141,3 +141,20 @@ func TestCLIRunMergeFailureKeepsExitCode(t *testing.T) {
 		}
 	}
 }
+
+// result of a task that has not ended says so, and how to follow it,
+// instead of exiting 1 without a word.
+func TestCLIResultOfRunningTask(t *testing.T) {
+	bin := testnet.BuildBinary(t)
+	dir := initTaskPeer(t, bin)
+	r := run(t, bin, "run", "--detach", "--data", dir, "--", "sleep", "60")
+	id := strings.TrimSpace(r.stdout)
+	if r.code != 0 || id == "" {
+		t.Fatalf("run --detach: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+	t.Cleanup(func() { run(t, bin, "cancel", "--data", dir, id) })
+	r = run(t, bin, "result", "--data", dir, id)
+	if r.code != cli.ExitError || !strings.Contains(r.stderr, "has not ended") || !strings.Contains(r.stderr, "logs -f "+id) {
+		t.Fatalf("result of a running task: exit %d, stderr %q; want 1, saying it has not ended and how to follow it", r.code, r.stderr)
+	}
+}

@@ -172,6 +172,13 @@ has no result.`,
 			}
 			r := t.GetResult()
 			if r == nil {
+				switch t.GetState() {
+				case "failed", "lost":
+					fmt.Fprintf(cmd.ErrOrStderr(), "cortex-peer: task %s %s without a result\n", t.GetTaskId(), t.GetState())
+				default:
+					fmt.Fprintf(cmd.ErrOrStderr(), "cortex-peer: task %s has not ended (%s): no result yet; `cortex-peer logs -f %s` follows it to its end\n",
+						t.GetTaskId(), t.GetState(), t.GetTaskId())
+				}
 				return exitStatus{ExitError}
 			}
 			if code := taskExitCode(r); code != 0 {
