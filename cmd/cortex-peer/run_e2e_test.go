@@ -78,7 +78,9 @@ func TestCLIRunAndImages(t *testing.T) {
 		t.Errorf("bad --memory: exit %d, stderr %q", r.code, r.stderr)
 	}
 	r = run(t, bin, "run", "--data", dir, "--isolation", "kvm", "--", "true")
-	if r.code != cli.ExitError || !strings.Contains(r.stderr, "isolation") {
+	// Refused by the peer's policy rather than by the flag parser: wrong
+	// usage all the same.
+	if r.code != cli.ExitUsage || !strings.Contains(r.stderr, "isolation") {
 		t.Errorf("unknown isolation: exit %d, stderr %q", r.code, r.stderr)
 	}
 
@@ -156,5 +158,21 @@ func TestCLIResultOfRunningTask(t *testing.T) {
 	r = run(t, bin, "result", "--data", dir, id)
 	if r.code != cli.ExitError || !strings.Contains(r.stderr, "has not ended") || !strings.Contains(r.stderr, "logs -f "+id) {
 		t.Fatalf("result of a running task: exit %d, stderr %q; want 1, saying it has not ended and how to follow it", r.code, r.stderr)
+	}
+}
+
+// A spec the peer's policy refuses never ran: run exits 2 (wrong usage),
+// says why in the user's units, and leaves no task behind.
+func TestCLIRunRefusedSpecIsUsage(t *testing.T) {
+	bin := testnet.BuildBinary(t)
+	dir := initTaskPeer(t, bin)
+	r := run(t, bin, "run", "--data", dir, "--memory", "1K", "--", "true")
+	if r.code != cli.ExitUsage || !strings.Contains(r.stderr, "1 KiB is under the minimum") {
+		t.Errorf("run --memory 1K: exit %d, stderr %q; want %d and the minimum", r.code, r.stderr, cli.ExitUsage)
+	}
+	r = run(t, bin, "tasks", "--json", "--data", dir)
+	var tasks []any
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &tasks) != nil || len(tasks) != 0 {
+		t.Errorf("tasks after a refused spec: exit %d, %s; want none", r.code, r.stdout)
 	}
 }

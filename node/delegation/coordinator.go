@@ -127,6 +127,11 @@ func (d *Delegation) Submit(ctx context.Context, req RunRequest, ev tasks.Events
 
 // runLocal runs a task on this peer, recorded as any other.
 func (d *Delegation) runLocal(ctx context.Context, req RunRequest, spec runtime.Spec, rec *TaskRecord, ev tasks.Events) (tasks.Outcome, error) {
+	// A spec this peer's policy refuses never runs: the caller is told,
+	// and no task is recorded.
+	if _, err := d.cfg.Policy.Apply(spec); err != nil {
+		return tasks.Outcome{ID: spec.ID}, err
+	}
 	rec.State = stateRunning
 	if err := d.rec.putTask(rec); err != nil {
 		return tasks.Outcome{ID: spec.ID}, err
@@ -223,7 +228,13 @@ func (d *Delegation) runRemote(ctx context.Context, req RunRequest, spec runtime
 	}
 	if err != nil {
 		err = fmt.Errorf("task %s: submit to %s: %w", spec.ID, executor, err)
-		d.failTask(rec, err)
+		if errors.Is(err, errdefs.ErrInvalid) || errors.Is(err, errdefs.ErrPermissionDenied) {
+			// The executor refused the spec or this peer: the task never
+			// ran, and the caller is told; nothing is recorded.
+			d.forget(rec)
+		} else {
+			d.failTask(rec, err)
+		}
 		return out, err
 	}
 	d.log.Info("task delegated", "task", spec.ID, "executor", executor)
@@ -243,6 +254,19 @@ func (d *Delegation) runRemote(ctx context.Context, req RunRequest, spec runtime
 func (d *Delegation) saveTask(rec *TaskRecord) {
 	if err := d.rec.putTask(rec); err != nil {
 		d.log.Warn("record task", "task", rec.ID, "state", rec.State, "err", err)
+	}
+}
+
+// forget removes the record of a task that never ran, with its pin and
+// log.
+func (d *Delegation) forget(rec *TaskRecord) {
+	d.recMu.Lock()
+	defer d.recMu.Unlock()
+	if err := errors.Join(d.rec.delete(taskRecordPrefix, rec.ID), d.logs.Delete(rec.ID)); err != nil {
+		d.log.Warn("forget a task that never ran", "task", rec.ID, "err", err)
+	}
+	if err := d.dags.Unpin("task:" + rec.ID + ":base"); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+		d.log.Warn("unpin the base of a task that never ran", "task", rec.ID, "err", err)
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
+
 	"github.com/spf13/cobra"
 
 	"github.com/cortex-peer/cortex-peer/node/apiclient"
@@ -216,6 +218,9 @@ func runTask(ctx context.Context, cmd *cobra.Command, g *Globals, c *apiclient.C
 		if ctx.Err() != nil {
 			fmt.Fprintln(stderr, "cortex-peer: cancelled; the task was killed")
 			return exitStatus{ExitCancelled}
+		}
+		if errors.Is(err, errdefs.ErrInvalid) {
+			return Usage(err) // a spec the peer refused: the task never ran
 		}
 		return err
 	}
