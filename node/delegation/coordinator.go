@@ -169,7 +169,7 @@ func (d *Delegation) recordLocal(rec *TaskRecord, out tasks.Outcome, err error) 
 		rec.BaseRoot = out.Base.String()
 	}
 	rec.Merge, rec.Merged = out.Merge, out.Merge != nil
-	rec.State = stateDelivered
+	rec.State = endedState(rec.Result)
 	if err != nil {
 		rec.Error = err.Error()
 		if out.Result.StartedAt.IsZero() {
@@ -536,7 +536,7 @@ func (d *Delegation) deliver(from peer.ID, w *meshv1.TaskResult) *meshv1.TaskRep
 		return &meshv1.TaskReply{Code: meshv1.ReplyCode_REPLY_CODE_OK, State: stateToWire(rec.State)}
 	}
 	rec.Result = res
-	rec.State = stateDelivered
+	rec.State = endedState(res)
 	if w.GetState() == meshv1.TaskState_TASK_STATE_FAILED {
 		rec.State, rec.Error = stateFailed, res.Error
 	}

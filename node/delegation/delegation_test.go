@@ -195,10 +195,16 @@ func TestDetachAndCancel(t *testing.T) {
 	if err := cs[0].CancelTask(ctx, id); err != nil {
 		t.Fatal(err)
 	}
+	// One state and one exit code for a cancelled task, everywhere: the
+	// record says cancelled (not delivered) and the result 130, as run's
+	// own exit status does.
 	testnet.Eventually(t, "cancelled task to be delivered", time.Minute, func() bool {
 		info, err := cs[0].GetTask(ctx, id)
-		return err == nil && info.GetState() == "delivered" && info.GetResult().GetCancelled()
+		return err == nil && info.GetResult().GetCancelled()
 	})
+	if info, err := cs[0].GetTask(ctx, id); err != nil || info.GetState() != "cancelled" || info.GetResult().GetExitCode() != 130 {
+		t.Fatalf("cancelled task: state %q, exit %d (%v); want cancelled, 130", info.GetState(), info.GetResult().GetExitCode(), err)
+	}
 	if n := tn.Peers[2].Node.RunningTasks(); n != 0 {
 		t.Fatalf("%d tasks still running on the executor", n)
 	}

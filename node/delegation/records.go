@@ -22,6 +22,7 @@ const (
 	stateRunning   taskState = "running"
 	stateExited    taskState = "exited"    // ended; result stored, not yet acknowledged by the coordinator
 	stateDelivered taskState = "delivered" // the coordinator holds the result
+	stateCancelled taskState = "cancelled" // the coordinator holds the result of a task cancelled before its end
 	stateLost      taskState = "lost"      // the executor went away and did not come back in time
 	stateFailed    taskState = "failed"    // could not run: refused, workspace, image, executor restarted
 )
@@ -29,7 +30,17 @@ const (
 // final reports whether nothing more will happen to a task in this state
 // (from the coordinator's point of view).
 func (s taskState) final() bool {
-	return s == stateDelivered || s == stateLost || s == stateFailed
+	return s == stateDelivered || s == stateCancelled || s == stateLost || s == stateFailed
+}
+
+// endedState is the coordinator's state of a task whose result it holds:
+// cancelled when it was, so that a cancelled task reads the same in tasks,
+// result and the API.
+func endedState(r *taskResultRecord) taskState {
+	if r != nil && r.Cancelled {
+		return stateCancelled
+	}
+	return stateDelivered
 }
 
 // taskResultRecord is how a task ended, as both sides store it.

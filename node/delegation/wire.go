@@ -63,7 +63,15 @@ var stateWire = map[taskState]meshv1.TaskState{
 	stateFailed:    meshv1.TaskState_TASK_STATE_FAILED,
 }
 
-func stateToWire(s taskState) meshv1.TaskState { return stateWire[s] }
+// stateToWire is the wire's name of s. The wire has no cancelled state: a
+// coordinator that holds a cancelled task's result says delivered (the
+// result says cancelled), and stateWire keeps one state per wire value.
+func stateToWire(s taskState) meshv1.TaskState {
+	if s == stateCancelled {
+		return meshv1.TaskState_TASK_STATE_DELIVERED
+	}
+	return stateWire[s]
+}
 
 func stateFromWire(w meshv1.TaskState) taskState {
 	for s, v := range stateWire {

@@ -42,7 +42,7 @@ A workspace given as a CID is fetched into a temporary directory that is kept (w
 	mcp.AddTool(s.mcp, &mcp.Tool{
 		Name:        "get_task",
 		Title:       "Get a task's state and result",
-		Description: `Return a task's state (submitted, fetching, running, exited, delivered, lost, failed), its executor and, once it has ended, its result (exit code, usage, roots, merge report) and output sizes. Does not return output: use task_logs.`,
+		Description: `Return a task's state (submitted, fetching, running, exited, delivered, cancelled, lost, failed), its executor and, once it has ended, its result (exit code, usage, roots, merge report) and output sizes. Does not return output: use task_logs.`,
 		Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true},
 	}, s.getTask)
 	mcp.AddTool(s.mcp, &mcp.Tool{
@@ -323,7 +323,7 @@ type TaskIDInput struct {
 // TaskInfo is a task as get_task and list_tasks show it.
 type TaskInfo struct {
 	TaskID    string     `json:"task_id"`
-	State     string     `json:"state" jsonschema:"submitted, fetching, running, exited, delivered, lost or failed"`
+	State     string     `json:"state" jsonschema:"submitted, fetching, running, exited, delivered, cancelled, lost or failed"`
 	Executor  string     `json:"executor,omitempty"`
 	Command   []string   `json:"command,omitempty"`
 	Image     string     `json:"image,omitempty"`

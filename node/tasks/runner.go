@@ -186,6 +186,10 @@ type Outcome struct {
 	StdoutChunks, StderrChunks uint64
 }
 
+// CancelledExitCode is the exit code of a cancelled task, as a shell reports
+// a command stopped by Ctrl-C (128 + SIGINT), whatever signal killed it.
+const CancelledExitCode = 130
+
 // killTimeout bounds the kill of a task whose caller went away.
 const killTimeout = 10 * time.Second
 
@@ -333,6 +337,11 @@ func (t *Runner) Execute(ctx context.Context, spec runtime.Spec, base cid.Cid, e
 	}
 	res, werr := task.Wait(context.WithoutCancel(ctx))
 	t.running.Add(-1)
+	if res.Cancelled {
+		// One exit code for a cancelled task everywhere (run's own, the
+		// result, the records): a shell's for a command interrupted.
+		res.ExitCode = CancelledExitCode
+	}
 	out.Result = res
 	out.Log, _ = logw.Close()
 	if werr != nil {

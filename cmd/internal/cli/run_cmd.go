@@ -263,6 +263,8 @@ func printTaskEnd(w io.Writer, res *apiv1.TaskResult) {
 		fmt.Fprintf(w, "cortex-peer: task %s was killed: out of memory (peak %s)\n", res.GetTaskId(), formatBytes(res.GetPeakMemoryBytes()))
 	case res.GetTimedOut():
 		fmt.Fprintf(w, "cortex-peer: task %s timed out after %.1fs and was killed\n", res.GetTaskId(), res.GetDurationSeconds())
+	case res.GetCancelled():
+		fmt.Fprintf(w, "cortex-peer: task %s was cancelled\n", res.GetTaskId())
 	case res.GetSignal() != "":
 		fmt.Fprintf(w, "cortex-peer: task %s was killed by %s\n", res.GetTaskId(), res.GetSignal())
 	}

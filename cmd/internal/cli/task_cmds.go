@@ -32,7 +32,8 @@ func newTasksCmd(g *Globals) *cobra.Command {
 		Short: "List the tasks this peer coordinates and their states",
 		Long: `tasks lists the tasks submitted through this peer, newest first, with the
 peer each runs on and its state: submitted, fetching, running, exited,
-delivered (ended, result here), lost (its executor went away) or failed.`,
+delivered (ended, result here), cancelled (cancelled, result here, exit 130),
+lost (its executor went away) or failed.`,
 		Args: NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			tasks, err := withAPI(cmd, g, func(ctx context.Context, c *apiclient.Client) ([]*apiv1.TaskInfo, error) { return c.ListTasks(ctx) })
