@@ -603,6 +603,9 @@ func (d *Delegation) Task(ctx context.Context, id string) (*TaskRecord, error) {
 		return nil, err
 	}
 	rec, err := d.rec.task(id)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return d.observe(ctx, id) // not ours: its executor says how it is, as logs does
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -617,11 +620,35 @@ func (d *Delegation) Task(ctx context.Context, id string) (*TaskRecord, error) {
 	return rec, nil
 }
 
-// Cancel kills a task wherever it runs.
+// observe is a task another peer coordinates, as its executor (this peer,
+// or the peer of the mesh that runs it) reports it: the state and, once it
+// ended, the result; the command and times only its coordinator knows.
+func (d *Delegation) observe(ctx context.Context, id string) (*TaskRecord, error) {
+	if e, err := d.rec.exec(id); err == nil {
+		return &TaskRecord{ID: id, Executor: d.self.String(), State: e.State, Result: e.Result, Updated: e.Updated, observed: true}, nil
+	}
+	exec, reply, err := d.locate(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	rec := &TaskRecord{ID: id, Executor: exec.String(), State: stateFromWire(reply.GetState()), observed: true}
+	if w := reply.GetResult(); w != nil {
+		if rec.Result, err = resultFromWire(w); err != nil {
+			return nil, fmt.Errorf("task %s: result from %s: %w", id, exec, err)
+		}
+		rec.Error = rec.Result.Error
+	}
+	return rec, nil
+}
+
+// Cancel kills a task wherever it runs, if this peer coordinates it.
 func (d *Delegation) Cancel(ctx context.Context, id string) error {
 	rec, err := d.Task(ctx, id)
 	if err != nil {
 		return err
+	}
+	if rec.observed {
+		return fmt.Errorf("task %s runs on %s for another peer: only the peer it was submitted to can cancel it: %w", id, rec.Executor, errdefs.ErrPermissionDenied)
 	}
 	if rec.State.final() {
 		return fmt.Errorf("task %s has ended (%s): %w", id, rec.State, errdefs.ErrInvalid)

@@ -794,3 +794,49 @@ func TestLogsRange(t *testing.T) {
 		t.Fatalf("unknown stream: %v", err)
 	}
 }
+
+// result and cancel on a peer that did not submit the task: result asks
+// the mesh, as logs does, and shows the task as its executor reports it;
+// cancel says only the submitting peer may (it used to say "not found").
+func TestTaskFromAnotherPeer(t *testing.T) {
+	tn, cs := mesh3(t)
+	ctx := testnet.Context(t, 2*time.Minute)
+	exec := tn.Peers[1].Node.ID().String()
+	var got testnet.RunEvents
+	if _, err := cs[0].Run(ctx, &apiv1.RunRequest{
+		Spec: &apiv1.TaskSpec{Command: []string{"sh", "-c", "echo up; sleep 600"}}, Peer: exec, Detach: true,
+	}, got.Event); err != nil || got.Started == nil {
+		t.Fatalf("detached run: %v", err)
+	}
+	id := got.Started.GetTaskId()
+	// Running once its first output came (a task cancelled while its
+	// process starts ends failed, not cancelled).
+	lctx, lcancel := context.WithCancel(ctx)
+	up := make(chan struct{})
+	var once sync.Once
+	go func() {
+		_ = cs[0].Logs(lctx, id, true, func(*apiv1.OutputChunk) { once.Do(func() { close(up) }) })
+	}()
+	select {
+	case <-up:
+	case <-ctx.Done():
+		t.Fatal("no output from the task")
+	}
+	lcancel()
+	for i, c := range []*apiclient.Client{cs[2], cs[1]} { // a bystander, then the executor itself
+		info, err := c.GetTask(ctx, id)
+		if err != nil || info.GetExecutor() != exec || info.GetState() != "running" {
+			t.Fatalf("result from peer %d: %+v, %v; want running on %s", []int{3, 2}[i], info, err, exec)
+		}
+		if err := c.CancelTask(ctx, id); !errors.Is(err, errdefs.ErrPermissionDenied) {
+			t.Fatalf("cancel from peer %d: %v, want permission denied", []int{3, 2}[i], err)
+		}
+	}
+	if err := cs[0].CancelTask(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	testnet.Eventually(t, "the cancelled result, seen from a bystander", time.Minute, func() bool {
+		info, err := cs[2].GetTask(ctx, id)
+		return err == nil && info.GetResult().GetCancelled() && info.GetResult().GetExitCode() == 130
+	})
+}

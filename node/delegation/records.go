@@ -83,6 +83,10 @@ type TaskRecord struct {
 	MergeErr      string            `json:"merge_error,omitempty"`
 	Merged        bool              `json:"merged,omitempty"`
 	Error         string            `json:"error,omitempty"`
+
+	// observed: a task another peer coordinates, as its executor reports
+	// it (see Delegation.Task); never stored.
+	observed bool
 }
 
 // execRecord is one task as its executor remembers it.
