@@ -407,4 +407,12 @@ func TestCLIWorkspaces(t *testing.T) {
 	if r := run(t, bin, "ws", "get", "--data", p2, "not-a-cid", filepath.Join(t.TempDir(), "x")); r.code != 1 || !strings.Contains(r.stderr, "not a CID") {
 		t.Fatalf("bad CID: exit %d %s", r.code, r.stderr)
 	}
+	// A root no peer has: diff and export give up after --stall-timeout.
+	missing := "bafkreie5cvv4h45feyalwqhbagebuoceukxvamxksoxibbuvsf3cykcvxy"
+	for _, args := range [][]string{{"ws", "diff", missing, missing}, {"dag", "export", missing}} {
+		r := run(t, bin, append(args, "--stall-timeout", "1s", "--data", p2)...)
+		if r.code != 1 || !strings.Contains(r.stderr, "no block") {
+			t.Fatalf("%v of a missing root: exit %d %s", args, r.code, r.stderr)
+		}
+	}
 }

@@ -33,7 +33,7 @@ func (c *Client) WorkspaceAdd(ctx context.Context, dir string, noIndex bool, pro
 
 // WorkspaceGet fetches root and exports it into the absolute path dest.
 func (c *Client) WorkspaceGet(ctx context.Context, root, dest string, stall time.Duration, progress func(*apiv1.Progress)) (*apiv1.GetResult, error) {
-	stream, err := c.ws.Get(ctx, connect.NewRequest(&apiv1.GetRequest{Cid: root, Path: dest, StallTimeoutSeconds: uint32(stall / time.Second)}))
+	stream, err := c.ws.Get(ctx, connect.NewRequest(&apiv1.GetRequest{Cid: root, Path: dest, StallTimeoutSeconds: stallSeconds(stall)}))
 	if err != nil {
 		return nil, c.wrap("ws get", err)
 	}
@@ -58,9 +58,11 @@ func (c *Client) streamEnd(call string, err error) error {
 	return c.wrap(call, err)
 }
 
-// WorkspaceDiff lists the changes from one root to another.
-func (c *Client) WorkspaceDiff(ctx context.Context, from, to string) ([]*apiv1.Change, error) {
-	resp, err := c.ws.Diff(ctx, connect.NewRequest(&apiv1.DiffRequest{From: from, To: to}))
+// WorkspaceDiff lists the changes from one root to another, giving up when
+// no block of a root the peer lacks arrives for stall (0: the peer's
+// default).
+func (c *Client) WorkspaceDiff(ctx context.Context, from, to string, stall time.Duration) ([]*apiv1.Change, error) {
+	resp, err := c.ws.Diff(ctx, connect.NewRequest(&apiv1.DiffRequest{From: from, To: to, StallTimeoutSeconds: stallSeconds(stall)}))
 	if err != nil {
 		return nil, c.wrap("ws diff", err)
 	}
@@ -85,9 +87,10 @@ func (c *Client) WorkspaceGC(ctx context.Context) (*apiv1.GCResponse, error) {
 	return resp.Msg, nil
 }
 
-// ExportCAR writes the CAR of root to w.
-func (c *Client) ExportCAR(ctx context.Context, root string, w io.Writer) error {
-	stream, err := c.ws.ExportCAR(ctx, connect.NewRequest(&apiv1.ExportCARRequest{Cid: root}))
+// ExportCAR writes the CAR of root to w, giving up when no block of it
+// arrives for stall (0: the peer's default) while the peer fetches it.
+func (c *Client) ExportCAR(ctx context.Context, root string, stall time.Duration, w io.Writer) error {
+	stream, err := c.ws.ExportCAR(ctx, connect.NewRequest(&apiv1.ExportCARRequest{Cid: root, StallTimeoutSeconds: stallSeconds(stall)}))
 	if err != nil {
 		return c.wrap("dag export", err)
 	}
@@ -110,4 +113,13 @@ func (c *Client) ImportCAR(ctx context.Context, p string) (*apiv1.ImportCARRespo
 		return nil, c.wrap("dag import", err)
 	}
 	return resp.Msg, nil
+}
+
+// stallSeconds is a stall timeout on the wire: whole seconds, rounded up,
+// so that a timeout under a second is not taken for "the default".
+func stallSeconds(d time.Duration) uint32 {
+	if d <= 0 {
+		return 0
+	}
+	return uint32((d + time.Second - 1) / time.Second)
 }

@@ -23,10 +23,10 @@ import (
 type Workspaces interface {
 	Add(ctx context.Context, dir string, noIndex bool, progress func(dag.ImportProgress)) (dag.ImportResult, error)
 	Get(ctx context.Context, root cid.Cid, dest string, stall time.Duration, progress func(phase string, done, bytes uint64)) (workspace.GetResult, error)
-	Diff(ctx context.Context, from, to cid.Cid) ([]dag.Change, error)
+	Diff(ctx context.Context, from, to cid.Cid, stall time.Duration) ([]dag.Change, error)
 	Merge(ctx context.Context, base, theirs cid.Cid, dir string) (workspace.MergeResult, error)
 	GC(ctx context.Context) (dag.GCResult, error)
-	ExportCAR(ctx context.Context, root cid.Cid, w io.Writer) error
+	ExportCAR(ctx context.Context, root cid.Cid, stall time.Duration, w io.Writer) error
 	ImportCAR(ctx context.Context, r io.Reader) ([]cid.Cid, int, error)
 }
 
@@ -148,7 +148,7 @@ func (w *workspaceService) Diff(ctx context.Context, req *connect.Request[apiv1.
 	if err != nil {
 		return nil, err
 	}
-	changes, err := w.ws.Diff(ctx, from, to)
+	changes, err := w.ws.Diff(ctx, from, to, time.Duration(req.Msg.GetStallTimeoutSeconds())*time.Second)
 	if err != nil {
 		return nil, err
 	}
@@ -204,7 +204,7 @@ func (w *workspaceService) ExportCAR(ctx context.Context, req *connect.Request[a
 		return err
 	}
 	cw := &chunkWriter{send: func(b []byte) error { return stream.Send(&apiv1.CARChunk{Data: b}) }}
-	if err := w.ws.ExportCAR(ctx, root, cw); err != nil {
+	if err := w.ws.ExportCAR(ctx, root, time.Duration(req.Msg.GetStallTimeoutSeconds())*time.Second, cw); err != nil {
 		return err
 	}
 	return cw.flush()

@@ -750,7 +750,7 @@ func (s *Server) workspaceDiff(ctx context.Context, _ *mcp.CallToolRequest, in D
 	if in.From == "" || in.To == "" {
 		return nil, DiffOutput{}, invalid("from and to are required")
 	}
-	cs, err := s.api.WorkspaceDiff(ctx, in.From, in.To)
+	cs, err := s.api.WorkspaceDiff(ctx, in.From, in.To, 0)
 	if err != nil {
 		return nil, DiffOutput{}, toolError(err)
 	}

@@ -128,12 +128,15 @@ func (s *Service) Get(ctx context.Context, root cid.Cid, dest string, stall time
 	return GetResult{Fetch: f.p, Export: ex}, nil
 }
 
-// Diff fetches both roots and lists what changed from one to the other.
-func (s *Service) Diff(ctx context.Context, from, to cid.Cid) ([]dag.Change, error) {
+// Diff fetches both roots and lists what changed from one to the other. A
+// fetch gives up when no block arrives for stall (0: the default).
+func (s *Service) Diff(ctx context.Context, from, to cid.Cid, stall time.Duration) ([]dag.Change, error) {
 	s.gc.RLock()
 	defer s.gc.RUnlock()
-	if _, err := s.fetch.FetchAll(ctx, from, to); err != nil {
-		return nil, err
+	for _, root := range []cid.Cid{from, to} {
+		if _, err := s.fetch.Fetch(ctx, root, stall, nil); err != nil {
+			return nil, err
+		}
 	}
 	return s.dags.Diff(ctx, from, to)
 }
@@ -173,11 +176,12 @@ func (s *Service) GC(ctx context.Context) (dag.GCResult, error) {
 	return s.dags.GC(ctx)
 }
 
-// ExportCAR fetches root and writes its DAG as a CAR to w.
-func (s *Service) ExportCAR(ctx context.Context, root cid.Cid, w io.Writer) error {
+// ExportCAR fetches root, giving up when no block arrives for stall (0:
+// the default), and writes its DAG as a CAR to w.
+func (s *Service) ExportCAR(ctx context.Context, root cid.Cid, stall time.Duration, w io.Writer) error {
 	s.gc.RLock()
 	defer s.gc.RUnlock()
-	if _, err := s.fetch.FetchAll(ctx, root); err != nil {
+	if _, err := s.fetch.Fetch(ctx, root, stall, nil); err != nil {
 		return err
 	}
 	_, err := s.dags.ExportCAR(ctx, root, w)

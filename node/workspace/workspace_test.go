@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -108,7 +109,7 @@ func TestWorkspaceOverBitswap(t *testing.T) {
 	if got2.GetFetchedBlocks() != 2 {
 		t.Fatalf("delta fetched %d blocks, want 2 (new root, new leaf)", got2.GetFetchedBlocks())
 	}
-	changes, err := c2.WorkspaceDiff(ctx, added.GetCid(), added2.GetCid())
+	changes, err := c2.WorkspaceDiff(ctx, added.GetCid(), added2.GetCid(), 0)
 	if err != nil || len(changes) != 1 || changes[0].GetPath() != "a.txt" {
 		t.Fatalf("diff: %v %v", changes, err)
 	}
@@ -143,6 +144,14 @@ func TestWorkspaceErrors(t *testing.T) {
 	_, err = c.WorkspaceGet(ctx, missing, filepath.Join(t.TempDir(), "x"), time.Second, nil)
 	if !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "no block") {
 		t.Fatalf("missing root: %v", err)
+	}
+	// ws diff and dag export of a root nobody has take the same bound
+	// (they used to wait the 60 s default, with no way to ask for less).
+	if _, err := c.WorkspaceDiff(ctx, missing, missing, time.Second); !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "no block") {
+		t.Fatalf("diff of a missing root: %v", err)
+	}
+	if err := c.ExportCAR(ctx, missing, time.Second, io.Discard); !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "no block") {
+		t.Fatalf("export of a missing root: %v", err)
 	}
 }
 

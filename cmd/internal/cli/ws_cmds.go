@@ -136,14 +136,15 @@ resume: fetched blocks are kept.`,
 }
 
 func newWsDiffCmd(g *Globals) *cobra.Command {
-	return &cobra.Command{
+	var stall time.Duration
+	cmd := &cobra.Command{
 		Use:     "diff CID1 CID2",
 		Short:   "List the paths added, removed, modified or mode-changed from CID1 to CID2",
 		Example: "  cortex-peer ws diff bafy...old bafy...new",
 		Args:    exactArgs(2, "two CIDs"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withClient(cmd, g, func(ctx context.Context, c *apiclient.Client) error {
-				changes, err := c.WorkspaceDiff(ctx, args[0], args[1])
+				changes, err := c.WorkspaceDiff(ctx, args[0], args[1], stall)
 				if err != nil {
 					return err
 				}
@@ -167,6 +168,8 @@ func newWsDiffCmd(g *Globals) *cobra.Command {
 			})
 		},
 	}
+	cmd.Flags().DurationVar(&stall, "stall-timeout", 60*time.Second, "give up when no block of a root this peer lacks arrives for this long")
+	return cmd
 }
 
 func newWsMergeCmd(g *Globals) *cobra.Command {
@@ -277,6 +280,7 @@ func newDagCmd(g *Globals) *cobra.Command {
 		Use:   "dag",
 		Short: "Move DAGs as CAR files, to and from IPFS tooling",
 	}
+	var stall time.Duration
 	export := &cobra.Command{
 		Use:     "export CID",
 		Short:   "Write the DAG of CID as a CARv1 file to stdout",
@@ -284,10 +288,11 @@ func newDagCmd(g *Globals) *cobra.Command {
 		Args:    exactArgs(1, "one CID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withClient(cmd, g, func(ctx context.Context, c *apiclient.Client) error {
-				return c.ExportCAR(ctx, args[0], cmd.OutOrStdout())
+				return c.ExportCAR(ctx, args[0], stall, cmd.OutOrStdout())
 			})
 		},
 	}
+	export.Flags().DurationVar(&stall, "stall-timeout", 60*time.Second, "give up when no block of CID arrives for this long")
 	imp := &cobra.Command{
 		Use:     "import FILE.car",
 		Short:   "Import a CAR file (every block verified) and pin its roots",

@@ -632,11 +632,14 @@ func (x *GetResult) GetSeconds() float64 {
 }
 
 type DiffRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	From          string                 `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
-	To            string                 `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	From  string                 `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	To    string                 `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	// Give up when no block of a root this peer lacks arrives for this long
+	// (default 60 s).
+	StallTimeoutSeconds uint32 `protobuf:"varint,3,opt,name=stall_timeout_seconds,json=stallTimeoutSeconds,proto3" json:"stall_timeout_seconds,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *DiffRequest) Reset() {
@@ -681,6 +684,13 @@ func (x *DiffRequest) GetTo() string {
 		return x.To
 	}
 	return ""
+}
+
+func (x *DiffRequest) GetStallTimeoutSeconds() uint32 {
+	if x != nil {
+		return x.StallTimeoutSeconds
+	}
+	return 0
 }
 
 type DiffResponse struct {
@@ -1140,10 +1150,13 @@ func (x *GCResponse) GetRemovedBytes() uint64 {
 }
 
 type ExportCARRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Cid           string                 `protobuf:"bytes,1,opt,name=cid,proto3" json:"cid,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Cid   string                 `protobuf:"bytes,1,opt,name=cid,proto3" json:"cid,omitempty"`
+	// Give up when no block of a root this peer lacks arrives for this long
+	// (default 60 s).
+	StallTimeoutSeconds uint32 `protobuf:"varint,2,opt,name=stall_timeout_seconds,json=stallTimeoutSeconds,proto3" json:"stall_timeout_seconds,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *ExportCARRequest) Reset() {
@@ -1181,6 +1194,13 @@ func (x *ExportCARRequest) GetCid() string {
 		return x.Cid
 	}
 	return ""
+}
+
+func (x *ExportCARRequest) GetStallTimeoutSeconds() uint32 {
+	if x != nil {
+		return x.StallTimeoutSeconds
+	}
+	return 0
 }
 
 type CARChunk struct {
@@ -1380,10 +1400,11 @@ const file_cortex_api_v1_workspace_proto_rawDesc = "" +
 	"\rfetched_bytes\x18\x05 \x01(\x04R\ffetchedBytes\x12\x14\n" +
 	"\x05files\x18\x06 \x01(\x04R\x05files\x12\x14\n" +
 	"\x05bytes\x18\a \x01(\x04R\x05bytes\x12\x18\n" +
-	"\aseconds\x18\b \x01(\x01R\aseconds\"1\n" +
+	"\aseconds\x18\b \x01(\x01R\aseconds\"e\n" +
 	"\vDiffRequest\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
-	"\x02to\x18\x02 \x01(\tR\x02to\"?\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\x122\n" +
+	"\x15stall_timeout_seconds\x18\x03 \x01(\rR\x13stallTimeoutSeconds\"?\n" +
 	"\fDiffResponse\x12/\n" +
 	"\achanges\x18\x01 \x03(\v2\x15.cortex.api.v1.ChangeR\achanges\"G\n" +
 	"\x06Change\x12\x12\n" +
@@ -1413,9 +1434,10 @@ const file_cortex_api_v1_workspace_proto_rawDesc = "" +
 	"GCResponse\x12\x12\n" +
 	"\x04kept\x18\x01 \x01(\x04R\x04kept\x12\x18\n" +
 	"\aremoved\x18\x02 \x01(\x04R\aremoved\x12#\n" +
-	"\rremoved_bytes\x18\x03 \x01(\x04R\fremovedBytes\"$\n" +
+	"\rremoved_bytes\x18\x03 \x01(\x04R\fremovedBytes\"X\n" +
 	"\x10ExportCARRequest\x12\x10\n" +
-	"\x03cid\x18\x01 \x01(\tR\x03cid\"\x1e\n" +
+	"\x03cid\x18\x01 \x01(\tR\x03cid\x122\n" +
+	"\x15stall_timeout_seconds\x18\x02 \x01(\rR\x13stallTimeoutSeconds\"\x1e\n" +
 	"\bCARChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\"&\n" +
 	"\x10ImportCARRequest\x12\x12\n" +
