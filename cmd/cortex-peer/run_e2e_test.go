@@ -176,3 +176,15 @@ func TestCLIRunRefusedSpecIsUsage(t *testing.T) {
 		t.Errorf("tasks after a refused spec: exit %d, %s; want none", r.code, r.stdout)
 	}
 }
+
+// A child killed for memory while the task's own process lives on is told
+// as that, not as the task killed (which exited 0 here).
+func TestCLIRunChildOOM(t *testing.T) {
+	bin := testnet.BuildBinary(t)
+	dir := initTaskPeer(t, bin)
+	r := run(t, bin, "run", "--data", dir, "--memory", "16M", "--", "sh", "-c", "dd if=/dev/zero of=/dev/null bs=64M count=1; echo after")
+	if r.code != 0 || r.stdout != "after\n" || strings.Contains(r.stderr, "cortex-peer: task ") ||
+		!strings.Contains(r.stderr, "a process of task") || !strings.Contains(r.stderr, "the task itself exited 0") {
+		t.Fatalf("child OOM: exit %d, stdout %q, stderr %q; want 0 and a child named as killed", r.code, r.stdout, r.stderr)
+	}
+}

@@ -259,6 +259,11 @@ func taskExitCode(res *apiv1.TaskResult) int {
 // and the merge report.
 func printTaskEnd(w io.Writer, res *apiv1.TaskResult) {
 	switch {
+	case res.GetOomKilled() && res.GetSignal() == "":
+		// The kernel killed a process of the task for memory, but not the
+		// task's own: it went on and exited by itself.
+		fmt.Fprintf(w, "cortex-peer: a process of task %s was killed: out of memory (peak %s); the task itself exited %d\n",
+			res.GetTaskId(), formatBytes(res.GetPeakMemoryBytes()), res.GetExitCode())
 	case res.GetOomKilled():
 		fmt.Fprintf(w, "cortex-peer: task %s was killed: out of memory (peak %s)\n", res.GetTaskId(), formatBytes(res.GetPeakMemoryBytes()))
 	case res.GetTimedOut():
