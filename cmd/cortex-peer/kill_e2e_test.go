@@ -94,9 +94,11 @@ func TestKillExecutorMidTask(t *testing.T) {
 		st, ok := resultOf(t, bin, coord.DataDir, id)
 		return ok && st.State == "running"
 	})
-	if len(leftovers(t, executor.ID)) != 1 {
-		t.Fatalf("want the task's container on the executor, have %v", leftovers(t, executor.ID))
-	}
+	// "running" is recorded as the executor starts the task, a moment
+	// before containerd has its container: wait for it, not on timing.
+	waitFor(t, "the task's container on the executor", 30*time.Second, func() bool {
+		return len(leftovers(t, executor.ID)) == 1
+	})
 	if err := executor.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
