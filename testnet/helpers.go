@@ -19,13 +19,15 @@ import (
 
 // VerifyNoLeaks runs a package's tests and fails if goroutines outlive
 // them; call it from TestMain.
-func VerifyNoLeaks(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// Started once per process by libp2p's logging and metrics
-		// dependencies and never stopped.
+func VerifyNoLeaks(m *testing.M) { goleak.VerifyTestMain(m, processGoroutines()...) }
+
+// processGoroutines are the goroutines libp2p's logging and metrics
+// dependencies start once per process and never stop: not leaks.
+func processGoroutines() []goleak.Option {
+	return []goleak.Option{
 		goleak.IgnoreTopFunction("github.com/ipfs/go-log/v2/writer.(*MirrorWriter).logRoutine"),
 		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
-	)
+	}
 }
 
 // Context is a context that ends after d or with the test.

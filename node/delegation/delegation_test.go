@@ -158,25 +158,25 @@ func TestPlacement(t *testing.T) {
 	}
 }
 
-// Detached runs go on without the caller; cancel reaches the executor and
-// kills the container.
-func TestDetachAndCancel(t *testing.T) {
-	tn, cs := mesh3(t)
-	ctx := testnet.Context(t, 2*time.Minute)
-	exec := tn.Peers[2].Node.ID().String()
+// startDetached submits `echo up; sleep 600` through c to the peer exec,
+// detached, and returns its id once logs -f has shown its first line: the
+// task runs (one cancelled while its process starts ends failed, not
+// cancelled).
+func startDetached(ctx context.Context, t *testing.T, c *apiclient.Client, exec string) string {
+	t.Helper()
 	var got testnet.RunEvents
-	res, err := cs[0].Run(ctx, &apiv1.RunRequest{
+	res, err := c.Run(ctx, &apiv1.RunRequest{
 		Spec: &apiv1.TaskSpec{Command: []string{"sh", "-c", "echo up; sleep 600"}}, Peer: exec, Detach: true,
 	}, got.Event)
 	if err != nil || res != nil || got.Started == nil {
 		t.Fatalf("detached run: %+v, %v, started %v", res, err, got.Started)
 	}
 	id := got.Started.GetTaskId()
-	// logs -f shows the first line while the task runs.
 	lctx, lcancel := context.WithCancel(ctx)
+	defer lcancel()
 	seen := make(chan string, 1)
 	go func() {
-		_ = cs[0].Logs(lctx, id, true, func(ch *apiv1.OutputChunk) {
+		_ = c.Logs(lctx, id, true, func(ch *apiv1.OutputChunk) {
 			select {
 			case seen <- string(ch.GetData()):
 			default:
@@ -191,7 +191,15 @@ func TestDetachAndCancel(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("no output from logs -f")
 	}
-	lcancel()
+	return id
+}
+
+// Detached runs go on without the caller; cancel reaches the executor and
+// kills the container.
+func TestDetachAndCancel(t *testing.T) {
+	tn, cs := mesh3(t)
+	ctx := testnet.Context(t, 2*time.Minute)
+	id := startDetached(ctx, t, cs[0], tn.Peers[2].Node.ID().String())
 	if err := cs[0].CancelTask(ctx, id); err != nil {
 		t.Fatal(err)
 	}
@@ -802,27 +810,7 @@ func TestTaskFromAnotherPeer(t *testing.T) {
 	tn, cs := mesh3(t)
 	ctx := testnet.Context(t, 2*time.Minute)
 	exec := tn.Peers[1].Node.ID().String()
-	var got testnet.RunEvents
-	if _, err := cs[0].Run(ctx, &apiv1.RunRequest{
-		Spec: &apiv1.TaskSpec{Command: []string{"sh", "-c", "echo up; sleep 600"}}, Peer: exec, Detach: true,
-	}, got.Event); err != nil || got.Started == nil {
-		t.Fatalf("detached run: %v", err)
-	}
-	id := got.Started.GetTaskId()
-	// Running once its first output came (a task cancelled while its
-	// process starts ends failed, not cancelled).
-	lctx, lcancel := context.WithCancel(ctx)
-	up := make(chan struct{})
-	var once sync.Once
-	go func() {
-		_ = cs[0].Logs(lctx, id, true, func(*apiv1.OutputChunk) { once.Do(func() { close(up) }) })
-	}()
-	select {
-	case <-up:
-	case <-ctx.Done():
-		t.Fatal("no output from the task")
-	}
-	lcancel()
+	id := startDetached(ctx, t, cs[0], exec)
 	for i, c := range []*apiclient.Client{cs[2], cs[1]} { // a bystander, then the executor itself
 		info, err := c.GetTask(ctx, id)
 		if err != nil || info.GetExecutor() != exec || info.GetState() != "running" {

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
-	"go.uber.org/goleak"
 
 	"github.com/cortex-peer/cortex-peer/node"
 	"github.com/cortex-peer/cortex-peer/node/apiclient"
@@ -27,20 +26,7 @@ import (
 	"github.com/cortex-peer/cortex-peer/testnet"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// Started once per process by libp2p's logging and metrics
-		// dependencies and never stopped.
-		goleak.IgnoreTopFunction("github.com/ipfs/go-log/v2/writer.(*MirrorWriter).logRoutine"),
-		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
-	)
-}
-
-func ctxT(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
+func TestMain(m *testing.M) { testnet.VerifyNoLeaks(m) }
 
 // env is a 3-peer testnet whose first peer serves MCP over HTTP.
 type env struct {
@@ -57,7 +43,7 @@ func newEnv(t testing.TB) *env {
 			cfg.MCPListen = "127.0.0.1:0"
 		}
 	}))
-	if err := tn.WaitMesh(ctxT(t, 30*time.Second)); err != nil {
+	if err := tn.WaitMesh(testnet.Context(t, 30*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	c, err := apiclient.Dial(tn.Peers[0].Dir)
@@ -163,12 +149,12 @@ func (e *env) connect(t testing.TB, transport string, n *notes) *mcp.ClientSessi
 		t.Cleanup(hc.CloseIdleConnections)
 		ct = &mcp.StreamableClientTransport{Endpoint: e.url, HTTPClient: hc, DisableStandaloneSSE: true}
 	}
-	cs, err := client.Connect(ctxT(t, 10*time.Second), ct, nil)
+	cs, err := client.Connect(testnet.Context(t, 10*time.Second), ct, nil)
 	if err != nil {
 		t.Fatalf("connect over %s: %v", transport, err)
 	}
 	t.Cleanup(func() { cs.Close() })
-	if err := cs.SetLoggingLevel(ctxT(t, 5*time.Second), &mcp.SetLoggingLevelParams{Level: "info"}); err != nil {
+	if err := cs.SetLoggingLevel(testnet.Context(t, 5*time.Second), &mcp.SetLoggingLevelParams{Level: "info"}); err != nil {
 		t.Fatal(err)
 	}
 	return cs
@@ -186,7 +172,7 @@ func call(t testing.TB, ctx context.Context, cs *mcp.ClientSession, tool string,
 // decode calls tool, fails on any error, and decodes its structured result.
 func decode[T any](t testing.TB, cs *mcp.ClientSession, tool string, args any) T {
 	t.Helper()
-	res, err := call(t, ctxT(t, 2*time.Minute), cs, tool, args, nil)
+	res, err := call(t, testnet.Context(t, 2*time.Minute), cs, tool, args, nil)
 	if err != nil {
 		t.Fatalf("%s: %v", tool, err)
 	}
@@ -235,7 +221,7 @@ func TestMCP(t *testing.T) {
 
 func testListTools(t *testing.T, e *env, tr string) {
 	cs := e.connect(t, tr, nil)
-	res, err := cs.ListTools(ctxT(t, 10*time.Second), nil)
+	res, err := cs.ListTools(testnet.Context(t, 10*time.Second), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +250,7 @@ func testRunStreams(t *testing.T, e *env, tr string) {
 		}
 	}
 	cs := e.connect(t, tr, n)
-	res, err := call(t, ctxT(t, time.Minute), cs, "run_task", map[string]any{
+	res, err := call(t, testnet.Context(t, time.Minute), cs, "run_task", map[string]any{
 		"command": []string{"sh", "-c", "echo first; sleep 1; echo second; echo oops >&2; exit 3"},
 		"peer":    e.tn.Peers[1].Node.ID().String(),
 	}, "tok-"+tr)
@@ -310,7 +296,7 @@ func testCancel(t *testing.T, e *env, tr string) {
 		}
 	}
 	cs := e.connect(t, tr, n)
-	ctx, cancel := context.WithCancel(ctxT(t, time.Minute))
+	ctx, cancel := context.WithCancel(testnet.Context(t, time.Minute))
 	errc := make(chan error, 1)
 	go func() {
 		_, err := call(t, ctx, cs, "run_task", map[string]any{"command": []string{"sh", "-c", "echo started; sleep 60"}}, 1)
@@ -328,7 +314,7 @@ func testCancel(t *testing.T, e *env, tr string) {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		info, err := e.api.GetTask(ctxT(t, 10*time.Second), id)
+		info, err := e.api.GetTask(testnet.Context(t, 10*time.Second), id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -413,7 +399,7 @@ func testErrors(t *testing.T, e *env, tr string) {
 		{"run_task", map[string]any{"comand": []string{"true"}}, ""}, // schema violation
 	}
 	for _, c := range cases {
-		res, err := call(t, ctxT(t, time.Minute), cs, c.tool, c.args, nil)
+		res, err := call(t, testnet.Context(t, time.Minute), cs, c.tool, c.args, nil)
 		if err != nil {
 			t.Fatalf("%s %v: protocol error %v, want a tool error", c.tool, c.args, err)
 		}
@@ -422,7 +408,7 @@ func testErrors(t *testing.T, e *env, tr string) {
 			t.Errorf("%s %v: IsError=%v %q, want code %q", c.tool, c.args, res.IsError, msg, c.code)
 		}
 	}
-	if _, err := cs.ListTools(ctxT(t, 10*time.Second), nil); err != nil {
+	if _, err := cs.ListTools(testnet.Context(t, 10*time.Second), nil); err != nil {
 		t.Fatalf("session broken after errors: %v", err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cortex-peer/cortex-peer/node/mcpserver"
+	"github.com/cortex-peer/cortex-peer/testnet"
 )
 
 const initializeBody = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`
@@ -43,7 +44,7 @@ func TestHTTPGuards(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			req, _ := http.NewRequestWithContext(ctxT(t, 10*time.Second), http.MethodPost, e.url, strings.NewReader(initializeBody))
+			req, _ := http.NewRequestWithContext(testnet.Context(t, 10*time.Second), http.MethodPost, e.url, strings.NewReader(initializeBody))
 			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("Accept", "application/json, text/event-stream")
 			for k, v := range c.header {
@@ -69,7 +70,7 @@ func TestHTTPGuards(t *testing.T) {
 		})
 	}
 	t.Run("preflight", func(t *testing.T) {
-		req, _ := http.NewRequestWithContext(ctxT(t, 10*time.Second), http.MethodOptions, e.url, nil)
+		req, _ := http.NewRequestWithContext(testnet.Context(t, 10*time.Second), http.MethodOptions, e.url, nil)
 		req.Header.Set("Origin", "http://evil.example")
 		req.Header.Set("Access-Control-Request-Method", "POST")
 		resp, err := http.DefaultClient.Do(req)
@@ -84,7 +85,7 @@ func TestHTTPGuards(t *testing.T) {
 	t.Run("malformed", func(t *testing.T) {
 		for _, body := range []string{`{"jsonrpc":"2.0","id":1,"method":`, `not json at all`, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":"nope"}`,
 			`[{"jsonrpc":"2.0","id":10,"method":"tools/list"}]`} {
-			req, _ := http.NewRequestWithContext(ctxT(t, 10*time.Second), http.MethodPost, e.url, strings.NewReader(body))
+			req, _ := http.NewRequestWithContext(testnet.Context(t, 10*time.Second), http.MethodPost, e.url, strings.NewReader(body))
 			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("Accept", "application/json, text/event-stream")
 			req.Header.Set("Authorization", "Bearer "+e.token)
@@ -110,7 +111,7 @@ func TestHTTPGuards(t *testing.T) {
 		}
 		// The endpoint still serves a real client.
 		cs := e.connect(t, "http", nil)
-		if _, err := cs.ListTools(ctxT(t, 10*time.Second), nil); err != nil {
+		if _, err := cs.ListTools(testnet.Context(t, 10*time.Second), nil); err != nil {
 			t.Fatal(err)
 		}
 	})
