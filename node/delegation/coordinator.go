@@ -195,7 +195,7 @@ func (d *Delegation) runRemote(ctx context.Context, req RunRequest, spec runtime
 		rec.BaseRoot = base.String()
 		// The task's own pin keeps BASE for the merge, whatever the
 		// directory's pin becomes meanwhile.
-		if err := d.dags.Pin("task:"+spec.ID+":base", base); err != nil {
+		if err := d.dags.Pin(basePin(spec.ID), base); err != nil {
 			return out, err
 		}
 	}
@@ -262,11 +262,8 @@ func (d *Delegation) saveTask(rec *TaskRecord) {
 func (d *Delegation) forget(rec *TaskRecord) {
 	d.recMu.Lock()
 	defer d.recMu.Unlock()
-	if err := errors.Join(d.rec.delete(taskRecordPrefix, rec.ID), d.logs.Delete(rec.ID)); err != nil {
+	if err := errors.Join(d.rec.delete(taskRecordPrefix, rec.ID), d.logs.Delete(rec.ID), d.unpinTask(rec.ID)); err != nil {
 		d.log.Warn("forget a task that never ran", "task", rec.ID, "err", err)
-	}
-	if err := d.dags.Unpin("task:" + rec.ID + ":base"); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
-		d.log.Warn("unpin the base of a task that never ran", "task", rec.ID, "err", err)
 	}
 }
 
@@ -487,7 +484,7 @@ func (d *Delegation) mergeBack(ctx context.Context, rec *TaskRecord) error {
 	d.gc.RLock()
 	defer d.gc.RUnlock()
 	var rep dag.MergeReport
-	err := d.dags.Pin("task:"+rec.ID, theirs)
+	err := d.dags.Pin(resultPin(rec.ID), theirs)
 	if err == nil && !base.Equals(theirs) {
 		// BASE is here (pinned for the task): only what the task changed
 		// is walked and fetched.

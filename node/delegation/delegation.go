@@ -80,7 +80,7 @@ type Mesh interface {
 // Blocks is what delegation uses of the block exchange: fetching the
 // roots a task needs, and the block probes of placement.
 type Blocks interface {
-	FetchAll(ctx context.Context, roots ...cid.Cid) (dag.FetchProgress, error)
+	FetchAll(ctx context.Context, stall time.Duration, roots ...cid.Cid) (dag.FetchProgress, error)
 	FetchAgainst(ctx context.Context, base, root cid.Cid, stall time.Duration, progress func(dag.FetchProgress)) (dag.FetchProgress, error)
 	Sample(ctx context.Context, root cid.Cid, n int) ([]cid.Cid, error)
 	CountHeld(ctx context.Context, raw [][]byte) (int, error)

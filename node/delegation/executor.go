@@ -252,10 +252,10 @@ func (d *Delegation) ensureImage(ctx context.Context, id, image string) error {
 func (d *Delegation) fetchBase(ctx context.Context, id string, root cid.Cid) error {
 	d.gc.RLock()
 	defer d.gc.RUnlock()
-	if _, err := d.blocks.FetchAll(ctx, root); err != nil {
+	if _, err := d.blocks.FetchAll(ctx, 0, root); err != nil {
 		return fmt.Errorf("fetch workspace %s: %w", root, err)
 	}
-	return d.dags.Pin("task:"+id+":base", root)
+	return d.dags.Pin(basePin(id), root)
 }
 
 // topicEvents publishes a task's output on its log topic. A publish that

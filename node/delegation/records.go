@@ -189,3 +189,20 @@ func (r records) exec(id string) (*execRecord, error) {
 func (r records) execs() ([]*execRecord, error) {
 	return scanRecords[execRecord](r, execRecordPrefix)
 }
+
+// The pins that keep a task's roots here: the workspace it ran on, and
+// its result (which tasks.Runner pins under the same name on the peer
+// that ran it).
+func basePin(id string) string   { return "task:" + id + ":base" }
+func resultPin(id string) string { return "task:" + id }
+
+// unpinTask drops the pins of a task's roots; either may be missing.
+func (d *Delegation) unpinTask(id string) error {
+	var errs []error
+	for _, pin := range []string{resultPin(id), basePin(id)} {
+		if err := d.dags.Unpin(pin); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

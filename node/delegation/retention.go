@@ -5,8 +5,6 @@ import (
 	"errors"
 	"sort"
 	"time"
-
-	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 )
 
 // pruneInterval is how often ended tasks beyond [tasks] keep_tasks and
@@ -102,10 +100,8 @@ func (d *Delegation) prune(now time.Time) (int, error) {
 			continue
 		}
 		ids = append(ids, e.id)
-		for _, pin := range []string{"task:" + e.id, "task:" + e.id + ":base"} {
-			if err := d.dags.Unpin(pin); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
-				errs = append(errs, err)
-			}
+		if err := d.unpinTask(e.id); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if err := d.logs.Delete(ids...); err != nil {

@@ -234,12 +234,13 @@ func (e *Exchange) FetchAgainst(ctx context.Context, base, root cid.Cid, stall t
 	return p, nil
 }
 
-// FetchAll makes every root local with the configured stall timeout and
-// sums what came over the mesh.
-func (e *Exchange) FetchAll(ctx context.Context, roots ...cid.Cid) (dag.FetchProgress, error) {
+// FetchAll makes every root local, each fetch failing when no block
+// arrives for stall (0: the configured stall timeout), and sums what came
+// over the mesh.
+func (e *Exchange) FetchAll(ctx context.Context, stall time.Duration, roots ...cid.Cid) (dag.FetchProgress, error) {
 	var sum dag.FetchProgress
 	for _, root := range roots {
-		p, err := e.Fetch(ctx, root, 0, nil)
+		p, err := e.Fetch(ctx, root, stall, nil)
 		if err != nil {
 			return sum, err
 		}

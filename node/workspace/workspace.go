@@ -25,7 +25,7 @@ import (
 type Fetcher interface {
 	Fetch(ctx context.Context, root cid.Cid, stall time.Duration, progress func(dag.FetchProgress)) (dag.FetchProgress, error)
 	FetchAgainst(ctx context.Context, base, root cid.Cid, stall time.Duration, progress func(dag.FetchProgress)) (dag.FetchProgress, error)
-	FetchAll(ctx context.Context, roots ...cid.Cid) (dag.FetchProgress, error)
+	FetchAll(ctx context.Context, stall time.Duration, roots ...cid.Cid) (dag.FetchProgress, error)
 }
 
 // Locker is the lock that keeps GC (which takes it for writing) away from
@@ -133,10 +133,8 @@ func (s *Service) Get(ctx context.Context, root cid.Cid, dest string, stall time
 func (s *Service) Diff(ctx context.Context, from, to cid.Cid, stall time.Duration) ([]dag.Change, error) {
 	s.gc.RLock()
 	defer s.gc.RUnlock()
-	for _, root := range []cid.Cid{from, to} {
-		if _, err := s.fetch.Fetch(ctx, root, stall, nil); err != nil {
-			return nil, err
-		}
+	if _, err := s.fetch.FetchAll(ctx, stall, from, to); err != nil {
+		return nil, err
 	}
 	return s.dags.Diff(ctx, from, to)
 }
@@ -152,7 +150,7 @@ type MergeResult struct {
 func (s *Service) Merge(ctx context.Context, base, theirs cid.Cid, dir string) (MergeResult, error) {
 	s.gc.RLock()
 	defer s.gc.RUnlock()
-	fetched, err := s.fetch.FetchAll(ctx, base)
+	fetched, err := s.fetch.FetchAll(ctx, 0, base)
 	if err != nil {
 		return MergeResult{}, err
 	}
