@@ -351,7 +351,9 @@ func TestForkBomb(t *testing.T) {
 			}
 		}
 	}()
-	spec := te.spec(`bomb() { bomb | bomb & }; bomb; sleep 100`)
+	// exec: once the bomb fills the pids limit the shell cannot fork its
+	// own sleep, and would end early with "can't fork".
+	spec := te.spec(`bomb() { bomb | bomb & }; bomb; exec sleep 100`)
 	spec.Limits.Pids = 64
 	spec.Timeout = 3 * time.Second
 	start := time.Now()
