@@ -33,6 +33,10 @@ test: deps ## go vet, a gofmt check, and every test with the race detector (what
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || (gofmt -l . ; echo 'gofmt: run gofmt -w on the files above'; exit 1)
 	$(GO) test -count=1 -race -timeout 30m ./...
 
+.PHONY: soak
+soak: deps ## Minutes-long checks: 1 GiB of a delegated task's output, five runs, every byte checked at the caller and in logs.
+	CORTEX_LOSSLESS_MIB=1024 CORTEX_LOSSLESS_RUNS=5 $(GO) test -count=1 -timeout 90m -v -run 'TestLosslessOutputPastTheLogCap' ./node/delegation/
+
 .PHONY: bench
 bench: ## Run the benchmarks and print the figures (takes about 2 minutes).
 	$(GO) test -run '^$$' -bench 'MeshFormation' -benchtime 5x ./testnet/

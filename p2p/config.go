@@ -48,6 +48,10 @@ type Config struct {
 	BootstrapBackoffMax time.Duration
 	// DialTimeout bounds one connection attempt.
 	DialTimeout time.Duration
+	// PubsubQueueSize is the length of gossipsub's per-peer outbound and
+	// validation queues (0: the default, 128). Tests make it small to
+	// force drops.
+	PubsubQueueSize int
 }
 
 // Limits are the resource manager's system-wide limits.

@@ -167,6 +167,10 @@ func (n *Host) start(ctx context.Context) error {
 		disc = drouting.NewRoutingDiscovery(d)
 	}
 
+	queue := n.cfg.PubsubQueueSize
+	if queue <= 0 {
+		queue = 128
+	}
 	psOpts := []pubsub.Option{
 		pubsub.WithMaxMessageSize(protocol.MaxPubsubMessage),
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
@@ -176,11 +180,11 @@ func (n *Host) start(ctx context.Context) error {
 		// would otherwise stay silent until the next graft.
 		pubsub.WithFloodPublish(true),
 		// A task's output is a burst of large messages: with the default
-		// queues of 32 a peer busy for a moment drops them, and past the
-		// executor's kept log (64 MiB) a hole cannot be filled. 128 bounds
-		// a congested peer's queue near 40 MiB.
-		pubsub.WithPeerOutboundQueueSize(128),
-		pubsub.WithValidateQueueSize(128),
+		// queues of 32 a peer busy for a moment drops them, and each hole
+		// costs a read of the executor's log. 128 bounds a congested
+		// peer's queue near 40 MiB.
+		pubsub.WithPeerOutboundQueueSize(queue),
+		pubsub.WithValidateQueueSize(queue),
 	}
 	ps, err := pubsub.NewGossipSub(ctx, n.host, psOpts...)
 	if err != nil {

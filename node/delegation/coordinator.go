@@ -450,14 +450,42 @@ func (d *Delegation) requestCancel(ctx context.Context, exec peer.ID, id string)
 // finish completes the output from the executor's log, then merges the
 // result into the caller's directory once.
 func (d *Delegation) finish(ctx context.Context, rec *TaskRecord, relay *logRelay, exec peer.ID) (tasks.Outcome, error) {
+	var incomplete error
 	if res := rec.Result; res != nil {
 		relay.complete(ctx, d, exec, res.StdoutChunks, res.StderrChunks)
+		// The executor's log holds every chunk, so this happens only when
+		// it could not be read (the executor went away, or its disk
+		// failed): say so rather than report a run whose output has holes.
+		if gap := relay.missing(res.StdoutChunks, res.StderrChunks, int64(res.StdoutBytes), int64(res.StderrBytes)); gap != "" && relay.logw != nil {
+			msg := "output incomplete: " + gap + "; the rest never arrived from executor " + shortID(exec)
+			d.log.Warn("task output incomplete", "task", rec.ID, "missing", gap)
+			d.noteOutputMissing(rec, msg)
+			incomplete = fmt.Errorf("task %s: %s: %w", rec.ID, msg, errdefs.ErrUnavailable)
+		}
 	}
 	if rec.State == stateFailed {
 		return recordOutcome(rec), fmt.Errorf("task %s: %s", rec.ID, rec.Error)
 	}
 	err := d.mergeBack(ctx, rec)
+	switch {
+	case err == nil:
+		err = incomplete
+	case incomplete != nil:
+		err = fmt.Errorf("%w; %w", incomplete, err)
+	}
 	return recordOutcome(rec), err
+}
+
+// noteOutputMissing records that a task's output has a hole, unless an
+// error is recorded already.
+func (d *Delegation) noteOutputMissing(rec *TaskRecord, msg string) {
+	d.recMu.Lock()
+	defer d.recMu.Unlock()
+	if rec.Result == nil || rec.Result.Error != "" {
+		return
+	}
+	rec.Result.Error = msg
+	d.saveTask(rec)
 }
 
 // mergeBack merges BASE -> RESULT into the task's directory, once: the

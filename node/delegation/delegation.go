@@ -158,6 +158,7 @@ type Delegation struct {
 	mu      sync.Mutex
 	closed  bool
 	running map[string]context.CancelFunc // tasks running here: for others, and local ones
+	windows map[string]*outputWindow      // output flow of tasks running here for others
 	waiters map[string]chan struct{}      // coordinator: tasks whose result someone awaits
 }
 
@@ -175,6 +176,7 @@ func New(cfg Config, deps Deps, log *slog.Logger) (*Delegation, error) {
 		rec: records{st: deps.Store}, log: log,
 		ctx: ctx, cancel: cancel,
 		running: map[string]context.CancelFunc{},
+		windows: map[string]*outputWindow{},
 		waiters: map[string]chan struct{}{},
 	}
 	h := d.host.Libp2p()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 
@@ -29,6 +30,7 @@ const (
 	logRangeTimeout     = 30 * time.Second       // one range of stored output
 	gapWait             = 250 * time.Millisecond // a hole in the live log older than this is filled from the executor
 	idleFill            = time.Second            // a live log quiet for this long is checked against the executor's
+	busyQuiet           = 5 * time.Second        // a log quiet for less than this after output is checked after gapWait
 	livenessInterval    = time.Second            // how often a waiting coordinator checks its executor
 	queryInterval       = 5 * time.Second        // how often it asks the executor how the task is
 	cancelGrace         = 15 * time.Second       // how long a cancelled run waits for the executor's result
@@ -61,6 +63,8 @@ func (d *Delegation) serveTask(s network.Stream) {
 		reply = d.deliver(from, r.Deliver.GetResult())
 	case *meshv1.TaskRequest_Probe:
 		reply = d.probe(from, r.Probe.GetCids())
+	case *meshv1.TaskRequest_Ack:
+		reply = d.ackOutput(from, r.Ack)
 	default:
 		reply = refuse(meshv1.ReplyCode_REPLY_CODE_INVALID, "empty or unknown request")
 	}
@@ -214,7 +218,14 @@ func (d *Delegation) runHere(ctx context.Context, rec *execRecord, spec runtime.
 	}
 	rec.State = stateRunning
 	_ = d.rec.putExec(rec)
-	out, err := t.Execute(ctx, spec, root, &topicEvents{ctx: ctx, id: spec.ID, topic: topic})
+	window := newOutputWindow(outputWindowBytes, ackStall)
+	d.mu.Lock()
+	d.windows[spec.ID] = window
+	d.mu.Unlock()
+	out, err := t.Execute(ctx, spec, root, &topicEvents{ctx: ctx, id: spec.ID, topic: topic, window: window, log: d.log})
+	d.mu.Lock()
+	delete(d.windows, spec.ID)
+	d.mu.Unlock()
 	res := outcomeRecord(out)
 	rec.Result = res
 	if err != nil && out.Result.StartedAt.IsZero() {
@@ -260,11 +271,14 @@ func (d *Delegation) fetchBase(ctx context.Context, id string, root cid.Cid) err
 
 // topicEvents publishes a task's output on its log topic. A publish that
 // fails loses nothing: the chunk is in the task log, where the coordinator
-// finds every hole.
+// finds every hole. While the coordinator lags by more than the window, it
+// holds the task's output (see outputWindow).
 type topicEvents struct {
-	ctx   context.Context
-	id    string
-	topic *p2p.Topic
+	ctx    context.Context
+	id     string
+	topic  *p2p.Topic
+	window *outputWindow
+	log    *slog.Logger
 }
 
 func (e *topicEvents) Started(string, peer.ID, cid.Cid) error { return nil }
@@ -274,7 +288,29 @@ func (e *topicEvents) Output(c runtime.Chunk) error {
 	if err == nil {
 		_ = e.topic.Publish(e.ctx, b)
 	}
+	e.window.sent(c)
+	if e.window.wait(e.ctx) {
+		e.log.Warn("the coordinator stopped acknowledging output; the task writes on, its output is kept here",
+			"task", e.id, "waited", ackStall)
+	}
 	return nil
+}
+
+// WouldHold implements tasks.Holder.
+func (e *topicEvents) WouldHold(c runtime.Chunk) bool { return e.window.wouldHold(c) }
+
+// ackOutput takes a coordinator's acknowledgement of its task's output.
+func (d *Delegation) ackOutput(from peer.ID, ack *meshv1.AckOutput) *meshv1.TaskReply {
+	if _, refusal := d.coordinatorsTask(from, ack.GetTaskId()); refusal != nil {
+		return refusal
+	}
+	d.mu.Lock()
+	w := d.windows[ack.GetTaskId()]
+	d.mu.Unlock()
+	if w != nil {
+		w.ack(ack.GetStdoutSeq(), ack.GetStderrSeq())
+	}
+	return &meshv1.TaskReply{Code: meshv1.ReplyCode_REPLY_CODE_OK}
 }
 
 // logValidator accepts on a task's log topic only well-formed chunks of that

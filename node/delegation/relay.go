@@ -3,6 +3,7 @@ package delegation
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,10 +34,18 @@ type logRelay struct {
 	detached bool
 
 	next    [3]uint64                   // next sequence number to hand on, per stream
+	handed  [3]int64                    // bytes handed on, per stream
 	pending [3]map[uint64]runtime.Chunk // arrived early
 	since   [3]time.Time                // when the current hole was first seen
 
 	lastChunk, lastIdleFill time.Time // a live chunk came; the log was last asked while quiet
+
+	// The coordinator's relay acknowledges what it kept (see outputWindow).
+	acks     bool
+	sinceAck int64         // bytes handed on since the last ack
+	ackNow   chan struct{} // wakes the ack sender
+	ackMu    sync.Mutex
+	ackSeq   [3]uint64 // what the next ack says
 }
 
 // openRelay joins the task's log topic before the task is submitted, so no
@@ -80,7 +89,58 @@ func (d *Delegation) openRelay(id string, executor peer.ID, keep bool) (*logRela
 		defer r.wg.Done()
 		_ = run(ctx)
 	}()
+	if keep {
+		// Only the coordinator acknowledges: the executor takes acks
+		// from nobody else.
+		r.acks, r.ackNow = true, make(chan struct{}, 1)
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.sendAcks(ctx, d, executor)
+		}()
+	}
 	return r, nil
+}
+
+// sendAcks tells the executor what the relay kept, whenever ack asks,
+// without ever holding the relay up: a slow ack is overtaken by the next.
+func (r *logRelay) sendAcks(ctx context.Context, d *Delegation, exec peer.ID) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.ackNow:
+		}
+		r.ackMu.Lock()
+		ack := &meshv1.AckOutput{TaskId: r.id, StdoutSeq: r.ackSeq[runtime.Stdout], StderrSeq: r.ackSeq[runtime.Stderr]}
+		r.ackMu.Unlock()
+		reply, err := d.taskRequest(ctx, exec, &meshv1.TaskRequest{Request: &meshv1.TaskRequest_Ack{Ack: ack}})
+		if err == nil {
+			err = replyError(exec, reply)
+		}
+		if err != nil {
+			d.log.Debug("acknowledge output", "task", r.id, "err", err)
+		}
+	}
+}
+
+// ack has the sender acknowledge everything handed on so far.
+func (r *logRelay) ack() {
+	if !r.acks {
+		return
+	}
+	r.sinceAck = 0
+	r.ackMu.Lock()
+	for s := range r.next {
+		if r.next[s] > 0 {
+			r.ackSeq[s] = r.next[s] - 1
+		}
+	}
+	r.ackMu.Unlock()
+	select {
+	case r.ackNow <- struct{}{}:
+	default: // one is on its way; it reads the latest numbers
+	}
 }
 
 // newRelay is a relay that orders and fills chunks, not yet listening to a
@@ -146,10 +206,14 @@ func (r *logRelay) add(c runtime.Chunk) {
 
 func (r *logRelay) emit(c runtime.Chunk) {
 	r.next[c.Stream] = c.Seq + 1
+	r.handed[c.Stream] += int64(len(c.Data))
 	if r.logw != nil {
 		_ = r.logw.Append(c)
 	}
 	_ = r.ev.Output(c)
+	if r.sinceAck += int64(len(c.Data)); r.sinceAck >= ackEveryBytes {
+		r.ack()
+	}
 }
 
 // drain hands on the chunks that waited for the one just handed on.
@@ -172,7 +236,16 @@ func (r *logRelay) drain(s int) {
 // its way (or published before we were heard) would wait for the next one.
 func (r *logRelay) tick(ctx context.Context, d *Delegation, exec peer.ID) {
 	r.fillGaps(ctx, d, exec)
-	if time.Since(r.lastChunk) > idleFill && time.Since(r.lastIdleFill) > idleFill {
+	if r.sinceAck > 0 {
+		r.ack()
+	}
+	// A task that was just writing and went quiet may be held by its
+	// window, waiting for chunks of its tail that gossip dropped: ask soon.
+	quiet := idleFill
+	if r.acks && time.Since(r.lastChunk) < busyQuiet {
+		quiet = gapWait
+	}
+	if time.Since(r.lastChunk) > quiet && time.Since(r.lastIdleFill) > quiet {
 		r.lastIdleFill = time.Now()
 		r.fetch(ctx, d, exec, runtime.Stdout, 0)
 		r.fetch(ctx, d, exec, runtime.Stderr, 0)
@@ -206,6 +279,27 @@ func (r *logRelay) complete(ctx context.Context, d *Delegation, exec peer.ID, st
 			r.fetch(ctx, d, exec, s, last)
 		}
 	}
+}
+
+// missing says what of the task's output, as its result counts it, the
+// relay never handed on: empty when it has all.
+func (r *logRelay) missing(stdoutChunks, stderrChunks uint64, stdoutBytes, stderrBytes int64) string {
+	var parts []string
+	for _, s := range []struct {
+		name          string
+		stream        runtime.Stream
+		chunks        uint64
+		bytes, handed int64
+	}{
+		{"stdout", runtime.Stdout, stdoutChunks, stdoutBytes, r.handed[runtime.Stdout]},
+		{"stderr", runtime.Stderr, stderrChunks, stderrBytes, r.handed[runtime.Stderr]},
+	} {
+		if r.next[s.stream] <= s.chunks {
+			parts = append(parts, fmt.Sprintf("%s from chunk %d of %d (%d of %d bytes arrived)",
+				s.name, r.next[s.stream], s.chunks, s.handed, s.bytes))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 // fetch asks the executor's log for next..to of one stream (to 0: all it

@@ -129,10 +129,13 @@ type RunOutput struct {
 	BaseRoot        string       `json:"base_root,omitempty" jsonschema:"workspace root CID as the task started"`
 	ResultRoot      string       `json:"result_root,omitempty" jsonschema:"workspace root CID as the task left it"`
 	Merge           *MergeReport `json:"merge,omitempty" jsonschema:"how the task's changes merged back into the workspace directory"`
-	LogDroppedBytes uint64       `json:"log_dropped_bytes,omitempty" jsonschema:"output past the peer's log cap: streamed but not kept"`
+	LogDroppedBytes uint64       `json:"log_dropped_bytes,omitempty" jsonschema:"output that could not be kept in the peer's task log (a full or failing disk)"`
 	Error           string       `json:"error,omitempty" jsonschema:"why the task could not run or its workspace could not come back"`
-	Stdout          StreamOutput `json:"stdout"`
-	Stderr          StreamOutput `json:"stderr"`
+	// OutputMissingBytes is never expected: output is flow-controlled and
+	// kept, so it says something broke (an executor died with it).
+	OutputMissingBytes uint64       `json:"output_missing_bytes,omitempty" jsonschema:"bytes of output the task wrote that never arrived here (0 when all did)"`
+	Stdout             StreamOutput `json:"stdout"`
+	Stderr             StreamOutput `json:"stderr"`
 }
 
 // MergeReport says what a merge did.
@@ -260,6 +263,11 @@ func (s *Server) runTask(ctx context.Context, creq *mcp.CallToolRequest, in Task
 	out.TaskID, out.Executor = taskID, executor
 	out.Stdout = caps["stdout"].result(taskID, "stdout")
 	out.Stderr = caps["stderr"].result(taskID, "stderr")
+	for _, s := range []struct{ want, got uint64 }{{res.GetStdoutBytes(), out.Stdout.Bytes}, {res.GetStderrBytes(), out.Stderr.Bytes}} {
+		if s.want > s.got {
+			out.OutputMissingBytes += s.want - s.got
+		}
+	}
 	return nil, out, nil
 }
 

@@ -1,15 +1,25 @@
-// Package tasklog keeps the output of tasks in the peer's badger store, per
-// task and per stream, addressed by sequence number, up to a cap per task.
-// Output past the cap is counted as dropped from the store; the live stream
-// never drops anything. It is the history a late watcher reads before the
-// live output, and what fills gaps in a live stream.
+// Package tasklog keeps the output of tasks, per task and per stream,
+// addressed by sequence number. Up to a cap per task the chunks live in the
+// peer's badger store; past it they are appended to a spill file of the task
+// in the spill dir, indexed in badger, so that every byte a task wrote can
+// be read back (badger's value log would otherwise hold gigabytes that
+// compaction must rewrite). It is the history a late watcher reads before
+// the live output, and what fills gaps in a live stream: a log that loses
+// nothing is what makes a relayed stream lossless.
 package tasklog
 
 import (
+	"bufio"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -20,28 +30,45 @@ import (
 )
 
 // Key layout: prefix + task id + 0x00 + stream byte + big-endian seq. The
-// value is the chunk's unix-nano time (8 bytes) then its data.
+// value of a stored chunk is its unix-nano time (8 bytes) then its data; the
+// value of a spilled chunk is its time, its offset in the spill file (8
+// bytes) and its length (4 bytes).
 const (
-	logPrefix  = "tasklog/c/"
-	metaPrefix = "tasklog/m/"
-	maxTaskID  = 128
+	logPrefix   = "tasklog/c/"
+	spillPrefix = "tasklog/s/"
+	metaPrefix  = "tasklog/m/"
+	maxTaskID   = 128
+	spillValue  = 20
 )
 
 // Stats says how much of a task's output was kept.
 type Stats struct {
-	StoredBytes  int64
+	// StoredBytes are kept in the store, up to the cap.
+	StoredBytes int64
+	// SpilledBytes are past the cap, kept in the task's spill file.
+	SpilledBytes int64
+	// DroppedBytes could not be kept at all: the disk was full or failed.
 	DroppedBytes int64
-	// Last sequence number stored per stream (0: none).
+	// Last sequence number kept per stream (0: none).
 	LastStdout, LastStderr uint64
 }
 
 // Store reads and writes task logs.
 type Store struct {
-	db *badger.DB
+	db       *badger.DB
+	spillDir string
 }
 
-// New returns a log store on db.
-func New(db *badger.DB) *Store { return &Store{db: db} }
+// New returns a log store on db whose output past a task's cap goes to
+// files in spillDir (created when first needed).
+func New(db *badger.DB, spillDir string) *Store { return &Store{db: db, spillDir: spillDir} }
+
+// spillPath names a task's spill file by a hash of its id: an id may hold
+// any byte but NUL, a file name may not.
+func (s *Store) spillPath(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return filepath.Join(s.spillDir, hex.EncodeToString(sum[:16])+".spill")
+}
 
 func checkID(id string) error {
 	if id == "" || len(id) > maxTaskID {
@@ -72,6 +99,19 @@ func streamPrefix(id string, s runtime.Stream) []byte {
 	return append(k, 0, byte(s))
 }
 
+func spillKey(id string, s runtime.Stream, seq uint64) []byte {
+	k := make([]byte, 0, len(spillPrefix)+len(id)+10)
+	k = append(k, spillPrefix...)
+	k = append(k, id...)
+	k = append(k, 0, byte(s))
+	return binary.BigEndian.AppendUint64(k, seq)
+}
+
+func spillStreamPrefix(id string, s runtime.Stream) []byte {
+	k := append([]byte(spillPrefix), id...)
+	return append(k, 0, byte(s))
+}
+
 // Writer appends one task's output. It is not safe for concurrent use
 // except that Stats may be called at any time.
 type Writer struct {
@@ -84,24 +124,34 @@ type Writer struct {
 	err     error
 	closed  bool
 	pending int
+
+	spillPath string
+	spill     *os.File // open once the cap is passed
+	spillBuf  *bufio.Writer
+	spillEnd  int64 // offset of the next spilled byte
 }
+
+// metaSize is the length of a task's stats record.
+const metaSize = 40
 
 // flushEvery bounds how many chunks sit in the write batch before a flush,
 // so a reader sees recent output without waiting for the task's end.
 const flushEvery = 64
 
-// Writer starts the log of task id, keeping at most limit bytes (0: keep
-// nothing, only count).
+// Writer starts the log of task id, keeping at most limit bytes in the
+// store and the rest in its spill file.
 func (s *Store) Writer(id string, limit int64) (*Writer, error) {
 	if err := checkID(id); err != nil {
 		return nil, err
 	}
-	return &Writer{id: id, limit: limit, db: s.db, wb: s.db.NewWriteBatch()}, nil
+	return &Writer{id: id, limit: limit, db: s.db, wb: s.db.NewWriteBatch(), spillPath: s.spillPath(id)}, nil
 }
 
-// Append stores c when it fits under the cap, else counts it as dropped.
-// Once one chunk is dropped, later chunks of the same task are dropped too,
-// so what is stored is always a prefix of each stream.
+// Append keeps c: in the store while it fits under the cap, else in the
+// spill file. Once one chunk is spilled, later chunks of the same task are
+// spilled too, so what is stored is always a prefix of each stream. A chunk
+// that cannot be kept at all (a full disk) is counted as dropped, and so is
+// everything after it, so what is kept never has a hole.
 func (w *Writer) Append(c runtime.Chunk) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -109,19 +159,21 @@ func (w *Writer) Append(c runtime.Chunk) error {
 		return fmt.Errorf("task log %s: closed: %w", w.id, errdefs.ErrUnavailable)
 	}
 	n := int64(len(c.Data))
-	if w.err != nil || w.stats.DroppedBytes > 0 || w.stats.StoredBytes+n > w.limit {
+	if w.err != nil {
 		w.stats.DroppedBytes += n
 		return w.err
 	}
-	v := make([]byte, 8+len(c.Data))
-	binary.BigEndian.PutUint64(v, uint64(c.Time.UnixNano()))
-	copy(v[8:], c.Data)
-	if err := w.wb.Set(chunkKey(w.id, c.Stream, c.Seq), v); err != nil {
-		w.err = fmt.Errorf("task log %s: store chunk: %w", w.id, err)
+	var err error
+	if w.spill == nil && w.stats.StoredBytes+n <= w.limit {
+		err = w.store(c)
+	} else {
+		err = w.spillChunk(c)
+	}
+	if err != nil {
+		w.err = fmt.Errorf("task log %s: keep chunk %d: %w", w.id, c.Seq, err)
 		w.stats.DroppedBytes += n
 		return w.err
 	}
-	w.stats.StoredBytes += n
 	if c.Stream == runtime.Stdout {
 		w.stats.LastStdout = c.Seq
 	} else {
@@ -134,8 +186,53 @@ func (w *Writer) Append(c runtime.Chunk) error {
 	return w.err
 }
 
+func (w *Writer) store(c runtime.Chunk) error {
+	v := make([]byte, 8+len(c.Data))
+	binary.BigEndian.PutUint64(v, uint64(c.Time.UnixNano()))
+	copy(v[8:], c.Data)
+	if err := w.wb.Set(chunkKey(w.id, c.Stream, c.Seq), v); err != nil {
+		return err
+	}
+	w.stats.StoredBytes += int64(len(c.Data))
+	return nil
+}
+
+// spillChunk appends c's data to the spill file and its place to the index.
+// The index entry goes into the same write batch, flushed after the file,
+// so a reader never finds an entry whose bytes are not yet written.
+func (w *Writer) spillChunk(c runtime.Chunk) error {
+	if w.spill == nil {
+		if err := os.MkdirAll(filepath.Dir(w.spillPath), 0o700); err != nil {
+			return err
+		}
+		f, err := os.OpenFile(w.spillPath, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+		if err != nil {
+			return err
+		}
+		w.spill, w.spillBuf = f, bufio.NewWriterSize(f, 1<<20)
+	}
+	if _, err := w.spillBuf.Write(c.Data); err != nil {
+		return err
+	}
+	v := make([]byte, spillValue)
+	binary.BigEndian.PutUint64(v, uint64(c.Time.UnixNano()))
+	binary.BigEndian.PutUint64(v[8:], uint64(w.spillEnd))
+	binary.BigEndian.PutUint32(v[16:], uint32(len(c.Data)))
+	if err := w.wb.Set(spillKey(w.id, c.Stream, c.Seq), v); err != nil {
+		return err
+	}
+	w.spillEnd += int64(len(c.Data))
+	w.stats.SpilledBytes += int64(len(c.Data))
+	return nil
+}
+
 func (w *Writer) flushLocked() {
 	w.pending = 0
+	if w.spillBuf != nil {
+		if err := w.spillBuf.Flush(); err != nil && w.err == nil {
+			w.err = fmt.Errorf("task log %s: write spill file: %w", w.id, err)
+		}
+	}
 	if err := w.wb.Flush(); err != nil && w.err == nil {
 		w.err = fmt.Errorf("task log %s: flush: %w", w.id, err)
 	}
@@ -171,14 +268,19 @@ func (w *Writer) Close() (Stats, error) {
 		return w.stats, w.err
 	}
 	w.closed = true
-	if err := w.wb.Flush(); err != nil && w.err == nil {
-		w.err = fmt.Errorf("task log %s: flush: %w", w.id, err)
+	w.flushLocked()
+	w.wb.Cancel()
+	if w.spill != nil {
+		if err := w.spill.Close(); err != nil && w.err == nil {
+			w.err = fmt.Errorf("task log %s: close spill file: %w", w.id, err)
+		}
 	}
-	meta := make([]byte, 32)
+	meta := make([]byte, metaSize)
 	binary.BigEndian.PutUint64(meta[0:], uint64(w.stats.StoredBytes))
 	binary.BigEndian.PutUint64(meta[8:], uint64(w.stats.DroppedBytes))
 	binary.BigEndian.PutUint64(meta[16:], w.stats.LastStdout)
 	binary.BigEndian.PutUint64(meta[24:], w.stats.LastStderr)
+	binary.BigEndian.PutUint64(meta[32:], uint64(w.stats.SpilledBytes))
 	if err := w.db.Update(func(txn *badger.Txn) error {
 		return txn.Set(metaKey(w.id), meta)
 	}); err != nil && w.err == nil {
@@ -199,7 +301,8 @@ func (s *Store) Stats(id string) (Stats, error) {
 			return err
 		}
 		return it.Value(func(v []byte) error {
-			if len(v) != 32 {
+			// Records written before spilling existed have 32 bytes.
+			if len(v) != metaSize && len(v) != 32 {
 				return fmt.Errorf("corrupt stats record: %w", errdefs.ErrInvalid)
 			}
 			st = Stats{
@@ -207,6 +310,9 @@ func (s *Store) Stats(id string) (Stats, error) {
 				DroppedBytes: int64(binary.BigEndian.Uint64(v[8:])),
 				LastStdout:   binary.BigEndian.Uint64(v[16:]),
 				LastStderr:   binary.BigEndian.Uint64(v[24:]),
+			}
+			if len(v) == metaSize {
+				st.SpilledBytes = int64(binary.BigEndian.Uint64(v[32:]))
 			}
 			return nil
 		})
@@ -220,8 +326,9 @@ func (s *Store) Stats(id string) (Stats, error) {
 	return st, nil
 }
 
-// Read returns the stored chunks of one stream with from <= seq, in order,
-// at most limit chunks and about maxBytes of data (at least one chunk).
+// Read returns the kept chunks of one stream with from <= seq, in order,
+// at most limit chunks and about maxBytes of data (at least one chunk):
+// first those in the store, then those in the spill file.
 func (s *Store) Read(ctx context.Context, id string, stream runtime.Stream, from uint64, limit int, maxBytes int) ([]runtime.Chunk, error) {
 	if err := checkID(id); err != nil {
 		return nil, err
@@ -231,17 +338,21 @@ func (s *Store) Read(ctx context.Context, id string, stream runtime.Stream, from
 	}
 	var out []runtime.Chunk
 	size := 0
+	full := func() bool { return len(out) >= limit || (len(out) > 0 && size >= maxBytes) }
+	var spill *os.File
+	defer func() {
+		if spill != nil {
+			spill.Close()
+		}
+	}()
 	err := s.db.View(func(txn *badger.Txn) error {
 		opts := badger.DefaultIteratorOptions
 		opts.Prefix = streamPrefix(id, stream)
 		it := txn.NewIterator(opts)
 		defer it.Close()
-		for it.Seek(chunkKey(id, stream, from)); it.Valid(); it.Next() {
+		for it.Seek(chunkKey(id, stream, from)); it.Valid() && !full(); it.Next() {
 			if err := ctx.Err(); err != nil {
 				return err
-			}
-			if len(out) >= limit || (len(out) > 0 && size >= maxBytes) {
-				return nil
 			}
 			k := it.Item().Key()
 			seq := binary.BigEndian.Uint64(k[len(k)-8:])
@@ -258,6 +369,45 @@ func (s *Store) Read(ctx context.Context, id string, stream runtime.Stream, from
 				Data: v[8:],
 			})
 			size += len(v) - 8
+			from = seq + 1
+		}
+		if full() {
+			return nil
+		}
+		opts.Prefix = spillStreamPrefix(id, stream)
+		sit := txn.NewIterator(opts)
+		defer sit.Close()
+		for sit.Seek(spillKey(id, stream, from)); sit.Valid() && !full(); sit.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			k := sit.Item().Key()
+			seq := binary.BigEndian.Uint64(k[len(k)-8:])
+			v, err := sit.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if len(v) != spillValue {
+				return fmt.Errorf("corrupt spilled chunk %d: %w", seq, errdefs.ErrInvalid)
+			}
+			if spill == nil {
+				if spill, err = os.Open(s.spillPath(id)); err != nil {
+					return fmt.Errorf("spill file: %w", err)
+				}
+			}
+			data := make([]byte, binary.BigEndian.Uint32(v[16:]))
+			if _, err := spill.ReadAt(data, int64(binary.BigEndian.Uint64(v[8:]))); err != nil {
+				if errors.Is(err, io.EOF) {
+					err = io.ErrUnexpectedEOF
+				}
+				return fmt.Errorf("spilled chunk %d: %w", seq, err)
+			}
+			out = append(out, runtime.Chunk{
+				Stream: stream, Seq: seq,
+				Time: time.Unix(0, int64(binary.BigEndian.Uint64(v))),
+				Data: data,
+			})
+			size += len(data)
 		}
 		return nil
 	})
@@ -299,13 +449,19 @@ func (s *Store) Delete(ids ...string) error {
 		if err := checkID(id); err != nil {
 			return err
 		}
-		prefixes = append(prefixes, streamPrefix(id, runtime.Stdout), streamPrefix(id, runtime.Stderr), metaKey(id))
+		prefixes = append(prefixes, streamPrefix(id, runtime.Stdout), streamPrefix(id, runtime.Stderr),
+			spillStreamPrefix(id, runtime.Stdout), spillStreamPrefix(id, runtime.Stderr), metaKey(id))
 	}
 	if len(prefixes) == 0 {
 		return nil
 	}
 	if err := s.db.DropPrefix(prefixes...); err != nil {
 		return fmt.Errorf("task logs %v: delete: %w", ids, err)
+	}
+	for _, id := range ids {
+		if err := os.Remove(s.spillPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("task log %s: remove spill file: %w", id, err)
+		}
 	}
 	return nil
 }

@@ -5,7 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -21,7 +24,7 @@ func openStore(t *testing.T) *Store {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	return New(st.DB())
+	return New(st.DB(), t.TempDir())
 }
 
 func chunk(s runtime.Stream, seq uint64, data string) runtime.Chunk {
@@ -78,7 +81,9 @@ func TestWriteReadRanges(t *testing.T) {
 	}
 }
 
-func TestCapKeepsAPrefixAndCountsTheRest(t *testing.T) {
+// Past the cap, output is spilled, not dropped: every chunk reads back in
+// order, from the start or from a chunk in the spill, and Delete removes it.
+func TestPastTheCapIsSpilledNotDropped(t *testing.T) {
 	s := openStore(t)
 	w, _ := s.Writer("capped", 10)
 	data := []string{"aaaa", "bbbb", "cccc", "d", "e"}
@@ -87,18 +92,77 @@ func TestCapKeepsAPrefixAndCountsTheRest(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	_ = w.Append(chunk(runtime.Stderr, 1, "err"))
+	// Spilled chunks are readable before the task ends.
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, s, "capped", runtime.Stdout, 4); got != "de" {
+		t.Fatalf("while writing, from 4: %q", got)
+	}
 	st, err := w.Close()
-	if err != nil || st.StoredBytes != 8 || st.DroppedBytes != 6 || st.LastStdout != 2 {
+	if err != nil || st.StoredBytes != 8 || st.SpilledBytes != 9 || st.DroppedBytes != 0 || st.LastStdout != 5 || st.LastStderr != 1 {
 		t.Fatalf("stats %+v %v", st, err)
 	}
-	got, _ := s.Read(context.Background(), "capped", runtime.Stdout, 1, 100, 1<<20)
+	if rec, err := s.Stats("capped"); err != nil || rec != st {
+		t.Fatalf("recorded stats %+v %v, want %+v", rec, err, st)
+	}
+	if got := readAll(t, s, "capped", runtime.Stdout, 1); got != "aaaabbbbccccde" {
+		t.Fatalf("from 1: %q", got)
+	}
+	if got := readAll(t, s, "capped", runtime.Stdout, 3); got != "ccccde" {
+		t.Fatalf("from 3: %q", got)
+	}
+	if got := readAll(t, s, "capped", runtime.Stderr, 1); got != "err" {
+		t.Fatalf("stderr: %q", got)
+	}
+	if err := s.Delete("capped"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(s.spillPath("capped")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("spill file after delete: %v", err)
+	}
+	if got := readAll(t, s, "capped", runtime.Stdout, 1); got != "" {
+		t.Fatalf("after delete: %q", got)
+	}
+}
+
+// A chunk that cannot be kept (here the spill dir is a file) is counted as
+// dropped, and so is everything after it: what is kept has no hole.
+func TestUnkeptChunksAreCountedAsDropped(t *testing.T) {
+	st, err := store.Open(store.DefaultConfig(t.TempDir()), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	blocked := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(blocked, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := New(st.DB(), blocked)
+	w, _ := s.Writer("full", 4)
+	_ = w.Append(chunk(runtime.Stdout, 1, "aaaa"))
+	if err := w.Append(chunk(runtime.Stdout, 2, "bb")); err == nil {
+		t.Fatal("spill into a file: no error")
+	}
+	_ = w.Append(chunk(runtime.Stdout, 3, "c"))
+	stats, _ := w.Close()
+	if stats.StoredBytes != 4 || stats.DroppedBytes != 3 || stats.LastStdout != 1 {
+		t.Fatalf("stats %+v", stats)
+	}
+}
+
+func readAll(t *testing.T, s *Store, id string, stream runtime.Stream, from uint64) string {
+	t.Helper()
 	var all bytes.Buffer
-	for _, c := range got {
+	err := s.Each(context.Background(), id, stream, from, func(c runtime.Chunk) error {
 		all.Write(c.Data)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if all.String() != "aaaabbbb" {
-		t.Fatalf("stored %q", all.String())
-	}
+	return all.String()
 }
 
 func TestDeleteLeavesOtherTasks(t *testing.T) {

@@ -164,6 +164,14 @@ type Events interface {
 	Progress(phase string, done, total uint64) error
 }
 
+// Holder is implemented by Events whose Output may hold the task, waiting
+// for a reader that lags (a coordinator across the mesh). Before a chunk it
+// would hold on, Execute makes the task log readable up to that chunk, so
+// that the reader, filling what it missed from the log, finds it.
+type Holder interface {
+	WouldHold(c runtime.Chunk) bool
+}
+
 // NopEvents discards a task's events: for detached runs, whose output is
 // read from the task log.
 type NopEvents struct{}
@@ -324,7 +332,7 @@ func (t *Runner) Execute(ctx context.Context, spec runtime.Spec, base cid.Cid, e
 			out.StderrChunks = c.Seq
 		}
 		_ = logw.Append(c) // a store error is counted as dropped output, never stops the task
-		if !output.queued() {
+		if holder, ok := ev.(Holder); !output.queued() || (ok && sendErr == nil && holder.WouldHold(c)) {
 			_ = logw.Flush()
 		}
 		if sendErr == nil {

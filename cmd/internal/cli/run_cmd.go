@@ -190,15 +190,18 @@ func runTask(ctx context.Context, cmd *cobra.Command, g *Globals, c *apiclient.C
 	}
 	p := newProgress(g, stderr)
 	var startedID, startedPeer string
+	var received [2]uint64 // stdout, stderr bytes: checked against the result's counts
 	res, err := c.Run(ctx, req, func(ev *apiv1.RunEvent) {
 		switch e := ev.GetEvent().(type) {
 		case *apiv1.RunEvent_Output:
 			p.done()
 			var w io.Writer = stdout
+			n := &received[0]
 			if e.Output.GetStream() == "stderr" {
-				w = stderr
+				w, n = stderr, &received[1]
 			}
 			_, _ = w.Write(e.Output.GetData())
+			*n += uint64(len(e.Output.GetData()))
 		case *apiv1.RunEvent_Progress:
 			p.update(e.Progress)
 		case *apiv1.RunEvent_Started:
@@ -224,12 +227,19 @@ func runTask(ctx context.Context, cmd *cobra.Command, g *Globals, c *apiclient.C
 		}
 		return err
 	}
+	missing := outputMissing(res, received)
 	if g.JSON {
-		if err := PrintJSON(cmd.OutOrStdout(), taskResultJSON(res)); err != nil {
+		out := taskResultJSON(res)
+		out["output_missing_bytes"] = missing
+		if err := PrintJSON(cmd.OutOrStdout(), out); err != nil {
 			return err
 		}
 	} else {
 		printTaskEnd(stderr, res)
+	}
+	if missing > 0 {
+		fmt.Fprintf(stderr, "cortex-peer: %s of the task's output never arrived here (got %s of %s); `cortex-peer logs %s` reads what its peers kept\n",
+			formatBytes(missing), formatBytes(received[0]+received[1]), formatBytes(res.GetStdoutBytes()+res.GetStderrBytes()), res.GetTaskId())
 	}
 	if e := res.GetError(); e != "" && !g.JSON {
 		// The task ran; what failed after it (the merge of its result, say)
@@ -240,7 +250,22 @@ func runTask(ctx context.Context, cmd *cobra.Command, g *Globals, c *apiclient.C
 	if code := taskExitCode(res); code != 0 {
 		return exitStatus{code}
 	}
+	if missing > 0 {
+		return exitStatus{ExitError} // never 0 on output with holes: a script would take it whole
+	}
 	return nil
+}
+
+// outputMissing is how many bytes of output the result counts that run did
+// not receive.
+func outputMissing(res *apiv1.TaskResult, received [2]uint64) uint64 {
+	var missing uint64
+	for i, want := range []uint64{res.GetStdoutBytes(), res.GetStderrBytes()} {
+		if want > received[i] {
+			missing += want - received[i]
+		}
+	}
+	return missing
 }
 
 func taskExitCode(res *apiv1.TaskResult) int {
@@ -274,7 +299,7 @@ func printTaskEnd(w io.Writer, res *apiv1.TaskResult) {
 		fmt.Fprintf(w, "cortex-peer: task %s was killed by %s\n", res.GetTaskId(), res.GetSignal())
 	}
 	if d := res.GetLogDroppedBytes(); d > 0 {
-		fmt.Fprintf(w, "cortex-peer: %s of output past the peer's log cap was streamed but not kept\n", formatBytes(d))
+		fmt.Fprintf(w, "cortex-peer: %s of output could not be kept in the peer's task log (disk full?): `logs` will not return it\n", formatBytes(d))
 	}
 	if rep := res.GetMerge(); rep != nil {
 		printMergeReport(w, rep)

@@ -1000,7 +1000,8 @@ type TaskResult struct {
 	Merge       *MergeReport `protobuf:"bytes,12,opt,name=merge,proto3" json:"merge,omitempty"`
 	StdoutBytes uint64       `protobuf:"varint,13,opt,name=stdout_bytes,json=stdoutBytes,proto3" json:"stdout_bytes,omitempty"`
 	StderrBytes uint64       `protobuf:"varint,14,opt,name=stderr_bytes,json=stderrBytes,proto3" json:"stderr_bytes,omitempty"`
-	// Output bytes past the peer's log cap: streamed live but not kept.
+	// Output bytes the peer could not keep in its task log (a full or failing
+	// disk); they were streamed live but `logs` cannot return them.
 	LogDroppedBytes uint64 `protobuf:"varint,15,opt,name=log_dropped_bytes,json=logDroppedBytes,proto3" json:"log_dropped_bytes,omitempty"`
 	// Set when the task could not run or its workspace could not come back.
 	Error string `protobuf:"bytes,16,opt,name=error,proto3" json:"error,omitempty"`

@@ -307,6 +307,7 @@ type TaskRequest struct {
 	//	*TaskRequest_Query
 	//	*TaskRequest_Deliver
 	//	*TaskRequest_Probe
+	//	*TaskRequest_Ack
 	Request       isTaskRequest_Request `protobuf_oneof:"request"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -394,6 +395,15 @@ func (x *TaskRequest) GetProbe() *ProbeBlocks {
 	return nil
 }
 
+func (x *TaskRequest) GetAck() *AckOutput {
+	if x != nil {
+		if x, ok := x.Request.(*TaskRequest_Ack); ok {
+			return x.Ack
+		}
+	}
+	return nil
+}
+
 type isTaskRequest_Request interface {
 	isTaskRequest_Request()
 }
@@ -418,6 +428,10 @@ type TaskRequest_Probe struct {
 	Probe *ProbeBlocks `protobuf:"bytes,5,opt,name=probe,proto3,oneof"`
 }
 
+type TaskRequest_Ack struct {
+	Ack *AckOutput `protobuf:"bytes,6,opt,name=ack,proto3,oneof"`
+}
+
 func (*TaskRequest_Submit) isTaskRequest_Request() {}
 
 func (*TaskRequest_Cancel) isTaskRequest_Request() {}
@@ -427,6 +441,72 @@ func (*TaskRequest_Query) isTaskRequest_Request() {}
 func (*TaskRequest_Deliver) isTaskRequest_Request() {}
 
 func (*TaskRequest_Probe) isTaskRequest_Request() {}
+
+func (*TaskRequest_Ack) isTaskRequest_Request() {}
+
+// AckOutput tells a task's executor how much of the task's output its
+// coordinator has kept: every chunk up to these sequence numbers, per
+// stream. The executor holds the task's writes while too much is
+// unacknowledged, as a slow terminal would.
+type AckOutput struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TaskId        string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	StdoutSeq     uint64                 `protobuf:"varint,2,opt,name=stdout_seq,json=stdoutSeq,proto3" json:"stdout_seq,omitempty"`
+	StderrSeq     uint64                 `protobuf:"varint,3,opt,name=stderr_seq,json=stderrSeq,proto3" json:"stderr_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AckOutput) Reset() {
+	*x = AckOutput{}
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AckOutput) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AckOutput) ProtoMessage() {}
+
+func (x *AckOutput) ProtoReflect() protoreflect.Message {
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AckOutput.ProtoReflect.Descriptor instead.
+func (*AckOutput) Descriptor() ([]byte, []int) {
+	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *AckOutput) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *AckOutput) GetStdoutSeq() uint64 {
+	if x != nil {
+		return x.StdoutSeq
+	}
+	return 0
+}
+
+func (x *AckOutput) GetStderrSeq() uint64 {
+	if x != nil {
+		return x.StderrSeq
+	}
+	return 0
+}
 
 // ProbeBlocks asks a candidate executor how many of a sample of a
 // workspace's blocks it already holds, so placement can prefer the peer
@@ -441,7 +521,7 @@ type ProbeBlocks struct {
 
 func (x *ProbeBlocks) Reset() {
 	*x = ProbeBlocks{}
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[2]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -453,7 +533,7 @@ func (x *ProbeBlocks) String() string {
 func (*ProbeBlocks) ProtoMessage() {}
 
 func (x *ProbeBlocks) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[2]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -466,7 +546,7 @@ func (x *ProbeBlocks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeBlocks.ProtoReflect.Descriptor instead.
 func (*ProbeBlocks) Descriptor() ([]byte, []int) {
-	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{2}
+	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ProbeBlocks) GetCids() [][]byte {
@@ -491,7 +571,7 @@ type SubmitTask struct {
 
 func (x *SubmitTask) Reset() {
 	*x = SubmitTask{}
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[3]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -503,7 +583,7 @@ func (x *SubmitTask) String() string {
 func (*SubmitTask) ProtoMessage() {}
 
 func (x *SubmitTask) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[3]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -516,7 +596,7 @@ func (x *SubmitTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitTask.ProtoReflect.Descriptor instead.
 func (*SubmitTask) Descriptor() ([]byte, []int) {
-	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{3}
+	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SubmitTask) GetTaskId() string {
@@ -549,7 +629,7 @@ type CancelTask struct {
 
 func (x *CancelTask) Reset() {
 	*x = CancelTask{}
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[4]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -561,7 +641,7 @@ func (x *CancelTask) String() string {
 func (*CancelTask) ProtoMessage() {}
 
 func (x *CancelTask) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[4]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -574,7 +654,7 @@ func (x *CancelTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTask.ProtoReflect.Descriptor instead.
 func (*CancelTask) Descriptor() ([]byte, []int) {
-	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{4}
+	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CancelTask) GetTaskId() string {
@@ -594,7 +674,7 @@ type QueryTask struct {
 
 func (x *QueryTask) Reset() {
 	*x = QueryTask{}
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[5]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -606,7 +686,7 @@ func (x *QueryTask) String() string {
 func (*QueryTask) ProtoMessage() {}
 
 func (x *QueryTask) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[5]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -619,7 +699,7 @@ func (x *QueryTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryTask.ProtoReflect.Descriptor instead.
 func (*QueryTask) Descriptor() ([]byte, []int) {
-	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{5}
+	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *QueryTask) GetTaskId() string {
@@ -640,7 +720,7 @@ type DeliverResult struct {
 
 func (x *DeliverResult) Reset() {
 	*x = DeliverResult{}
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[6]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -652,7 +732,7 @@ func (x *DeliverResult) String() string {
 func (*DeliverResult) ProtoMessage() {}
 
 func (x *DeliverResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[6]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -665,7 +745,7 @@ func (x *DeliverResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverResult.ProtoReflect.Descriptor instead.
 func (*DeliverResult) Descriptor() ([]byte, []int) {
-	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{6}
+	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DeliverResult) GetResult() *TaskResult {
@@ -690,7 +770,7 @@ type TaskReply struct {
 
 func (x *TaskReply) Reset() {
 	*x = TaskReply{}
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[7]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -702,7 +782,7 @@ func (x *TaskReply) String() string {
 func (*TaskReply) ProtoMessage() {}
 
 func (x *TaskReply) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[7]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -715,7 +795,7 @@ func (x *TaskReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskReply.ProtoReflect.Descriptor instead.
 func (*TaskReply) Descriptor() ([]byte, []int) {
-	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{7}
+	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TaskReply) GetCode() ReplyCode {
@@ -783,7 +863,7 @@ type TaskResult struct {
 
 func (x *TaskResult) Reset() {
 	*x = TaskResult{}
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[8]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -795,7 +875,7 @@ func (x *TaskResult) String() string {
 func (*TaskResult) ProtoMessage() {}
 
 func (x *TaskResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[8]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -808,7 +888,7 @@ func (x *TaskResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResult.ProtoReflect.Descriptor instead.
 func (*TaskResult) Descriptor() ([]byte, []int) {
-	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{8}
+	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TaskResult) GetTaskId() string {
@@ -954,7 +1034,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[9]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -966,7 +1046,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[9]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -979,7 +1059,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{9}
+	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *LogChunk) GetTaskId() string {
@@ -1032,7 +1112,7 @@ type LogRangeRequest struct {
 
 func (x *LogRangeRequest) Reset() {
 	*x = LogRangeRequest{}
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[10]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1044,7 +1124,7 @@ func (x *LogRangeRequest) String() string {
 func (*LogRangeRequest) ProtoMessage() {}
 
 func (x *LogRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[10]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1057,7 +1137,7 @@ func (x *LogRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogRangeRequest.ProtoReflect.Descriptor instead.
 func (*LogRangeRequest) Descriptor() ([]byte, []int) {
-	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{10}
+	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *LogRangeRequest) GetTaskId() string {
@@ -1108,14 +1188,21 @@ const file_cortex_mesh_v1_task_proto_rawDesc = "" +
 	" \x01(\x03R\ttimeoutMs\x12\x18\n" +
 	"\anetwork\x18\v \x01(\tR\anetwork\x12\x1c\n" +
 	"\tisolation\x18\f \x01(\tR\tisolationB\x06\n" +
-	"\x04_uid\"\xa7\x02\n" +
+	"\x04_uid\"\xd6\x02\n" +
 	"\vTaskRequest\x124\n" +
 	"\x06submit\x18\x01 \x01(\v2\x1a.cortex.mesh.v1.SubmitTaskH\x00R\x06submit\x124\n" +
 	"\x06cancel\x18\x02 \x01(\v2\x1a.cortex.mesh.v1.CancelTaskH\x00R\x06cancel\x121\n" +
 	"\x05query\x18\x03 \x01(\v2\x19.cortex.mesh.v1.QueryTaskH\x00R\x05query\x129\n" +
 	"\adeliver\x18\x04 \x01(\v2\x1d.cortex.mesh.v1.DeliverResultH\x00R\adeliver\x123\n" +
-	"\x05probe\x18\x05 \x01(\v2\x1b.cortex.mesh.v1.ProbeBlocksH\x00R\x05probeB\t\n" +
-	"\arequest\"!\n" +
+	"\x05probe\x18\x05 \x01(\v2\x1b.cortex.mesh.v1.ProbeBlocksH\x00R\x05probe\x12-\n" +
+	"\x03ack\x18\x06 \x01(\v2\x19.cortex.mesh.v1.AckOutputH\x00R\x03ackB\t\n" +
+	"\arequest\"b\n" +
+	"\tAckOutput\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1d\n" +
+	"\n" +
+	"stdout_seq\x18\x02 \x01(\x04R\tstdoutSeq\x12\x1d\n" +
+	"\n" +
+	"stderr_seq\x18\x03 \x01(\x04R\tstderrSeq\"!\n" +
 	"\vProbeBlocks\x12\x12\n" +
 	"\x04cids\x18\x01 \x03(\fR\x04cids\"z\n" +
 	"\n" +
@@ -1205,39 +1292,41 @@ func file_cortex_mesh_v1_task_proto_rawDescGZIP() []byte {
 }
 
 var file_cortex_mesh_v1_task_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_cortex_mesh_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_cortex_mesh_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_cortex_mesh_v1_task_proto_goTypes = []any{
 	(ReplyCode)(0),          // 0: cortex.mesh.v1.ReplyCode
 	(TaskState)(0),          // 1: cortex.mesh.v1.TaskState
 	(*TaskSpec)(nil),        // 2: cortex.mesh.v1.TaskSpec
 	(*TaskRequest)(nil),     // 3: cortex.mesh.v1.TaskRequest
-	(*ProbeBlocks)(nil),     // 4: cortex.mesh.v1.ProbeBlocks
-	(*SubmitTask)(nil),      // 5: cortex.mesh.v1.SubmitTask
-	(*CancelTask)(nil),      // 6: cortex.mesh.v1.CancelTask
-	(*QueryTask)(nil),       // 7: cortex.mesh.v1.QueryTask
-	(*DeliverResult)(nil),   // 8: cortex.mesh.v1.DeliverResult
-	(*TaskReply)(nil),       // 9: cortex.mesh.v1.TaskReply
-	(*TaskResult)(nil),      // 10: cortex.mesh.v1.TaskResult
-	(*LogChunk)(nil),        // 11: cortex.mesh.v1.LogChunk
-	(*LogRangeRequest)(nil), // 12: cortex.mesh.v1.LogRangeRequest
+	(*AckOutput)(nil),       // 4: cortex.mesh.v1.AckOutput
+	(*ProbeBlocks)(nil),     // 5: cortex.mesh.v1.ProbeBlocks
+	(*SubmitTask)(nil),      // 6: cortex.mesh.v1.SubmitTask
+	(*CancelTask)(nil),      // 7: cortex.mesh.v1.CancelTask
+	(*QueryTask)(nil),       // 8: cortex.mesh.v1.QueryTask
+	(*DeliverResult)(nil),   // 9: cortex.mesh.v1.DeliverResult
+	(*TaskReply)(nil),       // 10: cortex.mesh.v1.TaskReply
+	(*TaskResult)(nil),      // 11: cortex.mesh.v1.TaskResult
+	(*LogChunk)(nil),        // 12: cortex.mesh.v1.LogChunk
+	(*LogRangeRequest)(nil), // 13: cortex.mesh.v1.LogRangeRequest
 }
 var file_cortex_mesh_v1_task_proto_depIdxs = []int32{
-	5,  // 0: cortex.mesh.v1.TaskRequest.submit:type_name -> cortex.mesh.v1.SubmitTask
-	6,  // 1: cortex.mesh.v1.TaskRequest.cancel:type_name -> cortex.mesh.v1.CancelTask
-	7,  // 2: cortex.mesh.v1.TaskRequest.query:type_name -> cortex.mesh.v1.QueryTask
-	8,  // 3: cortex.mesh.v1.TaskRequest.deliver:type_name -> cortex.mesh.v1.DeliverResult
-	4,  // 4: cortex.mesh.v1.TaskRequest.probe:type_name -> cortex.mesh.v1.ProbeBlocks
-	2,  // 5: cortex.mesh.v1.SubmitTask.spec:type_name -> cortex.mesh.v1.TaskSpec
-	10, // 6: cortex.mesh.v1.DeliverResult.result:type_name -> cortex.mesh.v1.TaskResult
-	0,  // 7: cortex.mesh.v1.TaskReply.code:type_name -> cortex.mesh.v1.ReplyCode
-	1,  // 8: cortex.mesh.v1.TaskReply.state:type_name -> cortex.mesh.v1.TaskState
-	10, // 9: cortex.mesh.v1.TaskReply.result:type_name -> cortex.mesh.v1.TaskResult
-	1,  // 10: cortex.mesh.v1.TaskResult.state:type_name -> cortex.mesh.v1.TaskState
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	6,  // 0: cortex.mesh.v1.TaskRequest.submit:type_name -> cortex.mesh.v1.SubmitTask
+	7,  // 1: cortex.mesh.v1.TaskRequest.cancel:type_name -> cortex.mesh.v1.CancelTask
+	8,  // 2: cortex.mesh.v1.TaskRequest.query:type_name -> cortex.mesh.v1.QueryTask
+	9,  // 3: cortex.mesh.v1.TaskRequest.deliver:type_name -> cortex.mesh.v1.DeliverResult
+	5,  // 4: cortex.mesh.v1.TaskRequest.probe:type_name -> cortex.mesh.v1.ProbeBlocks
+	4,  // 5: cortex.mesh.v1.TaskRequest.ack:type_name -> cortex.mesh.v1.AckOutput
+	2,  // 6: cortex.mesh.v1.SubmitTask.spec:type_name -> cortex.mesh.v1.TaskSpec
+	11, // 7: cortex.mesh.v1.DeliverResult.result:type_name -> cortex.mesh.v1.TaskResult
+	0,  // 8: cortex.mesh.v1.TaskReply.code:type_name -> cortex.mesh.v1.ReplyCode
+	1,  // 9: cortex.mesh.v1.TaskReply.state:type_name -> cortex.mesh.v1.TaskState
+	11, // 10: cortex.mesh.v1.TaskReply.result:type_name -> cortex.mesh.v1.TaskResult
+	1,  // 11: cortex.mesh.v1.TaskResult.state:type_name -> cortex.mesh.v1.TaskState
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_cortex_mesh_v1_task_proto_init() }
@@ -1252,6 +1341,7 @@ func file_cortex_mesh_v1_task_proto_init() {
 		(*TaskRequest_Query)(nil),
 		(*TaskRequest_Deliver)(nil),
 		(*TaskRequest_Probe)(nil),
+		(*TaskRequest_Ack)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1259,7 +1349,7 @@ func file_cortex_mesh_v1_task_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cortex_mesh_v1_task_proto_rawDesc), len(file_cortex_mesh_v1_task_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
