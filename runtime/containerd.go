@@ -657,17 +657,29 @@ func (e *Containerd) removeContainer(ctx context.Context, c containerd.Container
 	return nil
 }
 
+// Leftover is a task a previous run of this peer left in containerd, as
+// Cleanup found it before removing it.
+type Leftover struct {
+	TaskID string
+	// Exited says the task ended by itself while nobody watched; ExitCode
+	// is then its status. Otherwise it was still running (or never
+	// started) and Cleanup killed it.
+	Exited   bool
+	ExitCode int
+}
+
 // Cleanup removes what a previous run of this peer left behind in the
 // namespace: every container labelled with this executor's Owner (its task
 // killed and deleted, its snapshot removed) and every snapshot so labelled
 // that no container uses. Tasks this executor is running are left alone.
-// It returns how many containers it removed.
-func (e *Containerd) Cleanup(ctx context.Context) (int, error) {
+// It returns the tasks it found, so that their records can say how they
+// ended rather than guess.
+func (e *Containerd) Cleanup(ctx context.Context) ([]Leftover, error) {
 	ctx = namespaces.WithNamespace(ctx, e.cfg.Namespace)
 	filter := fmt.Sprintf("labels.%q==%q", labelOwner, e.cfg.Owner)
 	ctrs, err := e.client.Containers(ctx, filter)
 	if err != nil {
-		return 0, classify("cleanup: list containers", err)
+		return nil, classify("cleanup: list containers", err)
 	}
 	live := func(id string) bool {
 		e.mu.Lock()
@@ -675,18 +687,27 @@ func (e *Containerd) Cleanup(ctx context.Context) (int, error) {
 		_, ok := e.tasks[id]
 		return ok
 	}
-	removed := 0
+	var found []Leftover
 	var errs []error
 	for _, c := range ctrs {
 		if live(c.ID()) {
 			continue
 		}
+		left := Leftover{TaskID: c.ID()}
+		if labels, err := c.Labels(ctx); err == nil && labels[labelTask] != "" {
+			left.TaskID = labels[labelTask]
+		}
+		if task, err := c.Task(ctx, nil); err == nil {
+			if st, err := task.Status(ctx); err == nil && st.Status == containerd.Stopped {
+				left.Exited, left.ExitCode = true, int(st.ExitStatus)
+			}
+		}
 		if err := e.removeContainer(ctx, c, nil); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		removed++
-		e.log.Info("removed a leftover container", "container", c.ID())
+		found = append(found, left)
+		e.log.Info("removed a leftover container", "container", c.ID(), "exited", left.Exited, "exit", left.ExitCode)
 	}
 	sn := e.client.SnapshotService(e.cfg.Snapshotter)
 	var orphans []string
@@ -710,9 +731,9 @@ func (e *Containerd) Cleanup(ctx context.Context) (int, error) {
 		e.log.Info("removed a leftover snapshot", "snapshot", key)
 	}
 	if err := errors.Join(errs...); err != nil {
-		return removed, fmt.Errorf("cleanup: %w", err)
+		return found, fmt.Errorf("cleanup: %w", err)
 	}
-	return removed, nil
+	return found, nil
 }
 
 // image finds an image and what the executor needs of it, unpacking it for

@@ -405,7 +405,8 @@ func TestOutputVolume(t *testing.T) {
 }
 
 // Cleanup removes containers of this owner that a crashed peer left behind
-// (one never started, one running), and leaves other owners' alone.
+// (one never started, one running, one that exited by itself), reports how
+// each was found, and leaves other owners' alone.
 func TestCleanupLeftovers(t *testing.T) {
 	t.Parallel()
 	te := newTestExec(t)
@@ -420,25 +421,37 @@ func TestCleanupLeftovers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mk := func(id, owner string) containerd.Container {
+	mkRun := func(id, owner string, args ...string) containerd.Container {
 		c, err := client.NewContainer(ctx, id,
 			containerd.WithContainerLabels(map[string]string{labelOwner: owner, labelTask: id}),
 			containerd.WithNewSnapshot(id, img),
-			containerd.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs("sleep", "1000")))
+			containerd.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs(args...)))
 		if err != nil {
 			t.Fatal(err)
 		}
 		return c
 	}
-	mk(te.id(), te.owner) // created, never started
+	mk := func(id, owner string) containerd.Container { return mkRun(id, owner, "sleep", "1000") }
+	start := func(c containerd.Container) containerd.Task {
+		task, err := c.NewTask(ctx, cio.NullIO)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := task.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return task
+	}
+	neverStarted := mk(te.id(), te.owner)
 	running := mk(te.id(), te.owner)
-	task, err := running.NewTask(ctx, cio.NullIO)
+	start(running)
+	exited := mkRun(te.id(), te.owner, "sh", "-c", "exit 7")
+	exitedTask := start(exited)
+	exitCh, err := exitedTask.Wait(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := task.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	<-exitCh
 	// A snapshot of this owner that no container uses: a crash between
 	// preparing it and creating the container, which leaves it held by the
 	// creation's lease (so containerd's garbage collector keeps it).
@@ -466,9 +479,19 @@ func TestCleanupLeftovers(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	n, err := te.Cleanup(ctx)
-	if err != nil || n != 2 {
-		t.Fatalf("cleanup removed %d, %v; want 2", n, err)
+	found, err := te.Cleanup(ctx)
+	if err != nil || len(found) != 3 {
+		t.Fatalf("cleanup removed %+v, %v; want 3", found, err)
+	}
+	want := map[string]Leftover{
+		neverStarted.ID(): {TaskID: neverStarted.ID()},
+		running.ID():      {TaskID: running.ID()},
+		exited.ID():       {TaskID: exited.ID(), Exited: true, ExitCode: 7},
+	}
+	for _, f := range found {
+		if f != want[f.TaskID] {
+			t.Errorf("found %+v, want %+v", f, want[f.TaskID])
+		}
 	}
 	if _, err := sn.Stat(ctx, orphan); !cerrdefs.IsNotFound(err) {
 		t.Errorf("orphan snapshot still there: %v", err)
@@ -483,8 +506,8 @@ func TestCleanupLeftovers(t *testing.T) {
 	if r := collect(ctx, t, live); r.Err != nil || !r.Result.Cancelled {
 		t.Errorf("live task: %+v, %v", r.Result, r.Err)
 	}
-	if n, err := te.Cleanup(ctx); err != nil || n != 0 {
-		t.Errorf("second cleanup removed %d, %v", n, err)
+	if found, err := te.Cleanup(ctx); err != nil || len(found) != 0 {
+		t.Errorf("second cleanup removed %+v, %v", found, err)
 	}
 }
 

@@ -68,6 +68,22 @@ func leftovers(t *testing.T, owner string) []string {
 	return strings.Fields(string(out))
 }
 
+// taskStatus is the status containerd gives the task of the container id
+// in the test namespace ("" when it has no task).
+func taskStatus(t *testing.T, id string) string {
+	t.Helper()
+	out, err := exec.Command("ctr", "-n", testnet.TestNamespace, "tasks", "ls").Output()
+	if err != nil {
+		t.Fatalf("ctr tasks ls (make deps installs containerd): %v", err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) >= 3 && f[0] == id {
+			return f[2]
+		}
+	}
+	return ""
+}
+
 func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
@@ -123,9 +139,49 @@ func TestKillExecutorMidTask(t *testing.T) {
 	}
 	waitFor(t, "the restarted executor to clean up", 30*time.Second, func() bool { return len(leftovers(t, executor.ID)) == 0 })
 	waitFor(t, "the restarted executor's word on the task", 30*time.Second, func() bool {
-		st, ok := resultOf(t, bin, coord.DataDir, id)
+		var ok bool
+		st, ok = resultOf(t, bin, coord.DataDir, id)
 		return ok && st.Result != nil
 	})
+	// The truth, as the runtime found the container: still running, so
+	// killed (it used to say "failed" with exit 1 whatever happened).
+	if st.State != "failed" || st.Result.ExitCode != 137 || !strings.Contains(st.Result.Error, "still running and was killed") {
+		t.Fatalf("after the restart: state %q, exit %d, %q; want failed, 137, killed while still running", st.State, st.Result.ExitCode, st.Result.Error)
+	}
+}
+
+// kill -9 of the executor while its task goes on, which then exits by
+// itself while the executor is down: the restarted executor reports the
+// task's own exit code, not a made-up one.
+func TestExecutorRestartReportsExitMeanwhile(t *testing.T) {
+	bin, pn := killNet(t)
+	coord, executor := pn.Peers[0], pn.Peers[1]
+	r := run(t, bin, "run", "--detach", "--data", coord.DataDir, "--peer", executor.ID, "--", "sh", "-c", "sleep 3; exit 7")
+	if r.code != 0 {
+		t.Fatalf("run --detach: %d %s", r.code, r.stderr)
+	}
+	id := strings.TrimSpace(r.stdout)
+	waitFor(t, "the task to run on the executor", 30*time.Second, func() bool { return taskStatus(t, id) == "RUNNING" })
+	if err := executor.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-executor.Exited()
+	// The task ends by itself while its peer is down.
+	waitFor(t, "the task to exit while its peer is down", 30*time.Second, func() bool { return taskStatus(t, id) == "STOPPED" })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := executor.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var st taskState
+	waitFor(t, "the restarted executor's word on the task", 30*time.Second, func() bool {
+		var ok bool
+		st, ok = resultOf(t, bin, coord.DataDir, id)
+		return ok && st.Result != nil
+	})
+	if st.Result.ExitCode != 7 || !strings.Contains(st.Result.Error, "exited 7 meanwhile") {
+		t.Fatalf("after the restart: state %q, exit %d, %q; want exit 7, exited meanwhile", st.State, st.Result.ExitCode, st.Result.Error)
+	}
 }
 
 // kill -9 of the coordinator mid-task, then restart: the record is there,

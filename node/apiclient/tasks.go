@@ -53,10 +53,18 @@ func (c *Client) GetTask(ctx context.Context, id string) (*apiv1.TaskInfo, error
 
 // CancelTask kills a task wherever it runs.
 func (c *Client) CancelTask(ctx context.Context, id string) error {
-	if _, err := c.task.Cancel(ctx, connect.NewRequest(&apiv1.CancelTaskRequest{TaskId: id})); err != nil {
-		return c.wrap("cancel", err)
+	_, err := c.Cancel(ctx, id)
+	return err
+}
+
+// Cancel kills a task wherever it runs and says how: queued when the task
+// is lost and the cancel waits for its executor to come back.
+func (c *Client) Cancel(ctx context.Context, id string) (*apiv1.CancelTaskResponse, error) {
+	resp, err := c.task.Cancel(ctx, connect.NewRequest(&apiv1.CancelTaskRequest{TaskId: id}))
+	if err != nil {
+		return nil, c.wrap("cancel", err)
 	}
-	return nil
+	return resp.Msg, nil
 }
 
 // Logs calls fn for each kept chunk of a task's output, then, with follow,

@@ -25,7 +25,7 @@ type Tasks interface {
 	Submit(ctx context.Context, req delegation.RunRequest, ev tasks.Events) (tasks.Outcome, error)
 	Tasks() ([]*delegation.TaskRecord, error)
 	Task(ctx context.Context, id string) (*delegation.TaskRecord, error)
-	Cancel(ctx context.Context, id string) error
+	Cancel(ctx context.Context, id string) (queued bool, err error)
 	Logs(ctx context.Context, id string, follow bool, rng delegation.LogRange, send func(runtime.Chunk) error) error
 }
 
@@ -138,10 +138,11 @@ func (t *taskService) GetTask(ctx context.Context, req *connect.Request[apiv1.Ge
 }
 
 func (t *taskService) Cancel(ctx context.Context, req *connect.Request[apiv1.CancelTaskRequest]) (*connect.Response[apiv1.CancelTaskResponse], error) {
-	if err := t.t.Cancel(ctx, req.Msg.GetTaskId()); err != nil {
+	queued, err := t.t.Cancel(ctx, req.Msg.GetTaskId())
+	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&apiv1.CancelTaskResponse{}), nil
+	return connect.NewResponse(&apiv1.CancelTaskResponse{Queued: queued}), nil
 }
 
 func (t *taskService) Logs(ctx context.Context, req *connect.Request[apiv1.LogsRequest], stream *connect.ServerStream[apiv1.OutputChunk]) error {

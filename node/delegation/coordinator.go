@@ -666,33 +666,98 @@ func (d *Delegation) observe(ctx context.Context, id string) (*TaskRecord, error
 	return rec, nil
 }
 
-// Cancel kills a task wherever it runs, if this peer coordinates it.
-func (d *Delegation) Cancel(ctx context.Context, id string) error {
+// Cancel kills a task wherever it runs. A lost task (its executor out of
+// reach) may still run there: the cancel is recorded, queued is true, and
+// it is delivered when the executor is back (see cancelLoop).
+func (d *Delegation) Cancel(ctx context.Context, id string) (queued bool, err error) {
 	rec, err := d.Task(ctx, id)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if rec.observed {
-		return fmt.Errorf("task %s runs on %s for another peer: only the peer it was submitted to can cancel it: %w", id, rec.Executor, errdefs.ErrPermissionDenied)
+		return false, fmt.Errorf("task %s runs on %s for another peer: only the peer it was submitted to can cancel it: %w", id, rec.Executor, errdefs.ErrPermissionDenied)
+	}
+	if rec.State == stateLost {
+		return d.cancelLost(ctx, rec)
 	}
 	if rec.State.final() {
-		return fmt.Errorf("task %s has ended (%s): %w", id, rec.State, errdefs.ErrInvalid)
+		return false, fmt.Errorf("task %s has ended (%s): %w", id, rec.State, errdefs.ErrInvalid)
 	}
 	if rec.Executor == d.self.String() {
 		d.mu.Lock()
 		cancel := d.running[id]
 		d.mu.Unlock()
 		if cancel == nil {
-			return fmt.Errorf("task %s is not running here: %w", id, errdefs.ErrNotFound)
+			return false, fmt.Errorf("task %s is not running here: %w", id, errdefs.ErrNotFound)
 		}
 		cancel()
-		return nil
+		return false, nil
 	}
 	exec, err := peer.Decode(rec.Executor)
 	if err != nil {
-		return err
+		return false, err
 	}
-	return d.requestCancel(ctx, exec, id)
+	return false, d.requestCancel(ctx, exec, id)
+}
+
+// cancelLost records the cancel of a lost task and tries to deliver it at
+// once; failing that, cancelLoop delivers it when the executor is back.
+func (d *Delegation) cancelLost(ctx context.Context, rec *TaskRecord) (bool, error) {
+	d.recMu.Lock()
+	rec.CancelPending = true
+	d.saveTask(rec)
+	d.recMu.Unlock()
+	if d.deliverCancel(ctx, rec) {
+		return false, nil
+	}
+	return true, nil
+}
+
+// deliverCancel sends a recorded cancel to the task's executor; true once
+// the executor has it (or no longer knows the task), and the record is
+// cleared.
+func (d *Delegation) deliverCancel(ctx context.Context, rec *TaskRecord) bool {
+	exec, err := peer.Decode(rec.Executor)
+	if err != nil || !d.host.IsConnected(exec) {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, taskStreamTimeout)
+	defer cancel()
+	if err := d.requestCancel(ctx, exec, rec.ID); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+		d.log.Debug("deliver the cancel of a lost task", "task", rec.ID, "err", err)
+		return false
+	}
+	d.recMu.Lock()
+	defer d.recMu.Unlock()
+	if cur, err := d.rec.task(rec.ID); err == nil {
+		cur.CancelPending = false
+		d.saveTask(cur)
+	}
+	d.log.Info("cancel of a lost task delivered", "task", rec.ID, "executor", rec.Executor)
+	return true
+}
+
+// cancelLoop delivers the cancels of lost tasks once their executors are
+// back, until ctx ends.
+func (d *Delegation) cancelLoop(ctx context.Context) {
+	t := time.NewTicker(cancelRetry)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		recs, err := d.rec.tasks()
+		if err != nil {
+			continue
+		}
+		for _, rec := range recs {
+			if rec.CancelPending {
+				d.deliverCancel(ctx, rec)
+			}
+		}
+	}
 }
 
 // errLogHole stops reading a task log at its first missing chunk.

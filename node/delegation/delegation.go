@@ -102,6 +102,9 @@ type Runner interface {
 	Execute(ctx context.Context, spec runtime.Spec, base cid.Cid, ev tasks.Events) (tasks.Outcome, error)
 	ImportResult(ctx context.Context, id, copyDir string) (cid.Cid, error)
 	Release(id string)
+	// Leftover says how a task an earlier run of this peer left in the
+	// runtime was found (and removed) when it connected.
+	Leftover(ctx context.Context, id string) (runtime.Leftover, bool, error)
 }
 
 // Images pulls a task's image when this peer lacks it.
@@ -191,6 +194,7 @@ func New(cfg Config, deps Deps, log *slog.Logger) (*Delegation, error) {
 // ends.
 func (d *Delegation) Serve(ctx context.Context) error {
 	d.resume()
+	d.goFunc(d.cancelLoop)
 	d.pruneLoop(ctx)
 	return nil
 }
@@ -200,18 +204,11 @@ func (d *Delegation) resume() {
 	if err != nil {
 		d.log.Warn("read executor records", "err", err)
 	}
-	leftovers := false
+	var interrupted []*execRecord
 	for _, e := range execs {
 		switch e.State {
 		case stateSubmitted, stateFetching, stateRunning:
-			leftovers = true
-			e.State = stateFailed
-			e.Result = &taskResultRecord{Error: stateFromRestarted}
-			if err := d.rec.putExec(e); err != nil {
-				d.log.Warn("record interrupted task", "task", e.ID, "err", err)
-			}
-			d.rememberCoordinator(e)
-			d.goDeliver(e.ID)
+			interrupted = append(interrupted, e)
 		case stateExited, stateFailed:
 			if e.Result != nil {
 				d.rememberCoordinator(e)
@@ -219,13 +216,11 @@ func (d *Delegation) resume() {
 			}
 		}
 	}
-	if leftovers {
-		// Connecting to containerd removes the containers a crashed run left.
-		d.goFunc(func(ctx context.Context) {
-			if err := d.runner.Ready(ctx); err != nil {
-				d.log.Warn("clean up tasks left behind", "err", err)
-			}
-		})
+	if len(interrupted) > 0 {
+		// Connecting to containerd removes the containers a crashed run
+		// left, and says how each task was found: the records then tell
+		// the truth about them.
+		d.goFunc(func(ctx context.Context) { d.settleInterrupted(ctx, interrupted) })
 	}
 	recs, err := d.rec.tasks()
 	if err != nil {

@@ -828,3 +828,34 @@ func TestTaskFromAnotherPeer(t *testing.T) {
 		return err == nil && info.GetResult().GetCancelled() && info.GetResult().GetExitCode() == 130
 	})
 }
+
+// A task lost behind a partition may still run on its executor: cancel
+// records it (queued), and once the link heals the cancel is delivered,
+// the task killed, and its record says cancelled, not lost. It used to
+// refuse with "has ended (lost)" and leave the task running.
+func TestCancelOfLostTaskDeliveredWhenExecutorIsBack(t *testing.T) {
+	tn, cs := mesh3(t, testnet.WithConfig(func(_ int, cfg *node.Config) { cfg.Delegation.LostAfter = 2 * time.Second }))
+	ctx := testnet.Context(t, 2*time.Minute)
+	coord, exec := tn.Peers[0], tn.Peers[1]
+	id := startDetached(ctx, t, cs[0], exec.Node.ID().String())
+	tn.Partition(coord, exec)
+	testnet.Eventually(t, "the task to be marked lost", time.Minute, func() bool {
+		info, err := cs[0].GetTask(ctx, id)
+		return err == nil && info.GetState() == "lost"
+	})
+	if exec.Node.RunningTasks() != 1 {
+		t.Fatal("the task stopped on its executor during the partition")
+	}
+	resp, err := cs[0].Cancel(ctx, id)
+	if err != nil || !resp.GetQueued() {
+		t.Fatalf("cancel of a lost task: %+v %v; want it queued", resp, err)
+	}
+	if err := tn.Heal(ctx, coord, exec); err != nil {
+		t.Fatal(err)
+	}
+	testnet.Eventually(t, "the cancel to reach the executor", time.Minute, func() bool { return exec.Node.RunningTasks() == 0 })
+	testnet.Eventually(t, "the record to say cancelled", time.Minute, func() bool {
+		info, err := cs[0].GetTask(ctx, id)
+		return err == nil && info.GetState() == "cancelled" && info.GetResult().GetExitCode() == 130
+	})
+}

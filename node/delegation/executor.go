@@ -30,6 +30,7 @@ const (
 	logRangeTimeout     = 30 * time.Second       // one range of stored output
 	gapWait             = 250 * time.Millisecond // a hole in the live log older than this is filled from the executor
 	idleFill            = time.Second            // a live log quiet for this long is checked against the executor's
+	cancelRetry         = 2 * time.Second        // how often the cancels of lost tasks are tried again
 	busyQuiet           = 5 * time.Second        // a log quiet for less than this after output is checked after gapWait
 	livenessInterval    = time.Second            // how often a waiting coordinator checks its executor
 	queryInterval       = 5 * time.Second        // how often it asks the executor how the task is
@@ -388,6 +389,37 @@ func (d *Delegation) query(from peer.ID, id string) *meshv1.TaskReply {
 		reply.Result = resultToWire(e.ID, e.State, e.Result)
 	}
 	return reply
+}
+
+// settleInterrupted records how the tasks that were running here when this
+// peer stopped ended, as the runtime found them, and delivers that to
+// their coordinators: a task that went on and exited while the peer was
+// down says so with its exit code; one still running was killed, since
+// nobody could read its output or bring its workspace back.
+func (d *Delegation) settleInterrupted(ctx context.Context, recs []*execRecord) {
+	ctx, cancel := context.WithTimeout(ctx, taskStreamTimeout)
+	defer cancel()
+	for _, e := range recs {
+		res := &taskResultRecord{Error: stateFromRestarted}
+		l, found, err := d.runner.Leftover(ctx, e.ID)
+		switch {
+		case err != nil:
+			d.log.Warn("clean up tasks left behind", "err", err)
+		case found && l.Exited:
+			res.ExitCode = l.ExitCode
+			res.Error = fmt.Sprintf("this peer restarted while the task ran; the task exited %d meanwhile, but its output since and its workspace are lost", l.ExitCode)
+		case found:
+			res.ExitCode, res.Signal = 128+9, "SIGKILL"
+			res.Error = "this peer restarted while the task ran; the task was still running and was killed (its output and workspace could not be taken up again)"
+		}
+		e.State, e.Result = stateFailed, res
+		if err := d.rec.putExec(e); err != nil {
+			d.log.Warn("record interrupted task", "task", e.ID, "err", err)
+		}
+		d.log.Info("task interrupted by a restart", "task", e.ID, "found", found, "exited", l.Exited, "exit", res.ExitCode)
+		d.rememberCoordinator(e)
+		d.goDeliver(e.ID)
+	}
 }
 
 // goDeliver delivers a stored result on a goroutine owned by d.

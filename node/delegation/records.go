@@ -83,6 +83,9 @@ type TaskRecord struct {
 	MergeErr      string            `json:"merge_error,omitempty"`
 	Merged        bool              `json:"merged,omitempty"`
 	Error         string            `json:"error,omitempty"`
+	// CancelPending: the task was cancelled while lost; the cancel goes to
+	// the executor when it is back.
+	CancelPending bool `json:"cancel_pending,omitempty"`
 
 	// observed: a task another peer coordinates, as its executor reports
 	// it (see Delegation.Task); never stored.

@@ -23,6 +23,7 @@ type API interface {
 	ListTasks(ctx context.Context) ([]*apiv1.TaskInfo, error)
 	GetTask(ctx context.Context, id string) (*apiv1.TaskInfo, error)
 	CancelTask(ctx context.Context, id string) error
+	Cancel(ctx context.Context, id string) (*apiv1.CancelTaskResponse, error)
 	LogsFrom(ctx context.Context, id, stream string, from uint64, follow bool, fn func(*apiv1.OutputChunk)) error
 	Peers(ctx context.Context, includeExpired bool) ([]*apiv1.PeerInfo, error)
 	WorkspaceAdd(ctx context.Context, dir string, noIndex bool, progress func(*apiv1.Progress)) (*apiv1.AddResult, error)

@@ -385,16 +385,18 @@ func (s *Server) getTask(ctx context.Context, _ *mcp.CallToolRequest, in TaskIDI
 type CancelOutput struct {
 	TaskID    string `json:"task_id"`
 	Cancelled bool   `json:"cancelled"`
+	Queued    bool   `json:"queued,omitempty" jsonschema:"the task is lost (its executor out of reach): the cancel is delivered when the executor is back"`
 }
 
 func (s *Server) cancelTask(ctx context.Context, _ *mcp.CallToolRequest, in TaskIDInput) (*mcp.CallToolResult, CancelOutput, error) {
 	if in.TaskID == "" {
 		return nil, CancelOutput{}, invalid("task_id is required")
 	}
-	if err := s.api.CancelTask(ctx, in.TaskID); err != nil {
+	resp, err := s.api.Cancel(ctx, in.TaskID)
+	if err != nil {
 		return nil, CancelOutput{}, toolError(err)
 	}
-	return nil, CancelOutput{TaskID: in.TaskID, Cancelled: true}, nil
+	return nil, CancelOutput{TaskID: in.TaskID, Cancelled: !resp.GetQueued(), Queued: resp.GetQueued()}, nil
 }
 
 // ListTasksInput filters list_tasks.

@@ -61,7 +61,7 @@ type Locker interface {
 // the clean-up of what a crashed peer left behind and a running count.
 type taskExecutor interface {
 	runtime.Executor
-	Cleanup(ctx context.Context) (int, error)
+	Cleanup(ctx context.Context) ([]runtime.Leftover, error)
 	Running() int
 }
 
@@ -84,8 +84,9 @@ type Runner struct {
 	mountsMu sync.Mutex
 	mounts   map[string]*layerMount
 
-	mu   sync.Mutex
-	exec taskExecutor
+	mu        sync.Mutex
+	exec      taskExecutor
+	leftovers map[string]runtime.Leftover // what the first connection found, by task id
 
 	running atomic.Int64
 }
@@ -107,6 +108,20 @@ func New(cfg Config, self peer.ID, dags *dag.Store, watch *fswatch.Watcher, logs
 func (t *Runner) Ready(ctx context.Context) error {
 	_, err := t.executor(ctx)
 	return err
+}
+
+// Leftover connects to containerd if need be and says how the first
+// connection found task id, which an earlier run of this peer left behind:
+// exited by itself (and how), or still running and killed. False when it
+// found no container of that task.
+func (t *Runner) Leftover(ctx context.Context, id string) (runtime.Leftover, bool, error) {
+	if _, err := t.executor(ctx); err != nil {
+		return runtime.Leftover{}, false, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	l, ok := t.leftovers[id]
+	return l, ok, nil
 }
 
 // executor connects to containerd once; the first connection removes the
@@ -131,10 +146,15 @@ func (t *Runner) executor(ctx context.Context) (taskExecutor, error) {
 	if err != nil {
 		return nil, err
 	}
-	if n, err := ex.Cleanup(ctx); err != nil {
+	found, err := ex.Cleanup(ctx)
+	if err != nil {
 		t.log.Warn("removing tasks left behind", "err", err)
-	} else if n > 0 {
-		t.log.Info("removed tasks left behind by an earlier run", "count", n)
+	} else if len(found) > 0 {
+		t.log.Info("removed tasks left behind by an earlier run", "count", len(found))
+	}
+	t.leftovers = map[string]runtime.Leftover{}
+	for _, l := range found {
+		t.leftovers[l.TaskID] = l
 	}
 	t.exec = ex
 	return ex, nil

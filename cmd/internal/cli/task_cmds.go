@@ -119,11 +119,16 @@ func newCancelCmd(g *Globals) *cobra.Command {
 		Args:  exactArgs(1, "TASK"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withClient(cmd, g, func(ctx context.Context, c *apiclient.Client) error {
-				if err := c.CancelTask(ctx, args[0]); err != nil {
+				resp, err := c.Cancel(ctx, args[0])
+				if err != nil {
 					return err
 				}
 				if g.JSON {
-					return PrintJSON(cmd.OutOrStdout(), map[string]any{"task_id": args[0], "cancelled": true})
+					return PrintJSON(cmd.OutOrStdout(), map[string]any{"task_id": args[0], "cancelled": !resp.GetQueued(), "queued": resp.GetQueued()})
+				}
+				if resp.GetQueued() {
+					fmt.Fprintf(cmd.ErrOrStderr(), "task %s is lost (its executor is out of reach): the cancel is recorded and delivered when the executor is back\n", args[0])
+					return nil
 				}
 				fmt.Fprintf(cmd.ErrOrStderr(), "task %s: cancel sent\n", args[0])
 				return nil

@@ -702,7 +702,10 @@ func (x *CancelTaskRequest) GetTaskId() string {
 }
 
 type CancelTaskResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The task was lost (its executor out of reach): the cancel is recorded
+	// and delivered when the executor is back.
+	Queued        bool `protobuf:"varint,1,opt,name=queued,proto3" json:"queued,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -735,6 +738,13 @@ func (x *CancelTaskResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use CancelTaskResponse.ProtoReflect.Descriptor instead.
 func (*CancelTaskResponse) Descriptor() ([]byte, []int) {
 	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CancelTaskResponse) GetQueued() bool {
+	if x != nil {
+		return x.Queued
+	}
+	return false
 }
 
 type RunEvent struct {
@@ -1679,8 +1689,9 @@ const file_cortex_api_v1_task_proto_rawDesc = "" +
 	"\x06stream\x18\x03 \x01(\tR\x06stream\x12\x19\n" +
 	"\bfrom_seq\x18\x04 \x01(\x04R\afromSeq\",\n" +
 	"\x11CancelTaskRequest\x12\x17\n" +
-	"\atask_id\x18\x01 \x01(\tR\x06taskId\"\x14\n" +
-	"\x12CancelTaskResponse\"\xed\x01\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\",\n" +
+	"\x12CancelTaskResponse\x12\x16\n" +
+	"\x06queued\x18\x01 \x01(\bR\x06queued\"\xed\x01\n" +
 	"\bRunEvent\x126\n" +
 	"\astarted\x18\x01 \x01(\v2\x1a.cortex.api.v1.TaskStartedH\x00R\astarted\x124\n" +
 	"\x06output\x18\x02 \x01(\v2\x1a.cortex.api.v1.OutputChunkH\x00R\x06output\x123\n" +
