@@ -529,18 +529,3 @@ func (pn *ProcessNet) Stop() error {
 	wg.Wait()
 	return errors.Join(errs...)
 }
-
-// FirstExit returns a channel that receives the first peer that exits.
-func (pn *ProcessNet) FirstExit(ctx context.Context) <-chan *ProcessPeer {
-	ch := make(chan *ProcessPeer, len(pn.Peers))
-	for _, p := range pn.Peers {
-		go func() {
-			select {
-			case <-p.Exited():
-				ch <- p
-			case <-ctx.Done():
-			}
-		}()
-	}
-	return ch
-}
