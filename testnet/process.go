@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/cortex-peer/cortex-peer/node/apiclient"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 )
@@ -41,6 +43,39 @@ type ProcessOptions struct {
 	// key's line with its value's (for example the tasks namespace line);
 	// a key absent from the file is an error, so an edit is never lost.
 	ConfigEdits map[string]string
+	// OnExit, if set, is called once for every end of a peer process,
+	// from the goroutine that reaped it and before Exited closes. It must
+	// not block, nor wait on the peer.
+	OnExit func(PeerExit)
+	// OnRestart, if set, is called each time a peer has been started again
+	// (Restart, RestartPeer, RestartDead) and answers on its API.
+	OnRestart func(*ProcessPeer)
+}
+
+// PeerExit is how one peer process ended.
+type PeerExit struct {
+	Peer *ProcessPeer
+	Pid  int
+	// Err is nil for exit status 0, else what exec.Cmd.Wait returned.
+	Err error
+	// Requested is true when the testnet stopped the peer (Stop, or a
+	// restart of a running peer): an end that is no death.
+	Requested bool
+}
+
+// Status says how the process ended: "exit status 1", "killed by SIGKILL".
+func (e PeerExit) Status() string {
+	var ee *exec.ExitError
+	if !errors.As(e.Err, &ee) {
+		if e.Err != nil {
+			return e.Err.Error()
+		}
+		return "exit status 0"
+	}
+	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return "killed by " + unix.SignalName(ws.Signal())
+	}
+	return fmt.Sprintf("exit status %d", ee.ExitCode())
 }
 
 // TestNamespaceEdit is the ConfigEdits entry that runs a process testnet's
@@ -55,17 +90,27 @@ type ProcessPeer struct {
 	Addrs   []string
 	LogFile string
 
-	opts ProcessOptions
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
+	net *ProcessNet
+	// restarting serializes the restarts of this peer.
+	restarting sync.Mutex
+
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	done     chan struct{}
+	err      error
+	ended    bool // the current process has been reaped
+	stopping bool // the testnet asked the current process to end
 }
 
 // ProcessNet is a running process testnet.
 type ProcessNet struct {
 	Peers []*ProcessPeer
 	opts  ProcessOptions
+
+	// mu orders starts against Stop: once stopped is set no peer starts,
+	// so none outlives Stop.
+	mu      sync.Mutex
+	stopped bool
 }
 
 // StartProcesses initializes and starts N peers: the first with a new mesh
@@ -92,7 +137,7 @@ func StartProcesses(ctx context.Context, opts ProcessOptions) (_ *ProcessNet, er
 	}()
 	for i := range opts.N {
 		name := "peer" + strconv.Itoa(i+1)
-		p := &ProcessPeer{Name: name, DataDir: filepath.Join(opts.Dir, name), opts: opts}
+		p := &ProcessPeer{Name: name, DataDir: filepath.Join(opts.Dir, name), net: pn}
 		p.LogFile = filepath.Join(p.DataDir, "peer.log")
 		args := []string{"init", "--data", p.DataDir, "--listen", loopbackListen, "--no-mdns", "--heartbeat", opts.Heartbeat.String(), "--label", "testnet=" + name}
 		if i > 0 {
@@ -113,7 +158,7 @@ func StartProcesses(ctx context.Context, opts ProcessOptions) (_ *ProcessNet, er
 				if q.cmd != nil {
 					continue
 				}
-				if err := q.start(); err != nil {
+				if err := q.start(nil); err != nil {
 					return nil, err
 				}
 			}
@@ -155,31 +200,48 @@ func bootstrapArgs(addrs []string) []string {
 	return out
 }
 
-func (p *ProcessPeer) start() error {
+// start runs the peer's process, bootstrapping to addrs besides the peers
+// in its config file.
+func (p *ProcessPeer) start(addrs []string) error {
+	pn := p.net
+	pn.mu.Lock()
+	defer pn.mu.Unlock()
+	if pn.stopped {
+		return fmt.Errorf("testnet: not starting %s: the testnet is stopping: %w", p.Name, errdefs.ErrUnavailable)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	logf, err := os.OpenFile(p.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("testnet: %s log: %w", p.Name, err)
 	}
-	cmd := exec.Command(p.opts.Binary, "join", "--data", p.DataDir, "--log-level", p.opts.LogLevel)
+	args := append([]string{"join", "--data", p.DataDir, "--log-level", pn.opts.LogLevel}, bootstrapArgs(addrs)...)
+	cmd := exec.Command(pn.opts.Binary, args...)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
-	// A testnet that dies takes its peers with it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	// A testnet that dies takes its peers with it. Each peer has a process
+	// group of its own, so that signals a terminal or shell sends to the
+	// testnet's job (Ctrl-C, `kill -HUP %1`) reach the testnet alone, which
+	// decides what its peers get.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("testnet: start %s: %w", p.Name, err)
 	}
 	p.cmd = cmd
+	p.ended, p.stopping = false, false
 	done := make(chan struct{})
 	p.done = done
 	go func() {
 		err := cmd.Wait()
 		logf.Close()
 		p.mu.Lock()
-		p.err = err
+		p.err, p.ended = err, true
+		requested := p.stopping
 		p.mu.Unlock()
+		if pn.opts.OnExit != nil {
+			pn.opts.OnExit(PeerExit{Peer: p, Pid: cmd.Process.Pid, Err: err, Requested: requested})
+		}
 		close(done)
 	}()
 	return nil
@@ -195,8 +257,10 @@ func (p *ProcessPeer) waitAPI(ctx context.Context) error {
 	for {
 		id, err := c.Identity(ctx)
 		if err == nil {
+			p.mu.Lock()
 			p.ID = id.GetId()
 			p.Addrs = id.GetAddrs()
+			p.mu.Unlock()
 			return nil
 		}
 		select {
@@ -207,6 +271,12 @@ func (p *ProcessPeer) waitAPI(ctx context.Context) error {
 		case <-time.After(pollInterval):
 		}
 	}
+}
+
+func (p *ProcessPeer) id() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.ID
 }
 
 // Exited is closed when the process has ended.
@@ -243,23 +313,122 @@ func (p *ProcessPeer) Signal(sig os.Signal) error {
 	return p.cmd.Process.Signal(sig)
 }
 
-// Restart starts the peer again after it exited, with the same data dir.
+// Running reports whether the peer's process is running; it is false
+// already when OnExit is called.
+func (p *ProcessPeer) Running() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cmd != nil && !p.ended
+}
+
+// Restart starts the peer again after it exited, with the same data dir
+// and so the same identity, bootstrapped to the running peers as well as
+// to those of its config file: a peer that restarts gets a new port, so a
+// peer that bootstrapped to it would not find it again.
 func (p *ProcessPeer) Restart(ctx context.Context) error {
-	select {
-	case <-p.Exited():
-	default:
+	p.restarting.Lock()
+	defer p.restarting.Unlock()
+	return p.restartLocked(ctx)
+}
+
+func (p *ProcessPeer) restartLocked(ctx context.Context) error {
+	if p.Running() {
 		return fmt.Errorf("testnet: %s still running: %w", p.Name, errdefs.ErrAlreadyExists)
 	}
-	if err := p.start(); err != nil {
+	if err := p.start(p.net.liveAddrs(p)); err != nil {
 		return err
 	}
-	return p.waitAPI(ctx)
+	if err := p.waitAPI(ctx); err != nil {
+		return err
+	}
+	if on := p.net.opts.OnRestart; on != nil {
+		on(p)
+	}
+	return nil
+}
+
+// liveAddrs are the addresses of the running peers other than p.
+func (pn *ProcessNet) liveAddrs(p *ProcessPeer) []string {
+	var addrs []string
+	for _, q := range pn.Peers {
+		if q != p && q.Running() {
+			q.mu.Lock()
+			addrs = append(addrs, q.Addrs...)
+			q.mu.Unlock()
+		}
+	}
+	return addrs
+}
+
+// Peer returns the peer named name, or an error wrapping
+// errdefs.ErrNotFound that lists the names there are.
+func (pn *ProcessNet) Peer(name string) (*ProcessPeer, error) {
+	names := make([]string, 0, len(pn.Peers))
+	for _, p := range pn.Peers {
+		if p.Name == name {
+			return p, nil
+		}
+		names = append(names, p.Name)
+	}
+	return nil, notFoundError{fmt.Sprintf("the testnet in %s has no peer named %q (its peers: %s)", pn.opts.Dir, name, strings.Join(names, ", "))}
+}
+
+// notFoundError is an unknown name, said without a trailing kind: users
+// read it as it is.
+type notFoundError struct{ text string }
+
+func (e notFoundError) Error() string { return e.text }
+func (e notFoundError) Unwrap() error { return errdefs.ErrNotFound }
+
+// RestartPeer restarts the peer named name: if it is running it is
+// stopped first (SIGTERM, as Stop does), so that a restart always leaves a
+// fresh process, as `systemctl restart` does. It returns the peer and
+// whether it was running. Restarts of one peer happen one at a time.
+func (pn *ProcessNet) RestartPeer(ctx context.Context, name string) (_ *ProcessPeer, wasRunning bool, err error) {
+	p, err := pn.Peer(name)
+	if err != nil {
+		return nil, false, err
+	}
+	p.restarting.Lock()
+	defer p.restarting.Unlock()
+	if wasRunning = p.Running(); wasRunning {
+		// How it ended does not stop the restart: it was asked to end, and
+		// ends within stopGrace whatever it does; its log keeps the rest.
+		_ = p.stop()
+	}
+	return p, wasRunning, p.restartLocked(ctx)
+}
+
+// RestartDead restarts every peer whose process has ended, one after the
+// other, and returns those it restarted. It goes on past a failure and
+// returns every error.
+func (pn *ProcessNet) RestartDead(ctx context.Context) ([]*ProcessPeer, error) {
+	var restarted []*ProcessPeer
+	var errs []error
+	for _, p := range pn.Peers {
+		if p.Running() {
+			continue
+		}
+		p.restarting.Lock()
+		err := p.restartLocked(ctx)
+		p.restarting.Unlock()
+		switch {
+		case errors.Is(err, errdefs.ErrAlreadyExists):
+			// restarted meanwhile by someone else
+		case err != nil:
+			errs = append(errs, err)
+		default:
+			restarted = append(restarted, p)
+		}
+	}
+	return restarted, errors.Join(errs...)
 }
 
 // stop sends SIGTERM, waits up to stopGrace, then kills.
 func (p *ProcessPeer) stop() error {
 	p.mu.Lock()
 	cmd, done := p.cmd, p.done
+	p.stopping = cmd != nil
 	p.mu.Unlock()
 	if cmd == nil {
 		return nil
@@ -290,11 +459,26 @@ func (pn *ProcessNet) WaitReady(ctx context.Context) error {
 	return nil
 }
 
+// WaitRejoined waits until p and every other running peer see each other.
+func (pn *ProcessNet) WaitRejoined(ctx context.Context, p *ProcessPeer) error {
+	var live []string
+	for _, q := range pn.Peers {
+		if q == p || !q.Running() {
+			continue
+		}
+		live = append(live, q.id())
+		if err := waitSees(ctx, q, []string{p.id()}); err != nil {
+			return err
+		}
+	}
+	return waitSees(ctx, p, live)
+}
+
 func (pn *ProcessNet) others(p *ProcessPeer) []string {
 	var ids []string
 	for _, q := range pn.Peers {
 		if q != p {
-			ids = append(ids, q.ID)
+			ids = append(ids, q.id())
 		}
 	}
 	return ids
@@ -332,8 +516,11 @@ func waitSees(ctx context.Context, p *ProcessPeer, ids []string) error {
 }
 
 // Stop stops every peer (SIGTERM, then SIGKILL after a grace period) and
-// waits for them. Safe to call more than once.
+// waits for them; no peer starts afterwards. Safe to call more than once.
 func (pn *ProcessNet) Stop() error {
+	pn.mu.Lock()
+	pn.stopped = true
+	pn.mu.Unlock()
 	var wg sync.WaitGroup
 	errs := make([]error, len(pn.Peers))
 	for i, p := range pn.Peers {
@@ -341,19 +528,4 @@ func (pn *ProcessNet) Stop() error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
-}
-
-// FirstExit returns a channel that receives the first peer that exits.
-func (pn *ProcessNet) FirstExit(ctx context.Context) <-chan *ProcessPeer {
-	ch := make(chan *ProcessPeer, len(pn.Peers))
-	for _, p := range pn.Peers {
-		go func() {
-			select {
-			case <-p.Exited():
-				ch <- p
-			case <-ctx.Done():
-			}
-		}()
-	}
-	return ch
 }

@@ -2,6 +2,7 @@ package testnet
 
 import (
 	"context"
+	"errors"
 	"os"
 	"strconv"
 	"strings"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/cortex-peer/cortex-peer/node/apiclient"
 	"github.com/cortex-peer/cortex-peer/p2p"
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 )
 
 func TestMain(m *testing.M) {
@@ -104,6 +106,111 @@ func TestProcessNetKillAndRestart(t *testing.T) {
 		if err := p.ExitErr(); err != nil {
 			t.Errorf("%s exited with %v on SIGTERM", p.Name, err)
 		}
+	}
+}
+
+// A process testnet reports every end of a peer, says which it asked for,
+// and restarts peers on request through its control socket (issue 15 item
+// 8: a dead peer used to end the whole testnet).
+func TestProcessNetReportsExitsAndRestartsOnRequest(t *testing.T) {
+	bin := BuildBinary(t)
+	ctx := Context(t, 3*time.Minute)
+	dir := t.TempDir()
+	exits := make(chan PeerExit, 16)
+	restarts := make(chan string, 16)
+	pn, err := StartProcesses(ctx, ProcessOptions{
+		Binary: bin, N: 2, Dir: dir, Heartbeat: 300 * time.Millisecond,
+		OnExit:    func(e PeerExit) { exits <- e },
+		OnRestart: func(p *ProcessPeer) { restarts <- p.Name },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pn.Stop() })
+	if err := pn.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := pn.ListenControl()
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveCtx, stopServing := context.WithCancel(ctx)
+	var serveErr error
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		serveErr = pn.ServeControl(serveCtx, ln)
+	}()
+	t.Cleanup(func() {
+		stopServing()
+		<-served
+	})
+	nextExit := func() PeerExit {
+		t.Helper()
+		select {
+		case e := <-exits:
+			return e
+		case <-ctx.Done():
+			t.Fatal("no exit reported")
+			return PeerExit{}
+		}
+	}
+
+	victim := pn.Peers[1]
+	id, pid := victim.ID, victim.Pid()
+	if err := victim.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if e := nextExit(); e.Peer != victim || e.Pid != pid || e.Requested || e.Status() != "killed by SIGKILL" {
+		t.Fatalf("exit of the killed peer: %s pid %d requested %v %q; want %s pid %d, not requested, killed by SIGKILL", e.Peer.Name, e.Pid, e.Requested, e.Status(), victim.Name, pid)
+	}
+	if !pn.Peers[0].Running() || victim.Running() {
+		t.Fatalf("running: peer1 %v, peer2 %v; want true, false", pn.Peers[0].Running(), victim.Running())
+	}
+
+	if _, err := RequestRestart(ctx, dir, "peer9"); !errors.Is(err, errdefs.ErrNotFound) || !strings.Contains(err.Error(), "peer1, peer2") {
+		t.Fatalf("restart of an unknown peer: %v; want not found, listing the peers", err)
+	}
+	reply, err := RequestRestart(ctx, dir, victim.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reply.ID != id || reply.WasRunning || reply.Pid == pid || reply.Pid != victim.Pid() {
+		t.Fatalf("restart reply %+v; want id %s, not running before, a new pid", reply, id)
+	}
+	if name := <-restarts; name != victim.Name {
+		t.Fatalf("restart reported for %s", name)
+	}
+	// Restarting a running peer stops it first: an end that is asked for.
+	if reply, err = RequestRestart(ctx, dir, victim.Name); err != nil || !reply.WasRunning {
+		t.Fatalf("restart of a running peer: %+v, %v", reply, err)
+	}
+	if e := nextExit(); e.Peer != victim || !e.Requested {
+		t.Fatalf("exit on restart: %s requested %v; want %s, requested", e.Peer.Name, e.Requested, victim.Name)
+	}
+	if err := pn.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := pn.Stop(); err != nil {
+		t.Fatalf("clean stop: %v", err)
+	}
+	for range pn.Peers {
+		if e := nextExit(); !e.Requested || e.Err != nil {
+			t.Fatalf("exit on Stop: %s requested %v, %v; want requested, status 0", e.Peer.Name, e.Requested, e.Err)
+		}
+	}
+	// Once stopped, nothing starts again.
+	if _, err := pn.RestartDead(ctx); !errors.Is(err, errdefs.ErrUnavailable) {
+		t.Fatalf("restart after Stop: %v; want unavailable", err)
+	}
+	stopServing()
+	<-served
+	if serveErr != nil {
+		t.Fatalf("control socket: %v", serveErr)
+	}
+	if _, err := RequestRestart(ctx, dir, victim.Name); !errors.Is(err, errdefs.ErrUnavailable) {
+		t.Fatalf("restart with no testnet: %v; want unavailable", err)
 	}
 }
 

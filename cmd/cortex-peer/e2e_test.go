@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -49,30 +50,78 @@ func run(t testing.TB, bin string, args ...string) result {
 }
 
 // startTestnet runs `cortex-peer testnet -n N --dir DIR` and waits for its
-// "ready" line; it returns the process and the peer lines.
-func startTestnet(t *testing.T, bin, dir string, n string) (*exec.Cmd, []string) {
+// "ready" line; it returns the process, to signal, and the peer lines.
+func startTestnet(t *testing.T, bin, dir string, n string) (runningTestnet, []string) {
+	t.Helper()
+	tn := startTestnetLines(t, bin, dir, n)
+	go func() {
+		for range tn.lines {
+		}
+	}()
+	return tn, tn.peers
+}
+
+// runningTestnet is a `cortex-peer testnet` process past its "ready" line.
+type runningTestnet struct {
+	cmd    *exec.Cmd
+	peers  []string      // the peer lines, before "ready"
+	lines  chan string   // the stdout lines after "ready"; closed at its end
+	exited chan struct{} // closed once it has ended and been waited for
+	stderr *lockedBuffer // what it wrote to stderr
+}
+
+// lockedBuffer is a bytes.Buffer a process writes while a test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startTestnetLines is startTestnet keeping the lines printed after
+// "ready"; the caller must read them until the channel closes or the test
+// ends.
+func startTestnetLines(t *testing.T, bin, dir string, n string) runningTestnet {
 	t.Helper()
 	cmd := exec.Command(bin, "testnet", "-n", n, "--dir", dir, "--heartbeat", "500ms")
+	// Its own process group, as a shell gives a job: a signal to the group
+	// then reaches what it would in a terminal, and never this test.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	lines := make(chan string, 100)
+	exited := make(chan struct{})
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
+		for range lines {
+		}
+		<-exited
 	})
-	lines := make(chan string)
 	go func() {
-		defer close(lines)
+		defer close(exited)
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
 			lines <- sc.Text()
 		}
+		close(lines)
+		_ = cmd.Wait() // after the last read, as exec asks
 	}()
 	var peers []string
 	timeout := time.After(2 * time.Minute)
@@ -83,11 +132,7 @@ func startTestnet(t *testing.T, bin, dir string, n string) (*exec.Cmd, []string)
 				t.Fatalf("testnet ended before ready; stderr:\n%s", stderr.String())
 			}
 			if l == "ready" {
-				go func() {
-					for range lines {
-					}
-				}()
-				return cmd, peers
+				return runningTestnet{cmd: cmd, peers: peers, lines: lines, exited: exited, stderr: stderr}
 			}
 			peers = append(peers, l)
 		case <-timeout:
@@ -175,15 +220,13 @@ func TestCLIEndToEnd(t *testing.T) {
 	}
 
 	// SIGINT stops the testnet and all its peers cleanly.
-	if err := tn.Process.Signal(os.Interrupt); err != nil {
+	if err := tn.cmd.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- tn.Wait() }()
 	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("testnet exit on SIGINT: %v", err)
+	case <-tn.exited:
+		if code := tn.cmd.ProcessState.ExitCode(); code != 0 {
+			t.Fatalf("testnet exit %d on SIGINT; stderr:\n%s", code, tn.stderr.String())
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("testnet did not stop within 30 s of SIGINT")
@@ -202,6 +245,9 @@ func TestCLIUsageAndHelp(t *testing.T) {
 		if r.code != 0 || !strings.Contains(r.stdout, "Usage:") {
 			t.Errorf("%s --help: exit %d\n%s", verb, r.code, r.stdout)
 		}
+	}
+	if r := run(t, bin, "testnet", "restart", "--help"); r.code != 0 || !strings.Contains(r.stdout, "restart NAME --dir DIR") || !strings.Contains(r.stdout, "SIGHUP") {
+		t.Errorf("testnet restart --help: exit %d\n%s", r.code, r.stdout)
 	}
 	// Help for a peer verb comes from cortex-peerd, flags and all.
 	if r := run(t, bin, "help", "join"); r.code != 0 || !strings.Contains(r.stdout, "--mcp-listen") {
