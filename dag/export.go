@@ -106,7 +106,10 @@ func (s *Store) Export(ctx context.Context, root cid.Cid, dest string, opts Expo
 		if err := os.Mkdir(tmp, dirMode(fsn)); err != nil {
 			return fail(err)
 		}
-		if mode := dirMode(fsn); ex.umasked(mode) {
+		// A root that records no mode (an import never records the
+		// root's) is made with the umask, as any new directory of the
+		// user's: with a umask of 077 the copy stays theirs alone.
+		if mode := dirMode(fsn); fsn.Mode().Perm() != 0 && ex.umasked(mode) {
 			if err := os.Chmod(tmp, mode); err != nil {
 				return fail(err)
 			}
@@ -298,7 +301,9 @@ func (ex *exporter) dirIn(ctx context.Context, here *os.Root, rel string, nd ipl
 				return err
 			}
 			if !ex.opts.AllowEscapingLinks && linkEscapes(child, target) {
+				ex.mu.Lock()
 				ex.res.SkippedLinks = append(ex.res.SkippedLinks, SkippedLink{Path: child, Target: target})
+				ex.mu.Unlock()
 				continue
 			}
 			ex.symlink = append(ex.symlink, pendingLink{rel: child, target: target})
