@@ -78,11 +78,13 @@ func TestModesRoundTrip(t *testing.T) {
 		"readonly.txt":   "r",
 		"plain.txt":      "p",
 		"empty-secret":   "",
+		"empty-exec":     "",
 		"open/":          "",
 	})
 	modes := map[string]os.FileMode{
 		"secret.env": 0o600, "private": 0o700, "private/key": 0o600, "bin/run.sh": 0o755,
 		"shared.txt": 0o664, "readonly.txt": 0o444, "empty-secret": 0o600, "open": 0o775,
+		"empty-exec": 0o755, // an empty file with a mode used to panic the import
 	}
 	chmodAll(t, src, modes)
 	res, err := s.Import(ctx, src, ImportOptions{})
