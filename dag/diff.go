@@ -20,7 +20,7 @@ const (
 	Added       ChangeKind = "added"
 	Removed     ChangeKind = "removed"
 	Modified    ChangeKind = "modified"
-	ModeChanged ChangeKind = "mode-changed" // same content, other permissions
+	ModeChanged ChangeKind = "mode-changed" // same content, other permissions (for a directory: its own)
 )
 
 // Change is one path that differs. Before/After are undefined for added
@@ -76,6 +76,9 @@ func (s *Store) diff(ctx context.Context, rel string, a, b cid.Cid, depth int, o
 		}
 		*out = append(*out, Change{Path: rel, Kind: kind, Before: a, After: b})
 		return nil
+	}
+	if rel != "" && af.Mode().Perm() != bf.Mode().Perm() {
+		*out = append(*out, Change{Path: rel, Kind: ModeChanged, IsDir: true, Before: a, After: b})
 	}
 	ae, err := s.readDir(ctx, an, af)
 	if err != nil {

@@ -11,6 +11,8 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 
 	ft "github.com/ipfs/boxo/ipld/unixfs"
@@ -24,6 +26,16 @@ import (
 type ExportResult struct {
 	Files, Dirs, Symlinks int
 	Bytes                 int64
+	// SkippedLinks are the symlinks that point out of the tree (absolute,
+	// or climbing above its root) and were not created; see
+	// ExportOptions.AllowEscapingLinks.
+	SkippedLinks []SkippedLink
+}
+
+// SkippedLink is a symlink an export did not create.
+type SkippedLink struct {
+	Path   string `json:"path"`
+	Target string `json:"target"`
 }
 
 // ExportOptions tune an export.
@@ -36,6 +48,13 @@ type ExportOptions struct {
 	// export); it returns nil when c should be looked for again and an
 	// error when c will not come.
 	Await func(ctx context.Context, c cid.Cid, arrived <-chan struct{}) error
+	// AllowEscapingLinks creates symlinks that point out of the tree
+	// (a virtualenv's bin/python -> /usr/bin/python3) as they are. Without
+	// it they are not created but listed in ExportResult.SkippedLinks: a
+	// tree from another peer must not plant a link to /etc or ~/.ssh that
+	// a later write, by the user or a tool, would go through. The export
+	// itself never follows a link either way.
+	AllowEscapingLinks bool
 }
 
 // Export materializes the tree at root into dest, which must not exist. The
@@ -43,8 +62,11 @@ type ExportOptions struct {
 // renamed into place at the end, so a failed export leaves nothing at dest.
 // Regular files and directories are written first and symlinks last, so
 // nothing is ever written through a link; symlinks that are absolute or
-// point outside dest are refused. Every block must be in the local store
-// (see Fetch), unless opts.Await waits for those still arriving.
+// point outside dest are skipped and reported unless
+// opts.AllowEscapingLinks. Files and directories get the permission bits
+// their nodes record, exactly (whatever the umask), masked by fileMode and
+// dirMode. Every block must be in the local store (see Fetch), unless
+// opts.Await waits for those still arriving.
 func (s *Store) Export(ctx context.Context, root cid.Cid, dest string, opts ExportOptions) (ExportResult, error) {
 	if opts.Await != nil {
 		var release func()
@@ -63,7 +85,7 @@ func (s *Store) Export(ctx context.Context, root cid.Cid, dest string, opts Expo
 	}
 	parent := filepath.Dir(dest)
 	tmp := filepath.Join(parent, "."+filepath.Base(dest)+".cortex-export-"+randomSuffix())
-	ex := &exporter{s: s, opts: opts}
+	ex := newExporter(s, opts)
 	fail := func(err error) (ExportResult, error) {
 		os.RemoveAll(tmp)
 		return ExportResult{}, fmt.Errorf("export %s to %s: %w", root, dest, err)
@@ -71,6 +93,9 @@ func (s *Store) Export(ctx context.Context, root cid.Cid, dest string, opts Expo
 	switch kind {
 	case nodeFile:
 		f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, fileMode(fsn))
+		if err == nil {
+			err = ex.exactMode(f, fileMode(fsn))
+		}
 		if err != nil {
 			return fail(err)
 		}
@@ -78,8 +103,16 @@ func (s *Store) Export(ctx context.Context, root cid.Cid, dest string, opts Expo
 			return fail(err)
 		}
 	case nodeDir:
-		if err := os.Mkdir(tmp, 0o755); err != nil {
+		if err := os.Mkdir(tmp, dirMode(fsn)); err != nil {
 			return fail(err)
+		}
+		// A root that records no mode (an import never records the
+		// root's) is made with the umask, as any new directory of the
+		// user's: with a umask of 077 the copy stays theirs alone.
+		if mode := dirMode(fsn); fsn.Mode().Perm() != 0 && ex.umasked(mode) {
+			if err := os.Chmod(tmp, mode); err != nil {
+				return fail(err)
+			}
 		}
 		r, err := os.OpenRoot(tmp)
 		if err != nil {
@@ -120,9 +153,49 @@ type exporter struct {
 	s       *Store
 	opts    ExportOptions
 	symlink []pendingLink
+	umask   os.FileMode // the process's, which file and directory creation applies
 
 	mu  sync.Mutex
 	res ExportResult
+}
+
+func newExporter(s *Store, opts ExportOptions) *exporter {
+	return &exporter{s: s, opts: opts, umask: processUmask()}
+}
+
+// processUmask reads the umask without setting it (umask(2) can only swap
+// it, racing with every goroutine creating a file); unknown, it is taken
+// as 0777, so that every mode is set explicitly.
+func processUmask() os.FileMode {
+	b, err := os.ReadFile("/proc/self/status")
+	if err == nil {
+		for line := range strings.Lines(string(b)) {
+			if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+				if m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32); err == nil {
+					return os.FileMode(m) & 0o777
+				}
+			}
+		}
+	}
+	return 0o777
+}
+
+// umasked reports whether creating with mode leaves bits out that a chmod
+// must put back.
+func (ex *exporter) umasked(mode os.FileMode) bool { return mode&ex.umask != 0 }
+
+// exactMode gives f, just created with mode, that mode whatever the umask
+// took away. The export makes a copy of a tree, modes included; the tree's
+// own modes, not the peer's umask, say who may read it.
+func (ex *exporter) exactMode(f *os.File, mode os.FileMode) error {
+	if !ex.umasked(mode) {
+		return nil
+	}
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	return nil
 }
 
 type fileJob struct {
@@ -191,7 +264,7 @@ func (ex *exporter) dirIn(ctx context.Context, here *os.Root, rel string, nd ipl
 		if e.Cid.Prefix().Codec == cid.Raw { // a file of one block: no need to read it here
 			pending.Add(1)
 			select {
-			case jobs <- fileJob{dir: here, name: e.Name, rel: child, node: loadedNode{c: e.Cid}, mode: 0o644, done: &pending}:
+			case jobs <- fileJob{dir: here, name: e.Name, rel: child, node: loadedNode{c: e.Cid}, mode: fileMode(nil), done: &pending}:
 			case <-ctx.Done():
 				pending.Done()
 				return context.Cause(ctx)
@@ -204,8 +277,16 @@ func (ex *exporter) dirIn(ctx context.Context, here *os.Root, rel string, nd ipl
 		}
 		switch kind {
 		case nodeDir:
-			if err := here.Mkdir(e.Name, 0o755); err != nil {
+			// Every mode dirMode gives has rwx for the owner: the
+			// directory can take its entries after its chmod.
+			mode := dirMode(cf)
+			if err := here.Mkdir(e.Name, mode); err != nil {
 				return err
+			}
+			if ex.umasked(mode) {
+				if err := here.Chmod(e.Name, mode); err != nil {
+					return err
+				}
 			}
 			sub, err := here.OpenRoot(e.Name)
 			if err != nil {
@@ -218,6 +299,12 @@ func (ex *exporter) dirIn(ctx context.Context, here *os.Root, rel string, nd ipl
 			target := string(cf.Data())
 			if err := checkSymlink(child, target); err != nil {
 				return err
+			}
+			if !ex.opts.AllowEscapingLinks && linkEscapes(child, target) {
+				ex.mu.Lock()
+				ex.res.SkippedLinks = append(ex.res.SkippedLinks, SkippedLink{Path: child, Target: target})
+				ex.mu.Unlock()
+				continue
 			}
 			ex.symlink = append(ex.symlink, pendingLink{rel: child, target: target})
 		case nodeFile:
@@ -236,6 +323,9 @@ func (ex *exporter) dirIn(ctx context.Context, here *os.Root, rel string, nd ipl
 func (ex *exporter) writeJob(ctx context.Context, j fileJob) error {
 	f, err := j.dir.OpenFile(j.name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, j.mode)
 	if err != nil {
+		return err
+	}
+	if err := ex.exactMode(f, j.mode); err != nil {
 		return err
 	}
 	return ex.writeFileTo(ctx, j.node, f)
@@ -277,15 +367,26 @@ func (ex *exporter) links(r *os.Root) error {
 	return nil
 }
 
-// checkSymlink refuses a link at rel whose target is absolute or leaves the
-// tree (resolved lexically from the link's directory).
+// maxLinkTarget bounds a symlink's target (PATH_MAX).
+const maxLinkTarget = 4096
+
+// checkSymlink refuses a link at rel whose target no file system could
+// hold: empty, with a NUL, or longer than PATH_MAX.
 func checkSymlink(rel, target string) error {
-	if target == "" || path.IsAbs(target) || len(target) > 4096 {
+	if target == "" || len(target) > maxLinkTarget || strings.IndexByte(target, 0) >= 0 {
 		return fmt.Errorf("%s: symlink to %q: %w", rel, target, ErrHostile)
 	}
-	resolved := path.Join(path.Dir(rel), target)
-	if resolved == ".." || len(resolved) >= 3 && resolved[:3] == "../" {
-		return fmt.Errorf("%s: symlink to %q points outside the tree: %w", rel, target, ErrHostile)
-	}
 	return nil
+}
+
+// linkEscapes reports whether a link at rel (slash-separated, from the
+// tree's root) to target points out of the tree: absolute, or climbing
+// above the root, resolved lexically from the link's directory. (A link to
+// another link that escapes is caught at that one.)
+func linkEscapes(rel, target string) bool {
+	if path.IsAbs(target) {
+		return true
+	}
+	resolved := path.Join(path.Dir(rel), target)
+	return resolved == ".." || strings.HasPrefix(resolved, "../")
 }

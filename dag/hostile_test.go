@@ -85,8 +85,7 @@ func TestExportRefusesHostileDAGs(t *testing.T) {
 		{"empty name", dirOf(t, s, map[string]cid.Cid{"": f})},
 		{"dot", dirOf(t, s, map[string]cid.Cid{".": f})},
 		{"duplicate names", dupDir()},
-		{"symlink to /etc/passwd", dirOf(t, s, map[string]cid.Cid{"pw": linkOf(t, s, "/etc/passwd")})},
-		{"symlink out of tree", dirOf(t, s, map[string]cid.Cid{"sub": dirOf(t, s, map[string]cid.Cid{"x": linkOf(t, s, "../../x")})})},
+		{"symlink with a NUL", dirOf(t, s, map[string]cid.Cid{"nul": linkOf(t, s, "a\x00b")})},
 		{"nested 10000 deep", deep(10000)},
 		{"root is a symlink", linkOf(t, s, "anywhere")},
 	}

@@ -76,6 +76,12 @@ type ImportOptions struct {
 	// identity, a mesh key and a token must never travel in a workspace.)
 	// A directory .cortexignore leaves out is never listed nor asked about.
 	Refuse func(has func(name string) bool) string
+
+	// topMode records the mode of the directory imported, as of any
+	// other: for a merge, which compares a subdirectory with its node. An
+	// Import leaves the root's mode out: the root is the directory the
+	// user names (a task's is a mount point), and its mode is theirs.
+	topMode bool
 }
 
 // ErrRefused classifies an import that met a directory ImportOptions.Refuse
@@ -136,9 +142,10 @@ type treeDir struct {
 	files, symlinks, ignored, skipped int
 	bytes                             int64
 
-	ino  uint64 // its inode, as its parent's listing said
-	kept bool   // a watched directory nothing changed under: not listed, its record stands
-	tot  totals // of the whole subtree, once built
+	ino  uint64      // its inode, as its parent's listing said
+	mode os.FileMode // the mode its node records (recordedDirMode), once listed
+	kept bool        // a watched directory nothing changed under: not listed, its record stands
+	tot  totals      // of the whole subtree, once built
 }
 
 // subdirEntry is the entry of d for its subdirectory name (inode ino),
@@ -452,6 +459,14 @@ func (im *importer) scanTree(ctx context.Context, top *treeDir, fd int) error {
 			im.scan.Add(fd, d.rel, d.ino) // before the listing: no change after it is missed
 		}
 		im.listed.Add(1)
+		if d.rel != "" || im.opts.topMode {
+			var st unix.Stat_t
+			if err := unix.Fstat(fd, &st); err != nil {
+				cancel(fmt.Errorf("%s: %w", path.Join(".", d.rel), err))
+				return
+			}
+			d.mode = recordedDirMode(os.FileMode(st.Mode))
+		}
 		if err := im.scanDir(d, fd, buf); err != nil {
 			cancel(fmt.Errorf("%s: %w", path.Join(".", d.rel), err))
 			return
@@ -787,12 +802,8 @@ func (s *Store) fileCID(ctx context.Context, f *os.File) (cid.Cid, error) {
 	if err != nil {
 		return cid.Undef, err
 	}
-	var mode os.FileMode
-	if info.Mode()&0o111 != 0 {
-		mode = info.Mode().Perm()
-	}
 	im := &importer{s: s, batch: &blockBatch{s: s, dryRun: true}}
-	c, _, err := im.hashReader(ctx, mode, info.Size(), f)
+	c, _, err := im.hashReader(ctx, recordedFileMode(info.Mode()), info.Size(), f)
 	return c, err
 }
 
@@ -856,12 +867,13 @@ func (im *importer) hashReader(ctx context.Context, mode os.FileMode, size int64
 	case len(leaves) == 1 && mode == 0:
 		return leaves[0].cid, leaves[0].tsize, nil
 	}
-	// Build the tree bottom-up: groups of linksPerNode until one node is left.
+	// Build the tree bottom-up: groups of linksPerNode until one node is
+	// left (an empty file with a mode is one node of no links).
 	level := leaves
 	for {
 		last := len(level) <= linksPerNode
 		var next []leaf
-		for i := 0; i < len(level); i += linksPerNode {
+		for i := 0; i == 0 || i < len(level); i += linksPerNode {
 			group := level[i:min(i+linksPerNode, len(level))]
 			m := os.FileMode(0)
 			if last {
@@ -1053,7 +1065,7 @@ func (im *importer) buildDir(ctx context.Context, d *treeDir) error {
 	d.ents = d.ents[:n]
 	// A record written before records kept their subtree's totals is
 	// written again, so that the directory can be kept unlisted next time.
-	same = same && d.rec.hasTot && d.rec.tot == d.tot
+	same = same && d.rec.hasTot && d.rec.tot == d.tot && d.rec.mode == d.mode
 	if same {
 		if c, err := cid.Cast(d.rec.cid); err == nil {
 			d.cid, d.tsize, d.ents = c, d.rec.tsize, nil
@@ -1081,6 +1093,9 @@ func (im *importer) buildDir(ctx context.Context, d *treeDir) error {
 		}
 	} else {
 		nd := ft.EmptyDirNode()
+		if d.mode != 0 {
+			nd = ft.EmptyDirNodeWithStat(d.mode, time.Time{})
+		}
 		if err := nd.SetCidBuilder(cidBuilder); err != nil {
 			return err
 		}
@@ -1117,6 +1132,7 @@ func (im *importer) buildShard(ctx context.Context, d *treeDir) error {
 		return err
 	}
 	sh.SetCidBuilder(cidBuilder)
+	sh.SetStat(d.mode, time.Time{})
 	var tsize uint64
 	for _, e := range d.ents {
 		if err := sh.SetLink(ctx, e.name, &ipld.Link{Name: e.name, Cid: e.cid, Size: e.tsize}); err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/ipfs/go-cid"
@@ -42,9 +43,10 @@ func wsGenKey(workspace string) []byte {
 
 // A dirRecord is encoded as
 //
-//	version byte (1)
+//	version byte (2)
 //	uvarint len, cid bytes    the directory's CID
 //	uvarint                   its Tsize
+//	uvarint                   the mode its node records (0: none)
 //	uvarint                   number of entries, then for each, by name:
 //	  uvarint len, name
 //	  flags byte              entryKind | recVouched
@@ -56,9 +58,10 @@ func wsGenKey(workspace string) []byte {
 //
 // recVersion must change whenever the DAG an import makes of the same tree
 // would change (chunker, leaves, directory layout), so that records of the
-// old layout are not reused.
+// old layout are not reused. (2: files and directories record their modes
+// when not 0644 and 0755.)
 const (
-	recVersion = 1
+	recVersion = 2
 	recVouched = 1 << 4 // the entry's stat vouches for its CID (see racy)
 	recKind    = 0x0f
 )
@@ -66,6 +69,7 @@ const (
 type dirRecord struct {
 	cid    []byte
 	tsize  uint64
+	mode   os.FileMode // recorded by its node (see recordedDirMode)
 	ents   []recEntry
 	tot    totals // of the subtree, if hasTot
 	hasTot bool
@@ -91,6 +95,7 @@ func encodeRecord(d *treeDir) []byte {
 	b = append(b, recVersion)
 	b = appendBytes(b, d.cid.Bytes())
 	b = binary.AppendUvarint(b, d.tsize)
+	b = binary.AppendUvarint(b, uint64(d.mode))
 	b = binary.AppendUvarint(b, uint64(len(d.ents)))
 	for i := range d.ents {
 		e := &d.ents[i]
@@ -161,10 +166,12 @@ func decodeRecord(b []byte) (dirRecord, error) {
 	}
 	r.cid = bs()
 	r.tsize = uv()
+	mode := uv()
 	n := uv()
-	if bad || !validCid(r.cid) || n > uint64(len(b)) {
+	if bad || !validCid(r.cid) || n > uint64(len(b)) || mode > 0o777 {
 		return r, errBadRecord
 	}
+	r.mode = os.FileMode(mode)
 	r.ents = make([]recEntry, 0, n)
 	for range n {
 		var e recEntry

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/ipfs/go-cid"
@@ -27,6 +28,13 @@ const (
 	EditVsDelete = "edit-vs-delete" // THEIRS edited what was deleted locally
 	AddedBoth    = "added-both"     // both sides added different things at one path
 	TypeChanged  = "type-changed"   // file, directory or symlink on one side, another kind on the other
+	// EscapingLink: THEIRS adds or changes a symlink that points out of
+	// the directory (absolute, or above its root); it is not created.
+	// Links the directory had at BASE and THEIRS kept are not changes.
+	EscapingLink = "escaping-link"
+	// ThroughLink: the path's parent is a symlink in the directory now;
+	// nothing is written, removed or read through it.
+	ThroughLink = "through-link"
 )
 
 // Conflict is a path left untouched because both sides changed it.
@@ -36,6 +44,9 @@ type Conflict struct {
 	// TheirsPath is where THEIRS was written beside the local file, "" if
 	// nothing was written (a deletion, a directory).
 	TheirsPath string `json:"theirs_path,omitempty"`
+	// LinkTarget is the target of THEIRS's symlink when it was not
+	// created (EscapingLink).
+	LinkTarget string `json:"link_target,omitempty"`
 }
 
 // MergeReport says what a merge did.
@@ -52,7 +63,11 @@ type MergeReport struct {
 // line-wise when the edits do not overlap; anything else is a conflict: the
 // local path is left as it is and THEIRS's file is written beside it with
 // TheirsSuffix. Nothing local is ever silently overwritten. Every write goes
-// through os.Root, atomically (a temporary file renamed into place).
+// through os.Root, atomically (a temporary file renamed into place), and
+// never through a symlink: a path whose parent is a link in dir is a
+// ThroughLink conflict. A new or changed symlink of THEIRS that points out
+// of dir is not created but reported (EscapingLink). Files and directories
+// take THEIRS's modes as Export gives them.
 func (s *Store) Merge(ctx context.Context, base, theirs cid.Cid, dir string) (MergeReport, error) {
 	rep := MergeReport{Applied: []string{}, Merged: []string{}, Conflicts: []Conflict{}}
 	changes, err := s.Diff(ctx, base, theirs)
@@ -64,7 +79,7 @@ func (s *Store) Merge(ctx context.Context, base, theirs cid.Cid, dir string) (Me
 		return rep, fmt.Errorf("merge into %s: %w", dir, err)
 	}
 	defer r.Close()
-	m := &merger{s: s, r: r, rep: &rep}
+	m := &merger{s: s, r: r, rep: &rep, umask: processUmask()}
 	// Diff reports a replaced path as removed then added; pair them up.
 	for i := 0; i < len(changes); i++ {
 		c := changes[i]
@@ -83,9 +98,14 @@ func (s *Store) Merge(ctx context.Context, base, theirs cid.Cid, dir string) (Me
 }
 
 type merger struct {
-	s   *Store
-	r   *os.Root
-	rep *MergeReport
+	s     *Store
+	r     *os.Root
+	rep   *MergeReport
+	umask os.FileMode
+}
+
+func (m *merger) exporter() *exporter {
+	return &exporter{s: m.s, umask: m.umask}
 }
 
 // localState is what the directory holds at a path now, as a CID computed
@@ -125,7 +145,7 @@ func (m *merger) localState(ctx context.Context, rel string) (cid.Cid, nodeKind,
 		}
 		name := sub.Name()
 		sub.Close()
-		res, err := m.s.importDir(ctx, name, ImportOptions{NoIndex: true}, true)
+		res, err := m.s.importDir(ctx, name, ImportOptions{NoIndex: true, topMode: true}, true)
 		if err != nil {
 			return cid.Undef, 0, err
 		}
@@ -135,6 +155,15 @@ func (m *merger) localState(ctx context.Context, rel string) (cid.Cid, nodeKind,
 }
 
 func (m *merger) apply(ctx context.Context, c Change) error {
+	if link, err := m.linkAbove(c.Path); err != nil {
+		return err
+	} else if link != "" {
+		m.conflict(c.Path, ThroughLink, "")
+		return nil
+	}
+	if c.Kind == ModeChanged && c.IsDir {
+		return m.applyDirMode(ctx, c)
+	}
 	local, localKind, err := m.localState(ctx, c.Path)
 	if err != nil {
 		return err
@@ -149,6 +178,12 @@ func (m *merger) apply(ctx context.Context, c Change) error {
 		return nil
 	case sameCID(local, before):
 		// Untouched locally since BASE: take THEIRS.
+		if target, escapes, err := m.escapingLink(ctx, c.Path, after); err != nil {
+			return err
+		} else if escapes {
+			m.rep.Conflicts = append(m.rep.Conflicts, Conflict{Path: c.Path, Reason: EscapingLink, LinkTarget: target})
+			return nil
+		}
 		if !after.Defined() {
 			if err := m.r.RemoveAll(c.Path); err != nil {
 				return err
@@ -186,6 +221,83 @@ func (m *merger) apply(ctx context.Context, c Change) error {
 		return m.conflictWithTheirs(ctx, c.Path, BothModified, after)
 	}
 	return m.mergeText(ctx, c.Path, before, after)
+}
+
+// linkAbove returns the first parent of rel that is a symlink in the
+// directory now ("" if none). os.Root would follow a link that stays inside
+// it; a merge follows none. (A link swapped in after this check by the
+// local user can still be followed within the directory, never out of it.)
+func (m *merger) linkAbove(rel string) (string, error) {
+	dir := path.Dir(rel)
+	if dir == "." || dir == "/" {
+		return "", nil
+	}
+	p := ""
+	for _, part := range strings.Split(dir, "/") {
+		p = path.Join(p, part)
+		info, err := m.r.Lstat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return "", nil // made as directories by the write
+		}
+		if err != nil {
+			return "", err
+		}
+		if info.Mode()&fs.ModeSymlink != 0 {
+			return p, nil
+		}
+	}
+	return "", nil
+}
+
+// escapingLink reports whether the node at c is a symlink that, at rel,
+// would point out of the directory, and its target.
+func (m *merger) escapingLink(ctx context.Context, rel string, c cid.Cid) (string, bool, error) {
+	if !c.Defined() {
+		return "", false, nil
+	}
+	_, kind, fsn, err := m.s.loadMaybeInline(ctx, c)
+	if err != nil || kind != nodeSymlink {
+		return "", false, err
+	}
+	target := string(fsn.Data())
+	return target, linkEscapes(rel, target), nil
+}
+
+// applyDirMode applies a directory's change of mode: taken when the local
+// directory still has BASE's mode, a conflict when it has another.
+func (m *merger) applyDirMode(ctx context.Context, c Change) error {
+	_, _, bf, err := m.s.loadMaybeInline(ctx, c.Before)
+	if err != nil {
+		return err
+	}
+	_, _, af, err := m.s.loadMaybeInline(ctx, c.After)
+	if err != nil {
+		return err
+	}
+	info, err := m.r.Lstat(c.Path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		m.conflict(c.Path, EditVsDelete, "")
+		return nil
+	case err != nil:
+		return err
+	case !info.IsDir():
+		m.conflict(c.Path, TypeChanged, "")
+		return nil
+	}
+	want := dirMode(af)
+	switch info.Mode().Perm() {
+	case want:
+		m.rep.Unchanged++
+	case dirMode(bf):
+		if err := m.r.Chmod(c.Path, want); err != nil {
+			return err
+		}
+		m.rep.Applied = append(m.rep.Applied, c.Path)
+	default:
+		m.conflict(c.Path, BothModified, "")
+	}
+	return nil
 }
 
 func sameCID(a, b cid.Cid) bool {
@@ -271,6 +383,12 @@ func (m *merger) conflictWithTheirs(ctx context.Context, rel, reason string, aft
 		m.conflict(rel, reason, "")
 		return nil
 	}
+	if target, escapes, err := m.escapingLink(ctx, rel, after); err != nil {
+		return err
+	} else if escapes {
+		m.rep.Conflicts = append(m.rep.Conflicts, Conflict{Path: rel, Reason: EscapingLink, LinkTarget: target})
+		return nil
+	}
 	beside := rel + TheirsSuffix
 	for i := 1; ; i++ {
 		if _, err := m.r.Lstat(beside); errors.Is(err, fs.ErrNotExist) {
@@ -286,17 +404,18 @@ func (m *merger) conflictWithTheirs(ctx context.Context, rel, reason string, aft
 }
 
 // write materializes the node at c at rel, replacing what is there when
-// replace is set; through a temporary path and a rename.
+// replace is set; through a temporary path and a rename. Symlinks in a new
+// directory that point out of the tree are not created but reported.
 func (m *merger) write(ctx context.Context, rel string, c cid.Cid, replace bool) error {
 	if dir := path.Dir(rel); dir != "." {
-		if err := m.r.MkdirAll(dir, 0o755); err != nil {
+		if err := m.r.MkdirAll(dir, defaultDirMode); err != nil {
 			return err
 		}
 	}
 	tmp := mergeTemp(rel)
-	ex := &exporter{s: m.s}
+	ex := m.exporter()
 	if data, ok := inline(c); ok && c.Prefix().Codec == cid.Raw {
-		if err := m.r.WriteFile(tmp, data, 0o644); err != nil {
+		if err := m.writeBytes(tmp, data, fileMode(nil)); err != nil {
 			return err
 		}
 	} else {
@@ -310,11 +429,16 @@ func (m *merger) write(ctx context.Context, rel string, c cid.Cid, replace bool)
 			if err != nil {
 				return err
 			}
+			if err := ex.exactMode(f, fileMode(fsn)); err != nil {
+				m.r.Remove(tmp)
+				return err
+			}
 			if err := ex.writeFileTo(ctx, loadedNode{c, nd, fsn}, f); err != nil {
 				m.r.Remove(tmp)
 				return err
 			}
 		case nodeSymlink:
+			// An escaping link never reaches here (see escapingLink).
 			target := string(fsn.Data())
 			if err := checkSymlink(rel, target); err != nil {
 				return err
@@ -323,16 +447,25 @@ func (m *merger) write(ctx context.Context, rel string, c cid.Cid, replace bool)
 				return err
 			}
 		case nodeDir:
-			if err := m.r.Mkdir(tmp, 0o755); err != nil {
+			mode := dirMode(fsn)
+			if err := m.r.Mkdir(tmp, mode); err != nil {
 				return err
 			}
-			err := ex.dir(ctx, m.r, tmp, nd, fsn, 0)
+			if ex.umasked(mode) {
+				err = m.r.Chmod(tmp, mode)
+			}
+			if err == nil {
+				err = ex.dir(ctx, m.r, tmp, nd, fsn, 0)
+			}
 			if err == nil {
 				err = ex.links(m.r)
 			}
 			if err != nil {
 				m.r.RemoveAll(tmp)
 				return err
+			}
+			for _, l := range ex.res.SkippedLinks {
+				m.rep.Conflicts = append(m.rep.Conflicts, Conflict{Path: path.Join(rel, strings.TrimPrefix(l.Path, tmp+"/")), Reason: EscapingLink, LinkTarget: l.Target})
 			}
 		}
 	}
@@ -357,10 +490,23 @@ func mergeTemp(rel string) string {
 	return path.Join(path.Dir(rel), "."+path.Base(rel)+".cortex-merge-"+randomSuffix())
 }
 
-// writeBytes replaces rel with data atomically.
+// writeBytes replaces rel with data atomically, with mode perm exactly.
 func (m *merger) writeBytes(rel string, data []byte, perm os.FileMode) error {
 	tmp := mergeTemp(rel)
-	if err := m.r.WriteFile(tmp, data, perm); err != nil {
+	f, err := m.r.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, perm)
+	if err != nil {
+		return err
+	}
+	if err := m.exporter().exactMode(f, perm); err != nil {
+		m.r.Remove(tmp)
+		return err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		m.r.Remove(tmp)
 		return err
 	}
 	if err := m.r.Rename(tmp, rel); err != nil {

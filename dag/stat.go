@@ -31,13 +31,37 @@ func (s fileStat) isRegular() bool { return s.mode&unix.S_IFMT == unix.S_IFREG }
 func (s fileStat) isSymlink() bool { return s.mode&unix.S_IFMT == unix.S_IFLNK }
 func (s fileStat) isDir() bool     { return s.mode&unix.S_IFMT == unix.S_IFDIR }
 
-// unixfsMode is the mode an imported file records: its permission bits if
-// it is executable by anyone, else none.
+// unixfsMode is the mode an imported file records (see recordedFileMode).
 func (s fileStat) unixfsMode() os.FileMode {
-	if s.mode&0o111 != 0 {
-		return os.FileMode(s.mode & 0o777)
+	return recordedFileMode(os.FileMode(s.mode))
+}
+
+// Modes a UnixFS node leaves out: a file or directory that has them records
+// no mode, so the common tree hashes as it always did (and as other UnixFS
+// tools hash it), and only files and directories with other permissions
+// cost a mode in their node.
+const (
+	defaultFileMode os.FileMode = 0o644
+	defaultDirMode  os.FileMode = 0o755
+)
+
+// recordedFileMode is the mode an imported file records: its permission
+// bits (never setuid, setgid or sticky), or 0 (none) for 0644. A file of
+// mode 0000 records none either: UnixFS cannot tell it from no mode.
+func recordedFileMode(perm os.FileMode) os.FileMode {
+	if perm = perm.Perm(); perm == defaultFileMode {
+		return 0
 	}
-	return 0
+	return perm
+}
+
+// recordedDirMode is the mode an imported directory records: its
+// permission bits, or 0 (none) for 0755.
+func recordedDirMode(perm os.FileMode) os.FileMode {
+	if perm = perm.Perm(); perm == defaultDirMode {
+		return 0
+	}
+	return perm
 }
 
 // Racy timestamps (git's "racy clean" problem, see git's

@@ -136,13 +136,33 @@ func (s *Store) readDir(ctx context.Context, nd ipld.Node, fsn *ft.FSNode) ([]di
 	return out, nil
 }
 
-// fileMode is the permission a file node asks for: 0755 when any exec bit
-// is set, else 0644. Other bits from a DAG are not trusted.
+// fileMode is the permission a file node asks for: its recorded bits, or
+// 0644 when it records none. A DAG is untrusted: only the permission bits
+// are taken (setuid, setgid and sticky never are), and the owner can always
+// read what is written, so the tree can be read back (imported, merged,
+// read by a task, which owns its workspace).
 func fileMode(fsn *ft.FSNode) os.FileMode {
-	if fsn != nil && fsn.Mode()&0o111 != 0 {
-		return 0o755
+	m := defaultFileMode
+	if fsn != nil {
+		if p := fsn.Mode().Perm(); p != 0 {
+			m = p
+		}
 	}
-	return 0o644
+	return m | 0o400
+}
+
+// dirMode is the permission a directory node asks for: its recorded bits,
+// or 0755 when it records none; masked as fileMode, and always with rwx for
+// the owner, so a hostile 0000 (or a 0555) never leaves a tree that cannot
+// be read, written by a merge, or removed.
+func dirMode(fsn *ft.FSNode) os.FileMode {
+	m := defaultDirMode
+	if fsn != nil {
+		if p := fsn.Mode().Perm(); p != 0 {
+			m = p
+		}
+	}
+	return m | 0o700
 }
 
 // writeFile streams the content of a file node to w, depth-first, from the

@@ -106,7 +106,7 @@ func TestFetchBadPeerOnly(t *testing.T) {
 			start := time.Now()
 			// The stall timeout is far longer than the test waits: the
 			// failure must come from the bad block, not from a stall.
-			_, err = c2.WorkspaceGet(ctx, added.GetCid(), filepath.Join(t.TempDir(), "copy"), 60*time.Second, nil)
+			_, err = c2.WorkspaceGet(ctx, added.GetCid(), filepath.Join(t.TempDir(), "copy"), 60*time.Second, false, nil)
 			if err == nil {
 				t.Fatal("fetch from a peer serving bad blocks succeeded")
 			}
@@ -162,7 +162,7 @@ func TestFetchBadAndHonestPeer(t *testing.T) {
 	}
 	defer c3.Close()
 	dest := filepath.Join(t.TempDir(), "copy")
-	if _, err := c3.WorkspaceGet(ctx, root, dest, 30*time.Second, nil); err != nil {
+	if _, err := c3.WorkspaceGet(ctx, root, dest, 30*time.Second, false, nil); err != nil {
 		t.Fatalf("fetch with one honest peer: %v", err)
 	}
 	entries, _ := os.ReadDir(src)

@@ -32,8 +32,10 @@ func (c *Client) WorkspaceAdd(ctx context.Context, dir string, noIndex bool, pro
 }
 
 // WorkspaceGet fetches root and exports it into the absolute path dest.
-func (c *Client) WorkspaceGet(ctx context.Context, root, dest string, stall time.Duration, progress func(*apiv1.Progress)) (*apiv1.GetResult, error) {
-	stream, err := c.ws.Get(ctx, connect.NewRequest(&apiv1.GetRequest{Cid: root, Path: dest, StallTimeoutSeconds: stallSeconds(stall)}))
+// Symlinks that point out of the tree are created only with
+// allowEscapingLinks; otherwise the result lists them as skipped.
+func (c *Client) WorkspaceGet(ctx context.Context, root, dest string, stall time.Duration, allowEscapingLinks bool, progress func(*apiv1.Progress)) (*apiv1.GetResult, error) {
+	stream, err := c.ws.Get(ctx, connect.NewRequest(&apiv1.GetRequest{Cid: root, Path: dest, StallTimeoutSeconds: stallSeconds(stall), AllowEscapingLinks: allowEscapingLinks}))
 	if err != nil {
 		return nil, c.wrap("ws get", err)
 	}

@@ -22,7 +22,7 @@ import (
 // Workspaces is the workspace capability (workspace.Service).
 type Workspaces interface {
 	Add(ctx context.Context, dir string, noIndex bool, progress func(dag.ImportProgress)) (dag.ImportResult, error)
-	Get(ctx context.Context, root cid.Cid, dest string, stall time.Duration, progress func(phase string, done, bytes uint64)) (workspace.GetResult, error)
+	Get(ctx context.Context, root cid.Cid, dest string, stall time.Duration, allowEscapingLinks bool, progress func(phase string, done, bytes uint64)) (workspace.GetResult, error)
 	Diff(ctx context.Context, from, to cid.Cid, stall time.Duration) ([]dag.Change, error)
 	Merge(ctx context.Context, base, theirs cid.Cid, dir string) (workspace.MergeResult, error)
 	GC(ctx context.Context) (dag.GCResult, error)
@@ -121,7 +121,7 @@ func (w *workspaceService) Get(ctx context.Context, req *connect.Request[apiv1.G
 	}
 	start := time.Now()
 	var th throttledSender
-	res, err := w.ws.Get(ctx, root, dest, time.Duration(req.Msg.GetStallTimeoutSeconds())*time.Second, func(phase string, done, bytes uint64) {
+	res, err := w.ws.Get(ctx, root, dest, time.Duration(req.Msg.GetStallTimeoutSeconds())*time.Second, req.Msg.GetAllowEscapingLinks(), func(phase string, done, bytes uint64) {
 		th.maybe(func() {
 			_ = stream.Send(&apiv1.GetEvent{Event: &apiv1.GetEvent_Progress{Progress: &apiv1.Progress{Phase: phase, Done: done, Bytes: bytes}}})
 		})
@@ -130,11 +130,15 @@ func (w *workspaceService) Get(ctx context.Context, req *connect.Request[apiv1.G
 		return err
 	}
 	p, ex := res.Fetch, res.Export
+	skipped := make([]*apiv1.SkippedLink, len(ex.SkippedLinks))
+	for i, l := range ex.SkippedLinks {
+		skipped[i] = &apiv1.SkippedLink{Path: l.Path, Target: l.Target}
+	}
 	return th.send(func() error {
 		return stream.Send(&apiv1.GetEvent{Event: &apiv1.GetEvent_Result{Result: &apiv1.GetResult{
 			Cid: root.String(), Path: dest, Blocks: uint64(p.Blocks), FetchedBlocks: uint64(p.Fetched),
 			FetchedBytes: uint64(p.FetchedBytes), Files: uint64(ex.Files), Bytes: uint64(ex.Bytes),
-			Seconds: time.Since(start).Seconds(),
+			Seconds: time.Since(start).Seconds(), SkippedLinks: skipped,
 		}}})
 	})
 }
@@ -185,7 +189,7 @@ func (w *workspaceService) Merge(ctx context.Context, req *connect.Request[apiv1
 func mergeReportToAPI(r dag.MergeReport) *apiv1.MergeReport {
 	out := &apiv1.MergeReport{Applied: r.Applied, Merged: r.Merged, Unchanged: uint64(r.Unchanged)}
 	for _, c := range r.Conflicts {
-		out.Conflicts = append(out.Conflicts, &apiv1.Conflict{Path: c.Path, Reason: c.Reason, TheirsPath: c.TheirsPath})
+		out.Conflicts = append(out.Conflicts, &apiv1.Conflict{Path: c.Path, Reason: c.Reason, TheirsPath: c.TheirsPath, LinkTarget: c.LinkTarget})
 	}
 	return out
 }

@@ -27,7 +27,7 @@ type API interface {
 	LogsFrom(ctx context.Context, id, stream string, from uint64, follow bool, fn func(*apiv1.OutputChunk)) error
 	Peers(ctx context.Context, includeExpired bool) ([]*apiv1.PeerInfo, error)
 	WorkspaceAdd(ctx context.Context, dir string, noIndex bool, progress func(*apiv1.Progress)) (*apiv1.AddResult, error)
-	WorkspaceGet(ctx context.Context, root, dest string, stall time.Duration, progress func(*apiv1.Progress)) (*apiv1.GetResult, error)
+	WorkspaceGet(ctx context.Context, root, dest string, stall time.Duration, allowEscapingLinks bool, progress func(*apiv1.Progress)) (*apiv1.GetResult, error)
 	WorkspaceDiff(ctx context.Context, from, to string, stall time.Duration) ([]*apiv1.Change, error)
 	WorkspaceMerge(ctx context.Context, base, theirs, dir string) (*apiv1.MergeResponse, error)
 }

@@ -79,7 +79,7 @@ Start at from_seq (1 is the first chunk) and continue with next_seq and next_off
 	mcp.AddTool(s.mcp, &mcp.Tool{
 		Name:        "workspace_get",
 		Title:       "Fetch a workspace into a new directory",
-		Description: `Fetch a root CID from the mesh (only the blocks this peer lacks) and write it into a new directory on the peer's machine; the path must not exist yet.`,
+		Description: `Fetch a root CID from the mesh (only the blocks this peer lacks) and write it into a new directory on the peer's machine; the path must not exist yet. Modes are kept; symlinks pointing out of the tree are skipped and listed unless allow_escaping_links.`,
 	}, s.workspaceGet)
 	mcp.AddTool(s.mcp, &mcp.Tool{
 		Name:        "workspace_diff",
@@ -142,7 +142,7 @@ type RunOutput struct {
 type MergeReport struct {
 	Applied   []string   `json:"applied,omitempty" jsonschema:"paths taken from theirs"`
 	Merged    []string   `json:"merged,omitempty" jsonschema:"text files changed on both sides, merged line-wise"`
-	Conflicts []Conflict `json:"conflicts,omitempty" jsonschema:"paths left untouched because both sides changed them"`
+	Conflicts []Conflict `json:"conflicts,omitempty" jsonschema:"paths left untouched: both sides changed them, a link of theirs points out of the directory (escaping-link), or the path's parent is a link (through-link)"`
 	Unchanged uint64     `json:"unchanged"`
 }
 
@@ -151,6 +151,7 @@ type Conflict struct {
 	Path       string `json:"path"`
 	Reason     string `json:"reason"`
 	TheirsPath string `json:"theirs_path,omitempty"`
+	LinkTarget string `json:"link_target,omitempty" jsonschema:"target of theirs's symlink, not created because it points out of the directory"`
 }
 
 func (s *Server) request(ctx context.Context, in TaskInput, n *notifier, keep bool) (req *apiv1.RunRequest, cleanup func(), wsPath string, err error) {
@@ -187,7 +188,11 @@ func (s *Server) request(ctx context.Context, in TaskInput, n *notifier, keep bo
 		rm := func() { _ = os.RemoveAll(dir) }
 		dest := filepath.Join(dir, "workspace")
 		n.status(ctx, "fetching workspace "+root.String())
-		if _, err := s.api.WorkspaceGet(ctx, root.String(), dest, 0, nil); err != nil {
+		// The copy exists only to be the task's workspace: links out of
+		// the tree are made as they are, for the task to resolve in its
+		// container, as a task given the CID itself would see them. The
+		// peer imports them as links and never follows one.
+		if _, err := s.api.WorkspaceGet(ctx, root.String(), dest, 0, true, nil); err != nil {
 			rm()
 			return nil, cleanup, "", toolError(err)
 		}
@@ -287,7 +292,7 @@ func mergeReport(r *apiv1.MergeReport) *MergeReport {
 	}
 	out := &MergeReport{Applied: r.GetApplied(), Merged: r.GetMerged(), Unchanged: r.GetUnchanged()}
 	for _, c := range r.GetConflicts() {
-		out.Conflicts = append(out.Conflicts, Conflict{Path: c.GetPath(), Reason: c.GetReason(), TheirsPath: c.GetTheirsPath()})
+		out.Conflicts = append(out.Conflicts, Conflict{Path: c.GetPath(), Reason: c.GetReason(), TheirsPath: c.GetTheirsPath(), LinkTarget: c.GetLinkTarget()})
 	}
 	return out
 }
@@ -699,6 +704,14 @@ func (s *Server) workspaceAdd(ctx context.Context, creq *mcp.CallToolRequest, in
 type GetInput struct {
 	CID  string `json:"cid" jsonschema:"the workspace root CID"`
 	Path string `json:"path" jsonschema:"absolute path of a directory to create on the peer's machine; must not exist"`
+	// AllowEscapingLinks creates symlinks that point out of the tree.
+	AllowEscapingLinks bool `json:"allow_escaping_links,omitempty" jsonschema:"create symlinks that point out of the tree (absolute, or above path) as they are; by default they are skipped and listed in skipped_links"`
+}
+
+// SkippedLink is a symlink workspace_get did not create.
+type SkippedLink struct {
+	Path   string `json:"path"`
+	Target string `json:"target"`
 }
 
 // GetOutput is workspace_get's result.
@@ -710,6 +723,9 @@ type GetOutput struct {
 	FetchedBlocks uint64  `json:"fetched_blocks" jsonschema:"blocks that came over the mesh"`
 	FetchedBytes  uint64  `json:"fetched_bytes"`
 	Seconds       float64 `json:"seconds"`
+	// SkippedLinks are the symlinks pointing out of the tree that were not
+	// created.
+	SkippedLinks []SkippedLink `json:"skipped_links,omitempty" jsonschema:"symlinks pointing out of the tree that were not created (see allow_escaping_links)"`
 }
 
 func (s *Server) workspaceGet(ctx context.Context, creq *mcp.CallToolRequest, in GetInput) (*mcp.CallToolResult, GetOutput, error) {
@@ -721,16 +737,20 @@ func (s *Server) workspaceGet(ctx context.Context, creq *mcp.CallToolRequest, in
 		return nil, GetOutput{}, err
 	}
 	n := newNotifier(creq, s.log)
-	r, err := s.api.WorkspaceGet(ctx, in.CID, dir, 0, func(p *apiv1.Progress) {
+	r, err := s.api.WorkspaceGet(ctx, in.CID, dir, 0, in.AllowEscapingLinks, func(p *apiv1.Progress) {
 		n.status(ctx, fmt.Sprintf("%s %d/%d blocks", p.GetPhase(), p.GetDone(), p.GetTotal()))
 	})
 	if err != nil {
 		return nil, GetOutput{}, toolError(err)
 	}
-	return nil, GetOutput{
+	out := GetOutput{
 		CID: r.GetCid(), Path: r.GetPath(), Files: r.GetFiles(), Bytes: r.GetBytes(),
 		FetchedBlocks: r.GetFetchedBlocks(), FetchedBytes: r.GetFetchedBytes(), Seconds: r.GetSeconds(),
-	}, nil
+	}
+	for _, l := range r.GetSkippedLinks() {
+		out.SkippedLinks = append(out.SkippedLinks, SkippedLink{Path: l.GetPath(), Target: l.GetTarget()})
+	}
+	return nil, out, nil
 }
 
 // DiffInput is workspace_diff's arguments.

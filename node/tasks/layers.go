@@ -59,6 +59,18 @@ type layerView struct {
 	mounts int // tasks running on it now
 }
 
+// taskExport is how a task's workspace is written (a layer, or a copy
+// where overlays cannot be used). Symlinks that point out of the tree
+// (a virtualenv's bin/python -> /usr/bin/python3) are made as they are:
+// the tree is mounted at /workspace in the task's container, so such a
+// link resolves inside the container's own root, which is where the task
+// means it; and on this peer nothing follows a link in a layer or a
+// copy (the export writes links last and never through one, the chown
+// uses lchown, overlayfs takes the layers as they are, the import of the
+// result reads links as links). Modes are kept; the tree is then owned by
+// the task's user, so a 0600 file is readable by the task alone.
+var taskExport = dag.ExportOptions{AllowEscapingLinks: true}
+
 // Bounds of the cache: views kept, and layers in a stack before a view is
 // made afresh from an export (overlayfs allows 500; every level costs a
 // lookup on each path).
@@ -142,7 +154,7 @@ func (l *workspaceLayers) makeView(ctx context.Context, key viewKey, root cid.Ci
 	}
 	name := l.newLayerName()
 	dir := filepath.Join(l.dir, name)
-	if _, err := l.dags.Export(ctx, root, dir, dag.ExportOptions{}); err != nil {
+	if _, err := l.dags.Export(ctx, root, dir, taskExport); err != nil {
 		return nil, fmt.Errorf("export workspace %s: %w", root, err)
 	}
 	if err := runtime.ChownWorkspace(ctx, dir, key.uid, key.gid); err != nil {

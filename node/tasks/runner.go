@@ -431,7 +431,7 @@ func (t *Runner) materialise(ctx context.Context, spec runtime.Spec, root cid.Ci
 			return fmt.Errorf("task %s: workspace %s: %w", id, root, err)
 		}
 	}
-	if _, err := t.dags.Export(ctx, root, t.copyDir(id), dag.ExportOptions{}); err != nil {
+	if _, err := t.dags.Export(ctx, root, t.copyDir(id), taskExport); err != nil {
 		return fmt.Errorf("task %s: materialise workspace %s: %w", id, root, err)
 	}
 	return nil

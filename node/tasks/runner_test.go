@@ -319,3 +319,67 @@ func TestOldTasksAreForgotten(t *testing.T) {
 		}
 	}
 }
+
+// A workspace keeps its modes and its links through a task: the task sees
+// a 0600 file as 0600, a 0700 directory as 0700 and a virtualenv's link to
+// the system's interpreter as it is (resolved in the container); what it
+// writes comes back with its modes, and a new link of its own that points
+// out of the directory is reported as a conflict, not created.
+func TestRunWorkspaceKeepsModesAndLinks(t *testing.T) {
+	_, c := taskPeer(t)
+	ctx := testnet.Context(t, 90*time.Second)
+	dir := t.TempDir()
+	testnet.WriteFile(t, filepath.Join(dir, "secret.env"), []byte("A=1\n"), 0o600)
+	testnet.WriteFile(t, filepath.Join(dir, "private", "key"), []byte("k\n"), 0o600)
+	if err := os.Chmod(filepath.Join(dir, "private"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	testnet.WriteFile(t, filepath.Join(dir, "venv", "pyvenv.cfg"), []byte("home = /usr/bin\n"), 0o644)
+	for link, target := range map[string]string{"venv/bin/python": "/usr/bin/python3", "venv/bin/sh": "/bin/sh"} {
+		if err := os.MkdirAll(filepath.Join(dir, "venv", "bin"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(target, filepath.Join(dir, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	script := `set -e
+stat -c %a secret.env private private/key
+readlink venv/bin/python
+venv/bin/sh -c 'echo through the link'
+echo A=2 >> secret.env
+umask 077
+echo new > new.secret
+ln -s /etc etc-link
+`
+	var got testnet.RunEvents
+	res, err := c.Run(ctx, &apiv1.RunRequest{Workspace: dir, Spec: &apiv1.TaskSpec{Command: []string{"sh", "-c", script}}}, got.Event)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.GetExitCode() != 0 || res.GetError() != "" {
+		t.Fatalf("task failed: %+v stderr %q", res, got.Stderr.String())
+	}
+	if want := "600\n700\n600\n/usr/bin/python3\nthrough the link\n"; got.Stdout.String() != want {
+		t.Fatalf("the task saw %q, want %q", got.Stdout.String(), want)
+	}
+	for rel, want := range map[string]os.FileMode{"secret.env": 0o600, "new.secret": 0o600, "private": 0o700} {
+		st, err := os.Stat(filepath.Join(dir, rel))
+		if err != nil || st.Mode().Perm() != want {
+			t.Errorf("%s after the merge: %v %v, want %04o", rel, st.Mode(), err, want)
+		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "secret.env")); string(b) != "A=1\nA=2\n" {
+		t.Errorf("secret.env: %q", b)
+	}
+	if target, err := os.Readlink(filepath.Join(dir, "venv", "bin", "python")); err != nil || target != "/usr/bin/python3" {
+		t.Errorf("venv/bin/python after the merge: %q %v", target, err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "etc-link")); !os.IsNotExist(err) {
+		t.Errorf("the task's link to /etc was created: %v", err)
+	}
+	cs := res.GetMerge().GetConflicts()
+	if len(cs) != 1 || cs[0].GetPath() != "etc-link" || cs[0].GetReason() != "escaping-link" || cs[0].GetLinkTarget() != "/etc" {
+		t.Fatalf("conflicts %v, want etc-link as an escaping link", cs)
+	}
+}

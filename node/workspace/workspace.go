@@ -73,8 +73,9 @@ type GetResult struct {
 // the export waits for a block not here yet until the fetch stores it, or
 // fails with the fetch. progress is called with a phase ("fetching",
 // "writing"), a count (blocks, files) and bytes, from two goroutines; the
-// root is pinned once whole.
-func (s *Service) Get(ctx context.Context, root cid.Cid, dest string, stall time.Duration, progress func(phase string, done, bytes uint64)) (GetResult, error) {
+// root is pinned once whole. Symlinks that point out of the tree are
+// skipped and listed in the result unless allowEscapingLinks.
+func (s *Service) Get(ctx context.Context, root cid.Cid, dest string, stall time.Duration, allowEscapingLinks bool, progress func(phase string, done, bytes uint64)) (GetResult, error) {
 	s.gc.RLock()
 	defer s.gc.RUnlock()
 	ctx, cancel := context.WithCancel(ctx)
@@ -108,7 +109,7 @@ func (s *Service) Get(ctx context.Context, root cid.Cid, dest string, stall time
 			return ctx.Err()
 		}
 	}
-	ex, err := s.dags.Export(ctx, root, dest, dag.ExportOptions{Await: await, Progress: func(r dag.ExportResult) {
+	ex, err := s.dags.Export(ctx, root, dest, dag.ExportOptions{Await: await, AllowEscapingLinks: allowEscapingLinks, Progress: func(r dag.ExportResult) {
 		progress("writing", uint64(r.Files), uint64(r.Bytes))
 	}})
 	if err != nil {

@@ -60,7 +60,7 @@ func TestWorkspaceOverBitswap(t *testing.T) {
 		t.Fatalf("add: %+v", added)
 	}
 	dest := filepath.Join(t.TempDir(), "copy")
-	got, err := c2.WorkspaceGet(ctx, added.GetCid(), dest, 20*time.Second, nil)
+	got, err := c2.WorkspaceGet(ctx, added.GetCid(), dest, 20*time.Second, false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +99,7 @@ func TestWorkspaceOverBitswap(t *testing.T) {
 	if added2.GetFilesRead() != 1 {
 		t.Fatalf("incremental add read %d files", added2.GetFilesRead())
 	}
-	got2, err := c2.WorkspaceGet(ctx, added2.GetCid(), filepath.Join(t.TempDir(), "copy2"), 20*time.Second, nil)
+	got2, err := c2.WorkspaceGet(ctx, added2.GetCid(), filepath.Join(t.TempDir(), "copy2"), 20*time.Second, false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func TestWorkspaceErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, err := c.WorkspaceGet(ctx, "not-a-cid", "/tmp/x", time.Second, nil); !errors.Is(err, errdefs.ErrInvalid) {
+	if _, err := c.WorkspaceGet(ctx, "not-a-cid", "/tmp/x", time.Second, false, nil); !errors.Is(err, errdefs.ErrInvalid) {
 		t.Fatalf("bad CID: %v", err)
 	}
 	if _, err := c.WorkspaceAdd(ctx, "relative/path", false, nil); !errors.Is(err, errdefs.ErrInvalid) {
@@ -141,7 +141,7 @@ func TestWorkspaceErrors(t *testing.T) {
 	// A root nobody has: the fetch gives up after the stall timeout with a
 	// clear error instead of hanging.
 	missing := "bafkreie5cvv4h45feyalwqhbagebuoceukxvamxksoxibbuvsf3cykcvxy"
-	_, err = c.WorkspaceGet(ctx, missing, filepath.Join(t.TempDir(), "x"), time.Second, nil)
+	_, err = c.WorkspaceGet(ctx, missing, filepath.Join(t.TempDir(), "x"), time.Second, false, nil)
 	if !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "no block") {
 		t.Fatalf("missing root: %v", err)
 	}
@@ -181,5 +181,52 @@ func TestDataDirsAreNeverImported(t *testing.T) {
 	testnet.WriteFile(t, filepath.Join(home, ".cortexignore"), []byte(".cortex-peer/\n"), 0o644)
 	if _, err := c.WorkspaceAdd(ctx, home, false, nil); err != nil {
 		t.Errorf("ws add with the data dir ignored: %v", err)
+	}
+}
+
+// ws get keeps modes, and a link out of the tree (a virtualenv's
+// interpreter) is skipped and reported unless allowed, not a failure.
+func TestGetKeepsModesAndReportsEscapingLinks(t *testing.T) {
+	tn := testnet.New(t, 1)
+	ctx := testnet.Context(t, 30*time.Second)
+	c := tn.Clients(t)[0]
+	src := t.TempDir()
+	testnet.WriteFile(t, filepath.Join(src, "secret.env"), []byte("A=1\n"), 0o600)
+	testnet.WriteFile(t, filepath.Join(src, "private", "key"), []byte("k\n"), 0o644)
+	if err := os.Chmod(filepath.Join(src, "private"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	testnet.WriteFile(t, filepath.Join(src, "venv", "bin", "activate"), []byte("# sh\n"), 0o644)
+	if err := os.Symlink("/usr/bin/python3", filepath.Join(src, "venv", "bin", "python")); err != nil {
+		t.Fatal(err)
+	}
+	added, err := c.WorkspaceAdd(ctx, src, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dest := filepath.Join(t.TempDir(), "copy")
+	got, err := c.WorkspaceGet(ctx, added.GetCid(), dest, 0, false, nil)
+	if err != nil {
+		t.Fatalf("ws get of a tree with an absolute link: %v", err)
+	}
+	if sk := got.GetSkippedLinks(); len(sk) != 1 || sk[0].GetPath() != "venv/bin/python" || sk[0].GetTarget() != "/usr/bin/python3" {
+		t.Fatalf("skipped links %v", sk)
+	}
+	if _, err := os.Lstat(filepath.Join(dest, "venv", "bin", "python")); !os.IsNotExist(err) {
+		t.Fatalf("escaping link created without the flag: %v", err)
+	}
+	for rel, want := range map[string]os.FileMode{"secret.env": 0o600, "private": 0o700, "private/key": 0o644} {
+		st, err := os.Stat(filepath.Join(dest, rel))
+		if err != nil || st.Mode().Perm() != want {
+			t.Errorf("%s: %v %v, want %04o", rel, st.Mode(), err, want)
+		}
+	}
+	allowed := filepath.Join(t.TempDir(), "copy")
+	got, err = c.WorkspaceGet(ctx, added.GetCid(), allowed, 0, true, nil)
+	if err != nil || len(got.GetSkippedLinks()) != 0 {
+		t.Fatalf("ws get --allow-escaping-links: %+v %v", got, err)
+	}
+	if target, err := os.Readlink(filepath.Join(allowed, "venv", "bin", "python")); err != nil || target != "/usr/bin/python3" {
+		t.Fatalf("link with the flag: %q %v", target, err)
 	}
 }

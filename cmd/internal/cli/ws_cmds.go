@@ -97,13 +97,19 @@ size, mtime, ctime, inode and mode are those of the last add is not read again.`
 
 func newWsGetCmd(g *Globals) *cobra.Command {
 	var stall time.Duration
+	var allowEscapingLinks bool
 	cmd := &cobra.Command{
 		Use:   "get CID DIR",
 		Short: "Fetch a workspace from the mesh into a new directory",
 		Long: `get fetches the DAG of CID from the peers of the mesh (only the blocks this
 peer lacks, each verified against its hash), pins it, and writes it into DIR,
 which must not exist. A failed get leaves nothing at DIR; run it again to
-resume: fetched blocks are kept.`,
+resume: fetched blocks are kept.
+
+Files and directories keep their permission bits (never setuid, setgid or
+sticky). A symlink that points out of the tree (absolute, or above DIR) is
+not created unless --allow-escaping-links; each one skipped is named in a
+notice (and in "skipped_links" with --json).`,
 		Example: "  cortex-peer ws get bafybei... ./copy",
 		Args:    exactArgs(2, "a CID and a new directory"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -113,16 +119,24 @@ resume: fetched blocks are kept.`,
 			}
 			return withClient(cmd, g, func(ctx context.Context, c *apiclient.Client) error {
 				p := newProgress(g, cmd.ErrOrStderr())
-				res, err := c.WorkspaceGet(ctx, args[0], dest, stall, p.update)
+				res, err := c.WorkspaceGet(ctx, args[0], dest, stall, allowEscapingLinks, p.update)
 				p.done()
 				if err != nil {
 					return err
 				}
 				if g.JSON {
+					skipped := make([]map[string]string, 0, len(res.GetSkippedLinks()))
+					for _, l := range res.GetSkippedLinks() {
+						skipped = append(skipped, map[string]string{"path": l.GetPath(), "target": l.GetTarget()})
+					}
 					return PrintJSON(cmd.OutOrStdout(), map[string]any{
 						"cid": res.GetCid(), "path": res.GetPath(), "blocks": res.GetBlocks(), "fetched_blocks": res.GetFetchedBlocks(),
 						"fetched_bytes": res.GetFetchedBytes(), "files": res.GetFiles(), "bytes": res.GetBytes(), "seconds": res.GetSeconds(),
+						"skipped_links": skipped,
 					})
+				}
+				for _, l := range res.GetSkippedLinks() {
+					fmt.Fprintf(cmd.ErrOrStderr(), "notice: %s -> %s points out of the tree; not created (--allow-escaping-links creates it)\n", l.GetPath(), l.GetTarget())
 				}
 				fmt.Fprintf(cmd.ErrOrStderr(), "%s -> %s: %d files (%s); fetched %d of %d blocks (%s); %.2fs\n",
 					res.GetCid(), res.GetPath(), res.GetFiles(), formatBytes(res.GetBytes()), res.GetFetchedBlocks(),
@@ -132,6 +146,7 @@ resume: fetched blocks are kept.`,
 		},
 	}
 	cmd.Flags().DurationVar(&stall, "stall-timeout", 60*time.Second, "give up when no block arrives for this long")
+	cmd.Flags().BoolVar(&allowEscapingLinks, "allow-escaping-links", false, "create symlinks that point out of the tree (absolute, or above DIR) as they are")
 	return cmd
 }
 
@@ -229,7 +244,11 @@ func printMergeResponse(cmd *cobra.Command, g *Globals, resp *apiv1.MergeRespons
 func mergeReportJSON(rep *apiv1.MergeReport) map[string]any {
 	conflicts := make([]map[string]any, 0, len(rep.GetConflicts()))
 	for _, c := range rep.GetConflicts() {
-		conflicts = append(conflicts, map[string]any{"path": c.GetPath(), "reason": c.GetReason(), "theirs_path": c.GetTheirsPath()})
+		cj := map[string]any{"path": c.GetPath(), "reason": c.GetReason(), "theirs_path": c.GetTheirsPath()}
+		if c.GetLinkTarget() != "" {
+			cj["link_target"] = c.GetLinkTarget()
+		}
+		conflicts = append(conflicts, cj)
 	}
 	return map[string]any{
 		"applied": nonNil(rep.GetApplied()), "merged": nonNil(rep.GetMerged()), "conflicts": conflicts, "unchanged": rep.GetUnchanged(),
@@ -247,6 +266,9 @@ func printMergeReport(w io.Writer, rep *apiv1.MergeReport) {
 		beside := ""
 		if c.GetTheirsPath() != "" {
 			beside = " (theirs in " + c.GetTheirsPath() + ")"
+		}
+		if c.GetLinkTarget() != "" {
+			beside = " (theirs: a link to " + c.GetLinkTarget() + ", out of the directory; not created)"
 		}
 		fmt.Fprintf(w, "CONFLICT  %s: %s%s\n", c.GetPath(), c.GetReason(), beside)
 	}

@@ -394,8 +394,12 @@ type GetRequest struct {
 	Path string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
 	// Give up when no block arrives for this long (default 60 s).
 	StallTimeoutSeconds uint32 `protobuf:"varint,3,opt,name=stall_timeout_seconds,json=stallTimeoutSeconds,proto3" json:"stall_timeout_seconds,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Create symlinks that point out of the tree (absolute, or above its
+	// root) as they are; without it they are skipped and listed in
+	// GetResult.skipped_links.
+	AllowEscapingLinks bool `protobuf:"varint,4,opt,name=allow_escaping_links,json=allowEscapingLinks,proto3" json:"allow_escaping_links,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *GetRequest) Reset() {
@@ -447,6 +451,13 @@ func (x *GetRequest) GetStallTimeoutSeconds() uint32 {
 		return x.StallTimeoutSeconds
 	}
 	return 0
+}
+
+func (x *GetRequest) GetAllowEscapingLinks() bool {
+	if x != nil {
+		return x.AllowEscapingLinks
+	}
+	return false
 }
 
 type GetEvent struct {
@@ -541,6 +552,9 @@ type GetResult struct {
 	Files         uint64                 `protobuf:"varint,6,opt,name=files,proto3" json:"files,omitempty"`
 	Bytes         uint64                 `protobuf:"varint,7,opt,name=bytes,proto3" json:"bytes,omitempty"`
 	Seconds       float64                `protobuf:"fixed64,8,opt,name=seconds,proto3" json:"seconds,omitempty"`
+	// Symlinks not created because they point out of the tree (see
+	// GetRequest.allow_escaping_links).
+	SkippedLinks  []*SkippedLink `protobuf:"bytes,9,rep,name=skipped_links,json=skippedLinks,proto3" json:"skipped_links,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -631,6 +645,65 @@ func (x *GetResult) GetSeconds() float64 {
 	return 0
 }
 
+func (x *GetResult) GetSkippedLinks() []*SkippedLink {
+	if x != nil {
+		return x.SkippedLinks
+	}
+	return nil
+}
+
+type SkippedLink struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Target        string                 `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SkippedLink) Reset() {
+	*x = SkippedLink{}
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SkippedLink) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SkippedLink) ProtoMessage() {}
+
+func (x *SkippedLink) ProtoReflect() protoreflect.Message {
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SkippedLink.ProtoReflect.Descriptor instead.
+func (*SkippedLink) Descriptor() ([]byte, []int) {
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SkippedLink) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *SkippedLink) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
 type DiffRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	From  string                 `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
@@ -644,7 +717,7 @@ type DiffRequest struct {
 
 func (x *DiffRequest) Reset() {
 	*x = DiffRequest{}
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[7]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -656,7 +729,7 @@ func (x *DiffRequest) String() string {
 func (*DiffRequest) ProtoMessage() {}
 
 func (x *DiffRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[7]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -669,7 +742,7 @@ func (x *DiffRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiffRequest.ProtoReflect.Descriptor instead.
 func (*DiffRequest) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{7}
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DiffRequest) GetFrom() string {
@@ -702,7 +775,7 @@ type DiffResponse struct {
 
 func (x *DiffResponse) Reset() {
 	*x = DiffResponse{}
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[8]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -714,7 +787,7 @@ func (x *DiffResponse) String() string {
 func (*DiffResponse) ProtoMessage() {}
 
 func (x *DiffResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[8]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -727,7 +800,7 @@ func (x *DiffResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiffResponse.ProtoReflect.Descriptor instead.
 func (*DiffResponse) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{8}
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DiffResponse) GetChanges() []*Change {
@@ -749,7 +822,7 @@ type Change struct {
 
 func (x *Change) Reset() {
 	*x = Change{}
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[9]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -761,7 +834,7 @@ func (x *Change) String() string {
 func (*Change) ProtoMessage() {}
 
 func (x *Change) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[9]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -774,7 +847,7 @@ func (x *Change) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Change.ProtoReflect.Descriptor instead.
 func (*Change) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{9}
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Change) GetPath() string {
@@ -809,7 +882,7 @@ type MergeRequest struct {
 
 func (x *MergeRequest) Reset() {
 	*x = MergeRequest{}
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[10]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -821,7 +894,7 @@ func (x *MergeRequest) String() string {
 func (*MergeRequest) ProtoMessage() {}
 
 func (x *MergeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[10]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -834,7 +907,7 @@ func (x *MergeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeRequest.ProtoReflect.Descriptor instead.
 func (*MergeRequest) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{10}
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *MergeRequest) GetBase() string {
@@ -870,7 +943,7 @@ type MergeResponse struct {
 
 func (x *MergeResponse) Reset() {
 	*x = MergeResponse{}
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[11]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -882,7 +955,7 @@ func (x *MergeResponse) String() string {
 func (*MergeResponse) ProtoMessage() {}
 
 func (x *MergeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[11]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -895,7 +968,7 @@ func (x *MergeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeResponse.ProtoReflect.Descriptor instead.
 func (*MergeResponse) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{11}
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *MergeResponse) GetReport() *MergeReport {
@@ -935,7 +1008,7 @@ type MergeReport struct {
 
 func (x *MergeReport) Reset() {
 	*x = MergeReport{}
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[12]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -947,7 +1020,7 @@ func (x *MergeReport) String() string {
 func (*MergeReport) ProtoMessage() {}
 
 func (x *MergeReport) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[12]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -960,7 +1033,7 @@ func (x *MergeReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeReport.ProtoReflect.Descriptor instead.
 func (*MergeReport) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{12}
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *MergeReport) GetApplied() []string {
@@ -994,17 +1067,22 @@ func (x *MergeReport) GetUnchanged() uint64 {
 type Conflict struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Path  string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
-	// Why: both-modified, delete-vs-edit, edit-vs-delete, type-changed, added-both.
+	// Why: both-modified, delete-vs-edit, edit-vs-delete, type-changed,
+	// added-both, escaping-link (THEIRS adds or changes a symlink that points
+	// out of the directory; not created), through-link (the path's parent is
+	// a symlink locally; nothing written through it).
 	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	// Where THEIRS was written beside the local file ("" if nothing was written).
-	TheirsPath    string `protobuf:"bytes,3,opt,name=theirs_path,json=theirsPath,proto3" json:"theirs_path,omitempty"`
+	TheirsPath string `protobuf:"bytes,3,opt,name=theirs_path,json=theirsPath,proto3" json:"theirs_path,omitempty"`
+	// The target of THEIRS's symlink that was not created (escaping-link).
+	LinkTarget    string `protobuf:"bytes,4,opt,name=link_target,json=linkTarget,proto3" json:"link_target,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Conflict) Reset() {
 	*x = Conflict{}
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[13]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1016,7 +1094,7 @@ func (x *Conflict) String() string {
 func (*Conflict) ProtoMessage() {}
 
 func (x *Conflict) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[13]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1029,7 +1107,7 @@ func (x *Conflict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Conflict.ProtoReflect.Descriptor instead.
 func (*Conflict) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{13}
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Conflict) GetPath() string {
@@ -1053,6 +1131,13 @@ func (x *Conflict) GetTheirsPath() string {
 	return ""
 }
 
+func (x *Conflict) GetLinkTarget() string {
+	if x != nil {
+		return x.LinkTarget
+	}
+	return ""
+}
+
 type GCRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1061,7 +1146,7 @@ type GCRequest struct {
 
 func (x *GCRequest) Reset() {
 	*x = GCRequest{}
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[14]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1073,7 +1158,7 @@ func (x *GCRequest) String() string {
 func (*GCRequest) ProtoMessage() {}
 
 func (x *GCRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[14]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1086,7 +1171,7 @@ func (x *GCRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GCRequest.ProtoReflect.Descriptor instead.
 func (*GCRequest) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{14}
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{15}
 }
 
 type GCResponse struct {
@@ -1100,7 +1185,7 @@ type GCResponse struct {
 
 func (x *GCResponse) Reset() {
 	*x = GCResponse{}
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[15]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1112,7 +1197,7 @@ func (x *GCResponse) String() string {
 func (*GCResponse) ProtoMessage() {}
 
 func (x *GCResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[15]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1125,7 +1210,7 @@ func (x *GCResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GCResponse.ProtoReflect.Descriptor instead.
 func (*GCResponse) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{15}
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GCResponse) GetKept() uint64 {
@@ -1161,7 +1246,7 @@ type ExportCARRequest struct {
 
 func (x *ExportCARRequest) Reset() {
 	*x = ExportCARRequest{}
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[16]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1173,7 +1258,7 @@ func (x *ExportCARRequest) String() string {
 func (*ExportCARRequest) ProtoMessage() {}
 
 func (x *ExportCARRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[16]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1186,7 +1271,7 @@ func (x *ExportCARRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportCARRequest.ProtoReflect.Descriptor instead.
 func (*ExportCARRequest) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{16}
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ExportCARRequest) GetCid() string {
@@ -1212,7 +1297,7 @@ type CARChunk struct {
 
 func (x *CARChunk) Reset() {
 	*x = CARChunk{}
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[17]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1224,7 +1309,7 @@ func (x *CARChunk) String() string {
 func (*CARChunk) ProtoMessage() {}
 
 func (x *CARChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[17]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1237,7 +1322,7 @@ func (x *CARChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CARChunk.ProtoReflect.Descriptor instead.
 func (*CARChunk) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{17}
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CARChunk) GetData() []byte {
@@ -1256,7 +1341,7 @@ type ImportCARRequest struct {
 
 func (x *ImportCARRequest) Reset() {
 	*x = ImportCARRequest{}
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[18]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1268,7 +1353,7 @@ func (x *ImportCARRequest) String() string {
 func (*ImportCARRequest) ProtoMessage() {}
 
 func (x *ImportCARRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[18]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1281,7 +1366,7 @@ func (x *ImportCARRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportCARRequest.ProtoReflect.Descriptor instead.
 func (*ImportCARRequest) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{18}
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ImportCARRequest) GetPath() string {
@@ -1301,7 +1386,7 @@ type ImportCARResponse struct {
 
 func (x *ImportCARResponse) Reset() {
 	*x = ImportCARResponse{}
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[19]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1313,7 +1398,7 @@ func (x *ImportCARResponse) String() string {
 func (*ImportCARResponse) ProtoMessage() {}
 
 func (x *ImportCARResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[19]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1326,7 +1411,7 @@ func (x *ImportCARResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportCARResponse.ProtoReflect.Descriptor instead.
 func (*ImportCARResponse) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{19}
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ImportCARResponse) GetRoots() []string {
@@ -1382,16 +1467,17 @@ const file_cortex_api_v1_workspace_proto_rawDesc = "" +
 	"\aseconds\x18\f \x01(\x01R\aseconds\x12\x1c\n" +
 	"\tunchanged\x18\r \x01(\bR\tunchanged\x12\x1f\n" +
 	"\vdirs_listed\x18\x0e \x01(\x04R\n" +
-	"dirsListed\"f\n" +
+	"dirsListed\"\x98\x01\n" +
 	"\n" +
 	"GetRequest\x12\x10\n" +
 	"\x03cid\x18\x01 \x01(\tR\x03cid\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x122\n" +
-	"\x15stall_timeout_seconds\x18\x03 \x01(\rR\x13stallTimeoutSeconds\"~\n" +
+	"\x15stall_timeout_seconds\x18\x03 \x01(\rR\x13stallTimeoutSeconds\x120\n" +
+	"\x14allow_escaping_links\x18\x04 \x01(\bR\x12allowEscapingLinks\"~\n" +
 	"\bGetEvent\x125\n" +
 	"\bprogress\x18\x01 \x01(\v2\x17.cortex.api.v1.ProgressH\x00R\bprogress\x122\n" +
 	"\x06result\x18\x02 \x01(\v2\x18.cortex.api.v1.GetResultH\x00R\x06resultB\a\n" +
-	"\x05event\"\xdb\x01\n" +
+	"\x05event\"\x9c\x02\n" +
 	"\tGetResult\x12\x10\n" +
 	"\x03cid\x18\x01 \x01(\tR\x03cid\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12\x16\n" +
@@ -1400,7 +1486,11 @@ const file_cortex_api_v1_workspace_proto_rawDesc = "" +
 	"\rfetched_bytes\x18\x05 \x01(\x04R\ffetchedBytes\x12\x14\n" +
 	"\x05files\x18\x06 \x01(\x04R\x05files\x12\x14\n" +
 	"\x05bytes\x18\a \x01(\x04R\x05bytes\x12\x18\n" +
-	"\aseconds\x18\b \x01(\x01R\aseconds\"e\n" +
+	"\aseconds\x18\b \x01(\x01R\aseconds\x12?\n" +
+	"\rskipped_links\x18\t \x03(\v2\x1a.cortex.api.v1.SkippedLinkR\fskippedLinks\"9\n" +
+	"\vSkippedLink\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x16\n" +
+	"\x06target\x18\x02 \x01(\tR\x06target\"e\n" +
 	"\vDiffRequest\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\x122\n" +
@@ -1423,12 +1513,14 @@ const file_cortex_api_v1_workspace_proto_rawDesc = "" +
 	"\aapplied\x18\x01 \x03(\tR\aapplied\x12\x16\n" +
 	"\x06merged\x18\x02 \x03(\tR\x06merged\x125\n" +
 	"\tconflicts\x18\x03 \x03(\v2\x17.cortex.api.v1.ConflictR\tconflicts\x12\x1c\n" +
-	"\tunchanged\x18\x04 \x01(\x04R\tunchanged\"W\n" +
+	"\tunchanged\x18\x04 \x01(\x04R\tunchanged\"x\n" +
 	"\bConflict\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1f\n" +
 	"\vtheirs_path\x18\x03 \x01(\tR\n" +
-	"theirsPath\"\v\n" +
+	"theirsPath\x12\x1f\n" +
+	"\vlink_target\x18\x04 \x01(\tR\n" +
+	"linkTarget\"\v\n" +
 	"\tGCRequest\"_\n" +
 	"\n" +
 	"GCResponse\x12\x12\n" +
@@ -1466,7 +1558,7 @@ func file_cortex_api_v1_workspace_proto_rawDescGZIP() []byte {
 	return file_cortex_api_v1_workspace_proto_rawDescData
 }
 
-var file_cortex_api_v1_workspace_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_cortex_api_v1_workspace_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_cortex_api_v1_workspace_proto_goTypes = []any{
 	(*AddRequest)(nil),        // 0: cortex.api.v1.AddRequest
 	(*AddEvent)(nil),          // 1: cortex.api.v1.AddEvent
@@ -1475,47 +1567,49 @@ var file_cortex_api_v1_workspace_proto_goTypes = []any{
 	(*GetRequest)(nil),        // 4: cortex.api.v1.GetRequest
 	(*GetEvent)(nil),          // 5: cortex.api.v1.GetEvent
 	(*GetResult)(nil),         // 6: cortex.api.v1.GetResult
-	(*DiffRequest)(nil),       // 7: cortex.api.v1.DiffRequest
-	(*DiffResponse)(nil),      // 8: cortex.api.v1.DiffResponse
-	(*Change)(nil),            // 9: cortex.api.v1.Change
-	(*MergeRequest)(nil),      // 10: cortex.api.v1.MergeRequest
-	(*MergeResponse)(nil),     // 11: cortex.api.v1.MergeResponse
-	(*MergeReport)(nil),       // 12: cortex.api.v1.MergeReport
-	(*Conflict)(nil),          // 13: cortex.api.v1.Conflict
-	(*GCRequest)(nil),         // 14: cortex.api.v1.GCRequest
-	(*GCResponse)(nil),        // 15: cortex.api.v1.GCResponse
-	(*ExportCARRequest)(nil),  // 16: cortex.api.v1.ExportCARRequest
-	(*CARChunk)(nil),          // 17: cortex.api.v1.CARChunk
-	(*ImportCARRequest)(nil),  // 18: cortex.api.v1.ImportCARRequest
-	(*ImportCARResponse)(nil), // 19: cortex.api.v1.ImportCARResponse
+	(*SkippedLink)(nil),       // 7: cortex.api.v1.SkippedLink
+	(*DiffRequest)(nil),       // 8: cortex.api.v1.DiffRequest
+	(*DiffResponse)(nil),      // 9: cortex.api.v1.DiffResponse
+	(*Change)(nil),            // 10: cortex.api.v1.Change
+	(*MergeRequest)(nil),      // 11: cortex.api.v1.MergeRequest
+	(*MergeResponse)(nil),     // 12: cortex.api.v1.MergeResponse
+	(*MergeReport)(nil),       // 13: cortex.api.v1.MergeReport
+	(*Conflict)(nil),          // 14: cortex.api.v1.Conflict
+	(*GCRequest)(nil),         // 15: cortex.api.v1.GCRequest
+	(*GCResponse)(nil),        // 16: cortex.api.v1.GCResponse
+	(*ExportCARRequest)(nil),  // 17: cortex.api.v1.ExportCARRequest
+	(*CARChunk)(nil),          // 18: cortex.api.v1.CARChunk
+	(*ImportCARRequest)(nil),  // 19: cortex.api.v1.ImportCARRequest
+	(*ImportCARResponse)(nil), // 20: cortex.api.v1.ImportCARResponse
 }
 var file_cortex_api_v1_workspace_proto_depIdxs = []int32{
 	2,  // 0: cortex.api.v1.AddEvent.progress:type_name -> cortex.api.v1.Progress
 	3,  // 1: cortex.api.v1.AddEvent.result:type_name -> cortex.api.v1.AddResult
 	2,  // 2: cortex.api.v1.GetEvent.progress:type_name -> cortex.api.v1.Progress
 	6,  // 3: cortex.api.v1.GetEvent.result:type_name -> cortex.api.v1.GetResult
-	9,  // 4: cortex.api.v1.DiffResponse.changes:type_name -> cortex.api.v1.Change
-	12, // 5: cortex.api.v1.MergeResponse.report:type_name -> cortex.api.v1.MergeReport
-	13, // 6: cortex.api.v1.MergeReport.conflicts:type_name -> cortex.api.v1.Conflict
-	0,  // 7: cortex.api.v1.WorkspaceService.Add:input_type -> cortex.api.v1.AddRequest
-	4,  // 8: cortex.api.v1.WorkspaceService.Get:input_type -> cortex.api.v1.GetRequest
-	7,  // 9: cortex.api.v1.WorkspaceService.Diff:input_type -> cortex.api.v1.DiffRequest
-	10, // 10: cortex.api.v1.WorkspaceService.Merge:input_type -> cortex.api.v1.MergeRequest
-	14, // 11: cortex.api.v1.WorkspaceService.GC:input_type -> cortex.api.v1.GCRequest
-	16, // 12: cortex.api.v1.WorkspaceService.ExportCAR:input_type -> cortex.api.v1.ExportCARRequest
-	18, // 13: cortex.api.v1.WorkspaceService.ImportCAR:input_type -> cortex.api.v1.ImportCARRequest
-	1,  // 14: cortex.api.v1.WorkspaceService.Add:output_type -> cortex.api.v1.AddEvent
-	5,  // 15: cortex.api.v1.WorkspaceService.Get:output_type -> cortex.api.v1.GetEvent
-	8,  // 16: cortex.api.v1.WorkspaceService.Diff:output_type -> cortex.api.v1.DiffResponse
-	11, // 17: cortex.api.v1.WorkspaceService.Merge:output_type -> cortex.api.v1.MergeResponse
-	15, // 18: cortex.api.v1.WorkspaceService.GC:output_type -> cortex.api.v1.GCResponse
-	17, // 19: cortex.api.v1.WorkspaceService.ExportCAR:output_type -> cortex.api.v1.CARChunk
-	19, // 20: cortex.api.v1.WorkspaceService.ImportCAR:output_type -> cortex.api.v1.ImportCARResponse
-	14, // [14:21] is the sub-list for method output_type
-	7,  // [7:14] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	7,  // 4: cortex.api.v1.GetResult.skipped_links:type_name -> cortex.api.v1.SkippedLink
+	10, // 5: cortex.api.v1.DiffResponse.changes:type_name -> cortex.api.v1.Change
+	13, // 6: cortex.api.v1.MergeResponse.report:type_name -> cortex.api.v1.MergeReport
+	14, // 7: cortex.api.v1.MergeReport.conflicts:type_name -> cortex.api.v1.Conflict
+	0,  // 8: cortex.api.v1.WorkspaceService.Add:input_type -> cortex.api.v1.AddRequest
+	4,  // 9: cortex.api.v1.WorkspaceService.Get:input_type -> cortex.api.v1.GetRequest
+	8,  // 10: cortex.api.v1.WorkspaceService.Diff:input_type -> cortex.api.v1.DiffRequest
+	11, // 11: cortex.api.v1.WorkspaceService.Merge:input_type -> cortex.api.v1.MergeRequest
+	15, // 12: cortex.api.v1.WorkspaceService.GC:input_type -> cortex.api.v1.GCRequest
+	17, // 13: cortex.api.v1.WorkspaceService.ExportCAR:input_type -> cortex.api.v1.ExportCARRequest
+	19, // 14: cortex.api.v1.WorkspaceService.ImportCAR:input_type -> cortex.api.v1.ImportCARRequest
+	1,  // 15: cortex.api.v1.WorkspaceService.Add:output_type -> cortex.api.v1.AddEvent
+	5,  // 16: cortex.api.v1.WorkspaceService.Get:output_type -> cortex.api.v1.GetEvent
+	9,  // 17: cortex.api.v1.WorkspaceService.Diff:output_type -> cortex.api.v1.DiffResponse
+	12, // 18: cortex.api.v1.WorkspaceService.Merge:output_type -> cortex.api.v1.MergeResponse
+	16, // 19: cortex.api.v1.WorkspaceService.GC:output_type -> cortex.api.v1.GCResponse
+	18, // 20: cortex.api.v1.WorkspaceService.ExportCAR:output_type -> cortex.api.v1.CARChunk
+	20, // 21: cortex.api.v1.WorkspaceService.ImportCAR:output_type -> cortex.api.v1.ImportCARResponse
+	15, // [15:22] is the sub-list for method output_type
+	8,  // [8:15] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_cortex_api_v1_workspace_proto_init() }
@@ -1537,7 +1631,7 @@ func file_cortex_api_v1_workspace_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cortex_api_v1_workspace_proto_rawDesc), len(file_cortex_api_v1_workspace_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
