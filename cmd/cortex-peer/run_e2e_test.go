@@ -1,13 +1,20 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cortex-peer/cortex-peer/cmd/internal/cli"
 	"github.com/cortex-peer/cortex-peer/runtime/images"
@@ -120,26 +127,51 @@ func TestCLIRunAndImages(t *testing.T) {
 	}
 }
 
-// A result that cannot be merged (here a link out of the workspace) does
-// not hide how the task itself ended: run says both, and exits with the
-// task's code, or 1 when the task succeeded.
+// A result that cannot be merged (here the workspace directory was
+// replaced by a file while the task ran) does not hide how the task itself
+// ended: run says both, and exits with the task's code, or 1 when the task
+// succeeded.
 func TestCLIRunMergeFailureKeepsExitCode(t *testing.T) {
 	bin := testnet.BuildBinary(t)
 	dir := initTaskPeer(t, bin)
 	for _, c := range []struct {
 		exit, want int
 	}{{3, 3}, {0, cli.ExitError}} {
-		ws := t.TempDir()
-		if err := os.WriteFile(filepath.Join(ws, "in.txt"), []byte("hello\n"), 0o644); err != nil {
+		ws := filepath.Join(t.TempDir(), "ws")
+		testnet.WriteFile(t, filepath.Join(ws, "in.txt"), []byte("hello\n"), 0o644)
+		// The task says it runs, then gives the test time to pull the
+		// directory from under it before it writes its result.
+		script := "echo go; sleep 5; echo new > new.txt; exit " + string(rune('0'+c.exit))
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		cmd := exec.CommandContext(ctx, bin, "run", "--data", dir, "--workspace", ws, "--", "sh", "-c", script)
+		cmd.Env = append(os.Environ(), "CORTEX_PEER_DATA=")
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
 			t.Fatal(err)
 		}
-		script := "ln -s /etc/passwd escape; exit " + string(rune('0'+c.exit))
-		r := run(t, bin, "run", "--data", dir, "--workspace", ws, "--", "sh", "-c", script)
-		if r.code != c.want || !strings.Contains(r.stderr, "merge") || !strings.Contains(r.stderr, "the task exited with "+string(rune('0'+c.exit))) {
-			t.Errorf("exit %d, merge failing: run exit %d, stderr %q; want %d, naming the merge failure and the task's exit", c.exit, r.code, r.stderr, c.want)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
 		}
-		if _, err := os.Lstat(filepath.Join(ws, "escape")); err == nil {
-			t.Errorf("the escaping link was written into the workspace")
+		line, _ := bufio.NewReader(stdout).ReadString('\n')
+		if line != "go\n" {
+			t.Fatalf("first output %q", line)
+		}
+		if err := os.RemoveAll(ws); err != nil {
+			t.Fatal(err)
+		}
+		testnet.WriteFile(t, ws, []byte("not a directory\n"), 0o644)
+		_, _ = io.Copy(io.Discard, stdout)
+		err = cmd.Wait()
+		cancel()
+		code := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		}
+		if code != c.want || !strings.Contains(stderr.String(), "merge") || !strings.Contains(stderr.String(), "the task exited with "+string(rune('0'+c.exit))) {
+			t.Errorf("exit %d, merge failing: run exit %d, stderr %q; want %d, naming the merge failure and the task's exit", c.exit, code, stderr.String(), c.want)
 		}
 	}
 }
