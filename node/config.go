@@ -85,12 +85,15 @@ func ConfigFromFile(d datadir.Dir, fc datadir.FileConfig) (Config, error) {
 	}
 	p.Connection.Low, p.Connection.High = l.ConnectionsLow, l.ConnectionsHigh
 	cfg := Config{
-		Dir:                d,
-		Version:            buildinfo.Version,
-		Labels:             maps.Clone(fc.Labels),
-		P2P:                p,
-		Store:              store.DefaultConfig(d.Path(fc.Store.Dir)),
-		API:                apiserver.Config{Socket: d.Path(fc.API.Socket), TokenFile: d.Path(fc.API.TokenFile)},
+		Dir:     d,
+		Version: buildinfo.Version,
+		Labels:  maps.Clone(fc.Labels),
+		P2P:     p,
+		Store:   store.DefaultConfig(d.Path(fc.Store.Dir)),
+		API: apiserver.Config{
+			Socket: d.Path(fc.API.Socket), TokenFile: d.Path(fc.API.TokenFile),
+			AllowedRoots: fc.API.AllowedRoots, ConfigFile: d.Path(datadir.ConfigFile),
+		},
 		Exchange:           exchange.DefaultConfig(),
 		KnownPeersInterval: DefaultKnownPeersInterval,
 		Tasks:              tasksConfig(d, fc.Tasks),

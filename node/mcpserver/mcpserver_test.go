@@ -381,6 +381,12 @@ func testLargeLog(t *testing.T, e *env, tr string) {
 // Errors are tool errors with a stable code, and the session goes on.
 func testErrors(t *testing.T, e *env, tr string) {
 	cs := e.connect(t, tr, nil)
+	missing := filepath.Join(t.TempDir(), "no-such-dir")
+	linked := filepath.Join(t.TempDir(), "etc") // inside the temp dir, leading to /etc
+	if err := os.Symlink("/etc", linked); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll("/etc/cortex-mcp-test") }) // only if a check failed
 	cases := []struct {
 		tool string
 		args map[string]any
@@ -392,8 +398,15 @@ func testErrors(t *testing.T, e *env, tr string) {
 		{"run_task", map[string]any{"command": []string{"true"}, "timeout": "soon"}, "invalid_argument:"},
 		{"run_task", map[string]any{"command": []string{"true"}, "image": "cortex/no-such-image:1"}, ""},
 		{"task_logs", map[string]any{"task_id": "x", "stream": "stdin"}, "invalid_argument:"},
-		{"workspace_add", map[string]any{"path": "/no/such/dir"}, "not_found:"},
-		{"run_task", map[string]any{"command": []string{"true"}, "workspace": "/no/such/dir"}, "not_found:"},
+		{"workspace_add", map[string]any{"path": missing}, "not_found:"},
+		{"run_task", map[string]any{"command": []string{"true"}, "workspace": missing}, "not_found:"},
+		// Paths outside the peer's [api] allowed_roots (its user's home and
+		// the temp dir by default) are refused by the API the tools call.
+		{"workspace_add", map[string]any{"path": "/no/such/dir"}, "permission_denied:"},
+		{"run_task", map[string]any{"command": []string{"true"}, "workspace": "/etc"}, "permission_denied:"},
+		{"workspace_merge", map[string]any{"base": "bafkqaaa", "theirs": "bafkqaaa", "path": "/etc"}, "permission_denied:"},
+		{"workspace_get", map[string]any{"cid": "bafkqaaa", "path": "/etc/cortex-mcp-test"}, "permission_denied:"},
+		{"workspace_get", map[string]any{"cid": "bafkqaaa", "path": filepath.Join(linked, "cortex-mcp-test")}, "permission_denied:"},
 		{"workspace_diff", map[string]any{"from": "notacid", "to": "notacid"}, "invalid_argument:"},
 		{"cancel_task", map[string]any{"task_id": "no-such-task"}, "not_found:"},
 		{"run_task", map[string]any{"comand": []string{"true"}}, ""}, // schema violation

@@ -21,6 +21,7 @@ func newTestnetCmd(g *cli.Globals) *cobra.Command {
 		n         int
 		dir       string
 		heartbeat time.Duration
+		roots     []string
 	)
 	cmd := &cobra.Command{
 		Use:   "testnet",
@@ -31,7 +32,11 @@ data dirs are DIR/peer1 ... DIR/peerN (each peer logs to peer.log there), so any
 client verb can talk to them with --data DIR/peerK. It prints one line per peer
 (name, peer id, data dir), then "ready" once every peer sees all the others, and
 stops them all cleanly on SIGINT or SIGTERM. With --json each peer is a JSON
-object on its own line, and readiness is {"ready":true}.`,
+object on its own line, and readiness is {"ready":true}.
+
+Besides the home and temp dir that init allows, the peers' API may read and
+write files in DIR, in the directory testnet was started in, and in each
+--allowed-root, so a demo can use the files at hand.`,
 		Example: `  cortex-peer testnet -n 3 --dir /tmp/mesh &
   cortex-peer peers --data /tmp/mesh/peer1`,
 		Args: cli.NoArgs,
@@ -46,6 +51,11 @@ object on its own line, and readiness is {"ready":true}.`,
 				}
 				dir = d
 			}
+			wd, err := os.Getwd()
+			if err != nil {
+				return err
+			}
+			roots = append([]string{dir, wd}, roots...)
 			bin, err := os.Executable()
 			if err != nil {
 				return fmt.Errorf("find own binary: %w", err)
@@ -53,7 +63,7 @@ object on its own line, and readiness is {"ready":true}.`,
 			ctx := cmd.Context()
 			startCtx, cancel := context.WithTimeout(ctx, testnetReadyTimeout)
 			defer cancel()
-			net, err := testnet.StartProcesses(startCtx, testnet.ProcessOptions{Binary: bin, N: n, Dir: dir, Heartbeat: heartbeat})
+			net, err := testnet.StartProcesses(startCtx, testnet.ProcessOptions{Binary: bin, N: n, Dir: dir, Heartbeat: heartbeat, AllowedRoots: roots})
 			if err != nil {
 				return err
 			}
@@ -90,5 +100,6 @@ object on its own line, and readiness is {"ready":true}.`,
 	f.IntVarP(&n, "peers", "n", 3, "number of peers")
 	f.StringVar(&dir, "dir", "", "directory for the peers' data dirs (default: a new temporary directory)")
 	f.DurationVar(&heartbeat, "heartbeat", testnet.DefaultProcessHeartbeat, "heartbeat interval of the peers")
+	f.StringArrayVar(&roots, "allowed-root", nil, "another directory the peers' API may read and write (repeatable)")
 	return cmd
 }
