@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -526,6 +527,9 @@ func TestGVisorFailedStart(t *testing.T) {
 	start := time.Now()
 	task, err := te.Start(ctx, spec)
 	t.Logf("start of a missing program under gVisor: %v after %v", err, time.Since(start))
+	if xe := (*ExecError)(nil); err != nil && (!errors.As(err, &xe) || xe.ExitCode() != ExitNotFound) {
+		t.Errorf("a missing program under gVisor: %v, want executable file not found", err)
+	}
 	if err == nil {
 		// runsc may report the missing program as the task's exit instead.
 		r := collect(ctx, t, task)
@@ -542,4 +546,50 @@ func TestGVisorFailedStart(t *testing.T) {
 		t.Errorf("gVisor timeout: %+v, stdout %q", r.Result, r.Stdout)
 	}
 	t.Logf("gVisor result: %+v", r.Result)
+}
+
+// A program the image lacks ends as a shell reports it: exit 127 and
+// "executable file not found: NAME", not runc's own words; one that cannot
+// be executed, 126. A failed start of another kind is not taken for one.
+func TestMissingProgram(t *testing.T) {
+	t.Parallel()
+	te := newTestExec(t)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	for _, c := range []struct {
+		program string
+		code    int
+		msg     string
+	}{
+		{"nosuchcmd", ExitNotFound, "executable file not found: nosuchcmd"},
+		{"/no/such/program", ExitNotFound, "executable file not found: /no/such/program"},
+		{"/etc/passwd", ExitNotExecutable, "permission denied: cannot execute /etc/passwd"},
+	} {
+		spec := te.spec("")
+		spec.Command = []string{c.program, "arg"}
+		task, err := te.Start(ctx, spec)
+		if err == nil {
+			task.Kill(ctx)
+			collect(ctx, t, task)
+			t.Errorf("%s: started", c.program)
+			continue
+		}
+		var xe *ExecError
+		if !errors.As(err, &xe) || xe.ExitCode() != c.code || xe.Error() != c.msg {
+			t.Errorf("%s: error %v (%#v), want an ExecError %q with exit code %d", c.program, err, xe, c.msg, c.code)
+		}
+		if strings.Contains(err.Error(), "runc") || strings.Contains(err.Error(), "OCI") {
+			t.Errorf("%s: error %q tells runc's internals", c.program, err)
+		}
+	}
+	// A start that fails for another reason is not a missing program.
+	spec := te.spec(`true`)
+	spec.Workdir = "/etc/passwd/sub"
+	if task, err := te.Start(ctx, spec); err == nil {
+		task.Kill(ctx)
+		collect(ctx, t, task)
+	} else if xe := (*ExecError)(nil); errors.As(err, &xe) {
+		t.Errorf("a bad working directory taken for a missing program: %v", err)
+	}
+	te.assertNothingLeft()
 }

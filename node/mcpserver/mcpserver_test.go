@@ -213,6 +213,7 @@ func TestMCP(t *testing.T) {
 			t.Run("Cancel", func(t *testing.T) { testCancel(t, e, tr) })
 			t.Run("LargeLogPaged", func(t *testing.T) { testLargeLog(t, e, tr) })
 			t.Run("Errors", func(t *testing.T) { testErrors(t, e, tr) })
+			t.Run("MissingProgram", func(t *testing.T) { testMissingProgram(t, e, tr) })
 			t.Run("DetachedAndPeers", func(t *testing.T) { testDetached(t, e, tr) })
 			t.Run("Workspaces", func(t *testing.T) { testWorkspaces(t, e, tr) })
 		})
@@ -423,6 +424,16 @@ func testErrors(t *testing.T, e *env, tr string) {
 	}
 	if _, err := cs.ListTools(testnet.Context(t, 10*time.Second), nil); err != nil {
 		t.Fatalf("session broken after errors: %v", err)
+	}
+}
+
+// A program the image lacks ends the task with 127 and a plain message on
+// stderr, as in a shell, not as a tool error full of runc's internals.
+func testMissingProgram(t *testing.T, e *env, tr string) {
+	cs := e.connect(t, tr, nil)
+	run := decode[mcpserver.RunOutput](t, cs, "run_task", map[string]any{"command": []string{"nosuchcmd"}})
+	if run.ExitCode != 127 || !strings.Contains(run.Stderr.Text, "executable file not found: nosuchcmd") || run.Error != "" {
+		t.Fatalf("run_task nosuchcmd: %+v", run)
 	}
 }
 

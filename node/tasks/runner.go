@@ -294,6 +294,9 @@ func (t *Runner) Execute(ctx context.Context, spec runtime.Spec, base cid.Cid, e
 	task, err := ex.Start(ctx, spec)
 	if err != nil {
 		t.running.Add(-1)
+		if xe := (*runtime.ExecError)(nil); errors.As(err, &xe) {
+			return t.execFailed(out, xe, logw, ev)
+		}
 		return out, err
 	}
 	t.log.Info("task started", "task", spec.ID, "image", spec.Image, "workspace", spec.WorkspaceDir != "")
@@ -350,6 +353,24 @@ func (t *Runner) Execute(ctx context.Context, spec runtime.Spec, base cid.Cid, e
 	t.log.Info("task ended", "task", spec.ID, "exit", res.ExitCode, "signal", res.Signal,
 		"oom", res.OOMKilled, "timed_out", res.TimedOut, "cancelled", res.Cancelled, "seconds", res.Duration.Seconds())
 	return out, sendErr
+}
+
+// execFailed ends a task whose program could not be executed as a shell
+// ends `nosuchcmd`: the reason on stderr and exit code 127 (126 for a
+// program that cannot be executed). The CLI, the API and MCP then report it
+// as the task's own exit, and not as a failure of the peer.
+func (t *Runner) execFailed(out Outcome, xe *runtime.ExecError, logw *tasklog.Writer, ev Events) (Outcome, error) {
+	now := time.Now()
+	c := runtime.Chunk{Stream: runtime.Stderr, Seq: 1, Time: now, Data: []byte("cortex-peer: " + xe.Error() + "\n")}
+	_ = logw.Append(c)
+	out.Stderr, out.StderrChunks = int64(len(c.Data)), c.Seq
+	out.Result = runtime.Result{ExitCode: xe.ExitCode(), StartedAt: now}
+	out.Log, _ = logw.Close()
+	t.log.Info("task could not start its program", "task", out.ID, "err", xe, "exit", xe.ExitCode())
+	if err := ev.Started(out.ID, t.self, out.Base); err != nil {
+		return out, err
+	}
+	return out, ev.Output(c)
 }
 
 // prepareWorkspace imports dir (incrementally) and materialises it under

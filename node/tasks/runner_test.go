@@ -319,3 +319,24 @@ func TestOldTasksAreForgotten(t *testing.T) {
 		}
 	}
 }
+
+// A program the image lacks ends the task as a shell would: exit 127 and
+// "executable file not found: NAME" on stderr (also in the kept log), not
+// runc's internals and a failed run.
+func TestRunMissingProgramExits127(t *testing.T) {
+	_, c := taskPeer(t)
+	ctx := testnet.Context(t, 60*time.Second)
+	var got testnet.RunEvents
+	res, err := c.Run(ctx, &apiv1.RunRequest{Spec: &apiv1.TaskSpec{Command: []string{"nosuchcmd", "arg"}}}, got.Event)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	const want = "cortex-peer: executable file not found: nosuchcmd\n"
+	if res.GetExitCode() != 127 || got.Stderr.String() != want || res.GetError() != "" || got.Started == nil {
+		t.Fatalf("exit %d, stderr %q, error %q, started %v; want 127 and %q", res.GetExitCode(), got.Stderr.String(), res.GetError(), got.Started, want)
+	}
+	var kept strings.Builder
+	if err := c.Logs(ctx, res.GetTaskId(), false, func(ch *apiv1.OutputChunk) { kept.Write(ch.GetData()) }); err != nil || kept.String() != want {
+		t.Fatalf("kept log %q, %v", kept.String(), err)
+	}
+}
