@@ -146,11 +146,13 @@ func taskPolicy(t datadir.TasksSection) runtime.Policy {
 		DefaultImage: t.DefaultImage,
 		DefaultLimits: runtime.Limits{
 			MemoryBytes: t.DefaultMemoryMiB << 20, CPUs: t.DefaultCPUs, Pids: t.DefaultPids,
-			TmpBytes: t.DefaultTmpMiB << 20, OpenFiles: runtime.DefaultPolicy().DefaultLimits.OpenFiles,
+			TmpBytes: t.DefaultTmpMiB << 20, DiskBytes: t.DefaultDiskMiB << 20,
+			OpenFiles: runtime.DefaultPolicy().DefaultLimits.OpenFiles,
 		},
 		MaxLimits: runtime.Limits{
 			MemoryBytes: t.MaxMemoryMiB << 20, CPUs: t.MaxCPUs, Pids: t.MaxPids,
-			TmpBytes: t.MaxTmpMiB << 20, OpenFiles: runtime.DefaultPolicy().MaxLimits.OpenFiles,
+			TmpBytes: t.MaxTmpMiB << 20, DiskBytes: t.MaxDiskMiB << 20,
+			OpenFiles: runtime.DefaultPolicy().MaxLimits.OpenFiles,
 		},
 		DefaultTimeout: t.DefaultTimeout.Duration,
 		MaxTimeout:     t.MaxTimeout.Duration,

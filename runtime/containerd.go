@@ -515,6 +515,7 @@ func (e *Containerd) start(callerCtx context.Context, t *ctrTask) (err error) {
 	if err := cancelled("create task"); err != nil {
 		return err
 	}
+	t.disk = newDiskWatch(spec) // measured before the task can write
 	task, err := container.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, t.stdout, t.stderr)))
 	if err != nil {
 		e.log.Debug("create task", "task", spec.ID, "err", err)

@@ -593,3 +593,38 @@ func TestMissingProgram(t *testing.T) {
 	}
 	te.assertNothingLeft()
 }
+
+// A task that writes more to /workspace than its disk limit fails with
+// DiskLimitExceeded: one big file is cut by the kernel, many small ones
+// (each under the limit) by the watch or the last measure; a task within
+// its limit is not flagged.
+func TestDiskLimit(t *testing.T) {
+	t.Parallel()
+	te := newTestExec(t)
+	for _, c := range []struct {
+		name, script string
+		over         bool
+	}{
+		{"one big file", `dd if=/dev/zero of=big bs=1M count=64`, true},
+		{"many files", `for i in $(seq 1 16); do dd if=/dev/zero of=f$i bs=1M count=4 2>/dev/null || exit 1; done`, true},
+		{"slow writer", `for i in $(seq 1 64); do dd if=/dev/zero of=s$i bs=1M count=1 2>/dev/null; sleep 0.1; done; echo not killed`, true},
+		{"within", `dd if=/dev/zero of=small bs=1M count=4`, false},
+	} {
+		ws := t.TempDir()
+		own := filepath.Join(ws, "base.bin") // the workspace's own bytes do not count
+		if err := os.WriteFile(own, make([]byte, 16<<20), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		spec := te.spec(c.script)
+		spec.WorkspaceDir = ws
+		spec.Limits.DiskBytes = 8 << 20
+		r := te.mustRun(t, spec)
+		if r.Result.DiskLimitExceeded != c.over || (c.over && r.Result.ExitCode == 0) {
+			t.Errorf("%s: %+v, stdout %q stderr %q; want over the limit: %v", c.name, r.Result, r.Stdout, r.Stderr, c.over)
+		}
+		if c.name == "slow writer" && strings.Contains(r.Stdout, "not killed") {
+			t.Errorf("slow writer: not killed once over its limit")
+		}
+	}
+	te.assertNothingLeft()
+}

@@ -56,10 +56,13 @@ type TasksSection struct {
 	MaxPids          int64    `toml:"max_pids"`
 	DefaultTmpMiB    int64    `toml:"default_tmp_mib"`
 	MaxTmpMiB        int64    `toml:"max_tmp_mib"`
-	DefaultUID       uint32   `toml:"default_uid"`
-	AllowRoot        bool     `toml:"allow_root"`
-	AllowHostNetwork bool     `toml:"allow_host_network"`
-	AllowGVisor      bool     `toml:"allow_gvisor"`
+	// DefaultDiskMiB and MaxDiskMiB bound what a task writes to /workspace.
+	DefaultDiskMiB   int64  `toml:"default_disk_mib"`
+	MaxDiskMiB       int64  `toml:"max_disk_mib"`
+	DefaultUID       uint32 `toml:"default_uid"`
+	AllowRoot        bool   `toml:"allow_root"`
+	AllowHostNetwork bool   `toml:"allow_host_network"`
+	AllowGVisor      bool   `toml:"allow_gvisor"`
 	// LogStoreCapMiB bounds the output kept per task in the store; output
 	// past it is still streamed live, and counted as dropped from the store.
 	LogStoreCapMiB int64 `toml:"log_store_cap_mib"`
@@ -94,6 +97,8 @@ func DefaultTasksSection() TasksSection {
 		MaxPids:          p.MaxLimits.Pids,
 		DefaultTmpMiB:    p.DefaultLimits.TmpBytes >> 20,
 		MaxTmpMiB:        p.MaxLimits.TmpBytes >> 20,
+		DefaultDiskMiB:   p.DefaultLimits.DiskBytes >> 20,
+		MaxDiskMiB:       p.MaxLimits.DiskBytes >> 20,
 		DefaultUID:       p.DefaultUID,
 		AllowRoot:        p.AllowRoot,
 		AllowHostNetwork: p.AllowHostNet,
@@ -335,6 +340,7 @@ func (t TasksSection) validate() error {
 		{"cpus", t.DefaultCPUs, t.MaxCPUs},
 		{"pids", float64(t.DefaultPids), float64(t.MaxPids)},
 		{"tmp_mib", float64(t.DefaultTmpMiB), float64(t.MaxTmpMiB)},
+		{"disk_mib", float64(t.DefaultDiskMiB), float64(t.MaxDiskMiB)},
 	}
 	for _, p := range pairs {
 		if p.def <= 0 || p.max < p.def {
@@ -495,6 +501,10 @@ max_pids = {{.Tasks.MaxPids}}
 # Size of the tmpfs at /tmp inside a task.
 default_tmp_mib = {{.Tasks.DefaultTmpMiB}}
 max_tmp_mib = {{.Tasks.MaxTmpMiB}}
+# What a task may write to /workspace, in MiB: past it the task is killed,
+# fails with "disk limit exceeded", and nothing of its workspace comes back.
+default_disk_mib = {{.Tasks.DefaultDiskMiB}}
+max_disk_mib = {{.Tasks.MaxDiskMiB}}
 # Tasks run as this user (65534 is nobody) unless they ask for another;
 # uid 0 only when allow_root is true.
 default_uid = {{.Tasks.DefaultUID}}

@@ -229,7 +229,9 @@ func (t *Runner) Run(ctx context.Context, spec runtime.Spec, workspace string, e
 	if err != nil {
 		return out, err
 	}
-	if workspace == "" || out.Result.Cancelled || out.Result.TimedOut || ctx.Err() != nil {
+	// A task over its disk limit gives nothing back: importing what it
+	// wrote is the cost the limit is there to bound.
+	if workspace == "" || out.Result.Cancelled || out.Result.TimedOut || out.Result.DiskLimitExceeded || ctx.Err() != nil {
 		return out, nil
 	}
 	return out, t.returnWorkspace(ctx, &out, workspace, spec.WorkspaceDir, ev)
@@ -256,7 +258,10 @@ func (t *Runner) Prepare(ctx context.Context, spec *runtime.Spec, root cid.Cid) 
 func (t *Runner) useWorkspace(spec *runtime.Spec) {
 	spec.WorkspaceDir = t.copyDir(spec.ID)
 	t.mountsMu.Lock()
-	spec.WorkspaceOwned = t.mounts[spec.ID] != nil // the overlay's layers are owned already
+	if m := t.mounts[spec.ID]; m != nil {
+		spec.WorkspaceOwned = true      // the overlay's layers are owned already
+		spec.WorkspaceChanges = m.upper // what the task writes, for its disk limit
+	}
 	t.mountsMu.Unlock()
 }
 
