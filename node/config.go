@@ -85,12 +85,15 @@ func ConfigFromFile(d datadir.Dir, fc datadir.FileConfig) (Config, error) {
 	}
 	p.Connection.Low, p.Connection.High = l.ConnectionsLow, l.ConnectionsHigh
 	cfg := Config{
-		Dir:                d,
-		Version:            buildinfo.Version,
-		Labels:             maps.Clone(fc.Labels),
-		P2P:                p,
-		Store:              store.DefaultConfig(d.Path(fc.Store.Dir)),
-		API:                apiserver.Config{Socket: d.Path(fc.API.Socket), TokenFile: d.Path(fc.API.TokenFile)},
+		Dir:     d,
+		Version: buildinfo.Version,
+		Labels:  maps.Clone(fc.Labels),
+		P2P:     p,
+		Store:   store.DefaultConfig(d.Path(fc.Store.Dir)),
+		API: apiserver.Config{
+			Socket: d.Path(fc.API.Socket), TokenFile: d.Path(fc.API.TokenFile),
+			AllowedRoots: fc.API.AllowedRoots, ConfigFile: d.Path(datadir.ConfigFile),
+		},
 		Exchange:           exchange.DefaultConfig(),
 		KnownPeersInterval: DefaultKnownPeersInterval,
 		Tasks:              tasksConfig(d, fc.Tasks),
@@ -143,11 +146,13 @@ func taskPolicy(t datadir.TasksSection) runtime.Policy {
 		DefaultImage: t.DefaultImage,
 		DefaultLimits: runtime.Limits{
 			MemoryBytes: t.DefaultMemoryMiB << 20, CPUs: t.DefaultCPUs, Pids: t.DefaultPids,
-			TmpBytes: t.DefaultTmpMiB << 20, OpenFiles: runtime.DefaultPolicy().DefaultLimits.OpenFiles,
+			TmpBytes: t.DefaultTmpMiB << 20, DiskBytes: t.DefaultDiskMiB << 20,
+			OpenFiles: runtime.DefaultPolicy().DefaultLimits.OpenFiles,
 		},
 		MaxLimits: runtime.Limits{
 			MemoryBytes: t.MaxMemoryMiB << 20, CPUs: t.MaxCPUs, Pids: t.MaxPids,
-			TmpBytes: t.MaxTmpMiB << 20, OpenFiles: runtime.DefaultPolicy().MaxLimits.OpenFiles,
+			TmpBytes: t.MaxTmpMiB << 20, DiskBytes: t.MaxDiskMiB << 20,
+			OpenFiles: runtime.DefaultPolicy().MaxLimits.OpenFiles,
 		},
 		DefaultTimeout: t.DefaultTimeout.Duration,
 		MaxTimeout:     t.MaxTimeout.Duration,

@@ -515,9 +515,11 @@ func (e *Containerd) start(callerCtx context.Context, t *ctrTask) (err error) {
 	if err := cancelled("create task"); err != nil {
 		return err
 	}
+	t.disk = newDiskWatch(spec) // measured before the task can write
 	task, err := container.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, t.stdout, t.stderr)))
 	if err != nil {
-		return classify("create task", err)
+		e.log.Debug("create task", "task", spec.ID, "err", err)
+		return classifyExec("create task", err)
 	}
 	if err := cancelled("start process"); err != nil {
 		e.abortTask(task)
@@ -536,7 +538,8 @@ func (e *Containerd) start(callerCtx context.Context, t *ctrTask) (err error) {
 	if err := task.Start(ctx); err != nil {
 		stopWait()
 		e.abortTask(task)
-		return classify("start process", err)
+		e.log.Debug("start process", "task", spec.ID, "err", err)
+		return classifyExec("start process", err)
 	}
 	e.log.Debug("task started", "task", spec.ID, "isolation", spec.Isolation, "pid", task.Pid(), "image", name)
 	go t.run(task, container, exitCh, stopWait) // owned by e.wg (reserve) and ended by Close

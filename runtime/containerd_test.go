@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -549,6 +550,9 @@ func TestGVisorFailedStart(t *testing.T) {
 	start := time.Now()
 	task, err := te.Start(ctx, spec)
 	t.Logf("start of a missing program under gVisor: %v after %v", err, time.Since(start))
+	if xe := (*ExecError)(nil); err != nil && (!errors.As(err, &xe) || xe.ExitCode() != ExitNotFound) {
+		t.Errorf("a missing program under gVisor: %v, want executable file not found", err)
+	}
 	if err == nil {
 		// runsc may report the missing program as the task's exit instead.
 		r := collect(ctx, t, task)
@@ -565,4 +569,85 @@ func TestGVisorFailedStart(t *testing.T) {
 		t.Errorf("gVisor timeout: %+v, stdout %q", r.Result, r.Stdout)
 	}
 	t.Logf("gVisor result: %+v", r.Result)
+}
+
+// A program the image lacks ends as a shell reports it: exit 127 and
+// "executable file not found: NAME", not runc's own words; one that cannot
+// be executed, 126. A failed start of another kind is not taken for one.
+func TestMissingProgram(t *testing.T) {
+	t.Parallel()
+	te := newTestExec(t)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	for _, c := range []struct {
+		program string
+		code    int
+		msg     string
+	}{
+		{"nosuchcmd", ExitNotFound, "executable file not found: nosuchcmd"},
+		{"/no/such/program", ExitNotFound, "executable file not found: /no/such/program"},
+		{"/etc/passwd", ExitNotExecutable, "permission denied: cannot execute /etc/passwd"},
+	} {
+		spec := te.spec("")
+		spec.Command = []string{c.program, "arg"}
+		task, err := te.Start(ctx, spec)
+		if err == nil {
+			task.Kill(ctx)
+			collect(ctx, t, task)
+			t.Errorf("%s: started", c.program)
+			continue
+		}
+		var xe *ExecError
+		if !errors.As(err, &xe) || xe.ExitCode() != c.code || xe.Error() != c.msg {
+			t.Errorf("%s: error %v (%#v), want an ExecError %q with exit code %d", c.program, err, xe, c.msg, c.code)
+		}
+		if strings.Contains(err.Error(), "runc") || strings.Contains(err.Error(), "OCI") {
+			t.Errorf("%s: error %q tells runc's internals", c.program, err)
+		}
+	}
+	// A start that fails for another reason is not a missing program.
+	spec := te.spec(`true`)
+	spec.Workdir = "/etc/passwd/sub"
+	if task, err := te.Start(ctx, spec); err == nil {
+		task.Kill(ctx)
+		collect(ctx, t, task)
+	} else if xe := (*ExecError)(nil); errors.As(err, &xe) {
+		t.Errorf("a bad working directory taken for a missing program: %v", err)
+	}
+	te.assertNothingLeft()
+}
+
+// A task that writes more to /workspace than its disk limit fails with
+// DiskLimitExceeded: one big file is cut by the kernel, many small ones
+// (each under the limit) by the watch or the last measure; a task within
+// its limit is not flagged.
+func TestDiskLimit(t *testing.T) {
+	t.Parallel()
+	te := newTestExec(t)
+	for _, c := range []struct {
+		name, script string
+		over         bool
+	}{
+		{"one big file", `dd if=/dev/zero of=big bs=1M count=64`, true},
+		{"many files", `for i in $(seq 1 16); do dd if=/dev/zero of=f$i bs=1M count=4 2>/dev/null || exit 1; done`, true},
+		{"slow writer", `for i in $(seq 1 64); do dd if=/dev/zero of=s$i bs=1M count=1 2>/dev/null; sleep 0.1; done; echo not killed`, true},
+		{"within", `dd if=/dev/zero of=small bs=1M count=4`, false},
+	} {
+		ws := t.TempDir()
+		own := filepath.Join(ws, "base.bin") // the workspace's own bytes do not count
+		if err := os.WriteFile(own, make([]byte, 16<<20), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		spec := te.spec(c.script)
+		spec.WorkspaceDir = ws
+		spec.Limits.DiskBytes = 8 << 20
+		r := te.mustRun(t, spec)
+		if r.Result.DiskLimitExceeded != c.over || (c.over && r.Result.ExitCode == 0) {
+			t.Errorf("%s: %+v, stdout %q stderr %q; want over the limit: %v", c.name, r.Result, r.Stdout, r.Stderr, c.over)
+		}
+		if c.name == "slow writer" && strings.Contains(r.Stdout, "not killed") {
+			t.Errorf("slow writer: not killed once over its limit")
+		}
+	}
+	te.assertNothingLeft()
 }

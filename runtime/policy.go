@@ -40,6 +40,7 @@ func DefaultPolicy() Policy {
 			CPUs:        1,
 			Pids:        256,
 			TmpBytes:    64 << 20,
+			DiskBytes:   4 << 30,
 			OpenFiles:   1024,
 		},
 		MaxLimits: Limits{
@@ -47,6 +48,7 @@ func DefaultPolicy() Policy {
 			CPUs:        4,
 			Pids:        4096,
 			TmpBytes:    1 << 30,
+			DiskBytes:   64 << 30,
 			OpenFiles:   65536,
 		},
 		DefaultTimeout: 10 * time.Minute,
@@ -65,7 +67,8 @@ const (
 	minCPUs        = 0.01    // a CFS quota under 1 ms per 100 ms period
 	minPids        = 1
 	minTmpBytes    = 4 << 10 // one page
-	minOpenFiles   = 16      // the runtime's own set-up needs a few descriptors
+	minDiskBytes   = 1 << 20
+	minOpenFiles   = 16 // the runtime's own set-up needs a few descriptors
 
 	maxLabels     = 64
 	maxLabelBytes = 4096 // containerd's limit on key plus value
@@ -103,6 +106,7 @@ func (p Policy) Validate() error {
 	checkI("memory_bytes", d.MemoryBytes, m.MemoryBytes, minMemoryBytes)
 	checkI("pids", d.Pids, m.Pids, minPids)
 	checkI("tmp_bytes", d.TmpBytes, m.TmpBytes, minTmpBytes)
+	checkI("disk_bytes", d.DiskBytes, m.DiskBytes, minDiskBytes)
 	if m.OpenFiles > math.MaxInt64 || d.OpenFiles > math.MaxInt64 {
 		bad("open_files over %d", int64(math.MaxInt64))
 	} else {
@@ -257,6 +261,7 @@ func (p Policy) Apply(spec Spec) (Spec, error) {
 	limitI("memory_bytes", &l.MemoryBytes, d.MemoryBytes, m.MemoryBytes, minMemoryBytes, sizeText)
 	limitI("pids", &l.Pids, d.Pids, m.Pids, minPids, count)
 	limitI("tmp_bytes", &l.TmpBytes, d.TmpBytes, m.TmpBytes, minTmpBytes, sizeText)
+	limitI("disk_bytes", &l.DiskBytes, d.DiskBytes, m.DiskBytes, minDiskBytes, sizeText)
 	switch {
 	case l.OpenFiles == 0:
 		l.OpenFiles = d.OpenFiles

@@ -87,9 +87,16 @@ func (p profile) withProcess(_ context.Context, _ oci.Client, _ *containers.Cont
 	uid, gid := *p.spec.UID, *p.spec.GID
 	s.Process.User = specs.User{UID: uid, GID: gid, AdditionalGids: []uint32{gid}}
 	n := p.spec.Limits.OpenFiles
+	// No one file may outgrow the disk limit: the kernel stops a write
+	// past it at once (SIGXFSZ, or EFBIG where the signal is ignored). One
+	// byte over, so that a file cut there shows as over the limit.
 	s.Process.Rlimits = []specs.POSIXRlimit{
 		{Type: "RLIMIT_NOFILE", Hard: n, Soft: n},
 		{Type: "RLIMIT_CORE", Hard: 0, Soft: 0},
+	}
+	if d := p.spec.Limits.DiskBytes; d > 0 {
+		fsize := uint64(d) + 1
+		s.Process.Rlimits = append(s.Process.Rlimits, specs.POSIXRlimit{Type: "RLIMIT_FSIZE", Hard: fsize, Soft: fsize})
 	}
 	return nil
 }

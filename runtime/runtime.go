@@ -33,7 +33,10 @@ type Limits struct {
 	CPUs        float64 // CPU quota in cores (1.5 = one and a half cores)
 	Pids        int64   // cgroup pids limit
 	TmpBytes    int64   // size of the tmpfs mounted at /tmp
-	OpenFiles   uint64  // RLIMIT_NOFILE
+	// DiskBytes bounds what the task writes to /workspace (the bytes of
+	// the files it creates or changes there); see diskWatch.
+	DiskBytes int64
+	OpenFiles uint64 // RLIMIT_NOFILE
 }
 
 // Spec is one task to run. It comes from a caller that is not trusted: a
@@ -60,6 +63,11 @@ type Spec struct {
 	// chown of every file would copy every file up.
 	WorkspaceDir   string
 	WorkspaceOwned bool
+	// WorkspaceChanges is where the task's writes to /workspace land (the
+	// upper directory of the peer's overlay), measured against
+	// Limits.DiskBytes. Empty measures WorkspaceDir itself, less its size
+	// when the task starts (a plain copy of the workspace).
+	WorkspaceChanges string
 }
 
 // Stream says which output a chunk came from.
@@ -91,15 +99,19 @@ type Chunk struct {
 
 // Result is how a task ended.
 type Result struct {
-	ExitCode        int           // the process's exit status; 128+signal when killed by one
-	Signal          string        // e.g. "SIGKILL" when the task was killed by a signal
-	OOMKilled       bool          // the kernel killed it for exceeding its memory limit
-	TimedOut        bool          // killed at its deadline
-	Cancelled       bool          // killed because the caller cancelled it
-	CPUSeconds      float64       // user+system CPU time of the whole task
-	PeakMemoryBytes uint64        // peak memory use of the task's cgroup
-	StartedAt       time.Time     // when the process started
-	Duration        time.Duration // from start to exit
+	ExitCode  int    // the process's exit status; 128+signal when killed by one
+	Signal    string // e.g. "SIGKILL" when the task was killed by a signal
+	OOMKilled bool   // the kernel killed it for exceeding its memory limit
+	TimedOut  bool   // killed at its deadline
+	Cancelled bool   // killed because the caller cancelled it
+	// DiskLimitExceeded: the task wrote more than Limits.DiskBytes to
+	// /workspace; it was killed (or had ended) and its workspace must not
+	// be taken back.
+	DiskLimitExceeded bool
+	CPUSeconds        float64       // user+system CPU time of the whole task
+	PeakMemoryBytes   uint64        // peak memory use of the task's cgroup
+	StartedAt         time.Time     // when the process started
+	Duration          time.Duration // from start to exit
 }
 
 // Executor runs task specs. Implementations must be safe for concurrent use.

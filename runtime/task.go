@@ -31,7 +31,8 @@ type ctrTask struct {
 	killReq  chan struct{} // closed by Kill
 	killSent chan struct{} // closed by run once SIGKILL went out, or the task ended
 
-	startedAt time.Time // set before run starts
+	startedAt time.Time  // set before run starts
+	disk      *diskWatch // set before run starts; nil without a workspace
 
 	done   chan struct{} // closed by run when the task is removed; result and err are final
 	result Result
@@ -90,6 +91,7 @@ const (
 	endedByTimeout = "timeout"
 	endedByKill    = "kill"
 	endedByClose   = "executor closed"
+	endedByDisk    = "disk limit exceeded"
 )
 
 // run owns the task from its start to its removal.
@@ -109,6 +111,8 @@ func (t *ctrTask) run(task containerd.Task, container containerd.Container, exit
 		sentOnce   sync.Once
 	)
 	markSent := func() { sentOnce.Do(func() { close(t.killSent) }) }
+	overDisk, stopDiskWatch := t.watchDisk()
+	defer stopDiskWatch()
 	kill := func(why string) {
 		if endedBy == "" {
 			endedBy = why
@@ -134,6 +138,9 @@ wait:
 		case <-closing:
 			closing = nil
 			kill(endedByClose)
+		case <-overDisk:
+			overDisk = nil
+			kill(endedByDisk)
 		case <-resend:
 			t.log.Warn("task still running after SIGKILL: sending it again")
 			t.killAll(task)
@@ -172,6 +179,14 @@ wait:
 	case endedByKill, endedByClose:
 		res.Cancelled = true
 	}
+	stopDiskWatch()
+	if endedBy == endedByDisk || (t.disk != nil && t.disk.over()) {
+		res.DiskLimitExceeded = true
+		if res.ExitCode == 0 {
+			res.ExitCode = 1 // it wrote past its limit between two checks: a failure all the same
+		}
+		t.log.Info("task wrote past its disk limit", "limit", t.disk.limit)
+	}
 
 	// The cgroup is still there until the task is deleted.
 	mctx, cancel := context.WithTimeout(t.e.bg, metricsTimeout)
@@ -203,6 +218,37 @@ wait:
 	t.result, t.err = res, err
 	t.e.forget(t)
 	close(t.done)
+}
+
+// watchDisk measures the task's writes every diskCheckInterval until stop is
+// called (safe twice; it returns once the watch has ended); over is closed
+// when they pass the limit. Without a workspace over is never closed.
+func (t *ctrTask) watchDisk() (over <-chan struct{}, stop func()) {
+	if t.disk == nil {
+		return nil, func() {}
+	}
+	overc, quit, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go func() { // owned by run, which stops it before it returns
+		defer close(done)
+		tick := time.NewTicker(diskCheckInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-tick.C:
+				if t.disk.over() {
+					close(overc)
+					return
+				}
+			}
+		}
+	}()
+	var once sync.Once
+	return overc, func() {
+		once.Do(func() { close(quit) })
+		<-done
+	}
 }
 
 // killAll sends SIGKILL to every process of the task.

@@ -39,6 +39,9 @@ type ProcessOptions struct {
 	Heartbeat time.Duration
 	// LogLevel of the peers (info if empty). Each peer logs to DIR/peerK/peer.log.
 	LogLevel string
+	// AllowedRoots are added to every peer's [api] allowed_roots (init's
+	// --allowed-root), besides the default home and temp dir.
+	AllowedRoots []string
 	// ConfigEdits replace, in every peer's config.toml after init, each
 	// key's line with its value's (for example the tasks namespace line);
 	// a key absent from the file is an error, so an edit is never lost.
@@ -140,6 +143,9 @@ func StartProcesses(ctx context.Context, opts ProcessOptions) (_ *ProcessNet, er
 		p := &ProcessPeer{Name: name, DataDir: filepath.Join(opts.Dir, name), net: pn}
 		p.LogFile = filepath.Join(p.DataDir, "peer.log")
 		args := []string{"init", "--data", p.DataDir, "--listen", loopbackListen, "--no-mdns", "--heartbeat", opts.Heartbeat.String(), "--label", "testnet=" + name}
+		for _, r := range opts.AllowedRoots {
+			args = append(args, "--allowed-root", r)
+		}
 		if i > 0 {
 			args = append(args, "--mesh-key", filepath.Join(pn.Peers[0].DataDir, "mesh.key"))
 			args = append(args, bootstrapArgs(pn.Peers[0].Addrs)...)

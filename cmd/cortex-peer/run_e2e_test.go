@@ -76,6 +76,13 @@ func TestCLIRunAndImages(t *testing.T) {
 		t.Fatalf("merged result: %q, %v", b, err)
 	}
 
+	// A program the image lacks: 127 and a plain message, as with a shell
+	// or docker, not runc's internals.
+	r = run(t, bin, "run", "--data", dir, "--", "nosuchcmd")
+	if r.code != 127 || !strings.Contains(r.stderr, "executable file not found: nosuchcmd") || strings.Contains(r.stderr, "runc") {
+		t.Errorf("missing program: exit %d, stderr %q", r.code, r.stderr)
+	}
+
 	r = run(t, bin, "run", "--data", dir, "--timeout", "1s", "--", "sleep", "30")
 	if r.code != cli.ExitTimedOut || !strings.Contains(r.stderr, "timed out") {
 		t.Errorf("timeout: exit %d, stderr %q", r.code, r.stderr)

@@ -16,7 +16,8 @@ import (
 
 // imageService implements the ImageService of the local API.
 type imageService struct {
-	im Images
+	im    Images
+	roots Roots
 }
 
 // Images is this peer's containerd image store (tasks.Images).
@@ -37,7 +38,7 @@ func imageToAPI(im images.Image) *apiv1.Image {
 
 func (s *imageService) Import(ctx context.Context, req *connect.Request[apiv1.ImportImageRequest]) (*connect.Response[apiv1.ImportImageResponse], error) {
 	defer s.im.Changed() // the heartbeat lists images
-	p, err := absPath("path", req.Msg.GetPath())
+	p, err := s.roots.Resolve("path", req.Msg.GetPath())
 	if err != nil {
 		return nil, err
 	}

@@ -37,6 +37,11 @@ type Config struct {
 	// holds the bearer token every call must carry.
 	Socket    string
 	TokenFile string
+	// AllowedRoots are the directories whose files a caller may have the
+	// API read or write (see Roots); none refuses every path. ConfigFile is
+	// where they are set, named when a path is refused.
+	AllowedRoots []string
+	ConfigFile   string
 }
 
 // Validate checks the configuration.
@@ -72,6 +77,10 @@ func New(cfg Config, svc Services) (*Server, error) {
 		return nil, err
 	}
 	socket, tokenFile := cfg.Socket, cfg.TokenFile
+	roots, err := NewRoots(cfg.AllowedRoots, cfg.ConfigFile)
+	if err != nil {
+		return nil, fmt.Errorf("API: %w", err)
+	}
 	token, err := ReadToken(tokenFile)
 	if err != nil {
 		return nil, fmt.Errorf("API %w (run `cortex-peer init` to create it)", err)
@@ -88,15 +97,15 @@ func New(cfg Config, svc Services) (*Server, error) {
 		handlerOpts...,
 	)
 	mux.Handle(path, handler)
-	path, handler = apiv1connect.NewWorkspaceServiceHandler(&workspaceService{ws: svc.Workspaces},
+	path, handler = apiv1connect.NewWorkspaceServiceHandler(&workspaceService{ws: svc.Workspaces, roots: roots},
 		handlerOpts...,
 	)
 	mux.Handle(path, handler)
-	path, handler = apiv1connect.NewTaskServiceHandler(&taskService{t: svc.Tasks},
+	path, handler = apiv1connect.NewTaskServiceHandler(&taskService{t: svc.Tasks, roots: roots},
 		handlerOpts...,
 	)
 	mux.Handle(path, handler)
-	path, handler = apiv1connect.NewImageServiceHandler(&imageService{im: svc.Images},
+	path, handler = apiv1connect.NewImageServiceHandler(&imageService{im: svc.Images, roots: roots},
 		handlerOpts...,
 	)
 	mux.Handle(path, handler)

@@ -31,7 +31,8 @@ type Tasks interface {
 
 // taskService implements the TaskService of the local API.
 type taskService struct {
-	t Tasks
+	t     Tasks
+	roots Roots
 }
 
 var _ apiv1connect.TaskServiceHandler = (*taskService)(nil)
@@ -99,7 +100,7 @@ func (t *taskService) Run(ctx context.Context, req *connect.Request[apiv1.RunReq
 		}
 	}
 	if req.Msg.GetWorkspace() != "" {
-		if rr.Workspace, err = absPath("workspace", req.Msg.GetWorkspace()); err != nil {
+		if rr.Workspace, err = t.roots.Resolve("workspace", req.Msg.GetWorkspace()); err != nil {
 			return err
 		}
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -38,7 +37,8 @@ const (
 
 // workspaceService implements the WorkspaceService of the local API.
 type workspaceService struct {
-	ws Workspaces
+	ws    Workspaces
+	roots Roots
 }
 
 var _ apiv1connect.WorkspaceServiceHandler = (*workspaceService)(nil)
@@ -49,13 +49,6 @@ func parseCID(field, s string) (cid.Cid, error) {
 		return cid.Undef, fmt.Errorf("%s %q is not a CID: %v: %w", field, s, err, errdefs.ErrInvalid)
 	}
 	return c, nil
-}
-
-func absPath(field, p string) (string, error) {
-	if p == "" || !filepath.IsAbs(p) {
-		return "", fmt.Errorf("%s %q must be an absolute path on the peer's machine: %w", field, p, errdefs.ErrInvalid)
-	}
-	return filepath.Clean(p), nil
 }
 
 // throttledSender sends progress events at most every progressInterval,
@@ -83,7 +76,7 @@ func (t *throttledSender) send(send func() error) error {
 }
 
 func (w *workspaceService) Add(ctx context.Context, req *connect.Request[apiv1.AddRequest], stream *connect.ServerStream[apiv1.AddEvent]) error {
-	dir, err := absPath("path", req.Msg.GetPath())
+	dir, err := w.roots.Resolve("path", req.Msg.GetPath())
 	if err != nil {
 		return err
 	}
@@ -115,7 +108,7 @@ func (w *workspaceService) Get(ctx context.Context, req *connect.Request[apiv1.G
 	if err != nil {
 		return err
 	}
-	dest, err := absPath("path", req.Msg.GetPath())
+	dest, err := w.roots.Resolve("path", req.Msg.GetPath())
 	if err != nil {
 		return err
 	}
@@ -172,7 +165,7 @@ func (w *workspaceService) Merge(ctx context.Context, req *connect.Request[apiv1
 	if err != nil {
 		return nil, err
 	}
-	dir, err := absPath("path", req.Msg.GetPath())
+	dir, err := w.roots.Resolve("path", req.Msg.GetPath())
 	if err != nil {
 		return nil, err
 	}
@@ -247,7 +240,7 @@ func (c *chunkWriter) flush() error {
 var _ io.Writer = (*chunkWriter)(nil)
 
 func (w *workspaceService) ImportCAR(ctx context.Context, req *connect.Request[apiv1.ImportCARRequest]) (*connect.Response[apiv1.ImportCARResponse], error) {
-	p, err := absPath("path", req.Msg.GetPath())
+	p, err := w.roots.Resolve("path", req.Msg.GetPath())
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/user"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -54,10 +56,13 @@ type TasksSection struct {
 	MaxPids          int64    `toml:"max_pids"`
 	DefaultTmpMiB    int64    `toml:"default_tmp_mib"`
 	MaxTmpMiB        int64    `toml:"max_tmp_mib"`
-	DefaultUID       uint32   `toml:"default_uid"`
-	AllowRoot        bool     `toml:"allow_root"`
-	AllowHostNetwork bool     `toml:"allow_host_network"`
-	AllowGVisor      bool     `toml:"allow_gvisor"`
+	// DefaultDiskMiB and MaxDiskMiB bound what a task writes to /workspace.
+	DefaultDiskMiB   int64  `toml:"default_disk_mib"`
+	MaxDiskMiB       int64  `toml:"max_disk_mib"`
+	DefaultUID       uint32 `toml:"default_uid"`
+	AllowRoot        bool   `toml:"allow_root"`
+	AllowHostNetwork bool   `toml:"allow_host_network"`
+	AllowGVisor      bool   `toml:"allow_gvisor"`
 	// LogStoreCapMiB bounds the output kept per task in the store; output
 	// past it is kept in the task's spill file under the store dir.
 	LogStoreCapMiB int64 `toml:"log_store_cap_mib"`
@@ -92,6 +97,8 @@ func DefaultTasksSection() TasksSection {
 		MaxPids:          p.MaxLimits.Pids,
 		DefaultTmpMiB:    p.DefaultLimits.TmpBytes >> 20,
 		MaxTmpMiB:        p.MaxLimits.TmpBytes >> 20,
+		DefaultDiskMiB:   p.DefaultLimits.DiskBytes >> 20,
+		MaxDiskMiB:       p.MaxLimits.DiskBytes >> 20,
 		DefaultUID:       p.DefaultUID,
 		AllowRoot:        p.AllowRoot,
 		AllowHostNetwork: p.AllowHostNet,
@@ -140,8 +147,46 @@ type PolicySection struct {
 	Allowlist []string `toml:"allowlist"`
 }
 
-// APISection locates the local API; clients read it through locate.
-type APISection = locate.API
+// APISection locates the local API (clients read that part through
+// locate) and bounds the paths its callers may name.
+type APISection struct {
+	locate.API
+	// AllowedRoots are the directories the API and MCP may read and write
+	// for a caller (workspaces, merge and get targets, CAR and image files):
+	// a path must resolve, after symlinks, inside one of them. The peer
+	// usually runs as root, and its API token is all a caller holds, so
+	// without this a call could write into /etc. An empty list refuses
+	// every path; "/" allows all.
+	AllowedRoots []string `toml:"allowed_roots"`
+}
+
+// DefaultAllowedRoots is the home of the user who runs the command and the
+// system's temporary directory. Under sudo that user is SUDO_USER, not
+// root: `sudo cortex-peer init` is how a user sets up a peer that runs as
+// root, and it is their own files they mean to work on.
+func DefaultAllowedRoots() []string {
+	var roots []string
+	if home := invokingHome(); home != "" {
+		roots = append(roots, home)
+	}
+	return append(roots, os.TempDir())
+}
+
+// invokingHome is the home of the user behind this process: SUDO_USER's
+// when root runs it through sudo, else $HOME's. Empty when neither is known.
+func invokingHome() string {
+	if os.Geteuid() == 0 {
+		if name := os.Getenv("SUDO_USER"); name != "" && name != "root" {
+			if u, err := user.Lookup(name); err == nil && filepath.IsAbs(u.HomeDir) {
+				return u.HomeDir
+			}
+		}
+	}
+	if home, err := os.UserHomeDir(); err == nil && filepath.IsAbs(home) {
+		return home
+	}
+	return ""
+}
 
 // MCPSection configures the MCP streamable-HTTP endpoint. Empty Listen
 // serves none: `cortex-peer mcp` (stdio) needs no listener.
@@ -200,7 +245,7 @@ func DefaultFileConfig() FileConfig {
 			},
 		},
 		Labels:  map[string]string{},
-		API:     locate.DefaultAPI(),
+		API:     APISection{API: locate.DefaultAPI(), AllowedRoots: DefaultAllowedRoots()},
 		Store:   StoreSection{Dir: StoreDir},
 		Log:     LogSection{Level: "info", Format: "text"},
 		Process: ProcessSection{MemoryLimitMiB: DefaultMemoryLimitMiB},
@@ -270,6 +315,11 @@ func (c FileConfig) Validate() error {
 	if c.API.Socket == "" || c.API.TokenFile == "" || c.Store.Dir == "" {
 		errs = append(errs, errors.New("api.socket, api.token_file and store.dir must not be empty"))
 	}
+	for _, r := range c.API.AllowedRoots {
+		if !filepath.IsAbs(r) {
+			errs = append(errs, fmt.Errorf("api.allowed_roots: %q is not an absolute path", r))
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", errdefs.ErrInvalid, err)
 	}
@@ -290,6 +340,7 @@ func (t TasksSection) validate() error {
 		{"cpus", t.DefaultCPUs, t.MaxCPUs},
 		{"pids", float64(t.DefaultPids), float64(t.MaxPids)},
 		{"tmp_mib", float64(t.DefaultTmpMiB), float64(t.MaxTmpMiB)},
+		{"disk_mib", float64(t.DefaultDiskMiB), float64(t.MaxDiskMiB)},
 	}
 	for _, p := range pairs {
 		if p.def <= 0 || p.max < p.def {
@@ -402,6 +453,14 @@ allowlist = []
 # The local API: a unix socket (mode 0600) and the token every request needs.
 socket = "api.sock"
 token_file = "api.token"
+# Directories whose files the API and MCP may read and write for a caller
+# (workspace add/get/merge, run --workspace, CAR and image files). A path
+# must resolve, after symlinks, inside one of them, else it is refused with
+# permission_denied. The default is the home of the user who ran init (under
+# sudo, SUDO_USER's) and the system's temporary directory. To work on files
+# elsewhere, add their directory here ("/srv/project") and restart the peer;
+# "/" allows every path the peer's user can reach.
+allowed_roots = {{list .AllowedRoots}}
 
 [store]
 dir = "store"
@@ -442,6 +501,10 @@ max_pids = {{.Tasks.MaxPids}}
 # Size of the tmpfs at /tmp inside a task.
 default_tmp_mib = {{.Tasks.DefaultTmpMiB}}
 max_tmp_mib = {{.Tasks.MaxTmpMiB}}
+# What a task may write to /workspace, in MiB: past it the task is killed,
+# fails with "disk limit exceeded", and nothing of its workspace comes back.
+default_disk_mib = {{.Tasks.DefaultDiskMiB}}
+max_disk_mib = {{.Tasks.MaxDiskMiB}}
 # Tasks run as this user (65534 is nobody) unless they ask for another;
 # uid 0 only when allow_root is true.
 default_uid = {{.Tasks.DefaultUID}}
@@ -468,13 +531,17 @@ keep_for = "{{.Tasks.KeepFor}}"
 
 type templateData struct {
 	P2PSection
-	Labels map[string]string
-	Tasks  TasksSection
+	Labels       map[string]string
+	Tasks        TasksSection
+	AllowedRoots []string
 }
 
 func renderConfig(opts InitOptions) string {
 	def := DefaultFileConfig()
-	data := templateData{P2PSection: def.P2P, Labels: opts.Labels, Tasks: def.Tasks}
+	data := templateData{P2PSection: def.P2P, Labels: opts.Labels, Tasks: def.Tasks, AllowedRoots: def.API.AllowedRoots}
+	if opts.AllowedRoots != nil {
+		data.AllowedRoots = opts.AllowedRoots
+	}
 	if len(opts.Listen) > 0 {
 		data.Listen = opts.Listen
 	}

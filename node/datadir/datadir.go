@@ -51,6 +51,9 @@ type InitOptions struct {
 	// HeartbeatInterval, when set, replaces the default interval; the
 	// expiry is three intervals.
 	HeartbeatInterval time.Duration
+	// AllowedRoots, when not nil, replaces DefaultAllowedRoots as the
+	// config's [api] allowed_roots.
+	AllowedRoots []string
 }
 
 // Init creates a data dir (mode 0700) with a new identity, a mesh key, an API
@@ -79,6 +82,11 @@ func Init(root string, opts InitOptions) (Dir, error) {
 	}
 	if opts.HeartbeatInterval < 0 {
 		return Dir{}, fmt.Errorf("init %s: negative heartbeat interval: %w", root, errdefs.ErrInvalid)
+	}
+	for _, r := range opts.AllowedRoots {
+		if !filepath.IsAbs(r) {
+			return Dir{}, fmt.Errorf("init %s: allowed root %q is not an absolute path: %w", root, r, errdefs.ErrInvalid)
+		}
 	}
 	if err := makePrivateDir(root); err != nil {
 		return Dir{}, fmt.Errorf("init %s: %w", root, err)

@@ -173,3 +173,41 @@ func TestInitRefusesOpenExistingDir(t *testing.T) {
 		t.Fatalf("empty dir left at %04o", st.Mode().Perm())
 	}
 }
+
+// TestInitRecordsAllowedRoots: init writes the API's allowed roots into the
+// config: the home of the user behind the command (under sudo, SUDO_USER's,
+// not root's) and the temp dir, plus any given; the peer reads them back.
+func TestInitRecordsAllowedRoots(t *testing.T) {
+	t.Setenv("SUDO_USER", "nobody")
+	t.Setenv("HOME", "/home/someone")
+	want := "/home/someone"
+	if os.Geteuid() == 0 {
+		want = "/nonexistent" // nobody's home in /etc/passwd
+	}
+	d, err := Init(t.TempDir(), InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := d.LoadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.API.AllowedRoots; len(got) != 2 || got[0] != want || got[1] != os.TempDir() {
+		t.Fatalf("allowed_roots %q, want [%s %s]", got, want, os.TempDir())
+	}
+	b, _ := os.ReadFile(filepath.Join(d.Root, ConfigFile))
+	if !strings.Contains(string(b), "allowed_roots = [\""+want+"\"") {
+		t.Fatalf("config file does not record allowed_roots:\n%s", b)
+	}
+
+	d, err = Init(t.TempDir(), InitOptions{AllowedRoots: []string{"/srv/project"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err = d.LoadConfig(); err != nil || len(cfg.API.AllowedRoots) != 1 || cfg.API.AllowedRoots[0] != "/srv/project" {
+		t.Fatalf("allowed_roots %q, %v", cfg.API.AllowedRoots, err)
+	}
+	if _, err := Init(t.TempDir(), InitOptions{AllowedRoots: []string{"relative"}}); !errors.Is(err, errdefs.ErrInvalid) {
+		t.Fatalf("relative root: %v", err)
+	}
+}

@@ -236,7 +236,9 @@ func (d *Delegation) runHere(ctx context.Context, rec *execRecord, spec runtime.
 	if err != nil {
 		res.Error = err.Error()
 	}
-	if root.Defined() && !out.Result.Cancelled && !out.Result.TimedOut && ctx.Err() == nil {
+	// A task over its disk limit gives nothing back: importing and carrying
+	// what it wrote is the cost the limit bounds.
+	if root.Defined() && !out.Result.Cancelled && !out.Result.TimedOut && !out.Result.DiskLimitExceeded && ctx.Err() == nil {
 		if root, err := t.ImportResult(ctx, spec.ID, spec.WorkspaceDir); err != nil {
 			res.Error = err.Error()
 		} else {

@@ -213,6 +213,7 @@ func TestMCP(t *testing.T) {
 			t.Run("Cancel", func(t *testing.T) { testCancel(t, e, tr) })
 			t.Run("LargeLogPaged", func(t *testing.T) { testLargeLog(t, e, tr) })
 			t.Run("Errors", func(t *testing.T) { testErrors(t, e, tr) })
+			t.Run("MissingProgram", func(t *testing.T) { testMissingProgram(t, e, tr) })
 			t.Run("DetachedAndPeers", func(t *testing.T) { testDetached(t, e, tr) })
 			t.Run("Workspaces", func(t *testing.T) { testWorkspaces(t, e, tr) })
 		})
@@ -381,6 +382,12 @@ func testLargeLog(t *testing.T, e *env, tr string) {
 // Errors are tool errors with a stable code, and the session goes on.
 func testErrors(t *testing.T, e *env, tr string) {
 	cs := e.connect(t, tr, nil)
+	missing := filepath.Join(t.TempDir(), "no-such-dir")
+	linked := filepath.Join(t.TempDir(), "etc") // inside the temp dir, leading to /etc
+	if err := os.Symlink("/etc", linked); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll("/etc/cortex-mcp-test") }) // only if a check failed
 	cases := []struct {
 		tool string
 		args map[string]any
@@ -392,8 +399,15 @@ func testErrors(t *testing.T, e *env, tr string) {
 		{"run_task", map[string]any{"command": []string{"true"}, "timeout": "soon"}, "invalid_argument:"},
 		{"run_task", map[string]any{"command": []string{"true"}, "image": "cortex/no-such-image:1"}, ""},
 		{"task_logs", map[string]any{"task_id": "x", "stream": "stdin"}, "invalid_argument:"},
-		{"workspace_add", map[string]any{"path": "/no/such/dir"}, "not_found:"},
-		{"run_task", map[string]any{"command": []string{"true"}, "workspace": "/no/such/dir"}, "not_found:"},
+		{"workspace_add", map[string]any{"path": missing}, "not_found:"},
+		{"run_task", map[string]any{"command": []string{"true"}, "workspace": missing}, "not_found:"},
+		// Paths outside the peer's [api] allowed_roots (its user's home and
+		// the temp dir by default) are refused by the API the tools call.
+		{"workspace_add", map[string]any{"path": "/no/such/dir"}, "permission_denied:"},
+		{"run_task", map[string]any{"command": []string{"true"}, "workspace": "/etc"}, "permission_denied:"},
+		{"workspace_merge", map[string]any{"base": "bafkqaaa", "theirs": "bafkqaaa", "path": "/etc"}, "permission_denied:"},
+		{"workspace_get", map[string]any{"cid": "bafkqaaa", "path": "/etc/cortex-mcp-test"}, "permission_denied:"},
+		{"workspace_get", map[string]any{"cid": "bafkqaaa", "path": filepath.Join(linked, "cortex-mcp-test")}, "permission_denied:"},
 		{"workspace_diff", map[string]any{"from": "notacid", "to": "notacid"}, "invalid_argument:"},
 		{"cancel_task", map[string]any{"task_id": "no-such-task"}, "not_found:"},
 		{"run_task", map[string]any{"comand": []string{"true"}}, ""}, // schema violation
@@ -410,6 +424,16 @@ func testErrors(t *testing.T, e *env, tr string) {
 	}
 	if _, err := cs.ListTools(testnet.Context(t, 10*time.Second), nil); err != nil {
 		t.Fatalf("session broken after errors: %v", err)
+	}
+}
+
+// A program the image lacks ends the task with 127 and a plain message on
+// stderr, as in a shell, not as a tool error full of runc's internals.
+func testMissingProgram(t *testing.T, e *env, tr string) {
+	cs := e.connect(t, tr, nil)
+	run := decode[mcpserver.RunOutput](t, cs, "run_task", map[string]any{"command": []string{"nosuchcmd"}})
+	if run.ExitCode != 127 || !strings.Contains(run.Stderr.Text, "executable file not found: nosuchcmd") || run.Error != "" {
+		t.Fatalf("run_task nosuchcmd: %+v", run)
 	}
 }
 

@@ -257,7 +257,9 @@ func (t *Runner) Run(ctx context.Context, spec runtime.Spec, workspace string, e
 	if err != nil {
 		return out, err
 	}
-	if workspace == "" || out.Result.Cancelled || out.Result.TimedOut || ctx.Err() != nil {
+	// A task over its disk limit gives nothing back: importing what it
+	// wrote is the cost the limit is there to bound.
+	if workspace == "" || out.Result.Cancelled || out.Result.TimedOut || out.Result.DiskLimitExceeded || ctx.Err() != nil {
 		return out, nil
 	}
 	return out, t.returnWorkspace(ctx, &out, workspace, spec.WorkspaceDir, ev)
@@ -284,7 +286,10 @@ func (t *Runner) Prepare(ctx context.Context, spec *runtime.Spec, root cid.Cid) 
 func (t *Runner) useWorkspace(spec *runtime.Spec) {
 	spec.WorkspaceDir = t.copyDir(spec.ID)
 	t.mountsMu.Lock()
-	spec.WorkspaceOwned = t.mounts[spec.ID] != nil // the overlay's layers are owned already
+	if m := t.mounts[spec.ID]; m != nil {
+		spec.WorkspaceOwned = true      // the overlay's layers are owned already
+		spec.WorkspaceChanges = m.upper // what the task writes, for its disk limit
+	}
 	t.mountsMu.Unlock()
 }
 
@@ -322,6 +327,9 @@ func (t *Runner) Execute(ctx context.Context, spec runtime.Spec, base cid.Cid, e
 	task, err := ex.Start(ctx, spec)
 	if err != nil {
 		t.running.Add(-1)
+		if xe := (*runtime.ExecError)(nil); errors.As(err, &xe) {
+			return t.execFailed(out, xe, logw, ev)
+		}
 		return out, err
 	}
 	t.log.Info("task started", "task", spec.ID, "image", spec.Image, "workspace", spec.WorkspaceDir != "")
@@ -378,6 +386,24 @@ func (t *Runner) Execute(ctx context.Context, spec runtime.Spec, base cid.Cid, e
 	t.log.Info("task ended", "task", spec.ID, "exit", res.ExitCode, "signal", res.Signal,
 		"oom", res.OOMKilled, "timed_out", res.TimedOut, "cancelled", res.Cancelled, "seconds", res.Duration.Seconds())
 	return out, sendErr
+}
+
+// execFailed ends a task whose program could not be executed as a shell
+// ends `nosuchcmd`: the reason on stderr and exit code 127 (126 for a
+// program that cannot be executed). The CLI, the API and MCP then report it
+// as the task's own exit, and not as a failure of the peer.
+func (t *Runner) execFailed(out Outcome, xe *runtime.ExecError, logw *tasklog.Writer, ev Events) (Outcome, error) {
+	now := time.Now()
+	c := runtime.Chunk{Stream: runtime.Stderr, Seq: 1, Time: now, Data: []byte("cortex-peer: " + xe.Error() + "\n")}
+	_ = logw.Append(c)
+	out.Stderr, out.StderrChunks = int64(len(c.Data)), c.Seq
+	out.Result = runtime.Result{ExitCode: xe.ExitCode(), StartedAt: now}
+	out.Log, _ = logw.Close()
+	t.log.Info("task could not start its program", "task", out.ID, "err", xe, "exit", xe.ExitCode())
+	if err := ev.Started(out.ID, t.self, out.Base); err != nil {
+		return out, err
+	}
+	return out, ev.Output(c)
 }
 
 // prepareWorkspace imports dir (incrementally) and materialises it under

@@ -383,3 +383,61 @@ ln -s /etc etc-link
 		t.Fatalf("conflicts %v, want etc-link as an escaping link", cs)
 	}
 }
+
+// A program the image lacks ends the task as a shell would: exit 127 and
+// "executable file not found: NAME" on stderr (also in the kept log), not
+// runc's internals and a failed run.
+func TestRunMissingProgramExits127(t *testing.T) {
+	_, c := taskPeer(t)
+	ctx := testnet.Context(t, 60*time.Second)
+	var got testnet.RunEvents
+	res, err := c.Run(ctx, &apiv1.RunRequest{Spec: &apiv1.TaskSpec{Command: []string{"nosuchcmd", "arg"}}}, got.Event)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	const want = "cortex-peer: executable file not found: nosuchcmd\n"
+	if res.GetExitCode() != 127 || got.Stderr.String() != want || res.GetError() != "" || got.Started == nil {
+		t.Fatalf("exit %d, stderr %q, error %q, started %v; want 127 and %q", res.GetExitCode(), got.Stderr.String(), res.GetError(), got.Started, want)
+	}
+	var kept strings.Builder
+	if err := c.Logs(ctx, res.GetTaskId(), false, func(ch *apiv1.OutputChunk) { kept.Write(ch.GetData()) }); err != nil || kept.String() != want {
+		t.Fatalf("kept log %q, %v", kept.String(), err)
+	}
+}
+
+// A task that writes past its disk limit fails and nothing of its
+// workspace comes back: not the file past the limit, not the small one
+// beside it; run here or delegated to another peer.
+func TestRunOverDiskLimitMergesNothing(t *testing.T) {
+	tn := testnet.New(t, 2, testnet.WithConfig(func(_ int, cfg *node.Config) {
+		cfg.Tasks.Policy.DefaultLimits.DiskBytes = 8 << 20
+		cfg.Delegation.Policy.DefaultLimits.DiskBytes = 8 << 20
+	}))
+	if err := tn.WaitMesh(testnet.Context(t, 30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	c, err := apiclient.Dial(tn.Peers[0].Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, on := range []string{"peer1", "peer2"} {
+		ctx := testnet.Context(t, 90*time.Second)
+		dir := t.TempDir()
+		testnet.WriteFile(t, filepath.Join(dir, "in.txt"), []byte("in\n"), 0o644)
+		res, err := c.Run(ctx, &apiv1.RunRequest{Workspace: dir, Labels: map[string]string{"testnet": on}, Spec: &apiv1.TaskSpec{
+			Command: []string{"sh", "-c", "echo small > small.txt; dd if=/dev/zero of=big bs=1M count=64"},
+		}}, nil)
+		if err != nil {
+			t.Fatalf("run on %s: %v", on, err)
+		}
+		if res.GetExitCode() == 0 || len(res.GetMerge().GetApplied()) > 0 || res.GetResultRoot() != "" {
+			t.Errorf("on %s, over its disk limit: exit %d, result root %q, merge %+v", on, res.GetExitCode(), res.GetResultRoot(), res.GetMerge())
+		}
+		for _, name := range []string{"big", "small.txt"} {
+			if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+				t.Errorf("on %s: %s was merged back from a task over its disk limit", on, name)
+			}
+		}
+	}
+}

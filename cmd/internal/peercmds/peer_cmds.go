@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"time"
 
@@ -46,6 +47,7 @@ func newInitCmd(g *cli.Globals) *cobra.Command {
 		labels      []string
 		noMDNS      bool
 		heartbeat   time.Duration
+		roots       []string
 	)
 	cmd := &cobra.Command{
 		Use:   "init",
@@ -54,8 +56,14 @@ func newInitCmd(g *cli.Globals) *cobra.Command {
 peer id, stable across restarts), a documented config file (config.toml), an API
 token and a mesh key. Without --mesh-key a new mesh is started; to join an
 existing mesh, copy its key (printed by 'cortex-peer mesh-key' on a member) into
-a file and pass it with --mesh-key.`,
+a file and pass it with --mesh-key.
+
+The API and MCP read and write files only inside [api] allowed_roots: by
+default your home (under sudo, the home of the user who ran sudo, not root's)
+and the system's temporary directory. Add others with --allowed-root, or later
+in config.toml.`,
 		Example: `  cortex-peer init
+  sudo cortex-peer init --data /var/lib/cortex-peer --allowed-root /srv/project
   cortex-peer init --data /srv/b --mesh-key mesh.key --listen /ip4/0.0.0.0/tcp/4102`,
 		Args: cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -68,6 +76,16 @@ a file and pass it with --mesh-key.`,
 				return err
 			}
 			opts := datadir.InitOptions{Listen: listen, Bootstrap: bootstrap, Labels: lbl, DisableMDNS: noMDNS, HeartbeatInterval: heartbeat}
+			if len(roots) > 0 {
+				opts.AllowedRoots = datadir.DefaultAllowedRoots()
+				for _, r := range roots {
+					abs, err := filepath.Abs(r)
+					if err != nil {
+						return cli.Usage(fmt.Errorf("--allowed-root %s: %w", r, err))
+					}
+					opts.AllowedRoots = append(opts.AllowedRoots, abs)
+				}
+			}
 			if meshKeyFile != "" {
 				if opts.MeshKey, err = os.ReadFile(meshKeyFile); err != nil {
 					return fmt.Errorf("read mesh key: %w", err)
@@ -106,6 +124,7 @@ a file and pass it with --mesh-key.`,
 	f.StringArrayVar(&labels, "label", nil, "label key=value announced to the mesh (repeatable)")
 	f.BoolVar(&noMDNS, "no-mdns", false, "turn local-network discovery off in the config")
 	f.DurationVar(&heartbeat, "heartbeat", 0, "heartbeat interval (default 5s; peers expire after three)")
+	f.StringArrayVar(&roots, "allowed-root", nil, "directory the API and MCP may also read and write, besides your home and the temp dir (repeatable)")
 	return cmd
 }
 

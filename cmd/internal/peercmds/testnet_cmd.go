@@ -32,6 +32,7 @@ func newTestnetCmd(g *cli.Globals) *cobra.Command {
 		n         int
 		dir       string
 		heartbeat time.Duration
+		roots     []string
 	)
 	cmd := &cobra.Command{
 		Use:   "testnet",
@@ -52,7 +53,11 @@ testnet listens for restarts on DIR/testnet.sock.
 
 With --json each peer is a JSON object on its own line, readiness is
 {"ready":true}, and a death or restart is an object with "event": "died" or
-"restarted".`,
+"restarted".
+
+Besides the home and temp dir that init allows, the peers' API may read and
+write files in DIR, in the directory testnet was started in, and in each
+--allowed-root, so a demo can use the files at hand.`,
 		Example: `  cortex-peer testnet -n 3 --dir /tmp/mesh &
   cortex-peer peers --data /tmp/mesh/peer1
   cortex-peer testnet restart peer2 --dir /tmp/mesh
@@ -73,13 +78,19 @@ With --json each peer is a JSON object on its own line, readiness is
 			if err != nil {
 				return err
 			}
-			return runTestnet(cmd.Context(), cmd, g, testnet.ProcessOptions{N: n, Dir: abs, Heartbeat: heartbeat})
+			wd, err := os.Getwd()
+			if err != nil {
+				return err
+			}
+			roots = append([]string{abs, wd}, roots...)
+			return runTestnet(cmd.Context(), cmd, g, testnet.ProcessOptions{N: n, Dir: abs, Heartbeat: heartbeat, AllowedRoots: roots})
 		},
 	}
 	f := cmd.Flags()
 	f.IntVarP(&n, "peers", "n", 3, "number of peers")
 	f.StringVar(&dir, "dir", "", "directory for the peers' data dirs (default: a new temporary directory)")
 	f.DurationVar(&heartbeat, "heartbeat", testnet.DefaultProcessHeartbeat, "heartbeat interval of the peers")
+	f.StringArrayVar(&roots, "allowed-root", nil, "another directory the peers' API may read and write (repeatable)")
 	cmd.AddCommand(newTestnetRestartCmd(g))
 	return cmd
 }

@@ -211,8 +211,9 @@ func (x *TaskLimits) GetTmpBytes() int64 {
 type RunRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Spec  *TaskSpec              `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
-	// Absolute path of a directory on this machine to run the task on. Empty
-	// runs without a workspace.
+	// Absolute path of a directory on this machine to run the task on, inside
+	// the peer's [api] allowed_roots (else permission_denied). Empty runs
+	// without a workspace.
 	Workspace string `protobuf:"bytes,2,opt,name=workspace,proto3" json:"workspace,omitempty"`
 	// Placement: a peer id to run on; labels every candidate must carry;
 	// capabilities it must have (containerd, gvisor, chromium, gopls).

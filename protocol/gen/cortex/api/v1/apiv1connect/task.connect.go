@@ -259,7 +259,8 @@ func (UnimplementedTaskServiceHandler) Cancel(context.Context, *connect.Request[
 
 // ImageServiceClient is a client for the cortex.api.v1.ImageService service.
 type ImageServiceClient interface {
-	// Import reads an OCI or docker-archive tarball from a path on this machine.
+	// Import reads an OCI or docker-archive tarball from a path on this
+	// machine, inside the peer's [api] allowed_roots.
 	Import(context.Context, *connect.Request[v1.ImportImageRequest]) (*connect.Response[v1.ImportImageResponse], error)
 	// Pull fetches an image from its registry, with progress.
 	Pull(context.Context, *connect.Request[v1.PullImageRequest]) (*connect.ServerStreamForClient[v1.PullImageEvent], error)
@@ -337,7 +338,8 @@ func (c *imageServiceClient) Remove(ctx context.Context, req *connect.Request[v1
 
 // ImageServiceHandler is an implementation of the cortex.api.v1.ImageService service.
 type ImageServiceHandler interface {
-	// Import reads an OCI or docker-archive tarball from a path on this machine.
+	// Import reads an OCI or docker-archive tarball from a path on this
+	// machine, inside the peer's [api] allowed_roots.
 	Import(context.Context, *connect.Request[v1.ImportImageRequest]) (*connect.Response[v1.ImportImageResponse], error)
 	// Pull fetches an image from its registry, with progress.
 	Pull(context.Context, *connect.Request[v1.PullImageRequest], *connect.ServerStream[v1.PullImageEvent]) error
