@@ -50,7 +50,8 @@ func specFromAPI(s *apiv1.TaskSpec) (runtime.Spec, error) {
 	l := s.GetLimits()
 	spec := runtime.Spec{
 		Image: s.GetImage(), Command: s.GetCommand(), Env: s.GetEnv(), Workdir: s.GetWorkdir(),
-		Limits:  runtime.Limits{MemoryBytes: l.GetMemoryBytes(), CPUs: l.GetCpus(), Pids: l.GetPids(), TmpBytes: l.GetTmpBytes()},
+		Limits: runtime.Limits{MemoryBytes: l.GetMemoryBytes(), CPUs: l.GetCpus(), Pids: l.GetPids(), TmpBytes: l.GetTmpBytes(),
+			DiskBytes: l.GetDiskBytes()},
 		Timeout: time.Duration(s.GetTimeoutMs()) * time.Millisecond,
 		Network: runtime.Network(s.GetNetwork()), Isolation: runtime.Isolation(s.GetIsolation()),
 	}
@@ -183,20 +184,21 @@ func taskInfoToAPI(r *delegation.TaskRecord) *apiv1.TaskInfo {
 func resultToAPI(o tasks.Outcome) *apiv1.TaskResult {
 	r := o.Result
 	out := &apiv1.TaskResult{
-		TaskId:          o.ID,
-		ExitCode:        int32(r.ExitCode),
-		Signal:          r.Signal,
-		OomKilled:       r.OOMKilled,
-		TimedOut:        r.TimedOut,
-		Cancelled:       r.Cancelled,
-		CpuSeconds:      r.CPUSeconds,
-		PeakMemoryBytes: r.PeakMemoryBytes,
-		DurationSeconds: r.Duration.Seconds(),
-		StdoutBytes:     uint64(o.Stdout),
-		StderrBytes:     uint64(o.Stderr),
-		LogDroppedBytes: uint64(o.Log.DroppedBytes),
-		StdoutChunks:    o.StdoutChunks,
-		StderrChunks:    o.StderrChunks,
+		TaskId:            o.ID,
+		ExitCode:          int32(r.ExitCode),
+		Signal:            r.Signal,
+		OomKilled:         r.OOMKilled,
+		DiskLimitExceeded: r.DiskLimitExceeded,
+		TimedOut:          r.TimedOut,
+		Cancelled:         r.Cancelled,
+		CpuSeconds:        r.CPUSeconds,
+		PeakMemoryBytes:   r.PeakMemoryBytes,
+		DurationSeconds:   r.Duration.Seconds(),
+		StdoutBytes:       uint64(o.Stdout),
+		StderrBytes:       uint64(o.Stderr),
+		LogDroppedBytes:   uint64(o.Log.DroppedBytes),
+		StdoutChunks:      o.StdoutChunks,
+		StderrChunks:      o.StderrChunks,
 	}
 	if o.Base.Defined() {
 		out.BaseRoot = o.Base.String()

@@ -609,7 +609,8 @@ func recordOutcome(rec *TaskRecord) tasks.Outcome {
 	if r := rec.Result; r != nil {
 		out.Result = runtime.Result{
 			ExitCode: r.ExitCode, Signal: r.Signal, OOMKilled: r.OOMKilled, TimedOut: r.TimedOut, Cancelled: r.Cancelled,
-			CPUSeconds: r.CPUSeconds, PeakMemoryBytes: r.PeakMemoryBytes, StartedAt: r.StartedAt,
+			DiskLimitExceeded: r.DiskLimitExceeded,
+			CPUSeconds:        r.CPUSeconds, PeakMemoryBytes: r.PeakMemoryBytes, StartedAt: r.StartedAt,
 			Duration: time.Duration(r.Duration * float64(time.Second)),
 		}
 		out.ResultCID, _ = cid.Decode(r.ResultRoot)

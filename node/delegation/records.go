@@ -61,6 +61,9 @@ type taskResultRecord struct {
 	StdoutBytes     uint64    `json:"stdout_bytes"`
 	StderrBytes     uint64    `json:"stderr_bytes"`
 	LogDropped      uint64    `json:"log_dropped_bytes"`
+	// DiskLimitExceeded: the task wrote past its disk limit; nothing of
+	// its workspace comes back.
+	DiskLimitExceeded bool `json:"disk_limit_exceeded,omitempty"`
 }
 
 // TaskRecord is one task as its coordinator remembers it.

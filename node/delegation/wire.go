@@ -26,7 +26,7 @@ func specToWire(s runtime.Spec) *meshv1.TaskSpec {
 	w := &meshv1.TaskSpec{
 		Image: s.Image, Command: s.Command, Env: s.Env, Workdir: s.Workdir, Uid: s.UID,
 		MemoryBytes: s.Limits.MemoryBytes, Cpus: s.Limits.CPUs, Pids: s.Limits.Pids, TmpBytes: s.Limits.TmpBytes,
-		TimeoutMs: s.Timeout.Milliseconds(), Network: string(s.Network), Isolation: string(s.Isolation),
+		DiskBytes: s.Limits.DiskBytes, TimeoutMs: s.Timeout.Milliseconds(), Network: string(s.Network), Isolation: string(s.Isolation),
 	}
 	return w
 }
@@ -42,7 +42,8 @@ func specFromWire(w *meshv1.TaskSpec) (runtime.Spec, error) {
 	}
 	s := runtime.Spec{
 		Image: w.GetImage(), Command: w.GetCommand(), Env: w.GetEnv(), Workdir: w.GetWorkdir(),
-		Limits:  runtime.Limits{MemoryBytes: w.GetMemoryBytes(), CPUs: w.GetCpus(), Pids: w.GetPids(), TmpBytes: w.GetTmpBytes()},
+		Limits: runtime.Limits{MemoryBytes: w.GetMemoryBytes(), CPUs: w.GetCpus(), Pids: w.GetPids(), TmpBytes: w.GetTmpBytes(),
+			DiskBytes: w.GetDiskBytes()},
 		Timeout: time.Duration(w.GetTimeoutMs()) * time.Millisecond,
 		Network: runtime.Network(w.GetNetwork()), Isolation: runtime.Isolation(w.GetIsolation()),
 	}
@@ -90,6 +91,7 @@ func outcomeRecord(o tasks.Outcome) *taskResultRecord {
 		CPUSeconds: r.CPUSeconds, PeakMemoryBytes: r.PeakMemoryBytes, Duration: r.Duration.Seconds(), StartedAt: r.StartedAt,
 		StdoutChunks: o.StdoutChunks, StderrChunks: o.StderrChunks,
 		StdoutBytes: uint64(o.Stdout), StderrBytes: uint64(o.Stderr), LogDropped: uint64(o.Log.DroppedBytes),
+		DiskLimitExceeded: r.DiskLimitExceeded,
 	}
 	if o.ResultCID.Defined() {
 		rec.ResultRoot = o.ResultCID.String()
@@ -104,6 +106,7 @@ func resultToWire(id string, st taskState, r *taskResultRecord) *meshv1.TaskResu
 		CpuSeconds: r.CPUSeconds, PeakMemoryBytes: r.PeakMemoryBytes, DurationMs: int64(r.Duration * 1000),
 		Error: r.Error, StdoutChunks: r.StdoutChunks, StderrChunks: r.StderrChunks,
 		StdoutBytes: r.StdoutBytes, StderrBytes: r.StderrBytes, LogDroppedBytes: r.LogDropped,
+		DiskLimitExceeded: r.DiskLimitExceeded,
 	}
 	if !r.StartedAt.IsZero() {
 		w.StartedAtUnixMs = r.StartedAt.UnixMilli()
@@ -126,6 +129,7 @@ func resultFromWire(w *meshv1.TaskResult) (*taskResultRecord, error) {
 		Duration: float64(w.GetDurationMs()) / 1000, Error: w.GetError(),
 		StdoutChunks: w.GetStdoutChunks(), StderrChunks: w.GetStderrChunks(),
 		StdoutBytes: w.GetStdoutBytes(), StderrBytes: w.GetStderrBytes(), LogDropped: w.GetLogDroppedBytes(),
+		DiskLimitExceeded: w.GetDiskLimitExceeded(),
 	}
 	if ms := w.GetStartedAtUnixMs(); ms != 0 {
 		r.StartedAt = time.UnixMilli(ms)

@@ -107,6 +107,7 @@ type TaskInput struct {
 	Require   []string          `json:"require,omitempty" jsonschema:"capabilities the executing peer must have: containerd, gvisor, chromium, gopls"`
 	Timeout   string            `json:"timeout,omitempty" jsonschema:"kill the task after this long, as a duration like 30s or 10m (default: the peer's)"`
 	MemoryMiB int64             `json:"memory_mib,omitempty" jsonschema:"memory limit in MiB"`
+	DiskMiB   int64             `json:"disk_mib,omitempty" jsonschema:"bound on what the task writes to /workspace, in MiB; over it the task is killed and nothing is merged"`
 	CPUs      float64           `json:"cpus,omitempty" jsonschema:"CPU limit in cores"`
 	Pids      int64             `json:"pids,omitempty" jsonschema:"most processes at once"`
 	Network   string            `json:"network,omitempty" jsonschema:"none (default: loopback only) or host, if the peer allows it"`
@@ -116,21 +117,22 @@ type TaskInput struct {
 
 // RunOutput is run_task's result.
 type RunOutput struct {
-	TaskID          string       `json:"task_id"`
-	Executor        string       `json:"executor,omitempty" jsonschema:"peer id the task ran on"`
-	ExitCode        int32        `json:"exit_code"`
-	Signal          string       `json:"signal,omitempty"`
-	OOMKilled       bool         `json:"oom_killed,omitempty"`
-	TimedOut        bool         `json:"timed_out,omitempty"`
-	Cancelled       bool         `json:"cancelled,omitempty"`
-	CPUSeconds      float64      `json:"cpu_seconds"`
-	PeakMemoryBytes uint64       `json:"peak_memory_bytes"`
-	DurationSeconds float64      `json:"duration_seconds"`
-	BaseRoot        string       `json:"base_root,omitempty" jsonschema:"workspace root CID as the task started"`
-	ResultRoot      string       `json:"result_root,omitempty" jsonschema:"workspace root CID as the task left it"`
-	Merge           *MergeReport `json:"merge,omitempty" jsonschema:"how the task's changes merged back into the workspace directory"`
-	LogDroppedBytes uint64       `json:"log_dropped_bytes,omitempty" jsonschema:"output that could not be kept in the peer's task log (a full or failing disk)"`
-	Error           string       `json:"error,omitempty" jsonschema:"why the task could not run or its workspace could not come back"`
+	TaskID            string       `json:"task_id"`
+	Executor          string       `json:"executor,omitempty" jsonschema:"peer id the task ran on"`
+	ExitCode          int32        `json:"exit_code"`
+	Signal            string       `json:"signal,omitempty"`
+	OOMKilled         bool         `json:"oom_killed,omitempty"`
+	DiskLimitExceeded bool         `json:"disk_limit_exceeded,omitempty" jsonschema:"the task wrote past its disk limit: killed, nothing merged"`
+	TimedOut          bool         `json:"timed_out,omitempty"`
+	Cancelled         bool         `json:"cancelled,omitempty"`
+	CPUSeconds        float64      `json:"cpu_seconds"`
+	PeakMemoryBytes   uint64       `json:"peak_memory_bytes"`
+	DurationSeconds   float64      `json:"duration_seconds"`
+	BaseRoot          string       `json:"base_root,omitempty" jsonschema:"workspace root CID as the task started"`
+	ResultRoot        string       `json:"result_root,omitempty" jsonschema:"workspace root CID as the task left it"`
+	Merge             *MergeReport `json:"merge,omitempty" jsonschema:"how the task's changes merged back into the workspace directory"`
+	LogDroppedBytes   uint64       `json:"log_dropped_bytes,omitempty" jsonschema:"output that could not be kept in the peer's task log (a full or failing disk)"`
+	Error             string       `json:"error,omitempty" jsonschema:"why the task could not run or its workspace could not come back"`
 	// OutputMissingBytes is never expected: output is flow-controlled and
 	// kept, so it says something broke (an executor died with it).
 	OutputMissingBytes uint64       `json:"output_missing_bytes,omitempty" jsonschema:"bytes of output the task wrote that never arrived here (0 when all did)"`
@@ -162,7 +164,7 @@ func (s *Server) request(ctx context.Context, in TaskInput, n *notifier, keep bo
 	spec := &apiv1.TaskSpec{
 		Image: in.Image, Command: in.Command, Env: in.Env, Workdir: in.Workdir, Uid: in.UID,
 		Network: in.Network, Isolation: in.Isolation,
-		Limits: &apiv1.TaskLimits{MemoryBytes: in.MemoryMiB << 20, Cpus: in.CPUs, Pids: in.Pids},
+		Limits: &apiv1.TaskLimits{MemoryBytes: in.MemoryMiB << 20, Cpus: in.CPUs, Pids: in.Pids, DiskBytes: in.DiskMiB << 20},
 	}
 	for _, e := range in.Env {
 		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
@@ -280,7 +282,8 @@ func runOutput(res *apiv1.TaskResult) RunOutput {
 	return RunOutput{
 		TaskID: res.GetTaskId(), ExitCode: res.GetExitCode(), Signal: res.GetSignal(),
 		OOMKilled: res.GetOomKilled(), TimedOut: res.GetTimedOut(), Cancelled: res.GetCancelled(),
-		CPUSeconds: res.GetCpuSeconds(), PeakMemoryBytes: res.GetPeakMemoryBytes(), DurationSeconds: res.GetDurationSeconds(),
+		DiskLimitExceeded: res.GetDiskLimitExceeded(),
+		CPUSeconds:        res.GetCpuSeconds(), PeakMemoryBytes: res.GetPeakMemoryBytes(), DurationSeconds: res.GetDurationSeconds(),
 		BaseRoot: res.GetBaseRoot(), ResultRoot: res.GetResultRoot(), Merge: mergeReport(res.GetMerge()),
 		LogDroppedBytes: res.GetLogDroppedBytes(), Error: res.GetError(),
 	}

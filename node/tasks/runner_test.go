@@ -431,13 +431,26 @@ func TestRunOverDiskLimitMergesNothing(t *testing.T) {
 		if err != nil {
 			t.Fatalf("run on %s: %v", on, err)
 		}
-		if res.GetExitCode() == 0 || len(res.GetMerge().GetApplied()) > 0 || res.GetResultRoot() != "" {
-			t.Errorf("on %s, over its disk limit: exit %d, result root %q, merge %+v", on, res.GetExitCode(), res.GetResultRoot(), res.GetMerge())
+		if res.GetExitCode() == 0 || !res.GetDiskLimitExceeded() || len(res.GetMerge().GetApplied()) > 0 || res.GetResultRoot() != "" {
+			t.Errorf("on %s, over its disk limit: exit %d, disk_limit_exceeded %v, result root %q, merge %+v",
+				on, res.GetExitCode(), res.GetDiskLimitExceeded(), res.GetResultRoot(), res.GetMerge())
 		}
 		for _, name := range []string{"big", "small.txt"} {
 			if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
 				t.Errorf("on %s: %s was merged back from a task over its disk limit", on, name)
 			}
 		}
+		// A task's own --disk travels with it: 32 MiB lets it write 16.
+		res, err = c.Run(ctx, &apiv1.RunRequest{Workspace: dir, Labels: map[string]string{"testnet": on}, Spec: &apiv1.TaskSpec{
+			Command: []string{"sh", "-c", "dd if=/dev/zero of=big bs=1M count=16"},
+			Limits:  &apiv1.TaskLimits{DiskBytes: 32 << 20},
+		}}, nil)
+		if err != nil || res.GetExitCode() != 0 || res.GetDiskLimitExceeded() {
+			t.Fatalf("on %s, within its own --disk: %+v %v", on, res, err)
+		}
+		if fi, err := os.Stat(filepath.Join(dir, "big")); err != nil || fi.Size() != 16<<20 {
+			t.Errorf("on %s: big not merged back whole: %v", on, err)
+		}
+		_ = os.Remove(filepath.Join(dir, "big"))
 	}
 }

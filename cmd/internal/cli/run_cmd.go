@@ -36,6 +36,7 @@ type runFlags struct {
 	workdir   string
 	env       []string
 	memory    string
+	disk      string
 	tmp       string
 	cpus      float64
 	pids      int64
@@ -98,6 +99,7 @@ on (cortex-peer tasks, logs -f, result, cancel).`,
 	fl.StringArrayVar(&f.env, "env", nil, "environment variable K=V (repeatable)")
 	fl.StringVar(&f.memory, "memory", "", "memory limit, e.g. 512M or 2G (no swap)")
 	fl.StringVar(&f.tmp, "tmp", "", "size of the tmpfs at /tmp, e.g. 64M")
+	fl.StringVar(&f.disk, "disk", "", "bound on what the task writes to /workspace, e.g. 1G (over it: killed, nothing merged)")
 	fl.Float64Var(&f.cpus, "cpus", 0, "CPU limit in cores, e.g. 1.5")
 	fl.Int64Var(&f.pids, "pids", 0, "most processes and threads at once")
 	fl.DurationVar(&f.timeout, "timeout", 0, "kill the task after this long, e.g. 10m")
@@ -124,6 +126,9 @@ func (f *runFlags) request(args []string) (*apiv1.RunRequest, error) {
 	}
 	var err error
 	if spec.Limits.MemoryBytes, err = parseSize("--memory", f.memory); err != nil {
+		return nil, err
+	}
+	if spec.Limits.DiskBytes, err = parseSize("--disk", f.disk); err != nil {
 		return nil, err
 	}
 	if spec.Limits.TmpBytes, err = parseSize("--tmp", f.tmp); err != nil {
@@ -291,6 +296,8 @@ func printTaskEnd(w io.Writer, res *apiv1.TaskResult) {
 			res.GetTaskId(), formatBytes(res.GetPeakMemoryBytes()), res.GetExitCode())
 	case res.GetOomKilled():
 		fmt.Fprintf(w, "cortex-peer: task %s was killed: out of memory (peak %s)\n", res.GetTaskId(), formatBytes(res.GetPeakMemoryBytes()))
+	case res.GetDiskLimitExceeded():
+		fmt.Fprintf(w, "cortex-peer: task %s failed: disk limit exceeded (it wrote more to /workspace than --disk allows); nothing was merged\n", res.GetTaskId())
 	case res.GetTimedOut():
 		fmt.Fprintf(w, "cortex-peer: task %s timed out after %.1fs and was killed\n", res.GetTaskId(), res.GetDurationSeconds())
 	case res.GetCancelled():
@@ -310,7 +317,8 @@ func taskResultJSON(res *apiv1.TaskResult) map[string]any {
 	out := map[string]any{
 		"task_id": res.GetTaskId(), "exit_code": res.GetExitCode(), "signal": res.GetSignal(),
 		"oom_killed": res.GetOomKilled(), "timed_out": res.GetTimedOut(), "cancelled": res.GetCancelled(),
-		"cpu_seconds": res.GetCpuSeconds(), "peak_memory_bytes": res.GetPeakMemoryBytes(),
+		"disk_limit_exceeded": res.GetDiskLimitExceeded(),
+		"cpu_seconds":         res.GetCpuSeconds(), "peak_memory_bytes": res.GetPeakMemoryBytes(),
 		"duration_seconds": res.GetDurationSeconds(), "stdout_bytes": res.GetStdoutBytes(),
 		"stderr_bytes": res.GetStderrBytes(), "log_dropped_bytes": res.GetLogDroppedBytes(),
 		"base_root": res.GetBaseRoot(), "result_root": res.GetResultRoot(), "error": res.GetError(),

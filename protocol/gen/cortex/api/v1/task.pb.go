@@ -141,11 +141,13 @@ func (x *TaskSpec) GetIsolation() string {
 }
 
 type TaskLimits struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	MemoryBytes   int64                  `protobuf:"varint,1,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
-	Cpus          float64                `protobuf:"fixed64,2,opt,name=cpus,proto3" json:"cpus,omitempty"`
-	Pids          int64                  `protobuf:"varint,3,opt,name=pids,proto3" json:"pids,omitempty"`
-	TmpBytes      int64                  `protobuf:"varint,4,opt,name=tmp_bytes,json=tmpBytes,proto3" json:"tmp_bytes,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	MemoryBytes int64                  `protobuf:"varint,1,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	Cpus        float64                `protobuf:"fixed64,2,opt,name=cpus,proto3" json:"cpus,omitempty"`
+	Pids        int64                  `protobuf:"varint,3,opt,name=pids,proto3" json:"pids,omitempty"`
+	TmpBytes    int64                  `protobuf:"varint,4,opt,name=tmp_bytes,json=tmpBytes,proto3" json:"tmp_bytes,omitempty"`
+	// Bound on what the task writes to /workspace (0: the peer's default).
+	DiskBytes     int64 `protobuf:"varint,5,opt,name=disk_bytes,json=diskBytes,proto3" json:"disk_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -204,6 +206,13 @@ func (x *TaskLimits) GetPids() int64 {
 func (x *TaskLimits) GetTmpBytes() int64 {
 	if x != nil {
 		return x.TmpBytes
+	}
+	return 0
+}
+
+func (x *TaskLimits) GetDiskBytes() int64 {
+	if x != nil {
+		return x.DiskBytes
 	}
 	return 0
 }
@@ -1018,10 +1027,13 @@ type TaskResult struct {
 	Error string `protobuf:"bytes,16,opt,name=error,proto3" json:"error,omitempty"`
 	// Chunks of each stream: the last sequence numbers, for reading a tail
 	// with Logs from_seq.
-	StdoutChunks  uint64 `protobuf:"varint,17,opt,name=stdout_chunks,json=stdoutChunks,proto3" json:"stdout_chunks,omitempty"`
-	StderrChunks  uint64 `protobuf:"varint,18,opt,name=stderr_chunks,json=stderrChunks,proto3" json:"stderr_chunks,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	StdoutChunks uint64 `protobuf:"varint,17,opt,name=stdout_chunks,json=stdoutChunks,proto3" json:"stdout_chunks,omitempty"`
+	StderrChunks uint64 `protobuf:"varint,18,opt,name=stderr_chunks,json=stderrChunks,proto3" json:"stderr_chunks,omitempty"`
+	// The task wrote more than its disk limit to /workspace: it was killed
+	// and nothing of its workspace was merged.
+	DiskLimitExceeded bool `protobuf:"varint,19,opt,name=disk_limit_exceeded,json=diskLimitExceeded,proto3" json:"disk_limit_exceeded,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *TaskResult) Reset() {
@@ -1178,6 +1190,13 @@ func (x *TaskResult) GetStderrChunks() uint64 {
 		return x.StderrChunks
 	}
 	return 0
+}
+
+func (x *TaskResult) GetDiskLimitExceeded() bool {
+	if x != nil {
+		return x.DiskLimitExceeded
+	}
+	return false
 }
 
 type ImportImageRequest struct {
@@ -1647,13 +1666,15 @@ const file_cortex_api_v1_task_proto_rawDesc = "" +
 	"timeout_ms\x18\a \x01(\x03R\ttimeoutMs\x12\x18\n" +
 	"\anetwork\x18\b \x01(\tR\anetwork\x12\x1c\n" +
 	"\tisolation\x18\t \x01(\tR\tisolationB\x06\n" +
-	"\x04_uid\"t\n" +
+	"\x04_uid\"\x93\x01\n" +
 	"\n" +
 	"TaskLimits\x12!\n" +
 	"\fmemory_bytes\x18\x01 \x01(\x03R\vmemoryBytes\x12\x12\n" +
 	"\x04cpus\x18\x02 \x01(\x01R\x04cpus\x12\x12\n" +
 	"\x04pids\x18\x03 \x01(\x03R\x04pids\x12\x1b\n" +
-	"\ttmp_bytes\x18\x04 \x01(\x03R\btmpBytes\"\x97\x02\n" +
+	"\ttmp_bytes\x18\x04 \x01(\x03R\btmpBytes\x12\x1d\n" +
+	"\n" +
+	"disk_bytes\x18\x05 \x01(\x03R\tdiskBytes\"\x97\x02\n" +
 	"\n" +
 	"RunRequest\x12+\n" +
 	"\x04spec\x18\x01 \x01(\v2\x17.cortex.api.v1.TaskSpecR\x04spec\x12\x1c\n" +
@@ -1707,7 +1728,7 @@ const file_cortex_api_v1_task_proto_rawDesc = "" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12.\n" +
 	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
-	"\x04data\x18\x04 \x01(\fR\x04data\"\xee\x04\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\"\x9e\x05\n" +
 	"\n" +
 	"TaskResult\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1b\n" +
@@ -1731,7 +1752,8 @@ const file_cortex_api_v1_task_proto_rawDesc = "" +
 	"\x11log_dropped_bytes\x18\x0f \x01(\x04R\x0flogDroppedBytes\x12\x14\n" +
 	"\x05error\x18\x10 \x01(\tR\x05error\x12#\n" +
 	"\rstdout_chunks\x18\x11 \x01(\x04R\fstdoutChunks\x12#\n" +
-	"\rstderr_chunks\x18\x12 \x01(\x04R\fstderrChunks\"<\n" +
+	"\rstderr_chunks\x18\x12 \x01(\x04R\fstderrChunks\x12.\n" +
+	"\x13disk_limit_exceeded\x18\x13 \x01(\bR\x11diskLimitExceeded\"<\n" +
 	"\x12ImportImageRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"C\n" +

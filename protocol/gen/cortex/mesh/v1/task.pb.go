@@ -165,19 +165,21 @@ func (TaskState) EnumDescriptor() ([]byte, []int) {
 // TaskSpec is what to run; zero values take the executor's defaults and
 // values over its caps are refused.
 type TaskSpec struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Image         string                 `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
-	Command       []string               `protobuf:"bytes,2,rep,name=command,proto3" json:"command,omitempty"`
-	Env           []string               `protobuf:"bytes,3,rep,name=env,proto3" json:"env,omitempty"`
-	Workdir       string                 `protobuf:"bytes,4,opt,name=workdir,proto3" json:"workdir,omitempty"`
-	Uid           *uint32                `protobuf:"varint,5,opt,name=uid,proto3,oneof" json:"uid,omitempty"`
-	MemoryBytes   int64                  `protobuf:"varint,6,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
-	Cpus          float64                `protobuf:"fixed64,7,opt,name=cpus,proto3" json:"cpus,omitempty"`
-	Pids          int64                  `protobuf:"varint,8,opt,name=pids,proto3" json:"pids,omitempty"`
-	TmpBytes      int64                  `protobuf:"varint,9,opt,name=tmp_bytes,json=tmpBytes,proto3" json:"tmp_bytes,omitempty"`
-	TimeoutMs     int64                  `protobuf:"varint,10,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
-	Network       string                 `protobuf:"bytes,11,opt,name=network,proto3" json:"network,omitempty"`
-	Isolation     string                 `protobuf:"bytes,12,opt,name=isolation,proto3" json:"isolation,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Image       string                 `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
+	Command     []string               `protobuf:"bytes,2,rep,name=command,proto3" json:"command,omitempty"`
+	Env         []string               `protobuf:"bytes,3,rep,name=env,proto3" json:"env,omitempty"`
+	Workdir     string                 `protobuf:"bytes,4,opt,name=workdir,proto3" json:"workdir,omitempty"`
+	Uid         *uint32                `protobuf:"varint,5,opt,name=uid,proto3,oneof" json:"uid,omitempty"`
+	MemoryBytes int64                  `protobuf:"varint,6,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	Cpus        float64                `protobuf:"fixed64,7,opt,name=cpus,proto3" json:"cpus,omitempty"`
+	Pids        int64                  `protobuf:"varint,8,opt,name=pids,proto3" json:"pids,omitempty"`
+	TmpBytes    int64                  `protobuf:"varint,9,opt,name=tmp_bytes,json=tmpBytes,proto3" json:"tmp_bytes,omitempty"`
+	TimeoutMs   int64                  `protobuf:"varint,10,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	Network     string                 `protobuf:"bytes,11,opt,name=network,proto3" json:"network,omitempty"`
+	Isolation   string                 `protobuf:"bytes,12,opt,name=isolation,proto3" json:"isolation,omitempty"`
+	// Bound on what the task writes to /workspace.
+	DiskBytes     int64 `protobuf:"varint,13,opt,name=disk_bytes,json=diskBytes,proto3" json:"disk_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -294,6 +296,13 @@ func (x *TaskSpec) GetIsolation() string {
 		return x.Isolation
 	}
 	return ""
+}
+
+func (x *TaskSpec) GetDiskBytes() int64 {
+	if x != nil {
+		return x.DiskBytes
+	}
+	return 0
 }
 
 // TaskRequest is the one message a requester sends on /cortex/task/1.0.0;
@@ -857,8 +866,10 @@ type TaskResult struct {
 	StderrBytes     uint64 `protobuf:"varint,16,opt,name=stderr_bytes,json=stderrBytes,proto3" json:"stderr_bytes,omitempty"`
 	LogDroppedBytes uint64 `protobuf:"varint,17,opt,name=log_dropped_bytes,json=logDroppedBytes,proto3" json:"log_dropped_bytes,omitempty"`
 	StartedAtUnixMs int64  `protobuf:"varint,18,opt,name=started_at_unix_ms,json=startedAtUnixMs,proto3" json:"started_at_unix_ms,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The task wrote more than its disk limit: killed, nothing comes back.
+	DiskLimitExceeded bool `protobuf:"varint,19,opt,name=disk_limit_exceeded,json=diskLimitExceeded,proto3" json:"disk_limit_exceeded,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *TaskResult) Reset() {
@@ -1017,6 +1028,13 @@ func (x *TaskResult) GetStartedAtUnixMs() int64 {
 	return 0
 }
 
+func (x *TaskResult) GetDiskLimitExceeded() bool {
+	if x != nil {
+		return x.DiskLimitExceeded
+	}
+	return false
+}
+
 // LogChunk is one piece of a task's output, published on the task's log
 // topic as it is written and returned by /cortex/logs/1.0.0.
 type LogChunk struct {
@@ -1172,7 +1190,7 @@ var File_cortex_mesh_v1_task_proto protoreflect.FileDescriptor
 
 const file_cortex_mesh_v1_task_proto_rawDesc = "" +
 	"\n" +
-	"\x19cortex/mesh/v1/task.proto\x12\x0ecortex.mesh.v1\"\xc4\x02\n" +
+	"\x19cortex/mesh/v1/task.proto\x12\x0ecortex.mesh.v1\"\xe3\x02\n" +
 	"\bTaskSpec\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12\x18\n" +
 	"\acommand\x18\x02 \x03(\tR\acommand\x12\x10\n" +
@@ -1187,7 +1205,9 @@ const file_cortex_mesh_v1_task_proto_rawDesc = "" +
 	"timeout_ms\x18\n" +
 	" \x01(\x03R\ttimeoutMs\x12\x18\n" +
 	"\anetwork\x18\v \x01(\tR\anetwork\x12\x1c\n" +
-	"\tisolation\x18\f \x01(\tR\tisolationB\x06\n" +
+	"\tisolation\x18\f \x01(\tR\tisolation\x12\x1d\n" +
+	"\n" +
+	"disk_bytes\x18\r \x01(\x03R\tdiskBytesB\x06\n" +
 	"\x04_uid\"\xd6\x02\n" +
 	"\vTaskRequest\x124\n" +
 	"\x06submit\x18\x01 \x01(\v2\x1a.cortex.mesh.v1.SubmitTaskH\x00R\x06submit\x124\n" +
@@ -1222,7 +1242,7 @@ const file_cortex_mesh_v1_task_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12/\n" +
 	"\x05state\x18\x03 \x01(\x0e2\x19.cortex.mesh.v1.TaskStateR\x05state\x122\n" +
 	"\x06result\x18\x04 \x01(\v2\x1a.cortex.mesh.v1.TaskResultR\x06result\x12\x12\n" +
-	"\x04have\x18\x05 \x01(\rR\x04have\"\xf3\x04\n" +
+	"\x04have\x18\x05 \x01(\rR\x04have\"\xa3\x05\n" +
 	"\n" +
 	"TaskResult\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12/\n" +
@@ -1247,7 +1267,8 @@ const file_cortex_mesh_v1_task_proto_rawDesc = "" +
 	"\fstdout_bytes\x18\x0f \x01(\x04R\vstdoutBytes\x12!\n" +
 	"\fstderr_bytes\x18\x10 \x01(\x04R\vstderrBytes\x12*\n" +
 	"\x11log_dropped_bytes\x18\x11 \x01(\x04R\x0flogDroppedBytes\x12+\n" +
-	"\x12started_at_unix_ms\x18\x12 \x01(\x03R\x0fstartedAtUnixMs\"\x83\x01\n" +
+	"\x12started_at_unix_ms\x18\x12 \x01(\x03R\x0fstartedAtUnixMs\x12.\n" +
+	"\x13disk_limit_exceeded\x18\x13 \x01(\bR\x11diskLimitExceeded\"\x83\x01\n" +
 	"\bLogChunk\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x16\n" +
 	"\x06stream\x18\x02 \x01(\rR\x06stream\x12\x10\n" +
