@@ -64,7 +64,7 @@ type TasksSection struct {
 	AllowHostNetwork bool   `toml:"allow_host_network"`
 	AllowGVisor      bool   `toml:"allow_gvisor"`
 	// LogStoreCapMiB bounds the output kept per task in the store; output
-	// past it is kept in the task's spill file under the store dir.
+	// past it is kept in the task's spill file, then as a DAG.
 	LogStoreCapMiB int64 `toml:"log_store_cap_mib"`
 	// AcceptRemote says whether other peers of the mesh may delegate tasks
 	// here; AcceptFrom, when not empty, names the only peers that may.
@@ -513,8 +513,9 @@ allow_root = {{.Tasks.AllowRoot}}
 allow_host_network = {{.Tasks.AllowHostNetwork}}
 # Whether a task may ask for the gVisor tier (needs runsc).
 allow_gvisor = {{.Tasks.AllowGVisor}}
-# Output kept per task in the store, in MiB; the rest goes to a spill file
-# next to it, so every byte can be read back with "logs".
+# Output kept per task in the store, in MiB; the rest goes to a spill file,
+# then to a DAG pinned with the task, so every byte can be read back with
+# "logs".
 log_store_cap_mib = {{.Tasks.LogStoreCapMiB}}
 # Whether other peers of the mesh may delegate tasks to this one, and, when
 # accept_from is not empty, which (peer ids).

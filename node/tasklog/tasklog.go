@@ -3,7 +3,9 @@
 // peer's badger store; past it they are appended to a spill file of the task
 // in the spill dir, indexed in badger, so that every byte a task wrote can
 // be read back (badger's value log would otherwise hold gigabytes that
-// compaction must rewrite). It is the history a late watcher reads before
+// compaction must rewrite). When the task's log is closed the spill file
+// becomes a DAG in the peer's block store (see Archive), pinned with the
+// task and read from there. It is the history a late watcher reads before
 // the live output, and what fills gaps in a live stream: a log that loses
 // nothing is what makes a relayed stream lossless.
 package tasklog
@@ -24,6 +26,7 @@ import (
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
+	"github.com/ipfs/go-cid"
 
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 	"github.com/cortex-peer/cortex-peer/runtime"
@@ -53,15 +56,35 @@ type Stats struct {
 	LastStdout, LastStderr uint64
 }
 
+// Archive keeps a finished task's spilled output as a DAG.
+type Archive interface {
+	// Keep stores f as a file DAG pinned under name and returns its root.
+	Keep(ctx context.Context, name string, f *os.File) (cid.Cid, error)
+	// ReadFileAt reads the file DAG root at off, as io.ReaderAt does.
+	ReadFileAt(ctx context.Context, root cid.Cid, p []byte, off int64) (int, error)
+	// Drop unpins name; a missing pin is no error.
+	Drop(name string) error
+}
+
 // Store reads and writes task logs.
 type Store struct {
 	db       *badger.DB
 	spillDir string
+	archive  Archive // nil: spill files stay files
 }
 
 // New returns a log store on db whose output past a task's cap goes to
-// files in spillDir (created when first needed).
-func New(db *badger.DB, spillDir string) *Store { return &Store{db: db, spillDir: spillDir} }
+// files in spillDir (created when first needed), and into archive (may be
+// nil) once the task's log is closed.
+func New(db *badger.DB, spillDir string, archive Archive) *Store {
+	return &Store{db: db, spillDir: spillDir, archive: archive}
+}
+
+// ArchivePin is the pin name of task id's spilled output.
+func ArchivePin(id string) string { return "task:" + id + ":log" }
+
+// archiveTimeout bounds turning a spill file into a DAG when a log closes.
+const archiveTimeout = 10 * time.Minute
 
 // spillPath names a task's spill file by a hash of its id: an id may hold
 // any byte but NUL, a file name may not.
@@ -129,6 +152,7 @@ type Writer struct {
 	spill     *os.File // open once the cap is passed
 	spillBuf  *bufio.Writer
 	spillEnd  int64 // offset of the next spilled byte
+	archive   Archive
 }
 
 // metaSize is the length of a task's stats record.
@@ -144,7 +168,7 @@ func (s *Store) Writer(id string, limit int64) (*Writer, error) {
 	if err := checkID(id); err != nil {
 		return nil, err
 	}
-	return &Writer{id: id, limit: limit, db: s.db, wb: s.db.NewWriteBatch(), spillPath: s.spillPath(id)}, nil
+	return &Writer{id: id, limit: limit, db: s.db, wb: s.db.NewWriteBatch(), spillPath: s.spillPath(id), archive: s.archive}, nil
 }
 
 // Append keeps c: in the store while it fits under the cap, else in the
@@ -270,31 +294,71 @@ func (w *Writer) Close() (Stats, error) {
 	w.closed = true
 	w.flushLocked()
 	w.wb.Cancel()
+	var archived cid.Cid
 	if w.spill != nil {
 		if err := w.spill.Close(); err != nil && w.err == nil {
 			w.err = fmt.Errorf("task log %s: close spill file: %w", w.id, err)
 		}
+		if w.archive != nil && w.err == nil {
+			var err error
+			if archived, err = w.archiveSpill(); err != nil {
+				// The spill file stays and is read as it is.
+				w.err = fmt.Errorf("task log %s: %w", w.id, err)
+			}
+		}
 	}
-	meta := make([]byte, metaSize)
+	meta := make([]byte, metaSize, metaSize+len(archived.Bytes()))
 	binary.BigEndian.PutUint64(meta[0:], uint64(w.stats.StoredBytes))
 	binary.BigEndian.PutUint64(meta[8:], uint64(w.stats.DroppedBytes))
 	binary.BigEndian.PutUint64(meta[16:], w.stats.LastStdout)
 	binary.BigEndian.PutUint64(meta[24:], w.stats.LastStderr)
 	binary.BigEndian.PutUint64(meta[32:], uint64(w.stats.SpilledBytes))
+	if archived.Defined() {
+		meta = append(meta, archived.Bytes()...)
+	}
 	if err := w.db.Update(func(txn *badger.Txn) error {
 		return txn.Set(metaKey(w.id), meta)
 	}); err != nil && w.err == nil {
 		w.err = fmt.Errorf("task log %s: record stats: %w", w.id, err)
 	}
+	if archived.Defined() && w.err == nil {
+		// Readers now find the DAG in the stats record; one that opened
+		// the file before keeps reading it until it closes it.
+		_ = os.Remove(w.spillPath)
+	}
 	return w.stats, w.err
+}
+
+// archiveSpill stores the closed spill file as a DAG.
+func (w *Writer) archiveSpill() (cid.Cid, error) {
+	f, err := os.Open(w.spillPath)
+	if err != nil {
+		return cid.Undef, fmt.Errorf("archive spilled output: %w", err)
+	}
+	defer f.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), archiveTimeout)
+	defer cancel()
+	c, err := w.archive.Keep(ctx, ArchivePin(w.id), f)
+	if err != nil {
+		return cid.Undef, fmt.Errorf("archive spilled output: %w", err)
+	}
+	return c, nil
 }
 
 // Stats returns the recorded stats of a finished task's log.
 func (s *Store) Stats(id string) (Stats, error) {
+	st, _, err := s.meta(id)
+	return st, err
+}
+
+// meta reads a finished task's stats record and the root of its archived
+// spilled output (cid.Undef: none, or not archived).
+func (s *Store) meta(id string) (Stats, cid.Cid, error) {
 	if err := checkID(id); err != nil {
-		return Stats{}, err
+		return Stats{}, cid.Undef, err
 	}
 	var st Stats
+	archived := cid.Undef
 	err := s.db.View(func(txn *badger.Txn) error {
 		it, err := txn.Get(metaKey(id))
 		if err != nil {
@@ -302,7 +366,7 @@ func (s *Store) Stats(id string) (Stats, error) {
 		}
 		return it.Value(func(v []byte) error {
 			// Records written before spilling existed have 32 bytes.
-			if len(v) != metaSize && len(v) != 32 {
+			if len(v) < metaSize && len(v) != 32 {
 				return fmt.Errorf("corrupt stats record: %w", errdefs.ErrInvalid)
 			}
 			st = Stats{
@@ -311,19 +375,74 @@ func (s *Store) Stats(id string) (Stats, error) {
 				LastStdout:   binary.BigEndian.Uint64(v[16:]),
 				LastStderr:   binary.BigEndian.Uint64(v[24:]),
 			}
-			if len(v) == metaSize {
+			if len(v) >= metaSize {
 				st.SpilledBytes = int64(binary.BigEndian.Uint64(v[32:]))
+			}
+			if len(v) > metaSize {
+				c, err := cid.Cast(v[metaSize:])
+				if err != nil {
+					return fmt.Errorf("corrupt stats record: %v: %w", err, errdefs.ErrInvalid)
+				}
+				archived = c
 			}
 			return nil
 		})
 	})
 	if errors.Is(err, badger.ErrKeyNotFound) {
-		return Stats{}, fmt.Errorf("task log %s: %w", id, errdefs.ErrNotFound)
+		return Stats{}, cid.Undef, fmt.Errorf("task log %s: %w", id, errdefs.ErrNotFound)
 	}
 	if err != nil {
-		return Stats{}, fmt.Errorf("task log %s: %w", id, err)
+		return Stats{}, cid.Undef, fmt.Errorf("task log %s: %w", id, err)
 	}
-	return st, nil
+	return st, archived, nil
+}
+
+// spillReader reads a task's spilled output: from its DAG once archived,
+// else from its spill file.
+type spillReader struct {
+	ctx     context.Context
+	archive Archive
+	root    cid.Cid
+	file    *os.File
+}
+
+func (s *Store) openSpill(ctx context.Context, id string) (*spillReader, error) {
+	for attempt := 0; ; attempt++ {
+		if _, root, err := s.meta(id); err == nil && root.Defined() && s.archive != nil {
+			return &spillReader{ctx: ctx, archive: s.archive, root: root}, nil
+		}
+		f, err := os.Open(s.spillPath(id))
+		if err == nil {
+			return &spillReader{ctx: ctx, file: f}, nil
+		}
+		// Archived between the two looks: the stats record says where.
+		if !errors.Is(err, fs.ErrNotExist) || attempt > 0 {
+			return nil, fmt.Errorf("spilled output: %w", err)
+		}
+	}
+}
+
+func (r *spillReader) readAt(p []byte, off int64) error {
+	var n int
+	var err error
+	if r.file != nil {
+		n, err = r.file.ReadAt(p, off)
+	} else {
+		n, err = r.archive.ReadFileAt(r.ctx, r.root, p, off)
+	}
+	if n == len(p) {
+		return nil
+	}
+	if err == nil || errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+func (r *spillReader) close() {
+	if r.file != nil {
+		r.file.Close()
+	}
 }
 
 // Read returns the kept chunks of one stream with from <= seq, in order,
@@ -339,10 +458,10 @@ func (s *Store) Read(ctx context.Context, id string, stream runtime.Stream, from
 	var out []runtime.Chunk
 	size := 0
 	full := func() bool { return len(out) >= limit || (len(out) > 0 && size >= maxBytes) }
-	var spill *os.File
+	var spill *spillReader
 	defer func() {
 		if spill != nil {
-			spill.Close()
+			spill.close()
 		}
 	}()
 	err := s.db.View(func(txn *badger.Txn) error {
@@ -391,15 +510,12 @@ func (s *Store) Read(ctx context.Context, id string, stream runtime.Stream, from
 				return fmt.Errorf("corrupt spilled chunk %d: %w", seq, errdefs.ErrInvalid)
 			}
 			if spill == nil {
-				if spill, err = os.Open(s.spillPath(id)); err != nil {
-					return fmt.Errorf("spill file: %w", err)
+				if spill, err = s.openSpill(ctx, id); err != nil {
+					return err
 				}
 			}
 			data := make([]byte, binary.BigEndian.Uint32(v[16:]))
-			if _, err := spill.ReadAt(data, int64(binary.BigEndian.Uint64(v[8:]))); err != nil {
-				if errors.Is(err, io.EOF) {
-					err = io.ErrUnexpectedEOF
-				}
+			if err := spill.readAt(data, int64(binary.BigEndian.Uint64(v[8:]))); err != nil {
 				return fmt.Errorf("spilled chunk %d: %w", seq, err)
 			}
 			out = append(out, runtime.Chunk{
@@ -461,6 +577,11 @@ func (s *Store) Delete(ids ...string) error {
 	for _, id := range ids {
 		if err := os.Remove(s.spillPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("task log %s: remove spill file: %w", id, err)
+		}
+		if s.archive != nil {
+			if err := s.archive.Drop(ArchivePin(id)); err != nil {
+				return fmt.Errorf("task log %s: %w", id, err)
+			}
 		}
 	}
 	return nil

@@ -9,9 +9,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/cortex-peer/cortex-peer/dag"
 	"github.com/cortex-peer/cortex-peer/node/store"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 	"github.com/cortex-peer/cortex-peer/runtime"
@@ -24,7 +26,7 @@ func openStore(t *testing.T) *Store {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	return New(st.DB(), t.TempDir())
+	return New(st.DB(), t.TempDir(), NewDAGArchive(dag.NewStore(st.DB()), new(sync.RWMutex)))
 }
 
 func chunk(s runtime.Stream, seq uint64, data string) runtime.Chunk {
@@ -107,6 +109,16 @@ func TestPastTheCapIsSpilledNotDropped(t *testing.T) {
 	if rec, err := s.Stats("capped"); err != nil || rec != st {
 		t.Fatalf("recorded stats %+v %v, want %+v", rec, err, st)
 	}
+	// Closed, the spilled output is a pinned DAG, and the file is gone.
+	dags := s.archive.(*DAGArchive).dags
+	if _, root, _ := s.meta("capped"); !root.Defined() {
+		t.Fatal("no archived root in the stats record")
+	} else if pins, _ := dags.Pins(); pins[ArchivePin("capped")] != root {
+		t.Fatalf("pins %v: the archive is not pinned", pins)
+	}
+	if _, err := os.Stat(s.spillPath("capped")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("spill file after archiving: %v", err)
+	}
 	if got := readAll(t, s, "capped", runtime.Stdout, 1); got != "aaaabbbbccccde" {
 		t.Fatalf("from 1: %q", got)
 	}
@@ -125,6 +137,9 @@ func TestPastTheCapIsSpilledNotDropped(t *testing.T) {
 	if got := readAll(t, s, "capped", runtime.Stdout, 1); got != "" {
 		t.Fatalf("after delete: %q", got)
 	}
+	if pins, _ := dags.Pins(); len(pins) != 0 {
+		t.Fatalf("pins after delete: %v", pins)
+	}
 }
 
 // A chunk that cannot be kept (here the spill dir is a file) is counted as
@@ -139,7 +154,7 @@ func TestUnkeptChunksAreCountedAsDropped(t *testing.T) {
 	if err := os.WriteFile(blocked, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := New(st.DB(), blocked)
+	s := New(st.DB(), blocked, nil)
 	w, _ := s.Writer("full", 4)
 	_ = w.Append(chunk(runtime.Stdout, 1, "aaaa"))
 	if err := w.Append(chunk(runtime.Stdout, 2, "bb")); err == nil {
