@@ -68,6 +68,26 @@ func leftovers(t *testing.T, owner string) []string {
 	return strings.Fields(string(out))
 }
 
+// restartExecutor starts a killed executor again, waits until it has
+// removed what its dead process left and its word on task id reached the
+// coordinator, and returns the task as the coordinator then reports it.
+func restartExecutor(t *testing.T, bin string, coord, executor *testnet.ProcessPeer, id string) taskState {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := executor.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the restarted executor to clean up", 30*time.Second, func() bool { return len(leftovers(t, executor.ID)) == 0 })
+	var st taskState
+	waitFor(t, "the restarted executor's word on the task", 30*time.Second, func() bool {
+		var ok bool
+		st, ok = resultOf(t, bin, coord.DataDir, id)
+		return ok && st.Result != nil
+	})
+	return st
+}
+
 // taskStatus is the status containerd gives the task of the container id
 // in the test namespace ("" when it has no task).
 func taskStatus(t *testing.T, id string) string {
@@ -132,17 +152,7 @@ func TestKillExecutorMidTask(t *testing.T) {
 	if n := len(leftovers(t, executor.ID)); n != 1 {
 		t.Fatalf("%d containers of the killed executor, want its one running task", n)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := executor.Restart(ctx); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the restarted executor to clean up", 30*time.Second, func() bool { return len(leftovers(t, executor.ID)) == 0 })
-	waitFor(t, "the restarted executor's word on the task", 30*time.Second, func() bool {
-		var ok bool
-		st, ok = resultOf(t, bin, coord.DataDir, id)
-		return ok && st.Result != nil
-	})
+	st = restartExecutor(t, bin, coord, executor, id)
 	// The truth, as the runtime found the container: still running, so
 	// killed (it used to say "failed" with exit 1 whatever happened).
 	if st.State != "failed" || st.Result.ExitCode != 137 || !strings.Contains(st.Result.Error, "still running and was killed") {
@@ -168,17 +178,7 @@ func TestExecutorRestartReportsExitMeanwhile(t *testing.T) {
 	<-executor.Exited()
 	// The task ends by itself while its peer is down.
 	waitFor(t, "the task to exit while its peer is down", 30*time.Second, func() bool { return taskStatus(t, id) == "STOPPED" })
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := executor.Restart(ctx); err != nil {
-		t.Fatal(err)
-	}
-	var st taskState
-	waitFor(t, "the restarted executor's word on the task", 30*time.Second, func() bool {
-		var ok bool
-		st, ok = resultOf(t, bin, coord.DataDir, id)
-		return ok && st.Result != nil
-	})
+	st := restartExecutor(t, bin, coord, executor, id)
 	if st.Result.ExitCode != 7 || !strings.Contains(st.Result.Error, "exited 7 meanwhile") {
 		t.Fatalf("after the restart: state %q, exit %d, %q; want exit 7, exited meanwhile", st.State, st.Result.ExitCode, st.Result.Error)
 	}
