@@ -248,6 +248,9 @@ func (n *Node) Close() error {
 		if n.runner != nil {
 			errs = append(errs, n.runner.Close())
 		}
+		if n.taskLogs != nil {
+			errs = append(errs, n.taskLogs.Close()) // its archiving writes blocks: before the store
+		}
 		if n.images != nil {
 			errs = append(errs, n.images.Close())
 		}

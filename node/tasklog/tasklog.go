@@ -71,13 +71,29 @@ type Store struct {
 	db       *badger.DB
 	spillDir string
 	archive  Archive // nil: spill files stay files
+
+	// Archiving runs after a log closes, so that a task's result does not
+	// wait for its output to be hashed; Close stops and waits for it.
+	ctx       context.Context
+	stop      context.CancelFunc
+	archiving sync.WaitGroup
+	archiveMu sync.Mutex // archiving one task's output against deleting it
 }
 
 // New returns a log store on db whose output past a task's cap goes to
 // files in spillDir (created when first needed), and into archive (may be
 // nil) once the task's log is closed.
 func New(db *badger.DB, spillDir string, archive Archive) *Store {
-	return &Store{db: db, spillDir: spillDir, archive: archive}
+	ctx, stop := context.WithCancel(context.Background())
+	return &Store{db: db, spillDir: spillDir, archive: archive, ctx: ctx, stop: stop}
+}
+
+// Close stops archiving and waits for it; a spill file not yet archived
+// stays and is read as a file. Safe to call twice.
+func (s *Store) Close() error {
+	s.stop()
+	s.archiving.Wait()
+	return nil
 }
 
 // ArchivePin is the pin name of task id's spilled output.
@@ -152,7 +168,7 @@ type Writer struct {
 	spill     *os.File // open once the cap is passed
 	spillBuf  *bufio.Writer
 	spillEnd  int64 // offset of the next spilled byte
-	archive   Archive
+	owner     *Store
 }
 
 // metaSize is the length of a task's stats record.
@@ -168,7 +184,7 @@ func (s *Store) Writer(id string, limit int64) (*Writer, error) {
 	if err := checkID(id); err != nil {
 		return nil, err
 	}
-	return &Writer{id: id, limit: limit, db: s.db, wb: s.db.NewWriteBatch(), spillPath: s.spillPath(id), archive: s.archive}, nil
+	return &Writer{id: id, limit: limit, db: s.db, wb: s.db.NewWriteBatch(), spillPath: s.spillPath(id), owner: s}, nil
 }
 
 // Append keeps c: in the store while it fits under the cap, else in the
@@ -294,55 +310,74 @@ func (w *Writer) Close() (Stats, error) {
 	w.closed = true
 	w.flushLocked()
 	w.wb.Cancel()
-	var archived cid.Cid
 	if w.spill != nil {
 		if err := w.spill.Close(); err != nil && w.err == nil {
 			w.err = fmt.Errorf("task log %s: close spill file: %w", w.id, err)
 		}
-		if w.archive != nil && w.err == nil {
-			var err error
-			if archived, err = w.archiveSpill(); err != nil {
-				// The spill file stays and is read as it is.
-				w.err = fmt.Errorf("task log %s: %w", w.id, err)
-			}
-		}
-	}
-	meta := make([]byte, metaSize, metaSize+len(archived.Bytes()))
-	binary.BigEndian.PutUint64(meta[0:], uint64(w.stats.StoredBytes))
-	binary.BigEndian.PutUint64(meta[8:], uint64(w.stats.DroppedBytes))
-	binary.BigEndian.PutUint64(meta[16:], w.stats.LastStdout)
-	binary.BigEndian.PutUint64(meta[24:], w.stats.LastStderr)
-	binary.BigEndian.PutUint64(meta[32:], uint64(w.stats.SpilledBytes))
-	if archived.Defined() {
-		meta = append(meta, archived.Bytes()...)
 	}
 	if err := w.db.Update(func(txn *badger.Txn) error {
-		return txn.Set(metaKey(w.id), meta)
+		return txn.Set(metaKey(w.id), encodeMeta(w.stats, cid.Undef))
 	}); err != nil && w.err == nil {
 		w.err = fmt.Errorf("task log %s: record stats: %w", w.id, err)
 	}
-	if archived.Defined() && w.err == nil {
-		// Readers now find the DAG in the stats record; one that opened
-		// the file before keeps reading it until it closes it.
-		_ = os.Remove(w.spillPath)
+	if w.spill != nil && w.err == nil {
+		w.owner.archiveLater(w.id, w.stats)
 	}
 	return w.stats, w.err
 }
 
-// archiveSpill stores the closed spill file as a DAG.
-func (w *Writer) archiveSpill() (cid.Cid, error) {
-	f, err := os.Open(w.spillPath)
+func encodeMeta(st Stats, archived cid.Cid) []byte {
+	meta := make([]byte, metaSize, metaSize+len(archived.Bytes()))
+	binary.BigEndian.PutUint64(meta[0:], uint64(st.StoredBytes))
+	binary.BigEndian.PutUint64(meta[8:], uint64(st.DroppedBytes))
+	binary.BigEndian.PutUint64(meta[16:], st.LastStdout)
+	binary.BigEndian.PutUint64(meta[24:], st.LastStderr)
+	binary.BigEndian.PutUint64(meta[32:], uint64(st.SpilledBytes))
+	if archived.Defined() {
+		meta = append(meta, archived.Bytes()...)
+	}
+	return meta
+}
+
+// archiveLater turns task id's closed spill file into a DAG in the
+// background. Until it is done the file serves reads; if it fails, or
+// the store closes first, the file stays and goes on serving them.
+func (s *Store) archiveLater(id string, st Stats) {
+	if s.archive == nil || s.ctx.Err() != nil {
+		return
+	}
+	s.archiving.Add(1)
+	go func() {
+		defer s.archiving.Done()
+		_ = s.archiveSpill(id, st) // a failure leaves the file, which is read as it is
+	}()
+}
+
+func (s *Store) archiveSpill(id string, st Stats) error {
+	s.archiveMu.Lock()
+	defer s.archiveMu.Unlock()
+	if _, err := s.Stats(id); err != nil {
+		return err // deleted meanwhile
+	}
+	f, err := os.Open(s.spillPath(id))
 	if err != nil {
-		return cid.Undef, fmt.Errorf("archive spilled output: %w", err)
+		return err
 	}
 	defer f.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), archiveTimeout)
+	ctx, cancel := context.WithTimeout(s.ctx, archiveTimeout)
 	defer cancel()
-	c, err := w.archive.Keep(ctx, ArchivePin(w.id), f)
+	c, err := s.archive.Keep(ctx, ArchivePin(id), f)
 	if err != nil {
-		return cid.Undef, fmt.Errorf("archive spilled output: %w", err)
+		return err
 	}
-	return c, nil
+	if err := s.db.Update(func(txn *badger.Txn) error {
+		return txn.Set(metaKey(id), encodeMeta(st, c))
+	}); err != nil {
+		return errors.Join(err, s.archive.Drop(ArchivePin(id)))
+	}
+	// Readers now find the DAG in the stats record; one that opened the
+	// file before keeps reading it until it closes it.
+	return os.Remove(s.spillPath(id))
 }
 
 // Stats returns the recorded stats of a finished task's log.
@@ -571,6 +606,8 @@ func (s *Store) Delete(ids ...string) error {
 	if len(prefixes) == 0 {
 		return nil
 	}
+	s.archiveMu.Lock() // no archive of these is half done
+	defer s.archiveMu.Unlock()
 	if err := s.db.DropPrefix(prefixes...); err != nil {
 		return fmt.Errorf("task logs %v: delete: %w", ids, err)
 	}

@@ -26,7 +26,9 @@ func openStore(t *testing.T) *Store {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	return New(st.DB(), t.TempDir(), NewDAGArchive(dag.NewStore(st.DB()), new(sync.RWMutex)))
+	s := New(st.DB(), t.TempDir(), NewDAGArchive(dag.NewStore(st.DB()), new(sync.RWMutex)))
+	t.Cleanup(func() { s.Close() })
+	return s
 }
 
 func chunk(s runtime.Stream, seq uint64, data string) runtime.Chunk {
@@ -109,7 +111,13 @@ func TestPastTheCapIsSpilledNotDropped(t *testing.T) {
 	if rec, err := s.Stats("capped"); err != nil || rec != st {
 		t.Fatalf("recorded stats %+v %v, want %+v", rec, err, st)
 	}
-	// Closed, the spilled output is a pinned DAG, and the file is gone.
+	// Closed, the spilled output becomes a pinned DAG (in the background:
+	// the task's result does not wait for it), and the file goes; reads
+	// meanwhile find one or the other.
+	if got := readAll(t, s, "capped", runtime.Stdout, 2); got != "bbbbccccde" {
+		t.Fatalf("while archiving, from 2: %q", got)
+	}
+	s.archiving.Wait()
 	dags := s.archive.(*DAGArchive).dags
 	if _, root, _ := s.meta("capped"); !root.Defined() {
 		t.Fatal("no archived root in the stats record")
