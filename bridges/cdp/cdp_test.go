@@ -1,0 +1,257 @@
+package cdp
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
+)
+
+// newTestBrowser is a bridge on the real Chromium, closed with the test;
+// the test fails, not skips, without it.
+func newTestBrowser(t *testing.T) *Browser {
+	t.Helper()
+	// Chromium runs as an unprivileged uid: its dir must be reachable.
+	parent, err := os.MkdirTemp("", "cdp-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(parent) })
+	if err := os.Chmod(parent, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig(filepath.Join(parent, "browser"))
+	if _, err := os.Stat(cfg.ExecPath); err != nil {
+		t.Fatalf("Chromium is missing (%v): run `make deps`, which installs Debian's chromium", err)
+	}
+	cfg.NavigateTimeout = 20 * time.Second
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+		// Every process of this Chromium is gone, crash handlers too.
+		deadline := time.Now().Add(10 * time.Second)
+		for len(b.Processes()) > 0 {
+			if time.Now().After(deadline) {
+				t.Errorf("Chromium processes left after Close: %v", b.Processes())
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+	return b
+}
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// site is a login form and a page that says who is logged in, by cookie.
+func site(t *testing.T) *httptest.Server {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/login", func(w http.ResponseWriter, r *http.Request) {
+		if u := r.URL.Query().Get("user"); u != "" {
+			http.SetCookie(w, &http.Cookie{Name: "user", Value: u, Path: "/"})
+			http.Redirect(w, r, "/whoami", http.StatusSeeOther)
+			return
+		}
+		fmt.Fprint(w, `<!doctype html><title>Log in</title><h1>Shop</h1>
+<form action="/login"><label>User <input name="user"></label><button type="submit">Log in</button></form>`)
+	})
+	mux.HandleFunc("/whoami", func(w http.ResponseWriter, r *http.Request) {
+		who := "nobody"
+		if c, err := r.Cookie("user"); err == nil {
+			who = c.Value
+		}
+		fmt.Fprintf(w, `<!doctype html><title>Who</title><p id="who">logged in as %s</p><a href="/login">again</a>`, who)
+	})
+	mux.HandleFunc("/many", func(w http.ResponseWriter, r *http.Request) {
+		var b strings.Builder
+		b.WriteString(`<!doctype html><title>Many</title><table>`)
+		for i := range 3000 {
+			fmt.Fprintf(&b, `<tr><td>row %d</td><td><button>buy %d</button></td></tr>`, i, i)
+		}
+		b.WriteString(`</table>`)
+		fmt.Fprint(w, b.String())
+	})
+	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		fmt.Fprint(w, `<!doctype html><title>Slow</title><p>first part</p><img src="/never">`)
+	})
+	stop := make(chan struct{})
+	mux.HandleFunc("/never", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-stop:
+		}
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(stop) }) // first: Close waits for the handlers
+	return srv
+}
+
+var refOf = func(snap, role, name string) string {
+	m := regexp.MustCompile(regexp.QuoteMeta(role+` "`+name+`"`) + `.*\[ref=(e\d+)\]`).FindStringSubmatch(snap)
+	if m == nil {
+		return ""
+	}
+	return m[1]
+}
+
+// Logging in through a snapshot's refs keeps the cookie in that session
+// across calls, and a second session does not see it.
+func TestLoginKeepsCookieAndSessionsAreIsolated(t *testing.T) {
+	b := newTestBrowser(t)
+	srv := site(t)
+	ctx := testContext(t)
+	a, err := b.Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := b.Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Navigate(ctx, srv.URL+"/login"); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := a.Snapshot(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	field, button := refOf(snap.Text, "textbox", "User"), refOf(snap.Text, "button", "Log in")
+	if field == "" || button == "" {
+		t.Fatalf("no refs for the form in:\n%s", snap.Text)
+	}
+	if err := a.Type(ctx, field, "", "alice", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Click(ctx, button, ""); err != nil {
+		t.Fatal(err)
+	}
+	waitText := func(s *Session, want string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			v, err := s.Evaluate(ctx, `document.querySelector("#who") ? document.querySelector("#who").textContent : ""`)
+			if err == nil && strings.Contains(string(v), want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("page says %s (%v), want %q", v, err, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitText(a, "logged in as alice")
+	// A later call in the same session still has the cookie.
+	if _, err := a.Navigate(ctx, srv.URL+"/whoami"); err != nil {
+		t.Fatal(err)
+	}
+	waitText(a, "logged in as alice")
+	if _, err := other.Navigate(ctx, srv.URL+"/whoami"); err != nil {
+		t.Fatal(err)
+	}
+	waitText(other, "logged in as nobody")
+	// A ref from before the navigation is stale, never a wrong click.
+	if err := a.Click(ctx, button, ""); !errors.Is(err, ErrStaleRef) {
+		t.Fatalf("click of a ref from an older page: %v, want stale_ref", err)
+	}
+	if err := a.Click(ctx, "", "#nosuch"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("click of a missing selector: %v", err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Session(a.ID); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("closed session: %v", err)
+	}
+}
+
+// Evaluate returns JSON, a thrown error is an error; a screenshot is a PNG.
+func TestEvaluateAndScreenshot(t *testing.T) {
+	b := newTestBrowser(t)
+	srv := site(t)
+	ctx := testContext(t)
+	s, err := b.Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nav, err := s.Navigate(ctx, srv.URL+"/whoami")
+	if err != nil || !nav.Loaded || nav.Title != "Who" {
+		t.Fatalf("navigate: %+v %v", nav, err)
+	}
+	v, err := s.Evaluate(ctx, `({title: document.title, n: 1 + 1})`)
+	if err != nil || string(v) != `{"title":"Who","n":2}` {
+		t.Fatalf("evaluate: %s %v", v, err)
+	}
+	if _, err := s.Evaluate(ctx, `(() => { throw new Error("boom") })()`); err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Fatalf("a throwing expression: %v", err)
+	}
+	// Chromium runs sandboxed, and not as root when the peer is.
+	b.mu.Lock()
+	pid := b.pid
+	b.mu.Unlock()
+	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if bytes.Contains(cmdline, []byte("--no-sandbox")) || len(cmdline) == 0 {
+		t.Fatalf("Chromium (pid %d) runs without its sandbox: %q", pid, cmdline)
+	}
+	if os.Geteuid() == 0 && !regexp.MustCompile(`(?m)^Uid:\t64123\b`).Match(status) {
+		t.Fatalf("Chromium runs as another uid than 64123:\n%s", status)
+	}
+	png, err := s.Screenshot(ctx, false)
+	if err != nil || !bytes.HasPrefix(png, []byte("\x89PNG\r\n\x1a\n")) {
+		t.Fatalf("screenshot: %d bytes, %v", len(png), err)
+	}
+}
+
+// A big page's snapshot stays under its budget and says what it left out;
+// a page that never finishes loading returns at the timeout with what
+// loaded.
+func TestSnapshotBudgetAndSlowPage(t *testing.T) {
+	b := newTestBrowser(t)
+	srv := site(t)
+	ctx := testContext(t)
+	s, err := b.Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Navigate(ctx, srv.URL+"/many"); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := s.Snapshot(ctx, 8<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !snap.Truncated || len(snap.Text) > 8<<10+200 || snap.Nodes < 6000 || !strings.Contains(snap.Text, `button "buy 0" [ref=`) {
+		t.Fatalf("snapshot of 3000 rows: %d bytes, %d lines, truncated %v:\n%.400s", len(snap.Text), snap.Nodes, snap.Truncated, snap.Text)
+	}
+	b.cfg.NavigateTimeout = 5 * time.Second
+	start := time.Now()
+	nav, err := s.Navigate(ctx, srv.URL+"/slow")
+	if err != nil || nav.Loaded || time.Since(start) > 30*time.Second {
+		t.Fatalf("slow page: %+v %v after %v", nav, err, time.Since(start))
+	}
+	v, err := s.Evaluate(ctx, `document.body.innerText`)
+	if err != nil || !strings.Contains(string(v), "first part") {
+		t.Fatalf("what loaded: %s %v", v, err)
+	}
+}

@@ -1,0 +1,320 @@
+package cdp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/chromedp/cdproto/accessibility"
+	cdpproto "github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/dom"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
+)
+
+// ErrStaleRef is a ref from a snapshot older than the page: it is never
+// used, lest it click the wrong element.
+var ErrStaleRef = errors.New("stale_ref")
+
+// Session is one browser context with its tab. Its calls are serialised:
+// a model drives one page step by step.
+type Session struct {
+	ID string
+
+	b      *Browser
+	tab    context.Context
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	gen      uint64               // the current snapshot's generation
+	firstRef uint64               // the first ref number of the current generation
+	nextRef  uint64               // the next ref number to give out
+	refs     map[string]refTarget // refs of the current generation
+}
+
+// refTarget is what a ref of a snapshot points at.
+type refTarget struct {
+	node cdpproto.BackendNodeID
+	role string
+	name string
+}
+
+// Close closes the session's browser context. Safe to call twice.
+func (s *Session) Close() error {
+	s.cancel()
+	s.b.forget(s.ID)
+	return nil
+}
+
+// NavigateResult says where a navigation ended.
+type NavigateResult struct {
+	URL    string `json:"url"`
+	Title  string `json:"title"`
+	Loaded bool   `json:"loaded"` // false: the page was still loading at the timeout
+}
+
+// Navigate loads url and waits for its load event, at most the bridge's
+// navigate timeout; a page that never finishes is returned as it is then.
+func (s *Session) Navigate(ctx context.Context, url string) (NavigateResult, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ctx, done := s.bind(ctx)
+	defer done()
+	nctx, cancel := context.WithTimeout(ctx, s.b.cfg.NavigateTimeout)
+	defer cancel()
+	err := chromedp.Do(nctx, chromedp.Navigate(url))
+	res := NavigateResult{Loaded: err == nil}
+	if err != nil && ctx.Err() != nil {
+		return res, err
+	}
+	if err != nil && nctx.Err() == nil {
+		return res, fmt.Errorf("navigate to %s: %w", url, err)
+	}
+	s.invalidate()
+	info, err := s.evalLocked(ctx, `({url: location.href, title: document.title})`)
+	if err != nil {
+		return res, err
+	}
+	var v struct{ URL, Title string }
+	_ = json.Unmarshal(info, &v)
+	res.URL, res.Title = v.URL, v.Title
+	return res, nil
+}
+
+// bind makes a context for actions on the session's tab that also ends
+// with ctx (the caller's deadline or cancel); done releases it.
+func (s *Session) bind(ctx context.Context) (context.Context, context.CancelFunc) {
+	tab, cancel := context.WithCancel(s.tab)
+	stop := context.AfterFunc(ctx, cancel)
+	return tab, func() { stop(); cancel() }
+}
+
+// Evaluate runs a JavaScript expression in the page (awaiting a promise)
+// and returns its value as JSON.
+func (s *Session) Evaluate(ctx context.Context, expression string) (json.RawMessage, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ctx, done := s.bind(ctx)
+	defer done()
+	return s.evalLocked(ctx, expression)
+}
+
+func (s *Session) evalLocked(ctx context.Context, expression string) (json.RawMessage, error) {
+	yes := true
+	res, err := chromedp.Call(ctx, runtime.Evaluate, runtime.EvaluateParams{
+		Expression: expression, ReturnByValue: &yes, AwaitPromise: &yes, UserGesture: &yes,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("evaluate: %w", err)
+	}
+	if ex := res.ExceptionDetails; ex != nil {
+		return nil, fmt.Errorf("evaluate: %s: %w", exceptionText(ex), errdefs.ErrInvalid)
+	}
+	if res.Result == nil || len(res.Result.Value) == 0 {
+		return json.RawMessage("null"), nil
+	}
+	return json.RawMessage(res.Result.Value), nil
+}
+
+func exceptionText(ex *runtime.ExceptionDetails) string {
+	if ex.Exception != nil && ex.Exception.Description != "" {
+		return ex.Exception.Description
+	}
+	return ex.Text
+}
+
+// Screenshot returns a PNG of the viewport, or of the whole page.
+func (s *Session) Screenshot(ctx context.Context, fullPage bool) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ctx, done := s.bind(ctx)
+	defer done()
+	shot := chromedp.CaptureScreenshot()
+	if fullPage {
+		shot = chromedp.FullScreenshot(100)
+	}
+	png, err := chromedp.Run(ctx, shot)
+	if err != nil {
+		return nil, fmt.Errorf("screenshot: %w", err)
+	}
+	return png, nil
+}
+
+// Snapshot is a page's accessibility tree as text for a model: one line a
+// node, interactive ones with a ref to act on.
+type Snapshot struct {
+	URL        string `json:"url"`
+	Title      string `json:"title"`
+	Generation uint64 `json:"generation"`
+	Text       string `json:"text"`
+	Refs       int    `json:"refs"`
+	Nodes      int    `json:"nodes"`     // lines in the whole tree
+	Truncated  bool   `json:"truncated"` // the text stops at the budget
+}
+
+// Snapshot reads the page's accessibility tree and renders it within
+// budget bytes (0: the bridge's default). Refs of earlier snapshots go
+// stale.
+func (s *Session) Snapshot(ctx context.Context, budget int) (Snapshot, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ctx, done := s.bind(ctx)
+	defer done()
+	if budget <= 0 {
+		budget = s.b.cfg.SnapshotBudget
+	}
+	tree, err := chromedp.Call(ctx, accessibility.GetFullAXTree, accessibility.GetFullAXTreeParams{})
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("snapshot: %w", err)
+	}
+	s.invalidate()
+	s.gen++
+	r := render(tree.Nodes, budget, func(t refTarget) string {
+		ref := fmt.Sprintf("e%d", s.nextRef)
+		s.nextRef++
+		s.refs[ref] = t
+		return ref
+	})
+	snap := Snapshot{Generation: s.gen, Text: r.text, Refs: len(s.refs), Nodes: r.lines, Truncated: r.truncated}
+	if info, err := s.evalLocked(ctx, `({url: location.href, title: document.title})`); err == nil {
+		var v struct{ URL, Title string }
+		_ = json.Unmarshal(info, &v)
+		snap.URL, snap.Title = v.URL, v.Title
+	}
+	return snap, nil
+}
+
+// invalidate makes every ref given out so far stale.
+func (s *Session) invalidate() {
+	s.firstRef = s.nextRef
+	clear(s.refs)
+}
+
+// target finds the element a ref or a CSS selector names, as a JavaScript
+// object.
+func (s *Session) target(ctx context.Context, ref, selector string) (runtime.RemoteObjectID, error) {
+	switch {
+	case ref != "" && selector != "":
+		return "", fmt.Errorf("give a ref or a selector, not both: %w", errdefs.ErrInvalid)
+	case ref != "":
+		t, ok := s.refs[ref]
+		if !ok {
+			var n uint64
+			if _, err := fmt.Sscanf(ref, "e%d", &n); err == nil && n < s.firstRef {
+				return "", fmt.Errorf("ref %s is from an older snapshot of the page; take a new snapshot: %w", ref, ErrStaleRef)
+			}
+			return "", fmt.Errorf("ref %s: no such element in the last snapshot: %w", ref, errdefs.ErrNotFound)
+		}
+		obj, err := chromedp.Call(ctx, dom.ResolveNode, dom.ResolveNodeParams{BackendNodeID: t.node})
+		if err != nil || obj.Object == nil {
+			// The element left the page since the snapshot.
+			return "", fmt.Errorf("ref %s (%s %q) is no longer on the page; take a new snapshot: %w", ref, t.role, t.name, ErrStaleRef)
+		}
+		return obj.Object.ObjectID, nil
+	case selector != "":
+		sel, _ := json.Marshal(selector)
+		res, err := chromedp.Call(ctx, runtime.Evaluate, runtime.EvaluateParams{Expression: "document.querySelector(" + string(sel) + ")"})
+		if err != nil {
+			return "", fmt.Errorf("selector %s: %w", selector, err)
+		}
+		if res.ExceptionDetails != nil {
+			return "", fmt.Errorf("selector %s: %s: %w", selector, exceptionText(res.ExceptionDetails), errdefs.ErrInvalid)
+		}
+		if res.Result == nil || res.Result.ObjectID == "" {
+			return "", fmt.Errorf("selector %s: no element: %w", selector, errdefs.ErrNotFound)
+		}
+		return res.Result.ObjectID, nil
+	}
+	return "", fmt.Errorf("give a ref (from a snapshot) or a CSS selector: %w", errdefs.ErrInvalid)
+}
+
+// call runs a function on the element a ref or selector names.
+func (s *Session) call(ctx context.Context, ref, selector, fn string, args ...any) error {
+	obj, err := s.target(ctx, ref, selector)
+	if err != nil {
+		return err
+	}
+	var cargs []*runtime.CallArgument
+	for _, a := range args {
+		b, _ := json.Marshal(a)
+		cargs = append(cargs, &runtime.CallArgument{Value: b})
+	}
+	yes := true
+	res, err := chromedp.Call(ctx, runtime.CallFunctionOn, runtime.CallFunctionOnParams{
+		FunctionDeclaration: fn, ObjectID: obj, Arguments: cargs, AwaitPromise: &yes, UserGesture: &yes,
+	})
+	if err != nil {
+		return err
+	}
+	if res.ExceptionDetails != nil {
+		return fmt.Errorf("%s: %w", exceptionText(res.ExceptionDetails), errdefs.ErrInvalid)
+	}
+	return nil
+}
+
+// Click clicks the element a ref (from the last snapshot) or a CSS
+// selector names.
+func (s *Session) Click(ctx context.Context, ref, selector string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ctx, done := s.bind(ctx)
+	defer done()
+	if err := s.call(ctx, ref, selector, `function() { this.scrollIntoView({block: "center"}); this.click(); }`); err != nil {
+		return fmt.Errorf("click: %w", err)
+	}
+	return nil
+}
+
+// Type puts text into the field a ref or selector names, as typing would
+// (input and change events), and with submit presses Enter after it.
+func (s *Session) Type(ctx context.Context, ref, selector, text string, submit bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ctx, done := s.bind(ctx)
+	defer done()
+	const fill = `function(text) {
+		this.scrollIntoView({block: "center"});
+		this.focus();
+		if ("value" in this) { this.value = text; } else { this.textContent = text; }
+		this.dispatchEvent(new Event("input", {bubbles: true}));
+		this.dispatchEvent(new Event("change", {bubbles: true}));
+	}`
+	if err := s.call(ctx, ref, selector, fill, text); err != nil {
+		return fmt.Errorf("type: %w", err)
+	}
+	if submit {
+		if err := chromedp.Do(ctx, chromedp.KeyEvent("\r")); err != nil {
+			return fmt.Errorf("type: press Enter: %w", err)
+		}
+	}
+	return nil
+}
+
+// Reload reloads the page (used after a renderer crash).
+func (s *Session) Reload(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ctx, done := s.bind(ctx)
+	defer done()
+	s.invalidate()
+	_, err := chromedp.Call(ctx, page.Reload, page.ReloadParams{})
+	return err
+}
+
+// role and name of an accessibility node, as text.
+func valueText(v *accessibility.Value) string {
+	if v == nil || len(v.Value) == 0 {
+		return ""
+	}
+	var s string
+	if json.Unmarshal(v.Value, &s) == nil {
+		return s
+	}
+	return strings.Trim(string(v.Value), `"`)
+}
