@@ -136,7 +136,10 @@ func (b *Browser) ensure(ctx context.Context) (context.Context, error) {
 	if b.root != nil && b.root.Err() == nil {
 		return b.root, nil
 	}
-	b.shutdown()
+	if b.root != nil {
+		b.log.Warn("Chromium is gone; starting it again", "pid", b.pid)
+	}
+	b.shutdown(false) // its sessions reopen their tabs on their next call
 	home := filepath.Join(b.cfg.Dir, "home")
 	profile := filepath.Join(b.cfg.Dir, "profile")
 	if err := os.RemoveAll(b.cfg.Dir); err != nil {
@@ -214,15 +217,17 @@ func (b *Browser) ensure(ctx context.Context) (context.Context, error) {
 	return root, nil
 }
 
-// shutdown stops the running Chromium and kills what is left of it; b.mu
-// is held.
-func (b *Browser) shutdown() {
+// shutdown stops the running Chromium and kills what is left of it, and
+// with drop forgets the sessions; b.mu is held.
+func (b *Browser) shutdown(drop bool) {
+	if drop {
+		for id, s := range b.sessions {
+			s.cancel()
+			delete(b.sessions, id)
+		}
+	}
 	if b.stop == nil {
 		return
-	}
-	for id, s := range b.sessions {
-		s.cancel()
-		delete(b.sessions, id)
 	}
 	b.stop()
 	if b.alloc != nil {
@@ -246,7 +251,7 @@ func (b *Browser) Close() error {
 		return nil
 	}
 	b.closed = true
-	b.shutdown()
+	b.shutdown(true)
 	return os.RemoveAll(b.cfg.Dir)
 }
 
@@ -257,20 +262,40 @@ func (b *Browser) Open(ctx context.Context) (*Session, error) {
 	if len(b.sessions) >= b.cfg.MaxSessions {
 		return nil, fmt.Errorf("browser: %d sessions open, the most this peer allows (browser.max_sessions): %w", len(b.sessions), errdefs.ErrUnavailable)
 	}
-	root, err := b.ensure(ctx)
+	tab, cancel, err := b.newTabLocked(ctx)
 	if err != nil {
 		return nil, err
+	}
+	s := &Session{ID: newSessionID(), b: b, tab: tab, cancel: cancel, refs: map[string]refTarget{}}
+	if err := s.watch(); err != nil {
+		cancel()
+		return nil, fmt.Errorf("browser: open a session: %w", err)
+	}
+	b.sessions[s.ID] = s
+	b.log.Info("browser session opened", "session", s.ID)
+	return s, nil
+}
+
+// newTab opens a tab in a new browser context, starting Chromium if it
+// is not running.
+func (b *Browser) newTab(ctx context.Context) (context.Context, context.CancelFunc, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.newTabLocked(ctx)
+}
+
+func (b *Browser) newTabLocked(ctx context.Context) (context.Context, context.CancelFunc, error) {
+	root, err := b.ensure(ctx)
+	if err != nil {
+		return nil, nil, err
 	}
 	tab, cancel := chromedp.NewContext(root, chromedp.WithNewBrowserContext())
 	// The context and its tab are made by the first action.
 	if err := runWithin(ctx, tab, b.cfg.StartTimeout); err != nil {
 		cancel()
-		return nil, fmt.Errorf("browser: open a session: %w", err)
+		return nil, nil, fmt.Errorf("browser: open a tab: %w", err)
 	}
-	s := &Session{ID: newSessionID(), b: b, tab: tab, cancel: cancel, refs: map[string]refTarget{}}
-	b.sessions[s.ID] = s
-	b.log.Info("browser session opened", "session", s.ID)
-	return s, nil
+	return tab, cancel, nil
 }
 
 // Session returns an open session.

@@ -11,8 +11,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	cdpproto "github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
 
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 )
@@ -253,5 +258,69 @@ func TestSnapshotBudgetAndSlowPage(t *testing.T) {
 	v, err := s.Evaluate(ctx, `document.body.innerText`)
 	if err != nil || !strings.Contains(string(v), "first part") {
 		t.Fatalf("what loaded: %s %v", v, err)
+	}
+}
+
+// A renderer crash and a Chromium killed with SIGKILL: the next call
+// reopens the session's tab at its last URL and says it recovered; no
+// process of the dead Chromium is left.
+func TestRecoversFromCrashes(t *testing.T) {
+	b := newTestBrowser(t)
+	srv := site(t)
+	ctx := testContext(t)
+	s, err := b.Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Navigate(ctx, srv.URL+"/whoami"); err != nil {
+		t.Fatal(err)
+	}
+	title := func() string {
+		t.Helper()
+		v, err := s.Evaluate(ctx, `document.title`)
+		if err != nil {
+			t.Fatalf("evaluate after a crash: %v", err)
+		}
+		return string(v)
+	}
+	// The renderer crashes (CDP Page.crash); the call that crashes it
+	// may fail, the next one recovers.
+	crashCtx, cancel := context.WithTimeout(s.tab, 5*time.Second)
+	_, _ = chromedp.Call(crashCtx, page.Crash, cdpproto.Empty{})
+	cancel()
+	deadline := time.Now().Add(10 * time.Second)
+	for !s.crashed.Load() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := title(); got != `"Who"` || !s.Recovered() {
+		t.Fatalf("after a renderer crash: title %s, recovered %v", got, s.Recovered())
+	}
+	if title(); s.Recovered() {
+		t.Fatal("a call on a healthy tab says recovered")
+	}
+	// Chromium itself dies.
+	b.mu.Lock()
+	old := b.pid
+	b.mu.Unlock()
+	if err := syscall.Kill(-old, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for s.alive() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := title(); got != `"Who"` || !s.Recovered() {
+		t.Fatalf("after Chromium was killed: title %s, recovered %v", got, s.Recovered())
+	}
+	b.mu.Lock()
+	now := b.pid
+	b.mu.Unlock()
+	if now == old || now == 0 {
+		t.Fatalf("Chromium pid %d, was %d: not restarted", now, old)
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", old)); err == nil {
+		if st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", old)); !bytes.Contains(st, []byte(") Z ")) {
+			t.Fatalf("the killed Chromium %d is still there", old)
+		}
 	}
 }

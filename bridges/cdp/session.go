@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/chromedp/cdproto/accessibility"
 	cdpproto "github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/dom"
+	"github.com/chromedp/cdproto/inspector"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
@@ -31,11 +33,15 @@ type Session struct {
 	tab    context.Context
 	cancel context.CancelFunc
 
-	mu       sync.Mutex
-	gen      uint64               // the current snapshot's generation
-	firstRef uint64               // the first ref number of the current generation
-	nextRef  uint64               // the next ref number to give out
-	refs     map[string]refTarget // refs of the current generation
+	mu        sync.Mutex
+	closed    bool
+	crashed   atomic.Bool          // the tab's renderer crashed (set from the event loop)
+	lastURL   string               // where the page was, to reopen it there
+	recovered bool                 // the last call found the tab gone and reopened it
+	gen       uint64               // the current snapshot's generation
+	firstRef  uint64               // the first ref number of the current generation
+	nextRef   uint64               // the next ref number to give out
+	refs      map[string]refTarget // refs of the current generation
 }
 
 // refTarget is what a ref of a snapshot points at.
@@ -47,8 +53,71 @@ type refTarget struct {
 
 // Close closes the session's browser context. Safe to call twice.
 func (s *Session) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
 	s.cancel()
 	s.b.forget(s.ID)
+	return nil
+}
+
+// Recovered says whether the last call found the session's tab gone (its
+// renderer crashed, or Chromium died) and reopened it at its last URL;
+// cookies and storage of a context that died are gone with it.
+func (s *Session) Recovered() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.recovered
+}
+
+// watch notes a renderer crash of the session's tab.
+func (s *Session) watch() error {
+	return chromedp.Listen(s.tab, func(ev any) {
+		if _, ok := ev.(*inspector.EventTargetCrashed); ok {
+			s.crashed.Store(true)
+		}
+	})
+}
+
+// alive says whether the tab can still be driven.
+func (s *Session) alive() bool {
+	if s.tab.Err() != nil || s.crashed.Load() {
+		return false
+	}
+	ch, err := chromedp.Detached(s.tab)
+	if err != nil {
+		return false
+	}
+	select {
+	case <-ch:
+		return false
+	default:
+		return true
+	}
+}
+
+// reopen gives the session a new tab in a new browser context, starting
+// Chromium again if it died, at the page it was on.
+func (s *Session) reopen(ctx context.Context) error {
+	s.cancel()
+	tab, cancel, err := s.b.newTab(ctx)
+	if err != nil {
+		return err
+	}
+	s.tab, s.cancel = tab, cancel
+	s.crashed.Store(false)
+	s.invalidate()
+	if err := s.watch(); err != nil {
+		return err
+	}
+	s.b.log.Warn("browser session recovered: its tab was gone", "session", s.ID, "url", s.lastURL)
+	if s.lastURL != "" {
+		nav, cancelNav := context.WithTimeout(tab, s.b.cfg.NavigateTimeout)
+		defer cancelNav()
+		stop := context.AfterFunc(ctx, cancelNav)
+		defer stop()
+		_ = chromedp.Do(nav, chromedp.Navigate(s.lastURL)) // what loads by the timeout will do
+	}
 	return nil
 }
 
@@ -64,11 +133,14 @@ type NavigateResult struct {
 func (s *Session) Navigate(ctx context.Context, url string) (NavigateResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ctx, done := s.bind(ctx)
+	ctx, done, err := s.bind(ctx)
+	if err != nil {
+		return NavigateResult{}, err
+	}
 	defer done()
 	nctx, cancel := context.WithTimeout(ctx, s.b.cfg.NavigateTimeout)
 	defer cancel()
-	err := chromedp.Do(nctx, chromedp.Navigate(url))
+	err = chromedp.Do(nctx, chromedp.Navigate(url))
 	res := NavigateResult{Loaded: err == nil}
 	if err != nil && ctx.Err() != nil {
 		return res, err
@@ -84,15 +156,27 @@ func (s *Session) Navigate(ctx context.Context, url string) (NavigateResult, err
 	var v struct{ URL, Title string }
 	_ = json.Unmarshal(info, &v)
 	res.URL, res.Title = v.URL, v.Title
+	s.lastURL = v.URL
 	return res, nil
 }
 
 // bind makes a context for actions on the session's tab that also ends
-// with ctx (the caller's deadline or cancel); done releases it.
-func (s *Session) bind(ctx context.Context) (context.Context, context.CancelFunc) {
+// with ctx (the caller's deadline or cancel); done releases it. A tab that
+// is gone is reopened first. s.mu is held.
+func (s *Session) bind(ctx context.Context) (context.Context, context.CancelFunc, error) {
+	if s.closed {
+		return nil, nil, fmt.Errorf("browser session %s: closed: %w", s.ID, errdefs.ErrNotFound)
+	}
+	s.recovered = false
+	if !s.alive() {
+		if err := s.reopen(ctx); err != nil {
+			return nil, nil, fmt.Errorf("browser session %s: its tab is gone and could not be reopened: %w", s.ID, err)
+		}
+		s.recovered = true
+	}
 	tab, cancel := context.WithCancel(s.tab)
 	stop := context.AfterFunc(ctx, cancel)
-	return tab, func() { stop(); cancel() }
+	return tab, func() { stop(); cancel() }, nil
 }
 
 // Evaluate runs a JavaScript expression in the page (awaiting a promise)
@@ -100,7 +184,10 @@ func (s *Session) bind(ctx context.Context) (context.Context, context.CancelFunc
 func (s *Session) Evaluate(ctx context.Context, expression string) (json.RawMessage, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ctx, done := s.bind(ctx)
+	ctx, done, err := s.bind(ctx)
+	if err != nil {
+		return nil, err
+	}
 	defer done()
 	return s.evalLocked(ctx, expression)
 }
@@ -133,7 +220,10 @@ func exceptionText(ex *runtime.ExceptionDetails) string {
 func (s *Session) Screenshot(ctx context.Context, fullPage bool) ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ctx, done := s.bind(ctx)
+	ctx, done, err := s.bind(ctx)
+	if err != nil {
+		return nil, err
+	}
 	defer done()
 	shot := chromedp.CaptureScreenshot()
 	if fullPage {
@@ -164,7 +254,10 @@ type Snapshot struct {
 func (s *Session) Snapshot(ctx context.Context, budget int) (Snapshot, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ctx, done := s.bind(ctx)
+	ctx, done, err := s.bind(ctx)
+	if err != nil {
+		return Snapshot{}, err
+	}
 	defer done()
 	if budget <= 0 {
 		budget = s.b.cfg.SnapshotBudget
@@ -186,6 +279,7 @@ func (s *Session) Snapshot(ctx context.Context, budget int) (Snapshot, error) {
 		var v struct{ URL, Title string }
 		_ = json.Unmarshal(info, &v)
 		snap.URL, snap.Title = v.URL, v.Title
+		s.lastURL = v.URL
 	}
 	return snap, nil
 }
@@ -263,7 +357,10 @@ func (s *Session) call(ctx context.Context, ref, selector, fn string, args ...an
 func (s *Session) Click(ctx context.Context, ref, selector string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ctx, done := s.bind(ctx)
+	ctx, done, err := s.bind(ctx)
+	if err != nil {
+		return err
+	}
 	defer done()
 	if err := s.call(ctx, ref, selector, `function() { this.scrollIntoView({block: "center"}); this.click(); }`); err != nil {
 		return fmt.Errorf("click: %w", err)
@@ -276,7 +373,10 @@ func (s *Session) Click(ctx context.Context, ref, selector string) error {
 func (s *Session) Type(ctx context.Context, ref, selector, text string, submit bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ctx, done := s.bind(ctx)
+	ctx, done, err := s.bind(ctx)
+	if err != nil {
+		return err
+	}
 	defer done()
 	const fill = `function(text) {
 		this.scrollIntoView({block: "center"});
@@ -300,10 +400,13 @@ func (s *Session) Type(ctx context.Context, ref, selector, text string, submit b
 func (s *Session) Reload(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ctx, done := s.bind(ctx)
+	ctx, done, err := s.bind(ctx)
+	if err != nil {
+		return err
+	}
 	defer done()
 	s.invalidate()
-	_, err := chromedp.Call(ctx, page.Reload, page.ReloadParams{})
+	_, err = chromedp.Call(ctx, page.Reload, page.ReloadParams{})
 	return err
 }
 
