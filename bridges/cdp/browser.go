@@ -54,7 +54,10 @@ type Config struct {
 	StartTimeout time.Duration
 	// SnapshotBudget is the default size of a snapshot's text, in bytes.
 	SnapshotBudget int
-	Logger         *slog.Logger
+	// IdleTTL is a session's lease: each call renews it, and a session
+	// idle for longer is closed by Serve.
+	IdleTTL time.Duration
+	Logger  *slog.Logger
 }
 
 // DefaultConfig is the bridge's configuration under dir.
@@ -62,7 +65,7 @@ func DefaultConfig(dir string) Config {
 	return Config{
 		ExecPath: "/usr/lib/chromium/chromium", Dir: dir, UID: 64123, GID: 64123,
 		MaxSessions: 20, NavigateTimeout: 30 * time.Second, StartTimeout: 30 * time.Second,
-		SnapshotBudget: 32 << 10,
+		SnapshotBudget: 32 << 10, IdleTTL: 30 * time.Minute,
 	}
 }
 
@@ -75,8 +78,8 @@ func (c Config) Validate() error {
 	if c.ExecPath == "" {
 		errs = append(errs, errors.New("browser: no Chromium binary (exec_path)"))
 	}
-	if c.MaxSessions <= 0 || c.NavigateTimeout <= 0 || c.StartTimeout <= 0 || c.SnapshotBudget <= 0 {
-		errs = append(errs, errors.New("browser: max_sessions, the timeouts and the snapshot budget must be positive"))
+	if c.MaxSessions <= 0 || c.NavigateTimeout <= 0 || c.StartTimeout <= 0 || c.SnapshotBudget <= 0 || c.IdleTTL <= 0 {
+		errs = append(errs, errors.New("browser: max_sessions, the timeouts, the idle TTL and the snapshot budget must be positive"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", err, errdefs.ErrInvalid)
@@ -242,6 +245,37 @@ func (b *Browser) shutdown(drop bool) {
 	b.alloc, b.root, b.stop, b.pid = nil, nil, nil, 0
 }
 
+// Serve closes the sessions whose lease ran out (idle for IdleTTL) until
+// ctx ends.
+func (b *Browser) Serve(ctx context.Context) error {
+	t := time.NewTicker(min(b.cfg.IdleTTL/4, 30*time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C:
+			b.expire(now)
+		}
+	}
+}
+
+// expire closes the sessions idle for longer than their lease.
+func (b *Browser) expire(now time.Time) {
+	b.mu.Lock()
+	var idle []*Session
+	for _, s := range b.sessions {
+		if now.Sub(s.lastUsed()) > b.cfg.IdleTTL {
+			idle = append(idle, s)
+		}
+	}
+	b.mu.Unlock()
+	for _, s := range idle {
+		b.log.Info("browser session closed: its lease ran out", "session", s.ID, "idle_ttl", b.cfg.IdleTTL)
+		_ = s.Close()
+	}
+}
+
 // Close closes every session and stops Chromium, leaving no process of
 // it. Safe to call twice.
 func (b *Browser) Close() error {
@@ -267,6 +301,7 @@ func (b *Browser) Open(ctx context.Context) (*Session, error) {
 		return nil, err
 	}
 	s := &Session{ID: newSessionID(), b: b, tab: tab, cancel: cancel, refs: map[string]refTarget{}}
+	s.used.Store(time.Now().UnixNano())
 	if err := s.watch(); err != nil {
 		cancel()
 		return nil, fmt.Errorf("browser: open a session: %w", err)

@@ -324,3 +324,36 @@ func TestRecoversFromCrashes(t *testing.T) {
 		}
 	}
 }
+
+// A session idle for longer than its lease is closed; a call renews it.
+func TestLeaseExpiry(t *testing.T) {
+	b := newTestBrowser(t)
+	b.cfg.IdleTTL = time.Minute
+	ctx := testContext(t)
+	idle, err := b.Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy, err := b.Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := busy.Evaluate(ctx, `1`); err != nil { // renews busy's lease now
+		t.Fatal(err)
+	}
+	b.expire(time.Now().Add(50 * time.Second)) // both within the minute
+	if len(b.Sessions()) != 2 {
+		t.Fatalf("sessions %v before their leases ran out", b.Sessions())
+	}
+	idle.used.Store(time.Now().Add(-2 * time.Minute).UnixNano())
+	b.expire(time.Now())
+	if _, err := b.Session(idle.ID); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("idle session after its lease: %v", err)
+	}
+	if _, err := idle.Evaluate(ctx, `1`); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("a call on an expired session: %v", err)
+	}
+	if _, err := b.Session(busy.ID); err != nil {
+		t.Fatalf("busy session: %v", err)
+	}
+}

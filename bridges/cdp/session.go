@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/chromedp/cdproto/accessibility"
 	cdpproto "github.com/chromedp/cdproto/cdp"
@@ -38,6 +39,7 @@ type Session struct {
 	crashed   atomic.Bool          // the tab's renderer crashed (set from the event loop)
 	lastURL   string               // where the page was, to reopen it there
 	recovered bool                 // the last call found the tab gone and reopened it
+	used      atomic.Int64         // unix nanos of the last call: the lease
 	gen       uint64               // the current snapshot's generation
 	firstRef  uint64               // the first ref number of the current generation
 	nextRef   uint64               // the next ref number to give out
@@ -69,6 +71,9 @@ func (s *Session) Recovered() bool {
 	defer s.mu.Unlock()
 	return s.recovered
 }
+
+// lastUsed is when the session was last called (or opened).
+func (s *Session) lastUsed() time.Time { return time.Unix(0, s.used.Load()) }
 
 // watch notes a renderer crash of the session's tab.
 func (s *Session) watch() error {
@@ -167,6 +172,7 @@ func (s *Session) bind(ctx context.Context) (context.Context, context.CancelFunc
 	if s.closed {
 		return nil, nil, fmt.Errorf("browser session %s: closed: %w", s.ID, errdefs.ErrNotFound)
 	}
+	s.used.Store(time.Now().UnixNano())
 	s.recovered = false
 	if !s.alive() {
 		if err := s.reopen(ctx); err != nil {
