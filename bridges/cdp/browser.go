@@ -302,7 +302,7 @@ func (b *Browser) Open(ctx context.Context) (*Session, error) {
 	}
 	s := &Session{ID: newSessionID(), b: b, tab: tab, cancel: cancel, refs: map[string]refTarget{}}
 	s.used.Store(time.Now().UnixNano())
-	if err := s.watch(); err != nil {
+	if err := s.watch(ctx); err != nil {
 		cancel()
 		return nil, fmt.Errorf("browser: open a session: %w", err)
 	}

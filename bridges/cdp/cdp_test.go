@@ -95,6 +95,10 @@ func site(t *testing.T) *httptest.Server {
 		b.WriteString(`</table>`)
 		fmt.Fprint(w, b.String())
 	})
+	mux.HandleFunc("/console", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, `<!doctype html><title>Console</title><p>hi</p>
+<script>console.log("hello", 42); console.error("bad thing"); fetch("/missing").then(() => document.title = "fetched");</script>`)
+	})
 	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html")
 		fmt.Fprint(w, `<!doctype html><title>Slow</title><p>first part</p><img src="/never">`)
@@ -355,5 +359,42 @@ func TestLeaseExpiry(t *testing.T) {
 	}
 	if _, err := b.Session(busy.ID); err != nil {
 		t.Fatalf("busy session: %v", err)
+	}
+}
+
+// A page's console messages and requests are kept with the session; a
+// page prints to PDF.
+func TestConsoleNetworkAndPDF(t *testing.T) {
+	b := newTestBrowser(t)
+	srv := site(t)
+	ctx := testContext(t)
+	s, err := b.Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Navigate(ctx, srv.URL+"/console"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var sawLog, sawErr, saw404 bool
+		for _, c := range s.Console() {
+			sawLog = sawLog || c.Level == "log" && c.Text == "hello 42"
+			sawErr = sawErr || c.Level == "error" && c.Text == "bad thing"
+		}
+		for _, n := range s.Network() {
+			saw404 = saw404 || strings.HasSuffix(n.URL, "/missing") && n.Status == 404
+		}
+		if sawLog && sawErr && saw404 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("console %+v, network %+v", s.Console(), s.Network())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	pdf, err := s.PDF(ctx)
+	if err != nil || !bytes.HasPrefix(pdf, []byte("%PDF")) {
+		t.Fatalf("pdf: %d bytes, %v", len(pdf), err)
 	}
 }

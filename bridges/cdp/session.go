@@ -13,7 +13,6 @@ import (
 	"github.com/chromedp/cdproto/accessibility"
 	cdpproto "github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/dom"
-	"github.com/chromedp/cdproto/inspector"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
@@ -44,6 +43,7 @@ type Session struct {
 	firstRef  uint64               // the first ref number of the current generation
 	nextRef   uint64               // the next ref number to give out
 	refs      map[string]refTarget // refs of the current generation
+	events    pageEvents
 }
 
 // refTarget is what a ref of a snapshot points at.
@@ -75,15 +75,6 @@ func (s *Session) Recovered() bool {
 // lastUsed is when the session was last called (or opened).
 func (s *Session) lastUsed() time.Time { return time.Unix(0, s.used.Load()) }
 
-// watch notes a renderer crash of the session's tab.
-func (s *Session) watch() error {
-	return chromedp.Listen(s.tab, func(ev any) {
-		if _, ok := ev.(*inspector.EventTargetCrashed); ok {
-			s.crashed.Store(true)
-		}
-	})
-}
-
 // alive says whether the tab can still be driven.
 func (s *Session) alive() bool {
 	if s.tab.Err() != nil || s.crashed.Load() {
@@ -112,7 +103,7 @@ func (s *Session) reopen(ctx context.Context) error {
 	s.tab, s.cancel = tab, cancel
 	s.crashed.Store(false)
 	s.invalidate()
-	if err := s.watch(); err != nil {
+	if err := s.watch(ctx); err != nil {
 		return err
 	}
 	s.b.log.Warn("browser session recovered: its tab was gone", "session", s.ID, "url", s.lastURL)

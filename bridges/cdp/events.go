@@ -1,0 +1,165 @@
+package cdp
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/chromedp/cdproto/inspector"
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+)
+
+// maxEvents bounds what a session keeps of its console and network, the
+// newest kept.
+const maxEvents = 1000
+
+// ConsoleEntry is one console message or uncaught exception of a page.
+type ConsoleEntry struct {
+	Time  time.Time `json:"time"`
+	Level string    `json:"level"` // log, info, warning, error, debug…; error for an uncaught exception
+	Text  string    `json:"text"`
+}
+
+// NetworkEntry is one request of a page, as it ended.
+type NetworkEntry struct {
+	URL    string `json:"url"`
+	Method string `json:"method,omitempty"`
+	Type   string `json:"type,omitempty"` // Document, Script, Image, XHR, Fetch…
+	Status int64  `json:"status,omitempty"`
+	Error  string `json:"error,omitempty"` // why it failed, when it did
+}
+
+// pageEvents keeps a session's console and network, bounded.
+type pageEvents struct {
+	mu       sync.Mutex
+	console  []ConsoleEntry
+	network  []NetworkEntry
+	requests map[network.RequestID]NetworkEntry // sent, not yet ended
+}
+
+func appendBounded[T any](xs []T, x T) []T {
+	if len(xs) >= maxEvents {
+		xs = append(xs[:0], xs[len(xs)-maxEvents+1:]...)
+	}
+	return append(xs, x)
+}
+
+// on takes one event of the tab. It runs on the tab's reading goroutine,
+// so it only records.
+func (p *pageEvents) on(ev any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch e := ev.(type) {
+	case *runtime.EventConsoleAPICalled:
+		var parts []string
+		for _, a := range e.Args {
+			parts = append(parts, remoteText(a))
+		}
+		p.console = appendBounded(p.console, ConsoleEntry{Time: time.Now(), Level: string(e.Type), Text: strings.Join(parts, " ")})
+	case *runtime.EventExceptionThrown:
+		p.console = appendBounded(p.console, ConsoleEntry{Time: time.Now(), Level: "error", Text: "uncaught " + exceptionText(e.ExceptionDetails)})
+	case *network.EventRequestWillBeSent:
+		if p.requests == nil {
+			p.requests = map[network.RequestID]NetworkEntry{}
+		}
+		if len(p.requests) < maxEvents {
+			p.requests[e.RequestID] = NetworkEntry{URL: e.Request.URL, Method: e.Request.Method, Type: string(e.Type)}
+		}
+	case *network.EventResponseReceived:
+		n, ok := p.requests[e.RequestID]
+		if !ok {
+			n = NetworkEntry{URL: e.Response.URL, Type: string(e.Type)}
+		}
+		delete(p.requests, e.RequestID)
+		n.Status = e.Response.Status
+		p.network = appendBounded(p.network, n)
+	case *network.EventLoadingFailed:
+		n, ok := p.requests[e.RequestID]
+		if !ok {
+			return
+		}
+		delete(p.requests, e.RequestID)
+		n.Error = e.ErrorText
+		if e.Canceled {
+			n.Error = "canceled"
+		}
+		p.network = appendBounded(p.network, n)
+	}
+}
+
+// remoteText is a console argument as text: a value as JSON (a string as
+// it is), an object by its description.
+func remoteText(o *runtime.RemoteObject) string {
+	if len(o.Value) > 0 {
+		var s string
+		if json.Unmarshal(o.Value, &s) == nil {
+			return s
+		}
+		return string(o.Value)
+	}
+	if o.UnserializableValue != "" {
+		return string(o.UnserializableValue)
+	}
+	return o.Description
+}
+
+// Console returns the page's console messages so far, oldest first.
+func (s *Session) Console() []ConsoleEntry {
+	s.events.mu.Lock()
+	defer s.events.mu.Unlock()
+	return append([]ConsoleEntry(nil), s.events.console...)
+}
+
+// Network returns the page's requests that ended so far, oldest first.
+func (s *Session) Network() []NetworkEntry {
+	s.events.mu.Lock()
+	defer s.events.mu.Unlock()
+	return append([]NetworkEntry(nil), s.events.network...)
+}
+
+// watch records the tab's console and network and notes a renderer
+// crash.
+func (s *Session) watch(ctx context.Context) error {
+	err := chromedp.Listen(s.tab, func(ev any) {
+		if _, ok := ev.(*inspector.EventTargetCrashed); ok {
+			s.crashed.Store(true)
+			return
+		}
+		s.events.on(ev)
+	})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.b.cfg.StartTimeout)
+	defer cancel()
+	tab, done := context.WithCancel(s.tab)
+	defer done()
+	stop := context.AfterFunc(ctx, done)
+	defer stop()
+	if _, err := chromedp.Call(tab, network.Enable, network.EnableParams{}); err != nil {
+		return fmt.Errorf("watch the network: %w", err)
+	}
+	return nil
+}
+
+// PDF prints the page to PDF.
+func (s *Session) PDF(ctx context.Context) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ctx, done, err := s.bind(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	res, err := chromedp.Call(ctx, page.PrintToPDF, page.PrintToPDFParams{})
+	if err != nil {
+		return nil, fmt.Errorf("pdf: %w", err)
+	}
+	return res.Data, nil
+}
