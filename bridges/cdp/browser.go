@@ -382,25 +382,11 @@ func newSessionID() string {
 	return "b" + hex.EncodeToString(b[:])
 }
 
-// killLeftovers kills every process whose command line names dir (a
-// Chromium of this bridge, and the crash handlers it detaches), and says
-// how many it found.
+// killLeftovers kills every live process of a Chromium whose profile is
+// under dir (the crash handlers it detaches too), and says how many.
 func killLeftovers(dir string) int {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0
-	}
-	needle := []byte("--user-data-dir=" + filepath.Join(dir, "profile"))
 	n := 0
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		cl, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err != nil || !bytes.Contains(cl, needle) {
-			continue
-		}
+	for _, pid := range processesOf(dir) {
 		if syscall.Kill(pid, syscall.SIGKILL) == nil {
 			n++
 		}
@@ -410,13 +396,22 @@ func killLeftovers(dir string) int {
 
 // Processes lists the live processes of this bridge's Chromium, for
 // tests and status.
-func (b *Browser) Processes() []int {
-	ents, _ := os.ReadDir("/proc")
-	needle := []byte(filepath.Join(b.cfg.Dir, "profile"))
+func (b *Browser) Processes() []int { return processesOf(b.cfg.Dir) }
+
+// processesOf lists the live (not zombie) processes whose command line
+// names the profile dir under dir.
+func processesOf(dir string) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	// The profile's path, not only --user-data-dir=: the crash handlers
+	// name their database in it.
+	needle := []byte(filepath.Join(dir, "profile"))
 	var pids []int
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
+		if err != nil || pid == os.Getpid() {
 			continue
 		}
 		cl, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")

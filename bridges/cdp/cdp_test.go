@@ -61,6 +61,16 @@ func newTestBrowser(t *testing.T) *Browser {
 	return b
 }
 
+// mustOpen opens a session, failing the test if it cannot.
+func mustOpen(ctx context.Context, t *testing.T, b *Browser) *Session {
+	t.Helper()
+	s, err := b.Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func testContext(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
@@ -130,14 +140,8 @@ func TestLoginKeepsCookieAndSessionsAreIsolated(t *testing.T) {
 	b := newTestBrowser(t)
 	srv := site(t)
 	ctx := testContext(t)
-	a, err := b.Open(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	other, err := b.Open(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := mustOpen(ctx, t, b)
+	other := mustOpen(ctx, t, b)
 	if _, err := a.Navigate(ctx, srv.URL+"/login"); err != nil {
 		t.Fatal(err)
 	}
@@ -199,10 +203,7 @@ func TestEvaluateAndScreenshot(t *testing.T) {
 	b := newTestBrowser(t)
 	srv := site(t)
 	ctx := testContext(t)
-	s, err := b.Open(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(ctx, t, b)
 	nav, err := s.Navigate(ctx, srv.URL+"/whoami")
 	if err != nil || !nav.Loaded || nav.Title != "Who" {
 		t.Fatalf("navigate: %+v %v", nav, err)
@@ -239,10 +240,7 @@ func TestSnapshotBudgetAndSlowPage(t *testing.T) {
 	b := newTestBrowser(t)
 	srv := site(t)
 	ctx := testContext(t)
-	s, err := b.Open(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(ctx, t, b)
 	if _, err := s.Navigate(ctx, srv.URL+"/many"); err != nil {
 		t.Fatal(err)
 	}
@@ -272,10 +270,7 @@ func TestRecoversFromCrashes(t *testing.T) {
 	b := newTestBrowser(t)
 	srv := site(t)
 	ctx := testContext(t)
-	s, err := b.Open(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(ctx, t, b)
 	if _, err := s.Navigate(ctx, srv.URL+"/whoami"); err != nil {
 		t.Fatal(err)
 	}
@@ -334,14 +329,8 @@ func TestLeaseExpiry(t *testing.T) {
 	b := newTestBrowser(t)
 	b.cfg.IdleTTL = time.Minute
 	ctx := testContext(t)
-	idle, err := b.Open(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	busy, err := b.Open(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	idle := mustOpen(ctx, t, b)
+	busy := mustOpen(ctx, t, b)
 	if _, err := busy.Evaluate(ctx, `1`); err != nil { // renews busy's lease now
 		t.Fatal(err)
 	}
@@ -368,10 +357,7 @@ func TestConsoleNetworkAndPDF(t *testing.T) {
 	b := newTestBrowser(t)
 	srv := site(t)
 	ctx := testContext(t)
-	s, err := b.Open(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(ctx, t, b)
 	if _, err := s.Navigate(ctx, srv.URL+"/console"); err != nil {
 		t.Fatal(err)
 	}

@@ -150,13 +150,11 @@ func (s *Session) watch(ctx context.Context) error {
 
 // PDF prints the page to PDF.
 func (s *Session) PDF(ctx context.Context) ([]byte, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ctx, done, err := s.bind(ctx)
+	ctx, leave, err := s.enter(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer done()
+	defer leave()
 	res, err := chromedp.Call(ctx, page.PrintToPDF, page.PrintToPDFParams{})
 	if err != nil {
 		return nil, fmt.Errorf("pdf: %w", err)

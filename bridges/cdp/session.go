@@ -127,13 +127,11 @@ type NavigateResult struct {
 // Navigate loads url and waits for its load event, at most the bridge's
 // navigate timeout; a page that never finishes is returned as it is then.
 func (s *Session) Navigate(ctx context.Context, url string) (NavigateResult, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ctx, done, err := s.bind(ctx)
+	ctx, leave, err := s.enter(ctx)
 	if err != nil {
 		return NavigateResult{}, err
 	}
-	defer done()
+	defer leave()
 	nctx, cancel := context.WithTimeout(ctx, s.b.cfg.NavigateTimeout)
 	defer cancel()
 	err = chromedp.Do(nctx, chromedp.Navigate(url))
@@ -145,15 +143,21 @@ func (s *Session) Navigate(ctx context.Context, url string) (NavigateResult, err
 		return res, fmt.Errorf("navigate to %s: %w", url, err)
 	}
 	s.invalidate()
-	info, err := s.evalLocked(ctx, `({url: location.href, title: document.title})`)
+	res.URL, res.Title, err = s.pageInfo(ctx)
+	return res, err
+}
+
+// enter starts one call of the session: it holds the session (calls are
+// serialised) and binds ctx to its tab, reopening a tab that is gone;
+// leave ends the call.
+func (s *Session) enter(ctx context.Context) (context.Context, func(), error) {
+	s.mu.Lock()
+	tab, done, err := s.bind(ctx)
 	if err != nil {
-		return res, err
+		s.mu.Unlock()
+		return nil, nil, err
 	}
-	var v struct{ URL, Title string }
-	_ = json.Unmarshal(info, &v)
-	res.URL, res.Title = v.URL, v.Title
-	s.lastURL = v.URL
-	return res, nil
+	return tab, func() { done(); s.mu.Unlock() }, nil
 }
 
 // bind makes a context for actions on the session's tab that also ends
@@ -179,13 +183,11 @@ func (s *Session) bind(ctx context.Context) (context.Context, context.CancelFunc
 // Evaluate runs a JavaScript expression in the page (awaiting a promise)
 // and returns its value as JSON.
 func (s *Session) Evaluate(ctx context.Context, expression string) (json.RawMessage, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ctx, done, err := s.bind(ctx)
+	ctx, leave, err := s.enter(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer done()
+	defer leave()
 	return s.evalLocked(ctx, expression)
 }
 
@@ -206,6 +208,21 @@ func (s *Session) evalLocked(ctx context.Context, expression string) (json.RawMe
 	return json.RawMessage(res.Result.Value), nil
 }
 
+// pageInfo reads where the page is, and remembers it to reopen the page
+// there after a crash.
+func (s *Session) pageInfo(ctx context.Context) (url, title string, err error) {
+	info, err := s.evalLocked(ctx, `({url: location.href, title: document.title})`)
+	if err != nil {
+		return "", "", err
+	}
+	var v struct{ URL, Title string }
+	if err := json.Unmarshal(info, &v); err != nil {
+		return "", "", fmt.Errorf("page info %s: %w", info, err)
+	}
+	s.lastURL = v.URL
+	return v.URL, v.Title, nil
+}
+
 func exceptionText(ex *runtime.ExceptionDetails) string {
 	if ex.Exception != nil && ex.Exception.Description != "" {
 		return ex.Exception.Description
@@ -215,13 +232,11 @@ func exceptionText(ex *runtime.ExceptionDetails) string {
 
 // Screenshot returns a PNG of the viewport, or of the whole page.
 func (s *Session) Screenshot(ctx context.Context, fullPage bool) ([]byte, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ctx, done, err := s.bind(ctx)
+	ctx, leave, err := s.enter(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer done()
+	defer leave()
 	shot := chromedp.CaptureScreenshot()
 	if fullPage {
 		shot = chromedp.FullScreenshot(100)
@@ -249,13 +264,11 @@ type Snapshot struct {
 // budget bytes (0: the bridge's default). Refs of earlier snapshots go
 // stale.
 func (s *Session) Snapshot(ctx context.Context, budget int) (Snapshot, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ctx, done, err := s.bind(ctx)
+	ctx, leave, err := s.enter(ctx)
 	if err != nil {
 		return Snapshot{}, err
 	}
-	defer done()
+	defer leave()
 	if budget <= 0 {
 		budget = s.b.cfg.SnapshotBudget
 	}
@@ -272,12 +285,7 @@ func (s *Session) Snapshot(ctx context.Context, budget int) (Snapshot, error) {
 		return ref
 	})
 	snap := Snapshot{Generation: s.gen, Text: r.text, Refs: len(s.refs), Nodes: r.lines, Truncated: r.truncated}
-	if info, err := s.evalLocked(ctx, `({url: location.href, title: document.title})`); err == nil {
-		var v struct{ URL, Title string }
-		_ = json.Unmarshal(info, &v)
-		snap.URL, snap.Title = v.URL, v.Title
-		s.lastURL = v.URL
-	}
+	snap.URL, snap.Title, _ = s.pageInfo(ctx) // the tree is the answer; a page that moves on leaves these empty
 	return snap, nil
 }
 
@@ -352,13 +360,11 @@ func (s *Session) call(ctx context.Context, ref, selector, fn string, args ...an
 // Click clicks the element a ref (from the last snapshot) or a CSS
 // selector names.
 func (s *Session) Click(ctx context.Context, ref, selector string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ctx, done, err := s.bind(ctx)
+	ctx, leave, err := s.enter(ctx)
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer leave()
 	if err := s.call(ctx, ref, selector, `function() { this.scrollIntoView({block: "center"}); this.click(); }`); err != nil {
 		return fmt.Errorf("click: %w", err)
 	}
@@ -368,13 +374,11 @@ func (s *Session) Click(ctx context.Context, ref, selector string) error {
 // Type puts text into the field a ref or selector names, as typing would
 // (input and change events), and with submit presses Enter after it.
 func (s *Session) Type(ctx context.Context, ref, selector, text string, submit bool) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ctx, done, err := s.bind(ctx)
+	ctx, leave, err := s.enter(ctx)
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer leave()
 	const fill = `function(text) {
 		this.scrollIntoView({block: "center"});
 		this.focus();
@@ -395,13 +399,11 @@ func (s *Session) Type(ctx context.Context, ref, selector, text string, submit b
 
 // Reload reloads the page (used after a renderer crash).
 func (s *Session) Reload(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ctx, done, err := s.bind(ctx)
+	ctx, leave, err := s.enter(ctx)
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer leave()
 	s.invalidate()
 	_, err = chromedp.Call(ctx, page.Reload, page.ReloadParams{})
 	return err
