@@ -121,35 +121,22 @@ func checkID(id string) error {
 	return nil
 }
 
-func chunkKey(id string, s runtime.Stream, seq uint64) []byte {
-	k := make([]byte, 0, len(logPrefix)+len(id)+10)
-	k = append(k, logPrefix...)
-	k = append(k, id...)
-	k = append(k, 0, byte(s))
-	return binary.BigEndian.AppendUint64(k, seq)
+// streamPrefix is the key prefix of one stream of a task in the key space
+// kind: logPrefix for stored chunks, spillPrefix for the index of spilled
+// ones.
+func streamPrefix(kind, id string, s runtime.Stream) []byte {
+	k := make([]byte, 0, len(kind)+len(id)+10)
+	k = append(append(k, kind...), id...)
+	return append(k, 0, byte(s))
+}
+
+func chunkKey(kind, id string, s runtime.Stream, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(streamPrefix(kind, id, s), seq)
 }
 
 // metaKey ends in NUL so that dropping one task's keys never touches a task
 // whose id merely starts with the same bytes.
 func metaKey(id string) []byte { return append([]byte(metaPrefix+id), 0) }
-
-func streamPrefix(id string, s runtime.Stream) []byte {
-	k := append([]byte(logPrefix), id...)
-	return append(k, 0, byte(s))
-}
-
-func spillKey(id string, s runtime.Stream, seq uint64) []byte {
-	k := make([]byte, 0, len(spillPrefix)+len(id)+10)
-	k = append(k, spillPrefix...)
-	k = append(k, id...)
-	k = append(k, 0, byte(s))
-	return binary.BigEndian.AppendUint64(k, seq)
-}
-
-func spillStreamPrefix(id string, s runtime.Stream) []byte {
-	k := append([]byte(spillPrefix), id...)
-	return append(k, 0, byte(s))
-}
 
 // Writer appends one task's output. It is not safe for concurrent use
 // except that Stats may be called at any time.
@@ -230,7 +217,7 @@ func (w *Writer) store(c runtime.Chunk) error {
 	v := make([]byte, 8+len(c.Data))
 	binary.BigEndian.PutUint64(v, uint64(c.Time.UnixNano()))
 	copy(v[8:], c.Data)
-	if err := w.wb.Set(chunkKey(w.id, c.Stream, c.Seq), v); err != nil {
+	if err := w.wb.Set(chunkKey(logPrefix, w.id, c.Stream, c.Seq), v); err != nil {
 		return err
 	}
 	w.stats.StoredBytes += int64(len(c.Data))
@@ -258,7 +245,7 @@ func (w *Writer) spillChunk(c runtime.Chunk) error {
 	binary.BigEndian.PutUint64(v, uint64(c.Time.UnixNano()))
 	binary.BigEndian.PutUint64(v[8:], uint64(w.spillEnd))
 	binary.BigEndian.PutUint32(v[16:], uint32(len(c.Data)))
-	if err := w.wb.Set(spillKey(w.id, c.Stream, c.Seq), v); err != nil {
+	if err := w.wb.Set(chunkKey(spillPrefix, w.id, c.Stream, c.Seq), v); err != nil {
 		return err
 	}
 	w.spillEnd += int64(len(c.Data))
@@ -500,20 +487,7 @@ func (s *Store) Read(ctx context.Context, id string, stream runtime.Stream, from
 		}
 	}()
 	err := s.db.View(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix = streamPrefix(id, stream)
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		for it.Seek(chunkKey(id, stream, from)); it.Valid() && !full(); it.Next() {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			k := it.Item().Key()
-			seq := binary.BigEndian.Uint64(k[len(k)-8:])
-			v, err := it.Item().ValueCopy(nil)
-			if err != nil {
-				return err
-			}
+		next, err := scan(ctx, txn, logPrefix, id, stream, from, full, func(seq uint64, v []byte) error {
 			if len(v) < 8 {
 				return fmt.Errorf("corrupt chunk %d: %w", seq, errdefs.ErrInvalid)
 			}
@@ -523,28 +497,17 @@ func (s *Store) Read(ctx context.Context, id string, stream runtime.Stream, from
 				Data: v[8:],
 			})
 			size += len(v) - 8
-			from = seq + 1
-		}
-		if full() {
 			return nil
+		})
+		if err != nil || full() {
+			return err
 		}
-		opts.Prefix = spillStreamPrefix(id, stream)
-		sit := txn.NewIterator(opts)
-		defer sit.Close()
-		for sit.Seek(spillKey(id, stream, from)); sit.Valid() && !full(); sit.Next() {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			k := sit.Item().Key()
-			seq := binary.BigEndian.Uint64(k[len(k)-8:])
-			v, err := sit.Item().ValueCopy(nil)
-			if err != nil {
-				return err
-			}
+		_, err = scan(ctx, txn, spillPrefix, id, stream, next, full, func(seq uint64, v []byte) error {
 			if len(v) != spillValue {
 				return fmt.Errorf("corrupt spilled chunk %d: %w", seq, errdefs.ErrInvalid)
 			}
 			if spill == nil {
+				var err error
 				if spill, err = s.openSpill(ctx, id); err != nil {
 					return err
 				}
@@ -559,13 +522,41 @@ func (s *Store) Read(ctx context.Context, id string, stream runtime.Stream, from
 				Data: data,
 			})
 			size += len(data)
-		}
-		return nil
+			return nil
+		})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("task log %s: read: %w", id, err)
 	}
 	return out, nil
+}
+
+// scan walks the keys of one stream of a task in the key space kind from
+// sequence number from, handing take each one's number and a copy of its
+// value, until the keys run out, full says enough, or take fails. It
+// returns the number after the last one taken (from if none).
+func scan(ctx context.Context, txn *badger.Txn, kind, id string, stream runtime.Stream, from uint64, full func() bool, take func(seq uint64, v []byte) error) (uint64, error) {
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = streamPrefix(kind, id, stream)
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	for it.Seek(chunkKey(kind, id, stream, from)); it.Valid() && !full(); it.Next() {
+		if err := ctx.Err(); err != nil {
+			return from, err
+		}
+		k := it.Item().Key()
+		seq := binary.BigEndian.Uint64(k[len(k)-8:])
+		v, err := it.Item().ValueCopy(nil)
+		if err != nil {
+			return from, err
+		}
+		if err := take(seq, v); err != nil {
+			return from, err
+		}
+		from = seq + 1
+	}
+	return from, nil
 }
 
 // Each calls fn for every stored chunk of one stream with from <= seq, in
@@ -600,8 +591,10 @@ func (s *Store) Delete(ids ...string) error {
 		if err := checkID(id); err != nil {
 			return err
 		}
-		prefixes = append(prefixes, streamPrefix(id, runtime.Stdout), streamPrefix(id, runtime.Stderr),
-			spillStreamPrefix(id, runtime.Stdout), spillStreamPrefix(id, runtime.Stderr), metaKey(id))
+		for _, kind := range []string{logPrefix, spillPrefix} {
+			prefixes = append(prefixes, streamPrefix(kind, id, runtime.Stdout), streamPrefix(kind, id, runtime.Stderr))
+		}
+		prefixes = append(prefixes, metaKey(id))
 	}
 	if len(prefixes) == 0 {
 		return nil
