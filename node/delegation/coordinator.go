@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -708,6 +710,7 @@ func (d *Delegation) cancelLost(ctx context.Context, rec *TaskRecord) (bool, err
 	rec.CancelPending = true
 	d.saveTask(rec)
 	d.recMu.Unlock()
+	d.queueCancel(rec.ID, true)
 	if d.deliverCancel(ctx, rec) {
 		return false, nil
 	}
@@ -734,8 +737,21 @@ func (d *Delegation) deliverCancel(ctx context.Context, rec *TaskRecord) bool {
 		cur.CancelPending = false
 		d.saveTask(cur)
 	}
+	d.queueCancel(rec.ID, false)
 	d.log.Info("cancel of a lost task delivered", "task", rec.ID, "executor", rec.Executor)
 	return true
+}
+
+// queueCancel adds a lost task to those whose cancel cancelLoop delivers,
+// or with queued false takes it off.
+func (d *Delegation) queueCancel(id string, queued bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if queued {
+		d.cancels[id] = true
+	} else {
+		delete(d.cancels, id)
+	}
 }
 
 // cancelLoop delivers the cancels of lost tasks once their executors are
@@ -749,12 +765,18 @@ func (d *Delegation) cancelLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		recs, err := d.rec.tasks()
-		if err != nil {
-			continue
-		}
-		for _, rec := range recs {
-			if rec.CancelPending {
+		// Only the queued tasks are read, not every record: this runs
+		// every few seconds for the life of the peer.
+		d.mu.Lock()
+		ids := slices.Collect(maps.Keys(d.cancels))
+		d.mu.Unlock()
+		for _, id := range ids {
+			rec, err := d.rec.task(id)
+			if errors.Is(err, errdefs.ErrNotFound) || err == nil && !rec.CancelPending {
+				d.queueCancel(id, false) // forgotten, or delivered meanwhile
+				continue
+			}
+			if err == nil {
 				d.deliverCancel(ctx, rec)
 			}
 		}

@@ -162,6 +162,7 @@ type Delegation struct {
 	closed  bool
 	running map[string]context.CancelFunc // tasks running here: for others, and local ones
 	windows map[string]*outputWindow      // output flow of tasks running here for others
+	cancels map[string]bool               // lost tasks whose cancel waits for their executor (see cancelLoop)
 	waiters map[string]chan struct{}      // coordinator: tasks whose result someone awaits
 }
 
@@ -180,6 +181,7 @@ func New(cfg Config, deps Deps, log *slog.Logger) (*Delegation, error) {
 		ctx: ctx, cancel: cancel,
 		running: map[string]context.CancelFunc{},
 		windows: map[string]*outputWindow{},
+		cancels: map[string]bool{},
 		waiters: map[string]chan struct{}{},
 	}
 	h := d.host.Libp2p()
@@ -227,6 +229,9 @@ func (d *Delegation) resume() {
 		d.log.Warn("read task records", "err", err)
 	}
 	for _, t := range recs {
+		if t.CancelPending {
+			d.queueCancel(t.ID, true)
+		}
 		if !t.State.final() && t.Executor != d.self.String() {
 			d.goAwait(t, nil)
 		} else if !t.State.final() {
