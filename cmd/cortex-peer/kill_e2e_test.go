@@ -68,6 +68,17 @@ func leftovers(t *testing.T, owner string) []string {
 	return strings.Fields(string(out))
 }
 
+// runDetached starts script on executor from coord with run --detach and
+// returns the task's id.
+func runDetached(t *testing.T, bin string, coord, executor *testnet.ProcessPeer, script string) string {
+	t.Helper()
+	r := run(t, bin, "run", "--detach", "--data", coord.DataDir, "--peer", executor.ID, "--", "sh", "-c", script)
+	if r.code != 0 {
+		t.Fatalf("run --detach: %d %s", r.code, r.stderr)
+	}
+	return strings.TrimSpace(r.stdout)
+}
+
 // restartExecutor starts a killed executor again, waits until it has
 // removed what its dead process left and its word on task id reached the
 // coordinator, and returns the task as the coordinator then reports it.
@@ -121,11 +132,7 @@ func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) 
 func TestKillExecutorMidTask(t *testing.T) {
 	bin, pn := killNet(t)
 	coord, executor := pn.Peers[0], pn.Peers[1]
-	r := run(t, bin, "run", "--detach", "--data", coord.DataDir, "--peer", executor.ID, "--", "sh", "-c", "echo up; sleep 600")
-	if r.code != 0 {
-		t.Fatalf("run --detach: %d %s", r.code, r.stderr)
-	}
-	id := strings.TrimSpace(r.stdout)
+	id := runDetached(t, bin, coord, executor, "echo up; sleep 600")
 	waitFor(t, "the task to run", 30*time.Second, func() bool {
 		st, ok := resultOf(t, bin, coord.DataDir, id)
 		return ok && st.State == "running"
@@ -166,11 +173,7 @@ func TestKillExecutorMidTask(t *testing.T) {
 func TestExecutorRestartReportsExitMeanwhile(t *testing.T) {
 	bin, pn := killNet(t)
 	coord, executor := pn.Peers[0], pn.Peers[1]
-	r := run(t, bin, "run", "--detach", "--data", coord.DataDir, "--peer", executor.ID, "--", "sh", "-c", "sleep 3; exit 7")
-	if r.code != 0 {
-		t.Fatalf("run --detach: %d %s", r.code, r.stderr)
-	}
-	id := strings.TrimSpace(r.stdout)
+	id := runDetached(t, bin, coord, executor, "sleep 3; exit 7")
 	waitFor(t, "the task to run on the executor", 30*time.Second, func() bool { return taskStatus(t, id) == "RUNNING" })
 	if err := executor.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -189,11 +192,7 @@ func TestExecutorRestartReportsExitMeanwhile(t *testing.T) {
 func TestKillCoordinatorMidTask(t *testing.T) {
 	bin, pn := killNet(t)
 	coord, executor := pn.Peers[0], pn.Peers[1]
-	r := run(t, bin, "run", "--detach", "--data", coord.DataDir, "--peer", executor.ID, "--", "sh", "-c", "echo up; sleep 2; echo done")
-	if r.code != 0 {
-		t.Fatalf("run --detach: %d %s", r.code, r.stderr)
-	}
-	id := strings.TrimSpace(r.stdout)
+	id := runDetached(t, bin, coord, executor, "echo up; sleep 2; echo done")
 	waitFor(t, "the task to run", 30*time.Second, func() bool {
 		st, ok := resultOf(t, bin, coord.DataDir, id)
 		return ok && st.State == "running"

@@ -51,6 +51,19 @@ func (c *Client) GetTask(ctx context.Context, id string) (*apiv1.TaskInfo, error
 	return resp.Msg.GetTask(), nil
 }
 
+// OutputMissing is how many bytes of a task's output, as its result
+// counts them, a client did not receive, given how many it got of stdout
+// and stderr. More on one stream never makes up for less on the other.
+func OutputMissing(res *apiv1.TaskResult, stdout, stderr uint64) uint64 {
+	var missing uint64
+	for _, s := range []struct{ want, got uint64 }{{res.GetStdoutBytes(), stdout}, {res.GetStderrBytes(), stderr}} {
+		if s.want > s.got {
+			missing += s.want - s.got
+		}
+	}
+	return missing
+}
+
 // CancelTask kills a task wherever it runs.
 func (c *Client) CancelTask(ctx context.Context, id string) error {
 	_, err := c.Cancel(ctx, id)

@@ -14,6 +14,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/cortex-peer/cortex-peer/node/apiclient"
 	apiv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1"
 )
 
@@ -270,11 +271,7 @@ func (s *Server) runTask(ctx context.Context, creq *mcp.CallToolRequest, in Task
 	out.TaskID, out.Executor = taskID, executor
 	out.Stdout = caps["stdout"].result(taskID, "stdout")
 	out.Stderr = caps["stderr"].result(taskID, "stderr")
-	for _, s := range []struct{ want, got uint64 }{{res.GetStdoutBytes(), out.Stdout.Bytes}, {res.GetStderrBytes(), out.Stderr.Bytes}} {
-		if s.want > s.got {
-			out.OutputMissingBytes += s.want - s.got
-		}
-	}
+	out.OutputMissingBytes = apiclient.OutputMissing(res, out.Stdout.Bytes, out.Stderr.Bytes)
 	return nil, out, nil
 }
 

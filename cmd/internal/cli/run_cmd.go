@@ -232,7 +232,7 @@ func runTask(ctx context.Context, cmd *cobra.Command, g *Globals, c *apiclient.C
 		}
 		return err
 	}
-	missing := outputMissing(res, received)
+	missing := apiclient.OutputMissing(res, received[0], received[1])
 	if g.JSON {
 		out := taskResultJSON(res)
 		out["output_missing_bytes"] = missing
@@ -259,18 +259,6 @@ func runTask(ctx context.Context, cmd *cobra.Command, g *Globals, c *apiclient.C
 		return exitStatus{ExitError} // never 0 on output with holes: a script would take it whole
 	}
 	return nil
-}
-
-// outputMissing is how many bytes of output the result counts that run did
-// not receive.
-func outputMissing(res *apiv1.TaskResult, received [2]uint64) uint64 {
-	var missing uint64
-	for i, want := range []uint64{res.GetStdoutBytes(), res.GetStderrBytes()} {
-		if want > received[i] {
-			missing += want - received[i]
-		}
-	}
-	return missing
 }
 
 func taskExitCode(res *apiv1.TaskResult) int {
