@@ -3,6 +3,7 @@ package cdp
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -24,7 +25,7 @@ import (
 
 // newTestBrowser is a bridge on the real Chromium, closed with the test;
 // the test fails, not skips, without it.
-func newTestBrowser(t *testing.T) *Browser {
+func newTestBrowser(t *testing.T, tune ...func(*Config)) *Browser {
 	t.Helper()
 	// Chromium runs as an unprivileged uid: its dir must be reachable.
 	parent, err := os.MkdirTemp("", "cdp-test-")
@@ -40,6 +41,9 @@ func newTestBrowser(t *testing.T) *Browser {
 		t.Fatalf("Chromium is missing (%v): run `make deps`, which installs Debian's chromium", err)
 	}
 	cfg.NavigateTimeout = 20 * time.Second
+	for _, f := range tune {
+		f(&cfg)
+	}
 	b, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -64,7 +68,7 @@ func newTestBrowser(t *testing.T) *Browser {
 // mustOpen opens a session, failing the test if it cannot.
 func mustOpen(ctx context.Context, t *testing.T, b *Browser) *Session {
 	t.Helper()
-	s, err := b.Open(ctx)
+	s, err := b.Open(ctx, OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,6 +92,11 @@ func site(t *testing.T) *httptest.Server {
 		}
 		fmt.Fprint(w, `<!doctype html><title>Log in</title><h1>Shop</h1>
 <form action="/login"><label>User <input name="user"></label><button type="submit">Log in</button></form>`)
+	})
+	mux.HandleFunc("/login2", func(w http.ResponseWriter, r *http.Request) {
+		u := r.URL.Query().Get("user")
+		http.SetCookie(w, &http.Cookie{Name: "user", Value: u, Path: "/"})
+		fmt.Fprintf(w, `<!doctype html><title>In</title><script>localStorage.setItem("token", "tok-" + %q)</script>`, u)
 	})
 	mux.HandleFunc("/whoami", func(w http.ResponseWriter, r *http.Request) {
 		who := "nobody"
@@ -216,9 +225,7 @@ func TestEvaluateAndScreenshot(t *testing.T) {
 		t.Fatalf("a throwing expression: %v", err)
 	}
 	// Chromium runs sandboxed, and not as root when the peer is.
-	b.mu.Lock()
-	pid := b.pid
-	b.mu.Unlock()
+	pid := b.shared.mainPID()
 	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if bytes.Contains(cmdline, []byte("--no-sandbox")) || len(cmdline) == 0 {
@@ -271,9 +278,13 @@ func TestRecoversFromCrashes(t *testing.T) {
 	srv := site(t)
 	ctx := testContext(t)
 	s := mustOpen(ctx, t, b)
+	if _, err := s.Navigate(ctx, srv.URL+"/login2?user=dave"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := s.Navigate(ctx, srv.URL+"/whoami"); err != nil {
 		t.Fatal(err)
 	}
+	loggedIn(ctx, t, s, "dave")
 	title := func() string {
 		t.Helper()
 		v, err := s.Evaluate(ctx, `document.title`)
@@ -294,13 +305,12 @@ func TestRecoversFromCrashes(t *testing.T) {
 	if got := title(); got != `"Who"` || !s.Recovered() {
 		t.Fatalf("after a renderer crash: title %s, recovered %v", got, s.Recovered())
 	}
+	loggedIn(ctx, t, s, "dave")
 	if title(); s.Recovered() {
 		t.Fatal("a call on a healthy tab says recovered")
 	}
 	// Chromium itself dies.
-	b.mu.Lock()
-	old := b.pid
-	b.mu.Unlock()
+	old := b.shared.mainPID()
 	if err := syscall.Kill(-old, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -311,9 +321,8 @@ func TestRecoversFromCrashes(t *testing.T) {
 	if got := title(); got != `"Who"` || !s.Recovered() {
 		t.Fatalf("after Chromium was killed: title %s, recovered %v", got, s.Recovered())
 	}
-	b.mu.Lock()
-	now := b.pid
-	b.mu.Unlock()
+	loggedIn(ctx, t, s, "dave") // the cookie and localStorage came back
+	now := b.shared.mainPID()
 	if now == old || now == 0 {
 		t.Fatalf("Chromium pid %d, was %d: not restarted", now, old)
 	}
@@ -382,5 +391,63 @@ func TestConsoleNetworkAndPDF(t *testing.T) {
 	pdf, err := s.PDF(ctx)
 	if err != nil || !bytes.HasPrefix(pdf, []byte("%PDF")) {
 		t.Fatalf("pdf: %d bytes, %v", len(pdf), err)
+	}
+}
+
+// loggedIn checks that s's page says it is logged in as user (by cookie)
+// and holds user's token in localStorage.
+func loggedIn(ctx context.Context, t *testing.T, s *Session, user string) {
+	t.Helper()
+	v, err := s.Evaluate(ctx, `[document.querySelector("#who") ? document.querySelector("#who").textContent : location.href, localStorage.getItem("token")]`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf(`["logged in as %s","tok-%s"]`, user, user); string(v) != want {
+		t.Fatalf("page says %s, want %s", v, want)
+	}
+}
+
+// A session's state (cookies and localStorage, of an origin no longer
+// loaded too) restored on another bridge, as on another peer, brings the
+// login back.
+func TestStateMovesToAnotherBrowser(t *testing.T) {
+	b := newTestBrowser(t)
+	srv := site(t)
+	ctx := testContext(t)
+	s := mustOpen(ctx, t, b)
+	if _, err := s.Navigate(ctx, srv.URL+"/login2?user=carol"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Navigate(ctx, "about:blank"); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(data, []byte(`"name":"user","value":"carol"`)) || !bytes.Contains(data, []byte(`{"origin":"`+srv.URL+`","local_storage":{"token":"tok-carol"}}`)) {
+		t.Fatalf("state: %s", data)
+	}
+	var moved State
+	if err := json.Unmarshal(data, &moved); err != nil {
+		t.Fatal(err)
+	}
+	other := newTestBrowser(t)
+	o, err := other.Open(ctx, OpenOptions{State: &moved})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.Navigate(ctx, srv.URL+"/whoami"); err != nil {
+		t.Fatal(err)
+	}
+	loggedIn(ctx, t, o, "carol")
+	for _, n := range o.Network() {
+		if !strings.HasSuffix(n.URL, "/whoami") && !strings.HasSuffix(n.URL, "/favicon.ico") {
+			t.Errorf("the restore shows in the session's network log: %+v", n)
+		}
 	}
 }
