@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -98,6 +99,15 @@ func site(t *testing.T) *httptest.Server {
 		http.SetCookie(w, &http.Cookie{Name: "user", Value: u, Path: "/"})
 		fmt.Fprintf(w, `<!doctype html><title>In</title><script>localStorage.setItem("token", "tok-" + %q)</script>`, u)
 	})
+	mux.HandleFunc("/files", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, `<!doctype html><title>Files</title><a id="dl" href="/report.bin">report</a><input type="file" id="f">`)
+	})
+	mux.HandleFunc("/report.bin", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Disposition", `attachment; filename="report.bin"`)
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.Itoa(len(reportBytes)))
+		w.Write(reportBytes)
+	})
 	mux.HandleFunc("/whoami", func(w http.ResponseWriter, r *http.Request) {
 		who := "nobody"
 		if c, err := r.Cookie("user"); err == nil {
@@ -134,6 +144,15 @@ func site(t *testing.T) *httptest.Server {
 	t.Cleanup(func() { close(stop) }) // first: Close waits for the handlers
 	return srv
 }
+
+// reportBytes is what /report.bin downloads: 5 MiB, not all alike.
+var reportBytes = func() []byte {
+	b := make([]byte, 5<<20)
+	for i := range b {
+		b[i] = byte(i * 7 % 251)
+	}
+	return b
+}()
 
 var refOf = func(snap, role, name string) string {
 	m := regexp.MustCompile(regexp.QuoteMeta(role+` "`+name+`"`) + `.*\[ref=(e\d+)\]`).FindStringSubmatch(snap)
@@ -449,5 +468,73 @@ func TestStateMovesToAnotherBrowser(t *testing.T) {
 		if !strings.HasSuffix(n.URL, "/whoami") && !strings.HasSuffix(n.URL, "/favicon.ico") {
 			t.Errorf("the restore shows in the session's network log: %+v", n)
 		}
+	}
+}
+
+// A download lands in the session's dir byte for byte, with its progress
+// reported; a file put in the session's uploads dir goes into a file
+// input, and a file elsewhere is refused.
+func TestDownloadsAndUploads(t *testing.T) {
+	b := newTestBrowser(t)
+	srv := site(t)
+	ctx := testContext(t)
+	s := mustOpen(ctx, t, b)
+	if _, err := s.Navigate(ctx, srv.URL+"/files"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Click(ctx, "", "#dl"); err != nil {
+		t.Fatal(err)
+	}
+	var d Download
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if ds := s.Downloads(); len(ds) == 1 && ds[0].State != DownloadInProgress {
+			d = ds[0]
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("downloads: %+v", s.Downloads())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	want := int64(len(reportBytes))
+	if d.State != DownloadCompleted || d.Name != "report.bin" || d.Bytes != want || d.Total != want || d.URL != srv.URL+"/report.bin" ||
+		filepath.Dir(d.Path) != filepath.Join(s.Dir(), "downloads") {
+		t.Fatalf("download: %+v", d)
+	}
+	if got, err := os.ReadFile(d.Path); err != nil || !bytes.Equal(got, reportBytes) {
+		t.Fatalf("downloaded file: %d bytes, %v", len(got), err)
+	}
+
+	up := filepath.Join(s.Dir(), "uploads", "hello.txt")
+	if err := os.WriteFile(up, []byte("hello upload"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Upload(ctx, "", "#f", []string{up}); err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.Evaluate(ctx, `document.querySelector("#f").files[0].text()`)
+	if err != nil || string(v) != `"hello upload"` {
+		t.Fatalf("uploaded file reads %s, %v", v, err)
+	}
+	outside := filepath.Join(t.TempDir(), "secret.txt")
+	if err := os.WriteFile(outside, []byte("secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(s.Dir(), "uploads", "link.txt")
+	if err := os.Symlink(outside, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{outside, link, filepath.Join(s.Dir(), "uploads", "..", "downloads", filepath.Base(d.Path)), "uploads/hello.txt"} {
+		if err := s.Upload(ctx, "", "#f", []string{p}); !errors.Is(err, errdefs.ErrInvalid) {
+			t.Errorf("upload of %s: %v, want invalid", p, err)
+		}
+	}
+	dir := s.Dir()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the session's dir after Close: %v", err)
 	}
 }
