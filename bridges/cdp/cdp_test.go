@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -536,5 +537,75 @@ func TestDownloadsAndUploads(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("the session's dir after Close: %v", err)
+	}
+}
+
+// Tabs lists the pages a session's page opened, never more than the cap
+// (the ones past it are closed) and never another session's; Chromium's
+// memory is reported while it runs, and a cap on it refuses new sessions.
+func TestTabsCapAndMemory(t *testing.T) {
+	b := newTestBrowser(t, func(c *Config) { c.MaxTabs = 2 })
+	srv := site(t)
+	ctx := testContext(t)
+	s := mustOpen(ctx, t, b)
+	other := mustOpen(ctx, t, b)
+	if _, err := s.Navigate(ctx, srv.URL+"/whoami"); err != nil {
+		t.Fatal(err)
+	}
+	waitTabs := func(s *Session, ok func([]Tab) bool) []Tab {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			tabs, err := s.Tabs(ctx)
+			if err == nil && ok(tabs) {
+				return tabs
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("tabs: %+v %v", tabs, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	open := func(path string) {
+		t.Helper()
+		v, err := s.Evaluate(ctx, `window.open("`+path+`") !== null`)
+		if err != nil || string(v) != "true" {
+			t.Fatalf("window.open(%s): %s %v", path, v, err)
+		}
+	}
+	open("/login")
+	tabs := waitTabs(s, func(tabs []Tab) bool {
+		return len(tabs) == 2 && tabs[0].Title != "" && tabs[1].Title != ""
+	})
+	var active []string
+	for _, tab := range tabs {
+		if tab.Active {
+			active = append(active, tab.URL)
+		}
+	}
+	if len(active) != 1 || active[0] != srv.URL+"/whoami" {
+		t.Fatalf("tabs %+v: the session's own tab is not the one active", tabs)
+	}
+	open("/files") // a third tab: past the cap, closed
+	waitTabs(s, func(tabs []Tab) bool {
+		return len(tabs) == 2 && !slices.ContainsFunc(tabs, func(tab Tab) bool { return strings.HasSuffix(tab.URL, "/files") })
+	})
+	if tabs, err := other.Tabs(ctx); err != nil || len(tabs) != 1 || !tabs[0].Active {
+		t.Fatalf("the other session's tabs: %+v %v", tabs, err)
+	}
+
+	if m := b.MemoryBytes(); m < 10<<20 {
+		t.Fatalf("Chromium uses %d bytes, it says", m)
+	}
+	b.cfg.MaxMemoryBytes = 1 << 20
+	if _, err := b.Open(ctx, OpenOptions{}); !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "max_memory") {
+		t.Fatalf("open over the memory cap: %v", err)
+	}
+	b.cfg.MaxMemoryBytes = 0
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if m := b.MemoryBytes(); m != 0 {
+		t.Fatalf("memory after Close: %d", m)
 	}
 }
