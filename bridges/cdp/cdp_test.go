@@ -355,8 +355,23 @@ func TestRecoversFromCrashes(t *testing.T) {
 
 // A session idle for longer than its lease is closed; a call renews it.
 func TestLeaseExpiry(t *testing.T) {
-	b := newTestBrowser(t)
-	b.cfg.IdleTTL = time.Minute
+	var expired []string
+	var hung error
+	b := newTestBrowser(t, func(c *Config) {
+		c.IdleTTL = time.Minute
+		c.ExpireTimeout = 2 * time.Second
+		c.OnExpire = func(s *Session) {
+			// Called from Serve, before the close: the node saves the
+			// state here. A call that would never end ends at the
+			// expiry timeout.
+			st, err := s.State(context.Background())
+			if err != nil {
+				t.Errorf("state of an expiring session: %v", err)
+			}
+			_, hung = s.Evaluate(context.Background(), `new Promise(() => {})`)
+			expired = append(expired, fmt.Sprintf("%s %d", s.ID, len(st.Cookies)))
+		}
+	})
 	ctx := testContext(t)
 	idle := mustOpen(ctx, t, b)
 	busy := mustOpen(ctx, t, b)
@@ -368,9 +383,13 @@ func TestLeaseExpiry(t *testing.T) {
 		t.Fatalf("sessions %v before their leases ran out", b.Sessions())
 	}
 	idle.used.Store(time.Now().Add(-2 * time.Minute).UnixNano())
+	start := time.Now()
 	b.expire(time.Now())
 	if _, err := b.Session(idle.ID); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("idle session after its lease: %v", err)
+	}
+	if len(expired) != 1 || !strings.HasPrefix(expired[0], idle.ID) || !errors.Is(hung, context.DeadlineExceeded) || time.Since(start) > time.Minute {
+		t.Fatalf("OnExpire saw %v; a call that hangs in it: %v, after %v", expired, hung, time.Since(start))
 	}
 	if _, err := idle.Evaluate(ctx, `1`); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("a call on an expired session: %v", err)
@@ -607,5 +626,85 @@ func TestTabsCapAndMemory(t *testing.T) {
 	}
 	if m := b.MemoryBytes(); m != 0 {
 		t.Fatalf("memory after Close: %d", m)
+	}
+}
+
+// A persistent profile runs in a Chromium of its own, one session at a
+// time; closed, it is saved (caches left out) and the next session on it
+// is still logged in, from the saved state and from Chromium's own files.
+func TestPersistentProfile(t *testing.T) {
+	profiles := t.TempDir() // private to the peer, as its data dir is
+	b := newTestBrowser(t, func(c *Config) { c.ProfilesDir = profiles })
+	srv := site(t)
+	ctx := testContext(t)
+	openShop := func() *Session {
+		t.Helper()
+		s, err := b.Open(ctx, OpenOptions{Profile: "shop"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Navigate(ctx, srv.URL+"/whoami"); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s := openShop()
+	if _, err := b.Open(ctx, OpenOptions{Profile: "shop"}); !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), s.ID) {
+		t.Fatalf("a second session on an open profile: %v", err)
+	}
+	if _, err := b.Open(ctx, OpenOptions{Profile: "../x"}); !errors.Is(err, errdefs.ErrInvalid) {
+		t.Fatalf("a profile named ../x: %v", err)
+	}
+	if _, err := s.Navigate(ctx, srv.URL+"/login2?user=erin"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Evaluate(ctx, `document.cookie = "pref=dark; max-age=86400; path=/"`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Navigate(ctx, srv.URL+"/whoami"); err != nil {
+		t.Fatal(err)
+	}
+	loggedIn(ctx, t, s, "erin")
+	pid := s.inst.mainPID()
+	if pid == 0 || pid == b.shared.mainPID() {
+		t.Fatalf("the profile's Chromium is %d, the shared one %d", pid, b.shared.mainPID())
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if left := processesOf(s.inst.profileDir(), true); len(left) > 0 {
+		t.Fatalf("the profile's Chromium left %v", left)
+	}
+	saved := filepath.Join(profiles, "shop")
+	for _, p := range []string{"state.json", "user-data/Default/Cookies", "user-data/Default/Local Storage"} {
+		if _, err := os.Stat(filepath.Join(saved, p)); err != nil {
+			t.Errorf("saved profile: %v", err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(saved, "user-data/Default/Cache")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the cache was saved: %v", err)
+	}
+
+	s = openShop()
+	loggedIn(ctx, t, s, "erin")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Without the saved state, Chromium's own files still hold the
+	// persistent cookie and the localStorage.
+	if err := os.Remove(filepath.Join(saved, "state.json")); err != nil {
+		t.Fatal(err)
+	}
+	s = openShop()
+	v, err := s.Evaluate(ctx, `[document.cookie.includes("pref=dark"), localStorage.getItem("token")]`)
+	if err != nil || string(v) != `[true,"tok-erin"]` {
+		t.Fatalf("from the profile's files: %s %v", v, err)
+	}
+	// Browser.Close saves an open profile too.
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(saved, "state.json")); err != nil {
+		t.Fatalf("Close did not save the open profile: %v", err)
 	}
 }
