@@ -135,7 +135,7 @@ func New(cfg Config) (*Browser, error) {
 	}
 	b := &Browser{cfg: cfg, log: log, sessions: map[string]*Session{}, profiles: map[string]*Session{}}
 	b.shared = newInstance(b, filepath.Join(cfg.Dir, "shared"))
-	if n := killLeftovers(cfg.Dir, false); n > 0 {
+	if n := killLeftovers(cfg.Dir); n > 0 {
 		log.Info("killed Chromium processes a previous run left", "count", n)
 	}
 	if err := os.RemoveAll(cfg.Dir); err != nil {
@@ -281,9 +281,11 @@ func (b *Browser) Open(ctx context.Context, opts OpenOptions) (*Session, error) 
 		return nil, fmt.Errorf("browser: profile %q is open in session %s; close that session first: %w", opts.Profile, o.ID, errdefs.ErrUnavailable)
 	}
 	s := &Session{ID: newSessionID(), b: b, inst: b.shared, profile: opts.Profile, refs: map[string]refTarget{}}
+	s.life, s.endCalls = context.WithCancel(context.Background())
 	s.dir = filepath.Join(b.cfg.Dir, "sessions", s.ID)
 	s.used.Store(time.Now().UnixNano())
 	fail := func(err error) (*Session, error) {
+		s.endCalls()
 		if s.cancel != nil {
 			s.cancel()
 		}
@@ -383,12 +385,11 @@ func newSessionID() string {
 	return "b" + hex.EncodeToString(b[:])
 }
 
-// killLeftovers kills every live process of a Chromium under dir (with
-// exact, of the one whose profile is dir: the crash handlers it detaches
-// too), and says how many.
-func killLeftovers(dir string, exact bool) int {
+// killLeftovers kills every live process of the Chromiums under dir
+// (the crash handlers they detach too), and says how many.
+func killLeftovers(dir string) int {
 	n := 0
-	for _, pid := range processesOf(dir, exact) {
+	for _, pid := range processesOf(dir) {
 		if syscall.Kill(pid, syscall.SIGKILL) == nil {
 			n++
 		}
@@ -398,22 +399,26 @@ func killLeftovers(dir string, exact bool) int {
 
 // Processes lists the live processes of this bridge's Chromiums, for
 // tests and status.
-func (b *Browser) Processes() []int { return processesOf(b.cfg.Dir, false) }
+func (b *Browser) Processes() []int { return processesOf(b.cfg.Dir) }
 
-// processesOf lists the live (not zombie) processes whose command line
-// names a path under dir, or with exact the profile dir itself.
-func processesOf(dir string, exact bool) []int {
+// processesOf lists the live (not zombie) processes of a Chromium whose
+// files are under dir: an argument names its profile (--user-data-dir)
+// or its crash database (--database) there.
+func processesOf(dir string) []int {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
 	}
-	// A path, not only --user-data-dir=: the crash handlers name their
-	// database in the profile.
-	var needles [][]byte
-	if exact {
-		needles = [][]byte{[]byte(dir + "/"), []byte(dir + "\x00")}
-	} else {
-		needles = [][]byte{[]byte(filepath.Clean(dir) + "/")}
+	// Chromium's children retitle themselves: their command line is one
+	// string, not arguments apart.
+	under := filepath.Clean(dir) + "/"
+	ours := func(cmdline []byte) bool {
+		for _, flag := range []string{"--user-data-dir=", "--database="} {
+			if bytes.Contains(cmdline, []byte(flag+under)) {
+				return true
+			}
+		}
+		return false
 	}
 	var pids []int
 	for _, e := range ents {
@@ -422,7 +427,7 @@ func processesOf(dir string, exact bool) []int {
 			continue
 		}
 		cl, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err != nil || !slices.ContainsFunc(needles, func(n []byte) bool { return bytes.Contains(cl, n) }) {
+		if err != nil || !ours(cl) {
 			continue
 		}
 		if st, err := os.ReadFile("/proc/" + e.Name() + "/stat"); err == nil {

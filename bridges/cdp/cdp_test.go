@@ -672,7 +672,7 @@ func TestPersistentProfile(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if left := processesOf(s.inst.profileDir(), true); len(left) > 0 {
+	if left := processesOf(s.inst.dir); len(left) > 0 {
 		t.Fatalf("the profile's Chromium left %v", left)
 	}
 	saved := filepath.Join(profiles, "shop")

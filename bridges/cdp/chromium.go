@@ -80,9 +80,14 @@ func (in *instance) ensure(ctx context.Context) (context.Context, error) {
 			return nil, fmt.Errorf("browser: clear %s: %w", p, err)
 		}
 	}
-	if !in.keepProfile {
-		if err := os.RemoveAll(profile); err != nil {
-			return nil, fmt.Errorf("browser: clear %s: %w", profile, err)
+	stale := []string{profile}
+	if in.keepProfile {
+		// A Chromium that died leaves its locks; the profile stays.
+		stale = []string{filepath.Join(profile, "SingletonLock"), filepath.Join(profile, "SingletonSocket"), filepath.Join(profile, "SingletonCookie")}
+	}
+	for _, p := range stale {
+		if err := os.RemoveAll(p); err != nil {
+			return nil, fmt.Errorf("browser: clear %s: %w", p, err)
 		}
 	}
 	asRoot := os.Geteuid() == 0
@@ -156,7 +161,7 @@ func (in *instance) ensure(ctx context.Context) (context.Context, error) {
 	}
 	if err != nil {
 		stop()
-		killLeftovers(in.profileDir(), true)
+		killLeftovers(in.dir)
 		log, _ := os.ReadFile(filepath.Join(in.dir, "chromium.log"))
 		return nil, fmt.Errorf("browser: start Chromium (%s): %w; its output: %s: %w", cfg.ExecPath, err, lastLines(log, 5), errdefs.ErrUnavailable)
 	}
@@ -203,7 +208,7 @@ func (in *instance) shutdownLocked(graceful bool) {
 	if in.pid > 0 {
 		_ = syscall.Kill(-in.pid, syscall.SIGKILL)
 	}
-	killLeftovers(in.profileDir(), true)
+	killLeftovers(in.dir)
 	in.alloc, in.root, in.stop, in.pid, in.rootTarget = nil, nil, nil, 0, ""
 }
 

@@ -36,7 +36,10 @@ type Session struct {
 	dir     string    // downloads/ and uploads/, reachable by Chromium's uid
 	tab     context.Context
 	cancel  context.CancelFunc
-	ctxID   cdpproto.BrowserContextID // the tab's browser context; "": the default one
+	// life ends when Close starts, and ends the call in flight with it.
+	life     context.Context
+	endCalls context.CancelFunc
+	ctxID    cdpproto.BrowserContextID // the tab's browser context; "": the default one
 
 	mu        sync.Mutex
 	closed    bool
@@ -68,6 +71,7 @@ type refTarget struct {
 // persistent profile's Chromium is stopped and the profile saved first.
 // Safe to call twice.
 func (s *Session) Close() error {
+	s.endCalls()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.closeLocked()
@@ -224,7 +228,7 @@ func (s *Session) enter(ctx context.Context) (context.Context, func(), error) {
 // with ctx (the caller's deadline or cancel); done releases it. A tab that
 // is gone is reopened first. s.mu is held.
 func (s *Session) bind(ctx context.Context) (context.Context, context.CancelFunc, error) {
-	if s.closed {
+	if s.closed || s.life.Err() != nil {
 		return nil, nil, fmt.Errorf("browser session %s: closed: %w", s.ID, errdefs.ErrNotFound)
 	}
 	s.used.Store(time.Now().UnixNano())
@@ -240,7 +244,8 @@ func (s *Session) bind(ctx context.Context) (context.Context, context.CancelFunc
 		tab, cancel = context.WithDeadline(s.tab, time.Unix(0, d))
 	}
 	stop := context.AfterFunc(ctx, cancel)
-	return tab, func() { stop(); cancel() }, nil
+	stopLife := context.AfterFunc(s.life, cancel)
+	return tab, func() { stop(); stopLife(); cancel() }, nil
 }
 
 // Evaluate runs a JavaScript expression in the page (awaiting a promise)

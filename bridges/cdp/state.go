@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	cdpproto "github.com/chromedp/cdproto/cdp"
@@ -150,10 +151,20 @@ func (s *Session) cookies(ctx context.Context) ([]Cookie, error) {
 func (s *Session) capture(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, captureTimeout)
 	defer cancel()
-	if cookies, err := s.cookies(ctx); err == nil {
+	// The cookies (at the browser) and the page's storage are read at
+	// once: two round trips in the time of one.
+	var cookies []Cookie
+	var cookiesErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		cookies, cookiesErr = s.cookies(ctx)
+	}()
+	v, err := s.evalLocked(ctx, `(() => { try { return [location.origin, Object.entries(localStorage)]; } catch (e) { return null; } })()`)
+	<-done
+	if cookiesErr == nil {
 		s.state.Cookies = cookies
 	}
-	v, err := s.evalLocked(ctx, `(() => { try { return [location.origin, Object.entries(localStorage)]; } catch (e) { return null; } })()`)
 	if err != nil {
 		return
 	}
@@ -204,6 +215,15 @@ func (s *Session) restore(ctx context.Context, st State) error {
 		for _, c := range st.Cookies {
 			p := &network.CookieParam{Name: c.Name, Value: c.Value, Domain: c.Domain, Path: c.Path,
 				Secure: c.Secure, HTTPOnly: c.HTTPOnly, SameSite: network.CookieSameSite(c.SameSite)}
+			if !strings.HasPrefix(c.Domain, ".") {
+				// A host-only cookie (no leading dot) stays host-only: set
+				// by URL, not for the domain and its subdomains.
+				scheme := "http://"
+				if c.Secure {
+					scheme = "https://"
+				}
+				p.URL, p.Domain = scheme+c.Domain+c.Path, ""
+			}
 			if c.Expires > 0 {
 				p.Expires = cdpproto.TimeSinceEpoch(c.Expires)
 			}
