@@ -1,13 +1,21 @@
 // Package cdp keeps one headless Chromium alive on a peer and gives out
 // sessions on it, each its own browser context (cookies, storage and cache
-// never shared), driven over the Chrome DevTools Protocol with chromedp.
+// never shared), driven over the Chrome DevTools Protocol with chromedp. A
+// session opened on a persistent profile gets a Chromium of its own on a
+// copy of the profile, saved back when it closes.
+//
+// A session keeps the last state it saw (cookies and localStorage), so
+// that a tab reopened after a renderer crash or a dead Chromium is still
+// logged in, and State/OpenOptions.State move a login to another peer.
+// Downloads land in the session's own dir, uploads come from it; both are
+// reachable by Chromium's uid.
 //
 // Chromium never runs as root: when the peer is root it is started as an
 // unprivileged uid (Config.UID) with Chromium's own sandbox on, which here
 // is the user-namespace sandbox. It talks over a pipe, not a port, so that
 // it dies with its connection, and it gets Pdeathsig so that it dies with
-// the peer. The package knows nothing of libp2p: the mesh glue lives in
-// node.
+// the peer. The package knows nothing of libp2p, the API or the node: the
+// mesh glue lives in node.
 package cdp
 
 import (
@@ -362,6 +370,14 @@ func (b *Browser) forget(s *Session) {
 	if b.profiles[s.profile] == s {
 		delete(b.profiles, s.profile)
 	}
+}
+
+// within is a context for actions on tab (a chromedp context) that ends
+// after d, or when ctx ends.
+func within(ctx, tab context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	tctx, cancel := context.WithTimeout(tab, d)
+	stop := context.AfterFunc(ctx, cancel)
+	return tctx, func() { stop(); cancel() }
 }
 
 // runWithin runs no action on tab (so that its target exists) within d,

@@ -242,15 +242,12 @@ func (in *instance) newTab(ctx context.Context, s *Session) (context.Context, co
 	in.contexts[id] = s
 	in.mu.Unlock()
 	yes := true
-	dctx, dcancel := context.WithTimeout(ctx, in.b.cfg.StartTimeout)
+	dctx, dcancel := within(ctx, tab, in.b.cfg.StartTimeout)
 	defer dcancel()
-	_, err = chromedp.CallBrowser(tab, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{
+	_, err = chromedp.CallBrowser(dctx, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{
 		Behavior: browser.SetDownloadBehaviorBehaviorAllowAndName, BrowserContextID: id,
 		DownloadPath: filepath.Join(s.dir, "downloads"), EventsEnabled: &yes,
 	})
-	if err == nil {
-		err = dctx.Err()
-	}
 	if err != nil {
 		cancel()
 		return nil, nil, fmt.Errorf("browser: set the downloads of a tab: %w", err)

@@ -146,12 +146,8 @@ func (s *Session) watch(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.b.cfg.StartTimeout)
-	defer cancel()
-	tab, done := context.WithCancel(s.tab)
+	tab, done := within(ctx, s.tab, s.b.cfg.StartTimeout)
 	defer done()
-	stop := context.AfterFunc(ctx, done)
-	defer stop()
 	if _, err := chromedp.Call(tab, network.Enable, network.EnableParams{}); err != nil {
 		return fmt.Errorf("watch the network: %w", err)
 	}

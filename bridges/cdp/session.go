@@ -146,10 +146,8 @@ func (s *Session) reopen(ctx context.Context) error {
 	}
 	s.b.log.Warn("browser session recovered: its tab was gone", "session", s.ID, "url", s.lastURL, "cookies", len(s.state.Cookies))
 	if s.lastURL != "" {
-		nav, cancelNav := context.WithTimeout(s.tab, s.b.cfg.NavigateTimeout)
+		nav, cancelNav := within(ctx, s.tab, s.b.cfg.NavigateTimeout)
 		defer cancelNav()
-		stop := context.AfterFunc(ctx, cancelNav)
-		defer stop()
 		_ = chromedp.Do(nav, chromedp.Navigate(s.lastURL)) // what loads by the timeout will do
 	}
 	return nil
@@ -173,10 +171,8 @@ func (s *Session) attach(ctx context.Context) error {
 // restoreWithin restores st into the session's tab, within the start
 // timeout or until ctx ends.
 func (s *Session) restoreWithin(ctx context.Context, st State) error {
-	rctx, cancel := context.WithTimeout(s.tab, s.b.cfg.StartTimeout)
+	rctx, cancel := within(ctx, s.tab, s.b.cfg.StartTimeout)
 	defer cancel()
-	stop := context.AfterFunc(ctx, cancel)
-	defer stop()
 	return s.restore(rctx, st)
 }
 

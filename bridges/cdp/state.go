@@ -261,7 +261,13 @@ func (s *Session) restore(ctx context.Context, st State) error {
 	if _, err := chromedp.Call(ctx, fetch.Enable, fetch.EnableParams{}); err != nil {
 		return fmt.Errorf("restore localStorage: %w", err)
 	}
-	defer func() { _, _ = chromedp.Call(ctx, fetch.Disable, cdpproto.Empty{}) }()
+	defer func() {
+		// Left on, Fetch would hold every later request of the tab: it
+		// is turned off even when ctx has ended.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeTabTimeout)
+		defer cancel()
+		_, _ = chromedp.Call(dctx, fetch.Disable, cdpproto.Empty{})
+	}()
 	answered := make(chan struct{})
 	go func() {
 		defer close(answered)
