@@ -3,7 +3,6 @@ package cdp
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -23,7 +22,7 @@ import (
 
 // ErrStaleRef is a ref from a snapshot older than the page: it is never
 // used, lest it click the wrong element.
-var ErrStaleRef = errors.New("stale_ref")
+var ErrStaleRef = fmt.Errorf("stale_ref: %w", errdefs.ErrStale)
 
 // Session is one browser context with its tab. Its calls are serialised:
 // a model drives one page step by step.
