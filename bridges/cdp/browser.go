@@ -252,7 +252,8 @@ func (b *Browser) Close() error {
 
 // OpenOptions say what a new session starts with.
 type OpenOptions struct {
-	// State is restored into the new session before its first use.
+	// State is restored into the new session before its first use; with
+	// a profile it takes the place of the state saved with the profile.
 	State *State
 	// Profile names a persistent profile (with Config.ProfilesDir set):
 	// the session runs in a Chromium of its own on that profile, saved
