@@ -273,6 +273,11 @@ func (b *Browser) Open(ctx context.Context, opts OpenOptions) (*Session, error) 
 			return nil, fmt.Errorf("browser: profile %q: want 1-64 letters, digits, '.', '_' or '-': %w", opts.Profile, errdefs.ErrInvalid)
 		}
 	}
+	if opts.State != nil {
+		if err := opts.State.validate(); err != nil {
+			return nil, err
+		}
+	}
 	if max := b.cfg.MaxMemoryBytes; max > 0 {
 		if used := b.MemoryBytes(); used > max {
 			return nil, fmt.Errorf("browser: Chromium uses %d MiB, over this peer's cap of %d MiB (browser.max_memory); close a session first: %w", used>>20, max>>20, errdefs.ErrUnavailable)
