@@ -303,7 +303,7 @@ func (b *Browser) Open(ctx context.Context, opts OpenOptions) (*Session, error) 
 		if s.cancel != nil {
 			s.cancel()
 		}
-		if s.profile != "" {
+		if s.inst != b.shared { // a profile's own Chromium, not saved back
 			s.inst.shutdown(false)
 			_ = os.RemoveAll(s.inst.dir)
 		} else {

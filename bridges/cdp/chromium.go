@@ -293,7 +293,7 @@ func (in *instance) onEvent(ev any) {
 	case *target.EventTargetCreated:
 		info := e.TargetInfo
 		in.targets[info.TargetID] = info
-		if info.Type == "page" && info.TargetID != in.firstTab {
+		if isTab(info) && info.TargetID != in.firstTab {
 			in.capTabs(info)
 		}
 	case *target.EventTargetInfoChanged:
@@ -309,6 +309,9 @@ func (in *instance) onEvent(ev any) {
 	}
 }
 
+// isTab says whether a target is a tab: a page, not a prerender.
+func isTab(t *target.Info) bool { return t.Type == "page" && t.Subtype == "" }
+
 // capTabs closes a new tab of a session that has MaxTabs tabs already;
 // in.mu is held.
 func (in *instance) capTabs(info *target.Info) {
@@ -319,7 +322,7 @@ func (in *instance) capTabs(info *target.Info) {
 	}
 	n := 0
 	for _, t := range in.targets {
-		if t.Type == "page" && t.TargetID != in.firstTab && (in.owner != nil || t.BrowserContextID == info.BrowserContextID) {
+		if isTab(t) && t.TargetID != in.firstTab && (in.owner != nil || t.BrowserContextID == info.BrowserContextID) {
 			n++
 		}
 	}
