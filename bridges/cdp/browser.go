@@ -45,8 +45,9 @@ type Config struct {
 	// ExecPath is Chromium's binary: the real one, not Debian's wrapper
 	// script, which adds flags from /etc/chromium.d.
 	ExecPath string
-	// Dir holds the browser's home and profiles; it is removed and made
-	// again at start, so it must be the bridge's own. When the peer is
+	// Dir holds the Chromiums' homes and profiles (shared/, profiles/)
+	// and each session's dir (sessions/ID); it is removed and made again
+	// at start, so it must be the bridge's own. When the peer is
 	// root, Chromium runs as UID and must be able to reach it: every
 	// directory above it must be searchable by others (a peer's data dir
 	// is not, so the peer puts it under the system's temp dir).
@@ -72,14 +73,17 @@ type Config struct {
 	// MaxMemoryBytes: Open refuses new sessions while Chromium uses more
 	// (MemoryBytes); 0: no cap.
 	MaxMemoryBytes int64
-	// ProfilesDir keeps persistent profiles, one dir each; "": none. It
-	// may be private to the peer: a profile is copied under Dir while its
-	// session runs.
+	// ProfilesDir keeps persistent profiles, one dir each (NAME/user-data
+	// and NAME/state.json); "": none. It may be private to the peer: a
+	// profile is copied under Dir while its session runs.
 	ProfilesDir string
 	// OnExpire, if set, is called by Serve before it closes a session
-	// whose lease ran out (to save its state, say); the session's calls
-	// made from it end within ExpireTimeout.
-	OnExpire      func(s *Session)
+	// whose lease ran out (to save its state or downloads, say). Serve
+	// waits for it: every call it makes on the session ends within
+	// ExpireTimeout, and it must not block on anything else for long.
+	OnExpire func(s *Session)
+	// ExpireTimeout bounds the calls of OnExpire, and the save of a
+	// profile's state when its session closes.
 	ExpireTimeout time.Duration
 	Logger        *slog.Logger
 }
