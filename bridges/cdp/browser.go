@@ -45,8 +45,9 @@ type Config struct {
 	// ExecPath is Chromium's binary: the real one, not Debian's wrapper
 	// script, which adds flags from /etc/chromium.d.
 	ExecPath string
-	// Dir holds the browser's home and profiles; it is removed and made
-	// again at start, so it must be the bridge's own. When the peer is
+	// Dir holds the Chromiums' homes and profiles (shared/, profiles/)
+	// and each session's dir (sessions/ID); it is removed and made again
+	// at start, so it must be the bridge's own. When the peer is
 	// root, Chromium runs as UID and must be able to reach it: every
 	// directory above it must be searchable by others (a peer's data dir
 	// is not, so the peer puts it under the system's temp dir).
@@ -72,14 +73,17 @@ type Config struct {
 	// MaxMemoryBytes: Open refuses new sessions while Chromium uses more
 	// (MemoryBytes); 0: no cap.
 	MaxMemoryBytes int64
-	// ProfilesDir keeps persistent profiles, one dir each; "": none. It
-	// may be private to the peer: a profile is copied under Dir while its
-	// session runs.
+	// ProfilesDir keeps persistent profiles, one dir each (NAME/user-data
+	// and NAME/state.json); "": none. It may be private to the peer: a
+	// profile is copied under Dir while its session runs.
 	ProfilesDir string
 	// OnExpire, if set, is called by Serve before it closes a session
-	// whose lease ran out (to save its state, say); the session's calls
-	// made from it end within ExpireTimeout.
-	OnExpire      func(s *Session)
+	// whose lease ran out (to save its state or downloads, say). Serve
+	// waits for it: every call it makes on the session ends within
+	// ExpireTimeout, and it must not block on anything else for long.
+	OnExpire func(s *Session)
+	// ExpireTimeout bounds the calls of OnExpire, and the save of a
+	// profile's state when its session closes.
 	ExpireTimeout time.Duration
 	Logger        *slog.Logger
 }
@@ -252,7 +256,8 @@ func (b *Browser) Close() error {
 
 // OpenOptions say what a new session starts with.
 type OpenOptions struct {
-	// State is restored into the new session before its first use.
+	// State is restored into the new session before its first use; with
+	// a profile it takes the place of the state saved with the profile.
 	State *State
 	// Profile names a persistent profile (with Config.ProfilesDir set):
 	// the session runs in a Chromium of its own on that profile, saved
@@ -270,6 +275,11 @@ func (b *Browser) Open(ctx context.Context, opts OpenOptions) (*Session, error) 
 		}
 		if !validProfile(opts.Profile) {
 			return nil, fmt.Errorf("browser: profile %q: want 1-64 letters, digits, '.', '_' or '-': %w", opts.Profile, errdefs.ErrInvalid)
+		}
+	}
+	if opts.State != nil {
+		if err := opts.State.validate(); err != nil {
+			return nil, err
 		}
 	}
 	if max := b.cfg.MaxMemoryBytes; max > 0 {
@@ -297,7 +307,7 @@ func (b *Browser) Open(ctx context.Context, opts OpenOptions) (*Session, error) 
 		if s.cancel != nil {
 			s.cancel()
 		}
-		if s.profile != "" {
+		if s.inst != b.shared { // a profile's own Chromium, not saved back
 			s.inst.shutdown(false)
 			_ = os.RemoveAll(s.inst.dir)
 		} else {

@@ -669,6 +669,18 @@ func TestPersistentProfile(t *testing.T) {
 	if pid == 0 || pid == b.shared.mainPID() {
 		t.Fatalf("the profile's Chromium is %d, the shared one %d", pid, b.shared.mainPID())
 	}
+	// Its Chromium killed, the profile's session comes back logged in.
+	if err := syscall.Kill(-pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for s.alive() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	loggedIn(ctx, t, s, "erin")
+	if !s.Recovered() || s.inst.mainPID() == pid {
+		t.Fatalf("after the profile's Chromium was killed: recovered %v, pid %d (was %d)", s.Recovered(), s.inst.mainPID(), pid)
+	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -63,7 +63,12 @@ func (b *Browser) loadProfile(s *Session) (*State, error) {
 		return nil, fmt.Errorf("profile %s: %w", s.profile, err)
 	}
 	var st State
-	if err := json.Unmarshal(data, &st); err != nil {
+	err = json.Unmarshal(data, &st)
+	if err == nil {
+		err = st.validate()
+	}
+	if err != nil {
+		// Chromium's own files may still hold the login.
 		b.log.Warn("profile state unreadable; opening without it", "profile", s.profile, "err", err)
 		return nil, nil
 	}

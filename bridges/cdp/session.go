@@ -228,19 +228,34 @@ func (s *Session) bind(ctx context.Context) (context.Context, context.CancelFunc
 	}
 	s.used.Store(time.Now().UnixNano())
 	s.recovered = false
+	// The call ends with ctx, with Close, and at the deadline of a
+	// session that is expiring.
+	deadline := time.Unix(0, s.deadline.Load())
+	call, endCall := context.WithCancel(ctx)
+	stopLife := context.AfterFunc(s.life, endCall)
+	release := func() { stopLife(); endCall() }
 	if !s.alive() {
-		if err := s.reopen(ctx); err != nil {
+		rctx, cancel := call, context.CancelFunc(func() {})
+		if s.deadline.Load() != 0 {
+			rctx, cancel = context.WithDeadline(call, deadline)
+		}
+		err := s.reopen(rctx)
+		cancel()
+		if err != nil {
+			release()
 			return nil, nil, fmt.Errorf("browser session %s: its tab is gone and could not be reopened: %w", s.ID, err)
 		}
 		s.recovered = true
 	}
-	tab, cancel := context.WithCancel(s.tab)
-	if d := s.deadline.Load(); d != 0 {
-		tab, cancel = context.WithDeadline(s.tab, time.Unix(0, d))
+	var tab context.Context
+	var cancel context.CancelFunc
+	if s.deadline.Load() != 0 {
+		tab, cancel = context.WithDeadline(s.tab, deadline) // says deadline exceeded, not canceled
+	} else {
+		tab, cancel = context.WithCancel(s.tab)
 	}
-	stop := context.AfterFunc(ctx, cancel)
-	stopLife := context.AfterFunc(s.life, cancel)
-	return tab, func() { stop(); stopLife(); cancel() }, nil
+	stop := context.AfterFunc(call, cancel)
+	return tab, func() { stop(); cancel(); release() }, nil
 }
 
 // Evaluate runs a JavaScript expression in the page (awaiting a promise)

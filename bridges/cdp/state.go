@@ -3,6 +3,7 @@ package cdp
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net/url"
@@ -18,6 +19,8 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/storage"
 	"github.com/chromedp/chromedp"
+
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 )
 
 const (
@@ -51,6 +54,34 @@ type Cookie struct {
 type OriginStorage struct {
 	Origin       string            `json:"origin"`
 	LocalStorage map[string]string `json:"local_storage"`
+}
+
+// validate says what in st cannot be restored; a State comes from a
+// DAG, that is from anyone.
+func (st State) validate() error {
+	var errs []error
+	for i, c := range st.Cookies {
+		if c.Name == "" || c.Domain == "" || strings.ContainsAny(c.Domain, "/ ") || (c.Path != "" && !strings.HasPrefix(c.Path, "/")) {
+			errs = append(errs, fmt.Errorf("cookie %d (%q): want a name, a domain and a path starting with /", i, c.Name))
+		}
+		switch c.SameSite {
+		case "", "Strict", "Lax", "None":
+		default:
+			errs = append(errs, fmt.Errorf("cookie %d (%q): same_site %q: want Strict, Lax, None or nothing", i, c.Name, c.SameSite))
+		}
+	}
+	for _, o := range st.Origins {
+		if !validOrigin(o.Origin) {
+			errs = append(errs, fmt.Errorf("origin %q: want http(s)://host[:port]", o.Origin))
+		}
+	}
+	if len(errs) > 3 {
+		errs = append(errs[:3], fmt.Errorf("and %d more", len(errs)-3))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("browser state: %w: %w", err, errdefs.ErrInvalid)
+	}
+	return nil
 }
 
 // clone is a deep copy of st.

@@ -43,7 +43,7 @@ func (s *Session) Tabs(ctx context.Context) ([]Tab, error) {
 	}
 	var tabs []Tab
 	for _, t := range infos {
-		if t.Type != "page" || t.TargetID == first || (s.profile == "" && t.BrowserContextID != s.ctxID) {
+		if !isTab(t) || t.TargetID == first || (s.profile == "" && t.BrowserContextID != s.ctxID) {
 			continue
 		}
 		tabs = append(tabs, Tab{ID: string(t.TargetID), URL: t.URL, Title: t.Title, Active: string(t.TargetID) == own})
