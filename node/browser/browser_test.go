@@ -176,7 +176,21 @@ func TestSessionsAcrossPeers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	text := snap.Msg.GetText()
+	if snap.Msg.GetTruncated() || snap.Msg.GetRefs() < 3 {
+		t.Fatalf("snapshot of the login page: %v", snap.Msg)
+	}
+	refOf(t, snap.Msg.GetText(), `button "Log in"`)
+	full, err := b1.Snapshot(ctx, connect.NewRequest(&apiv1.BrowserSnapshotRequest{Session: a, Full: true, Budget: 100}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Cut at 100 bytes, the rest by CID, fetched from the other peer.
+	if f := full.Msg.GetFull(); !full.Msg.GetTruncated() || len(full.Msg.GetText()) > 300 || !strings.Contains(full.Msg.GetText(), f.GetCid()) ||
+		string(fetchFile(ctx, t, cs[0], f.GetCid(), filepath.Join(uploads, "tree.txt"))) == "" {
+		t.Fatalf("full snapshot: %v", full.Msg)
+	}
+	// The whole tree holds the refs past the cut: they are the current ones.
+	text := string(fetchFile(ctx, t, cs[0], full.Msg.GetFull().GetCid(), filepath.Join(uploads, "tree2.txt")))
 	for _, step := range []*apiv1.BrowserActRequest{
 		{Ref: refOf(t, text, `textbox "User"`), Text: "alice"},
 		{Ref: refOf(t, text, `textbox "Password"`), Text: "secret"},
