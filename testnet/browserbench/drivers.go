@@ -33,7 +33,13 @@ type driver interface {
 type playwright struct {
 	node, cli, chromium string
 	extraArgs           []string
-	srv                 *server
+	// dir is the server's working directory, its workspace root, where it
+	// writes the page snapshot of each action and the console logs.
+	dir string
+	srv *server
+	// fileSnapshots: an action's result links to the page's snapshot in a
+	// file instead of carrying it.
+	fileSnapshots bool
 }
 
 func (p *playwright) name() string { return "playwright-mcp" }
@@ -43,7 +49,9 @@ func (p *playwright) args() []string {
 }
 
 func (p *playwright) start(ctx context.Context) error {
-	srv, err := startServer(ctx, exec.Command(p.node, p.args()...))
+	cmd := exec.Command(p.node, p.args()...)
+	cmd.Dir = p.dir
+	srv, err := startServer(ctx, cmd)
 	if err != nil {
 		return err
 	}
@@ -86,6 +94,7 @@ func (p *playwright) typeText(ctx context.Context, e element, text string) error
 
 func (p *playwright) click(ctx context.Context, e element) (int, error) {
 	_, text, err := p.srv.call(ctx, "browser_click", map[string]any{"element": e.role + " " + e.name, "target": e.ref})
+	p.fileSnapshots = p.fileSnapshots || strings.Contains(text, "- [Snapshot](")
 	return len(text), err
 }
 

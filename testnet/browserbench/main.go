@@ -215,16 +215,25 @@ func run(ctx context.Context, o options) error {
 		if err != nil {
 			return fmt.Errorf("playwright-mcp needs node: %w", err)
 		}
-		if _, err := os.Stat(o.playwright); err != nil {
+		cli, err := filepath.Abs(o.playwright) // the server runs in its own dir
+		if err != nil {
+			return err
+		}
+		if _, err := os.Stat(cli); err != nil {
 			return fmt.Errorf("playwright-mcp: %w (make bench-browser installs it)", err)
 		}
-		pw = &playwright{node: node, cli: o.playwright, chromium: o.chromium}
+		dir, err := os.MkdirTemp("", "browserbench-playwright-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		pw = &playwright{node: node, cli: cli, chromium: o.chromium, dir: dir}
 		// playwright-mcp turns Chromium's sandbox on, which Chromium
 		// refuses to start under as root ("Chromium sandboxing failed!").
 		if os.Getuid() == 0 {
 			pw.extraArgs = []string{"--no-sandbox"}
 		}
-		notes = append(notes, "playwright-mcp "+packageVersion(o.playwright)+", run as: node "+strings.Join(pw.args(), " "))
+		notes = append(notes, "playwright-mcp "+packageVersion(cli)+", run as: node "+strings.Join(pw.args(), " "))
 	}
 
 	if o.listTools {
@@ -300,6 +309,9 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 
+	if pw != nil && pw.fileSnapshots {
+		notes = append(notes, "playwright-mcp's click result links to the page's new snapshot in a file of its workspace (written on every action) rather than carrying it")
+	}
 	var idle *idleFigures
 	if cx != nil {
 		settle()

@@ -26,8 +26,8 @@ func scenarioPage() string {
 <body>
 <h1>Shop</h1>
 <form id="login" onsubmit="return login()">
-  <label for="user">User</label> <input id="user" name="user" autocomplete="off">
-  <label for="password">Password</label> <input id="password" name="password" type="password">
+  <label for="user">User</label> <input id="user" name="user" autocomplete="username">
+  <label for="password">Password</label> <input id="password" name="password" type="password" autocomplete="current-password">
   <button type="submit">Log in</button>
 </form>
 <p id="welcome" hidden></p>
