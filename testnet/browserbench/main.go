@@ -23,10 +23,12 @@ import (
 	"maps"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/cortex-peer/cortex-peer/testnet"
@@ -42,7 +44,12 @@ func main() {
 	flag.StringVar(&o.dump, "dump", "", "write each tool's first snapshot into this directory, to compare them")
 	flag.BoolVar(&o.listTools, "list-tools", false, "print playwright-mcp's tools and their input schemas, and stop")
 	flag.Parse()
-	if err := run(context.Background(), o); err != nil {
+	// Ctrl-C ends the run through its error path, which stops what it
+	// started.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, o)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "browserbench:", err)
 		os.Exit(1)
 	}

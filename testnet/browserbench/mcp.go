@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -23,7 +24,9 @@ type server struct {
 }
 
 // startServer starts cmd and connects to it as an MCP client.
+// It gets SIGTERM if browserbench dies first.
 func startServer(ctx context.Context, cmd *exec.Cmd) (*server, error) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	client := mcp.NewClient(&mcp.Implementation{Name: "browserbench", Version: "1"}, nil)
 	cs, err := client.Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
 	if err != nil {
