@@ -1,15 +1,20 @@
 package node
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/cortex-peer/cortex-peer/node/apiserver"
+	"github.com/cortex-peer/cortex-peer/node/browser"
 	"github.com/cortex-peer/cortex-peer/node/buildinfo"
 	"github.com/cortex-peer/cortex-peer/node/datadir"
 	"github.com/cortex-peer/cortex-peer/node/delegation"
@@ -34,6 +39,7 @@ type Config struct {
 	Exchange   exchange.Config
 	Tasks      tasks.Config
 	Delegation delegation.Config
+	Browser    browser.Config
 	// MCPListen is the loopback host:port of the MCP HTTP endpoint; empty
 	// serves none. MCPTokenFile holds its bearer token.
 	MCPListen    string
@@ -98,6 +104,7 @@ func ConfigFromFile(d datadir.Dir, fc datadir.FileConfig) (Config, error) {
 		KnownPeersInterval: DefaultKnownPeersInterval,
 		Tasks:              tasksConfig(d, fc.Tasks),
 		Delegation:         delegationConfig(fc.Tasks),
+		Browser:            browserConfig(d, fc.Browser),
 		MCPListen:          fc.MCP.Listen,
 		MCPTokenFile:       d.Path(fc.API.TokenFile),
 	}
@@ -140,6 +147,34 @@ func delegationConfig(t datadir.TasksSection) delegation.Config {
 	}
 }
 
+// browserConfig translates the config file's browser section. Chromium
+// runs as another uid, which cannot enter the data dir: its own files live
+// under the system's temp dir, named after the data dir so that two peers
+// of one machine never share them.
+func browserConfig(d datadir.Dir, b datadir.BrowserSection) browser.Config {
+	sum := sha256.Sum256([]byte(d.Root))
+	cfg := browser.DefaultConfig(filepath.Join(os.TempDir(), "cortex-browser-"+hex.EncodeToString(sum[:6])), d.Path("browser/tmp"))
+	cfg.Warm = b.Warm
+	cfg.AcceptRemote = b.AcceptRemote
+	for _, s := range b.AcceptFrom {
+		if id, err := peer.Decode(s); err == nil { // checked by the file's validation
+			cfg.AcceptFrom = append(cfg.AcceptFrom, id)
+		}
+	}
+	cfg.Origins = browser.OriginPolicy{Allowed: b.AllowedOrigins, Blocked: b.BlockedOrigins}
+	cfg.PersistentProfiles = b.PersistentProfiles
+	br := &cfg.Bridge
+	br.ExecPath, br.UID, br.GID = b.ExecPath, b.UID, b.UID
+	br.MaxSessions = b.MaxSessions
+	br.IdleTTL, br.NavigateTimeout = b.IdleTTL.Duration, b.NavigateTimeout.Duration
+	br.SnapshotBudget = b.SnapshotBudget
+	br.MaxTabs, br.MaxMemoryBytes = b.MaxTabs, b.MaxMemoryMiB<<20
+	if b.PersistentProfiles {
+		br.ProfilesDir = d.Path("browser/profiles")
+	}
+	return cfg
+}
+
 // taskPolicy is the limits and defaults the tasks section sets.
 func taskPolicy(t datadir.TasksSection) runtime.Policy {
 	return runtime.Policy{
@@ -176,7 +211,7 @@ func (c Config) Validate() error {
 			return err
 		}
 	}
-	if err := errors.Join(c.API.Validate(), c.Exchange.Validate(), c.Tasks.Validate(), c.Delegation.Validate()); err != nil {
+	if err := errors.Join(c.API.Validate(), c.Exchange.Validate(), c.Tasks.Validate(), c.Delegation.Validate(), c.Browser.Validate()); err != nil {
 		return err
 	}
 	if c.Dir.Root == "" || c.KnownPeersInterval <= 0 {

@@ -15,6 +15,7 @@ import (
 	"github.com/cortex-peer/cortex-peer/dag"
 	"github.com/cortex-peer/cortex-peer/dag/fswatch"
 	"github.com/cortex-peer/cortex-peer/node/apiserver"
+	"github.com/cortex-peer/cortex-peer/node/browser"
 	"github.com/cortex-peer/cortex-peer/node/capabilities"
 	"github.com/cortex-peer/cortex-peer/node/datadir"
 	"github.com/cortex-peer/cortex-peer/node/delegation"
@@ -45,6 +46,7 @@ type Node struct {
 	book       *p2p.Book
 	prober     *capabilities.Prober
 	delegation *delegation.Delegation
+	browser    *browser.Service
 	hb         *p2p.Heartbeater
 	api        *apiserver.Server
 	mcp        *mcpHTTP // nil unless configured
@@ -107,6 +109,11 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	}, logger("delegation")); err != nil {
 		return nil, err
 	}
+	if n.browser, err = browser.New(cfg.Browser, browser.Deps{
+		Host: n.host, Blocks: n.exchange, DAGs: n.dags, GC: gc, Mesh: meshView{n},
+	}, logger("browser")); err != nil {
+		return nil, err
+	}
 	if n.hb, err = p2p.NewHeartbeater(n.host, n.book, n.announcement, logger("heartbeat")); err != nil {
 		return nil, err
 	}
@@ -115,6 +122,7 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 		Workspaces: workspace.New(n.dags, n.watch, n.exchange, gc),
 		Tasks:      n.delegation,
 		Images:     n.images,
+		Browser:    n.browser,
 	}); err != nil {
 		return nil, err
 	}
@@ -126,6 +134,7 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 
 	n.sup = newSupervisor(logger("supervisor"))
 	n.sup.Go("delegation", n.delegation.Serve)
+	n.sup.Go("browser", n.browser.Serve)
 	n.sup.Go("heartbeat", n.hb.Serve)
 	n.sup.Go("api", n.api.Serve)
 	if n.mcp != nil {
@@ -163,6 +172,15 @@ func (n *Node) RunningTasks() int {
 		return 0
 	}
 	return n.runner.Running()
+}
+
+// BrowserProcesses are the pids of this peer's Chromium, for tests that
+// check none outlives the peer.
+func (n *Node) BrowserProcesses() []int {
+	if n.browser == nil {
+		return nil
+	}
+	return n.browser.Processes()
 }
 
 // MCPURL is the URL of the peer's MCP HTTP endpoint, or "" when it serves none.
@@ -241,6 +259,9 @@ func (n *Node) Close() error {
 		}
 		if n.hb != nil {
 			errs = append(errs, n.hb.Close())
+		}
+		if n.browser != nil {
+			errs = append(errs, n.browser.Close()) // it stores artifacts: before the store
 		}
 		if n.delegation != nil {
 			errs = append(errs, n.delegation.Close())

@@ -24,6 +24,7 @@ var errorCodes = []struct {
 	{errdefs.ErrPermissionDenied, connect.CodePermissionDenied},
 	{errdefs.ErrResourceExhausted, connect.CodeResourceExhausted},
 	{errdefs.ErrLocked, connect.CodeFailedPrecondition},
+	{errdefs.ErrStale, connect.CodeAborted},
 	// What the file system says of a path a caller named: a missing
 	// directory is not an internal error of the peer.
 	{fs.ErrNotExist, connect.CodeNotFound},

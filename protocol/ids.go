@@ -18,6 +18,9 @@ const (
 	// LogsProtocol returns ranges of a task's stored output by sequence
 	// number: what fills the gaps of the live log topic.
 	LogsProtocol = "/cortex/logs/1.0.0"
+	// BrowserProtocol carries one call of the browser service to the peer
+	// that hosts the session.
+	BrowserProtocol = "/cortex/browser/1.0.0"
 	// LogTopicPrefix + task id is the gossip topic of a task's live output.
 	LogTopicPrefix = "/cortex/logs/1.0.0/"
 )
@@ -37,6 +40,12 @@ const (
 	MaxLogChunkMessage = 320 << 10
 	// MaxLogRangeRequest bounds a request on LogsProtocol.
 	MaxLogRangeRequest = 1 << 10
+	// MaxBrowserCall bounds a call on BrowserProtocol (files travel by
+	// CID, never in a call).
+	MaxBrowserCall = 256 << 10
+	// MaxBrowserReply bounds a reply on BrowserProtocol: a snapshot's text,
+	// an inline screenshot, a page's console.
+	MaxBrowserReply = 8 << 20
 	// MaxTaskTimeoutMs bounds a task's timeout in milliseconds, on the task
 	// wire and the local API, so that it never overflows a time.Duration
 	// (100 years).
@@ -46,5 +55,5 @@ const (
 // Protocols lists the versioned wire protocols of this build, as advertised in
 // heartbeats and shown by `cortex-peer version`.
 func Protocols() []string {
-	return []string{HeartbeatTopic, BlocksProtocol, TaskProtocol, LogsProtocol}
+	return []string{HeartbeatTopic, BlocksProtocol, TaskProtocol, LogsProtocol, BrowserProtocol}
 }

@@ -1,13 +1,21 @@
 // Package cdp keeps one headless Chromium alive on a peer and gives out
 // sessions on it, each its own browser context (cookies, storage and cache
-// never shared), driven over the Chrome DevTools Protocol with chromedp.
+// never shared), driven over the Chrome DevTools Protocol with chromedp. A
+// session opened on a persistent profile gets a Chromium of its own on a
+// copy of the profile, saved back when it closes.
+//
+// A session keeps the last state it saw (cookies and localStorage), so
+// that a tab reopened after a renderer crash or a dead Chromium is still
+// logged in, and State/OpenOptions.State move a login to another peer.
+// Downloads land in the session's own dir, uploads come from it; both are
+// reachable by Chromium's uid.
 //
 // Chromium never runs as root: when the peer is root it is started as an
 // unprivileged uid (Config.UID) with Chromium's own sandbox on, which here
 // is the user-namespace sandbox. It talks over a pipe, not a port, so that
 // it dies with its connection, and it gets Pdeathsig so that it dies with
-// the peer. The package knows nothing of libp2p: the mesh glue lives in
-// node.
+// the peer. The package knows nothing of libp2p, the API or the node: the
+// mesh glue lives in node.
 package cdp
 
 import (
@@ -18,9 +26,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -57,7 +66,22 @@ type Config struct {
 	// IdleTTL is a session's lease: each call renews it, and a session
 	// idle for longer is closed by Serve.
 	IdleTTL time.Duration
-	Logger  *slog.Logger
+	// MaxTabs bounds the tabs of a session: a page that opens more has
+	// them closed.
+	MaxTabs int
+	// MaxMemoryBytes: Open refuses new sessions while Chromium uses more
+	// (MemoryBytes); 0: no cap.
+	MaxMemoryBytes int64
+	// ProfilesDir keeps persistent profiles, one dir each; "": none. It
+	// may be private to the peer: a profile is copied under Dir while its
+	// session runs.
+	ProfilesDir string
+	// OnExpire, if set, is called by Serve before it closes a session
+	// whose lease ran out (to save its state, say); the session's calls
+	// made from it end within ExpireTimeout.
+	OnExpire      func(s *Session)
+	ExpireTimeout time.Duration
+	Logger        *slog.Logger
 }
 
 // DefaultConfig is the bridge's configuration under dir.
@@ -65,7 +89,7 @@ func DefaultConfig(dir string) Config {
 	return Config{
 		ExecPath: "/usr/lib/chromium/chromium", Dir: dir, UID: 64123, GID: 64123,
 		MaxSessions: 20, NavigateTimeout: 30 * time.Second, StartTimeout: 30 * time.Second,
-		SnapshotBudget: 32 << 10, IdleTTL: 30 * time.Minute,
+		SnapshotBudget: 32 << 10, IdleTTL: 30 * time.Minute, MaxTabs: 10, ExpireTimeout: 30 * time.Second,
 	}
 }
 
@@ -78,8 +102,14 @@ func (c Config) Validate() error {
 	if c.ExecPath == "" {
 		errs = append(errs, errors.New("browser: no Chromium binary (exec_path)"))
 	}
-	if c.MaxSessions <= 0 || c.NavigateTimeout <= 0 || c.StartTimeout <= 0 || c.SnapshotBudget <= 0 || c.IdleTTL <= 0 {
-		errs = append(errs, errors.New("browser: max_sessions, the timeouts, the idle TTL and the snapshot budget must be positive"))
+	if c.MaxSessions <= 0 || c.MaxTabs <= 0 || c.NavigateTimeout <= 0 || c.StartTimeout <= 0 || c.ExpireTimeout <= 0 || c.SnapshotBudget <= 0 || c.IdleTTL <= 0 {
+		errs = append(errs, errors.New("browser: max_sessions, max_tabs, the timeouts, the idle TTL and the snapshot budget must be positive"))
+	}
+	if c.MaxMemoryBytes < 0 {
+		errs = append(errs, errors.New("browser: max_memory must not be negative (0: no cap)"))
+	}
+	if c.ProfilesDir != "" && !filepath.IsAbs(c.ProfilesDir) {
+		errs = append(errs, fmt.Errorf("browser: profiles_dir %q: want an absolute path", c.ProfilesDir))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", err, errdefs.ErrInvalid)
@@ -88,18 +118,17 @@ func (c Config) Validate() error {
 }
 
 // Browser is the peer's Chromium and its sessions. It starts Chromium on
-// first use and again after it died.
+// first use and again after it died; a session with a persistent profile
+// has a Chromium of its own.
 type Browser struct {
-	cfg Config
-	log *slog.Logger
+	cfg    Config
+	log    *slog.Logger
+	shared *instance
 
 	mu       sync.Mutex
 	closed   bool
-	alloc    context.Context // the running Chromium's allocator; nil: not running
-	stop     context.CancelFunc
-	root     context.Context // the browser connection
-	pid      int
 	sessions map[string]*Session
+	profiles map[string]*Session // open persistent profiles by name
 }
 
 // New returns a bridge that starts Chromium when first asked. It kills
@@ -112,7 +141,8 @@ func New(cfg Config) (*Browser, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	b := &Browser{cfg: cfg, log: log, sessions: map[string]*Session{}}
+	b := &Browser{cfg: cfg, log: log, sessions: map[string]*Session{}, profiles: map[string]*Session{}}
+	b.shared = newInstance(b, filepath.Join(cfg.Dir, "shared"))
 	if n := killLeftovers(cfg.Dir); n > 0 {
 		log.Info("killed Chromium processes a previous run left", "count", n)
 	}
@@ -122,127 +152,43 @@ func New(cfg Config) (*Browser, error) {
 	return b, nil
 }
 
-// Ready starts Chromium if it is not running.
+// Ready starts the shared Chromium if it is not running.
 func (b *Browser) Ready(ctx context.Context) error {
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	_, err := b.ensure(ctx)
+	closed := b.closed
+	b.mu.Unlock()
+	if closed {
+		return fmt.Errorf("browser: closed: %w", errdefs.ErrUnavailable)
+	}
+	_, err := b.shared.ensure(ctx)
 	return err
 }
 
-// ensure returns the browser connection, starting Chromium if need be;
-// b.mu is held.
-func (b *Browser) ensure(ctx context.Context) (context.Context, error) {
-	if b.closed {
-		return nil, fmt.Errorf("browser: closed: %w", errdefs.ErrUnavailable)
-	}
-	if b.root != nil && b.root.Err() == nil {
-		return b.root, nil
-	}
-	if b.root != nil {
-		b.log.Warn("Chromium is gone; starting it again", "pid", b.pid)
-	}
-	b.shutdown(false) // its sessions reopen their tabs on their next call
-	home := filepath.Join(b.cfg.Dir, "home")
-	profile := filepath.Join(b.cfg.Dir, "profile")
-	if err := os.RemoveAll(b.cfg.Dir); err != nil {
-		return nil, fmt.Errorf("browser: clear %s: %w", b.cfg.Dir, err)
-	}
-	asRoot := os.Geteuid() == 0
-	if asRoot {
-		if err := reachable(filepath.Dir(b.cfg.Dir)); err != nil {
-			return nil, fmt.Errorf("browser: Chromium runs as uid %d and cannot reach %s: %w: %w", b.cfg.UID, b.cfg.Dir, err, errdefs.ErrInvalid)
+// makeDirs makes the bridge's dir and its sessions/ and profiles/, which
+// Chromium's uid may pass through but not list.
+func (b *Browser) makeDirs() error {
+	for _, d := range []string{b.cfg.Dir, filepath.Join(b.cfg.Dir, "sessions"), filepath.Join(b.cfg.Dir, "profiles")} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return fmt.Errorf("browser: %w", err)
+		}
+		if err := os.Chmod(d, 0o711); err != nil {
+			return fmt.Errorf("browser: %w", err)
 		}
 	}
-	for _, d := range []string{b.cfg.Dir, home, filepath.Join(home, ".config"), filepath.Join(home, ".cache"), filepath.Join(home, "tmp"), profile} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return nil, fmt.Errorf("browser: %w", err)
-		}
-		if asRoot {
-			if err := os.Chown(d, int(b.cfg.UID), int(b.cfg.GID)); err != nil {
-				return nil, fmt.Errorf("browser: %w", err)
-			}
-		}
-	}
-	stderr, err := os.Create(filepath.Join(b.cfg.Dir, "chromium.log"))
-	if err != nil {
-		return nil, fmt.Errorf("browser: %w", err)
-	}
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(b.cfg.ExecPath),
-		chromedp.Headless, chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("hide-scrollbars", true),
-		chromedp.Flag("mute-audio", true),
-		// chromedp turns the sandbox off for a root parent unless told
-		// not to; Chromium runs as the unprivileged uid, sandboxed.
-		chromedp.Flag("no-sandbox", false),
-		chromedp.UserDataDir(profile),
-		chromedp.NoInheritEnv,
-		chromedp.Env("HOME="+home, "PATH=/usr/bin:/bin", "XDG_CONFIG_HOME="+home+"/.config",
-			"XDG_CACHE_HOME="+home+"/.cache", "TMPDIR="+home+"/tmp"),
-		chromedp.CombinedOutput(stderr),
-		chromedp.ModifyCmdFunc(func(cmd *exec.Cmd) {
-			// chromedp starts Chromium from a thread it keeps while the
-			// browser runs, so Pdeathsig fires when the peer dies.
-			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-			if asRoot {
-				cmd.SysProcAttr.Credential = &syscall.Credential{Uid: b.cfg.UID, Gid: b.cfg.GID, Groups: []uint32{}}
-			}
-			cmd.Dir = home
-		}),
-	}
-	alloc, stopAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	root, stopRoot := chromedp.NewContext(alloc)
-	stop := func() { stopRoot(); stopAlloc(); stderr.Close() }
-	start, cancelStart := context.WithTimeout(ctx, b.cfg.StartTimeout)
-	defer cancelStart()
-	errc := make(chan error, 1)
-	go func() { errc <- chromedp.Do(root) }()
-	select {
-	case err = <-errc:
-	case <-start.Done():
-		err = context.Cause(start)
-	}
-	if err != nil {
-		stop()
-		killLeftovers(b.cfg.Dir)
-		log, _ := os.ReadFile(filepath.Join(b.cfg.Dir, "chromium.log"))
-		return nil, fmt.Errorf("browser: start Chromium (%s): %w; its output: %s: %w", b.cfg.ExecPath, err, lastLines(log, 5), errdefs.ErrUnavailable)
-	}
-	b.alloc, b.root, b.stop = alloc, root, stop
-	if p := chromedp.FromContext(root).Browser.Process(); p != nil {
-		b.pid = p.Pid
-	}
-	b.log.Info("Chromium started", "pid", b.pid, "uid", b.cfg.UID, "sandbox", true)
-	return root, nil
+	return nil
 }
 
-// shutdown stops the running Chromium and kills what is left of it, and
-// with drop forgets the sessions; b.mu is held.
-func (b *Browser) shutdown(drop bool) {
-	if drop {
-		for id, s := range b.sessions {
-			s.cancel()
-			delete(b.sessions, id)
+// mkdirOwned makes dir, private to Chromium's uid when the peer is root.
+func (b *Browser) mkdirOwned(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("browser: %w", err)
+	}
+	if os.Geteuid() == 0 {
+		if err := os.Chown(dir, int(b.cfg.UID), int(b.cfg.GID)); err != nil {
+			return fmt.Errorf("browser: %w", err)
 		}
 	}
-	if b.stop == nil {
-		return
-	}
-	b.stop()
-	if b.alloc != nil {
-		if a, ok := chromedp.FromContext(b.root).Allocator.(*chromedp.ExecAllocator); ok {
-			a.Wait()
-		}
-	}
-	if b.pid > 0 {
-		_ = syscall.Kill(-b.pid, syscall.SIGKILL)
-	}
-	killLeftovers(b.cfg.Dir)
-	b.alloc, b.root, b.stop, b.pid = nil, nil, nil, 0
+	return nil
 }
 
 // Serve closes the sessions whose lease ran out (idle for IdleTTL) until
@@ -260,7 +206,9 @@ func (b *Browser) Serve(ctx context.Context) error {
 	}
 }
 
-// expire closes the sessions idle for longer than their lease.
+// expire closes the sessions idle for longer than their lease, after
+// Config.OnExpire had a look at each: every call it makes on the session
+// ends within ExpireTimeout.
 func (b *Browser) expire(now time.Time) {
 	b.mu.Lock()
 	var idle []*Session
@@ -271,66 +219,126 @@ func (b *Browser) expire(now time.Time) {
 	}
 	b.mu.Unlock()
 	for _, s := range idle {
-		b.log.Info("browser session closed: its lease ran out", "session", s.ID, "idle_ttl", b.cfg.IdleTTL)
-		_ = s.Close()
+		b.log.Info("browser session closing: its lease ran out", "session", s.ID, "idle_ttl", b.cfg.IdleTTL)
+		if b.cfg.OnExpire != nil {
+			s.deadline.Store(time.Now().Add(b.cfg.ExpireTimeout).UnixNano())
+			b.cfg.OnExpire(s)
+		}
+		if err := s.Close(); err != nil {
+			b.log.Warn("browser session closed with an error", "session", s.ID, "err", err)
+		}
 	}
 }
 
-// Close closes every session and stops Chromium, leaving no process of
-// it. Safe to call twice.
+// Close closes every session (saving persistent profiles) and stops
+// Chromium, leaving no process of it. Safe to call twice.
 func (b *Browser) Close() error {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if b.closed {
+		b.mu.Unlock()
 		return nil
 	}
 	b.closed = true
-	b.shutdown(true)
-	return os.RemoveAll(b.cfg.Dir)
+	sessions := slices.Collect(maps.Values(b.sessions))
+	b.mu.Unlock()
+	var errs []error
+	for _, s := range sessions {
+		errs = append(errs, s.Close())
+	}
+	b.shared.shutdown(false)
+	errs = append(errs, os.RemoveAll(b.cfg.Dir))
+	return errors.Join(errs...)
 }
 
-// Open starts a session: a browser context of its own with one tab.
-func (b *Browser) Open(ctx context.Context) (*Session, error) {
+// OpenOptions say what a new session starts with.
+type OpenOptions struct {
+	// State is restored into the new session before its first use.
+	State *State
+	// Profile names a persistent profile (with Config.ProfilesDir set):
+	// the session runs in a Chromium of its own on that profile, saved
+	// back when the session closes. "": a fresh browser context in the
+	// shared Chromium.
+	Profile string
+}
+
+// Open starts a session: a browser context of its own with one tab, or a
+// persistent profile's Chromium.
+func (b *Browser) Open(ctx context.Context, opts OpenOptions) (*Session, error) {
+	if opts.Profile != "" {
+		if b.cfg.ProfilesDir == "" {
+			return nil, fmt.Errorf("browser: profile %q: persistent profiles are off on this peer (browser.profiles_dir): %w", opts.Profile, errdefs.ErrInvalid)
+		}
+		if !validProfile(opts.Profile) {
+			return nil, fmt.Errorf("browser: profile %q: want 1-64 letters, digits, '.', '_' or '-': %w", opts.Profile, errdefs.ErrInvalid)
+		}
+	}
+	if max := b.cfg.MaxMemoryBytes; max > 0 {
+		if used := b.MemoryBytes(); used > max {
+			return nil, fmt.Errorf("browser: Chromium uses %d MiB, over this peer's cap of %d MiB (browser.max_memory); close a session first: %w", used>>20, max>>20, errdefs.ErrUnavailable)
+		}
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.closed {
+		return nil, fmt.Errorf("browser: closed: %w", errdefs.ErrUnavailable)
+	}
 	if len(b.sessions) >= b.cfg.MaxSessions {
 		return nil, fmt.Errorf("browser: %d sessions open, the most this peer allows (browser.max_sessions): %w", len(b.sessions), errdefs.ErrUnavailable)
 	}
-	tab, cancel, err := b.newTabLocked(ctx)
-	if err != nil {
-		return nil, err
+	if o, ok := b.profiles[opts.Profile]; ok && opts.Profile != "" {
+		return nil, fmt.Errorf("browser: profile %q is open in session %s; close that session first: %w", opts.Profile, o.ID, errdefs.ErrUnavailable)
 	}
-	s := &Session{ID: newSessionID(), b: b, tab: tab, cancel: cancel, refs: map[string]refTarget{}}
+	s := &Session{ID: newSessionID(), b: b, inst: b.shared, profile: opts.Profile, refs: map[string]refTarget{}}
+	s.life, s.endCalls = context.WithCancel(context.Background())
+	s.dir = filepath.Join(b.cfg.Dir, "sessions", s.ID)
 	s.used.Store(time.Now().UnixNano())
-	if err := s.watch(ctx); err != nil {
-		cancel()
+	fail := func(err error) (*Session, error) {
+		s.endCalls()
+		if s.cancel != nil {
+			s.cancel()
+		}
+		if s.profile != "" {
+			s.inst.shutdown(false)
+			_ = os.RemoveAll(s.inst.dir)
+		} else {
+			s.inst.forget(s)
+		}
+		_ = os.RemoveAll(s.dir)
 		return nil, fmt.Errorf("browser: open a session: %w", err)
 	}
+	if err := b.makeDirs(); err != nil {
+		return fail(err)
+	}
+	for _, d := range []string{s.dir, filepath.Join(s.dir, "downloads"), filepath.Join(s.dir, "uploads")} {
+		if err := b.mkdirOwned(d); err != nil {
+			return fail(err)
+		}
+	}
+	st := opts.State
+	if s.profile != "" {
+		saved, err := b.loadProfile(s)
+		if err != nil {
+			return fail(err)
+		}
+		if st == nil {
+			st = saved
+		}
+	}
+	if err := s.attach(ctx); err != nil {
+		return fail(err)
+	}
+	if st != nil {
+		if err := s.restoreWithin(ctx, *st); err != nil {
+			return fail(err)
+		}
+		s.state = st.clone()
+	}
 	b.sessions[s.ID] = s
-	b.log.Info("browser session opened", "session", s.ID)
+	if s.profile != "" {
+		b.profiles[s.profile] = s
+	}
+	b.log.Info("browser session opened", "session", s.ID, "profile", s.profile, "state", st != nil)
 	return s, nil
-}
-
-// newTab opens a tab in a new browser context, starting Chromium if it
-// is not running.
-func (b *Browser) newTab(ctx context.Context) (context.Context, context.CancelFunc, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.newTabLocked(ctx)
-}
-
-func (b *Browser) newTabLocked(ctx context.Context) (context.Context, context.CancelFunc, error) {
-	root, err := b.ensure(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	tab, cancel := chromedp.NewContext(root, chromedp.WithNewBrowserContext())
-	// The context and its tab are made by the first action.
-	if err := runWithin(ctx, tab, b.cfg.StartTimeout); err != nil {
-		cancel()
-		return nil, nil, fmt.Errorf("browser: open a tab: %w", err)
-	}
-	return tab, cancel, nil
 }
 
 // Session returns an open session.
@@ -355,10 +363,21 @@ func (b *Browser) Sessions() []string {
 	return ids
 }
 
-func (b *Browser) forget(id string) {
+func (b *Browser) forget(s *Session) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	delete(b.sessions, id)
+	delete(b.sessions, s.ID)
+	if b.profiles[s.profile] == s {
+		delete(b.profiles, s.profile)
+	}
+}
+
+// within is a context for actions on tab (a chromedp context) that ends
+// after d, or when ctx ends.
+func within(ctx, tab context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	tctx, cancel := context.WithTimeout(tab, d)
+	stop := context.AfterFunc(ctx, cancel)
+	return tctx, func() { stop(); cancel() }
 }
 
 // runWithin runs no action on tab (so that its target exists) within d,
@@ -382,8 +401,8 @@ func newSessionID() string {
 	return "b" + hex.EncodeToString(b[:])
 }
 
-// killLeftovers kills every live process of a Chromium whose profile is
-// under dir (the crash handlers it detaches too), and says how many.
+// killLeftovers kills every live process of the Chromiums under dir
+// (the crash handlers they detach too), and says how many.
 func killLeftovers(dir string) int {
 	n := 0
 	for _, pid := range processesOf(dir) {
@@ -394,20 +413,29 @@ func killLeftovers(dir string) int {
 	return n
 }
 
-// Processes lists the live processes of this bridge's Chromium, for
+// Processes lists the live processes of this bridge's Chromiums, for
 // tests and status.
 func (b *Browser) Processes() []int { return processesOf(b.cfg.Dir) }
 
-// processesOf lists the live (not zombie) processes whose command line
-// names the profile dir under dir.
+// processesOf lists the live (not zombie) processes of a Chromium whose
+// files are under dir: an argument names its profile (--user-data-dir)
+// or its crash database (--database) there.
 func processesOf(dir string) []int {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
 	}
-	// The profile's path, not only --user-data-dir=: the crash handlers
-	// name their database in it.
-	needle := []byte(filepath.Join(dir, "profile"))
+	// Chromium's children retitle themselves: their command line is one
+	// string, not arguments apart.
+	under := filepath.Clean(dir) + "/"
+	ours := func(cmdline []byte) bool {
+		for _, flag := range []string{"--user-data-dir=", "--database="} {
+			if bytes.Contains(cmdline, []byte(flag+under)) {
+				return true
+			}
+		}
+		return false
+	}
 	var pids []int
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
@@ -415,7 +443,7 @@ func processesOf(dir string) []int {
 			continue
 		}
 		cl, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err != nil || !bytes.Contains(cl, needle) {
+		if err != nil || !ours(cl) {
 			continue
 		}
 		if st, err := os.ReadFile("/proc/" + e.Name() + "/stat"); err == nil {

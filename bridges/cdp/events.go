@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/chromedp/cdproto/inspector"
@@ -41,6 +42,7 @@ type pageEvents struct {
 	console  []ConsoleEntry
 	network  []NetworkEntry
 	requests map[network.RequestID]NetworkEntry // sent, not yet ended
+	muted    atomic.Bool                        // a restore runs: its blank pages are not the user's
 }
 
 func appendBounded[T any](xs []T, x T) []T {
@@ -53,6 +55,9 @@ func appendBounded[T any](xs []T, x T) []T {
 // on takes one event of the tab. It runs on the tab's reading goroutine,
 // so it only records.
 func (p *pageEvents) on(ev any) {
+	if p.muted.Load() {
+		return
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch e := ev.(type) {
@@ -127,21 +132,22 @@ func (s *Session) Network() []NetworkEntry {
 // crash.
 func (s *Session) watch(ctx context.Context) error {
 	err := chromedp.Listen(s.tab, func(ev any) {
-		if _, ok := ev.(*inspector.EventTargetCrashed); ok {
+		switch e := ev.(type) {
+		case *inspector.EventTargetCrashed:
 			s.crashed.Store(true)
 			return
+		case *page.EventFrameNavigated:
+			if e.Frame != nil {
+				s.visit(e.Frame.SecurityOrigin)
+			}
 		}
 		s.events.on(ev)
 	})
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.b.cfg.StartTimeout)
-	defer cancel()
-	tab, done := context.WithCancel(s.tab)
+	tab, done := within(ctx, s.tab, s.b.cfg.StartTimeout)
 	defer done()
-	stop := context.AfterFunc(ctx, done)
-	defer stop()
 	if _, err := chromedp.Call(tab, network.Enable, network.EnableParams{}); err != nil {
 		return fmt.Errorf("watch the network: %w", err)
 	}

@@ -3,8 +3,8 @@ package cdp
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,16 +22,23 @@ import (
 
 // ErrStaleRef is a ref from a snapshot older than the page: it is never
 // used, lest it click the wrong element.
-var ErrStaleRef = errors.New("stale_ref")
+var ErrStaleRef = fmt.Errorf("stale_ref: %w", errdefs.ErrStale)
 
 // Session is one browser context with its tab. Its calls are serialised:
 // a model drives one page step by step.
 type Session struct {
 	ID string
 
-	b      *Browser
-	tab    context.Context
-	cancel context.CancelFunc
+	b       *Browser
+	inst    *instance // the Chromium the session runs in
+	profile string    // the persistent profile's name; "": a fresh browser context
+	dir     string    // downloads/ and uploads/, reachable by Chromium's uid
+	tab     context.Context
+	cancel  context.CancelFunc
+	// life ends when Close starts, and ends the call in flight with it.
+	life     context.Context
+	endCalls context.CancelFunc
+	ctxID    cdpproto.BrowserContextID // the tab's browser context; "": the default one
 
 	mu        sync.Mutex
 	closed    bool
@@ -44,6 +51,12 @@ type Session struct {
 	nextRef   uint64               // the next ref number to give out
 	refs      map[string]refTarget // refs of the current generation
 	events    pageEvents
+	state     State // the last state seen, restored into a reopened tab
+	downloads downloadList
+	deadline  atomic.Int64 // unix nanos; non-zero: every call ends by then (the session is expiring)
+
+	originsMu sync.Mutex
+	origins   map[string]bool // origins the session's pages loaded
 }
 
 // refTarget is what a ref of a snapshot points at.
@@ -53,19 +66,44 @@ type refTarget struct {
 	name string
 }
 
-// Close closes the session's browser context. Safe to call twice.
+// Close closes the session's browser context, and removes its dir. A
+// persistent profile's Chromium is stopped and the profile saved first.
+// Safe to call twice.
 func (s *Session) Close() error {
+	s.endCalls()
 	s.mu.Lock()
-	s.closed = true
-	s.mu.Unlock()
-	s.cancel()
-	s.b.forget(s.ID)
-	return nil
+	defer s.mu.Unlock()
+	return s.closeLocked()
 }
 
+func (s *Session) closeLocked() error {
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	var err error
+	if s.profile != "" {
+		err = s.saveProfile()
+	} else {
+		s.cancel()
+		s.inst.forget(s)
+	}
+	s.b.forget(s)
+	if rerr := os.RemoveAll(s.dir); rerr != nil && err == nil {
+		err = fmt.Errorf("browser session %s: remove its dir: %w", s.ID, rerr)
+	}
+	s.b.log.Info("browser session closed", "session", s.ID, "profile", s.profile)
+	return err
+}
+
+// Dir is the session's own dir: downloads land in Dir()/downloads, and
+// files to upload go into Dir()/uploads. Chromium's uid can read and
+// write both; the dir is removed when the session closes.
+func (s *Session) Dir() string { return s.dir }
+
 // Recovered says whether the last call found the session's tab gone (its
-// renderer crashed, or Chromium died) and reopened it at its last URL;
-// cookies and storage of a context that died are gone with it.
+// renderer crashed, or Chromium died) and reopened it at its last URL,
+// with the cookies and localStorage it last saw.
 func (s *Session) Recovered() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -96,25 +134,45 @@ func (s *Session) alive() bool {
 // Chromium again if it died, at the page it was on.
 func (s *Session) reopen(ctx context.Context) error {
 	s.cancel()
-	tab, cancel, err := s.b.newTab(ctx)
+	s.inst.forget(s)
+	if err := s.attach(ctx); err != nil {
+		return err
+	}
+	s.crashed.Store(false)
+	s.invalidate()
+	if err := s.restoreWithin(ctx, s.state); err != nil {
+		s.b.log.Warn("browser session recovered without its state", "session", s.ID, "err", err)
+	}
+	s.b.log.Warn("browser session recovered: its tab was gone", "session", s.ID, "url", s.lastURL, "cookies", len(s.state.Cookies))
+	if s.lastURL != "" {
+		nav, cancelNav := within(ctx, s.tab, s.b.cfg.NavigateTimeout)
+		defer cancelNav()
+		_ = chromedp.Do(nav, chromedp.Navigate(s.lastURL)) // what loads by the timeout will do
+	}
+	return nil
+}
+
+// attach gives the session a new tab (and browser context) and watches
+// it. s.mu is held, or the session is not handed out yet.
+func (s *Session) attach(ctx context.Context) error {
+	tab, cancel, err := s.inst.newTab(ctx, s)
 	if err != nil {
 		return err
 	}
 	s.tab, s.cancel = tab, cancel
-	s.crashed.Store(false)
-	s.invalidate()
+	s.ctxID = chromedp.FromContext(tab).BrowserContextID
 	if err := s.watch(ctx); err != nil {
 		return err
 	}
-	s.b.log.Warn("browser session recovered: its tab was gone", "session", s.ID, "url", s.lastURL)
-	if s.lastURL != "" {
-		nav, cancelNav := context.WithTimeout(tab, s.b.cfg.NavigateTimeout)
-		defer cancelNav()
-		stop := context.AfterFunc(ctx, cancelNav)
-		defer stop()
-		_ = chromedp.Do(nav, chromedp.Navigate(s.lastURL)) // what loads by the timeout will do
-	}
 	return nil
+}
+
+// restoreWithin restores st into the session's tab, within the start
+// timeout or until ctx ends.
+func (s *Session) restoreWithin(ctx context.Context, st State) error {
+	rctx, cancel := within(ctx, s.tab, s.b.cfg.StartTimeout)
+	defer cancel()
+	return s.restore(rctx, st)
 }
 
 // NavigateResult says where a navigation ended.
@@ -144,6 +202,7 @@ func (s *Session) Navigate(ctx context.Context, url string) (NavigateResult, err
 	}
 	s.invalidate()
 	res.URL, res.Title, err = s.pageInfo(ctx)
+	s.capture(ctx)
 	return res, err
 }
 
@@ -164,7 +223,7 @@ func (s *Session) enter(ctx context.Context) (context.Context, func(), error) {
 // with ctx (the caller's deadline or cancel); done releases it. A tab that
 // is gone is reopened first. s.mu is held.
 func (s *Session) bind(ctx context.Context) (context.Context, context.CancelFunc, error) {
-	if s.closed {
+	if s.closed || s.life.Err() != nil {
 		return nil, nil, fmt.Errorf("browser session %s: closed: %w", s.ID, errdefs.ErrNotFound)
 	}
 	s.used.Store(time.Now().UnixNano())
@@ -176,8 +235,12 @@ func (s *Session) bind(ctx context.Context) (context.Context, context.CancelFunc
 		s.recovered = true
 	}
 	tab, cancel := context.WithCancel(s.tab)
+	if d := s.deadline.Load(); d != 0 {
+		tab, cancel = context.WithDeadline(s.tab, time.Unix(0, d))
+	}
 	stop := context.AfterFunc(ctx, cancel)
-	return tab, func() { stop(); cancel() }, nil
+	stopLife := context.AfterFunc(s.life, cancel)
+	return tab, func() { stop(); stopLife(); cancel() }, nil
 }
 
 // Evaluate runs a JavaScript expression in the page (awaiting a promise)
@@ -188,7 +251,9 @@ func (s *Session) Evaluate(ctx context.Context, expression string) (json.RawMess
 		return nil, err
 	}
 	defer leave()
-	return s.evalLocked(ctx, expression)
+	v, err := s.evalLocked(ctx, expression)
+	s.capture(ctx)
+	return v, err
 }
 
 func (s *Session) evalLocked(ctx context.Context, expression string) (json.RawMessage, error) {
@@ -368,6 +433,7 @@ func (s *Session) Click(ctx context.Context, ref, selector string) error {
 	if err := s.call(ctx, ref, selector, `function() { this.scrollIntoView({block: "center"}); this.click(); }`); err != nil {
 		return fmt.Errorf("click: %w", err)
 	}
+	s.capture(ctx)
 	return nil
 }
 
@@ -394,6 +460,7 @@ func (s *Session) Type(ctx context.Context, ref, selector, text string, submit b
 			return fmt.Errorf("type: press Enter: %w", err)
 		}
 	}
+	s.capture(ctx)
 	return nil
 }
 
@@ -405,8 +472,11 @@ func (s *Session) Reload(ctx context.Context) error {
 	}
 	defer leave()
 	s.invalidate()
-	_, err = chromedp.Call(ctx, page.Reload, page.ReloadParams{})
-	return err
+	if _, err = chromedp.Call(ctx, page.Reload, page.ReloadParams{}); err != nil {
+		return err
+	}
+	s.capture(ctx)
+	return nil
 }
 
 // role and name of an accessibility node, as text.

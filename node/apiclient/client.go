@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"syscall"
 
 	"connectrpc.com/connect"
@@ -34,6 +35,7 @@ type Client struct {
 	ws     apiv1connect.WorkspaceServiceClient
 	task   apiv1connect.TaskServiceClient
 	image  apiv1connect.ImageServiceClient
+	brows  apiv1connect.BrowserServiceClient
 }
 
 // Dial prepares a client for the peer whose data dir is root. It does not
@@ -58,7 +60,7 @@ func New(root, socket, token string) *Client {
 	}
 	hc := &http.Client{Transport: tr}
 	opts := []connect.ClientOption{connect.WithInterceptors(auth{token: token})}
-	return &Client{
+	c := &Client{
 		dir:    root,
 		socket: socket,
 		hc:     hc,
@@ -67,6 +69,37 @@ func New(root, socket, token string) *Client {
 		task:   apiv1connect.NewTaskServiceClient(hc, baseURL, opts...),
 		image:  apiv1connect.NewImageServiceClient(hc, baseURL, opts...),
 	}
+	c.brows = apiv1connect.NewBrowserServiceClient(hc, baseURL, append(opts, connect.WithInterceptors(wrapErrors{c}))...)
+	return c
+}
+
+// Browser is the peer's browser service. Its errors are classified as
+// every other call's (errors.Is with errdefs) and name the call.
+func (c *Client) Browser() apiv1connect.BrowserServiceClient { return c.brows }
+
+// wrapErrors turns the wire errors of unary calls into classified ones.
+type wrapErrors struct{ c *Client }
+
+func (w wrapErrors) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		resp, err := next(ctx, req)
+		if err != nil {
+			name := req.Spec().Procedure
+			if i := strings.LastIndexByte(name, '/'); i >= 0 {
+				name = name[i+1:]
+			}
+			return nil, w.c.wrap("browser "+strings.ToLower(name), err)
+		}
+		return resp, nil
+	}
+}
+
+func (w wrapErrors) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (w wrapErrors) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
 }
 
 // Close releases idle connections.

@@ -58,6 +58,7 @@ type Services struct {
 	Workspaces Workspaces
 	Tasks      Tasks
 	Images     Images
+	Browser    Browser
 }
 
 // Server serves the local API on a unix socket.
@@ -106,6 +107,10 @@ func New(cfg Config, svc Services) (*Server, error) {
 	)
 	mux.Handle(path, handler)
 	path, handler = apiv1connect.NewImageServiceHandler(&imageService{im: svc.Images, roots: roots},
+		handlerOpts...,
+	)
+	mux.Handle(path, handler)
+	path, handler = apiv1connect.NewBrowserServiceHandler(&browserService{b: svc.Browser, roots: roots},
 		handlerOpts...,
 	)
 	mux.Handle(path, handler)

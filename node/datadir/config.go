@@ -37,6 +37,7 @@ type FileConfig struct {
 	Process ProcessSection    `toml:"process"`
 	Tasks   TasksSection      `toml:"tasks"`
 	MCP     MCPSection        `toml:"mcp"`
+	Browser BrowserSection    `toml:"browser"`
 }
 
 // TasksSection configures the sandboxed tasks this peer runs: where
@@ -109,6 +110,60 @@ func DefaultTasksSection() TasksSection {
 		KeepTasks:        1000,
 		KeepFor:          Duration{7 * 24 * time.Hour},
 	}
+}
+
+// BrowserSection configures the browser bridge: persistent Chromium
+// sessions this peer hosts for the mesh.
+type BrowserSection struct {
+	// ExecPath is Chromium's binary (the real one, not Debian's wrapper).
+	ExecPath string `toml:"exec_path"`
+	// Warm starts Chromium with the peer rather than on first use.
+	Warm bool `toml:"warm"`
+	// UID runs Chromium (with its own sandbox) when the peer is root.
+	UID uint32 `toml:"uid"`
+	// Caps: sessions open at once, tabs per session, Chromium's memory in
+	// MiB (0: none; past it new sessions are refused).
+	MaxSessions  int   `toml:"max_sessions"`
+	MaxTabs      int   `toml:"max_tabs"`
+	MaxMemoryMiB int64 `toml:"max_memory_mib"`
+	// IdleTTL is a session's lease: each call renews it; at its end the
+	// session's state is saved and it is closed.
+	IdleTTL         Duration `toml:"idle_ttl"`
+	NavigateTimeout Duration `toml:"navigate_timeout"`
+	// SnapshotBudget is a snapshot's default size in bytes (≈ 4 a token).
+	SnapshotBudget int `toml:"snapshot_budget"`
+	// PersistentProfiles keeps the profile of a session opened with a
+	// name under the data dir, across closes and restarts.
+	PersistentProfiles bool `toml:"persistent_profiles"`
+	// Who may open sessions here, as for tasks.
+	AcceptRemote bool     `toml:"accept_remote"`
+	AcceptFrom   []string `toml:"accept_from"`
+	// Origins sessions may load (empty: any) and may never load.
+	AllowedOrigins []string `toml:"allowed_origins"`
+	BlockedOrigins []string `toml:"blocked_origins"`
+}
+
+// DefaultBrowserSection is the bridge's defaults.
+func DefaultBrowserSection() BrowserSection {
+	return BrowserSection{
+		ExecPath: "/usr/lib/chromium/chromium", UID: 64123,
+		MaxSessions: 20, MaxTabs: 10, IdleTTL: Duration{30 * time.Minute},
+		NavigateTimeout: Duration{30 * time.Second}, SnapshotBudget: 32 << 10,
+		AcceptRemote: true,
+	}
+}
+
+func (b BrowserSection) validate() error {
+	var errs []error
+	for _, s := range b.AcceptFrom {
+		if _, err := peer.Decode(s); err != nil {
+			errs = append(errs, fmt.Errorf("browser.accept_from: %q is not a peer id: %v", s, err))
+		}
+	}
+	if b.MaxSessions <= 0 || b.MaxTabs <= 0 || b.MaxMemoryMiB < 0 || b.SnapshotBudget <= 0 || b.IdleTTL.Duration <= 0 || b.NavigateTimeout.Duration <= 0 {
+		errs = append(errs, errors.New("browser: max_sessions, max_tabs, snapshot_budget, idle_ttl and navigate_timeout must be positive, max_memory_mib 0 or more"))
+	}
+	return errors.Join(errs...)
 }
 
 // ProcessSection bounds the peer process itself.
@@ -250,6 +305,7 @@ func DefaultFileConfig() FileConfig {
 		Log:     LogSection{Level: "info", Format: "text"},
 		Process: ProcessSection{MemoryLimitMiB: DefaultMemoryLimitMiB},
 		Tasks:   DefaultTasksSection(),
+		Browser: DefaultBrowserSection(),
 	}
 }
 
@@ -310,6 +366,9 @@ func (c FileConfig) Validate() error {
 		errs = append(errs, fmt.Errorf("process.memory_limit_mib %d: want 0 (none) or more", c.Process.MemoryLimitMiB))
 	}
 	if err := c.Tasks.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Browser.validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if c.API.Socket == "" || c.API.TokenFile == "" || c.Store.Dir == "" {
@@ -527,6 +586,33 @@ lost_after = "{{.Tasks.LostAfter}}"
 # newest keep_tasks, none older than keep_for; 0 lifts a bound.
 keep_tasks = {{.Tasks.KeepTasks}}
 keep_for = "{{.Tasks.KeepFor}}"
+
+[browser]
+# Persistent Chromium sessions this peer hosts (cortex-peer browser ...).
+# Chromium runs as uid, never root, with its own sandbox on.
+exec_path = {{quote .Browser.ExecPath}}
+uid = {{.Browser.UID}}
+# Start Chromium with the peer rather than on first use.
+warm = {{.Browser.Warm}}
+max_sessions = {{.Browser.MaxSessions}}
+max_tabs = {{.Browser.MaxTabs}}
+# Chromium's memory in MiB past which new sessions are refused; 0 for none.
+max_memory_mib = {{.Browser.MaxMemoryMiB}}
+# A session idle this long has its state saved and is closed.
+idle_ttl = "{{.Browser.IdleTTL}}"
+navigate_timeout = "{{.Browser.NavigateTimeout}}"
+# A snapshot's default size in bytes (about 4 a token).
+snapshot_budget = {{.Browser.SnapshotBudget}}
+# Keep the profile of a session opened with --name under the data dir.
+persistent_profiles = {{.Browser.PersistentProfiles}}
+# Whether other peers may open sessions here, and, when accept_from is not
+# empty, which (peer ids).
+accept_remote = {{.Browser.AcceptRemote}}
+accept_from = []
+# Origins sessions may load: "https://host:port", "host" or "*.host";
+# empty allowed_origins allows any. Blocked wins. Only http(s) is loaded.
+allowed_origins = []
+blocked_origins = []
 `))
 })
 
@@ -534,12 +620,13 @@ type templateData struct {
 	P2PSection
 	Labels       map[string]string
 	Tasks        TasksSection
+	Browser      BrowserSection
 	AllowedRoots []string
 }
 
 func renderConfig(opts InitOptions) string {
 	def := DefaultFileConfig()
-	data := templateData{P2PSection: def.P2P, Labels: opts.Labels, Tasks: def.Tasks, AllowedRoots: def.API.AllowedRoots}
+	data := templateData{P2PSection: def.P2P, Labels: opts.Labels, Tasks: def.Tasks, Browser: def.Browser, AllowedRoots: def.API.AllowedRoots}
 	if opts.AllowedRoots != nil {
 		data.AllowedRoots = opts.AllowedRoots
 	}

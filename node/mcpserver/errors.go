@@ -20,6 +20,7 @@ const (
 	CodeResourceExhausted = "resource_exhausted"
 	CodeCancelled         = "cancelled"
 	CodeDeadlineExceeded  = "deadline_exceeded"
+	CodeStaleRef          = "stale_ref"
 	CodeInternal          = "internal"
 )
 
@@ -35,6 +36,7 @@ var codes = []struct {
 	{errdefs.ErrUnauthenticated, CodeUnauthenticated},
 	{errdefs.ErrPermissionDenied, CodePermissionDenied},
 	{errdefs.ErrResourceExhausted, CodeResourceExhausted},
+	{errdefs.ErrStale, CodeStaleRef},
 	{context.Canceled, CodeCancelled},
 	{context.DeadlineExceeded, CodeDeadlineExceeded},
 }

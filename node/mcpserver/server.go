@@ -14,6 +14,7 @@ import (
 
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 	apiv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1"
+	"github.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1/apiv1connect"
 )
 
 // API is the part of a peer's local API the tools use; node/apiclient.Client
@@ -30,6 +31,7 @@ type API interface {
 	WorkspaceGet(ctx context.Context, root, dest string, stall time.Duration, allowEscapingLinks bool, progress func(*apiv1.Progress)) (*apiv1.GetResult, error)
 	WorkspaceDiff(ctx context.Context, from, to string, stall time.Duration) ([]*apiv1.Change, error)
 	WorkspaceMerge(ctx context.Context, base, theirs, dir string) (*apiv1.MergeResponse, error)
+	Browser() apiv1connect.BrowserServiceClient
 }
 
 // Options configure a Server.
@@ -71,13 +73,15 @@ func New(api API, opts Options) *Server {
 		Logger:       opts.Logger,
 	})
 	s.addTools()
+	s.addBrowserTools()
 	return s
 }
 
 const instructions = `cortex-peer runs commands in sandboxed containers on the peers of a private mesh and moves directories between them by content.
 Use run_task for short work (its output arrives as progress notifications and the call returns the exit code); use start_task then get_task/task_logs for long work.
 Long output is never returned whole: a result carries its head, tail, size and a ref to page through with task_logs.
-Errors start with a stable code: invalid_argument, not_found, unavailable, permission_denied, resource_exhausted, cancelled, internal.`
+For the web, browser_open a session (it stays alive on its peer, logged in, across calls), then browser_navigate, browser_snapshot (elements with refs), browser_click/browser_type by ref, browser_evaluate; browser_close when done.
+Errors start with a stable code: invalid_argument, not_found, unavailable, permission_denied, resource_exhausted, stale_ref, cancelled, internal.`
 
 // MCP is the underlying go-sdk server, for transports this package does not wrap.
 func (s *Server) MCP() *mcp.Server { return s.mcp }

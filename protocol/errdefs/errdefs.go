@@ -25,4 +25,7 @@ var (
 	ErrResourceExhausted = errors.New("resource exhausted")
 	// ErrLocked: the resource is held by another process.
 	ErrLocked = errors.New("locked")
+	// ErrStale: the request refers to a state that has moved on (a
+	// snapshot's ref after the page changed); read it again.
+	ErrStale = errors.New("stale")
 )

@@ -99,6 +99,7 @@ else ~/.cortex-peer) and prints JSON with --json.`,
 		newLogsCmd(g),
 		newCancelCmd(g),
 		newResultCmd(g),
+		newBrowserCmd(g),
 	)
 	root.AddCommand(extra...)
 	refuseUnknownSubcommands(root)
