@@ -88,14 +88,22 @@ func (p *playwright) snapshot(ctx context.Context) (string, string, error) {
 }
 
 func (p *playwright) typeText(ctx context.Context, e element, text string) error {
-	_, _, err := p.srv.call(ctx, "browser_type", map[string]any{"element": e.role + " " + e.name, "target": e.ref, "text": text})
+	_, _, err := p.srv.call(ctx, "browser_type", map[string]any{"element": e.role + " " + e.name, "target": p.target(e), "text": text})
 	return err
 }
 
 func (p *playwright) click(ctx context.Context, e element) (int, error) {
-	_, text, err := p.srv.call(ctx, "browser_click", map[string]any{"element": e.role + " " + e.name, "target": e.ref})
+	_, text, err := p.srv.call(ctx, "browser_click", map[string]any{"element": e.role + " " + e.name, "target": p.target(e)})
 	p.fileSnapshots = p.fileSnapshots || strings.Contains(text, "- [Snapshot](")
 	return len(text), err
+}
+
+// target is a ref, or else a selector: playwright-mcp takes either.
+func (p *playwright) target(e element) string {
+	if e.ref != "" {
+		return e.ref
+	}
+	return e.selector
 }
 
 func (p *playwright) evaluate(ctx context.Context, expr string) (string, error) {
@@ -196,13 +204,23 @@ func (c *cortex) snapshot(ctx context.Context) (string, string, error) {
 }
 
 func (c *cortex) typeText(ctx context.Context, e element, text string) error {
-	_, _, err := c.srv.call(ctx, "browser_type", map[string]any{"session": c.session, "ref": e.ref, "text": text})
+	args := c.target(e)
+	args["text"] = text
+	_, _, err := c.srv.call(ctx, "browser_type", args)
 	return err
 }
 
 func (c *cortex) click(ctx context.Context, e element) (int, error) {
-	_, text, err := c.srv.call(ctx, "browser_click", map[string]any{"session": c.session, "ref": e.ref})
+	_, text, err := c.srv.call(ctx, "browser_click", c.target(e))
 	return len(text), err
+}
+
+// target is the session and the element's ref, or else its selector.
+func (c *cortex) target(e element) map[string]any {
+	if e.ref != "" {
+		return map[string]any{"session": c.session, "ref": e.ref}
+	}
+	return map[string]any{"session": c.session, "selector": e.selector}
 }
 
 func (c *cortex) evaluate(ctx context.Context, expr string) (string, error) {

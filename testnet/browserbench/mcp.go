@@ -104,8 +104,9 @@ func clip(s string, n int) string {
 // and the ref allowed.
 var refLine = regexp.MustCompile(`(?m)^[\s-]*([a-z]+) "((?:[^"\\]|\\.)*)"[^\n]*?\[ref=([A-Za-z0-9_-]+)\]`)
 
-// element is one element of a snapshot.
-type element struct{ role, name, ref string }
+// element is one element of a snapshot, or, when the snapshot gave it no
+// ref, a CSS selector for it.
+type element struct{ role, name, ref, selector string }
 
 // refs lists the elements with a ref of a snapshot's text, by role and
 // name ("button/Log in").

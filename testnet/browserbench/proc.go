@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 )
@@ -102,4 +103,15 @@ func statusField(path, key string) string {
 		}
 	}
 	return "?"
+}
+
+// loadAvg is the machine's load over 1, 5 and 15 minutes, and its CPUs:
+// the figures of a loaded machine are read with it.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if err != nil || len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ") + " on " + strconv.Itoa(runtime.NumCPU()) + " CPUs"
 }

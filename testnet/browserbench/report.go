@@ -67,10 +67,15 @@ func printTable(runs int, figs map[string]samples, havePW, haveCX bool, idle *id
 	if haveCX && len(cx["truncated"]) > 0 {
 		fmt.Fprintf(w, "  cortex snapshot truncated at its budget\t%d of %d runs\t\t\t\n", len(cx["truncated"]), runs)
 	}
+	for _, name := range []string{cxName, pwName} {
+		if rows := figs[name][mBySelector]; len(rows) > 0 {
+			fmt.Fprintf(w, "  %s: clicks by CSS selector, no ref\t%d of %d\t\t\t\n", name, len(rows), perRun)
+		}
+	}
 	row("type user + type password + click Log in", mLogin, msF, median, nil)
 	row(fmt.Sprintf("warm click on a row button (median of %d)", perRun), mClick, msF, median, tenX)
 	row("  text returned by a click", mClickText, bF, median, nil)
-	row(fmt.Sprintf("evaluate, a counter read (median of %d)", perRun), mEval, msF, median, tenX)
+	row(fmt.Sprintf("evaluate, a counter read (median of %d)", evaluates*runs), mEval, msF, median, tenX)
 	if idle != nil {
 		opens := append(append([]float64{}, cx[mOpen][1:]...), idle.opens...)
 		fmt.Fprintf(w, "open of a session, Chromium running (median of %d)\t%s\t\t\t< 300 ms: %s\n",
