@@ -70,7 +70,7 @@ BROWSERBENCH_FLAGS ?=
 
 .PHONY: bench-browser
 bench-browser: deps build $(PLAYWRIGHT_MCP_CLI) ## Browser figures side by side with @playwright/mcp over MCP stdio: login form, 300-row table (medians of 5 runs; a few minutes).
-	$(GO) run ./testnet/browserbench -bin $(BIN) -playwright $(PLAYWRIGHT_MCP_CLI) -chromium /usr/bin/chromium $(BROWSERBENCH_FLAGS)
+	$(GO) run ./testnet/browserbench -bin $(BIN) -playwright $(PLAYWRIGHT_MCP_CLI) -chromium /usr/bin/chromium -dump .bench/browserbench $(BROWSERBENCH_FLAGS)
 
 $(PLAYWRIGHT_MCP_CLI):
 	npm install --prefix .bench/playwright-mcp --no-audit --no-fund @playwright/mcp@$(PLAYWRIGHT_MCP_VERSION) >/dev/null

@@ -36,7 +36,7 @@ func printTable(runs int, figs map[string]samples, havePW, haveCX bool, idle *id
 		cs, c := cell(haveCX, cx, m, f, pick)
 		ps, p := cell(havePW, pw, m, f, pick)
 		ratio, g := "", ""
-		if c > 0 && p > 0 {
+		if c > 0 && p > 0 && m != mButtons {
 			ratio = fmt.Sprintf("%.1fx", p/c)
 		}
 		if goal != nil && haveCX {
