@@ -11,7 +11,9 @@
 // the peer alone: the open of a session when Chromium already runs, and
 // the memory of five idle sessions.
 //
-//	go run ./testnet/browserbench -playwright .bench/playwright-mcp/node_modules/@playwright/mcp/cli.js
+// make bench-browser installs the baseline and runs it:
+//
+//	go run ./testnet/browserbench -bin bin/cortex-peer -playwright .bench/playwright-mcp/node_modules/@playwright/mcp/cli.js
 package main
 
 import (
@@ -77,6 +79,8 @@ const (
 	// mBySelector: the rows clicked by selector, their button having no
 	// ref in the snapshot.
 	mBySelector = "by selector"
+	// mTruncated: a sample for each snapshot the tool says it cut.
+	mTruncated = "truncated"
 )
 
 // evaluates is how many evaluates a run times.
@@ -144,7 +148,7 @@ func scenario(ctx context.Context, d driver, url string, s samples, onLoaded fun
 	}
 	s.add(mButtons, float64(buttons))
 	if trunc == "true" {
-		s.add("truncated", 1)
+		s.add(mTruncated, 1)
 	}
 
 	find := func(key string) (element, error) {

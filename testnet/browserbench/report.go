@@ -64,8 +64,8 @@ func printTable(runs int, figs map[string]samples, havePW, haveCX bool, idle *id
 	row(fmt.Sprintf("buttons of the %d rows with a ref", tableRows), mButtons, nF, minOf, func(c, _ float64) string {
 		return fmt.Sprintf("all %d: %s", tableRows, met(c == tableRows))
 	})
-	if haveCX && len(cx["truncated"]) > 0 {
-		fmt.Fprintf(w, "  cortex snapshot truncated at its budget\t%d of %d runs\t\t\t\n", len(cx["truncated"]), runs)
+	if haveCX && len(cx[mTruncated]) > 0 {
+		fmt.Fprintf(w, "  cortex snapshot truncated at its budget\t%d of %d runs\t\t\t\n", len(cx[mTruncated]), runs)
 	}
 	for _, name := range []string{cxName, pwName} {
 		if rows := figs[name][mBySelector]; len(rows) > 0 {
