@@ -64,6 +64,17 @@ bench-run: deps ## Task figures: start latency beside `ctr run --rm` and gVisor,
 bench-mcp: deps ## MCP figures: run_task over stdio and HTTP beside `cortex-peer run` and the API, first progress notification (medians of 20, 3 peers).
 	$(GO) test -run '^$$' -bench 'MCPRun' -benchtime 20x ./cmd/cortex-peer/
 
+PLAYWRIGHT_MCP_VERSION := 0.0.83
+PLAYWRIGHT_MCP_CLI := .bench/playwright-mcp/node_modules/@playwright/mcp/cli.js
+BROWSERBENCH_FLAGS ?=
+
+.PHONY: bench-browser
+bench-browser: deps build $(PLAYWRIGHT_MCP_CLI) ## Browser figures side by side with @playwright/mcp over MCP stdio: login form, 300-row table (medians of 5 runs; a few minutes).
+	$(GO) run ./testnet/browserbench -bin $(BIN) -playwright $(PLAYWRIGHT_MCP_CLI) -chromium /usr/bin/chromium -dump .bench/browserbench $(BROWSERBENCH_FLAGS)
+
+$(PLAYWRIGHT_MCP_CLI):
+	npm install --prefix .bench/playwright-mcp --no-audit --no-fund @playwright/mcp@$(PLAYWRIGHT_MCP_VERSION) >/dev/null
+
 # Kubo's `go install` fails on a replace directive; it builds from its module source.
 $(KUBO_BIN):
 	@mkdir -p .bench
