@@ -73,6 +73,7 @@ bench-browser: deps build $(PLAYWRIGHT_MCP_CLI) ## Browser figures side by side 
 	$(GO) run ./testnet/browserbench -bin $(BIN) -playwright $(PLAYWRIGHT_MCP_CLI) -chromium /usr/bin/chromium -dump .bench/browserbench $(BROWSERBENCH_FLAGS)
 
 $(PLAYWRIGHT_MCP_CLI):
+	@command -v npm >/dev/null || $(SUDO) apt-get install -y -qq nodejs npm
 	npm install --prefix .bench/playwright-mcp --no-audit --no-fund @playwright/mcp@$(PLAYWRIGHT_MCP_VERSION) >/dev/null
 
 # Kubo's `go install` fails on a replace directive; it builds from its module source.

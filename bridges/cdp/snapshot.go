@@ -18,9 +18,13 @@ var interactive = map[string]bool{
 // folded are roles that say nothing by themselves: their children take
 // their place, one level up.
 var folded = map[string]bool{
-	"generic": true, "none": true, "presentation": true, "InlineTextBox": true,
-	"LineBreak": true, "group": true, "Section": true,
+	"generic": true, "none": true, "presentation": true,
+	"LineBreak": true, "group": true, "Section": true, "LabelText": true,
 }
+
+// hidden are roles never written, nor their subtrees: an InlineTextBox is
+// a run of glyphs of the text above it, which says it already.
+var hidden = map[string]bool{"InlineTextBox": true}
 
 // rendered is a snapshot's text and what it holds.
 type rendered struct {
@@ -55,9 +59,15 @@ func render(nodes []*accessibility.Node, budget int, refFor func(refTarget) stri
 		}
 		seen[n.NodeID] = true
 		role, name := valueText(n.Role), strings.TrimSpace(valueText(n.Name))
+		if hidden[role] {
+			return
+		}
 		show := !n.Ignored && role != "" && !(folded[role] && name == "")
 		if role == "StaticText" && (name == "" || name == parentName) {
 			show = false // the parent's name says it already
+		}
+		if show && !interactive[role] && name != "" && echoedBy(n, name, byID) {
+			show = false // a cell around a button of the same name: the button says it
 		}
 		childDepth := depth
 		if show {
@@ -81,6 +91,23 @@ func render(nodes []*accessibility.Node, budget int, refFor func(refTarget) stri
 	}
 	r.text = b.String()
 	return r
+}
+
+// echoedBy says whether the only child of n that shows is an interactive
+// node with n's name.
+func echoedBy(n *accessibility.Node, name string, byID map[accessibility.NodeID]*accessibility.Node) bool {
+	var only *accessibility.Node
+	for _, id := range n.ChildIDs {
+		c := byID[id]
+		if c == nil || c.Ignored || hidden[valueText(c.Role)] {
+			continue
+		}
+		if only != nil {
+			return false
+		}
+		only = c
+	}
+	return only != nil && interactive[valueText(only.Role)] && strings.TrimSpace(valueText(only.Name)) == name
 }
 
 // formatNode is one line of a snapshot.
