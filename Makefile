@@ -34,8 +34,9 @@ test: deps ## go vet, a gofmt check, and every test with the race detector (what
 	$(GO) test -count=1 -race -timeout 30m ./...
 
 .PHONY: soak
-soak: deps ## Minutes-long checks: 1 GiB of a delegated task's output, five runs, every byte checked at the caller and in logs.
+soak: deps ## Minutes-long checks: 1 GiB of a delegated task's output five times, every byte checked; a 2 GiB browser download by CID in bounded memory.
 	CORTEX_LOSSLESS_MIB=1024 CORTEX_LOSSLESS_RUNS=5 $(GO) test -count=1 -timeout 90m -v -run 'TestLosslessOutputPastTheLogCap' ./node/delegation/
+	CORTEX_DOWNLOAD_MIB=2048 $(GO) test -count=1 -timeout 60m -v -run 'TestLargeDownloadBoundedMemory' ./node/browser/
 
 .PHONY: bench
 bench: ## Run the benchmarks and print the figures (takes about 2 minutes).
