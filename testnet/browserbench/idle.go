@@ -6,10 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
+	"github.com/cortex-peer/cortex-peer/testnet/quiet"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
@@ -105,37 +104,11 @@ func (c *cortex) idleSessions(ctx context.Context, peerPid, n int) (_ *idleFigur
 
 // settle waits, up to settleMax, until the machine is quiet: under 10% of
 // its CPU time busy over a quarter of a second, so that each run, ours
-// and the baseline's, starts from a quiet machine. (wsbench's, with a
-// shorter cap: the machine is shared and may never be quiet.)
+// and the baseline's, starts from a quiet machine (a shorter wait than
+// wsbench's: the machine is shared and may never be quiet).
 func settle() {
 	const settleMax = 5 * time.Second
-	deadline := time.Now().Add(settleMax)
-	for time.Now().Before(deadline) {
-		busy1, total1 := cpuTimes()
-		time.Sleep(250 * time.Millisecond)
-		busy2, total2 := cpuTimes()
-		if total2 > total1 && float64(busy2-busy1) < 0.10*float64(total2-total1) {
-			return
-		}
+	if !quiet.Wait(settleMax) {
+		fmt.Fprintf(os.Stderr, "  (the machine did not settle within %s)\n", settleMax)
 	}
-	fmt.Fprintf(os.Stderr, "  (the machine did not settle within %s)\n", settleMax)
-}
-
-// cpuTimes returns the busy and total CPU time of the machine, in ticks,
-// from /proc/stat (idle, iowait and steal count as not busy).
-func cpuTimes() (busy, total uint64) {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0, 0
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	fields := strings.Fields(line)
-	for i, f := range fields[1:] {
-		v, _ := strconv.ParseUint(f, 10, 64)
-		total += v
-		if i != 3 && i != 4 && i != 7 {
-			busy += v
-		}
-	}
-	return busy, total
 }

@@ -29,6 +29,7 @@ import (
 
 	"github.com/cortex-peer/cortex-peer/node/apiclient"
 	"github.com/cortex-peer/cortex-peer/testnet"
+	"github.com/cortex-peer/cortex-peer/testnet/quiet"
 )
 
 func main() {
@@ -279,36 +280,9 @@ func timeIt(f func()) time.Duration {
 // between steps let these machines' memory monitor (DAMON, which pages out
 // what was not touched for a minute) evict what the next step reads.
 func settle() {
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		busy1, total1 := cpuTimes()
-		time.Sleep(250 * time.Millisecond)
-		busy2, total2 := cpuTimes()
-		if total2 > total1 && float64(busy2-busy1) < 0.10*float64(total2-total1) {
-			return
-		}
+	if !quiet.Wait(10 * time.Second) {
+		fmt.Fprintln(os.Stderr, "  (the machine did not settle within 10 s)")
 	}
-	fmt.Fprintln(os.Stderr, "  (the machine did not settle within 10 s)")
-}
-
-// cpuTimes returns the busy and total CPU time of the machine, in ticks,
-// from /proc/stat (idle, iowait and time stolen by the hypervisor count as
-// not busy).
-func cpuTimes() (busy, total uint64) {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0, 0
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	fields := strings.Fields(line)
-	for i, f := range fields[1:] {
-		v, _ := strconv.ParseUint(f, 10, 64)
-		total += v
-		if i != 3 && i != 4 && i != 7 { // idle, iowait, steal
-			busy += v
-		}
-	}
-	return busy, total
 }
 
 func mustRun(name string, args ...string) string {
