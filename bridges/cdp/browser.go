@@ -77,6 +77,11 @@ type Config struct {
 	// and NAME/state.json); "": none. It may be private to the peer: a
 	// profile is copied under Dir while its session runs.
 	ProfilesDir string
+	// AllowRequest, when set, checks every request of a session's pages
+	// (navigations the page makes itself, redirects, subresources): one it
+	// refuses fails with ERR_BLOCKED_BY_CLIENT. Unset, nothing is
+	// intercepted, which costs nothing.
+	AllowRequest func(url string) error
 	// OnExpire, if set, is called by Serve before it closes a session
 	// whose lease ran out (to save its state or downloads, say). Serve
 	// waits for it: every call it makes on the session ends within

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/chromedp/cdproto/fetch"
 	"github.com/chromedp/cdproto/inspector"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/page"
@@ -131,10 +132,17 @@ func (s *Session) Network() []NetworkEntry {
 // watch records the tab's console and network and notes a renderer
 // crash.
 func (s *Session) watch(ctx context.Context) error {
+	tab := s.tab // the listener's own tab, even after a reopen replaces s.tab
+	allow := s.b.cfg.AllowRequest
 	err := chromedp.Listen(s.tab, func(ev any) {
 		switch e := ev.(type) {
 		case *inspector.EventTargetCrashed:
 			s.crashed.Store(true)
+			return
+		case *fetch.EventRequestPaused:
+			if allow != nil && !s.restoring.Load() { // a restore answers its own
+				go s.decide(tab, allow, e) // never block the tab's event loop
+			}
 			return
 		case *page.EventFrameNavigated:
 			if e.Frame != nil {
@@ -146,13 +154,44 @@ func (s *Session) watch(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	tab, done := within(ctx, s.tab, s.b.cfg.StartTimeout)
+	wctx, done := within(ctx, s.tab, s.b.cfg.StartTimeout)
 	defer done()
-	if _, err := chromedp.Call(tab, network.Enable, network.EnableParams{}); err != nil {
+	if _, err := chromedp.Call(wctx, network.Enable, network.EnableParams{}); err != nil {
 		return fmt.Errorf("watch the network: %w", err)
+	}
+	if allow != nil {
+		if err := guard(wctx); err != nil {
+			return fmt.Errorf("guard the requests: %w", err)
+		}
 	}
 	return nil
 }
+
+// guard pauses every request of the tab for AllowRequest to decide.
+func guard(tab context.Context) error {
+	_, err := chromedp.Call(tab, fetch.Enable, fetch.EnableParams{Patterns: []*fetch.RequestPattern{{URLPattern: "*"}}})
+	return err
+}
+
+// decide lets a paused request go on, or fails it when the policy refuses
+// it; the page sees a request blocked by the client.
+func (s *Session) decide(tab context.Context, allow func(string) error, e *fetch.EventRequestPaused) {
+	ctx, cancel := context.WithTimeout(tab, decideTimeout)
+	defer cancel()
+	url := ""
+	if e.Request != nil {
+		url = e.Request.URL
+	}
+	if err := allow(url); err != nil {
+		s.b.log.Info("browser request refused by the origin policy", "session", s.ID, "url", url, "err", err)
+		_, _ = chromedp.Call(ctx, fetch.FailRequest, fetch.FailRequestParams{RequestID: e.RequestID, ErrorReason: network.ErrorReasonBlockedByClient})
+		return
+	}
+	_, _ = chromedp.Call(ctx, fetch.ContinueRequest, fetch.ContinueRequestParams{RequestID: e.RequestID})
+}
+
+// decideTimeout bounds the answer to one paused request.
+const decideTimeout = 10 * time.Second
 
 // PDF prints the page to PDF.
 func (s *Session) PDF(ctx context.Context) ([]byte, error) {

@@ -43,6 +43,7 @@ type Session struct {
 	mu        sync.Mutex
 	closed    bool
 	crashed   atomic.Bool          // the tab's renderer crashed (set from the event loop)
+	restoring atomic.Bool          // a state restore answers the tab's requests itself
 	lastURL   string               // where the page was, to reopen it there
 	recovered bool                 // the last call found the tab gone and reopened it
 	used      atomic.Int64         // unix nanos of the last call: the lease

@@ -275,6 +275,8 @@ func (s *Session) restore(ctx context.Context, st State) error {
 	}
 	s.events.muted.Store(true)
 	defer s.events.muted.Store(false)
+	s.restoring.Store(true)
+	defer s.restoring.Store(false)
 	// Every request of the tab is answered here while the restore runs.
 	lctx, stopListen := context.WithCancel(ctx)
 	defer stopListen()
@@ -297,6 +299,10 @@ func (s *Session) restore(ctx context.Context, st State) error {
 		// is turned off even when ctx has ended.
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeTabTimeout)
 		defer cancel()
+		if s.b.cfg.AllowRequest != nil {
+			_ = guard(dctx) // back to the policy's interception
+			return
+		}
 		_, _ = chromedp.Call(dctx, fetch.Disable, cdpproto.Empty{})
 	}()
 	answered := make(chan struct{})

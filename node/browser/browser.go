@@ -142,6 +142,11 @@ func New(cfg Config, deps Deps, log *slog.Logger) (*Service, error) {
 	bc := cfg.Bridge
 	bc.Logger = log
 	bc.OnExpire = s.saveOnExpiry
+	if !cfg.Origins.Empty() {
+		// What a page loads by itself (links, redirects, images, fetches)
+		// is held to the policy too, not only the URLs a caller asks for.
+		bc.AllowRequest = cfg.Origins.CheckRequest
+	}
 	var err error
 	if s.bridge, err = cdp.New(bc); err != nil {
 		return nil, err

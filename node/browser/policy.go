@@ -51,6 +51,28 @@ func (p OriginPolicy) Check(raw string) error {
 	return fmt.Errorf("URL %q: origin not in browser.allowed_origins: %w", raw, errdefs.ErrPermissionDenied)
 }
 
+// Empty says whether the policy allows every origin.
+func (p OriginPolicy) Empty() bool { return len(p.Allowed) == 0 && len(p.Blocked) == 0 }
+
+// CheckRequest says why a page may not make a request: the same origins
+// as Check, over http and WebSocket; data:, blob: and about: stay inside
+// the page. Anything else (file:, chrome:) is refused.
+func (p OriginPolicy) CheckRequest(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("URL %q: %v: %w", raw, err, errdefs.ErrInvalid)
+	}
+	switch u.Scheme {
+	case "data", "blob", "about":
+		return nil
+	case "ws":
+		u.Scheme = "http"
+	case "wss":
+		u.Scheme = "https"
+	}
+	return p.Check(u.String())
+}
+
 // ValidatePattern says what is wrong with an origin pattern.
 func ValidatePattern(pat string) error {
 	if pat == "" {
