@@ -73,6 +73,11 @@ func DefaultConfig(cacheDir string) Config {
 				// signal Diagnostics waits for.
 				"verboseWorkDoneProgress": true,
 				"symbolStyle":             "Package",
+				// Changes come in batches from files written on disk,
+				// not keystrokes: nothing to debounce. With gopls's
+				// default of 1s an edit took 1.03 s to show; with 0s,
+				// 60-80 ms on the test module.
+				"diagnosticsDelay": "0s",
 			},
 		}},
 		CacheDir: cacheDir, UID: DefaultUID, GID: DefaultUID,

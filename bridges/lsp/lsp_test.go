@@ -209,3 +209,104 @@ func TestDefinitionReferencesHoverAgreeWithGoplsCLI(t *testing.T) {
 	var _ = errors.Is
 	var _ = errdefs.ErrInvalid
 }
+
+// An edit that introduces a type error (the file written, then Changed)
+// shows in Diagnostics at once, on an open file and on one the server
+// does not have open; reverting it clears it.
+func TestEditShowsInDiagnostics(t *testing.T) {
+	m := newTestManager(t)
+	ws := workspace(t)
+	s := readyServer(t, m, ws)
+	ctx := testContext(t, 2*time.Minute)
+	// encoder.go is open (a query touched it); base2.go is not.
+	if _, st, err := s.Hover(ctx, Position{File: "encoder.go", Line: 59, Col: 14}); err != nil || st.State != StateReady {
+		t.Fatal(st, err)
+	}
+	diags, st, err := s.Diagnostics(ctx, []string{"encoder.go"})
+	if err != nil || st.State != StateReady {
+		t.Fatal(st, err)
+	}
+	for _, d := range diags {
+		if d.Severity == "error" {
+			t.Fatalf("an error before the edit: %+v", d)
+		}
+	}
+	for _, file := range []string{"encoder.go", "base2.go"} {
+		path := filepath.Join(ws, file)
+		orig, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		edited := append(slices.Clone(orig), []byte("\nvar _ int = \"not an int\"\n")...)
+		line := strings.Count(string(edited), "\n") // the line added
+		if err := os.WriteFile(path, edited, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t0 := time.Now()
+		if err := s.Changed(ctx, []Change{{File: file, Kind: Changed}}); err != nil {
+			t.Fatal(err)
+		}
+		diags, st, err := s.Diagnostics(ctx, []string{file})
+		took := time.Since(t0)
+		if err != nil || st.State != StateReady {
+			t.Fatal(st, err)
+		}
+		found := false
+		for _, d := range diags {
+			if d.File == file && d.Line == line && d.Severity == "error" && strings.Contains(d.Message, "cannot use") {
+				found = true
+			}
+		}
+		if !found {
+			t.Fatalf("%s: no type error on line %d after the edit: %+v", file, line, diags)
+		}
+		t.Logf("%s: edit to diagnostic: %v", file, took)
+		if err := os.WriteFile(path, orig, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Changed(ctx, []Change{{File: file, Kind: Changed}}); err != nil {
+			t.Fatal(err)
+		}
+		diags, _, err = s.Diagnostics(ctx, []string{file})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range diags {
+			if d.Severity == "error" {
+				t.Fatalf("%s: an error after the revert: %+v", file, d)
+			}
+		}
+	}
+}
+
+// A 10 MB burst of diagnostics keeps at most Config.DiagnosticsBytes.
+func TestDiagnosticsBurstBounded(t *testing.T) {
+	m := newTestManager(t, func(c *Config) { c.DiagnosticsBytes = 1 << 20 })
+	s := &Server{m: m, Root: "/w", cfg: m.cfg.Servers["gopls"]}
+	p := &process{s: s, changed: make(chan struct{}), diags: map[string]*publishedDiags{}, loading: map[string]bool{}, diagTokens: map[string]int{}}
+	msg := strings.Repeat("x", 1000)
+	var b strings.Builder
+	for f := range 10 {
+		b.Reset()
+		fmt.Fprintf(&b, `{"uri":"file:///w/f%d.go","diagnostics":[`, f)
+		for i := range 1000 {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, `{"range":{"start":{"line":%d,"character":0},"end":{"line":%d,"character":1}},"severity":1,"source":"compiler","message":%q}`, i, i, msg)
+		}
+		b.WriteString("]}")
+		p.notification("textDocument/publishDiagnostics", []byte(b.String()))
+	}
+	if p.diagBytes > m.cfg.DiagnosticsBytes || p.diagBytes < m.cfg.DiagnosticsBytes/2 {
+		t.Errorf("kept %d bytes of diagnostics, cap %d", p.diagBytes, m.cfg.DiagnosticsBytes)
+	}
+	if p.dropped < 9000 {
+		t.Errorf("dropped %d of 10000", p.dropped)
+	}
+	// A file published again with none frees its share.
+	p.notification("textDocument/publishDiagnostics", []byte(`{"uri":"file:///w/f0.go","diagnostics":[]}`))
+	if p.diagBytes != 0 {
+		t.Errorf("%d bytes kept after f0.go cleared (only f0.go fitted)", p.diagBytes)
+	}
+}
