@@ -52,6 +52,13 @@ func (m *Manager) serverEnv(s *Server) ([]string, string, error) {
 			}
 		}
 	}
+	// Go telemetry off: gopls would start a child of itself to upload.
+	mode := filepath.Join(home, ".config", "go", "telemetry", "mode")
+	if _, err := os.Stat(mode); err != nil {
+		if err := writeOwned(mode, []byte("off\n"), m.cfg.UID, m.cfg.GID); err != nil {
+			return nil, "", fmt.Errorf("lsp: %w", err)
+		}
+	}
 	path := "/usr/local/bin:/usr/bin:/bin"
 	goBin, err := exec.LookPath("go")
 	if err == nil {
@@ -168,6 +175,26 @@ func prepareModules(ctx context.Context, goBin, root, mc string) error {
 	}
 	if missing > 0 {
 		return fmt.Errorf("%d modules are not in the peer's module cache", missing)
+	}
+	return nil
+}
+
+// writeOwned writes a file and the dirs above it under home, owned by
+// the servers' uid when the peer is root.
+func writeOwned(path string, b []byte, uid, gid uint32) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return err
+	}
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	for d := path; filepath.Base(d) != ".config"; d = filepath.Dir(d) {
+		if err := os.Chown(d, int(uid), int(gid)); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -206,8 +207,6 @@ func TestDefinitionReferencesHoverAgreeWithGoplsCLI(t *testing.T) {
 	if infos := m.Servers(); len(infos) != 1 || infos[0].State != StateReady || infos[0].PID == 0 || infos[0].Name != "gopls" {
 		t.Errorf("servers: %+v", infos)
 	}
-	var _ = errors.Is
-	var _ = errdefs.ErrInvalid
 }
 
 // An edit that introduces a type error (the file written, then Changed)
@@ -308,5 +307,196 @@ func TestDiagnosticsBurstBounded(t *testing.T) {
 	p.notification("textDocument/publishDiagnostics", []byte(`{"uri":"file:///w/f0.go","diagnostics":[]}`))
 	if p.diagBytes != 0 {
 		t.Errorf("%d bytes kept after f0.go cleared (only f0.go fitted)", p.diagBytes)
+	}
+}
+
+// A cold start answers "warming" to a call whose deadline comes before
+// the workspace is loaded, never an empty answer; the start goes on and a
+// later call answers.
+func TestColdStartWarming(t *testing.T) {
+	m := newTestManager(t)
+	ws := workspace(t)
+	s := readyServer(t, m, ws)
+	short, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
+	defer cancel()
+	p := Position{File: "encoder.go", Line: 59, Col: 14}
+	defs, st, err := s.Definition(short, p)
+	if err != nil || st.State != StateWarming || defs != nil {
+		t.Fatalf("cold call: %v %v %v, want warming and no answer", defs, st, err)
+	}
+	if st := m.Servers()[0].State; st != "starting" && st != StateWarming {
+		t.Errorf("server state %q right after a cold start", st)
+	}
+	ctx := testContext(t, 2*time.Minute)
+	defs, st, err = s.Definition(ctx, p)
+	if err != nil || st.State != StateReady || len(defs) != 1 {
+		t.Fatalf("later call: %v %v %v", defs, st, err)
+	}
+}
+
+// goplsProcesses are the bridge's gopls processes (not the go commands
+// they run).
+func goplsProcesses(m *Manager) []int {
+	var out []int
+	for _, pid := range m.Processes() {
+		if comm, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm"); strings.TrimSpace(string(comm)) == "gopls" {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// Two callers of a workspace at once share one gopls process.
+func TestTwoCallersShareOneServer(t *testing.T) {
+	m := newTestManager(t)
+	ws := workspace(t)
+	ctx := testContext(t, 2*time.Minute)
+	type answer struct {
+		s    *Server
+		defs []Location
+		err  error
+	}
+	answers := make(chan answer, 2)
+	for range 2 {
+		go func() {
+			s, err := m.Server(ctx, ws)
+			if err != nil {
+				answers <- answer{err: err}
+				return
+			}
+			defer s.Release()
+			defs, _, err := s.Definition(ctx, Position{File: "encoder.go", Line: 59, Col: 14})
+			answers <- answer{s, defs, err}
+		}()
+	}
+	a, b := <-answers, <-answers
+	if a.err != nil || b.err != nil {
+		t.Fatal(a.err, b.err)
+	}
+	if a.s != b.s || !slices.Equal(a.defs, b.defs) || len(a.defs) != 1 {
+		t.Errorf("the callers got %p %v and %p %v", a.s, a.defs, b.s, b.defs)
+	}
+	if pids := goplsProcesses(m); len(pids) != 1 {
+		t.Errorf("gopls processes: %v, want one", pids)
+	}
+	if infos := m.Servers(); len(infos) != 1 || infos[0].Clients != 0 {
+		t.Errorf("servers: %+v", infos)
+	}
+}
+
+// gopls killed with SIGKILL mid-query: that query fails with
+// ErrUnavailable; the next one starts gopls again (after a backoff) and
+// answers, from the files open before.
+func TestCrashMidQueryThenNextAnswers(t *testing.T) {
+	m := newTestManager(t)
+	ws := workspace(t)
+	s := readyServer(t, m, ws)
+	ctx := testContext(t, 2*time.Minute)
+	p := Position{File: "encoder.go", Line: 59, Col: 14}
+	if _, st, err := s.Definition(ctx, p); err != nil || st.State != StateReady {
+		t.Fatal(st, err)
+	}
+	// Quiet first: no progress of gopls in flight, which would hold the
+	// query back as "warming" once gopls is stopped.
+	if _, _, err := s.Diagnostics(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	pr := s.proc
+	s.mu.Unlock()
+	waitFor(t, func() bool { pr.mu.Lock(); defer pr.mu.Unlock(); return pr.readyLocked() }, "gopls to be ready")
+	// Stopped, gopls cannot answer: the query is surely in flight.
+	if err := syscall.Kill(pr.pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, _, err := s.References(ctx, p)
+		errc <- err
+	}()
+	waitFor(t, func() bool { return pr.rpc.pending.Load() > 0 }, "the query in flight")
+	if err := syscall.Kill(pr.pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; !errors.Is(err, errdefs.ErrUnavailable) {
+		t.Fatalf("query during the kill: %v, want ErrUnavailable", err)
+	}
+	t0 := time.Now()
+	refs, st, err := s.References(ctx, p)
+	if err != nil || st.State != StateReady || len(refs) != 10 {
+		t.Fatalf("next query: %d refs %v %v", len(refs), st, err)
+	}
+	t.Logf("next query answered %v after the kill", time.Since(t0))
+	s.mu.Lock()
+	_, open := s.open["encoder.go"]
+	s.mu.Unlock()
+	if pids := goplsProcesses(m); len(pids) != 1 || pids[0] == pr.pid || !open {
+		t.Errorf("gopls processes %v (killed %d), encoder.go open: %v", pids, pr.pid, open)
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after a while.
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A server no call used for IdleTimeout is shut down by Serve, and the
+// next call starts it again.
+func TestIdleShutdown(t *testing.T) {
+	m := newTestManager(t, func(c *Config) { c.IdleTimeout = 400 * time.Millisecond })
+	ws := workspace(t)
+	s := readyServer(t, m, ws)
+	ctx := testContext(t, 2*time.Minute)
+	serveCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- m.Serve(serveCtx) }()
+	defer func() { stop(); <-done }()
+	p := Position{File: "encoder.go", Line: 59, Col: 14}
+	if _, st, err := s.Hover(ctx, p); err != nil || st.State != StateReady {
+		t.Fatal(st, err)
+	}
+	waitFor(t, func() bool { return len(m.Processes()) == 0 && m.Servers()[0].State == "stopped" }, "the idle server to stop")
+	if h, st, err := s.Hover(ctx, p); err != nil || st.State != StateReady || h == "" {
+		t.Fatal(h, st, err)
+	}
+}
+
+// A server that hangs on initialize is killed after InitTimeout and
+// reported (ErrUnavailable); a later call starts it again after a backoff.
+func TestInitializeHangs(t *testing.T) {
+	m := newTestManager(t, func(c *Config) {
+		c.InitTimeout = 300 * time.Millisecond
+		c.Servers["hang"] = ServerConfig{Command: []string{"/bin/sleep", "600"}, Languages: []string{"hang"}, Patterns: []string{"*.hang"}}
+	})
+	parent, err := os.MkdirTemp("", "lsp-hang-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(parent)
+	_ = os.Chmod(parent, 0o755)
+	if err := os.WriteFile(filepath.Join(parent, "a.hang"), []byte("x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx := testContext(t, time.Minute)
+	s, err := m.Server(ctx, parent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Release()
+	for i := range 2 {
+		_, _, err := s.Hover(ctx, Position{File: "a.hang", Line: 1, Col: 1})
+		if !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "initialize") {
+			t.Fatalf("call %d: %v, want ErrUnavailable about initialize", i, err)
+		}
+		if pids := m.Processes(); len(pids) > 0 {
+			t.Fatalf("call %d: processes left: %v", i, pids)
+		}
 	}
 }

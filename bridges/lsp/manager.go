@@ -263,9 +263,12 @@ func (m *Manager) Servers() []Info {
 	out := make([]Info, 0, len(servers))
 	for _, s := range servers {
 		s.mu.Lock()
-		p, clients := s.proc, s.clients
+		p, clients, starting := s.proc, s.clients, s.starting != nil
 		s.mu.Unlock()
 		in := Info{Root: s.Root, Language: s.Language, Name: s.Name, Clients: clients, State: "stopped"}
+		if starting {
+			in.State = "starting"
+		}
 		if p != nil {
 			in.PID, in.Started, in.State = p.pid, p.started, p.state()
 			in.MemoryBytes = groupMemory(p.pid)

@@ -222,6 +222,7 @@ func (p *process) notification(method string, params json.RawMessage) {
 		defer p.mu.Unlock()
 		switch pp.Value.Kind {
 		case "begin":
+			p.s.m.log.Debug("language server progress", "root", p.s.Root, "title", pp.Value.Title)
 			if strings.HasPrefix(pp.Value.Title, diagnosingTitle) {
 				if pp.Value.Title == diagnosingTitle+"initial workspace load" {
 					p.diagTokens[tok] = 0 // answers no modification

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 
 	"go.lsp.dev/jsonrpc2"
 )
@@ -15,7 +16,8 @@ import (
 // go.lsp.dev/jsonrpc2: payloads are this package's own types, marshalled
 // with encoding/json.
 type rpc struct {
-	conn jsonrpc2.Conn
+	conn    jsonrpc2.Conn
+	pending atomic.Int32 // calls waiting for their answer
 }
 
 // inbound handles what the server sends on its own: notifications (run on
@@ -67,7 +69,9 @@ func (r *rpc) call(ctx context.Context, method string, params, result any) error
 		return fmt.Errorf("%s: %w", method, err)
 	}
 	var raw json.RawMessage
+	r.pending.Add(1)
 	id, err := r.conn.Call(ctx, method, json.RawMessage(b), &raw)
+	r.pending.Add(-1)
 	if err != nil {
 		if ctx.Err() != nil && id.IsValid() {
 			if n, ok := id.Number(); ok {

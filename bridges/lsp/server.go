@@ -24,6 +24,9 @@ const (
 	// maxOpenFiles bounds the files kept open on a server; the oldest is
 	// closed past it.
 	maxOpenFiles = 64
+	// exitGrace: a call whose connection broke waits this long to see the
+	// process exit, to say it died.
+	exitGrace = time.Second
 )
 
 // States of a server and of an answer.
@@ -311,24 +314,30 @@ func (s *Server) call(ctx context.Context, fn func(p *process) error) (Stamp, er
 	return Stamp{State: StateReady}, nil
 }
 
-// callErr classifies an error of a call on p: the process died under it.
+// callErr classifies an error of a call on p: an answer of the server
+// that refuses the call is the caller's (ErrInvalid); a broken connection
+// means the process died (ErrUnavailable).
 func (s *Server) callErr(p *process, err error) error {
 	if err == nil {
 		return nil
 	}
+	var se *serverError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Errorf("%w: %w", err, errdefs.ErrInvalid)
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("lsp: %s for %s: %w", s.Name, s.Root, err)
+	case errors.Is(err, errdefs.ErrInvalid) || errors.Is(err, errdefs.ErrNotFound):
+		return err
+	}
+	t := time.NewTimer(exitGrace)
+	defer t.Stop()
 	select {
 	case <-p.exited:
 		return fmt.Errorf("lsp: %s for %s died during the call; the next call starts it again: %w", s.Name, s.Root, errdefs.ErrUnavailable)
-	default:
+	case <-t.C:
+		return fmt.Errorf("lsp: %s for %s: %w: %w", s.Name, s.Root, err, errdefs.ErrUnavailable)
 	}
-	var se *serverError
-	if errors.As(err, &se) {
-		return fmt.Errorf("%w: %w", err, errdefs.ErrInvalid)
-	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("lsp: %s for %s: %w", s.Name, s.Root, err)
-	}
-	return err
 }
 
 // at reads a position's file, checks the position and opens the file.
