@@ -19,6 +19,7 @@ import (
 	"github.com/cortex-peer/cortex-peer/node/datadir"
 	"github.com/cortex-peer/cortex-peer/node/delegation"
 	"github.com/cortex-peer/cortex-peer/node/exchange"
+	"github.com/cortex-peer/cortex-peer/node/lsp"
 	"github.com/cortex-peer/cortex-peer/node/mcpserver"
 	"github.com/cortex-peer/cortex-peer/node/store"
 	"github.com/cortex-peer/cortex-peer/node/tasks"
@@ -40,6 +41,7 @@ type Config struct {
 	Tasks      tasks.Config
 	Delegation delegation.Config
 	Browser    browser.Config
+	LSP        lsp.Config
 	// MCPListen is the loopback host:port of the MCP HTTP endpoint; empty
 	// serves none. MCPTokenFile holds its bearer token.
 	MCPListen    string
@@ -105,6 +107,7 @@ func ConfigFromFile(d datadir.Dir, fc datadir.FileConfig) (Config, error) {
 		Tasks:              tasksConfig(d, fc.Tasks),
 		Delegation:         delegationConfig(fc.Tasks),
 		Browser:            browserConfig(d, fc.Browser),
+		LSP:                lspConfig(d),
 		MCPListen:          fc.MCP.Listen,
 		MCPTokenFile:       d.Path(fc.API.TokenFile),
 	}
@@ -175,6 +178,16 @@ func browserConfig(d datadir.Dir, b datadir.BrowserSection) browser.Config {
 	return cfg
 }
 
+// lspConfig places the language servers' files. They run as another uid,
+// which cannot enter the data dir: their views of the workspaces live under
+// the system's temp dir, and their caches under /var/tmp, which outlives a
+// reboot, so that a restarted server is warm fast.
+func lspConfig(d datadir.Dir) lsp.Config {
+	sum := sha256.Sum256([]byte(d.Root))
+	name := "cortex-lsp-" + hex.EncodeToString(sum[:6])
+	return lsp.DefaultConfig(filepath.Join(os.TempDir(), name), d.Path("lsp/tmp"), filepath.Join("/var/tmp", name))
+}
+
 // taskPolicy is the limits and defaults the tasks section sets.
 func taskPolicy(t datadir.TasksSection) runtime.Policy {
 	return runtime.Policy{
@@ -211,7 +224,7 @@ func (c Config) Validate() error {
 			return err
 		}
 	}
-	if err := errors.Join(c.API.Validate(), c.Exchange.Validate(), c.Tasks.Validate(), c.Delegation.Validate(), c.Browser.Validate()); err != nil {
+	if err := errors.Join(c.API.Validate(), c.Exchange.Validate(), c.Tasks.Validate(), c.Delegation.Validate(), c.Browser.Validate(), c.LSP.Validate()); err != nil {
 		return err
 	}
 	if c.Dir.Root == "" || c.KnownPeersInterval <= 0 {

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/cortex-peer/cortex-peer/dag"
@@ -20,6 +21,7 @@ import (
 	"github.com/cortex-peer/cortex-peer/node/datadir"
 	"github.com/cortex-peer/cortex-peer/node/delegation"
 	"github.com/cortex-peer/cortex-peer/node/exchange"
+	"github.com/cortex-peer/cortex-peer/node/lsp"
 	"github.com/cortex-peer/cortex-peer/node/store"
 	"github.com/cortex-peer/cortex-peer/node/tasklog"
 	"github.com/cortex-peer/cortex-peer/node/tasks"
@@ -47,6 +49,7 @@ type Node struct {
 	prober     *capabilities.Prober
 	delegation *delegation.Delegation
 	browser    *browser.Service
+	lsp        *lsp.Service
 	hb         *p2p.Heartbeater
 	api        *apiserver.Server
 	mcp        *mcpHTTP // nil unless configured
@@ -114,15 +117,20 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	}, logger("browser")); err != nil {
 		return nil, err
 	}
+	workspaces := workspace.New(n.dags, n.watch, n.exchange, gc)
+	if n.lsp, err = lsp.New(cfg.LSP, lsp.Deps{DAGs: n.dags, Importer: importer{workspaces}, GC: gc}, logger("lsp")); err != nil {
+		return nil, err
+	}
 	if n.hb, err = p2p.NewHeartbeater(n.host, n.book, n.announcement, logger("heartbeat")); err != nil {
 		return nil, err
 	}
 	if n.api, err = apiserver.New(cfg.API, apiserver.Services{
 		Peer:       peerView{n},
-		Workspaces: workspace.New(n.dags, n.watch, n.exchange, gc),
+		Workspaces: workspaces,
 		Tasks:      n.delegation,
 		Images:     n.images,
 		Browser:    n.browser,
+		LSP:        n.lsp,
 	}); err != nil {
 		return nil, err
 	}
@@ -135,6 +143,7 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	n.sup = newSupervisor(logger("supervisor"))
 	n.sup.Go("delegation", n.delegation.Serve)
 	n.sup.Go("browser", n.browser.Serve)
+	n.sup.Go("lsp", n.lsp.Serve)
 	n.sup.Go("heartbeat", n.hb.Serve)
 	n.sup.Go("api", n.api.Serve)
 	if n.mcp != nil {
@@ -183,6 +192,15 @@ func (n *Node) BrowserProcesses() []int {
 	return n.browser.Processes()
 }
 
+// LSPProcesses are the pids of this peer's language servers, for tests
+// that check none outlives the peer.
+func (n *Node) LSPProcesses() []int {
+	if n.lsp == nil {
+		return nil
+	}
+	return n.lsp.Processes()
+}
+
 // MCPURL is the URL of the peer's MCP HTTP endpoint, or "" when it serves none.
 func (n *Node) MCPURL() string {
 	if n.mcp == nil {
@@ -203,6 +221,14 @@ func (n *Node) announcement() p2p.Announcement {
 		a.Images = n.images.HeldNames(context.Background())
 	}
 	return a
+}
+
+// importer imports a workspace for the language servers (lsp.Importer).
+type importer struct{ ws *workspace.Service }
+
+func (i importer) Import(ctx context.Context, dir string) (cid.Cid, error) {
+	res, err := i.ws.Add(ctx, dir, false, nil)
+	return res.Root, err
 }
 
 // meshView is what placement sees of the mesh (delegation.Mesh).
@@ -259,6 +285,9 @@ func (n *Node) Close() error {
 		}
 		if n.hb != nil {
 			errs = append(errs, n.hb.Close())
+		}
+		if n.lsp != nil {
+			errs = append(errs, n.lsp.Close())
 		}
 		if n.browser != nil {
 			errs = append(errs, n.browser.Close()) // it stores artifacts: before the store

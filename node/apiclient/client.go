@@ -36,6 +36,7 @@ type Client struct {
 	task   apiv1connect.TaskServiceClient
 	image  apiv1connect.ImageServiceClient
 	brows  apiv1connect.BrowserServiceClient
+	lsp    apiv1connect.LSPServiceClient
 }
 
 // Dial prepares a client for the peer whose data dir is root. It does not
@@ -69,7 +70,8 @@ func New(root, socket, token string) *Client {
 		task:   apiv1connect.NewTaskServiceClient(hc, baseURL, opts...),
 		image:  apiv1connect.NewImageServiceClient(hc, baseURL, opts...),
 	}
-	c.brows = apiv1connect.NewBrowserServiceClient(hc, baseURL, append(opts, connect.WithInterceptors(wrapErrors{c}))...)
+	c.brows = apiv1connect.NewBrowserServiceClient(hc, baseURL, append(opts, connect.WithInterceptors(wrapErrors{c, "browser"}))...)
+	c.lsp = apiv1connect.NewLSPServiceClient(hc, baseURL, append(opts, connect.WithInterceptors(wrapErrors{c, "lsp"}))...)
 	return c
 }
 
@@ -77,8 +79,15 @@ func New(root, socket, token string) *Client {
 // every other call's (errors.Is with errdefs) and name the call.
 func (c *Client) Browser() apiv1connect.BrowserServiceClient { return c.brows }
 
-// wrapErrors turns the wire errors of unary calls into classified ones.
-type wrapErrors struct{ c *Client }
+// LSP is the peer's language-server service, with classified errors.
+func (c *Client) LSP() apiv1connect.LSPServiceClient { return c.lsp }
+
+// wrapErrors turns the wire errors of unary calls into classified ones,
+// named "<service> <method>".
+type wrapErrors struct {
+	c       *Client
+	service string
+}
 
 func (w wrapErrors) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
@@ -88,7 +97,7 @@ func (w wrapErrors) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 			if i := strings.LastIndexByte(name, '/'); i >= 0 {
 				name = name[i+1:]
 			}
-			return nil, w.c.wrap("browser "+strings.ToLower(name), err)
+			return nil, w.c.wrap(w.service+" "+strings.ToLower(name), err)
 		}
 		return resp, nil
 	}

@@ -59,6 +59,7 @@ type Services struct {
 	Tasks      Tasks
 	Images     Images
 	Browser    Browser
+	LSP        LSP
 }
 
 // Server serves the local API on a unix socket.
@@ -111,6 +112,10 @@ func New(cfg Config, svc Services) (*Server, error) {
 	)
 	mux.Handle(path, handler)
 	path, handler = apiv1connect.NewBrowserServiceHandler(&browserService{b: svc.Browser, roots: roots},
+		handlerOpts...,
+	)
+	mux.Handle(path, handler)
+	path, handler = apiv1connect.NewLSPServiceHandler(&lspService{l: svc.LSP, roots: roots},
 		handlerOpts...,
 	)
 	mux.Handle(path, handler)

@@ -202,7 +202,9 @@ var transports = []string{"stdio", "http"}
 var wantTools = []string{"browser_click", "browser_close", "browser_console", "browser_downloads", "browser_evaluate",
 	"browser_list", "browser_navigate", "browser_network", "browser_open", "browser_pdf", "browser_screenshot",
 	"browser_snapshot", "browser_state_save", "browser_tabs", "browser_type", "browser_upload",
-	"cancel_task", "get_task", "list_peers", "list_tasks", "run_task", "start_task",
+	"cancel_task", "get_task", "list_peers", "list_tasks",
+	"lsp_definition", "lsp_diagnostics", "lsp_format", "lsp_hover", "lsp_references", "lsp_rename", "lsp_servers",
+	"lsp_symbols", "lsp_verify", "run_task", "start_task",
 	"task_logs", "workspace_add", "workspace_diff", "workspace_get", "workspace_merge"}
 
 // TestMCP drives every tool over both transports against one 3-peer testnet

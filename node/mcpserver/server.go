@@ -32,6 +32,7 @@ type API interface {
 	WorkspaceDiff(ctx context.Context, from, to string, stall time.Duration) ([]*apiv1.Change, error)
 	WorkspaceMerge(ctx context.Context, base, theirs, dir string) (*apiv1.MergeResponse, error)
 	Browser() apiv1connect.BrowserServiceClient
+	LSP() apiv1connect.LSPServiceClient
 }
 
 // Options configure a Server.
@@ -74,6 +75,7 @@ func New(api API, opts Options) *Server {
 	})
 	s.addTools()
 	s.addBrowserTools()
+	s.addLSPTools()
 	return s
 }
 

@@ -100,6 +100,7 @@ else ~/.cortex-peer) and prints JSON with --json.`,
 		newCancelCmd(g),
 		newResultCmd(g),
 		newBrowserCmd(g),
+		newLSPCmd(g),
 	)
 	root.AddCommand(extra...)
 	refuseUnknownSubcommands(root)

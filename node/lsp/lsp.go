@@ -1,0 +1,321 @@
+// Package lsp is the peer's language-server capability: one warm server
+// per workspace (bridges/lsp), shared by every client of the peer, which
+// sees the workspace as the peer holds it. Each call imports the caller's
+// directory (incrementally: usually nothing changed) and, when its root
+// moved, brings the server's view of it to the new root by the DAG's diff,
+// telling the server exactly which files changed; no mtime walks. Edits
+// (rename, format) are proposals: a new root, merged three-way into the
+// directory only when asked. Verify loads a result root into the warm
+// server of its base and reports the diagnostics it adds and fixes.
+//
+// It must not import node.
+package lsp
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ipfs/go-cid"
+
+	bridge "github.com/cortex-peer/cortex-peer/bridges/lsp"
+	"github.com/cortex-peer/cortex-peer/dag"
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
+)
+
+// Config configures the capability.
+type Config struct {
+	// ViewsDir holds the servers' views of the workspaces. The servers run
+	// as the bridge's uid, so it must be reachable by it (under the
+	// system's temp dir, as the browser's files are).
+	ViewsDir string
+	// TempDir holds the trees of proposals on their way into the store.
+	TempDir string
+	// CallTimeout bounds a call that waits for a warming server.
+	CallTimeout time.Duration
+	Bridge      bridge.Config
+}
+
+// DefaultConfig is the capability's configuration with its files under
+// viewsDir (reachable by the servers' uid) and tempDir (the peer's own).
+func DefaultConfig(viewsDir, tempDir, cacheDir string) Config {
+	return Config{ViewsDir: viewsDir, TempDir: tempDir, CallTimeout: 30 * time.Second, Bridge: bridge.DefaultConfig(cacheDir)}
+}
+
+// Validate says what is wrong with c.
+func (c Config) Validate() error {
+	if !filepath.IsAbs(c.ViewsDir) || !filepath.IsAbs(c.TempDir) || c.CallTimeout <= 0 {
+		return fmt.Errorf("lsp: views dir and temp dir must be absolute, the call timeout positive: %w", errdefs.ErrInvalid)
+	}
+	return c.Bridge.Validate()
+}
+
+// Importer imports a directory into the block store, incrementally, and
+// returns its root (workspace.Service).
+type Importer interface {
+	Import(ctx context.Context, dir string) (cid.Cid, error)
+}
+
+// Deps are what the capability uses of the peer.
+type Deps struct {
+	DAGs     *dag.Store
+	Importer Importer
+	// GC is held for reading while a proposal is added.
+	GC *sync.RWMutex
+}
+
+// Service answers code questions for the peer's clients.
+type Service struct {
+	cfg     Config
+	log     *slog.Logger
+	dags    *dag.Store
+	imports Importer
+	gc      *sync.RWMutex
+	servers *bridge.Manager
+
+	mu    sync.Mutex
+	views map[string]*view // by workspace directory
+}
+
+// view is a server's copy of one workspace, at one root.
+type view struct {
+	mu        sync.Mutex // held for a whole call: the tree holds still under it
+	workspace string
+	dir       string
+	root      cid.Cid // cid.Undef: not exported yet
+}
+
+// New builds the capability; servers start on first use.
+func New(cfg Config, deps Deps, log *slog.Logger) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	for _, d := range []string{cfg.ViewsDir, cfg.TempDir} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, fmt.Errorf("lsp: %w", err)
+		}
+	}
+	// Views of a previous run are stale: their servers are gone.
+	entries, _ := os.ReadDir(cfg.ViewsDir)
+	for _, e := range entries {
+		_ = os.RemoveAll(filepath.Join(cfg.ViewsDir, e.Name()))
+	}
+	bc := cfg.Bridge
+	bc.Logger = log
+	m, err := bridge.New(bc)
+	if err != nil {
+		return nil, err
+	}
+	return &Service{cfg: cfg, log: log, dags: deps.DAGs, imports: deps.Importer, gc: deps.GC, servers: m, views: map[string]*view{}}, nil
+}
+
+// Serve shuts idle servers down until ctx ends.
+func (s *Service) Serve(ctx context.Context) error { return s.servers.Serve(ctx) }
+
+// Close stops every server. Safe to call twice.
+func (s *Service) Close() error { return s.servers.Close() }
+
+// Processes are the pids of the servers, for tests that check none
+// outlives the peer.
+func (s *Service) Processes() []int { return s.servers.Processes() }
+
+// viewOf returns the view of a workspace directory.
+func (s *Service) viewOf(workspace string) *view {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.views[workspace]
+	if !ok {
+		sum := sha256.Sum256([]byte(workspace))
+		v = &view{workspace: workspace, dir: filepath.Join(s.cfg.ViewsDir, hex.EncodeToString(sum[:8]), filepath.Base(workspace)), root: cid.Undef}
+		s.views[workspace] = v
+	}
+	return v
+}
+
+// session is one call on a workspace's server, with its view held still.
+type session struct {
+	s      *Service
+	v      *view
+	server *bridge.Server
+}
+
+// open imports the workspace, brings its view to the new root and returns
+// its server, holding the view until done.
+func (s *Service) open(ctx context.Context, workspace string) (*session, error) {
+	if workspace == "" || !filepath.IsAbs(workspace) {
+		return nil, fmt.Errorf("workspace %q: want an absolute directory: %w", workspace, errdefs.ErrInvalid)
+	}
+	root, err := s.imports.Import(ctx, workspace)
+	if err != nil {
+		return nil, fmt.Errorf("import %s: %w", workspace, err)
+	}
+	v := s.viewOf(workspace)
+	v.mu.Lock()
+	ses := &session{s: s, v: v}
+	if err := ses.moveTo(ctx, root); err != nil {
+		v.mu.Unlock()
+		return nil, err
+	}
+	return ses, nil
+}
+
+// done releases the view and the server.
+func (ses *session) done() {
+	if ses.server != nil {
+		ses.server.Release()
+	}
+	ses.v.mu.Unlock()
+}
+
+// moveTo brings the view to root, exporting it whole the first time and
+// writing only the diff after, and tells the server what changed.
+func (ses *session) moveTo(ctx context.Context, root cid.Cid) error {
+	s, v := ses.s, ses.v
+	if v.root.Defined() && v.root.Equals(root) {
+		return ses.ensureServer(ctx)
+	}
+	if !v.root.Defined() {
+		if err := os.RemoveAll(v.dir); err != nil {
+			return fmt.Errorf("view of %s: %w", v.workspace, err)
+		}
+		if err := os.MkdirAll(filepath.Dir(v.dir), 0o711); err != nil {
+			return fmt.Errorf("view of %s: %w", v.workspace, err)
+		}
+		if _, err := s.dags.Export(ctx, root, v.dir, dag.ExportOptions{}); err != nil {
+			return fmt.Errorf("view of %s at %s: %w", v.workspace, root, err)
+		}
+		if err := s.hand(v.dir); err != nil {
+			return err
+		}
+		v.root = root
+		return ses.ensureServer(ctx)
+	}
+	changes, err := s.dags.Diff(ctx, v.root, root)
+	if err != nil {
+		return fmt.Errorf("view of %s: diff %s -> %s: %w", v.workspace, v.root, root, err)
+	}
+	var told []bridge.Change
+	for _, c := range changes {
+		dest := filepath.Join(v.dir, filepath.FromSlash(c.Path))
+		if !strings.HasPrefix(dest, v.dir+string(filepath.Separator)) {
+			return fmt.Errorf("view of %s: change of %q leaves the tree: %w", v.workspace, c.Path, errdefs.ErrInvalid)
+		}
+		switch c.Kind {
+		case dag.Removed:
+			if err := os.RemoveAll(dest); err != nil {
+				return fmt.Errorf("view of %s: %w", v.workspace, err)
+			}
+			told = append(told, bridge.Change{File: c.Path, Kind: bridge.Deleted})
+		default:
+			kind := bridge.Changed
+			if c.Kind == dag.Added {
+				kind = bridge.Created
+			}
+			if err := s.replace(ctx, c.After, dest); err != nil {
+				return fmt.Errorf("view of %s: %s: %w", v.workspace, c.Path, err)
+			}
+			if c.IsDir {
+				files, err := filesUnder(v.dir, dest)
+				if err != nil {
+					return err
+				}
+				for _, f := range files {
+					told = append(told, bridge.Change{File: f, Kind: bridge.Created})
+				}
+				continue
+			}
+			told = append(told, bridge.Change{File: c.Path, Kind: kind})
+		}
+	}
+	v.root = root
+	if err := ses.ensureServer(ctx); err != nil {
+		return err
+	}
+	if len(told) > 0 {
+		return ses.server.Changed(ctx, told)
+	}
+	return nil
+}
+
+// replace writes the node c of the store at dest, whatever was there.
+func (s *Service) replace(ctx context.Context, c cid.Cid, dest string) error {
+	tmp := filepath.Join(filepath.Dir(dest), ".cortex-view-"+filepath.Base(dest))
+	_ = os.RemoveAll(tmp)
+	if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
+		return err
+	}
+	if _, err := s.dags.Export(ctx, c, tmp, dag.ExportOptions{}); err != nil {
+		return err
+	}
+	if err := s.hand(tmp); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(dest); err != nil {
+		return err
+	}
+	return os.Rename(tmp, dest)
+}
+
+// hand gives a tree of the view to the servers' uid: they read it, and
+// the view is the only place they may write.
+func (s *Service) hand(path string) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	uid, gid := int(s.cfg.Bridge.UID), int(s.cfg.Bridge.GID)
+	return filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, uid, gid)
+	})
+}
+
+// filesUnder lists the regular files under dir, relative to root.
+func filesUnder(root, dir string) ([]string, error) {
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			rel, _ := filepath.Rel(root, p)
+			out = append(out, filepath.ToSlash(rel))
+		}
+		return nil
+	})
+	return out, err
+}
+
+// ensureServer starts (or finds) the view's server.
+func (ses *session) ensureServer(ctx context.Context) error {
+	if ses.server != nil {
+		return nil
+	}
+	srv, err := ses.s.servers.Server(ctx, ses.v.dir)
+	if err != nil {
+		return err
+	}
+	ses.server = srv
+	return nil
+}
+
+// workspaceOf names the workspace a server's root is the view of.
+func (s *Service) workspaceOf(dir string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ws, v := range s.views {
+		if v.dir == dir {
+			return ws
+		}
+	}
+	return ""
+}
