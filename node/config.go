@@ -13,6 +13,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	bridge "github.com/cortex-peer/cortex-peer/bridges/lsp"
 	"github.com/cortex-peer/cortex-peer/node/apiserver"
 	"github.com/cortex-peer/cortex-peer/node/browser"
 	"github.com/cortex-peer/cortex-peer/node/buildinfo"
@@ -107,7 +108,7 @@ func ConfigFromFile(d datadir.Dir, fc datadir.FileConfig) (Config, error) {
 		Tasks:              tasksConfig(d, fc.Tasks),
 		Delegation:         delegationConfig(fc.Tasks),
 		Browser:            browserConfig(d, fc.Browser),
-		LSP:                lspConfig(d),
+		LSP:                lspConfig(d, fc.LSP),
 		MCPListen:          fc.MCP.Listen,
 		MCPTokenFile:       d.Path(fc.API.TokenFile),
 	}
@@ -182,10 +183,18 @@ func browserConfig(d datadir.Dir, b datadir.BrowserSection) browser.Config {
 // which cannot enter the data dir: their views of the workspaces live under
 // the system's temp dir, and their caches under /var/tmp, which outlives a
 // reboot, so that a restarted server is warm fast.
-func lspConfig(d datadir.Dir) lsp.Config {
+func lspConfig(d datadir.Dir, l datadir.LSPSection) lsp.Config {
 	sum := sha256.Sum256([]byte(d.Root))
 	name := "cortex-lsp-" + hex.EncodeToString(sum[:6])
-	return lsp.DefaultConfig(filepath.Join(os.TempDir(), name), d.Path("lsp/tmp"), filepath.Join("/var/tmp", name))
+	cfg := lsp.DefaultConfig(filepath.Join(os.TempDir(), name), d.Path("lsp/tmp"), filepath.Join("/var/tmp", name))
+	b := &cfg.Bridge
+	b.UID, b.GID = l.UID, l.UID
+	b.IdleTimeout, b.InitTimeout = l.IdleTimeout.Duration, l.InitTimeout.Duration
+	b.MaxServers, b.MaxMemoryBytes = l.MaxServers, l.MaxMemoryMiB<<20
+	for name, s := range l.Servers {
+		b.Servers[name] = bridge.ServerConfig{Command: s.Command, Languages: s.Languages, Patterns: s.Patterns, InitOptions: s.InitOptions}
+	}
+	return cfg
 }
 
 // taskPolicy is the limits and defaults the tasks section sets.

@@ -38,6 +38,7 @@ type FileConfig struct {
 	Tasks   TasksSection      `toml:"tasks"`
 	MCP     MCPSection        `toml:"mcp"`
 	Browser BrowserSection    `toml:"browser"`
+	LSP     LSPSection        `toml:"lsp"`
 }
 
 // TasksSection configures the sandboxed tasks this peer runs: where
@@ -162,6 +163,50 @@ func (b BrowserSection) validate() error {
 	}
 	if b.MaxSessions <= 0 || b.MaxTabs <= 0 || b.MaxMemoryMiB < 0 || b.SnapshotBudget <= 0 || b.IdleTTL.Duration <= 0 || b.NavigateTimeout.Duration <= 0 {
 		errs = append(errs, errors.New("browser: max_sessions, max_tabs, snapshot_budget, idle_ttl and navigate_timeout must be positive, max_memory_mib 0 or more"))
+	}
+	return errors.Join(errs...)
+}
+
+// LSPSection configures the language servers this peer runs, one per
+// workspace, shared by every client (cortex-peer lsp ...).
+type LSPSection struct {
+	// UID runs the servers (with a scrubbed environment) when the peer is
+	// root.
+	UID uint32 `toml:"uid"`
+	// IdleTimeout shuts a server down when no call used it for this long.
+	IdleTimeout Duration `toml:"idle_timeout"`
+	// InitTimeout bounds a server's start; one that hangs is killed and
+	// tried again later.
+	InitTimeout Duration `toml:"init_timeout"`
+	MaxServers  int      `toml:"max_servers"`
+	// MaxMemoryMiB restarts a server that uses more; 0: none.
+	MaxMemoryMiB int64 `toml:"max_memory_mib"`
+	// Servers adds language servers (gopls is built in), by name.
+	Servers map[string]LSPServerSection `toml:"servers"`
+}
+
+// LSPServerSection is one language server a user installed.
+type LSPServerSection struct {
+	Command     []string       `toml:"command"`
+	Languages   []string       `toml:"languages"`
+	Patterns    []string       `toml:"patterns"`
+	InitOptions map[string]any `toml:"init_options"`
+}
+
+// DefaultLSPSection is the language servers' defaults.
+func DefaultLSPSection() LSPSection {
+	return LSPSection{UID: 64124, IdleTimeout: Duration{15 * time.Minute}, InitTimeout: Duration{30 * time.Second}, MaxServers: 8}
+}
+
+func (l LSPSection) validate() error {
+	var errs []error
+	if l.IdleTimeout.Duration <= 0 || l.InitTimeout.Duration <= 0 || l.MaxServers <= 0 || l.MaxMemoryMiB < 0 {
+		errs = append(errs, errors.New("lsp: idle_timeout, init_timeout and max_servers must be positive, max_memory_mib 0 or more"))
+	}
+	for name, s := range l.Servers {
+		if len(s.Command) == 0 || len(s.Patterns) == 0 {
+			errs = append(errs, fmt.Errorf("lsp.servers.%s: command and patterns are required", name))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -306,6 +351,7 @@ func DefaultFileConfig() FileConfig {
 		Process: ProcessSection{MemoryLimitMiB: DefaultMemoryLimitMiB},
 		Tasks:   DefaultTasksSection(),
 		Browser: DefaultBrowserSection(),
+		LSP:     DefaultLSPSection(),
 	}
 }
 
@@ -369,6 +415,9 @@ func (c FileConfig) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.Browser.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.LSP.validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if c.API.Socket == "" || c.API.TokenFile == "" || c.Store.Dir == "" {
@@ -613,6 +662,22 @@ accept_from = []
 # empty allowed_origins allows any. Blocked wins. Only http(s) is loaded.
 allowed_origins = []
 blocked_origins = []
+
+[lsp]
+# Language servers, one per workspace, shared by every client
+# (cortex-peer lsp ...). gopls is built in; they run as uid, never root,
+# with a scrubbed environment and no module downloads.
+uid = {{.LSP.UID}}
+idle_timeout = "{{.LSP.IdleTimeout}}"
+init_timeout = "{{.LSP.InitTimeout}}"
+max_servers = {{.LSP.MaxServers}}
+# A server using more memory is restarted; 0 for no cap.
+max_memory_mib = {{.LSP.MaxMemoryMiB}}
+# Another language server, e.g.:
+# [lsp.servers.pyright]
+# command = ["pyright-langserver", "--stdio"]
+# languages = ["python"]
+# patterns = ["pyproject.toml", "setup.py", "*.py"]
 `))
 })
 
@@ -621,12 +686,13 @@ type templateData struct {
 	Labels       map[string]string
 	Tasks        TasksSection
 	Browser      BrowserSection
+	LSP          LSPSection
 	AllowedRoots []string
 }
 
 func renderConfig(opts InitOptions) string {
 	def := DefaultFileConfig()
-	data := templateData{P2PSection: def.P2P, Labels: opts.Labels, Tasks: def.Tasks, Browser: def.Browser, AllowedRoots: def.API.AllowedRoots}
+	data := templateData{P2PSection: def.P2P, Labels: opts.Labels, Tasks: def.Tasks, Browser: def.Browser, LSP: def.LSP, AllowedRoots: def.API.AllowedRoots}
 	if opts.AllowedRoots != nil {
 		data.AllowedRoots = opts.AllowedRoots
 	}

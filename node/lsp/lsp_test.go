@@ -92,6 +92,13 @@ func TestServerSyncedFromTheDAG(t *testing.T) {
 	}
 	t.Logf("edit to diagnostic: %v", time.Since(start))
 	broken := diags.Msg.GetStamp().GetRoot()
+	// A second edit, to a file the server has open now.
+	testnet.WriteFile(t, filepath.Join(ws, "main.go"), []byte("package main\n\nimport \"fmt\"\n\nfunc main() {\n\tvar s bool = Add(1, 2)\n\tfmt.Println(s)\n}\n"), 0o644)
+	start = time.Now()
+	if _, err := l.Diagnostics(ctx, connect.NewRequest(&apiv1.LSPQuery{Workspace: ws, File: "main.go"})); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("second edit to diagnostic: %v", time.Since(start))
 
 	// Verify: the broken root adds the error to the clean one, and the
 	// clean one fixes it.
