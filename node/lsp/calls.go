@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/ipfs/go-cid"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -263,8 +264,20 @@ func (s *Service) withFiles(ctx context.Context, base cid.Cid, files map[string]
 	if err != nil {
 		return cid.Undef, fmt.Errorf("proposal: %w", err)
 	}
+	// Kept until the next proposal of the workspace: --apply merges it,
+	// and a user may fetch it by its CID.
+	if err := s.dags.Pin(proposalPin(base), res.Root); err != nil {
+		return cid.Undef, fmt.Errorf("proposal: %w", err)
+	}
 	return res.Root, nil
 }
+
+// proposalPin keeps the latest proposal made from a base.
+func proposalPin(base cid.Cid) string { return "lsp:proposal:" + base.String() }
+
+// verifyStall ends the fetch of a root to verify when no block came for
+// this long.
+const verifyStall = 30 * time.Second
 
 // Verify loads result into the warm server of its base's workspace and
 // returns the diagnostics it adds and those of base it fixes. The view is
@@ -277,6 +290,13 @@ func (s *Service) Verify(ctx context.Context, r *apiv1.LSPVerifyRequest) (*apiv1
 	result, err := cid.Decode(r.GetResult())
 	if err != nil {
 		return nil, fmt.Errorf("verify: result %q: %v: %w", r.GetResult(), err, errdefs.ErrInvalid)
+	}
+	// The roots may be another peer's (a task's result): fetched first,
+	// and held while the view passes through them.
+	for _, root := range []cid.Cid{base, result} {
+		if _, err := s.blocks.Fetch(ctx, root, verifyStall, nil); err != nil {
+			return nil, fmt.Errorf("verify: fetch %s: %w", root, err)
+		}
 	}
 	var rep *apiv1.LSPVerifyReport
 	err = s.call(ctx, r.GetWorkspace(), func(ctx context.Context, ses *session) error {

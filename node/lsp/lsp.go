@@ -64,9 +64,16 @@ type Importer interface {
 	Import(ctx context.Context, dir string) (cid.Cid, error)
 }
 
+// Blocks fetches a DAG from the mesh (exchange.Exchange): the roots a
+// verify names may come from another peer.
+type Blocks interface {
+	Fetch(ctx context.Context, root cid.Cid, stall time.Duration, progress func(dag.FetchProgress)) (dag.FetchProgress, error)
+}
+
 // Deps are what the capability uses of the peer.
 type Deps struct {
 	DAGs     *dag.Store
+	Blocks   Blocks
 	Importer Importer
 	// GC is held for reading while a proposal is added.
 	GC *sync.RWMutex
@@ -78,6 +85,7 @@ type Service struct {
 	log     *slog.Logger
 	dags    *dag.Store
 	imports Importer
+	blocks  Blocks
 	gc      *sync.RWMutex
 	servers *bridge.Manager
 
@@ -114,7 +122,7 @@ func New(cfg Config, deps Deps, log *slog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{cfg: cfg, log: log, dags: deps.DAGs, imports: deps.Importer, gc: deps.GC, servers: m, views: map[string]*view{}}, nil
+	return &Service{cfg: cfg, log: log, dags: deps.DAGs, imports: deps.Importer, blocks: deps.Blocks, gc: deps.GC, servers: m, views: map[string]*view{}}, nil
 }
 
 // Serve shuts idle servers down until ctx ends.
@@ -126,6 +134,10 @@ func (s *Service) Close() error { return s.servers.Close() }
 // Processes are the pids of the servers, for tests that check none
 // outlives the peer.
 func (s *Service) Processes() []int { return s.servers.Processes() }
+
+// viewPin keeps the root a view is at: the next call diffs from it, even
+// after the workspace moved on and a GC ran.
+func viewPin(v *view) string { return "lsp:view:" + filepath.Base(filepath.Dir(v.dir)) }
 
 // viewOf returns the view of a workspace directory.
 func (s *Service) viewOf(workspace string) *view {
@@ -182,6 +194,9 @@ func (ses *session) moveTo(ctx context.Context, root cid.Cid) error {
 	if v.root.Defined() && v.root.Equals(root) {
 		return ses.ensureServer(ctx)
 	}
+	// GC stays away until the new root is pinned as the view's.
+	s.gc.RLock()
+	defer s.gc.RUnlock()
 	if !v.root.Defined() {
 		if err := os.RemoveAll(v.dir); err != nil {
 			return fmt.Errorf("view of %s: %w", v.workspace, err)
@@ -195,7 +210,9 @@ func (ses *session) moveTo(ctx context.Context, root cid.Cid) error {
 		if err := s.hand(v.dir); err != nil {
 			return err
 		}
-		v.root = root
+		if err := s.pin(v, root); err != nil {
+			return err
+		}
 		return ses.ensureServer(ctx)
 	}
 	changes, err := s.dags.Diff(ctx, v.root, root)
@@ -235,13 +252,24 @@ func (ses *session) moveTo(ctx context.Context, root cid.Cid) error {
 			told = append(told, bridge.Change{File: c.Path, Kind: kind})
 		}
 	}
-	v.root = root
+	if err := s.pin(v, root); err != nil {
+		return err
+	}
 	if err := ses.ensureServer(ctx); err != nil {
 		return err
 	}
 	if len(told) > 0 {
 		return ses.server.Changed(ctx, told)
 	}
+	return nil
+}
+
+// pin records that the view is at root, and keeps root in the store.
+func (s *Service) pin(v *view, root cid.Cid) error {
+	if err := s.dags.Pin(viewPin(v), root); err != nil {
+		return fmt.Errorf("view of %s: %w", v.workspace, err)
+	}
+	v.root = root
 	return nil
 }
 
