@@ -187,6 +187,12 @@ func lspConfig(d datadir.Dir, l datadir.LSPSection) lsp.Config {
 	sum := sha256.Sum256([]byte(d.Root))
 	name := "cortex-lsp-" + hex.EncodeToString(sum[:6])
 	cfg := lsp.DefaultConfig(filepath.Join(os.TempDir(), name), d.Path("lsp/tmp"), filepath.Join("/var/tmp", name))
+	cfg.AcceptRemote = l.AcceptRemote
+	for _, s := range l.AcceptFrom {
+		if id, err := peer.Decode(s); err == nil { // checked by the file's validation
+			cfg.AcceptFrom = append(cfg.AcceptFrom, id)
+		}
+	}
 	b := &cfg.Bridge
 	b.UID, b.GID = l.UID, l.UID
 	b.IdleTimeout, b.InitTimeout = l.IdleTimeout.Duration, l.InitTimeout.Duration

@@ -118,7 +118,9 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 		return nil, err
 	}
 	workspaces := workspace.New(n.dags, n.watch, n.exchange, gc)
-	if n.lsp, err = lsp.New(cfg.LSP, lsp.Deps{DAGs: n.dags, Blocks: n.exchange, Importer: importer{workspaces}, GC: gc}, logger("lsp")); err != nil {
+	if n.lsp, err = lsp.New(cfg.LSP, lsp.Deps{
+		Host: n.host, Mesh: meshView{n}, DAGs: n.dags, Blocks: n.exchange, Importer: importer{workspaces}, GC: gc,
+	}, logger("lsp")); err != nil {
 		return nil, err
 	}
 	if n.hb, err = p2p.NewHeartbeater(n.host, n.book, n.announcement, logger("heartbeat")); err != nil {

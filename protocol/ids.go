@@ -21,6 +21,9 @@ const (
 	// BrowserProtocol carries one call of the browser service to the peer
 	// that hosts the session.
 	BrowserProtocol = "/cortex/browser/1.0.0"
+	// LSPProtocol carries one language-server call to the peer whose
+	// server answers it.
+	LSPProtocol = "/cortex/lsp/1.0.0"
 	// LogTopicPrefix + task id is the gossip topic of a task's live output.
 	LogTopicPrefix = "/cortex/logs/1.0.0/"
 )
@@ -55,5 +58,5 @@ const (
 // Protocols lists the versioned wire protocols of this build, as advertised in
 // heartbeats and shown by `cortex-peer version`.
 func Protocols() []string {
-	return []string{HeartbeatTopic, BlocksProtocol, TaskProtocol, LogsProtocol, BrowserProtocol}
+	return []string{HeartbeatTopic, BlocksProtocol, TaskProtocol, LogsProtocol, BrowserProtocol, LSPProtocol}
 }

@@ -181,6 +181,9 @@ type LSPSection struct {
 	MaxServers  int      `toml:"max_servers"`
 	// MaxMemoryMiB restarts a server that uses more; 0: none.
 	MaxMemoryMiB int64 `toml:"max_memory_mib"`
+	// Who may ask this peer's servers, as for tasks.
+	AcceptRemote bool     `toml:"accept_remote"`
+	AcceptFrom   []string `toml:"accept_from"`
 	// Servers adds language servers (gopls is built in), by name.
 	Servers map[string]LSPServerSection `toml:"servers"`
 }
@@ -195,13 +198,18 @@ type LSPServerSection struct {
 
 // DefaultLSPSection is the language servers' defaults.
 func DefaultLSPSection() LSPSection {
-	return LSPSection{UID: 64124, IdleTimeout: Duration{15 * time.Minute}, InitTimeout: Duration{30 * time.Second}, MaxServers: 8}
+	return LSPSection{UID: 64124, IdleTimeout: Duration{15 * time.Minute}, InitTimeout: Duration{30 * time.Second}, MaxServers: 8, AcceptRemote: true}
 }
 
 func (l LSPSection) validate() error {
 	var errs []error
 	if l.IdleTimeout.Duration <= 0 || l.InitTimeout.Duration <= 0 || l.MaxServers <= 0 || l.MaxMemoryMiB < 0 {
 		errs = append(errs, errors.New("lsp: idle_timeout, init_timeout and max_servers must be positive, max_memory_mib 0 or more"))
+	}
+	for _, s := range l.AcceptFrom {
+		if _, err := peer.Decode(s); err != nil {
+			errs = append(errs, fmt.Errorf("lsp.accept_from: %q is not a peer id: %v", s, err))
+		}
 	}
 	for name, s := range l.Servers {
 		if len(s.Command) == 0 || len(s.Patterns) == 0 {
@@ -673,6 +681,10 @@ init_timeout = "{{.LSP.InitTimeout}}"
 max_servers = {{.LSP.MaxServers}}
 # A server using more memory is restarted; 0 for no cap.
 max_memory_mib = {{.LSP.MaxMemoryMiB}}
+# Whether other peers may ask this peer's servers (their workspace is
+# fetched here by its root), and, when accept_from is not empty, which.
+accept_remote = {{.LSP.AcceptRemote}}
+accept_from = []
 # Another language server, e.g.:
 # [lsp.servers.pyright]
 # command = ["pyright-langserver", "--stdio"]

@@ -2,6 +2,7 @@ package lsp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -23,10 +24,10 @@ const defaultLimit = 200
 
 // call opens a session on the query's workspace, bounded by the call
 // timeout (a warming server answers "warming" at its end).
-func (s *Service) call(ctx context.Context, workspace string, fn func(context.Context, *session) error) error {
+func (s *Service) call(ctx context.Context, t target, fn func(context.Context, *session) error) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
 	defer cancel()
-	ses, err := s.open(ctx, workspace)
+	ses, err := s.open(ctx, t)
 	if err != nil {
 		return err
 	}
@@ -73,19 +74,17 @@ func locations(q *apiv1.LSPQuery, ls []bridge.Location) ([]*apiv1.LSPLocation, u
 	return out, uint32(len(ls))
 }
 
-// Definition returns where the symbol at a position is defined.
-func (s *Service) Definition(ctx context.Context, q *apiv1.LSPQuery) (*apiv1.LSPLocations, error) {
-	return s.locate(ctx, q, (*bridge.Server).Definition)
+func (s *Service) definition(ctx context.Context, t target, q *apiv1.LSPQuery) (*apiv1.LSPLocations, error) {
+	return s.locate(ctx, t, q, (*bridge.Server).Definition)
 }
 
-// References returns every use of the symbol at a position.
-func (s *Service) References(ctx context.Context, q *apiv1.LSPQuery) (*apiv1.LSPLocations, error) {
-	return s.locate(ctx, q, (*bridge.Server).References)
+func (s *Service) references(ctx context.Context, t target, q *apiv1.LSPQuery) (*apiv1.LSPLocations, error) {
+	return s.locate(ctx, t, q, (*bridge.Server).References)
 }
 
-func (s *Service) locate(ctx context.Context, q *apiv1.LSPQuery, ask func(*bridge.Server, context.Context, bridge.Position) ([]bridge.Location, bridge.Stamp, error)) (*apiv1.LSPLocations, error) {
+func (s *Service) locate(ctx context.Context, t target, q *apiv1.LSPQuery, ask func(*bridge.Server, context.Context, bridge.Position) ([]bridge.Location, bridge.Stamp, error)) (*apiv1.LSPLocations, error) {
 	var resp *apiv1.LSPLocations
-	err := s.call(ctx, q.GetWorkspace(), func(ctx context.Context, ses *session) error {
+	err := s.call(ctx, t, func(ctx context.Context, ses *session) error {
 		p, err := ses.position(ctx, q)
 		if err != nil {
 			return err
@@ -101,10 +100,9 @@ func (s *Service) locate(ctx context.Context, q *apiv1.LSPQuery, ask func(*bridg
 	return resp, err
 }
 
-// Hover returns the documentation and type of the symbol at a position.
-func (s *Service) Hover(ctx context.Context, q *apiv1.LSPQuery) (*apiv1.LSPHover, error) {
+func (s *Service) hover(ctx context.Context, t target, q *apiv1.LSPQuery) (*apiv1.LSPHover, error) {
 	var resp *apiv1.LSPHover
-	err := s.call(ctx, q.GetWorkspace(), func(ctx context.Context, ses *session) error {
+	err := s.call(ctx, t, func(ctx context.Context, ses *session) error {
 		p, err := ses.position(ctx, q)
 		if err != nil {
 			return err
@@ -119,10 +117,9 @@ func (s *Service) Hover(ctx context.Context, q *apiv1.LSPQuery) (*apiv1.LSPHover
 	return resp, err
 }
 
-// Symbols finds symbols by name in the workspace, or lists a file's.
-func (s *Service) Symbols(ctx context.Context, q *apiv1.LSPQuery) (*apiv1.LSPSymbols, error) {
+func (s *Service) symbols(ctx context.Context, t target, q *apiv1.LSPQuery) (*apiv1.LSPSymbols, error) {
 	var resp *apiv1.LSPSymbols
-	err := s.call(ctx, q.GetWorkspace(), func(ctx context.Context, ses *session) error {
+	err := s.call(ctx, t, func(ctx context.Context, ses *session) error {
 		syms, st, err := ses.server.Symbols(ctx, q.GetQuery(), q.GetFile())
 		if err != nil {
 			return err
@@ -141,11 +138,9 @@ func diagnosticToAPI(d bridge.Diagnostic) *apiv1.LSPDiagnostic {
 	return &apiv1.LSPDiagnostic{File: d.File, Line: uint32(d.Line), Column: uint32(d.Col), Severity: d.Severity, Source: d.Source, Code: d.Code, Message: d.Message}
 }
 
-// Diagnostics returns the errors and warnings of files (none: every file
-// the server reported on).
-func (s *Service) Diagnostics(ctx context.Context, q *apiv1.LSPQuery) (*apiv1.LSPDiagnostics, error) {
+func (s *Service) diagnostics(ctx context.Context, t target, q *apiv1.LSPQuery) (*apiv1.LSPDiagnostics, error) {
 	var resp *apiv1.LSPDiagnostics
-	err := s.call(ctx, q.GetWorkspace(), func(ctx context.Context, ses *session) error {
+	err := s.call(ctx, t, func(ctx context.Context, ses *session) error {
 		files := q.GetFiles()
 		if q.GetFile() != "" {
 			files = append(files, q.GetFile())
@@ -164,13 +159,11 @@ func (s *Service) Diagnostics(ctx context.Context, q *apiv1.LSPQuery) (*apiv1.LS
 	return resp, err
 }
 
-// Rename proposes the rename of the symbol at a position as a new root;
-// with apply it is merged into the workspace.
-func (s *Service) Rename(ctx context.Context, q *apiv1.LSPQuery) (*apiv1.LSPEdit, error) {
+func (s *Service) rename(ctx context.Context, t target, q *apiv1.LSPQuery) (*apiv1.LSPEdit, error) {
 	if q.GetNewName() == "" {
 		return nil, fmt.Errorf("rename: the new name is missing: %w", errdefs.ErrInvalid)
 	}
-	return s.propose(ctx, q, func(ctx context.Context, ses *session) (map[string][]byte, bridge.Stamp, error) {
+	return s.propose(ctx, t, func(ctx context.Context, ses *session) (map[string][]byte, bridge.Stamp, error) {
 		p, err := ses.position(ctx, q)
 		if err != nil {
 			return nil, bridge.Stamp{}, err
@@ -179,13 +172,11 @@ func (s *Service) Rename(ctx context.Context, q *apiv1.LSPQuery) (*apiv1.LSPEdit
 	})
 }
 
-// Format proposes a file formatted as a new root; with apply it is merged
-// into the workspace.
-func (s *Service) Format(ctx context.Context, q *apiv1.LSPQuery) (*apiv1.LSPEdit, error) {
+func (s *Service) format(ctx context.Context, t target, q *apiv1.LSPQuery) (*apiv1.LSPEdit, error) {
 	if q.GetFile() == "" {
 		return nil, fmt.Errorf("format: name the file: %w", errdefs.ErrInvalid)
 	}
-	return s.propose(ctx, q, func(ctx context.Context, ses *session) (map[string][]byte, bridge.Stamp, error) {
+	return s.propose(ctx, t, func(ctx context.Context, ses *session) (map[string][]byte, bridge.Stamp, error) {
 		b, st, err := ses.server.Format(ctx, q.GetFile())
 		if err != nil {
 			return nil, st, err
@@ -195,42 +186,51 @@ func (s *Service) Format(ctx context.Context, q *apiv1.LSPQuery) (*apiv1.LSPEdit
 }
 
 // propose turns new file contents into a root: the view's tree with those
-// files, imported; apply merges base -> proposal into the workspace.
-func (s *Service) propose(ctx context.Context, q *apiv1.LSPQuery, edit func(context.Context, *session) (map[string][]byte, bridge.Stamp, error)) (*apiv1.LSPEdit, error) {
+// files, imported. The proposal's base is its stamp's root.
+func (s *Service) propose(ctx context.Context, t target, edit func(context.Context, *session) (map[string][]byte, bridge.Stamp, error)) (*apiv1.LSPEdit, error) {
 	var resp *apiv1.LSPEdit
-	var base, next cid.Cid
-	err := s.call(ctx, q.GetWorkspace(), func(ctx context.Context, ses *session) error {
+	err := s.call(ctx, t, func(ctx context.Context, ses *session) error {
 		files, st, err := edit(ctx, ses)
 		if err != nil {
 			return err
 		}
-		base = ses.v.root
 		resp = &apiv1.LSPEdit{Stamp: ses.stamp(st)}
 		for f := range files {
 			resp.Files = append(resp.Files, f)
 		}
 		sort.Strings(resp.Files)
-		next, err = s.withFiles(ctx, base, files)
+		next, err := s.withFiles(ctx, ses.v.root, files)
 		if err != nil {
 			return err
 		}
 		resp.Root = next.String()
 		return nil
 	})
-	if err != nil || !q.GetApply() {
-		return resp, err
+	return resp, err
+}
+
+// apply merges a proposal (base -> proposal, both perhaps another peer's)
+// into the workspace directory, three-way.
+func (s *Service) apply(ctx context.Context, workspace string, e *apiv1.LSPEdit) error {
+	base, err1 := cid.Decode(e.GetStamp().GetRoot())
+	next, err2 := cid.Decode(e.GetRoot())
+	if err := errors.Join(err1, err2); err != nil {
+		return fmt.Errorf("apply: %w", err)
+	}
+	if _, err := s.blocks.Fetch(ctx, next, verifyStall, nil); err != nil {
+		return fmt.Errorf("apply: fetch %s: %w", next, err)
 	}
 	s.gc.RLock()
-	rep, err := s.dags.Merge(ctx, base, next, q.GetWorkspace())
-	s.gc.RUnlock()
+	defer s.gc.RUnlock()
+	rep, err := s.dags.Merge(ctx, base, next, workspace)
 	if err != nil {
-		return nil, fmt.Errorf("apply to %s: %w", q.GetWorkspace(), err)
+		return fmt.Errorf("apply to %s: %w", workspace, err)
 	}
-	resp.Merged = append(append(resp.Merged, rep.Applied...), rep.Merged...)
+	e.Merged = append(append(e.Merged, rep.Applied...), rep.Merged...)
 	for _, c := range rep.Conflicts {
-		resp.Conflicts = append(resp.Conflicts, c.Path)
+		e.Conflicts = append(e.Conflicts, c.Path)
 	}
-	return resp, nil
+	return nil
 }
 
 // withFiles is base with files replaced, as a new root: exported to a
@@ -279,10 +279,7 @@ func proposalPin(base cid.Cid) string { return "lsp:proposal:" + base.String() }
 // this long.
 const verifyStall = 30 * time.Second
 
-// Verify loads result into the warm server of its base's workspace and
-// returns the diagnostics it adds and those of base it fixes. The view is
-// the workspace's again at the next call.
-func (s *Service) Verify(ctx context.Context, r *apiv1.LSPVerifyRequest) (*apiv1.LSPVerifyReport, error) {
+func (s *Service) verify(ctx context.Context, t target, r *apiv1.LSPVerifyRequest) (*apiv1.LSPVerifyReport, error) {
 	base, err := cid.Decode(r.GetBase())
 	if err != nil {
 		return nil, fmt.Errorf("verify: base %q: %v: %w", r.GetBase(), err, errdefs.ErrInvalid)
@@ -299,7 +296,7 @@ func (s *Service) Verify(ctx context.Context, r *apiv1.LSPVerifyRequest) (*apiv1
 		}
 	}
 	var rep *apiv1.LSPVerifyReport
-	err = s.call(ctx, r.GetWorkspace(), func(ctx context.Context, ses *session) error {
+	err = s.call(ctx, t, func(ctx context.Context, ses *session) error {
 		var before, after []bridge.Diagnostic
 		for _, step := range []struct {
 			root cid.Cid

@@ -25,9 +25,14 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	libp2pproto "github.com/libp2p/go-libp2p/core/protocol"
 
 	bridge "github.com/cortex-peer/cortex-peer/bridges/lsp"
 	"github.com/cortex-peer/cortex-peer/dag"
+	"github.com/cortex-peer/cortex-peer/p2p"
+	"github.com/cortex-peer/cortex-peer/protocol"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 )
 
@@ -41,13 +46,17 @@ type Config struct {
 	TempDir string
 	// CallTimeout bounds a call that waits for a warming server.
 	CallTimeout time.Duration
-	Bridge      bridge.Config
+	// AcceptRemote lets other peers ask this peer's servers; AcceptFrom,
+	// when set, names the only peers that may.
+	AcceptRemote bool
+	AcceptFrom   []peer.ID
+	Bridge       bridge.Config
 }
 
 // DefaultConfig is the capability's configuration with its files under
 // viewsDir (reachable by the servers' uid) and tempDir (the peer's own).
 func DefaultConfig(viewsDir, tempDir, cacheDir string) Config {
-	return Config{ViewsDir: viewsDir, TempDir: tempDir, CallTimeout: 30 * time.Second, Bridge: bridge.DefaultConfig(cacheDir)}
+	return Config{ViewsDir: viewsDir, TempDir: tempDir, CallTimeout: 30 * time.Second, AcceptRemote: true, Bridge: bridge.DefaultConfig(cacheDir)}
 }
 
 // Validate says what is wrong with c.
@@ -70,8 +79,21 @@ type Blocks interface {
 	Fetch(ctx context.Context, root cid.Cid, stall time.Duration, progress func(dag.FetchProgress)) (dag.FetchProgress, error)
 }
 
+// Host is what the capability uses of the peer's libp2p host.
+type Host interface {
+	ID() peer.ID
+	Libp2p() host.Host
+}
+
+// Mesh lists the live peers, to place a call by labels.
+type Mesh interface {
+	Peers() []p2p.PeerEntry
+}
+
 // Deps are what the capability uses of the peer.
 type Deps struct {
+	Host     Host
+	Mesh     Mesh
 	DAGs     *dag.Store
 	Blocks   Blocks
 	Importer Importer
@@ -88,6 +110,9 @@ type Service struct {
 	blocks  Blocks
 	gc      *sync.RWMutex
 	servers *bridge.Manager
+	self    peer.ID
+	host    host.Host
+	mesh    Mesh
 
 	mu    sync.Mutex
 	views map[string]*view // by workspace directory
@@ -122,14 +147,20 @@ func New(cfg Config, deps Deps, log *slog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{cfg: cfg, log: log, dags: deps.DAGs, imports: deps.Importer, blocks: deps.Blocks, gc: deps.GC, servers: m, views: map[string]*view{}}, nil
+	s := &Service{cfg: cfg, log: log, dags: deps.DAGs, imports: deps.Importer, blocks: deps.Blocks, gc: deps.GC, servers: m,
+		self: deps.Host.ID(), host: deps.Host.Libp2p(), mesh: deps.Mesh, views: map[string]*view{}}
+	s.host.SetStreamHandler(libp2pproto.ID(protocol.LSPProtocol), s.serveStream)
+	return s, nil
 }
 
 // Serve shuts idle servers down until ctx ends.
 func (s *Service) Serve(ctx context.Context) error { return s.servers.Serve(ctx) }
 
 // Close stops every server. Safe to call twice.
-func (s *Service) Close() error { return s.servers.Close() }
+func (s *Service) Close() error {
+	s.host.RemoveStreamHandler(libp2pproto.ID(protocol.LSPProtocol))
+	return s.servers.Close()
+}
 
 // Processes are the pids of the servers, for tests that check none
 // outlives the peer.
@@ -159,17 +190,30 @@ type session struct {
 	server *bridge.Server
 }
 
-// open imports the workspace, brings its view to the new root and returns
-// its server, holding the view until done.
-func (s *Service) open(ctx context.Context, workspace string) (*session, error) {
-	if workspace == "" || !filepath.IsAbs(workspace) {
-		return nil, fmt.Errorf("workspace %q: want an absolute directory: %w", workspace, errdefs.ErrInvalid)
+// target is the workspace a call is about: a directory of this peer
+// (imported first), or a workspace of another peer at a root it sent
+// (fetched first), named by that peer and its directory.
+type target struct {
+	key  string
+	root cid.Cid
+}
+
+// open imports (or fetches) the workspace, brings its view to the root and
+// returns its server, holding the view until done.
+func (s *Service) open(ctx context.Context, t target) (*session, error) {
+	root := t.root
+	if !root.Defined() {
+		if t.key == "" || !filepath.IsAbs(t.key) {
+			return nil, fmt.Errorf("workspace %q: want an absolute directory: %w", t.key, errdefs.ErrInvalid)
+		}
+		var err error
+		if root, err = s.imports.Import(ctx, t.key); err != nil {
+			return nil, fmt.Errorf("import %s: %w", t.key, err)
+		}
+	} else if _, err := s.blocks.Fetch(ctx, root, verifyStall, nil); err != nil {
+		return nil, fmt.Errorf("workspace %s: fetch %s: %w", t.key, root, err)
 	}
-	root, err := s.imports.Import(ctx, workspace)
-	if err != nil {
-		return nil, fmt.Errorf("import %s: %w", workspace, err)
-	}
-	v := s.viewOf(workspace)
+	v := s.viewOf(t.key)
 	v.mu.Lock()
 	ses := &session{s: s, v: v}
 	if err := ses.moveTo(ctx, root); err != nil {

@@ -16,13 +16,15 @@ const defaultLSPLimit = 50
 // LSPInput is what the lsp_ tools take: a workspace and a position (or a
 // symbol by name).
 type LSPInput struct {
-	Workspace string `json:"workspace" jsonschema:"the workspace directory on the peer's machine"`
-	File      string `json:"file,omitempty" jsonschema:"a file relative to the workspace"`
-	Line      uint32 `json:"line,omitempty" jsonschema:"1-based line, as editors show"`
-	Column    uint32 `json:"column,omitempty" jsonschema:"1-based column, as editors show"`
-	Symbol    string `json:"symbol,omitempty" jsonschema:"a symbol by name (pkg.Type.Method) instead of file, line and column"`
-	Limit     uint32 `json:"limit,omitempty" jsonschema:"at most this many results (default 50)"`
-	Offset    uint32 `json:"offset,omitempty" jsonschema:"skip this many results: page on with next_offset"`
+	Workspace string            `json:"workspace" jsonschema:"the workspace directory on the peer's machine"`
+	File      string            `json:"file,omitempty" jsonschema:"a file relative to the workspace"`
+	Line      uint32            `json:"line,omitempty" jsonschema:"1-based line, as editors show"`
+	Column    uint32            `json:"column,omitempty" jsonschema:"1-based column, as editors show"`
+	Symbol    string            `json:"symbol,omitempty" jsonschema:"a symbol by name (pkg.Type.Method) instead of file, line and column"`
+	Limit     uint32            `json:"limit,omitempty" jsonschema:"at most this many results (default 50)"`
+	Offset    uint32            `json:"offset,omitempty" jsonschema:"skip this many results: page on with next_offset"`
+	Peer      string            `json:"peer,omitempty" jsonschema:"ask the server on this peer (an id from list_peers); default this peer"`
+	Labels    map[string]string `json:"labels,omitempty" jsonschema:"ask the server on a peer with gopls and these labels"`
 }
 
 func (s *Server) lspQuery(in LSPInput) (*apiv1.LSPQuery, error) {
@@ -34,7 +36,8 @@ func (s *Server) lspQuery(in LSPInput) (*apiv1.LSPQuery, error) {
 	if limit == 0 {
 		limit = defaultLSPLimit
 	}
-	return &apiv1.LSPQuery{Workspace: ws, File: in.File, Line: in.Line, Column: in.Column, Symbol: in.Symbol, Limit: limit, Offset: in.Offset}, nil
+	return &apiv1.LSPQuery{Workspace: ws, File: in.File, Line: in.Line, Column: in.Column, Symbol: in.Symbol, Limit: limit, Offset: in.Offset,
+		Peer: in.Peer, Labels: in.Labels}, nil
 }
 
 // LSPStamp says what an answer is about.
@@ -130,6 +133,7 @@ type LSPVerifyInput struct {
 	Workspace string `json:"workspace" jsonschema:"the workspace whose warm server checks the roots"`
 	Base      string `json:"base" jsonschema:"the root the change started from"`
 	Result    string `json:"result" jsonschema:"the root to check, e.g. a task's result_root"`
+	Peer      string `json:"peer,omitempty" jsonschema:"ask the server on this peer"`
 }
 
 // LSPVerifyReport is lsp_verify's result.
@@ -283,7 +287,7 @@ func (s *Server) addLSPTools() {
 			if err != nil {
 				return LSPVerifyReport{}, err
 			}
-			m, err := s.api.LSP().Verify(ctx, connect.NewRequest(&apiv1.LSPVerifyRequest{Workspace: ws, Base: in.Base, Result: in.Result}))
+			m, err := s.api.LSP().Verify(ctx, connect.NewRequest(&apiv1.LSPVerifyRequest{Workspace: ws, Base: in.Base, Result: in.Result, Peer: in.Peer}))
 			if err != nil {
 				return LSPVerifyReport{}, err
 			}

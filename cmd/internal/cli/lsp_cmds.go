@@ -22,11 +22,15 @@ type lspFlags struct {
 	workspace string
 	symbol    string
 	limit     uint32
+	peer      string
+	labels    []string
 }
 
 func (f *lspFlags) add(cmd *cobra.Command, position bool) {
 	cmd.Flags().StringVar(&f.workspace, "workspace", ".", "the workspace directory (imported incrementally before each call)")
 	cmd.Flags().Uint32Var(&f.limit, "limit", 0, "at most this many results (default 200); the rest is counted")
+	cmd.Flags().StringVar(&f.peer, "peer", "", "ask the server on this peer (an id, or its first or last characters)")
+	cmd.Flags().StringArrayVar(&f.labels, "label", nil, "ask the server on a peer with gopls and this label k=v (repeatable)")
 	if position {
 		cmd.Flags().StringVar(&f.symbol, "symbol", "", "a symbol by name (pkg.Type.Method) instead of FILE:LINE:COL")
 	}
@@ -38,7 +42,10 @@ func (f *lspFlags) query(pos string) (*apiv1.LSPQuery, error) {
 	if err != nil {
 		return nil, err
 	}
-	q := &apiv1.LSPQuery{Workspace: ws, Symbol: f.symbol, Limit: f.limit}
+	q := &apiv1.LSPQuery{Workspace: ws, Symbol: f.symbol, Limit: f.limit, Peer: f.peer}
+	if q.Labels, err = parseLabels(f.labels); err != nil {
+		return nil, err
+	}
 	if pos == "" {
 		return q, nil
 	}
@@ -60,6 +67,22 @@ func (f *lspFlags) query(pos string) (*apiv1.LSPQuery, error) {
 	}
 	q.File, q.Line, q.Column = filepath.ToSlash(file), uint32(line), uint32(col)
 	return q, nil
+}
+
+// parseLabels reads repeated --label k=v flags.
+func parseLabels(flags []string) (map[string]string, error) {
+	var out map[string]string
+	for _, l := range flags {
+		k, v, ok := strings.Cut(l, "=")
+		if !ok || k == "" {
+			return nil, Usage(fmt.Errorf("--label %q: want k=v", l))
+		}
+		if out == nil {
+			out = map[string]string{}
+		}
+		out[k] = v
+	}
+	return out, nil
 }
 
 // lspCall runs one call of the language-server service and prints it.
@@ -343,7 +366,11 @@ func newLSPVerifyCmd(g *Globals) *cobra.Command {
 			}
 			var added uint32
 			err = lspCall(cmd, g, func(ctx context.Context, c apiv1connect.LSPServiceClient) (*connect.Response[apiv1.LSPVerifyReport], error) {
-				resp, err := c.Verify(ctx, req(&apiv1.LSPVerifyRequest{Workspace: ws, Base: args[0], Result: args[1]}))
+				labels, err := parseLabels(f.labels)
+				if err != nil {
+					return nil, err
+				}
+				resp, err := c.Verify(ctx, req(&apiv1.LSPVerifyRequest{Workspace: ws, Base: args[0], Result: args[1], Peer: f.peer, Labels: labels}))
 				if err == nil {
 					added = resp.Msg.GetAddedErrors()
 				}
@@ -362,6 +389,8 @@ func newLSPVerifyCmd(g *Globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&f.workspace, "workspace", ".", "the workspace whose warm server checks the roots")
+	cmd.Flags().StringVar(&f.peer, "peer", "", "ask the server on this peer")
+	cmd.Flags().StringArrayVar(&f.labels, "label", nil, "ask the server on a peer with this label k=v (repeatable)")
 	return cmd
 }
 

@@ -46,8 +46,13 @@ type LSPQuery struct {
 	// Diagnostics: the files (none: every file the server reported on).
 	Files []string `protobuf:"bytes,9,rep,name=files,proto3" json:"files,omitempty"`
 	// At most this many results (0: 200) from offset; the rest is counted.
-	Limit         uint32 `protobuf:"varint,10,opt,name=limit,proto3" json:"limit,omitempty"`
-	Offset        uint32 `protobuf:"varint,11,opt,name=offset,proto3" json:"offset,omitempty"`
+	Limit  uint32 `protobuf:"varint,10,opt,name=limit,proto3" json:"limit,omitempty"`
+	Offset uint32 `protobuf:"varint,11,opt,name=offset,proto3" json:"offset,omitempty"`
+	// Ask the server on this peer, or on a peer with these labels and the
+	// language's server (default: this peer). The workspace is imported
+	// here and fetched there by its root.
+	Peer          string            `protobuf:"bytes,12,opt,name=peer,proto3" json:"peer,omitempty"`
+	Labels        map[string]string `protobuf:"bytes,13,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -157,6 +162,20 @@ func (x *LSPQuery) GetOffset() uint32 {
 		return x.Offset
 	}
 	return 0
+}
+
+func (x *LSPQuery) GetPeer() string {
+	if x != nil {
+		return x.Peer
+	}
+	return ""
+}
+
+func (x *LSPQuery) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
 }
 
 // Stamp says what an answer is about: the root the server saw, and
@@ -776,6 +795,8 @@ type LSPVerifyRequest struct {
 	Workspace     string                 `protobuf:"bytes,1,opt,name=workspace,proto3" json:"workspace,omitempty"`
 	Base          string                 `protobuf:"bytes,2,opt,name=base,proto3" json:"base,omitempty"`
 	Result        string                 `protobuf:"bytes,3,opt,name=result,proto3" json:"result,omitempty"`
+	Peer          string                 `protobuf:"bytes,4,opt,name=peer,proto3" json:"peer,omitempty"`
+	Labels        map[string]string      `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -829,6 +850,20 @@ func (x *LSPVerifyRequest) GetResult() string {
 		return x.Result
 	}
 	return ""
+}
+
+func (x *LSPVerifyRequest) GetPeer() string {
+	if x != nil {
+		return x.Peer
+	}
+	return ""
+}
+
+func (x *LSPVerifyRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
 }
 
 type LSPVerifyReport struct {
@@ -1109,7 +1144,7 @@ var File_cortex_api_v1_lsp_proto protoreflect.FileDescriptor
 
 const file_cortex_api_v1_lsp_proto_rawDesc = "" +
 	"\n" +
-	"\x17cortex/api/v1/lsp.proto\x12\rcortex.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8b\x02\n" +
+	"\x17cortex/api/v1/lsp.proto\x12\rcortex.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x97\x03\n" +
 	"\bLSPQuery\x12\x1c\n" +
 	"\tworkspace\x18\x01 \x01(\tR\tworkspace\x12\x12\n" +
 	"\x04file\x18\x02 \x01(\tR\x04file\x12\x12\n" +
@@ -1122,7 +1157,12 @@ const file_cortex_api_v1_lsp_proto_rawDesc = "" +
 	"\x05files\x18\t \x03(\tR\x05files\x12\x14\n" +
 	"\x05limit\x18\n" +
 	" \x01(\rR\x05limit\x12\x16\n" +
-	"\x06offset\x18\v \x01(\rR\x06offset\"P\n" +
+	"\x06offset\x18\v \x01(\rR\x06offset\x12\x12\n" +
+	"\x04peer\x18\f \x01(\tR\x04peer\x12;\n" +
+	"\x06labels\x18\r \x03(\v2#.cortex.api.v1.LSPQuery.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"P\n" +
 	"\bLSPStamp\x12\x12\n" +
 	"\x04root\x18\x01 \x01(\tR\x04root\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1a\n" +
@@ -1168,11 +1208,16 @@ const file_cortex_api_v1_lsp_proto_rawDesc = "" +
 	"\x04root\x18\x02 \x01(\tR\x04root\x12\x14\n" +
 	"\x05files\x18\x03 \x03(\tR\x05files\x12\x16\n" +
 	"\x06merged\x18\x04 \x03(\tR\x06merged\x12\x1c\n" +
-	"\tconflicts\x18\x05 \x03(\tR\tconflicts\"\\\n" +
+	"\tconflicts\x18\x05 \x03(\tR\tconflicts\"\xf0\x01\n" +
 	"\x10LSPVerifyRequest\x12\x1c\n" +
 	"\tworkspace\x18\x01 \x01(\tR\tworkspace\x12\x12\n" +
 	"\x04base\x18\x02 \x01(\tR\x04base\x12\x16\n" +
-	"\x06result\x18\x03 \x01(\tR\x06result\"\xf7\x01\n" +
+	"\x06result\x18\x03 \x01(\tR\x06result\x12\x12\n" +
+	"\x04peer\x18\x04 \x01(\tR\x04peer\x12C\n" +
+	"\x06labels\x18\x05 \x03(\v2+.cortex.api.v1.LSPVerifyRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf7\x01\n" +
 	"\x0fLSPVerifyReport\x12-\n" +
 	"\x05stamp\x18\x01 \x01(\v2\x17.cortex.api.v1.LSPStampR\x05stamp\x12\x12\n" +
 	"\x04base\x18\x02 \x01(\tR\x04base\x12\x16\n" +
@@ -1219,7 +1264,7 @@ func file_cortex_api_v1_lsp_proto_rawDescGZIP() []byte {
 	return file_cortex_api_v1_lsp_proto_rawDescData
 }
 
-var file_cortex_api_v1_lsp_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_cortex_api_v1_lsp_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_cortex_api_v1_lsp_proto_goTypes = []any{
 	(*LSPQuery)(nil),              // 0: cortex.api.v1.LSPQuery
 	(*LSPStamp)(nil),              // 1: cortex.api.v1.LSPStamp
@@ -1236,46 +1281,50 @@ var file_cortex_api_v1_lsp_proto_goTypes = []any{
 	(*LSPServersRequest)(nil),     // 12: cortex.api.v1.LSPServersRequest
 	(*LSPServer)(nil),             // 13: cortex.api.v1.LSPServer
 	(*LSPServersResponse)(nil),    // 14: cortex.api.v1.LSPServersResponse
-	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	nil,                           // 15: cortex.api.v1.LSPQuery.LabelsEntry
+	nil,                           // 16: cortex.api.v1.LSPVerifyRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
 }
 var file_cortex_api_v1_lsp_proto_depIdxs = []int32{
-	1,  // 0: cortex.api.v1.LSPLocations.stamp:type_name -> cortex.api.v1.LSPStamp
-	2,  // 1: cortex.api.v1.LSPLocations.locations:type_name -> cortex.api.v1.LSPLocation
-	1,  // 2: cortex.api.v1.LSPHover.stamp:type_name -> cortex.api.v1.LSPStamp
-	2,  // 3: cortex.api.v1.LSPSymbol.location:type_name -> cortex.api.v1.LSPLocation
-	1,  // 4: cortex.api.v1.LSPSymbols.stamp:type_name -> cortex.api.v1.LSPStamp
-	5,  // 5: cortex.api.v1.LSPSymbols.symbols:type_name -> cortex.api.v1.LSPSymbol
-	1,  // 6: cortex.api.v1.LSPDiagnostics.stamp:type_name -> cortex.api.v1.LSPStamp
-	7,  // 7: cortex.api.v1.LSPDiagnostics.diagnostics:type_name -> cortex.api.v1.LSPDiagnostic
-	1,  // 8: cortex.api.v1.LSPEdit.stamp:type_name -> cortex.api.v1.LSPStamp
-	1,  // 9: cortex.api.v1.LSPVerifyReport.stamp:type_name -> cortex.api.v1.LSPStamp
-	7,  // 10: cortex.api.v1.LSPVerifyReport.added:type_name -> cortex.api.v1.LSPDiagnostic
-	7,  // 11: cortex.api.v1.LSPVerifyReport.fixed:type_name -> cortex.api.v1.LSPDiagnostic
-	15, // 12: cortex.api.v1.LSPServer.started:type_name -> google.protobuf.Timestamp
-	13, // 13: cortex.api.v1.LSPServersResponse.servers:type_name -> cortex.api.v1.LSPServer
-	0,  // 14: cortex.api.v1.LSPService.Definition:input_type -> cortex.api.v1.LSPQuery
-	0,  // 15: cortex.api.v1.LSPService.References:input_type -> cortex.api.v1.LSPQuery
-	0,  // 16: cortex.api.v1.LSPService.Hover:input_type -> cortex.api.v1.LSPQuery
-	0,  // 17: cortex.api.v1.LSPService.Symbols:input_type -> cortex.api.v1.LSPQuery
-	0,  // 18: cortex.api.v1.LSPService.Diagnostics:input_type -> cortex.api.v1.LSPQuery
-	0,  // 19: cortex.api.v1.LSPService.Rename:input_type -> cortex.api.v1.LSPQuery
-	0,  // 20: cortex.api.v1.LSPService.Format:input_type -> cortex.api.v1.LSPQuery
-	10, // 21: cortex.api.v1.LSPService.Verify:input_type -> cortex.api.v1.LSPVerifyRequest
-	12, // 22: cortex.api.v1.LSPService.Servers:input_type -> cortex.api.v1.LSPServersRequest
-	3,  // 23: cortex.api.v1.LSPService.Definition:output_type -> cortex.api.v1.LSPLocations
-	3,  // 24: cortex.api.v1.LSPService.References:output_type -> cortex.api.v1.LSPLocations
-	4,  // 25: cortex.api.v1.LSPService.Hover:output_type -> cortex.api.v1.LSPHover
-	6,  // 26: cortex.api.v1.LSPService.Symbols:output_type -> cortex.api.v1.LSPSymbols
-	8,  // 27: cortex.api.v1.LSPService.Diagnostics:output_type -> cortex.api.v1.LSPDiagnostics
-	9,  // 28: cortex.api.v1.LSPService.Rename:output_type -> cortex.api.v1.LSPEdit
-	9,  // 29: cortex.api.v1.LSPService.Format:output_type -> cortex.api.v1.LSPEdit
-	11, // 30: cortex.api.v1.LSPService.Verify:output_type -> cortex.api.v1.LSPVerifyReport
-	14, // 31: cortex.api.v1.LSPService.Servers:output_type -> cortex.api.v1.LSPServersResponse
-	23, // [23:32] is the sub-list for method output_type
-	14, // [14:23] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	15, // 0: cortex.api.v1.LSPQuery.labels:type_name -> cortex.api.v1.LSPQuery.LabelsEntry
+	1,  // 1: cortex.api.v1.LSPLocations.stamp:type_name -> cortex.api.v1.LSPStamp
+	2,  // 2: cortex.api.v1.LSPLocations.locations:type_name -> cortex.api.v1.LSPLocation
+	1,  // 3: cortex.api.v1.LSPHover.stamp:type_name -> cortex.api.v1.LSPStamp
+	2,  // 4: cortex.api.v1.LSPSymbol.location:type_name -> cortex.api.v1.LSPLocation
+	1,  // 5: cortex.api.v1.LSPSymbols.stamp:type_name -> cortex.api.v1.LSPStamp
+	5,  // 6: cortex.api.v1.LSPSymbols.symbols:type_name -> cortex.api.v1.LSPSymbol
+	1,  // 7: cortex.api.v1.LSPDiagnostics.stamp:type_name -> cortex.api.v1.LSPStamp
+	7,  // 8: cortex.api.v1.LSPDiagnostics.diagnostics:type_name -> cortex.api.v1.LSPDiagnostic
+	1,  // 9: cortex.api.v1.LSPEdit.stamp:type_name -> cortex.api.v1.LSPStamp
+	16, // 10: cortex.api.v1.LSPVerifyRequest.labels:type_name -> cortex.api.v1.LSPVerifyRequest.LabelsEntry
+	1,  // 11: cortex.api.v1.LSPVerifyReport.stamp:type_name -> cortex.api.v1.LSPStamp
+	7,  // 12: cortex.api.v1.LSPVerifyReport.added:type_name -> cortex.api.v1.LSPDiagnostic
+	7,  // 13: cortex.api.v1.LSPVerifyReport.fixed:type_name -> cortex.api.v1.LSPDiagnostic
+	17, // 14: cortex.api.v1.LSPServer.started:type_name -> google.protobuf.Timestamp
+	13, // 15: cortex.api.v1.LSPServersResponse.servers:type_name -> cortex.api.v1.LSPServer
+	0,  // 16: cortex.api.v1.LSPService.Definition:input_type -> cortex.api.v1.LSPQuery
+	0,  // 17: cortex.api.v1.LSPService.References:input_type -> cortex.api.v1.LSPQuery
+	0,  // 18: cortex.api.v1.LSPService.Hover:input_type -> cortex.api.v1.LSPQuery
+	0,  // 19: cortex.api.v1.LSPService.Symbols:input_type -> cortex.api.v1.LSPQuery
+	0,  // 20: cortex.api.v1.LSPService.Diagnostics:input_type -> cortex.api.v1.LSPQuery
+	0,  // 21: cortex.api.v1.LSPService.Rename:input_type -> cortex.api.v1.LSPQuery
+	0,  // 22: cortex.api.v1.LSPService.Format:input_type -> cortex.api.v1.LSPQuery
+	10, // 23: cortex.api.v1.LSPService.Verify:input_type -> cortex.api.v1.LSPVerifyRequest
+	12, // 24: cortex.api.v1.LSPService.Servers:input_type -> cortex.api.v1.LSPServersRequest
+	3,  // 25: cortex.api.v1.LSPService.Definition:output_type -> cortex.api.v1.LSPLocations
+	3,  // 26: cortex.api.v1.LSPService.References:output_type -> cortex.api.v1.LSPLocations
+	4,  // 27: cortex.api.v1.LSPService.Hover:output_type -> cortex.api.v1.LSPHover
+	6,  // 28: cortex.api.v1.LSPService.Symbols:output_type -> cortex.api.v1.LSPSymbols
+	8,  // 29: cortex.api.v1.LSPService.Diagnostics:output_type -> cortex.api.v1.LSPDiagnostics
+	9,  // 30: cortex.api.v1.LSPService.Rename:output_type -> cortex.api.v1.LSPEdit
+	9,  // 31: cortex.api.v1.LSPService.Format:output_type -> cortex.api.v1.LSPEdit
+	11, // 32: cortex.api.v1.LSPService.Verify:output_type -> cortex.api.v1.LSPVerifyReport
+	14, // 33: cortex.api.v1.LSPService.Servers:output_type -> cortex.api.v1.LSPServersResponse
+	25, // [25:34] is the sub-list for method output_type
+	16, // [16:25] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_cortex_api_v1_lsp_proto_init() }
@@ -1289,7 +1338,7 @@ func file_cortex_api_v1_lsp_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cortex_api_v1_lsp_proto_rawDesc), len(file_cortex_api_v1_lsp_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
