@@ -126,8 +126,8 @@ func (s *Server) startProcess() (*process, error) {
 			p.settle.Stop()
 		}
 		p.mu.Unlock()
+		s.exited(p) // first: once exited is closed, s no longer holds p
 		close(p.exited)
-		s.exited(p)
 	}()
 	return p, nil
 }
@@ -159,6 +159,13 @@ func (p *process) initialize(ctx context.Context) error {
 	p.broadcast()
 	p.mu.Unlock()
 	return nil
+}
+
+// goingAway says whether the process is being stopped on purpose.
+func (p *process) goingAway() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stopping
 }
 
 // broadcast wakes whoever waits on a change; p.mu is held.

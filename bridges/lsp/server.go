@@ -112,7 +112,22 @@ func (s *Server) ensure(ctx context.Context) (*process, error) {
 		}
 		if p := s.proc; p != nil {
 			s.mu.Unlock()
-			return p, nil
+			if !p.goingAway() {
+				return p, nil
+			}
+			// Stopped on purpose (idle, memory, room for another): wait
+			// until it is gone, then start anew.
+			select {
+			case <-p.exited:
+			case <-ctx.Done():
+				return nil, nil
+			}
+			s.mu.Lock()
+			if s.proc == p {
+				s.proc = nil
+			}
+			s.mu.Unlock()
+			continue
 		}
 		if ch := s.starting; ch != nil {
 			s.mu.Unlock()
@@ -294,19 +309,27 @@ func (s *Server) call(ctx context.Context, fn func(p *process) error) (Stamp, er
 		s.lastUse = time.Now()
 		s.mu.Unlock()
 	}()
-	p, err := s.ensure(ctx)
-	if err != nil {
-		return Stamp{}, err
-	}
-	if p == nil {
-		return Stamp{State: StateWarming}, nil
-	}
-	ready, err := p.waitReady(ctx)
-	if err != nil {
-		return Stamp{}, err
-	}
-	if !ready {
-		return Stamp{State: StateWarming}, nil
+	var p *process
+	for {
+		var err error
+		p, err = s.ensure(ctx)
+		if err != nil {
+			return Stamp{}, err
+		}
+		if p == nil {
+			return Stamp{State: StateWarming}, nil
+		}
+		ready, err := p.waitReady(ctx)
+		if err != nil && p.goingAway() {
+			continue // stopped on purpose while the call waited: start it again
+		}
+		if err != nil {
+			return Stamp{}, err
+		}
+		if !ready {
+			return Stamp{State: StateWarming}, nil
+		}
+		break
 	}
 	if err := fn(p); err != nil {
 		return Stamp{}, s.callErr(p, err)
