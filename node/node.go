@@ -27,6 +27,7 @@ import (
 	"github.com/cortex-peer/cortex-peer/node/tasks"
 	"github.com/cortex-peer/cortex-peer/node/workspace"
 	"github.com/cortex-peer/cortex-peer/p2p"
+	apiv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1"
 )
 
 // Node is one running peer: the capabilities New built, in the order it
@@ -106,21 +107,21 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 		return nil, err
 	}
 	n.book = p2p.NewBook(cfg.P2P.Heartbeat.Expiry, n.host.IsConnected)
+	workspaces := workspace.New(n.dags, n.watch, n.exchange, gc)
+	if n.lsp, err = lsp.New(cfg.LSP, lsp.Deps{
+		Host: n.host, Mesh: meshView{n}, DAGs: n.dags, Blocks: n.exchange, Importer: importer{workspaces}, GC: gc,
+	}, logger("lsp")); err != nil {
+		return nil, err
+	}
 	if n.delegation, err = delegation.New(cfg.Delegation, delegation.Deps{
 		Host: n.host, Mesh: meshView{n}, Blocks: n.exchange, DAGs: n.dags, Runner: n.runner,
-		Images: n.images, Logs: n.taskLogs, Store: n.store, GC: gc,
+		Images: n.images, Logs: n.taskLogs, Store: n.store, GC: gc, Verifier: verifier{n.lsp},
 	}, logger("delegation")); err != nil {
 		return nil, err
 	}
 	if n.browser, err = browser.New(cfg.Browser, browser.Deps{
 		Host: n.host, Blocks: n.exchange, DAGs: n.dags, GC: gc, Mesh: meshView{n},
 	}, logger("browser")); err != nil {
-		return nil, err
-	}
-	workspaces := workspace.New(n.dags, n.watch, n.exchange, gc)
-	if n.lsp, err = lsp.New(cfg.LSP, lsp.Deps{
-		Host: n.host, Mesh: meshView{n}, DAGs: n.dags, Blocks: n.exchange, Importer: importer{workspaces}, GC: gc,
-	}, logger("lsp")); err != nil {
 		return nil, err
 	}
 	if n.hb, err = p2p.NewHeartbeater(n.host, n.book, n.announcement, logger("heartbeat")); err != nil {
@@ -231,6 +232,26 @@ type importer struct{ ws *workspace.Service }
 func (i importer) Import(ctx context.Context, dir string) (cid.Cid, error) {
 	res, err := i.ws.Add(ctx, dir, false, nil)
 	return res.Root, err
+}
+
+// verifier checks a task's result with the workspace's language server
+// before it merges (delegation.Verifier).
+type verifier struct{ l *lsp.Service }
+
+func (v verifier) Verify(ctx context.Context, workspace string, base, result cid.Cid) (*tasks.VerifyReport, error) {
+	rep, err := v.l.Verify(ctx, &apiv1.LSPVerifyRequest{Workspace: workspace, Base: base.String(), Result: result.String()})
+	if err != nil {
+		return nil, err
+	}
+	conv := func(ds []*apiv1.LSPDiagnostic) []tasks.Diagnostic {
+		out := make([]tasks.Diagnostic, 0, len(ds))
+		for _, d := range ds {
+			out = append(out, tasks.Diagnostic{File: d.GetFile(), Line: int(d.GetLine()), Column: int(d.GetColumn()),
+				Severity: d.GetSeverity(), Message: d.GetMessage(), Source: d.GetSource()})
+		}
+		return out
+	}
+	return &tasks.VerifyReport{Added: conv(rep.GetAdded()), Fixed: conv(rep.GetFixed()), AddedErrors: int(rep.GetAddedErrors())}, nil
 }
 
 // meshView is what placement sees of the mesh (delegation.Mesh).

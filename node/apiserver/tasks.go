@@ -92,7 +92,7 @@ func (t *taskService) Run(ctx context.Context, req *connect.Request[apiv1.RunReq
 	if err != nil {
 		return err
 	}
-	rr := delegation.RunRequest{Spec: spec, Detach: req.Msg.GetDetach(), Placement: delegation.Placement{
+	rr := delegation.RunRequest{Spec: spec, Detach: req.Msg.GetDetach(), Verify: req.Msg.GetVerify(), Placement: delegation.Placement{
 		Labels: req.Msg.GetLabels(), Require: req.Msg.GetRequire(),
 	}}
 	if p := req.Msg.GetPeer(); p != "" {
@@ -208,6 +208,17 @@ func resultToAPI(o tasks.Outcome) *apiv1.TaskResult {
 	}
 	if o.Merge != nil {
 		out.Merge = mergeReportToAPI(*o.Merge)
+	}
+	if v := o.Verify; v != nil {
+		out.Verify = &apiv1.LSPVerifyReport{Base: out.BaseRoot, Result: out.ResultRoot, Added: diagnosticsToAPI(v.Added), Fixed: diagnosticsToAPI(v.Fixed), AddedErrors: uint32(max(v.AddedErrors, 0))}
+	}
+	return out
+}
+
+func diagnosticsToAPI(ds []tasks.Diagnostic) []*apiv1.LSPDiagnostic {
+	out := make([]*apiv1.LSPDiagnostic, 0, len(ds))
+	for _, d := range ds {
+		out = append(out, &apiv1.LSPDiagnostic{File: d.File, Line: uint32(max(d.Line, 0)), Column: uint32(max(d.Column, 0)), Severity: d.Severity, Message: d.Message, Source: d.Source})
 	}
 	return out
 }

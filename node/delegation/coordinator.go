@@ -84,6 +84,10 @@ type RunRequest struct {
 	Workspace string // the caller's directory, absolute; "" for none
 	Placement Placement
 	Detach    bool // return once the task is submitted; it goes on without the caller
+	// Verify checks the result with the workspace's language server
+	// before it merges: "report" attaches what it found, "block" also
+	// refuses a result that adds errors; "": no check.
+	Verify string
 
 	base cid.Cid // the workspace as imported for placement, when it was
 }
@@ -99,6 +103,17 @@ func (d *Delegation) Submit(ctx context.Context, req RunRequest, ev tasks.Events
 	out := tasks.Outcome{ID: spec.ID}
 	if err := req.Placement.validate(); err != nil {
 		return out, err
+	}
+	switch req.Verify {
+	case "", verifyReport, verifyBlock:
+	default:
+		return out, fmt.Errorf("verify %q: want report or block: %w", req.Verify, errdefs.ErrInvalid)
+	}
+	if req.Verify != "" && req.Workspace == "" {
+		return out, fmt.Errorf("verify: a task without a workspace has no result to verify: %w", errdefs.ErrInvalid)
+	}
+	if req.Verify != "" && d.verifier == nil {
+		return out, fmt.Errorf("verify: this peer has no language servers: %w", errdefs.ErrUnavailable)
 	}
 	cands := d.candidates()
 	if req.Workspace != "" && req.Placement.Peer == "" {
@@ -119,7 +134,7 @@ func (d *Delegation) Submit(ctx context.Context, req RunRequest, ev tasks.Events
 	}
 	rec := &TaskRecord{
 		ID: spec.ID, Executor: chosen.ID.String(), Command: spec.Command, Image: spec.Image,
-		Workspace: req.Workspace, State: stateSubmitted, Submitted: time.Now(),
+		Workspace: req.Workspace, State: stateSubmitted, Submitted: time.Now(), Verify: req.Verify,
 	}
 	if chosen.Self {
 		return d.runLocal(ctx, req, spec, rec, ev)
@@ -149,6 +164,9 @@ func (d *Delegation) runLocal(ctx context.Context, req RunRequest, spec runtime.
 			delete(d.running, spec.ID)
 			d.mu.Unlock()
 		}()
+		if req.Verify != "" {
+			ev = verifyingEvents{Events: ev, d: d, mode: req.Verify, workspace: req.Workspace}
+		}
 		out, err := d.runner.Run(ctx, spec, req.Workspace, ev)
 		d.recordLocal(rec, out, err)
 		return out, err
@@ -171,6 +189,7 @@ func (d *Delegation) recordLocal(rec *TaskRecord, out tasks.Outcome, err error) 
 		rec.BaseRoot = out.Base.String()
 	}
 	rec.Merge, rec.Merged = out.Merge, out.Merge != nil
+	rec.VerifyReport = out.Verify
 	rec.State = endedState(rec.Result)
 	if err != nil {
 		rec.Error = err.Error()
@@ -511,16 +530,21 @@ func (d *Delegation) mergeBack(ctx context.Context, rec *TaskRecord) error {
 	if err := errors.Join(err1, err2); err != nil {
 		return fmt.Errorf("task %s: roots: %w", rec.ID, err)
 	}
-	d.gc.RLock()
-	defer d.gc.RUnlock()
 	var rep dag.MergeReport
-	err := d.dags.Pin(resultPin(rec.ID), theirs)
+	err := d.fetchResult(ctx, rec.ID, base, theirs)
+	if err == nil && !base.Equals(theirs) && rec.Verify != "" {
+		// Outside the GC lock: the check imports the workspace, which
+		// takes it.
+		var vrep *tasks.VerifyReport
+		vrep, err = d.verifyResult(ctx, rec.Verify, rec.Workspace, base, theirs)
+		d.recMu.Lock()
+		rec.VerifyReport = vrep
+		d.recMu.Unlock()
+	}
 	if err == nil && !base.Equals(theirs) {
-		// BASE is here (pinned for the task): only what the task changed
-		// is walked and fetched.
-		if _, err = d.blocks.FetchAgainst(ctx, base, theirs, 0, nil); err == nil {
-			rep, err = d.dags.Merge(ctx, base, theirs, rec.Workspace)
-		}
+		d.gc.RLock()
+		rep, err = d.dags.Merge(ctx, base, theirs, rec.Workspace)
+		d.gc.RUnlock()
 	}
 	d.recMu.Lock()
 	defer d.recMu.Unlock()
@@ -534,6 +558,59 @@ func (d *Delegation) mergeBack(ctx context.Context, rec *TaskRecord) error {
 		return fmt.Errorf("task %s: merge result into %s: %w", rec.ID, rec.Workspace, err)
 	}
 	return nil
+}
+
+// fetchResult pins a task's result and fetches what it changed.
+func (d *Delegation) fetchResult(ctx context.Context, id string, base, theirs cid.Cid) error {
+	d.gc.RLock()
+	defer d.gc.RUnlock()
+	if err := d.dags.Pin(resultPin(id), theirs); err != nil {
+		return err
+	}
+	if base.Equals(theirs) {
+		return nil
+	}
+	// BASE is here (pinned for the task): only what the task changed is
+	// walked and fetched.
+	_, err := d.blocks.FetchAgainst(ctx, base, theirs, 0, nil)
+	return err
+}
+
+// The modes of run --verify.
+const (
+	verifyReport = "report"
+	verifyBlock  = "block"
+)
+
+// verifyResult checks a result before it merges. A check that cannot run
+// is logged and the result merges, unless the mode blocks; so does a
+// result that adds errors.
+func (d *Delegation) verifyResult(ctx context.Context, mode, workspace string, base, result cid.Cid) (*tasks.VerifyReport, error) {
+	rep, err := d.verifier.Verify(ctx, workspace, base, result)
+	if err != nil {
+		if mode == verifyBlock {
+			return nil, fmt.Errorf("verify the result %s: %w; not merged (--verify=block)", result, err)
+		}
+		d.log.Warn("the result could not be verified; merging it", "workspace", workspace, "result", result, "err", err)
+		return nil, nil
+	}
+	if mode == verifyBlock && rep.AddedErrors > 0 {
+		return rep, fmt.Errorf("the result adds %d errors (see its verify report); not merged (--verify=block); it is %s", rep.AddedErrors, result)
+	}
+	return rep, nil
+}
+
+// verifyingEvents checks a local task's result before the runner merges
+// it (tasks.Verifier).
+type verifyingEvents struct {
+	tasks.Events
+	d         *Delegation
+	mode      string
+	workspace string
+}
+
+func (v verifyingEvents) VerifyResult(ctx context.Context, base, result cid.Cid) (*tasks.VerifyReport, error) {
+	return v.d.verifyResult(ctx, v.mode, v.workspace, base, result)
 }
 
 // deliver takes a result from the executor of one of our tasks. The first
@@ -606,7 +683,7 @@ func (r *TaskRecord) Outcome() tasks.Outcome { return recordOutcome(r) }
 
 // recordOutcome is a record as the API reports it.
 func recordOutcome(rec *TaskRecord) tasks.Outcome {
-	out := tasks.Outcome{ID: rec.ID, Merge: rec.Merge}
+	out := tasks.Outcome{ID: rec.ID, Merge: rec.Merge, Verify: rec.VerifyReport}
 	out.Base, _ = cid.Decode(rec.BaseRoot)
 	if r := rec.Result; r != nil {
 		out.Result = runtime.Result{

@@ -130,6 +130,15 @@ type Deps struct {
 	Logs   *tasklog.Store // task output, both sides
 	Store  *store.Store   // task records, both sides
 	GC     Locker
+	// Verifier checks a result with the workspace's language server
+	// before it merges (run --verify); nil: no verification here.
+	Verifier Verifier
+}
+
+// Verifier says what a result root adds to the diagnostics of its base in
+// a workspace, and what it fixes (lsp.Service.Verify).
+type Verifier interface {
+	Verify(ctx context.Context, workspace string, base, result cid.Cid) (*tasks.VerifyReport, error)
 }
 
 // Delegation owns both sides of delegated tasks on this peer.
@@ -143,9 +152,11 @@ type Delegation struct {
 	runner Runner
 	images Images
 	logs   *tasklog.Store
-	gc     Locker
-	rec    records
-	log    *slog.Logger
+	// verifier checks results before they merge; nil: none.
+	verifier Verifier
+	gc       Locker
+	rec      records
+	log      *slog.Logger
 
 	ctx    context.Context // ends at close: every goroutine here watches it
 	cancel context.CancelFunc
@@ -176,7 +187,7 @@ func New(cfg Config, deps Deps, log *slog.Logger) (*Delegation, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Delegation{
 		cfg: cfg, self: deps.Host.ID(), host: deps.Host, mesh: deps.Mesh, blocks: deps.Blocks, dags: deps.DAGs,
-		runner: deps.Runner, images: deps.Images, logs: deps.Logs, gc: deps.GC,
+		runner: deps.Runner, images: deps.Images, logs: deps.Logs, gc: deps.GC, verifier: deps.Verifier,
 		rec: records{st: deps.Store}, log: log,
 		ctx: ctx, cancel: cancel,
 		running: map[string]context.CancelFunc{},

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cortex-peer/cortex-peer/dag"
 	"github.com/cortex-peer/cortex-peer/node/store"
+	"github.com/cortex-peer/cortex-peer/node/tasks"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 )
 
@@ -86,6 +87,10 @@ type TaskRecord struct {
 	MergeErr      string            `json:"merge_error,omitempty"`
 	Merged        bool              `json:"merged,omitempty"`
 	Error         string            `json:"error,omitempty"`
+	// Verify is run --verify's mode (report, block), VerifyReport what
+	// the check found before the merge.
+	Verify       string              `json:"verify,omitempty"`
+	VerifyReport *tasks.VerifyReport `json:"verify_report,omitempty"`
 	// CancelPending: the task was cancelled while lost; the cancel goes to
 	// the executor when it is back.
 	CancelPending bool `json:"cancel_pending,omitempty"`

@@ -79,6 +79,17 @@ func TestServerOnAnotherPeer(t *testing.T) {
 	if !strings.Contains(string(b), "Sum(1, 2)") {
 		t.Fatalf("the rename made on peer 2 is not merged here:\n%s", b)
 	}
+	// A task run on peer 2 is verified on peer 1 before its result merges
+	// here: with block, a result that adds an error stays out.
+	res, err := cs[0].Run(ctx, &apiv1.RunRequest{Workspace: ws, Verify: "block", Peer: there, Spec: &apiv1.TaskSpec{
+		Command: []string{"sh", "-c", `sed -i 's/fmt.Println(Sum(1, 2))/var s string = Sum(1, 2); fmt.Println(s)/' main.go`},
+	}}, nil)
+	if res.GetVerify().GetAddedErrors() != 1 || !strings.Contains(res.GetError(), "not merged") {
+		t.Fatalf("a delegated task's result that adds an error, under block: %v (%v)", res, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(ws, "main.go")); strings.Contains(string(b), "var s string") {
+		t.Fatalf("a blocked result was merged:\n%s", b)
+	}
 	servers, err := cs[1].LSP().Servers(ctx, connect.NewRequest(&apiv1.LSPServersRequest{}))
 	if err != nil || len(servers.Msg.GetServers()) != 1 || !strings.HasSuffix(servers.Msg.GetServers()[0].GetWorkspace(), ":"+ws) {
 		t.Fatalf("peer 2's servers: %v %v", servers, err)

@@ -307,3 +307,11 @@ func (s *Server) addLSPTools() {
 			return out, nil
 		})
 }
+
+// verifyReport is a task's verify report for run_task; nil without one.
+func verifyReport(r *apiv1.LSPVerifyReport) *LSPVerifyReport {
+	if r == nil {
+		return nil
+	}
+	return &LSPVerifyReport{LSPStamp: stampOut(r.GetStamp()), Added: diagnosticsOut(r.GetAdded()), Fixed: diagnosticsOut(r.GetFixed()), AddedErrors: r.GetAddedErrors()}
+}

@@ -114,26 +114,28 @@ type TaskInput struct {
 	Network   string            `json:"network,omitempty" jsonschema:"none (default: loopback only) or host, if the peer allows it"`
 	Isolation string            `json:"isolation,omitempty" jsonschema:"runc (default) or gvisor"`
 	UID       *uint32           `json:"uid,omitempty" jsonschema:"numeric user id to run as (default 65534)"`
+	Verify    string            `json:"verify,omitempty" jsonschema:"check the result with the workspace's language server before it merges: report, or block (refuse a result that adds errors)"`
 }
 
 // RunOutput is run_task's result.
 type RunOutput struct {
-	TaskID            string       `json:"task_id"`
-	Executor          string       `json:"executor,omitempty" jsonschema:"peer id the task ran on"`
-	ExitCode          int32        `json:"exit_code"`
-	Signal            string       `json:"signal,omitempty"`
-	OOMKilled         bool         `json:"oom_killed,omitempty"`
-	DiskLimitExceeded bool         `json:"disk_limit_exceeded,omitempty" jsonschema:"the task wrote past its disk limit: killed, nothing merged"`
-	TimedOut          bool         `json:"timed_out,omitempty"`
-	Cancelled         bool         `json:"cancelled,omitempty"`
-	CPUSeconds        float64      `json:"cpu_seconds"`
-	PeakMemoryBytes   uint64       `json:"peak_memory_bytes"`
-	DurationSeconds   float64      `json:"duration_seconds"`
-	BaseRoot          string       `json:"base_root,omitempty" jsonschema:"workspace root CID as the task started"`
-	ResultRoot        string       `json:"result_root,omitempty" jsonschema:"workspace root CID as the task left it"`
-	Merge             *MergeReport `json:"merge,omitempty" jsonschema:"how the task's changes merged back into the workspace directory"`
-	LogDroppedBytes   uint64       `json:"log_dropped_bytes,omitempty" jsonschema:"output that could not be kept in the peer's task log (a full or failing disk)"`
-	Error             string       `json:"error,omitempty" jsonschema:"why the task could not run or its workspace could not come back"`
+	TaskID            string           `json:"task_id"`
+	Executor          string           `json:"executor,omitempty" jsonschema:"peer id the task ran on"`
+	ExitCode          int32            `json:"exit_code"`
+	Signal            string           `json:"signal,omitempty"`
+	OOMKilled         bool             `json:"oom_killed,omitempty"`
+	DiskLimitExceeded bool             `json:"disk_limit_exceeded,omitempty" jsonschema:"the task wrote past its disk limit: killed, nothing merged"`
+	TimedOut          bool             `json:"timed_out,omitempty"`
+	Cancelled         bool             `json:"cancelled,omitempty"`
+	CPUSeconds        float64          `json:"cpu_seconds"`
+	PeakMemoryBytes   uint64           `json:"peak_memory_bytes"`
+	DurationSeconds   float64          `json:"duration_seconds"`
+	BaseRoot          string           `json:"base_root,omitempty" jsonschema:"workspace root CID as the task started"`
+	ResultRoot        string           `json:"result_root,omitempty" jsonschema:"workspace root CID as the task left it"`
+	Merge             *MergeReport     `json:"merge,omitempty" jsonschema:"how the task's changes merged back into the workspace directory"`
+	Verify            *LSPVerifyReport `json:"verify,omitempty" jsonschema:"with verify: the diagnostics the result adds and fixes, checked before the merge"`
+	LogDroppedBytes   uint64           `json:"log_dropped_bytes,omitempty" jsonschema:"output that could not be kept in the peer's task log (a full or failing disk)"`
+	Error             string           `json:"error,omitempty" jsonschema:"why the task could not run or its workspace could not come back"`
 	// OutputMissingBytes is never expected: output is flow-controlled and
 	// kept, so it says something broke (an executor died with it).
 	OutputMissingBytes uint64       `json:"output_missing_bytes,omitempty" jsonschema:"bytes of output the task wrote that never arrived here (0 when all did)"`
@@ -179,7 +181,7 @@ func (s *Server) request(ctx context.Context, in TaskInput, n *notifier, keep bo
 		}
 		spec.TimeoutMs = d.Milliseconds()
 	}
-	req = &apiv1.RunRequest{Spec: spec, Peer: in.Peer, Labels: in.Labels, Require: in.Require}
+	req = &apiv1.RunRequest{Spec: spec, Peer: in.Peer, Labels: in.Labels, Require: in.Require, Verify: in.Verify}
 	if in.Workspace == "" {
 		return req, cleanup, "", nil
 	}
@@ -281,7 +283,7 @@ func runOutput(res *apiv1.TaskResult) RunOutput {
 		OOMKilled: res.GetOomKilled(), TimedOut: res.GetTimedOut(), Cancelled: res.GetCancelled(),
 		DiskLimitExceeded: res.GetDiskLimitExceeded(),
 		CPUSeconds:        res.GetCpuSeconds(), PeakMemoryBytes: res.GetPeakMemoryBytes(), DurationSeconds: res.GetDurationSeconds(),
-		BaseRoot: res.GetBaseRoot(), ResultRoot: res.GetResultRoot(), Merge: mergeReport(res.GetMerge()),
+		BaseRoot: res.GetBaseRoot(), ResultRoot: res.GetResultRoot(), Merge: mergeReport(res.GetMerge()), Verify: verifyReport(res.GetVerify()),
 		LogDroppedBytes: res.GetLogDroppedBytes(), Error: res.GetError(),
 	}
 }

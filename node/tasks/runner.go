@@ -184,6 +184,31 @@ type Events interface {
 	Progress(phase string, done, total uint64) error
 }
 
+// VerifyReport is what a task's result adds to the diagnostics of its base
+// and what it fixes, as the workspace's language server sees them.
+type VerifyReport struct {
+	Added       []Diagnostic `json:"added,omitempty"`
+	Fixed       []Diagnostic `json:"fixed,omitempty"`
+	AddedErrors int          `json:"added_errors"`
+}
+
+// Diagnostic is one problem a language server reports.
+type Diagnostic struct {
+	File     string `json:"file"`
+	Line     int    `json:"line"`
+	Column   int    `json:"column"`
+	Severity string `json:"severity"`
+	Message  string `json:"message"`
+	Source   string `json:"source,omitempty"`
+}
+
+// Verifier is implemented by Events that check a result before it merges
+// (run --verify): the report is attached to the outcome, and an error
+// keeps the result from merging.
+type Verifier interface {
+	VerifyResult(ctx context.Context, base, result cid.Cid) (*VerifyReport, error)
+}
+
 // Holder is implemented by Events whose Output may hold the task, waiting
 // for a reader that lags (a coordinator across the mesh). Before a chunk it
 // would hold on, Execute makes the task log readable up to that chunk, so
@@ -207,6 +232,7 @@ type Outcome struct {
 	Base      cid.Cid
 	ResultCID cid.Cid
 	Merge     *dag.MergeReport
+	Verify    *VerifyReport
 	Log       tasklog.Stats
 	Stdout    int64
 	Stderr    int64
@@ -510,6 +536,14 @@ func (t *Runner) returnWorkspace(ctx context.Context, out *Outcome, dir, copyDir
 	if root.Equals(out.Base) {
 		out.Merge = &dag.MergeReport{}
 		return nil
+	}
+	if v, ok := ev.(Verifier); ok {
+		_ = ev.Progress("verifying", 0, 0)
+		rep, err := v.VerifyResult(ctx, out.Base, root)
+		out.Verify = rep
+		if err != nil {
+			return fmt.Errorf("task %s: %w", out.ID, err)
+		}
 	}
 	_ = ev.Progress("merging", 0, 0)
 	t.gc.RLock()

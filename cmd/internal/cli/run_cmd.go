@@ -48,6 +48,7 @@ type runFlags struct {
 	labels    []string
 	require   []string
 	detach    bool
+	verify    string
 }
 
 func newRunCmd(g *Globals) *cobra.Command {
@@ -110,6 +111,8 @@ on (cortex-peer tasks, logs -f, result, cancel).`,
 	fl.StringArrayVar(&f.labels, "label", nil, "run on a peer with this label k=v (repeatable)")
 	fl.StringArrayVar(&f.require, "require", nil, "run on a peer with this capability: containerd, gvisor, chromium or gopls (repeatable)")
 	fl.BoolVar(&f.detach, "detach", false, "print the task id once the task is submitted and return; see tasks, logs, result")
+	fl.StringVar(&f.verify, "verify", "", "check the result with the workspace's language server before it merges: report, or block (refuse a result that adds errors)")
+	fl.Lookup("verify").NoOptDefVal = "report"
 	return cmd
 }
 
@@ -142,7 +145,7 @@ func (f *runFlags) request(args []string) (*apiv1.RunRequest, error) {
 		u := uint32(uid)
 		spec.Uid = &u
 	}
-	req := &apiv1.RunRequest{Spec: spec, Peer: f.peer, Require: f.require, Detach: f.detach}
+	req := &apiv1.RunRequest{Spec: spec, Peer: f.peer, Require: f.require, Detach: f.detach, Verify: f.verify}
 	for _, l := range f.labels {
 		k, v, ok := strings.Cut(l, "=")
 		if !ok || k == "" {
@@ -296,6 +299,10 @@ func printTaskEnd(w io.Writer, res *apiv1.TaskResult) {
 	if d := res.GetLogDroppedBytes(); d > 0 {
 		fmt.Fprintf(w, "cortex-peer: %s of output could not be kept in the peer's task log (disk full?): `logs` will not return it\n", formatBytes(d))
 	}
+	if v := res.GetVerify(); v != nil {
+		fmt.Fprintf(w, "cortex-peer: verify: the result adds %d diagnostics (%d errors) and fixes %d\n", len(v.GetAdded()), v.GetAddedErrors(), len(v.GetFixed()))
+		printDiagnostics(w, v.GetAdded())
+	}
 	if rep := res.GetMerge(); rep != nil {
 		printMergeReport(w, rep)
 	}
@@ -313,6 +320,16 @@ func taskResultJSON(res *apiv1.TaskResult) map[string]any {
 	}
 	if rep := res.GetMerge(); rep != nil {
 		out["merge"] = mergeReportJSON(rep)
+	}
+	if v := res.GetVerify(); v != nil {
+		diags := func(ds []*apiv1.LSPDiagnostic) []map[string]any {
+			list := make([]map[string]any, 0, len(ds))
+			for _, d := range ds {
+				list = append(list, map[string]any{"file": d.GetFile(), "line": d.GetLine(), "column": d.GetColumn(), "severity": d.GetSeverity(), "message": d.GetMessage()})
+			}
+			return list
+		}
+		out["verify"] = map[string]any{"added": diags(v.GetAdded()), "fixed": diags(v.GetFixed()), "added_errors": v.GetAddedErrors()}
 	}
 	return out
 }

@@ -230,7 +230,11 @@ type RunRequest struct {
 	Labels  map[string]string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	Require []string          `protobuf:"bytes,5,rep,name=require,proto3" json:"require,omitempty"`
 	// Return once the task is submitted; ask for it later with GetTask.
-	Detach        bool `protobuf:"varint,6,opt,name=detach,proto3" json:"detach,omitempty"`
+	Detach bool `protobuf:"varint,6,opt,name=detach,proto3" json:"detach,omitempty"`
+	// Verify the task's result with the workspace's language server before
+	// it merges: "report" attaches the report; "block" also refuses to merge
+	// a result that adds errors. Empty: no verification.
+	Verify        string `protobuf:"bytes,7,opt,name=verify,proto3" json:"verify,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -305,6 +309,13 @@ func (x *RunRequest) GetDetach() bool {
 		return x.Detach
 	}
 	return false
+}
+
+func (x *RunRequest) GetVerify() string {
+	if x != nil {
+		return x.Verify
+	}
+	return ""
 }
 
 type ListTasksRequest struct {
@@ -1032,8 +1043,10 @@ type TaskResult struct {
 	// The task wrote more than its disk limit to /workspace: it was killed
 	// and nothing of its workspace was merged.
 	DiskLimitExceeded bool `protobuf:"varint,19,opt,name=disk_limit_exceeded,json=diskLimitExceeded,proto3" json:"disk_limit_exceeded,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// With verify: what the result adds and fixes, checked before the merge.
+	Verify        *LSPVerifyReport `protobuf:"bytes,20,opt,name=verify,proto3" json:"verify,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskResult) Reset() {
@@ -1197,6 +1210,13 @@ func (x *TaskResult) GetDiskLimitExceeded() bool {
 		return x.DiskLimitExceeded
 	}
 	return false
+}
+
+func (x *TaskResult) GetVerify() *LSPVerifyReport {
+	if x != nil {
+		return x.Verify
+	}
+	return nil
 }
 
 type ImportImageRequest struct {
@@ -1654,7 +1674,7 @@ var File_cortex_api_v1_task_proto protoreflect.FileDescriptor
 
 const file_cortex_api_v1_task_proto_rawDesc = "" +
 	"\n" +
-	"\x18cortex/api/v1/task.proto\x12\rcortex.api.v1\x1a\x1dcortex/api/v1/workspace.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8f\x02\n" +
+	"\x18cortex/api/v1/task.proto\x12\rcortex.api.v1\x1a\x1dcortex/api/v1/workspace.proto\x1a\x17cortex/api/v1/lsp.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8f\x02\n" +
 	"\bTaskSpec\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12\x18\n" +
 	"\acommand\x18\x02 \x03(\tR\acommand\x12\x10\n" +
@@ -1674,7 +1694,7 @@ const file_cortex_api_v1_task_proto_rawDesc = "" +
 	"\x04pids\x18\x03 \x01(\x03R\x04pids\x12\x1b\n" +
 	"\ttmp_bytes\x18\x04 \x01(\x03R\btmpBytes\x12\x1d\n" +
 	"\n" +
-	"disk_bytes\x18\x05 \x01(\x03R\tdiskBytes\"\x97\x02\n" +
+	"disk_bytes\x18\x05 \x01(\x03R\tdiskBytes\"\xaf\x02\n" +
 	"\n" +
 	"RunRequest\x12+\n" +
 	"\x04spec\x18\x01 \x01(\v2\x17.cortex.api.v1.TaskSpecR\x04spec\x12\x1c\n" +
@@ -1682,7 +1702,8 @@ const file_cortex_api_v1_task_proto_rawDesc = "" +
 	"\x04peer\x18\x03 \x01(\tR\x04peer\x12=\n" +
 	"\x06labels\x18\x04 \x03(\v2%.cortex.api.v1.RunRequest.LabelsEntryR\x06labels\x12\x18\n" +
 	"\arequire\x18\x05 \x03(\tR\arequire\x12\x16\n" +
-	"\x06detach\x18\x06 \x01(\bR\x06detach\x1a9\n" +
+	"\x06detach\x18\x06 \x01(\bR\x06detach\x12\x16\n" +
+	"\x06verify\x18\a \x01(\tR\x06verify\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x12\n" +
@@ -1728,7 +1749,7 @@ const file_cortex_api_v1_task_proto_rawDesc = "" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12.\n" +
 	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
-	"\x04data\x18\x04 \x01(\fR\x04data\"\x9e\x05\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\"\xd6\x05\n" +
 	"\n" +
 	"TaskResult\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1b\n" +
@@ -1753,7 +1774,8 @@ const file_cortex_api_v1_task_proto_rawDesc = "" +
 	"\x05error\x18\x10 \x01(\tR\x05error\x12#\n" +
 	"\rstdout_chunks\x18\x11 \x01(\x04R\fstdoutChunks\x12#\n" +
 	"\rstderr_chunks\x18\x12 \x01(\x04R\fstderrChunks\x12.\n" +
-	"\x13disk_limit_exceeded\x18\x13 \x01(\bR\x11diskLimitExceeded\"<\n" +
+	"\x13disk_limit_exceeded\x18\x13 \x01(\bR\x11diskLimitExceeded\x126\n" +
+	"\x06verify\x18\x14 \x01(\v2\x1e.cortex.api.v1.LSPVerifyReportR\x06verify\"<\n" +
 	"\x12ImportImageRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"C\n" +
@@ -1830,6 +1852,7 @@ var file_cortex_api_v1_task_proto_goTypes = []any{
 	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
 	(*Progress)(nil),              // 26: cortex.api.v1.Progress
 	(*MergeReport)(nil),           // 27: cortex.api.v1.MergeReport
+	(*LSPVerifyReport)(nil),       // 28: cortex.api.v1.LSPVerifyReport
 }
 var file_cortex_api_v1_task_proto_depIdxs = []int32{
 	1,  // 0: cortex.api.v1.TaskSpec.limits:type_name -> cortex.api.v1.TaskLimits
@@ -1846,34 +1869,35 @@ var file_cortex_api_v1_task_proto_depIdxs = []int32{
 	26, // 11: cortex.api.v1.RunEvent.progress:type_name -> cortex.api.v1.Progress
 	25, // 12: cortex.api.v1.OutputChunk.time:type_name -> google.protobuf.Timestamp
 	27, // 13: cortex.api.v1.TaskResult.merge:type_name -> cortex.api.v1.MergeReport
-	23, // 14: cortex.api.v1.ImportImageResponse.images:type_name -> cortex.api.v1.Image
-	26, // 15: cortex.api.v1.PullImageEvent.progress:type_name -> cortex.api.v1.Progress
-	23, // 16: cortex.api.v1.PullImageEvent.image:type_name -> cortex.api.v1.Image
-	23, // 17: cortex.api.v1.ListImagesResponse.images:type_name -> cortex.api.v1.Image
-	25, // 18: cortex.api.v1.Image.created:type_name -> google.protobuf.Timestamp
-	2,  // 19: cortex.api.v1.TaskService.Run:input_type -> cortex.api.v1.RunRequest
-	3,  // 20: cortex.api.v1.TaskService.ListTasks:input_type -> cortex.api.v1.ListTasksRequest
-	5,  // 21: cortex.api.v1.TaskService.GetTask:input_type -> cortex.api.v1.GetTaskRequest
-	8,  // 22: cortex.api.v1.TaskService.Logs:input_type -> cortex.api.v1.LogsRequest
-	9,  // 23: cortex.api.v1.TaskService.Cancel:input_type -> cortex.api.v1.CancelTaskRequest
-	15, // 24: cortex.api.v1.ImageService.Import:input_type -> cortex.api.v1.ImportImageRequest
-	17, // 25: cortex.api.v1.ImageService.Pull:input_type -> cortex.api.v1.PullImageRequest
-	19, // 26: cortex.api.v1.ImageService.List:input_type -> cortex.api.v1.ListImagesRequest
-	21, // 27: cortex.api.v1.ImageService.Remove:input_type -> cortex.api.v1.RemoveImageRequest
-	11, // 28: cortex.api.v1.TaskService.Run:output_type -> cortex.api.v1.RunEvent
-	4,  // 29: cortex.api.v1.TaskService.ListTasks:output_type -> cortex.api.v1.ListTasksResponse
-	6,  // 30: cortex.api.v1.TaskService.GetTask:output_type -> cortex.api.v1.GetTaskResponse
-	13, // 31: cortex.api.v1.TaskService.Logs:output_type -> cortex.api.v1.OutputChunk
-	10, // 32: cortex.api.v1.TaskService.Cancel:output_type -> cortex.api.v1.CancelTaskResponse
-	16, // 33: cortex.api.v1.ImageService.Import:output_type -> cortex.api.v1.ImportImageResponse
-	18, // 34: cortex.api.v1.ImageService.Pull:output_type -> cortex.api.v1.PullImageEvent
-	20, // 35: cortex.api.v1.ImageService.List:output_type -> cortex.api.v1.ListImagesResponse
-	22, // 36: cortex.api.v1.ImageService.Remove:output_type -> cortex.api.v1.RemoveImageResponse
-	28, // [28:37] is the sub-list for method output_type
-	19, // [19:28] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	28, // 14: cortex.api.v1.TaskResult.verify:type_name -> cortex.api.v1.LSPVerifyReport
+	23, // 15: cortex.api.v1.ImportImageResponse.images:type_name -> cortex.api.v1.Image
+	26, // 16: cortex.api.v1.PullImageEvent.progress:type_name -> cortex.api.v1.Progress
+	23, // 17: cortex.api.v1.PullImageEvent.image:type_name -> cortex.api.v1.Image
+	23, // 18: cortex.api.v1.ListImagesResponse.images:type_name -> cortex.api.v1.Image
+	25, // 19: cortex.api.v1.Image.created:type_name -> google.protobuf.Timestamp
+	2,  // 20: cortex.api.v1.TaskService.Run:input_type -> cortex.api.v1.RunRequest
+	3,  // 21: cortex.api.v1.TaskService.ListTasks:input_type -> cortex.api.v1.ListTasksRequest
+	5,  // 22: cortex.api.v1.TaskService.GetTask:input_type -> cortex.api.v1.GetTaskRequest
+	8,  // 23: cortex.api.v1.TaskService.Logs:input_type -> cortex.api.v1.LogsRequest
+	9,  // 24: cortex.api.v1.TaskService.Cancel:input_type -> cortex.api.v1.CancelTaskRequest
+	15, // 25: cortex.api.v1.ImageService.Import:input_type -> cortex.api.v1.ImportImageRequest
+	17, // 26: cortex.api.v1.ImageService.Pull:input_type -> cortex.api.v1.PullImageRequest
+	19, // 27: cortex.api.v1.ImageService.List:input_type -> cortex.api.v1.ListImagesRequest
+	21, // 28: cortex.api.v1.ImageService.Remove:input_type -> cortex.api.v1.RemoveImageRequest
+	11, // 29: cortex.api.v1.TaskService.Run:output_type -> cortex.api.v1.RunEvent
+	4,  // 30: cortex.api.v1.TaskService.ListTasks:output_type -> cortex.api.v1.ListTasksResponse
+	6,  // 31: cortex.api.v1.TaskService.GetTask:output_type -> cortex.api.v1.GetTaskResponse
+	13, // 32: cortex.api.v1.TaskService.Logs:output_type -> cortex.api.v1.OutputChunk
+	10, // 33: cortex.api.v1.TaskService.Cancel:output_type -> cortex.api.v1.CancelTaskResponse
+	16, // 34: cortex.api.v1.ImageService.Import:output_type -> cortex.api.v1.ImportImageResponse
+	18, // 35: cortex.api.v1.ImageService.Pull:output_type -> cortex.api.v1.PullImageEvent
+	20, // 36: cortex.api.v1.ImageService.List:output_type -> cortex.api.v1.ListImagesResponse
+	22, // 37: cortex.api.v1.ImageService.Remove:output_type -> cortex.api.v1.RemoveImageResponse
+	29, // [29:38] is the sub-list for method output_type
+	20, // [20:29] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_cortex_api_v1_task_proto_init() }
@@ -1882,6 +1906,7 @@ func file_cortex_api_v1_task_proto_init() {
 		return
 	}
 	file_cortex_api_v1_workspace_proto_init()
+	file_cortex_api_v1_lsp_proto_init()
 	file_cortex_api_v1_task_proto_msgTypes[0].OneofWrappers = []any{}
 	file_cortex_api_v1_task_proto_msgTypes[11].OneofWrappers = []any{
 		(*RunEvent_Started)(nil),
