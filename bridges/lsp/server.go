@@ -192,6 +192,9 @@ func (s *Server) start(done chan struct{}) {
 		if err = p.initialize(s.m.life); err == nil {
 			s.reopen(p, open)
 		} else {
+			p.mu.Lock()
+			p.startFailed = true
+			p.mu.Unlock()
 			p.stop(err)
 		}
 	}
@@ -646,7 +649,7 @@ func (p *process) waitDiagnosed(ctx context.Context) bool {
 		var done bool
 		var wait time.Duration
 		if p.verboseDiag {
-			done = p.diagEnded >= p.mods
+			done = p.diagEnded >= p.mods && (p.mods > 0 || p.initialDiagnosed)
 		} else {
 			last := p.lastPublish
 			if p.lastMod.After(last) {
