@@ -1,6 +1,7 @@
 package lsp
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -338,12 +339,16 @@ func TestColdStartWarming(t *testing.T) {
 	}
 }
 
-// goplsProcesses are the bridge's gopls processes (not the go commands
-// they run).
+// goplsProcesses are the bridge's gopls processes: its children named
+// gopls (not the go commands gopls runs, which are named gopls too
+// between their fork and exec).
 func goplsProcesses(m *Manager) []int {
 	var out []int
 	for _, pid := range m.Processes() {
-		if comm, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm"); strings.TrimSpace(string(comm)) == "gopls" {
+		comm, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+		st, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:]))
+		if strings.TrimSpace(string(comm)) == "gopls" && len(f) > 1 && f[1] == strconv.Itoa(os.Getpid()) {
 			out = append(out, pid)
 		}
 	}
@@ -469,6 +474,13 @@ func TestIdleShutdown(t *testing.T) {
 	waitFor(t, func() bool { return len(m.Processes()) == 0 && m.Servers()[0].State == "stopped" }, "the idle server to stop")
 	if h, st, err := s.Hover(ctx, p); err != nil || st.State != StateReady || h == "" {
 		t.Fatal(h, st, err)
+	}
+	// Stopped, released and idle, it is forgotten: the server list does
+	// not grow with every workspace ever asked for.
+	s.Release()
+	waitFor(t, func() bool { return len(m.Servers()) == 0 }, "the released server to be forgotten")
+	if _, _, err := s.Hover(ctx, p); !errors.Is(err, errdefs.ErrUnavailable) {
+		t.Errorf("call on a retired server: %v", err)
 	}
 }
 

@@ -90,6 +90,8 @@ type Server struct {
 	open      map[string]int // open files -> version
 	openOrder []string
 	stopped   bool // the manager closed
+	retired   bool // dropped by the manager, unused: calls refused
+	reserved  bool // counted against MaxServers while it starts
 }
 
 // Release says a caller is done with the server.
@@ -109,6 +111,10 @@ func (s *Server) ensure(ctx context.Context) (*process, error) {
 		if s.stopped {
 			s.mu.Unlock()
 			return nil, fmt.Errorf("lsp: the bridge is closed: %w", errdefs.ErrUnavailable)
+		}
+		if s.retired {
+			s.mu.Unlock()
+			return nil, fmt.Errorf("lsp: the server of %s was released and retired; ask the bridge for it again: %w", s.Root, errdefs.ErrUnavailable)
 		}
 		if p := s.proc; p != nil {
 			s.mu.Unlock()
@@ -200,7 +206,7 @@ func (s *Server) start(done chan struct{}) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.starting = nil
+	s.starting, s.reserved = nil, false
 	if err != nil {
 		if s.proc == p {
 			s.proc = nil
