@@ -57,6 +57,7 @@ type process struct {
 	stopping         bool  // stopped on purpose: not a crash
 	startFailed      bool  // stopped because initialize failed
 	initialized      bool
+	reopened         bool                       // initialized, and the files of the previous process opened again
 	settled          bool                       // readySettle passed after initialized
 	loading          map[string]bool            // progress tokens in flight, not diagnosing
 	sawProgress      bool                       // a load progress began since initialized
@@ -184,7 +185,27 @@ func (p *process) broadcast() {
 
 // readyLocked says whether the server has loaded its workspace; p.mu is held.
 func (p *process) readyLocked() bool {
-	return p.initialized && len(p.loading) == 0 && (p.sawProgress || p.settled)
+	return p.reopened && len(p.loading) == 0 && (p.sawProgress || p.settled)
+}
+
+// waitReopened waits until the server is initialized and has the files
+// open that its predecessor had (true), ctx ends or the process is gone
+// (false).
+func (p *process) waitReopened(ctx context.Context) bool {
+	for {
+		p.mu.Lock()
+		ok, err, ch := p.reopened, p.err, p.changed
+		p.mu.Unlock()
+		if ok || err != nil {
+			return ok && err == nil
+		}
+		select {
+		case <-ch:
+		case <-p.exited:
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
 
 // state is the process's state for Info.

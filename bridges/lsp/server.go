@@ -197,6 +197,10 @@ func (s *Server) start(done chan struct{}) {
 		s.mu.Unlock()
 		if err = p.initialize(s.m.life); err == nil {
 			s.reopen(p, open)
+			p.mu.Lock()
+			p.reopened = true
+			p.broadcast()
+			p.mu.Unlock()
 		} else {
 			p.mu.Lock()
 			p.startFailed = true
@@ -545,7 +549,7 @@ func (s *Server) Changed(ctx context.Context, changes []Change) error {
 	s.mu.Lock()
 	p := s.proc
 	s.mu.Unlock()
-	if p == nil {
+	if p == nil || !p.waitReopened(ctx) {
 		return nil // a server that starts reads the files from disk
 	}
 	events := make([]fileEvent, 0, len(changes))
