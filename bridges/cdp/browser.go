@@ -30,13 +30,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/cortex-peer/cortex-peer/bridges/procs"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 )
 
@@ -418,74 +417,18 @@ func newSessionID() string {
 
 // killLeftovers kills every live process of the Chromiums under dir
 // (the crash handlers they detach too), and says how many.
-func killLeftovers(dir string) int {
-	n := 0
-	for _, pid := range processesOf(dir) {
-		if syscall.Kill(pid, syscall.SIGKILL) == nil {
-			n++
-		}
-	}
-	return n
-}
+func killLeftovers(dir string) int { return procs.Kill(processesOf(dir)) }
 
 // Processes lists the live processes of this bridge's Chromiums, for
 // tests and status.
 func (b *Browser) Processes() []int { return processesOf(b.cfg.Dir) }
 
-// processesOf lists the live (not zombie) processes of a Chromium whose
-// files are under dir: an argument names its profile (--user-data-dir)
-// or its crash database (--database) there.
+// processesOf lists the live processes of a Chromium whose files are
+// under dir: an argument names its profile (--user-data-dir) or its crash
+// database (--database) there.
 func processesOf(dir string) []int {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	// Chromium's children retitle themselves: their command line is one
-	// string, not arguments apart.
 	under := filepath.Clean(dir) + "/"
-	ours := func(cmdline []byte) bool {
-		for _, flag := range []string{"--user-data-dir=", "--database="} {
-			if bytes.Contains(cmdline, []byte(flag+under)) {
-				return true
-			}
-		}
-		return false
-	}
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		cl, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err != nil || !ours(cl) {
-			continue
-		}
-		if st, err := os.ReadFile("/proc/" + e.Name() + "/stat"); err == nil {
-			if i := bytes.LastIndexByte(st, ')'); i > 0 && len(st) > i+2 && st[i+2] == 'Z' {
-				continue // a zombie: dead, waiting for its parent
-			}
-		}
-		pids = append(pids, pid)
-	}
-	return pids
-}
-
-// reachable says whether every directory from / down to dir lets others
-// search it.
-func reachable(dir string) error {
-	for d := dir; ; d = filepath.Dir(d) {
-		info, err := os.Stat(d)
-		if err != nil {
-			return err
-		}
-		if info.Mode().Perm()&0o001 == 0 {
-			return fmt.Errorf("%s is not searchable by others (mode %v)", d, info.Mode().Perm())
-		}
-		if d == filepath.Dir(d) {
-			return nil
-		}
-	}
+	return procs.Live(procs.CmdlineContains("--user-data-dir="+under, "--database="+under))
 }
 
 func lastLines(b []byte, n int) string {

@@ -15,6 +15,7 @@ import (
 	"github.com/chromedp/cdproto/target"
 	"github.com/chromedp/chromedp"
 
+	"github.com/cortex-peer/cortex-peer/bridges/procs"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 )
 
@@ -92,7 +93,7 @@ func (in *instance) ensure(ctx context.Context) (context.Context, error) {
 	}
 	asRoot := os.Geteuid() == 0
 	if asRoot {
-		if err := reachable(filepath.Dir(cfg.Dir)); err != nil {
+		if err := procs.Reachable(filepath.Dir(cfg.Dir)); err != nil {
 			return nil, fmt.Errorf("browser: Chromium runs as uid %d and cannot reach %s: %w: %w", cfg.UID, cfg.Dir, err, errdefs.ErrInvalid)
 		}
 	}

@@ -1,7 +1,6 @@
 package lsp
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -15,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cortex-peer/cortex-peer/bridges/procs"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 )
 
@@ -38,7 +38,7 @@ func (m *Manager) serverEnv(s *Server) ([]string, string, error) {
 		if err := os.Chmod(dir, 0o711); err != nil {
 			return nil, "", fmt.Errorf("lsp: %w", err)
 		}
-		if err := reachable(dir); err != nil {
+		if err := procs.Reachable(dir); err != nil {
 			return nil, "", fmt.Errorf("lsp: the language servers run as uid %d and cannot reach %s: %w: %w", m.cfg.UID, dir, err, errdefs.ErrInvalid)
 		}
 	}
@@ -233,7 +233,7 @@ func (m *Manager) serverCommand(argv []string) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lsp: %w", err)
 	}
-	if reachable(filepath.Dir(bin)) == nil && info.Mode().Perm()&0o001 != 0 {
+	if procs.Reachable(filepath.Dir(bin)) == nil && info.Mode().Perm()&0o001 != 0 {
 		return append([]string{bin}, argv[1:]...), nil
 	}
 	dst := filepath.Join(m.cfg.CacheDir, "bin", filepath.Base(bin))
@@ -302,33 +302,7 @@ func groupMemory(pgid int) int64 {
 		if len(f) < 3 || string(f[2]) != strconv.Itoa(pgid) {
 			continue
 		}
-		sum += processMemory(pid)
+		sum += procs.Memory(pid)
 	}
 	return sum
-}
-
-// processMemory is a process's PSS, or its RSS, in bytes; 0 if it is gone.
-func processMemory(pid int) int64 {
-	p := "/proc/" + strconv.Itoa(pid)
-	if f, err := os.Open(p + "/smaps_rollup"); err == nil {
-		defer f.Close()
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if kb, ok := bytes.CutPrefix(sc.Bytes(), []byte("Pss:")); ok {
-				if n, err := strconv.ParseInt(string(bytes.TrimSpace(bytes.TrimSuffix(bytes.TrimSpace(kb), []byte("kB")))), 10, 64); err == nil {
-					return n << 10
-				}
-			}
-		}
-	}
-	statm, err := os.ReadFile(p + "/statm")
-	if err != nil {
-		return 0
-	}
-	f := bytes.Fields(statm)
-	if len(f) < 2 {
-		return 0
-	}
-	pages, _ := strconv.ParseInt(string(f[1]), 10, 64)
-	return pages * int64(os.Getpagesize())
 }

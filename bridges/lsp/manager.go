@@ -1,7 +1,6 @@
 package lsp
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,11 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
+	"github.com/cortex-peer/cortex-peer/bridges/procs"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 )
 
@@ -89,7 +87,7 @@ func (m *Manager) Server(ctx context.Context, root string) (*Server, error) {
 		return nil, err
 	}
 	if os.Geteuid() == 0 {
-		if err := reachable(real); err != nil {
+		if err := procs.Reachable(real); err != nil {
 			return nil, fmt.Errorf("lsp: the language server runs as uid %d and cannot read the workspace: %w: %w", m.cfg.UID, err, errdefs.ErrInvalid)
 		}
 	}
@@ -326,59 +324,12 @@ func (m *Manager) uid() int {
 	return os.Geteuid()
 }
 
-// processesOf lists the live (not zombie) processes whose environment
-// carries the marker of the bridge whose cache is dir.
+// processesOf lists the live processes whose environment carries the
+// marker of the bridge whose cache is dir.
 func processesOf(dir string) []int {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	mark := []byte(markerEnv + "=" + filepath.Clean(dir) + "\x00")
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
-		if err != nil || !bytes.Contains(env, mark) {
-			continue
-		}
-		if st, err := os.ReadFile("/proc/" + e.Name() + "/stat"); err == nil {
-			if i := bytes.LastIndexByte(st, ')'); i > 0 && len(st) > i+2 && st[i+2] == 'Z' {
-				continue
-			}
-		}
-		pids = append(pids, pid)
-	}
-	return pids
+	return procs.Live(procs.EnvironContains(markerEnv, filepath.Clean(dir)))
 }
 
 // killLeftovers kills the live processes of the bridge whose cache is dir
 // and says how many.
-func killLeftovers(dir string) int {
-	n := 0
-	for _, pid := range processesOf(dir) {
-		if syscall.Kill(pid, syscall.SIGKILL) == nil {
-			n++
-		}
-	}
-	return n
-}
-
-// reachable says whether every directory from / down to dir lets others
-// search it.
-func reachable(dir string) error {
-	for d := dir; ; d = filepath.Dir(d) {
-		info, err := os.Stat(d)
-		if err != nil {
-			return err
-		}
-		if info.Mode().Perm()&0o001 == 0 {
-			return fmt.Errorf("%s is not searchable by others (mode %v)", d, info.Mode().Perm())
-		}
-		if d == filepath.Dir(d) {
-			return nil
-		}
-	}
-}
+func killLeftovers(dir string) int { return procs.Kill(processesOf(dir)) }
