@@ -13,6 +13,11 @@
 // Servers never run as root: when the peer is root they run as an
 // unprivileged uid (Config.UID) with a scrubbed environment, Go modules
 // read-only from a module cache of their own, and Pdeathsig so that they die
-// with the peer. The package knows nothing of libp2p, the API or the node:
-// the mesh glue lives in node.
+// with the peer.
+//
+// lsp imports protocol/errdefs and go.lsp.dev/jsonrpc2, no other package
+// of the project and no other package imports the LSP library. It must not
+// import libp2p, the API, protocol/gen or anything under node: the mesh
+// glue (routing calls to the peer holding a server, the workspace view
+// synced from the DAG) lives in node.
 package lsp

@@ -1,6 +1,7 @@
 package lsp
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -260,6 +261,10 @@ func TestEditShowsInDiagnostics(t *testing.T) {
 			t.Fatalf("%s: no type error on line %d after the edit: %+v", file, line, diags)
 		}
 		t.Logf("%s: edit to diagnostic: %v", file, took)
+		all, _, err := s.Diagnostics(ctx, nil)
+		if err != nil || !slices.ContainsFunc(all, func(d Diagnostic) bool { return d.File == file && d.Line == line }) {
+			t.Errorf("diagnostics of every file lack %s:%d: %v %v", file, line, all, err)
+		}
 		if err := os.WriteFile(path, orig, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -334,12 +339,16 @@ func TestColdStartWarming(t *testing.T) {
 	}
 }
 
-// goplsProcesses are the bridge's gopls processes (not the go commands
-// they run).
+// goplsProcesses are the bridge's gopls processes: its children named
+// gopls (not the go commands gopls runs, which are named gopls too
+// between their fork and exec).
 func goplsProcesses(m *Manager) []int {
 	var out []int
 	for _, pid := range m.Processes() {
-		if comm, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm"); strings.TrimSpace(string(comm)) == "gopls" {
+		comm, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+		st, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:]))
+		if strings.TrimSpace(string(comm)) == "gopls" && len(f) > 1 && f[1] == strconv.Itoa(os.Getpid()) {
 			out = append(out, pid)
 		}
 	}
@@ -466,6 +475,13 @@ func TestIdleShutdown(t *testing.T) {
 	if h, st, err := s.Hover(ctx, p); err != nil || st.State != StateReady || h == "" {
 		t.Fatal(h, st, err)
 	}
+	// Stopped, released and idle, it is forgotten: the server list does
+	// not grow with every workspace ever asked for.
+	s.Release()
+	waitFor(t, func() bool { return len(m.Servers()) == 0 }, "the released server to be forgotten")
+	if _, _, err := s.Hover(ctx, p); !errors.Is(err, errdefs.ErrUnavailable) {
+		t.Errorf("call on a retired server: %v", err)
+	}
 }
 
 // A server that hangs on initialize is killed after InitTimeout and
@@ -498,5 +514,73 @@ func TestInitializeHangs(t *testing.T) {
 		if pids := m.Processes(); len(pids) > 0 {
 			t.Fatalf("call %d: processes left: %v", i, pids)
 		}
+	}
+}
+
+// New kills what a previous run left running from its cache dir.
+func TestNewKillsLeftovers(t *testing.T) {
+	old := newTestManager(t)
+	ws := workspace(t)
+	s := readyServer(t, old, ws)
+	ctx := testContext(t, 2*time.Minute)
+	if _, _, err := s.Hover(ctx, Position{File: "encoder.go", Line: 59, Col: 14}); err != nil {
+		t.Fatal(err)
+	}
+	left := goplsProcesses(old)
+	if len(left) != 1 {
+		t.Fatalf("gopls processes: %v", left)
+	}
+	newTestManager(t) // the peer started again: the old one "crashed"
+	if pids := goplsProcesses(old); len(pids) != 0 {
+		t.Errorf("gopls %v left running from the previous run", pids)
+	}
+}
+
+// Past MaxServers, the server used least recently is shut down to make
+// room; it starts again when called.
+func TestMaxServersMakesRoom(t *testing.T) {
+	m := newTestManager(t, func(c *Config) { c.MaxServers = 1 })
+	a, b := readyServer(t, m, workspace(t)), readyServer(t, m, workspace(t))
+	ctx := testContext(t, 2*time.Minute)
+	p := Position{File: "encoder.go", Line: 59, Col: 14}
+	for i, s := range []*Server{a, b, a} {
+		if _, st, err := s.Hover(ctx, p); err != nil || st.State != StateReady {
+			t.Fatal(st, err)
+		}
+		if pids := goplsProcesses(m); len(pids) != 1 {
+			var desc []string
+			for _, pid := range pids {
+				st, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+				cl, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+				desc = append(desc, string(st)+" "+strings.ReplaceAll(string(cl), "\x00", " "))
+			}
+			t.Errorf("call %d: gopls processes: %v, want 1; servers %+v", i, desc, m.Servers())
+		}
+	}
+}
+
+// A server over MaxMemoryBytes is stopped by the sweep and starts again
+// on the next call.
+func TestMemoryCapRestarts(t *testing.T) {
+	m := newTestManager(t, func(c *Config) { c.MaxMemoryBytes = 1 << 20 })
+	s := readyServer(t, m, workspace(t))
+	ctx := testContext(t, 2*time.Minute)
+	p := Position{File: "encoder.go", Line: 59, Col: 14}
+	if _, st, err := s.Hover(ctx, p); err != nil || st.State != StateReady {
+		t.Fatal(st, err)
+	}
+	before := goplsProcesses(m)
+	if mem := m.Servers()[0].MemoryBytes; mem < 1<<20 {
+		t.Fatalf("gopls uses %d bytes", mem)
+	}
+	m.sweep(time.Now())
+	if pids := goplsProcesses(m); len(pids) != 0 {
+		t.Fatalf("gopls %v still runs over the cap", pids)
+	}
+	if _, st, err := s.Hover(ctx, p); err != nil || st.State != StateReady {
+		t.Fatal(st, err)
+	}
+	if after := goplsProcesses(m); len(after) != 1 || slices.Equal(after, before) {
+		t.Errorf("gopls before %v, after %v", before, after)
 	}
 }

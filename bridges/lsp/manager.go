@@ -37,7 +37,8 @@ type Manager struct {
 	closed  bool
 	servers map[string]*Server // by root + "\x00" + server name
 
-	prepMu sync.Mutex // module cache preparation, one at a time
+	prepMu    sync.Mutex // module cache preparation, one at a time
+	reserveMu sync.Mutex // room for a start is made one start at a time
 }
 
 // Info describes a server for status.
@@ -97,22 +98,31 @@ func (m *Manager) Server(ctx context.Context, root string) (*Server, error) {
 	if m.closed {
 		return nil, fmt.Errorf("lsp: the bridge is closed: %w", errdefs.ErrUnavailable)
 	}
-	key := real + "\x00" + name
-	s, ok := m.servers[key]
-	if !ok {
-		sc := m.cfg.Servers[name]
-		lang := ""
-		if len(sc.Languages) > 0 {
-			lang = sc.Languages[0]
+	key := serverKey(real, name)
+	if s, ok := m.servers[key]; ok {
+		s.mu.Lock()
+		retired := s.retired
+		if !retired {
+			s.clients++
 		}
-		s = &Server{m: m, Root: real, Language: lang, Name: name, cfg: sc, open: map[string]int{}, lastUse: time.Now()}
-		m.servers[key] = s
+		s.mu.Unlock()
+		if !retired {
+			return s, nil
+		}
 	}
-	s.mu.Lock()
-	s.clients++
-	s.mu.Unlock()
+	sc := m.cfg.Servers[name]
+	lang := ""
+	if len(sc.Languages) > 0 {
+		lang = sc.Languages[0]
+	}
+	s := &Server{m: m, Root: real, Language: lang, Name: name, cfg: sc, open: map[string]int{}, lastUse: time.Now(), clients: 1}
+	m.servers[key] = s
 	return s, nil
 }
+
+func serverKey(root, name string) string { return root + "\x00" + name }
+
+func (s *Server) key() string { return serverKey(s.Root, s.Name) }
 
 // detect names the server whose patterns match a name at root's top.
 func (m *Manager) detect(root string) (string, error) {
@@ -135,6 +145,8 @@ func (m *Manager) detect(root string) (string, error) {
 // reserve makes room for s to start within Config.MaxServers, shutting
 // down the server used least recently that has no call in flight.
 func (m *Manager) reserve(s *Server) error {
+	m.reserveMu.Lock()
+	defer m.reserveMu.Unlock()
 	for {
 		m.mu.Lock()
 		if m.closed {
@@ -146,7 +158,7 @@ func (m *Manager) reserve(s *Server) error {
 		var victimUse time.Time
 		for _, o := range m.servers {
 			o.mu.Lock()
-			if o != s && (o.proc != nil || o.starting != nil) {
+			if o != s && (o.proc != nil || o.reserved) {
 				running++
 				if o.proc != nil && o.inflight == 0 && (victim == nil || o.lastUse.Before(victimUse)) {
 					victim, victimUse = o, o.lastUse
@@ -156,6 +168,9 @@ func (m *Manager) reserve(s *Server) error {
 		}
 		m.mu.Unlock()
 		if running < m.cfg.MaxServers {
+			s.mu.Lock()
+			s.reserved = true // until its start ends
+			s.mu.Unlock()
 			return nil
 		}
 		if victim == nil {
@@ -202,6 +217,18 @@ func (m *Manager) sweep(now time.Time) {
 	for _, s := range servers {
 		s.mu.Lock()
 		p, idle := s.proc, s.inflight == 0 && now.Sub(s.lastUse) > m.cfg.IdleTimeout
+		if p == nil && idle && s.clients == 0 && s.starting == nil {
+			// Stopped, unused and no caller holds it: forget it, so that
+			// the servers known stay those in use.
+			s.retired = true
+			s.mu.Unlock()
+			m.mu.Lock()
+			if m.servers[s.key()] == s {
+				delete(m.servers, s.key())
+			}
+			m.mu.Unlock()
+			continue
+		}
 		s.mu.Unlock()
 		if p == nil {
 			continue

@@ -31,6 +31,10 @@ const (
 	diagnosingTitle = "diagnosing "
 	// diagnosticOverhead is what a diagnostic costs beyond its strings.
 	diagnosticOverhead = 64
+	// initialRound and otherRound mark gopls's rounds of diagnostics that
+	// answer no modification of ours.
+	initialRound = -1
+	otherRound   = -2
 	// stderrKeep bounds what is kept of a server's stderr for errors.
 	stderrKeep = 8 << 10
 )
@@ -47,25 +51,28 @@ type process struct {
 	exited  chan struct{} // closed when the process is reaped
 	stderr  *tail
 
-	mu          sync.Mutex
-	changed     chan struct{}
-	err         error // why it stopped or failed to start
-	stopping    bool  // stopped on purpose: not a crash
-	initialized bool
-	settled     bool                       // readySettle passed after initialized
-	loading     map[string]bool            // progress tokens in flight, not diagnosing
-	sawProgress bool                       // a load progress began since initialized
-	diagTokens  map[string]int             // diagnosing tokens in flight -> their round
-	diagBegun   int                        // rounds of diagnostics begun
-	diagEnded   int                        // the last round ended
-	verboseDiag bool                       // the server reports its rounds of diagnostics
-	mods        int                        // modifications sent (didOpen, didChange, ...)
-	lastPublish time.Time                  // of diagnostics
-	lastMod     time.Time                  // of a modification sent
-	diags       map[string]*publishedDiags // by URI
-	diagBytes   int
-	dropped     int // diagnostics dropped past Config.DiagnosticsBytes
-	settle      *time.Timer
+	mu               sync.Mutex
+	changed          chan struct{}
+	err              error // why it stopped or failed to start
+	stopping         bool  // stopped on purpose: not a crash
+	startFailed      bool  // stopped because initialize failed
+	initialized      bool
+	reopened         bool                       // initialized, and the files of the previous process opened again
+	settled          bool                       // readySettle passed after initialized
+	loading          map[string]bool            // progress tokens in flight, not diagnosing
+	sawProgress      bool                       // a load progress began since initialized
+	diagTokens       map[string]int             // diagnosing tokens in flight -> their round
+	diagBegun        int                        // rounds of diagnostics begun
+	diagEnded        int                        // the last round ended
+	initialDiagnosed bool                       // the round of the initial workspace load ended
+	verboseDiag      bool                       // the server reports its rounds of diagnostics
+	mods             int                        // modifications sent (didOpen, didChange, ...)
+	lastPublish      time.Time                  // of diagnostics
+	lastMod          time.Time                  // of a modification sent
+	diags            map[string]*publishedDiags // by URI
+	diagBytes        int
+	dropped          int // diagnostics dropped past Config.DiagnosticsBytes
+	settle           *time.Timer
 }
 
 type publishedDiags struct {
@@ -125,6 +132,7 @@ func (s *Server) startProcess() (*process, error) {
 		if p.settle != nil {
 			p.settle.Stop()
 		}
+		p.broadcast()
 		p.mu.Unlock()
 		s.exited(p) // first: once exited is closed, s no longer holds p
 		close(p.exited)
@@ -161,11 +169,12 @@ func (p *process) initialize(ctx context.Context) error {
 	return nil
 }
 
-// goingAway says whether the process is being stopped on purpose.
+// goingAway says whether the process is being stopped on purpose, not
+// because it failed to start: a call waiting for it may start it again.
 func (p *process) goingAway() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.stopping
+	return p.stopping && !p.startFailed
 }
 
 // broadcast wakes whoever waits on a change; p.mu is held.
@@ -176,7 +185,27 @@ func (p *process) broadcast() {
 
 // readyLocked says whether the server has loaded its workspace; p.mu is held.
 func (p *process) readyLocked() bool {
-	return p.initialized && len(p.loading) == 0 && (p.sawProgress || p.settled)
+	return p.reopened && len(p.loading) == 0 && (p.sawProgress || p.settled)
+}
+
+// waitReopened waits until the server is initialized and has the files
+// open that its predecessor had (true), ctx ends or the process is gone
+// (false).
+func (p *process) waitReopened(ctx context.Context) bool {
+	for {
+		p.mu.Lock()
+		ok, err, ch := p.reopened, p.err, p.changed
+		p.mu.Unlock()
+		if ok || err != nil {
+			return ok && err == nil
+		}
+		select {
+		case <-ch:
+		case <-p.exited:
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
 
 // state is the process's state for Info.
@@ -209,6 +238,7 @@ func (p *process) waitReady(ctx context.Context) (bool, error) {
 		}
 		select {
 		case <-ch:
+		case <-p.exited:
 		case <-ctx.Done():
 			return false, nil
 		}
@@ -231,11 +261,14 @@ func (p *process) notification(method string, params json.RawMessage) {
 		case "begin":
 			p.s.m.log.Debug("language server progress", "root", p.s.Root, "title", pp.Value.Title)
 			if strings.HasPrefix(pp.Value.Title, diagnosingTitle) {
-				if pp.Value.Title == diagnosingTitle+"initial workspace load" {
-					p.diagTokens[tok] = 0 // answers no modification
-				} else {
-					p.diagBegun++
+				switch strings.TrimPrefix(pp.Value.Title, diagnosingTitle) {
+				case "opened files", "changed files", "files changed on disk", "close files":
+					p.diagBegun++ // the round of the next modification we sent
 					p.diagTokens[tok] = p.diagBegun
+				case "initial workspace load":
+					p.diagTokens[tok] = initialRound
+				default: // a round of the server's own
+					p.diagTokens[tok] = otherRound
 				}
 			} else {
 				p.loading[tok] = true
@@ -246,7 +279,13 @@ func (p *process) notification(method string, params json.RawMessage) {
 		case "end":
 			if round, ok := p.diagTokens[tok]; ok {
 				delete(p.diagTokens, tok)
-				p.diagEnded = max(p.diagEnded, round)
+				switch round {
+				case initialRound:
+					p.initialDiagnosed = true
+				case otherRound:
+				default:
+					p.diagEnded = max(p.diagEnded, round)
+				}
 			}
 			delete(p.loading, tok)
 		}
@@ -326,6 +365,7 @@ func (p *process) stop(reason error) {
 	if p.err == nil {
 		p.err = reason
 	}
+	p.broadcast()
 	p.mu.Unlock()
 	if first {
 		select {

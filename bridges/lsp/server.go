@@ -90,6 +90,8 @@ type Server struct {
 	open      map[string]int // open files -> version
 	openOrder []string
 	stopped   bool // the manager closed
+	retired   bool // dropped by the manager, unused: calls refused
+	reserved  bool // counted against MaxServers while it starts
 }
 
 // Release says a caller is done with the server.
@@ -109,6 +111,10 @@ func (s *Server) ensure(ctx context.Context) (*process, error) {
 		if s.stopped {
 			s.mu.Unlock()
 			return nil, fmt.Errorf("lsp: the bridge is closed: %w", errdefs.ErrUnavailable)
+		}
+		if s.retired {
+			s.mu.Unlock()
+			return nil, fmt.Errorf("lsp: the server of %s was released and retired; ask the bridge for it again: %w", s.Root, errdefs.ErrUnavailable)
 		}
 		if p := s.proc; p != nil {
 			s.mu.Unlock()
@@ -191,13 +197,20 @@ func (s *Server) start(done chan struct{}) {
 		s.mu.Unlock()
 		if err = p.initialize(s.m.life); err == nil {
 			s.reopen(p, open)
+			p.mu.Lock()
+			p.reopened = true
+			p.broadcast()
+			p.mu.Unlock()
 		} else {
+			p.mu.Lock()
+			p.startFailed = true
+			p.mu.Unlock()
 			p.stop(err)
 		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.starting = nil
+	s.starting, s.reserved = nil, false
 	if err != nil {
 		if s.proc == p {
 			s.proc = nil
@@ -536,7 +549,7 @@ func (s *Server) Changed(ctx context.Context, changes []Change) error {
 	s.mu.Lock()
 	p := s.proc
 	s.mu.Unlock()
-	if p == nil {
+	if p == nil || !p.waitReopened(ctx) {
 		return nil // a server that starts reads the files from disk
 	}
 	events := make([]fileEvent, 0, len(changes))
@@ -646,7 +659,7 @@ func (p *process) waitDiagnosed(ctx context.Context) bool {
 		var done bool
 		var wait time.Duration
 		if p.verboseDiag {
-			done = p.diagEnded >= p.mods
+			done = p.diagEnded >= p.mods && (p.mods > 0 || p.initialDiagnosed)
 		} else {
 			last := p.lastPublish
 			if p.lastMod.After(last) {
