@@ -77,6 +77,21 @@ $(PLAYWRIGHT_MCP_CLI):
 	@command -v npm >/dev/null || $(SUDO) apt-get install -y -qq nodejs npm
 	npm install --prefix .bench/playwright-mcp --no-audit --no-fund @playwright/mcp@$(PLAYWRIGHT_MCP_VERSION) >/dev/null
 
+MCP_LANGUAGE_SERVER_VERSION := v0.1.1
+MCP_LANGUAGE_SERVER := $(CURDIR)/.bench/mcp-language-server
+LSPBENCH_FLAGS ?=
+
+.PHONY: bench-lsp
+bench-lsp: deps build $(MCP_LANGUAGE_SERVER) ## gopls bridge figures side by side with the gopls CLI, a warm gopls and mcp-language-server on a copy of quic-go (a few minutes).
+	$(GO) run ./testnet/lspbench -bin $(BIN) -gopls $(GOBIN)/gopls -mcp-language-server $(MCP_LANGUAGE_SERVER) $(LSPBENCH_FLAGS)
+
+# Built from its module source like Kubo (the proxy serves v0.1.1, not @latest).
+$(MCP_LANGUAGE_SERVER):
+	@mkdir -p .bench
+	@dir=$$($(GO) mod download -json github.com/isaacphi/mcp-language-server@$(MCP_LANGUAGE_SERVER_VERSION) | sed -n 's/.*"Dir": "\(.*\)".*/\1/p'); \
+	tmp=$$(mktemp -d) && cp -r "$$dir" $$tmp/mls && chmod -R u+w $$tmp/mls && \
+	(cd $$tmp/mls && $(GO) build -o $(MCP_LANGUAGE_SERVER) .); st=$$?; rm -rf $$tmp; exit $$st
+
 # Kubo's `go install` fails on a replace directive; it builds from its module source.
 $(KUBO_BIN):
 	@mkdir -p .bench
