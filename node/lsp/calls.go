@@ -24,9 +24,23 @@ const defaultLimit = 200
 
 // call opens a session on the query's workspace, bounded by the call
 // timeout (a warming server answers "warming" at its end).
+//
+// A server that died since the last call (killed, out of memory) fails the
+// first request sent to it; the call is made once more, on the server the
+// bridge starts again, so the caller gets an answer, not the death of a
+// process it never saw. Every call here only reads (edits are proposals).
 func (s *Service) call(ctx context.Context, t target, fn func(context.Context, *session) error) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
 	defer cancel()
+	err := s.callOnce(ctx, t, fn)
+	if errors.Is(err, errdefs.ErrUnavailable) && ctx.Err() == nil {
+		s.log.Info("language server unavailable; asking again", "workspace", t.key, "err", err)
+		err = s.callOnce(ctx, t, fn)
+	}
+	return err
+}
+
+func (s *Service) callOnce(ctx context.Context, t target, fn func(context.Context, *session) error) error {
 	ses, err := s.open(ctx, t)
 	if err != nil {
 		return err

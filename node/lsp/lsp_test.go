@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -131,6 +132,23 @@ func TestServerSyncedFromTheDAG(t *testing.T) {
 		if !strings.Contains(string(b), "Sum(") || strings.Contains(string(b), "Add(") {
 			t.Fatalf("%s after the rename:\n%s", f, b)
 		}
+	}
+
+	// gopls killed: the next query answers (the call is made again on the
+	// server started anew), warming at worst, never an error.
+	for _, pid := range tn.Peers[0].Node.LSPProcesses() {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	testnet.Eventually(t, "the killed gopls to be gone", 10*time.Second, func() bool {
+		for _, pid := range tn.Peers[0].Node.LSPProcesses() {
+			if syscall.Kill(pid, 0) == nil {
+				return false
+			}
+		}
+		return true
+	})
+	if _, err := l.Definition(ctx, connect.NewRequest(&apiv1.LSPQuery{Workspace: ws, Symbol: "main.Sum"})); err != nil {
+		t.Fatalf("the query after gopls was killed: %v", err)
 	}
 
 	// Bad input.
