@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -280,28 +279,8 @@ func copyBinary(src, dst string, mtime time.Time) error {
 // proportional set sizes (PSS), or resident sizes where the kernel gives no
 // PSS.
 func groupMemory(pgid int) int64 {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0
-	}
 	var sum int64
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		st, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		i := bytes.LastIndexByte(st, ')')
-		if i < 0 {
-			continue
-		}
-		f := bytes.Fields(st[i+1:]) // state ppid pgrp ...
-		if len(f) < 3 || string(f[2]) != strconv.Itoa(pgid) {
-			continue
-		}
+	for _, pid := range procs.Live(procs.InGroup(pgid)) {
 		sum += procs.Memory(pid)
 	}
 	return sum

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cortex-peer/cortex-peer/bridges/procs"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 )
 
@@ -122,8 +123,9 @@ func (s *Server) startProcess() (*process, error) {
 	go func() {
 		defer m.wg.Done()
 		werr := cmd.Wait()
-		// The group: what the server started (go list) dies with it.
-		_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+		// The group: what the server started (go list) dies with it, and
+		// is gone before anyone hears the server exited.
+		procs.KillGroup(p.pid, groupExitWait)
 		p.rpc.close()
 		p.mu.Lock()
 		if p.err == nil {
@@ -168,6 +170,9 @@ func (p *process) initialize(ctx context.Context) error {
 	p.mu.Unlock()
 	return nil
 }
+
+// groupExitWait bounds the wait for a dead server's group to be gone.
+const groupExitWait = 5 * time.Second
 
 // goingAway says whether the process is being stopped on purpose, not
 // because it failed to start: a call waiting for it may start it again.

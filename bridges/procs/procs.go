@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"syscall"
+	"time"
 )
 
 // Match says whether a process is one of a bridge's, from what /proc
@@ -66,6 +67,34 @@ func Live(match Match) []int {
 		pids = append(pids, pid)
 	}
 	return pids
+}
+
+// InGroup matches the processes of a process group.
+func InGroup(pgid int) Match {
+	want := strconv.Itoa(pgid)
+	return func(pid string) bool {
+		st, err := os.ReadFile("/proc/" + pid + "/stat")
+		if err != nil {
+			return false
+		}
+		i := bytes.LastIndexByte(st, ')')
+		if i < 0 {
+			return false
+		}
+		f := bytes.Fields(st[i+1:]) // state ppid pgrp ...
+		return len(f) >= 3 && string(f[2]) == want
+	}
+}
+
+// KillGroup kills a process group and waits, up to max, until none of its
+// processes is alive: a killed child (the server's own children too) is
+// gone when it returns, not merely signalled.
+func KillGroup(pgid int, max time.Duration) {
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	deadline := time.Now().Add(max)
+	for len(Live(InGroup(pgid))) > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // Kill sends SIGKILL to each process and says how many it reached.
