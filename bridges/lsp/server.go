@@ -554,13 +554,16 @@ func (s *Server) Changed(ctx context.Context, changes []Change) error {
 	}
 	events := make([]fileEvent, 0, len(changes))
 	for _, c := range changes {
-		events = append(events, fileEvent{URI: fileURI(s.abs(c.File)), Type: int(c.Kind)})
 		s.mu.Lock()
 		v, open := s.open[c.File]
 		s.mu.Unlock()
 		if !open {
+			events = append(events, fileEvent{URI: fileURI(s.abs(c.File)), Type: int(c.Kind)})
 			continue
 		}
+		// An open file's content travels in didChange; a watched-file
+		// event for it too would start a second round of diagnostics
+		// that Diagnostics then waits for.
 		var content []byte
 		var err error
 		if c.Kind != Deleted {
@@ -576,6 +579,9 @@ func (s *Server) Changed(ctx context.Context, changes []Change) error {
 		s.mu.Unlock()
 		p.modified(1)
 		if c.Kind == Deleted || err != nil {
+			// Closed, the file is the disk's again: the server hears of it
+			// as of any other.
+			events = append(events, fileEvent{URI: fileURI(s.abs(c.File)), Type: int(c.Kind)})
 			err = p.rpc.notify(ctx, "textDocument/didClose", map[string]any{"textDocument": textDocumentID{URI: fileURI(s.abs(c.File))}})
 		} else {
 			err = p.rpc.notify(ctx, "textDocument/didChange", map[string]any{
