@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"strings"
 	"time"
+
+	"github.com/cortex-peer/cortex-peer/testnet/benchkit"
 )
 
 // driver runs the scenario's steps through one tool's MCP server. A run
@@ -36,7 +38,7 @@ type playwright struct {
 	// dir is the server's working directory, its workspace root, where it
 	// writes the page snapshot of each action and the console logs.
 	dir string
-	srv *server
+	srv *benchkit.MCPServer
 	// fileSnapshots: an action's result links to the page's snapshot in a
 	// file instead of carrying it.
 	fileSnapshots bool
@@ -51,7 +53,7 @@ func (p *playwright) args() []string {
 func (p *playwright) start(ctx context.Context) error {
 	cmd := exec.Command(p.node, p.args()...)
 	cmd.Dir = p.dir
-	srv, err := startServer(ctx, cmd)
+	srv, err := benchkit.StartMCP(ctx, "browserbench", callTimeout, cmd)
 	if err != nil {
 		return err
 	}
@@ -66,7 +68,7 @@ func (p *playwright) listTools(ctx context.Context) error {
 		return err
 	}
 	defer p.stop(ctx)
-	tools, err := p.srv.tools(ctx)
+	tools, err := p.srv.Tools(ctx)
 	if err != nil {
 		return err
 	}
@@ -78,22 +80,22 @@ func (p *playwright) listTools(ctx context.Context) error {
 }
 
 func (p *playwright) navigate(ctx context.Context, url string) error {
-	_, _, err := p.srv.call(ctx, "browser_navigate", map[string]any{"url": url})
+	_, _, err := p.srv.Call(ctx, "browser_navigate", map[string]any{"url": url})
 	return err
 }
 
 func (p *playwright) snapshot(ctx context.Context) (string, string, error) {
-	_, text, err := p.srv.call(ctx, "browser_snapshot", map[string]any{})
+	_, text, err := p.srv.Call(ctx, "browser_snapshot", map[string]any{})
 	return text, "", err
 }
 
 func (p *playwright) typeText(ctx context.Context, e element, text string) error {
-	_, _, err := p.srv.call(ctx, "browser_type", map[string]any{"element": e.role + " " + e.name, "target": p.target(e), "text": text})
+	_, _, err := p.srv.Call(ctx, "browser_type", map[string]any{"element": e.role + " " + e.name, "target": p.target(e), "text": text})
 	return err
 }
 
 func (p *playwright) click(ctx context.Context, e element) (int, error) {
-	_, text, err := p.srv.call(ctx, "browser_click", map[string]any{"element": e.role + " " + e.name, "target": p.target(e)})
+	_, text, err := p.srv.Call(ctx, "browser_click", map[string]any{"element": e.role + " " + e.name, "target": p.target(e)})
 	p.fileSnapshots = p.fileSnapshots || strings.Contains(text, "- [Snapshot](")
 	return len(text), err
 }
@@ -107,14 +109,14 @@ func (p *playwright) target(e element) string {
 }
 
 func (p *playwright) evaluate(ctx context.Context, expr string) (string, error) {
-	_, text, err := p.srv.call(ctx, "browser_evaluate", map[string]any{"function": "() => " + expr})
+	_, text, err := p.srv.Call(ctx, "browser_evaluate", map[string]any{"function": "() => " + expr})
 	if err != nil {
 		return "", err
 	}
 	// The value follows a "### Result" heading, before the next heading.
 	_, v, ok := strings.Cut(text, "### Result\n")
 	if !ok {
-		return "", fmt.Errorf("browser_evaluate: no result in %q", clip(text, 300))
+		return "", fmt.Errorf("browser_evaluate: no result in %q", benchkit.Clip(text, 300))
 	}
 	v, _, _ = strings.Cut(v, "\n###")
 	return strings.TrimSpace(v), nil
@@ -124,7 +126,7 @@ func (p *playwright) stop(context.Context) error {
 	if p.srv == nil {
 		return nil
 	}
-	err := p.srv.close()
+	err := p.srv.Close()
 	p.srv = nil
 	return err
 }
@@ -134,7 +136,7 @@ func (p *playwright) stop(context.Context) error {
 // peer's Chromium, which outlives both.
 type cortex struct {
 	bin, data string
-	srv       *server
+	srv       *benchkit.MCPServer
 	session   string
 	// opened is how long the last browser_open took.
 	opened time.Duration
@@ -143,7 +145,7 @@ type cortex struct {
 func (c *cortex) name() string { return "cortex-peer" }
 
 func (c *cortex) start(ctx context.Context) error {
-	srv, err := startServer(ctx, exec.Command(c.bin, "mcp", "--data", c.data))
+	srv, err := benchkit.StartMCP(ctx, "browserbench", callTimeout, exec.Command(c.bin, "mcp", "--data", c.data))
 	if err != nil {
 		return err
 	}
@@ -155,7 +157,7 @@ func (c *cortex) start(ctx context.Context) error {
 // open opens a session and says how long it took.
 func (c *cortex) open(ctx context.Context) (string, time.Duration, error) {
 	t := time.Now()
-	res, _, err := c.srv.call(ctx, "browser_open", map[string]any{})
+	res, _, err := c.srv.Call(ctx, "browser_open", map[string]any{})
 	d := time.Since(t)
 	if err != nil {
 		return "", d, err
@@ -163,33 +165,33 @@ func (c *cortex) open(ctx context.Context) (string, time.Duration, error) {
 	var out struct {
 		Session string `json:"session"`
 	}
-	if err := structured(res, &out); err != nil || out.Session == "" {
+	if err := benchkit.Structured(res, &out); err != nil || out.Session == "" {
 		return "", d, fmt.Errorf("browser_open: no session in %v (%v)", res.StructuredContent, err)
 	}
 	return out.Session, d, nil
 }
 
 func (c *cortex) close(ctx context.Context, session string) error {
-	_, _, err := c.srv.call(ctx, "browser_close", map[string]any{"session": session})
+	_, _, err := c.srv.Call(ctx, "browser_close", map[string]any{"session": session})
 	return err
 }
 
 func (c *cortex) navigate(ctx context.Context, url string) error {
-	res, _, err := c.srv.call(ctx, "browser_navigate", map[string]any{"session": c.session, "url": url})
+	res, _, err := c.srv.Call(ctx, "browser_navigate", map[string]any{"session": c.session, "url": url})
 	if err != nil {
 		return err
 	}
 	var out struct {
 		Loaded bool `json:"loaded"`
 	}
-	if err := structured(res, &out); err != nil || !out.Loaded {
+	if err := benchkit.Structured(res, &out); err != nil || !out.Loaded {
 		return fmt.Errorf("browser_navigate: page not loaded: %v (%v)", res.StructuredContent, err)
 	}
 	return nil
 }
 
 func (c *cortex) snapshot(ctx context.Context) (string, string, error) {
-	res, text, err := c.srv.call(ctx, "browser_snapshot", map[string]any{"session": c.session})
+	res, text, err := c.srv.Call(ctx, "browser_snapshot", map[string]any{"session": c.session})
 	if err != nil {
 		return "", "", err
 	}
@@ -197,7 +199,7 @@ func (c *cortex) snapshot(ctx context.Context) (string, string, error) {
 		Truncated bool `json:"truncated"`
 	}
 	trunc := "?"
-	if structured(res, &out) == nil {
+	if benchkit.Structured(res, &out) == nil {
 		trunc = fmt.Sprint(out.Truncated)
 	}
 	return text, trunc, nil
@@ -206,12 +208,12 @@ func (c *cortex) snapshot(ctx context.Context) (string, string, error) {
 func (c *cortex) typeText(ctx context.Context, e element, text string) error {
 	args := c.target(e)
 	args["text"] = text
-	_, _, err := c.srv.call(ctx, "browser_type", args)
+	_, _, err := c.srv.Call(ctx, "browser_type", args)
 	return err
 }
 
 func (c *cortex) click(ctx context.Context, e element) (int, error) {
-	_, text, err := c.srv.call(ctx, "browser_click", c.target(e))
+	_, text, err := c.srv.Call(ctx, "browser_click", c.target(e))
 	return len(text), err
 }
 
@@ -224,7 +226,7 @@ func (c *cortex) target(e element) map[string]any {
 }
 
 func (c *cortex) evaluate(ctx context.Context, expr string) (string, error) {
-	_, text, err := c.srv.call(ctx, "browser_evaluate", map[string]any{"session": c.session, "expression": expr})
+	_, text, err := c.srv.Call(ctx, "browser_evaluate", map[string]any{"session": c.session, "expression": expr})
 	return strings.TrimSpace(text), err
 }
 
@@ -237,7 +239,7 @@ func (c *cortex) stop(ctx context.Context) error {
 		err = c.close(ctx, c.session)
 		c.session = ""
 	}
-	if cerr := c.srv.close(); err == nil {
+	if cerr := c.srv.Close(); err == nil {
 		err = cerr
 	}
 	c.srv = nil

@@ -8,18 +8,19 @@ import (
 	"slices"
 	"time"
 
+	"github.com/cortex-peer/cortex-peer/testnet/benchkit"
 	"github.com/cortex-peer/cortex-peer/testnet/quiet"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
 // hasBrowserTools says whether the peer's MCP server has the browser tools.
 func (c *cortex) hasBrowserTools(ctx context.Context) (bool, error) {
-	srv, err := startServer(ctx, exec.Command(c.bin, "mcp", "--data", c.data))
+	srv, err := benchkit.StartMCP(ctx, "browserbench", callTimeout, exec.Command(c.bin, "mcp", "--data", c.data))
 	if err != nil {
 		return false, err
 	}
-	defer srv.close()
-	tools, err := srv.tools(ctx)
+	defer srv.Close()
+	tools, err := srv.Tools(ctx)
 	if err != nil {
 		return false, fmt.Errorf("cortex-peer tools/list: %w", err)
 	}
@@ -66,13 +67,13 @@ func absDiff(a, b int64) int64 {
 // open (Chromium already runs), and reads the Chromium memory of the peer
 // before and after; then it closes them.
 func (c *cortex) idleSessions(ctx context.Context, peerPid, n int) (_ *idleFigures, err error) {
-	srv, err := startServer(ctx, exec.Command(c.bin, "mcp", "--data", c.data))
+	srv, err := benchkit.StartMCP(ctx, "browserbench", callTimeout, exec.Command(c.bin, "mcp", "--data", c.data))
 	if err != nil {
 		return nil, err
 	}
 	c.srv = srv
 	defer func() {
-		if cerr := srv.close(); err == nil {
+		if cerr := srv.Close(); err == nil {
 			err = cerr
 		}
 		c.srv = nil

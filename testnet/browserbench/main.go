@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/cortex-peer/cortex-peer/testnet"
+	"github.com/cortex-peer/cortex-peer/testnet/benchkit"
 )
 
 func main() {
@@ -222,7 +223,7 @@ func run(ctx context.Context, o options) error {
 	if o.runs < 1 {
 		return errors.New("-runs: want at least 1")
 	}
-	notes := []string{"load average at the start: " + loadAvg()}
+	notes := []string{"load average at the start: " + benchkit.LoadAvg()}
 	url, stopPage, err := servePage()
 	if err != nil {
 		return err
@@ -339,7 +340,7 @@ func run(ctx context.Context, o options) error {
 			return fmt.Errorf("cortex-peer, idle sessions: %w", err)
 		}
 	}
-	notes = append(notes, "load average at the end: "+loadAvg())
+	notes = append(notes, "load average at the end: "+benchkit.LoadAvg())
 	printTable(o.runs, figs, pw != nil, cx != nil, idle, notes)
 	return nil
 }
@@ -366,10 +367,10 @@ func median(v []float64) float64 {
 func sandboxNote(d driver, peerPid int) string {
 	root := peerPid
 	if p, ok := d.(*playwright); ok {
-		root = p.srv.pid()
+		root = p.srv.PID()
 	}
 	uids, noSandbox := map[string]bool{}, false
-	for _, pid := range descendants(root) {
+	for _, pid := range benchkit.Descendants(root) {
 		dir := "/proc/" + strconv.Itoa(pid)
 		if comm, _ := os.ReadFile(dir + "/comm"); !strings.HasPrefix(string(comm), "chrom") {
 			continue

@@ -1,53 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
-)
 
-// descendants lists the live processes below pid (not pid itself).
-func descendants(pid int) []int {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	children := map[int][]int{}
-	for _, e := range ents {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		st, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid …: comm may hold spaces and parentheses.
-		i := bytes.LastIndexByte(st, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(st[i+1:]))
-		if len(f) < 2 || f[0] == "Z" {
-			continue
-		}
-		ppid, _ := strconv.Atoi(f[1])
-		children[ppid] = append(children[ppid], p)
-	}
-	var out []int
-	queue := []int{pid}
-	for len(queue) > 0 {
-		p := queue[0]
-		queue = queue[1:]
-		for _, c := range children[p] {
-			out = append(out, c)
-			queue = append(queue, c)
-		}
-	}
-	return out
-}
+	"github.com/cortex-peer/cortex-peer/testnet/benchkit"
+)
 
 // memory is the summed memory of a set of processes, in KiB: resident
 // (shared pages counted once per process) and proportional (shared pages
@@ -60,7 +19,7 @@ type memory struct {
 // chromiumMemory sums the memory of the Chromium processes below pid.
 func chromiumMemory(pid int) memory {
 	var m memory
-	for _, p := range descendants(pid) {
+	for _, p := range benchkit.Descendants(pid) {
 		dir := "/proc/" + strconv.Itoa(p)
 		comm, err := os.ReadFile(dir + "/comm")
 		if err != nil || !strings.HasPrefix(string(comm), "chrom") {
@@ -103,15 +62,4 @@ func statusField(path, key string) string {
 		}
 	}
 	return "?"
-}
-
-// loadAvg is the machine's load over 1, 5 and 15 minutes, and its CPUs:
-// the figures of a loaded machine are read with it.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if err != nil || len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ") + " on " + strconv.Itoa(runtime.NumCPU()) + " CPUs"
 }

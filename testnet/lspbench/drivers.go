@@ -10,6 +10,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/cortex-peer/cortex-peer/testnet/benchkit"
 )
 
 const (
@@ -30,14 +32,14 @@ const (
 // module.
 type mlsDriver struct {
 	bin, gopls, dir string
-	srv             *server
+	srv             *benchkit.MCPServer
 	last            string // the last definition's answer
 }
 
 func (m *mlsDriver) start(ctx context.Context) error {
 	cmd := exec.Command(m.bin, "--workspace", m.dir, "--lsp", m.gopls)
 	cmd.Dir = m.dir
-	srv, err := startServer(ctx, cmd)
+	srv, err := benchkit.StartMCP(ctx, "lspbench", callTimeout, cmd)
 	if err != nil {
 		return err
 	}
@@ -47,7 +49,7 @@ func (m *mlsDriver) start(ctx context.Context) error {
 
 func (m *mlsDriver) stop() {
 	if m.srv != nil {
-		_ = m.srv.close()
+		_ = m.srv.Close()
 		m.srv = nil
 	}
 }
@@ -55,7 +57,7 @@ func (m *mlsDriver) stop() {
 // definition asks for name's definition and says whether the answer
 // holds the file def (relative to the module).
 func (m *mlsDriver) definition(ctx context.Context, name, def string) (bool, error) {
-	_, text, err := m.srv.call(ctx, "definition", map[string]any{"symbolName": name})
+	_, text, err := m.srv.Call(ctx, "definition", map[string]any{"symbolName": name})
 	if err != nil {
 		return false, err
 	}
@@ -64,7 +66,7 @@ func (m *mlsDriver) definition(ctx context.Context, name, def string) (bool, err
 }
 
 func (m *mlsDriver) hover(ctx context.Context, p position) error {
-	_, _, err := m.srv.call(ctx, "hover", map[string]any{"filePath": filepath.Join(m.dir, p.file), "line": p.line, "column": p.col})
+	_, _, err := m.srv.Call(ctx, "hover", map[string]any{"filePath": filepath.Join(m.dir, p.file), "line": p.line, "column": p.col})
 	return err
 }
 
@@ -91,7 +93,7 @@ func (m *mlsDriver) measure(ctx context.Context, pos []position, rounds int, s s
 			return "", fmt.Errorf("definition of %s: not found within %s", pos[0].name, readyTimeout)
 		}
 		if tries++; tries%200 == 0 {
-			logf("%s: %d definitions of %s in %s, the last answered %q", tMLS, tries, pos[0].name, time.Since(t0).Round(time.Second), clip(m.last, 300))
+			logf("%s: %d definitions of %s in %s, the last answered %q", tMLS, tries, pos[0].name, time.Since(t0).Round(time.Second), benchkit.Clip(m.last, 300))
 		}
 		time.Sleep(pollInterval) // "not found" answers at once: do not spin
 	}
@@ -146,7 +148,7 @@ type cortex struct {
 	bin, data string
 	peerPid   int
 	ws        string
-	srv       *server
+	srv       *benchkit.MCPServer
 	shared    sharing
 }
 
@@ -155,13 +157,13 @@ type sharing struct {
 	sessions, servers, clients, gopls int
 }
 
-func (c *cortex) connect(ctx context.Context) (*server, error) {
-	return startServer(ctx, exec.Command(c.bin, "mcp", "--data", c.data))
+func (c *cortex) connect(ctx context.Context) (*benchkit.MCPServer, error) {
+	return benchkit.StartMCP(ctx, "lspbench", callTimeout, exec.Command(c.bin, "mcp", "--data", c.data))
 }
 
 func (c *cortex) stop() {
 	if c.srv != nil {
-		_ = c.srv.close()
+		_ = c.srv.Close()
 		c.srv = nil
 	}
 }
@@ -176,17 +178,17 @@ type cxLocations struct {
 
 // definition asks srv for a definition, by position or by symbol, and
 // returns the answer's state and first location.
-func (c *cortex) definition(ctx context.Context, srv *server, p position, bySymbol bool) (state, loc string, err error) {
+func (c *cortex) definition(ctx context.Context, srv *benchkit.MCPServer, p position, bySymbol bool) (state, loc string, err error) {
 	args := map[string]any{"workspace": c.ws, "file": p.file, "line": p.line, "column": p.col}
 	if bySymbol {
 		args = map[string]any{"workspace": c.ws, "symbol": p.symbol}
 	}
-	res, _, err := srv.call(ctx, "lsp_definition", args)
+	res, _, err := srv.Call(ctx, "lsp_definition", args)
 	if err != nil {
 		return "", "", err
 	}
 	var out cxLocations
-	if err := structured(res, &out); err != nil {
+	if err := benchkit.Structured(res, &out); err != nil {
 		return "", "", fmt.Errorf("lsp_definition: %w", err)
 	}
 	if len(out.Locations) > 0 {
@@ -247,7 +249,7 @@ func (c *cortex) measure(ctx context.Context, o options, pos []position, want ma
 		if _, _, err := c.definition(ctx, c.srv, p, true); err != nil {
 			return nil, fmt.Errorf("by symbol %s: %w", p.symbol, err)
 		}
-		if _, _, err := c.srv.call(ctx, "lsp_hover", map[string]any{"workspace": c.ws, "file": p.file, "line": p.line, "column": p.col}); err != nil {
+		if _, _, err := c.srv.Call(ctx, "lsp_hover", map[string]any{"workspace": c.ws, "file": p.file, "line": p.line, "column": p.col}); err != nil {
 			return nil, err
 		}
 	}
@@ -271,7 +273,7 @@ func (c *cortex) measure(ctx context.Context, o options, pos []position, want ma
 			}
 			s.add(mDefSymbol, t)
 			t, err = timed(func() error {
-				_, _, err := c.srv.call(ctx, "lsp_hover", map[string]any{"workspace": c.ws, "file": p.file, "line": p.line, "column": p.col})
+				_, _, err := c.srv.Call(ctx, "lsp_hover", map[string]any{"workspace": c.ws, "file": p.file, "line": p.line, "column": p.col})
 				return err
 			})
 			if err != nil {
@@ -281,11 +283,11 @@ func (c *cortex) measure(ctx context.Context, o options, pos []position, want ma
 			// What the way in costs without the workspace's import or
 			// gopls: an MCP ping (stdio alone), and a call of the peer's
 			// API (list_tasks, none to list).
-			if t, err = timed(func() error { return c.srv.cs.Ping(ctx, nil) }); err != nil {
+			if t, err = timed(func() error { return c.srv.Ping(ctx) }); err != nil {
 				return nil, err
 			}
 			s.add(mPing, t)
-			if t, err = timed(func() error { _, _, err := c.srv.call(ctx, "list_tasks", map[string]any{}); return err }); err != nil {
+			if t, err = timed(func() error { _, _, err := c.srv.Call(ctx, "list_tasks", map[string]any{}); return err }); err != nil {
 				return nil, err
 			}
 			s.add(mAPI, t)
@@ -335,12 +337,12 @@ func (c *cortex) edits(ctx context.Context, n int, file string, s samples) error
 		errLine++
 	}
 	shows := func() (bool, error) {
-		res, _, err := c.srv.call(ctx, "lsp_diagnostics", map[string]any{"workspace": c.ws, "file": file})
+		res, _, err := c.srv.Call(ctx, "lsp_diagnostics", map[string]any{"workspace": c.ws, "file": file})
 		if err != nil {
 			return false, err
 		}
 		var out cxDiagnostics
-		if err := structured(res, &out); err != nil {
+		if err := benchkit.Structured(res, &out); err != nil {
 			return false, err
 		}
 		for _, d := range out.Diagnostics {
@@ -395,11 +397,11 @@ type cxServers struct {
 	} `json:"servers"`
 }
 
-func (c *cortex) servers(ctx context.Context, srv *server) (cxServers, error) {
+func (c *cortex) servers(ctx context.Context, srv *benchkit.MCPServer) (cxServers, error) {
 	var out cxServers
-	res, _, err := srv.call(ctx, "lsp_servers", map[string]any{})
+	res, _, err := srv.Call(ctx, "lsp_servers", map[string]any{})
 	if err == nil {
-		err = structured(res, &out)
+		err = benchkit.Structured(res, &out)
 	}
 	return out, err
 }
@@ -408,10 +410,10 @@ func (c *cortex) servers(ctx context.Context, srv *server) (cxServers, error) {
 // definition at the same time, and counts the servers and the gopls
 // processes of the peer meanwhile.
 func (c *cortex) share(ctx context.Context, n int, pos []position, s samples) error {
-	sessions := []*server{c.srv}
+	sessions := []*benchkit.MCPServer{c.srv}
 	defer func() {
 		for _, srv := range sessions[1:] {
-			_ = srv.close()
+			_ = srv.Close()
 		}
 	}()
 	for range n - 1 {

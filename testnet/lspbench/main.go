@@ -42,6 +42,7 @@ import (
 	"time"
 
 	"github.com/cortex-peer/cortex-peer/testnet"
+	"github.com/cortex-peer/cortex-peer/testnet/benchkit"
 	"github.com/cortex-peer/cortex-peer/testnet/quiet"
 )
 
@@ -150,7 +151,7 @@ func run(ctx context.Context, o options) error {
 		}
 		o.mls = abs
 	}
-	notes := []string{"load average at the start: " + loadAvg()}
+	notes := []string{"load average at the start: " + benchkit.LoadAvg()}
 
 	scratch, err := os.MkdirTemp("", "lspbench-")
 	if err != nil {
@@ -171,11 +172,14 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 		defer m.stop()
-		tools, err := m.srv.tools(ctx)
+		tools, err := m.srv.Tools(ctx)
 		if err != nil {
 			return err
 		}
-		fmt.Println(strings.Join(tools, "\n"))
+		for _, t := range tools {
+			schema, _ := json.Marshal(t.InputSchema)
+			fmt.Println(t.Name + " " + string(schema))
+		}
 		return nil
 	}
 
@@ -245,7 +249,7 @@ func run(ctx context.Context, o options) error {
 		return fmt.Errorf("%s: %w", tCX, err)
 	}
 	notes = append(notes, cxNotes...)
-	notes = append(notes, "load average at the end: "+loadAvg())
+	notes = append(notes, "load average at the end: "+benchkit.LoadAvg())
 	printTable(o, len(pos), pos[0].def, figs, agree, cx.shared, notes)
 	return nil
 }
@@ -291,12 +295,12 @@ func cliDefinition(ctx context.Context, gopls, dir string, p position) (string, 
 	cmd.Dir = dir
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("gopls definition %s: %w: %s", p, err, clip(string(out), 300))
+		return "", fmt.Errorf("gopls definition %s: %w: %s", p, err, benchkit.Clip(string(out), 300))
 	}
 	// /dir/file.go:12:6-10: defined here as …
 	loc, _, ok := strings.Cut(string(out), ": defined here")
 	if !ok {
-		return "", fmt.Errorf("gopls definition %s: unexpected output %q", p, clip(string(out), 300))
+		return "", fmt.Errorf("gopls definition %s: unexpected output %q", p, benchkit.Clip(string(out), 300))
 	}
 	m := cliLocation.FindStringSubmatch(loc)
 	if m == nil {

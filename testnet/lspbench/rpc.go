@@ -16,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/cortex-peer/cortex-peer/testnet/benchkit"
 )
 
 // goplsConn is the reference: a gopls this program starts with `gopls
@@ -262,7 +264,7 @@ func (c *goplsConn) definition(ctx context.Context, p position) (string, error) 
 		} `json:"range"`
 	}
 	if err := json.Unmarshal(res, &locs); err != nil || len(locs) == 0 {
-		return "", fmt.Errorf("definition at %s: no location in %s", p, clip(string(res), 200))
+		return "", fmt.Errorf("definition at %s: no location in %s", p, benchkit.Clip(string(res), 200))
 	}
 	u, err := url.Parse(locs[0].URI)
 	if err != nil {
@@ -284,7 +286,7 @@ func (c *goplsConn) hover(ctx context.Context, p position) (int, error) {
 		} `json:"contents"`
 	}
 	if err := json.Unmarshal(res, &h); err != nil || h.Contents.Value == "" {
-		return 0, fmt.Errorf("hover at %s: no text in %s", p, clip(string(res), 200))
+		return 0, fmt.Errorf("hover at %s: no text in %s", p, benchkit.Clip(string(res), 200))
 	}
 	return len(h.Contents.Value), nil
 }
