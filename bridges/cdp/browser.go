@@ -417,7 +417,7 @@ func newSessionID() string {
 
 // killLeftovers kills every live process of the Chromiums under dir
 // (the crash handlers they detach too), and says how many.
-func killLeftovers(dir string) int { return procs.Kill(processesOf(dir)) }
+func killLeftovers(dir string) int { return procs.Kill(processesOf(dir), 5*time.Second) }
 
 // Processes lists the live processes of this bridge's Chromiums, for
 // tests and status.

@@ -332,4 +332,4 @@ func processesOf(dir string) []int {
 
 // killLeftovers kills the live processes of the bridge whose cache is dir
 // and says how many.
-func killLeftovers(dir string) int { return procs.Kill(processesOf(dir)) }
+func killLeftovers(dir string) int { return procs.Kill(processesOf(dir), 5*time.Second) }

@@ -59,12 +59,9 @@ func Live(match Match) []int {
 		if err != nil || pid == os.Getpid() || !match(e.Name()) {
 			continue
 		}
-		if st, err := os.ReadFile("/proc/" + e.Name() + "/stat"); err == nil {
-			if i := bytes.LastIndexByte(st, ')'); i > 0 && len(st) > i+2 && st[i+2] == 'Z' {
-				continue // a zombie: dead, waiting for its parent
-			}
+		if alive(pid) { // a zombie is dead, waiting for its parent
+			pids = append(pids, pid)
 		}
-		pids = append(pids, pid)
 	}
 	return pids
 }
@@ -97,15 +94,33 @@ func KillGroup(pgid int, max time.Duration) {
 	}
 }
 
-// Kill sends SIGKILL to each process and says how many it reached.
-func Kill(pids []int) int {
+// Kill sends SIGKILL to each process and waits, up to max, until none of
+// them is alive, so that a caller who kills what a previous run left does
+// not race the kernel tearing it down. It says how many it reached.
+func Kill(pids []int, max time.Duration) int {
 	n := 0
 	for _, pid := range pids {
 		if syscall.Kill(pid, syscall.SIGKILL) == nil {
 			n++
 		}
 	}
+	deadline := time.Now().Add(max)
+	for _, pid := range pids {
+		for alive(pid) && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
 	return n
+}
+
+// alive says whether pid is a process that is not a zombie.
+func alive(pid int) bool {
+	st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(st, ')')
+	return i < 0 || len(st) <= i+2 || st[i+2] != 'Z'
 }
 
 // Memory is a process's proportional set size (memory it shares counted
