@@ -73,11 +73,18 @@ func DefaultConfig(cacheDir string) Config {
 				// signal Diagnostics waits for.
 				"verboseWorkDoneProgress": true,
 				"symbolStyle":             "Package",
-				// Changes come in batches from files written on disk,
-				// not keystrokes: nothing to debounce. With gopls's
-				// default of 1s an edit took 1.03 s to show; with 0s,
-				// 60-80 ms on the test module.
-				"diagnosticsDelay": "0s",
+				// Past this delay after a change gopls runs its full
+				// round (analyzers over all the change touched); before
+				// it, at once, it type-checks the package of an edited
+				// open file and publishes that file, which is what
+				// Diagnostics of that file waits for. Changes come in
+				// batches from files written on disk, not keystrokes:
+				// little to debounce, so the full round follows soon.
+				"diagnosticsDelay": "100ms",
+				// Symbols are looked up in the workspace, not in its
+				// dependencies: what `lsp symbols` and a symbol given
+				// for a position mean.
+				"symbolScope": "workspace",
 			},
 		}},
 		CacheDir: cacheDir, UID: DefaultUID, GID: DefaultUID,

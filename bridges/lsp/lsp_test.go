@@ -287,7 +287,7 @@ func TestEditShowsInDiagnostics(t *testing.T) {
 func TestDiagnosticsBurstBounded(t *testing.T) {
 	m := newTestManager(t, func(c *Config) { c.DiagnosticsBytes = 1 << 20 })
 	s := &Server{m: m, Root: "/w", cfg: m.cfg.Servers["gopls"]}
-	p := &process{s: s, changed: make(chan struct{}), diags: map[string]*publishedDiags{}, loading: map[string]bool{}, diagTokens: map[string]int{}}
+	p := &process{s: s, changed: make(chan struct{}), diags: map[string]*publishedDiags{}, published: map[string]int{}, loading: map[string]bool{}, diagTokens: map[string]int{}}
 	msg := strings.Repeat("x", 1000)
 	var b strings.Builder
 	for f := range 10 {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -68,6 +69,9 @@ type process struct {
 	initialDiagnosed bool                       // the round of the initial workspace load ended
 	verboseDiag      bool                       // the server reports its rounds of diagnostics
 	mods             int                        // modifications sent (didOpen, didChange, ...)
+	modURIs          []string                   // the file of each modification after modBase ("": others)
+	modBase          int                        // modifications diagnosed and forgotten from modURIs
+	published        map[string]int             // by URI: the version of its last publication (0: of the disk)
 	lastPublish      time.Time                  // of diagnostics
 	lastMod          time.Time                  // of a modification sent
 	diags            map[string]*publishedDiags // by URI
@@ -102,7 +106,7 @@ func (s *Server) startProcess() (*process, error) {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: m.cfg.UID, Gid: m.cfg.GID, Groups: []uint32{}}
 	}
 	p := &process{s: s, cmd: cmd, exited: make(chan struct{}), changed: make(chan struct{}),
-		loading: map[string]bool{}, diagTokens: map[string]int{}, diags: map[string]*publishedDiags{},
+		loading: map[string]bool{}, diagTokens: map[string]int{}, diags: map[string]*publishedDiags{}, published: map[string]int{},
 		stderr: &tail{max: stderrKeep}}
 	p.verboseDiag = s.cfg.InitOptions["verboseWorkDoneProgress"] == true
 	cmd.Stderr = p.stderr
@@ -290,6 +294,10 @@ func (p *process) notification(method string, params json.RawMessage) {
 				case otherRound:
 				default:
 					p.diagEnded = max(p.diagEnded, round)
+					if n := min(p.diagEnded, p.mods) - p.modBase; n > 0 {
+						p.modURIs = slices.Delete(p.modURIs, 0, n)
+						p.modBase += n
+					}
 				}
 			}
 			delete(p.loading, tok)
@@ -303,6 +311,10 @@ func (p *process) notification(method string, params json.RawMessage) {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		p.storeDiagnostics(pd)
+		p.published[pd.URI] = 0
+		if pd.Version != nil {
+			p.published[pd.URI] = *pd.Version
+		}
 		p.lastPublish = time.Now()
 		p.broadcast()
 	}

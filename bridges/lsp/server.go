@@ -88,6 +88,7 @@ type Server struct {
 	failures  int            // starts failed or crashes in a row
 	nextStart time.Time      // no start before (backoff)
 	open      map[string]int // open files -> version
+	version   int            // the last version sent: versions only grow, across reopens too
 	openOrder []string
 	stopped   bool // the manager closed
 	retired   bool // dropped by the manager, unused: calls refused
@@ -267,7 +268,7 @@ func (s *Server) reopen(p *process, files []string) {
 		s.mu.Lock()
 		v := s.open[f]
 		s.mu.Unlock()
-		p.modified(1)
+		p.modified(fileURI(s.abs(f)))
 		_ = p.rpc.notify(s.m.life, "textDocument/didOpen", map[string]any{"textDocument": textDocumentItem{
 			URI: fileURI(s.abs(f)), LanguageID: s.Language, Version: v, Text: string(content)}})
 	}
@@ -292,20 +293,22 @@ func (s *Server) ensureOpen(ctx context.Context, p *process, f string, content [
 		evict = s.openOrder[0]
 		s.forgetOpenLocked(evict)
 	}
-	s.open[f] = 1
+	s.version++
+	v := s.version
+	s.open[f] = v
 	s.openOrder = append(s.openOrder, f)
 	s.mu.Unlock()
 	if evict != "" {
-		p.modified(1)
+		p.modified("")
 	}
-	p.modified(1)
+	p.modified(fileURI(s.abs(f)))
 	if evict != "" {
 		if err := p.rpc.notify(ctx, "textDocument/didClose", map[string]any{"textDocument": textDocumentID{URI: fileURI(s.abs(evict))}}); err != nil {
 			return s.callErr(p, err)
 		}
 	}
 	err := p.rpc.notify(ctx, "textDocument/didOpen", map[string]any{"textDocument": textDocumentItem{
-		URI: fileURI(s.abs(f)), LanguageID: s.Language, Version: 1, Text: string(content)}})
+		URI: fileURI(s.abs(f)), LanguageID: s.Language, Version: v, Text: string(content)}})
 	return s.callErr(p, err)
 }
 
@@ -573,11 +576,16 @@ func (s *Server) Changed(ctx context.Context, changes []Change) error {
 		if c.Kind == Deleted || err != nil {
 			s.forgetOpenLocked(c.File)
 		} else {
-			v++
+			s.version++
+			v = s.version
 			s.open[c.File] = v
 		}
 		s.mu.Unlock()
-		p.modified(1)
+		if c.Kind == Deleted || err != nil {
+			p.modified("")
+		} else {
+			p.modified(fileURI(s.abs(c.File)))
+		}
 		if c.Kind == Deleted || err != nil {
 			// Closed, the file is the disk's again: the server hears of it
 			// as of any other.
@@ -596,7 +604,7 @@ func (s *Server) Changed(ctx context.Context, changes []Change) error {
 	if len(events) == 0 {
 		return nil
 	}
-	p.modified(1)
+	p.modified("")
 	return s.callErr(p, p.rpc.notify(ctx, "workspace/didChangeWatchedFiles", map[string]any{"changes": events}))
 }
 
@@ -615,7 +623,11 @@ func (s *Server) Diagnostics(ctx context.Context, files []string) ([]Diagnostic,
 				return err
 			}
 		}
-		if !pr.waitDiagnosed(ctx) {
+		var one string // the file asked for, alone
+		if len(files) == 1 {
+			one = fileURI(s.abs(files[0]))
+		}
+		if !pr.waitDiagnosed(ctx, one, s.openVersion) {
 			return fmt.Errorf("lsp: %s for %s did not finish its diagnostics in time: %w", s.Name, s.Root, context.Cause(ctx))
 		}
 		pr.mu.Lock()
@@ -649,23 +661,47 @@ func diagCode(raw json.RawMessage) string {
 	return string(raw)
 }
 
-// modified counts n modifications about to be sent.
-func (p *process) modified(n int) {
+// modified records a modification about to be sent: of the file at uri
+// (didOpen, didChange), or of others ("": watched-file events, a close).
+func (p *process) modified(uri string) {
 	p.mu.Lock()
-	p.mods += n
+	p.mods++
+	p.modURIs = append(p.modURIs, uri) // p.modURIs[i-p.modBase] is of the modification i+1
 	p.lastMod = time.Now()
 	p.mu.Unlock()
 }
 
+// openVersion is the version of the open file at uri, 0 if it is not.
+func (s *Server) openVersion(uri string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if rel := relTo(s.Root, uriPath(uri)); rel != "" {
+		return s.open[rel]
+	}
+	return 0
+}
+
 // waitDiagnosed waits until the server has published the diagnostics of
 // every modification sent so far; false when ctx ended first.
-func (p *process) waitDiagnosed(ctx context.Context) bool {
+//
+// Asked for one open file (uri) whose own edits are all the server has not
+// finished diagnosing, it returns as soon as the server published that
+// file's diagnostics at its current version: gopls type-checks the
+// package of an edited file first and publishes it at once, then runs its
+// analyzers over everything the edit touched. The answer then has the
+// compiler's errors of the edit, and the analyzers' findings are those of
+// the previous round until the full round ends.
+func (p *process) waitDiagnosed(ctx context.Context, uri string, version func(uri string) int) bool {
 	for {
 		p.mu.Lock()
 		var done bool
 		var wait time.Duration
 		if p.verboseDiag {
 			done = p.diagEnded >= p.mods && (p.mods > 0 || p.initialDiagnosed)
+			if !done && uri != "" && p.onlyEditsOfLocked(uri) {
+				pv, ok := p.published[uri]
+				done = ok && pv != 0 && pv == version(uri)
+			}
 		} else {
 			last := p.lastPublish
 			if p.lastMod.After(last) {
@@ -696,4 +732,15 @@ func (p *process) waitDiagnosed(ctx context.Context) bool {
 			return false
 		}
 	}
+}
+
+// onlyEditsOfLocked says whether every modification the server has not
+// finished diagnosing is of the file at uri; p.mu is held.
+func (p *process) onlyEditsOfLocked(uri string) bool {
+	for i := max(p.diagEnded, p.modBase); i < p.mods; i++ {
+		if p.modURIs[i-p.modBase] != uri {
+			return false
+		}
+	}
+	return true
 }
