@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -124,12 +125,25 @@ func (s *Server) key() string { return serverKey(s.Root, s.Name) }
 
 // detect names the server whose patterns match a name at root's top.
 func (m *Manager) detect(root string) (string, error) {
-	ents, err := os.ReadDir(root)
-	if err != nil {
-		return "", fmt.Errorf("lsp: workspace %s: %w: %w", root, err, errdefs.ErrInvalid)
-	}
+	var ents []os.DirEntry // listed once, when a pattern needs it
+	listed := false
 	for _, name := range slices.Sorted(maps.Keys(m.cfg.Servers)) {
 		for _, pat := range m.cfg.Servers[name].Patterns {
+			if !strings.ContainsAny(pat, `*?[\`) {
+				// A plain name (go.mod): one stat, not a listing of a
+				// large root on every call.
+				if _, err := os.Lstat(filepath.Join(root, pat)); err == nil {
+					return name, nil
+				}
+				continue
+			}
+			if !listed {
+				var err error
+				if ents, err = os.ReadDir(root); err != nil {
+					return "", fmt.Errorf("lsp: workspace %s: %w: %w", root, err, errdefs.ErrInvalid)
+				}
+				listed = true
+			}
 			for _, e := range ents {
 				if ok, _ := filepath.Match(pat, e.Name()); ok {
 					return name, nil

@@ -96,25 +96,50 @@ func lines(content []byte) [][]byte {
 	return ls
 }
 
+// lineAt is the 0-based line i of content, without its '\n' (as lines
+// splits it); false past the last line. It scans to the line, no further:
+// a position is converted on every call, often in a large file.
+func lineAt(content []byte, i int) ([]byte, bool) {
+	if i < 0 {
+		return nil, false
+	}
+	advanced := i > 0
+	for ; i > 0; i-- {
+		nl := bytes.IndexByte(content, '\n')
+		if nl < 0 {
+			return nil, false
+		}
+		content = content[nl+1:]
+	}
+	if len(content) == 0 && advanced {
+		return nil, false // past a final newline: no line (an empty file has one)
+	}
+	if nl := bytes.IndexByte(content, '\n'); nl >= 0 {
+		content = content[:nl]
+	}
+	return content, true
+}
+
 // toLSP converts a 1-based line and character column to LSP's 0-based line
 // and UTF-16 column, checking that it lies in the file (a column just past
 // the end of the line is allowed).
 func toLSP(content []byte, p Position) (lspPosition, error) {
-	ls := lines(content)
-	if p.Line < 1 || p.Line > len(ls) {
-		return lspPosition{}, fmt.Errorf("lsp: %s:%d:%d: line %d is outside the file, which has %d lines: %w", p.File, p.Line, p.Col, p.Line, len(ls), errdefs.ErrInvalid)
+	line, ok := lineAt(content, p.Line-1)
+	if !ok {
+		return lspPosition{}, fmt.Errorf("lsp: %s:%d:%d: line %d is outside the file, which has %d lines: %w", p.File, p.Line, p.Col, p.Line, len(lines(content)), errdefs.ErrInvalid)
 	}
-	line := bytes.TrimSuffix(ls[p.Line-1], []byte("\r"))
+	line = bytes.TrimSuffix(line, []byte("\r"))
 	n := utf8.RuneCount(line)
 	if p.Col < 1 || p.Col > n+1 {
 		return lspPosition{}, fmt.Errorf("lsp: %s:%d:%d: column %d is outside the line, which has %d characters: %w", p.File, p.Line, p.Col, p.Col, n, errdefs.ErrInvalid)
 	}
-	u := 0
-	for i, r := range []rune(string(line)) {
+	u, i := 0, 0
+	for _, r := range string(line) {
 		if i == p.Col-1 {
 			break
 		}
 		u += utf16.RuneLen(r)
+		i++
 	}
 	return lspPosition{Line: p.Line - 1, Character: u}, nil
 }
@@ -125,12 +150,12 @@ func fromLSP(content []byte, p lspPosition) (line, col int) {
 	if content == nil {
 		return p.Line + 1, p.Character + 1
 	}
-	ls := lines(content)
-	if p.Line >= len(ls) || p.Line < 0 {
+	text, ok := lineAt(content, p.Line)
+	if !ok {
 		return p.Line + 1, p.Character + 1
 	}
 	u, c := 0, 0
-	for _, r := range string(ls[p.Line]) {
+	for _, r := range string(text) {
 		if u >= p.Character {
 			break
 		}

@@ -20,7 +20,7 @@ const (
 	// this long starts again at once.
 	backoffBase  = 250 * time.Millisecond
 	backoffMax   = 30 * time.Second
-	backoffReset = time.Minute
+	backoffReset = 10 * time.Second
 	// maxOpenFiles bounds the files kept open on a server; the oldest is
 	// closed past it.
 	maxOpenFiles = 64
@@ -246,13 +246,17 @@ func (s *Server) exited(p *process) {
 	if !crashed {
 		return
 	}
-	if time.Since(p.started) > backoffReset {
-		s.failures = 0
-	}
 	s.startErr = err
-	s.backoffLocked()
+	if time.Since(p.started) > backoffReset {
+		// It ran a while: a crash, not a crash loop. It starts again on
+		// the next call, without waiting.
+		s.failures = 0
+		s.nextStart = time.Time{}
+	} else {
+		s.backoffLocked()
+	}
 	s.m.log.Warn("language server died; it starts again on the next call", "root", s.Root, "server", s.Name,
-		"pid", p.pid, "err", err, "retry_in", time.Until(s.nextStart).Round(time.Millisecond))
+		"pid", p.pid, "err", err, "retry_in", max(0, time.Until(s.nextStart)).Round(time.Millisecond))
 }
 
 // reopen opens again the files open on the server's previous process.

@@ -55,8 +55,19 @@ func (ses *session) stamp(st bridge.Stamp) *apiv1.LSPStamp {
 
 // position reads a query's position: a file, line and column, or a symbol.
 func (ses *session) position(ctx context.Context, q *apiv1.LSPQuery) (bridge.Position, error) {
-	if q.GetSymbol() != "" {
-		return ses.server.Resolve(ctx, q.GetSymbol())
+	if sym := q.GetSymbol(); sym != "" {
+		if p, ok := ses.v.symbols[sym]; ok {
+			return p, nil
+		}
+		p, err := ses.server.Resolve(ctx, sym)
+		if err != nil {
+			return p, err
+		}
+		if ses.v.symbols == nil || len(ses.v.symbols) >= maxSymbols {
+			ses.v.symbols = map[string]bridge.Position{}
+		}
+		ses.v.symbols[sym] = p
+		return p, nil
 	}
 	if q.GetFile() == "" || q.GetLine() == 0 || q.GetColumn() == 0 {
 		return bridge.Position{}, fmt.Errorf("want FILE:LINE:COL (1-based) or a symbol: %w", errdefs.ErrInvalid)

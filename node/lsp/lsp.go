@@ -124,7 +124,15 @@ type view struct {
 	workspace string
 	dir       string
 	root      cid.Cid // cid.Undef: not exported yet
+	// symbols are the positions of the symbols resolved at root: a root
+	// names the tree's content, so a name found once stays where it is
+	// until the view moves (a workspace/symbol search costs gopls more
+	// than the query it serves).
+	symbols map[string]bridge.Position
 }
+
+// maxSymbols bounds a view's resolved symbols; past it they are forgotten.
+const maxSymbols = 4096
 
 // New builds the capability; servers start on first use.
 func New(cfg Config, deps Deps, log *slog.Logger) (*Service, error) {
@@ -312,6 +320,9 @@ func (ses *session) moveTo(ctx context.Context, root cid.Cid) error {
 func (s *Service) pin(v *view, root cid.Cid) error {
 	if err := s.dags.Pin(viewPin(v), root); err != nil {
 		return fmt.Errorf("view of %s: %w", v.workspace, err)
+	}
+	if !v.root.Equals(root) {
+		v.symbols = nil
 	}
 	v.root = root
 	return nil

@@ -134,6 +134,25 @@ func TestServerSyncedFromTheDAG(t *testing.T) {
 		}
 	}
 
+	// A symbol resolved once is where it was until the tree moves; moved,
+	// it is looked up again.
+	bySymbol := func() uint32 {
+		t.Helper()
+		resp, err := l.Definition(ctx, connect.NewRequest(&apiv1.LSPQuery{Workspace: ws, Symbol: "main.Sum"}))
+		if err != nil || len(resp.Msg.GetLocations()) != 1 {
+			t.Fatalf("definition of main.Sum: %v %v", resp, err)
+		}
+		return resp.Msg.GetLocations()[0].GetLine()
+	}
+	if a, b := bySymbol(), bySymbol(); a != 4 || b != 4 {
+		t.Fatalf("main.Sum defined at lines %d and %d, want 4", a, b)
+	}
+	sum, _ := os.ReadFile(filepath.Join(ws, "add.go"))
+	testnet.WriteFile(t, filepath.Join(ws, "add.go"), append([]byte("// Moved.\n\n"), sum...), 0o644)
+	if line := bySymbol(); line != 6 {
+		t.Fatalf("main.Sum moved two lines down is at line %d, want 6", line)
+	}
+
 	// gopls killed: the next query answers (the call is made again on the
 	// server started anew), warming at worst, never an error.
 	for _, pid := range tn.Peers[0].Node.LSPProcesses() {

@@ -122,13 +122,16 @@ const (
 
 	mDef       = "definition"
 	mDefSymbol = "definition by symbol"
-	mHover     = "hover"
-	mCold      = "cold"
-	mEdit      = "edit to diagnostic"
-	mRestart   = "restart to ready"
-	mShared    = "shared definition"
-	mPing      = "mcp ping"
-	mAPI       = "list_tasks"
+	// mDefSymbolFirst is cortex-peer's first ask of each name at a root:
+	// the rounds of mDefSymbol find the name already resolved.
+	mDefSymbolFirst = "definition by symbol, first ask"
+	mHover          = "hover"
+	mCold           = "cold"
+	mEdit           = "edit to diagnostic"
+	mRestart        = "restart to ready"
+	mShared         = "shared definition"
+	mPing           = "mcp ping"
+	mAPI            = "list_tasks"
 )
 
 func run(ctx context.Context, o options) error {

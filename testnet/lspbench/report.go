@@ -56,7 +56,8 @@ func printTable(o options, npos int, editFile string, figs map[string]samples, a
 		return ">= 5x faster than mcp-ls: " + met(mv >= 5*xv)
 	}
 	row("definition at FILE:LINE:COL (CLI: a process each)", mDef, mDefSymbol, func(xv, wv, mv float64) string { return within(xv, wv) + "; " + faster(xv, mv) })
-	row("definition by symbol (pkg.Func)", mDefSymbol, mDefSymbol, func(xv, _, mv float64) string { return faster(xv, mv) })
+	row("definition by symbol (pkg.Func), repeated", mDefSymbol, mDefSymbol, func(xv, _, mv float64) string { return faster(xv, mv) })
+	row("  the first ask of each name at a root", mDefSymbolFirst, mDefSymbol, func(xv, _, mv float64) string { return faster(xv, mv) })
 	row("hover at FILE:LINE:COL", mHover, mHover, func(xv, wv, mv float64) string { return within(xv, wv) + "; " + faster(xv, mv) })
 	ps, _ := cell(cx, mPing)
 	as, _ := cell(cx, mAPI)
