@@ -26,7 +26,7 @@ func TestHostileCalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	from, to := tn.Peers[0].Node.Host().Libp2p(), tn.Peers[1].Node.ID()
-	send := func(raw []byte) (*meshv1.BrowserReply, error) {
+	send := func(raw []byte) (*meshv1.ServiceReply, error) {
 		s, err := from.NewStream(ctx, to, libp2pproto.ID(protocol.BrowserProtocol))
 		if err != nil {
 			return nil, err
@@ -37,10 +37,10 @@ func TestHostileCalls(t *testing.T) {
 			return nil, err
 		}
 		_ = s.CloseWrite()
-		var r meshv1.BrowserReply
+		var r meshv1.ServiceReply
 		return &r, protocol.ReadDelimited(bufio.NewReader(s), &r, protocol.MaxBrowserReply)
 	}
-	frame := func(c *meshv1.BrowserCall) []byte {
+	frame := func(c *meshv1.ServiceCall) []byte {
 		b, _ := proto.Marshal(c)
 		return append(protoVarint(len(b)), b...)
 	}
@@ -49,12 +49,12 @@ func TestHostileCalls(t *testing.T) {
 	for name, raw := range map[string][]byte{
 		"garbage":          {0x05, 0xff, 0xff, 0xff, 0xff, 0xff},
 		"over the cap":     protoVarint(protocol.MaxBrowserCall + 1),
-		"unknown method":   frame(&meshv1.BrowserCall{Method: "Format"}),
-		"bad request":      frame(&meshv1.BrowserCall{Method: "Navigate", Request: []byte{0xff, 0x01}}),
-		"no session":       frame(&meshv1.BrowserCall{Method: "Navigate", Request: req(&apiv1.BrowserNavigateRequest{Url: "http://x/"})}),
-		"another's":        frame(&meshv1.BrowserCall{Method: "Evaluate", Request: req(&apiv1.BrowserEvaluateRequest{Session: "b00@" + third, Expression: "1"})}),
-		"unknown session":  frame(&meshv1.BrowserCall{Method: "Close", Request: req(&apiv1.BrowserSessionRequest{Session: "b00@" + to.String()})}),
-		"upload of a path": frame(&meshv1.BrowserCall{Method: "Upload", Request: req(&apiv1.BrowserUploadRequest{Session: "b00@" + to.String(), Path: "/etc/shadow"})}),
+		"unknown method":   frame(&meshv1.ServiceCall{Method: "Format"}),
+		"bad request":      frame(&meshv1.ServiceCall{Method: "Navigate", Request: []byte{0xff, 0x01}}),
+		"no session":       frame(&meshv1.ServiceCall{Method: "Navigate", Request: req(&apiv1.BrowserNavigateRequest{Url: "http://x/"})}),
+		"another's":        frame(&meshv1.ServiceCall{Method: "Evaluate", Request: req(&apiv1.BrowserEvaluateRequest{Session: "b00@" + third, Expression: "1"})}),
+		"unknown session":  frame(&meshv1.ServiceCall{Method: "Close", Request: req(&apiv1.BrowserSessionRequest{Session: "b00@" + to.String()})}),
+		"upload of a path": frame(&meshv1.ServiceCall{Method: "Upload", Request: req(&apiv1.BrowserUploadRequest{Session: "b00@" + to.String(), Path: "/etc/shadow"})}),
 	} {
 		r, err := send(raw)
 		if err == nil && r.GetCode() == 0 {

@@ -1,22 +1,18 @@
 package lsp
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"strings"
 	"time"
 
-	"connectrpc.com/connect"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	libp2pproto "github.com/libp2p/go-libp2p/core/protocol"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/cortex-peer/cortex-peer/node/meshcall"
 	"github.com/cortex-peer/cortex-peer/protocol"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 	apiv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1"
@@ -28,6 +24,19 @@ const (
 	maxLSPCall  = 64 << 10
 	maxLSPReply = 8 << 20
 )
+
+// rootHeader carries the workspace's root as the caller imported it: the
+// serving peer fetches it from the mesh. The request's workspace names the
+// caller's directory (the key of the view there), not a path on the peer
+// that serves.
+const rootHeader = "root"
+
+// wire is the language servers' protocol between peers. A call may wait
+// for a warming server for the whole call timeout, and then for its reply.
+func (s *Service) wire() meshcall.Config {
+	return meshcall.Config{Protocol: protocol.LSPProtocol, Name: "lsp",
+		MaxCall: maxLSPCall, MaxReply: maxLSPReply, Timeout: s.cfg.CallTimeout + 30*time.Second}
+}
 
 // Definition returns where the symbol at a position is defined.
 func (s *Service) Definition(ctx context.Context, q *apiv1.LSPQuery) (*apiv1.LSPLocations, error) {
@@ -157,39 +166,7 @@ func (s *Service) peerIDs() []peer.ID {
 
 // callPeer sends one call to peer at and decodes its reply into resp.
 func (s *Service) callPeer(ctx context.Context, at peer.ID, method string, root cid.Cid, req, resp proto.Message) error {
-	b, err := proto.Marshal(req)
-	if err != nil {
-		return fmt.Errorf("lsp %s: encode: %w", method, err)
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout+30*time.Second)
-	defer cancel()
-	st, err := s.host.NewStream(ctx, at, libp2pproto.ID(protocol.LSPProtocol))
-	if err != nil {
-		return fmt.Errorf("lsp %s: reach peer %s: %v: %w", method, at, err, errdefs.ErrUnavailable)
-	}
-	defer st.Close()
-	stop := context.AfterFunc(ctx, func() { st.Reset() })
-	defer stop()
-	if err := protocol.WriteDelimited(st, &meshv1.LSPCall{Method: method, Request: b, Root: root.String()}, maxLSPCall); err != nil {
-		st.Reset()
-		return fmt.Errorf("lsp %s: send to peer %s: %w", method, at, err)
-	}
-	_ = st.CloseWrite()
-	var reply meshv1.LSPReply
-	if err := protocol.ReadDelimited(bufio.NewReader(st), &reply, maxLSPReply); err != nil {
-		st.Reset()
-		if ctx.Err() != nil {
-			return fmt.Errorf("lsp %s on peer %s: %w", method, at, context.Cause(ctx))
-		}
-		return fmt.Errorf("lsp %s: reply from peer %s: %v: %w", method, at, err, errdefs.ErrUnavailable)
-	}
-	if reply.GetCode() != 0 {
-		return protocol.FromConnectError(connect.NewError(connect.Code(reply.GetCode()), errors.New(reply.GetMessage())))
-	}
-	if err := proto.Unmarshal(reply.GetReply(), resp); err != nil {
-		return fmt.Errorf("lsp %s: reply from peer %s: %v: %w", method, at, err, errdefs.ErrInvalid)
-	}
-	return nil
+	return meshcall.Call(ctx, s.host, s.wire(), at, method, map[string]string{rootHeader: root.String()}, req, resp)
 }
 
 // mayServe refuses a peer this peer's policy does not answer.
@@ -206,55 +183,23 @@ func (s *Service) mayServe(from peer.ID) error {
 // serveStream answers one call of another peer, on a view of its
 // workspace named by that peer and its directory.
 func (s *Service) serveStream(st network.Stream) {
-	defer st.Close()
-	from := st.Conn().RemotePeer()
-	_ = st.SetReadDeadline(time.Now().Add(30 * time.Second))
-	var c meshv1.LSPCall
-	var resp proto.Message
-	err := protocol.ReadDelimited(bufio.NewReader(st), &c, maxLSPCall)
-	if err == nil {
-		err = s.mayServe(from)
-	}
-	if err == nil {
-		_ = st.SetReadDeadline(time.Time{})
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.CallTimeout+30*time.Second)
-		go func() { // a caller that resets its stream cancels the call
-			var one [1]byte
-			if _, err := st.Read(one[:]); err != nil && !errors.Is(err, io.EOF) {
-				cancel()
-			}
-		}()
-		resp, err = s.dispatch(ctx, from, &c)
-		cancel()
-	}
-	reply := &meshv1.LSPReply{}
-	if err != nil {
-		ce := protocol.ToConnectError(err).(*connect.Error)
-		reply.Code, reply.Message = uint32(ce.Code()), ce.Message()
-		s.log.Debug("lsp call refused or failed", "from", from, "method", c.GetMethod(), "err", err)
-	} else if reply.Reply, err = proto.Marshal(resp); err != nil {
-		reply = &meshv1.LSPReply{Code: uint32(connect.CodeInternal), Message: err.Error()}
-	}
-	_ = st.SetWriteDeadline(time.Now().Add(30 * time.Second))
-	if err := protocol.WriteDelimited(st, reply, maxLSPReply); err != nil {
-		_ = protocol.WriteDelimited(st, &meshv1.LSPReply{Code: uint32(connect.CodeResourceExhausted), Message: err.Error()}, maxLSPReply)
-	}
+	meshcall.Serve(st, s.wire(), s.log, s.mayServe, s.dispatch)
 }
 
 // dispatch runs a call of another peer on this peer's server.
-func (s *Service) dispatch(ctx context.Context, from peer.ID, c *meshv1.LSPCall) (proto.Message, error) {
-	root, err := cid.Decode(c.GetRoot())
+func (s *Service) dispatch(ctx context.Context, from peer.ID, c *meshv1.ServiceCall) (proto.Message, error) {
+	root, err := cid.Decode(c.GetHeaders()[rootHeader])
 	if err != nil {
-		return nil, fmt.Errorf("lsp call: root %q: %v: %w", c.GetRoot(), err, errdefs.ErrInvalid)
+		return nil, fmt.Errorf("lsp call: root %q: %v: %w", c.GetHeaders()[rootHeader], err, errdefs.ErrInvalid)
 	}
 	at := func(workspace string) target { return target{key: from.String() + ":" + workspace, root: root} }
 	query := func(local func(context.Context, target, *apiv1.LSPQuery) (proto.Message, error)) (proto.Message, error) {
-		var q apiv1.LSPQuery
-		if err := proto.Unmarshal(c.GetRequest(), &q); err != nil {
-			return nil, fmt.Errorf("lsp call: %v: %w", err, errdefs.ErrInvalid)
+		q, err := meshcall.Decode[apiv1.LSPQuery](c)
+		if err != nil {
+			return nil, err
 		}
 		q.Apply = false // a proposal is merged by the caller, never here
-		return local(ctx, at(q.GetWorkspace()), &q)
+		return local(ctx, at(q.GetWorkspace()), q)
 	}
 	switch c.GetMethod() {
 	case "Definition":
@@ -286,11 +231,11 @@ func (s *Service) dispatch(ctx context.Context, from peer.ID, c *meshv1.LSPCall)
 			return s.format(ctx, t, q)
 		})
 	case "Verify":
-		var r apiv1.LSPVerifyRequest
-		if err := proto.Unmarshal(c.GetRequest(), &r); err != nil {
-			return nil, fmt.Errorf("lsp call: %v: %w", err, errdefs.ErrInvalid)
+		r, err := meshcall.Decode[apiv1.LSPVerifyRequest](c)
+		if err != nil {
+			return nil, err
 		}
-		return s.verify(ctx, at(r.GetWorkspace()), &r)
+		return s.verify(ctx, at(r.GetWorkspace()), r)
 	}
 	return nil, fmt.Errorf("lsp call %q: unknown method: %w", c.GetMethod(), errdefs.ErrInvalid)
 }
