@@ -178,6 +178,9 @@ func (n *Node) Done() <-chan struct{} { return n.done }
 // Host is the peer's libp2p host, for tests that speak the wire directly.
 func (n *Node) Host() *p2p.Host { return n.host }
 
+// Pins lists the store's pins by name: the roots GC keeps.
+func (n *Node) Pins() (map[string]cid.Cid, error) { return n.dags.Pins() }
+
 // RunningTasks is the number of tasks running on this peer.
 func (n *Node) RunningTasks() int {
 	if n.runner == nil {

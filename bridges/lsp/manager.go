@@ -259,6 +259,30 @@ func (m *Manager) sweep(now time.Time) {
 	}
 }
 
+// Forget shuts down the servers of root, whose tree is about to go away,
+// and forgets them; the next Server of root starts anew. A caller that
+// still holds one gets ErrUnavailable from it.
+func (m *Manager) Forget(root string) {
+	if real, err := filepath.EvalSymlinks(root); err == nil {
+		root = real
+	}
+	m.mu.Lock()
+	var gone []*Server
+	for k, s := range m.servers {
+		if s.Root == root {
+			gone = append(gone, s)
+			delete(m.servers, k)
+		}
+	}
+	m.mu.Unlock()
+	for _, s := range gone {
+		s.mu.Lock()
+		s.retired = true
+		s.mu.Unlock()
+		s.shutdown(errors.New("lsp: shut down: its workspace was dropped"))
+	}
+}
+
 // Close stops every server and waits until each is reaped. Safe to call
 // twice.
 func (m *Manager) Close() error {

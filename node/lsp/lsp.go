@@ -129,6 +129,8 @@ type view struct {
 	// until the view moves (a workspace/symbol search costs gopls more
 	// than the query it serves).
 	symbols map[string]bridge.Position
+	lastUse time.Time // the end of the last call
+	dropped bool      // removed as idle: ask viewOf for the workspace again
 }
 
 // maxSymbols bounds a view's resolved symbols; past it they are forgotten.
@@ -144,10 +146,18 @@ func New(cfg Config, deps Deps, log *slog.Logger) (*Service, error) {
 			return nil, fmt.Errorf("lsp: %w", err)
 		}
 	}
-	// Views of a previous run are stale: their servers are gone.
+	// Views of a previous run are stale: their servers are gone, and so
+	// are the pins that kept their roots.
 	entries, _ := os.ReadDir(cfg.ViewsDir)
 	for _, e := range entries {
 		_ = os.RemoveAll(filepath.Join(cfg.ViewsDir, e.Name()))
+	}
+	if pins, err := deps.DAGs.Pins(); err == nil {
+		for name := range pins {
+			if strings.HasPrefix(name, viewPinPrefix) {
+				_ = deps.DAGs.Unpin(name)
+			}
+		}
 	}
 	bc := cfg.Bridge
 	bc.Logger = log
@@ -161,8 +171,59 @@ func New(cfg Config, deps Deps, log *slog.Logger) (*Service, error) {
 	return s, nil
 }
 
-// Serve shuts idle servers down until ctx ends.
-func (s *Service) Serve(ctx context.Context) error { return s.servers.Serve(ctx) }
+// Serve shuts idle servers down and drops idle views until ctx ends.
+func (s *Service) Serve(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(min(s.cfg.Bridge.IdleTimeout/4, viewSweepEvery))
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				s.dropIdleViews(now.Add(-s.cfg.Bridge.IdleTimeout))
+			}
+		}
+	}()
+	err := s.servers.Serve(ctx)
+	<-done
+	return err
+}
+
+// viewSweepEvery is how often, at most, views are checked for idleness.
+const viewSweepEvery = time.Minute
+
+// dropIdleViews removes the views no call used since before: their copy of
+// the tree and the pin of their root (another peer's workspace would stay
+// on this peer's disk otherwise until it restarts). A view in use is kept;
+// one asked for again is exported anew.
+func (s *Service) dropIdleViews(before time.Time) {
+	s.mu.Lock()
+	var idle []*view
+	for _, v := range s.views {
+		if v.mu.TryLock() {
+			if v.lastUse.Before(before) {
+				delete(s.views, v.workspace)
+				idle = append(idle, v)
+			} else {
+				v.mu.Unlock()
+			}
+		}
+	}
+	s.mu.Unlock()
+	for _, v := range idle { // still locked: a call that holds a stale *view waits, then finds it dropped
+		s.servers.Forget(v.dir)
+		_ = os.RemoveAll(filepath.Dir(v.dir))
+		if v.root.Defined() {
+			_ = s.dags.Unpin(viewPin(v))
+		}
+		v.root, v.symbols, v.dropped = cid.Undef, nil, true
+		s.log.Info("language server view dropped: idle", "workspace", v.workspace, "idle_for", time.Since(v.lastUse).Round(time.Second))
+		v.mu.Unlock()
+	}
+}
 
 // Close stops every server. Safe to call twice.
 func (s *Service) Close() error {
@@ -176,7 +237,10 @@ func (s *Service) Processes() []int { return s.servers.Processes() }
 
 // viewPin keeps the root a view is at: the next call diffs from it, even
 // after the workspace moved on and a GC ran.
-func viewPin(v *view) string { return "lsp:view:" + filepath.Base(filepath.Dir(v.dir)) }
+func viewPin(v *view) string { return viewPinPrefix + filepath.Base(filepath.Dir(v.dir)) }
+
+// viewPinPrefix starts the pins of views' roots.
+const viewPinPrefix = "lsp:view:"
 
 // viewOf returns the view of a workspace directory.
 func (s *Service) viewOf(workspace string) *view {
@@ -223,6 +287,11 @@ func (s *Service) open(ctx context.Context, t target) (*session, error) {
 	}
 	v := s.viewOf(t.key)
 	v.mu.Lock()
+	for v.dropped { // dropped as idle while this call waited for it
+		v.mu.Unlock()
+		v = s.viewOf(t.key)
+		v.mu.Lock()
+	}
 	ses := &session{s: s, v: v}
 	if err := ses.moveTo(ctx, root); err != nil {
 		v.mu.Unlock()
@@ -236,6 +305,7 @@ func (ses *session) done() {
 	if ses.server != nil {
 		ses.server.Release()
 	}
+	ses.v.lastUse = time.Now()
 	ses.v.mu.Unlock()
 }
 

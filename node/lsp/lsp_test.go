@@ -193,3 +193,53 @@ func TestServerSyncedFromTheDAG(t *testing.T) {
 		t.Fatalf("servers: %v, want one for %s", servers.Msg, ws)
 	}
 }
+
+// A view no call used for the idle timeout is dropped with its server and
+// the pin of its root (another peer's workspace does not stay on disk until
+// a restart); the next call exports it anew and answers.
+func TestIdleViewDropped(t *testing.T) {
+	requireGopls(t)
+	ws := filepath.Join(t.TempDir(), "calc")
+	writeTree(t, ws, module)
+	var views string
+	tn := testnet.New(t, 1, testnet.WithConfig(func(_ int, cfg *node.Config) {
+		cfg.API.AllowedRoots = append(cfg.API.AllowedRoots, filepath.Dir(ws))
+		cfg.LSP.Bridge.IdleTimeout = time.Second
+		views = cfg.LSP.ViewsDir
+	}))
+	ctx := testnet.Context(t, 2*time.Minute)
+	l := tn.Clients(t)[0].LSP()
+	q := &apiv1.LSPQuery{Workspace: ws, File: "main.go", Line: 6, Column: 14}
+	ready := func() {
+		t.Helper()
+		testnet.Eventually(t, "a ready definition", time.Minute, func() bool {
+			resp, err := l.Definition(ctx, connect.NewRequest(q))
+			if err != nil {
+				t.Fatalf("definition: %v", err)
+			}
+			return resp.Msg.GetStamp().GetState() == "ready" && len(resp.Msg.GetLocations()) == 1
+		})
+	}
+	ready()
+	viewPins := func() int {
+		pins, err := tn.Peers[0].Node.Pins()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for name := range pins {
+			if strings.HasPrefix(name, "lsp:view:") {
+				n++
+			}
+		}
+		return n
+	}
+	if viewPins() != 1 {
+		t.Fatalf("view pins: %d, want 1", viewPins())
+	}
+	testnet.Eventually(t, "the idle view dropped", 30*time.Second, func() bool {
+		entries, _ := os.ReadDir(views)
+		return len(entries) == 0 && viewPins() == 0 && len(tn.Peers[0].Node.LSPProcesses()) == 0
+	})
+	ready()
+}
