@@ -10,11 +10,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/cortex-peer/cortex-peer/bridges/procs"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
+	"golang.org/x/mod/modfile"
 )
 
 // prepTimeout bounds the preparation of a workspace's module cache.
@@ -107,26 +109,67 @@ func (m *Manager) moduleCache(s *Server, goBin string) (string, error) {
 	if err := os.MkdirAll(mc, 0o755); err != nil {
 		return "", fmt.Errorf("lsp: %w", err)
 	}
-	if goBin == "" || !hasFile(s.Root, "go.mod") {
+	mods := moduleDirs(s.Root)
+	if goBin == "" || len(mods) == 0 {
 		return mc, nil
 	}
 	m.prepMu.Lock()
 	defer m.prepMu.Unlock()
 	ctx, cancel := context.WithTimeout(m.life, prepTimeout)
 	defer cancel()
-	t0 := time.Now()
-	done, missing, err := prepareModules(ctx, goBin, s.Root, mc)
-	switch {
-	case err != nil:
-		m.log.Warn("language server: the workspace's modules could not be copied for its uid", "root", s.Root, "err", err)
-	case done:
-		// Missing: modules of the graph the peer never needed, test
-		// dependencies of dependencies mostly; a package that needs one
-		// shows an error in the server's diagnostics.
-		m.log.Info("language server: the workspace's modules copied for its uid", "root", s.Root,
-			"not_in_peer_cache", missing, "took", time.Since(t0).Round(time.Millisecond))
+	for _, dir := range mods {
+		t0 := time.Now()
+		done, missing, err := prepareModules(ctx, goBin, dir, mc)
+		switch {
+		case err != nil:
+			m.log.Warn("language server: the workspace's modules could not be copied for its uid", "root", s.Root, "module", dir, "err", err)
+		case done:
+			// Missing: modules of the graph the peer never needed, test
+			// dependencies of dependencies mostly; a package that needs
+			// one shows an error in the server's diagnostics.
+			m.log.Info("language server: the workspace's modules copied for its uid", "root", s.Root, "module", dir,
+				"not_in_peer_cache", missing, "took", time.Since(t0).Round(time.Millisecond))
+		}
 	}
 	return mc, nil
+}
+
+// moduleDirs are the directories of the Go modules of the workspace at
+// root: root itself with a go.mod, or the modules its go.work uses that
+// lie inside it (a use of a directory outside the workspace is none of
+// its server's: the server cannot read it either).
+func moduleDirs(root string) []string {
+	if hasFile(root, "go.mod") {
+		return []string{root}
+	}
+	b, err := readFile(root, "go.work")
+	if err != nil {
+		return nil
+	}
+	wf, err := modfile.ParseWork("go.work", b, nil)
+	if err != nil {
+		return nil // gopls reports the broken go.work
+	}
+	realRoot, err := filepath.EvalSymlinks(root)
+	if err != nil {
+		return nil
+	}
+	var dirs []string
+	for _, u := range wf.Use {
+		rel := filepath.Clean(filepath.FromSlash(u.Path))
+		if !filepath.IsLocal(rel) {
+			continue
+		}
+		// Through symlinks too, the module stays inside the workspace.
+		real, err := filepath.EvalSymlinks(filepath.Join(root, rel))
+		if err != nil || relTo(realRoot, real) == "" && real != realRoot {
+			continue
+		}
+		if hasFile(real, "go.mod") && !slices.Contains(dirs, real) {
+			dirs = append(dirs, real)
+		}
+	}
+	return dirs
 }
 
 // prepareModules copies the modules root's go.mod needs from the peer's

@@ -584,3 +584,63 @@ func TestMemoryCapRestarts(t *testing.T) {
 		t.Errorf("gopls before %v, after %v", before, after)
 	}
 }
+
+// A workspace of several modules under a go.work: the server answers
+// across them, and a dependency of one of them is prepared for its uid as
+// for a go.mod at the root.
+func TestGoWorkWorkspace(t *testing.T) {
+	m := newTestManager(t)
+	parent, err := os.MkdirTemp("", "lsp-work-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { removeAll(parent) })
+	if err := os.Chmod(parent, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	ws := filepath.Join(parent, "work")
+	for name, content := range map[string]string{
+		"go.work":  "go 1.22\n\nuse (\n\t./a\n\t./b\n\t../elsewhere\n)\n",
+		"a/go.mod": "module example.com/a\n\ngo 1.22\n",
+		"a/a.go":   "package a\n\nimport \"example.com/b\"\n\nvar OK = b.Valid(\"v1.2.3\")\n",
+		"b/go.mod": "module example.com/b\n\ngo 1.22\n\nrequire golang.org/x/mod v0.41.0\n",
+		"b/go.sum": "golang.org/x/mod v0.41.0 h1:qJmnOUb4YB+FsEuM3HcWucdZASCPGhsX6uljO6pog0c=\ngolang.org/x/mod v0.41.0/go.mod h1:Ek9pY8RKWXwsWvd3rQiHYtMqkjSUV+s1Rj7j4H5Ur6o=\n",
+		"b/b.go":   "package b\n\nimport \"golang.org/x/mod/semver\"\n\n// Valid says whether v is a semantic version.\nfunc Valid(v string) bool { return semver.IsValid(v) }\n",
+	} {
+		p := filepath.Join(ws, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if dirs := moduleDirs(ws); len(dirs) != 2 {
+		t.Fatalf("modules of the go.work: %v, want a and b (not ../elsewhere)", dirs)
+	}
+	// Without the use outside the workspace, which go would refuse.
+	if err := os.WriteFile(filepath.Join(ws, "go.work"), []byte("go 1.22\n\nuse (\n\t./a\n\t./b\n)\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := readyServer(t, m, ws)
+	ctx := testContext(t, 2*time.Minute)
+	defs, st, err := s.Definition(ctx, Position{File: "a/a.go", Line: 5, Col: 12}) // waits while warming
+	if err != nil || st.State != StateReady {
+		t.Fatal(st, err)
+	}
+	if len(defs) != 1 || defs[0].File != filepath.Join("b", "b.go") || defs[0].Line != 6 {
+		t.Fatalf("definition of b.Valid from a: %+v, want b/b.go:6", defs)
+	}
+	if diags, _, err := s.Diagnostics(ctx, []string{"b/b.go"}); err != nil || len(diags) != 0 {
+		t.Fatalf("diagnostics of b/b.go: %+v %v", diags, err)
+	}
+	// semver comes from the module cache prepared for the server's uid.
+	defs, _, err = s.Definition(ctx, Position{File: "b/b.go", Line: 6, Col: 45})
+	if err != nil || len(defs) != 1 || !strings.Contains(defs[0].File, "golang.org/x/mod@v0.41.0/semver") {
+		t.Fatalf("definition of semver.IsValid: %+v %v", defs, err)
+	}
+	diags, _, err := s.Diagnostics(ctx, []string{"b/b.go"})
+	if err != nil || len(diags) != 0 {
+		t.Fatalf("diagnostics of b/b.go: %+v %v", diags, err)
+	}
+}
