@@ -10,6 +10,7 @@ import (
 	"github.com/cortex-peer/cortex-peer/node"
 	apiv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1"
 	"github.com/cortex-peer/cortex-peer/testnet"
+	"github.com/cortex-peer/cortex-peer/testnet/quiet"
 )
 
 // BenchmarkDefinition measures a warm definition through the local API:
@@ -37,6 +38,7 @@ func BenchmarkDefinition(b *testing.B) {
 		}
 		return resp.Msg.GetStamp().GetState() == "ready"
 	})
+	quiet.Wait(time.Minute) // gopls done with what opening the files started
 	b.Run("definition", func(b *testing.B) {
 		for b.Loop() {
 			if _, err := l.Definition(ctx, connect.NewRequest(q)); err != nil {
