@@ -278,19 +278,21 @@ func (v peerView) Status() apiserver.Status {
 	for _, a := range n.host.ListenAddrs() {
 		listen = append(listen, a.String())
 	}
+	in, out := n.host.TrafficTotals()
 	return apiserver.Status{
-		Version:        n.cfg.Version,
-		StartedAt:      n.started,
-		DataDir:        n.cfg.Dir.Root,
-		ListenAddrs:    listen,
-		ConnectedPeers: len(n.host.Connected()),
-		KnownPeers:     len(n.book.List(time.Now(), false)),
-		Labels:         n.cfg.Labels,
-		Capabilities:   n.prober.Capabilities(),
-		Capacity:       capabilities.Capacity(n.RunningTasks()),
-		StoreBytes:     n.store.Size() + store.DiskUsage(n.dags.PackDir()),
-		PrivateNetwork: n.host.PrivateNetwork(),
-		AllowlistSize:  n.host.AllowlistSize(),
+		Version:           n.cfg.Version,
+		StartedAt:         n.started,
+		DataDir:           n.cfg.Dir.Root,
+		ListenAddrs:       listen,
+		ConnectedPeers:    len(n.host.Connected()),
+		KnownPeers:        len(n.book.List(time.Now(), false)),
+		Labels:            n.cfg.Labels,
+		Capabilities:      n.prober.Capabilities(),
+		Capacity:          capabilities.Capacity(n.RunningTasks()),
+		StoreBytes:        n.store.Size() + store.DiskUsage(n.dags.PackDir()),
+		PrivateNetwork:    n.host.PrivateNetwork(),
+		AllowlistSize:     n.host.AllowlistSize(),
+		MeshBytesReceived: uint64(in), MeshBytesSent: uint64(out),
 	}
 }
 

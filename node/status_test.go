@@ -37,3 +37,35 @@ func TestStatusStoreBytesIsDiskUsage(t *testing.T) {
 		t.Errorf("a 16 MiB file grew the store by %d bytes: packs are not counted", grew)
 	}
 }
+
+// status counts the bytes this peer received from and sent to the mesh:
+// a fetch of 8 MiB shows on both sides.
+func TestStatusMeshBytes(t *testing.T) {
+	tn := testnet.New(t, 2)
+	ctx := testnet.Context(t, time.Minute)
+	if err := tn.WaitMesh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cs := tn.Clients(t)
+	data := make([]byte, 8<<20)
+	_, _ = rand.Read(data)
+	ws := t.TempDir()
+	testnet.WriteFile(t, filepath.Join(ws, "big.bin"), data, 0o644)
+	added, err := cs[0].WorkspaceAdd(ctx, ws, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sender, _ := cs[0].Status(ctx)
+	receiver, _ := cs[1].Status(ctx)
+	if _, err := cs[1].WorkspaceGet(ctx, added.GetCid(), filepath.Join(t.TempDir(), "copy"), 0, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	sender2, _ := cs[0].Status(ctx)
+	receiver2, _ := cs[1].Status(ctx)
+	if got := receiver2.GetMeshBytesReceived() - receiver.GetMeshBytesReceived(); got < 8<<20 {
+		t.Errorf("the fetching peer received %d bytes for an 8 MiB file", got)
+	}
+	if got := sender2.GetMeshBytesSent() - sender.GetMeshBytesSent(); got < 8<<20 {
+		t.Errorf("the serving peer sent %d bytes for an 8 MiB file", got)
+	}
+}

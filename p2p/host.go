@@ -428,6 +428,13 @@ func (n *Host) Traffic(p peer.ID) (in, out int64) {
 	return st.TotalIn, st.TotalOut
 }
 
+// TrafficTotals is the bytes of stream payload received and sent, all
+// peers together, since the host started.
+func (n *Host) TrafficTotals() (in, out int64) {
+	st := n.bw.GetBandwidthTotals()
+	return st.TotalIn, st.TotalOut
+}
+
 // Block cuts this peer off from p: its connections are closed (one being
 // set up while Block runs is closed as soon as it is registered) and no new
 // one is dialled or accepted until Unblock, so p stays not connected and

@@ -37,6 +37,8 @@ type Status struct {
 	StoreBytes     uint64
 	PrivateNetwork bool
 	AllowlistSize  int
+	// MeshBytesReceived and MeshBytesSent count stream payload since start.
+	MeshBytesReceived, MeshBytesSent uint64
 }
 
 // peerService implements the PeerService of the local API.
@@ -86,20 +88,22 @@ func (p *peerService) peerInfo(e p2p.PeerEntry) *apiv1.PeerInfo {
 func (p *peerService) Status(context.Context, *connect.Request[apiv1.StatusRequest]) (*connect.Response[apiv1.StatusResponse], error) {
 	st := p.p.Status()
 	return connect.NewResponse(&apiv1.StatusResponse{
-		Id:             p.p.ID().String(),
-		Version:        st.Version,
-		StartedAt:      timestamppb.New(st.StartedAt),
-		DataDir:        st.DataDir,
-		ListenAddrs:    st.ListenAddrs,
-		ConnectedPeers: uint32(st.ConnectedPeers),
-		KnownPeers:     uint32(st.KnownPeers),
-		Labels:         st.Labels,
-		Capabilities:   capabilitiesToAPI(st.Capabilities),
-		Capacity:       capacityToAPI(st.Capacity),
-		Protocols:      protocol.Protocols(),
-		StoreBytes:     st.StoreBytes,
-		PrivateNetwork: st.PrivateNetwork,
-		AllowlistSize:  uint32(st.AllowlistSize),
+		Id:                p.p.ID().String(),
+		Version:           st.Version,
+		StartedAt:         timestamppb.New(st.StartedAt),
+		DataDir:           st.DataDir,
+		ListenAddrs:       st.ListenAddrs,
+		ConnectedPeers:    uint32(st.ConnectedPeers),
+		KnownPeers:        uint32(st.KnownPeers),
+		Labels:            st.Labels,
+		Capabilities:      capabilitiesToAPI(st.Capabilities),
+		Capacity:          capacityToAPI(st.Capacity),
+		Protocols:         protocol.Protocols(),
+		StoreBytes:        st.StoreBytes,
+		PrivateNetwork:    st.PrivateNetwork,
+		AllowlistSize:     uint32(st.AllowlistSize),
+		MeshBytesReceived: st.MeshBytesReceived,
+		MeshBytesSent:     st.MeshBytesSent,
 	}), nil
 }
 

@@ -189,20 +189,22 @@ func newStatusCmd(g *Globals) *cobra.Command {
 			capa := capacityFromAPI(st.GetCapacity())
 			if g.JSON {
 				return PrintJSON(out, map[string]any{
-					"id":              st.GetId(),
-					"version":         st.GetVersion(),
-					"started_at":      st.GetStartedAt().AsTime(),
-					"data_dir":        st.GetDataDir(),
-					"listen_addrs":    nonNil(st.GetListenAddrs()),
-					"connected_peers": st.GetConnectedPeers(),
-					"known_peers":     st.GetKnownPeers(),
-					"labels":          st.GetLabels(),
-					"capabilities":    caps,
-					"capacity":        capa,
-					"protocols":       nonNil(st.GetProtocols()),
-					"store_bytes":     st.GetStoreBytes(),
-					"private_network": st.GetPrivateNetwork(),
-					"allowlist_size":  st.GetAllowlistSize(),
+					"id":                  st.GetId(),
+					"version":             st.GetVersion(),
+					"started_at":          st.GetStartedAt().AsTime(),
+					"data_dir":            st.GetDataDir(),
+					"listen_addrs":        nonNil(st.GetListenAddrs()),
+					"connected_peers":     st.GetConnectedPeers(),
+					"known_peers":         st.GetKnownPeers(),
+					"labels":              st.GetLabels(),
+					"capabilities":        caps,
+					"capacity":            capa,
+					"protocols":           nonNil(st.GetProtocols()),
+					"store_bytes":         st.GetStoreBytes(),
+					"private_network":     st.GetPrivateNetwork(),
+					"allowlist_size":      st.GetAllowlistSize(),
+					"mesh_bytes_received": st.GetMeshBytesReceived(),
+					"mesh_bytes_sent":     st.GetMeshBytesSent(),
 				})
 			}
 			tw := newTable(out)
@@ -224,6 +226,7 @@ func newStatusCmd(g *Globals) *cobra.Command {
 				{"capabilities", formatList(caps.Names())},
 				{"capacity", fmt.Sprintf("%d CPUs, %s of %s memory free, %d tasks running", capa.CPUs, formatBytes(capa.MemoryAvailableBytes), formatBytes(capa.MemoryTotalBytes), capa.RunningTasks)},
 				{"store", formatBytes(st.GetStoreBytes())},
+				{"mesh traffic", fmt.Sprintf("%s received, %s sent", formatBytes(st.GetMeshBytesReceived()), formatBytes(st.GetMeshBytesSent()))},
 				{"protocols", formatList(st.GetProtocols())},
 			}
 			for _, r := range rows {

@@ -525,8 +525,12 @@ type StatusResponse struct {
 	StoreBytes     uint64 `protobuf:"varint,12,opt,name=store_bytes,json=storeBytes,proto3" json:"store_bytes,omitempty"`
 	PrivateNetwork bool   `protobuf:"varint,13,opt,name=private_network,json=privateNetwork,proto3" json:"private_network,omitempty"`
 	AllowlistSize  uint32 `protobuf:"varint,14,opt,name=allowlist_size,json=allowlistSize,proto3" json:"allowlist_size,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Bytes of stream payload received from and sent to other peers since
+	// the peer started (blocks, tasks, logs, calls; transport framing aside).
+	MeshBytesReceived uint64 `protobuf:"varint,15,opt,name=mesh_bytes_received,json=meshBytesReceived,proto3" json:"mesh_bytes_received,omitempty"`
+	MeshBytesSent     uint64 `protobuf:"varint,16,opt,name=mesh_bytes_sent,json=meshBytesSent,proto3" json:"mesh_bytes_sent,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -657,6 +661,20 @@ func (x *StatusResponse) GetAllowlistSize() uint32 {
 	return 0
 }
 
+func (x *StatusResponse) GetMeshBytesReceived() uint64 {
+	if x != nil {
+		return x.MeshBytesReceived
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetMeshBytesSent() uint64 {
+	if x != nil {
+		return x.MeshBytesSent
+	}
+	return 0
+}
+
 var File_cortex_api_v1_api_proto protoreflect.FileDescriptor
 
 const file_cortex_api_v1_api_proto_rawDesc = "" +
@@ -698,7 +716,7 @@ const file_cortex_api_v1_api_proto_rawDesc = "" +
 	"\x12memory_total_bytes\x18\x02 \x01(\x04R\x10memoryTotalBytes\x124\n" +
 	"\x16memory_available_bytes\x18\x03 \x01(\x04R\x14memoryAvailableBytes\x12#\n" +
 	"\rrunning_tasks\x18\x04 \x01(\rR\frunningTasks\"\x0f\n" +
-	"\rStatusRequest\"\x80\x05\n" +
+	"\rStatusRequest\"\xd8\x05\n" +
 	"\x0eStatusResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x129\n" +
@@ -717,7 +735,9 @@ const file_cortex_api_v1_api_proto_rawDesc = "" +
 	"\vstore_bytes\x18\f \x01(\x04R\n" +
 	"storeBytes\x12'\n" +
 	"\x0fprivate_network\x18\r \x01(\bR\x0eprivateNetwork\x12%\n" +
-	"\x0eallowlist_size\x18\x0e \x01(\rR\rallowlistSize\x1a9\n" +
+	"\x0eallowlist_size\x18\x0e \x01(\rR\rallowlistSize\x12.\n" +
+	"\x13mesh_bytes_received\x18\x0f \x01(\x04R\x11meshBytesReceived\x12&\n" +
+	"\x0fmesh_bytes_sent\x18\x10 \x01(\x04R\rmeshBytesSent\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xeb\x01\n" +
