@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 	"github.com/ipfs/go-cid"
 )
 
@@ -99,4 +100,100 @@ func (s *Store) readAt(ctx context.Context, c cid.Cid, p []byte, off uint64, dep
 		off = 0
 	}
 	return n, nil
+}
+
+// FileSize is the size in bytes of the UnixFS file root, read from its
+// root node alone (which must be local).
+func (s *Store) FileSize(ctx context.Context, root cid.Cid) (int64, error) {
+	if root.Prefix().Codec == cid.Raw {
+		if data, ok := inline(root); ok {
+			return int64(len(data)), nil
+		}
+		n, err := s.blocks.GetSize(ctx, root)
+		if err != nil {
+			return 0, fmt.Errorf("size of %s: %w", root, err)
+		}
+		return int64(n), nil
+	}
+	_, kind, fsn, err := s.loadNode(ctx, root)
+	if err != nil {
+		return 0, err
+	}
+	if kind != nodeFile || fsn == nil {
+		return 0, fmt.Errorf("%s is not a file: %w", root, errdefs.ErrInvalid)
+	}
+	return int64(fsn.FileSize()), nil
+}
+
+// FetchRange makes local, through f, the blocks of the UnixFS file root
+// that hold its bytes [off, off+n): the nodes on the way down, a level at
+// a time, and the leaves of the range in batches. Blocks already here are
+// not asked for; every block is verified.
+func (s *Store) FetchRange(ctx context.Context, root cid.Cid, off, n int64, f Fetcher) error {
+	if off < 0 || n < 0 {
+		return fmt.Errorf("range %d+%d of %s: %w", off, n, root, errdefs.ErrInvalid)
+	}
+	type span struct {
+		c      cid.Cid
+		off, n uint64 // relative to c's own bytes
+		depth  int
+	}
+	level := []span{{root, uint64(off), uint64(n), 0}}
+	for len(level) > 0 {
+		// Make this level's blocks local, then step into the internal ones.
+		var missing []cid.Cid
+		for _, sp := range level {
+			if _, ok := inline(sp.c); ok {
+				continue
+			}
+			if has, err := s.blocks.Has(ctx, sp.c); err != nil {
+				return err
+			} else if !has {
+				missing = append(missing, sp.c)
+			}
+		}
+		for len(missing) > 0 {
+			batch := missing[:min(len(missing), fetchBatchSize)]
+			missing = missing[len(batch):]
+			if err := s.fetchBatch(ctx, batch, f, func([]cid.Cid, int) {}); err != nil {
+				return fmt.Errorf("fetch range of %s: %w", root, err)
+			}
+		}
+		var next []span
+		for _, sp := range level {
+			if sp.c.Prefix().Codec == cid.Raw || sp.n == 0 {
+				continue
+			}
+			if sp.depth > MaxDepth {
+				return fmt.Errorf("file tree deeper than %d: %w", MaxDepth, ErrHostile)
+			}
+			nd, kind, fsn, err := s.loadNode(ctx, sp.c)
+			if err != nil {
+				return err
+			}
+			if kind != nodeFile || fsn == nil {
+				return fmt.Errorf("node %s is not file data: %w", sp.c, ErrHostile)
+			}
+			links := nd.Links()
+			if len(links) != fsn.NumChildren() {
+				return fmt.Errorf("file node %s: %d links, %d block sizes: %w", sp.c, len(links), fsn.NumChildren(), ErrHostile)
+			}
+			start, end := sp.off, sp.off+sp.n // of this node's bytes
+			pos := uint64(len(fsn.Data()))
+			for i, l := range links {
+				size := fsn.BlockSize(i)
+				if pos < end && pos+size > start { // the child holds part of the range
+					cOff := max(start, pos) - pos
+					cEnd := min(end, pos+size) - pos
+					next = append(next, span{l.Cid, cOff, cEnd - cOff, sp.depth + 1})
+				}
+				pos += size
+				if pos >= end {
+					break
+				}
+			}
+		}
+		level = next
+	}
+	return nil
 }

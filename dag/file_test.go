@@ -49,3 +49,52 @@ func TestAddFileReadAt(t *testing.T) {
 		}
 	}
 }
+
+// A range of a file from another store brings only the blocks that hold
+// it, and then reads back from the local store.
+func TestFetchRangeOnlyItsBlocks(t *testing.T) {
+	a, b := openStore(t), openStore(t)
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(3, 4))
+	data := make([]byte, 40<<20) // many leaves, two levels of nodes
+	for i := range data {
+		data[i] = byte(rng.IntN(256))
+	}
+	p := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := a.AddFile(ctx, f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	from := &storeFetcher{from: a}
+	off, n := int64(17<<20+123), int64(3<<20)
+	if err := b.FetchRange(ctx, root, off, n, from); err != nil {
+		t.Fatal(err)
+	}
+	if size, err := b.FileSize(ctx, root); err != nil || size != int64(len(data)) {
+		t.Fatalf("size %d %v, want %d", size, err, len(data))
+	}
+	buf := make([]byte, n)
+	if got, err := b.ReadFileAt(ctx, root, buf, off); err != nil || int64(got) != n || !bytes.Equal(buf, data[off:off+n]) {
+		t.Fatalf("read the range: %d %v", got, err)
+	}
+	_, total, _ := a.Coverage(ctx, root)
+	if from.asked > 40 { // 3 MiB: a handful of leaves and the nodes above them
+		t.Errorf("asked for %d blocks for a 3 MiB range of a file of %d links at the top", from.asked, total)
+	}
+	// Past the end: nothing to fetch, nothing read.
+	if err := b.FetchRange(ctx, root, int64(len(data))+10, 100, from); err != nil {
+		t.Fatal(err)
+	}
+	// A range not fetched is not here.
+	if _, err := b.ReadFileAt(ctx, root, buf[:10], 0); err == nil {
+		t.Error("read a part never fetched")
+	}
+}

@@ -15,6 +15,7 @@ import (
 
 	bridge "github.com/cortex-peer/cortex-peer/bridges/lsp"
 	"github.com/cortex-peer/cortex-peer/node/apiserver"
+	"github.com/cortex-peer/cortex-peer/node/artifacts"
 	"github.com/cortex-peer/cortex-peer/node/browser"
 	"github.com/cortex-peer/cortex-peer/node/buildinfo"
 	"github.com/cortex-peer/cortex-peer/node/datadir"
@@ -43,6 +44,7 @@ type Config struct {
 	Delegation delegation.Config
 	Browser    browser.Config
 	LSP        lsp.Config
+	Artifacts  artifacts.Config
 	// MCPListen is the loopback host:port of the MCP HTTP endpoint; empty
 	// serves none. MCPTokenFile holds its bearer token.
 	MCPListen    string
@@ -108,6 +110,7 @@ func ConfigFromFile(d datadir.Dir, fc datadir.FileConfig) (Config, error) {
 		Tasks:              tasksConfig(d, fc.Tasks),
 		Delegation:         delegationConfig(fc.Tasks),
 		Browser:            browserConfig(d, fc.Browser),
+		Artifacts:          artifacts.DefaultConfig(),
 		LSP:                lspConfig(d, fc.LSP),
 		MCPListen:          fc.MCP.Listen,
 		MCPTokenFile:       d.Path(fc.API.TokenFile),
@@ -239,7 +242,7 @@ func (c Config) Validate() error {
 			return err
 		}
 	}
-	if err := errors.Join(c.API.Validate(), c.Exchange.Validate(), c.Tasks.Validate(), c.Delegation.Validate(), c.Browser.Validate(), c.LSP.Validate()); err != nil {
+	if err := errors.Join(c.API.Validate(), c.Exchange.Validate(), c.Tasks.Validate(), c.Delegation.Validate(), c.Browser.Validate(), c.LSP.Validate(), c.Artifacts.Validate()); err != nil {
 		return err
 	}
 	if c.Dir.Root == "" || c.KnownPeersInterval <= 0 {

@@ -16,6 +16,7 @@ import (
 	"github.com/cortex-peer/cortex-peer/dag"
 	"github.com/cortex-peer/cortex-peer/dag/fswatch"
 	"github.com/cortex-peer/cortex-peer/node/apiserver"
+	"github.com/cortex-peer/cortex-peer/node/artifacts"
 	"github.com/cortex-peer/cortex-peer/node/browser"
 	"github.com/cortex-peer/cortex-peer/node/capabilities"
 	"github.com/cortex-peer/cortex-peer/node/datadir"
@@ -124,6 +125,10 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	}, logger("browser")); err != nil {
 		return nil, err
 	}
+	arts, err := artifacts.New(cfg.Artifacts, n.dags, n.exchange, trees{workspaces, n.dags}, n.host, gc, logger("artifacts"))
+	if err != nil {
+		return nil, err
+	}
 	if n.hb, err = p2p.NewHeartbeater(n.host, n.book, n.announcement, logger("heartbeat")); err != nil {
 		return nil, err
 	}
@@ -134,6 +139,7 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 		Images:     n.images,
 		Browser:    n.browser,
 		LSP:        n.lsp,
+		Artifacts:  artifactsAPI{arts},
 	}); err != nil {
 		return nil, err
 	}
@@ -235,6 +241,36 @@ type importer struct{ ws *workspace.Service }
 func (i importer) Import(ctx context.Context, dir string) (cid.Cid, error) {
 	res, err := i.ws.Add(ctx, dir, false, nil)
 	return res.Root, err
+}
+
+// trees fetches a root into a path for the artifacts (artifacts.Trees).
+// Unlike a workspace's get, an artifact's keeps no pin: its copy is the
+// file written, and GC may take the blocks (Kubo's get pins nothing
+// either); what this peer put stays pinned as artifact:CID.
+type trees struct {
+	ws   *workspace.Service
+	dags *dag.Store
+}
+
+func (t trees) Get(ctx context.Context, root cid.Cid, dest string, stall time.Duration, progress func(phase string, done, bytes uint64)) (int64, int64, error) {
+	res, err := t.ws.Get(ctx, root, dest, stall, false, progress)
+	if err == nil {
+		_ = t.dags.Unpin(workspace.GetPin(dest))
+	}
+	return res.Fetch.FetchedBytes, res.Export.Bytes, err
+}
+
+// artifactsAPI is the artifacts capability as the API sees it.
+type artifactsAPI struct{ *artifacts.Service }
+
+func (a artifactsAPI) Put(ctx context.Context, path string, progress func(files, bytes uint64)) (apiserver.PutResult, error) {
+	res, err := a.Service.Put(ctx, path, progress)
+	return apiserver.PutResult{Root: res.Root, Bytes: res.Bytes, Dir: res.Dir}, err
+}
+
+func (a artifactsAPI) Get(ctx context.Context, root cid.Cid, dest string, force bool, stall time.Duration, progress func(phase string, done, bytes uint64)) (apiserver.ArtifactGot, error) {
+	res, err := a.Service.Get(ctx, root, dest, force, stall, progress)
+	return apiserver.ArtifactGot{Path: res.Path, Bytes: res.Bytes, FetchedBytes: res.FetchedBytes, Providers: res.Providers}, err
 }
 
 // verifier checks a task's result with the workspace's language server

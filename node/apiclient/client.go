@@ -37,6 +37,7 @@ type Client struct {
 	image  apiv1connect.ImageServiceClient
 	brows  apiv1connect.BrowserServiceClient
 	lsp    apiv1connect.LSPServiceClient
+	arts   apiv1connect.ArtifactServiceClient
 }
 
 // Dial prepares a client for the peer whose data dir is root. It does not
@@ -69,6 +70,7 @@ func New(root, socket, token string) *Client {
 		ws:     apiv1connect.NewWorkspaceServiceClient(hc, baseURL, opts...),
 		task:   apiv1connect.NewTaskServiceClient(hc, baseURL, opts...),
 		image:  apiv1connect.NewImageServiceClient(hc, baseURL, opts...),
+		arts:   apiv1connect.NewArtifactServiceClient(hc, baseURL, opts...),
 	}
 	c.brows = apiv1connect.NewBrowserServiceClient(hc, baseURL, append(opts, connect.WithInterceptors(wrapErrors{c, "browser"}))...)
 	c.lsp = apiv1connect.NewLSPServiceClient(hc, baseURL, append(opts, connect.WithInterceptors(wrapErrors{c, "lsp"}))...)

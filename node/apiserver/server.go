@@ -60,6 +60,7 @@ type Services struct {
 	Images     Images
 	Browser    Browser
 	LSP        LSP
+	Artifacts  Artifacts
 }
 
 // Server serves the local API on a unix socket.
@@ -102,6 +103,8 @@ func New(cfg Config, svc Services) (*Server, error) {
 	path, handler = apiv1connect.NewWorkspaceServiceHandler(&workspaceService{ws: svc.Workspaces, roots: roots},
 		handlerOpts...,
 	)
+	mux.Handle(path, handler)
+	path, handler = apiv1connect.NewArtifactServiceHandler(&artifactService{a: svc.Artifacts, roots: roots}, handlerOpts...)
 	mux.Handle(path, handler)
 	path, handler = apiv1connect.NewTaskServiceHandler(&taskService{t: svc.Tasks, roots: roots},
 		handlerOpts...,

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ipfs/boxo/bitswap"
 	bsnet "github.com/ipfs/boxo/bitswap/network/bsnet"
+	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -131,46 +132,12 @@ func (e *Exchange) Fetch(ctx context.Context, root cid.Cid, stall time.Duration,
 // complete here (see dag.Store.FetchAgainst): only the changed part is
 // walked and asked for. An undefined base is a plain fetch.
 func (e *Exchange) FetchAgainst(ctx context.Context, base, root cid.Cid, stall time.Duration, progress func(dag.FetchProgress)) (dag.FetchProgress, error) {
-	if stall <= 0 {
-		stall = e.cfg.StallTimeout
-	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	scope := e.guard.begin(root, cancel)
 	defer scope.end()
-	var mu sync.Mutex
-	last := time.Now()
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		t := time.NewTicker(stall / 10)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				mu.Lock()
-				idle := time.Since(last)
-				mu.Unlock()
-				if idle > stall {
-					if err := scope.err(); err != nil {
-						cancel(err)
-						return
-					}
-					cancel(fmt.Errorf("no block of %s arrived for %s: is a peer that holds it connected? %w", root, stall, errdefs.ErrUnavailable))
-					return
-				}
-			}
-		}
-	}()
-	touch := func() {
-		mu.Lock()
-		last = time.Now()
-		mu.Unlock()
-	}
+	touch, stop := e.watchStall(ctx, root, stall, scope, cancel)
+	defer stop()
 	sess := scope.fetcher(e.bs.NewSession(ctx))
 	// A tree this peer lacks entirely comes faster as one stream from a
 	// peer that has it; bitswap then fetches whatever is still missing.
@@ -232,6 +199,102 @@ func (e *Exchange) FetchAgainst(ctx context.Context, base, root cid.Cid, stall t
 		return p, err
 	}
 	return p, nil
+}
+
+// watchStall cancels ctx (through cancel) when touch was not called for
+// stall (0: the configured stall timeout), with the guard's verdict when it
+// has one (a peer that served bad blocks); stop ends the watch.
+func (e *Exchange) watchStall(ctx context.Context, root cid.Cid, stall time.Duration, scope *fetchScope, cancel context.CancelCauseFunc) (touch, stop func()) {
+	if stall <= 0 {
+		stall = e.cfg.StallTimeout
+	}
+	var mu sync.Mutex
+	last := time.Now()
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(stall / 10)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				mu.Lock()
+				idle := time.Since(last)
+				mu.Unlock()
+				if idle > stall {
+					if err := scope.err(); err != nil {
+						cancel(err)
+						return
+					}
+					cancel(fmt.Errorf("no block of %s arrived for %s: is a peer that holds it connected? %w", root, stall, errdefs.ErrUnavailable))
+					return
+				}
+			}
+		}
+	}()
+	touch = func() {
+		mu.Lock()
+		last = time.Now()
+		mu.Unlock()
+	}
+	var once sync.Once
+	return touch, func() { once.Do(func() { close(done) }) }
+}
+
+// FetchRange makes local the blocks that hold bytes [off, off+n) of the
+// file root, and the nodes above them (see dag.Store.FetchRange), from the
+// connected peers, every block verified; a peer that serves a bad one is
+// not asked again in this call. It fails when no block arrives for stall
+// (0: the configured stall timeout).
+func (e *Exchange) FetchRange(ctx context.Context, root cid.Cid, off, n int64, stall time.Duration) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	scope := e.guard.begin(root, cancel)
+	defer scope.end()
+	touch, stop := e.watchStall(ctx, root, stall, scope, cancel)
+	defer stop()
+	sess := touching{scope.fetcher(e.bs.NewSession(ctx)), touch}
+	err := e.dags.FetchRange(ctx, root, off, n, sess)
+	if err != nil {
+		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
+			return cause
+		}
+		if berr := scope.err(); berr != nil {
+			return fmt.Errorf("%w (then: %v)", berr, err)
+		}
+	}
+	return err
+}
+
+// touching calls touch at every block its fetcher delivers.
+type touching struct {
+	f     dag.Fetcher
+	touch func()
+}
+
+func (t touching) GetBlocks(ctx context.Context, keys []cid.Cid) (<-chan blocks.Block, error) {
+	in, err := t.f.GetBlocks(ctx, keys)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan blocks.Block)
+	go func() {
+		defer close(out)
+		for b := range in {
+			t.touch()
+			select {
+			case out <- b:
+			case <-ctx.Done():
+				for range in { // drain: the session closes it when ctx ends
+				}
+				return
+			}
+		}
+	}()
+	return out, nil
 }
 
 // FetchAll makes every root local, each fetch failing when no block

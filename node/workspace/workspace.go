@@ -63,6 +63,9 @@ func (s *Service) Add(ctx context.Context, dir string, noIndex bool, progress fu
 	return res, s.dags.Pin("ws:"+dir, res.Root)
 }
 
+// GetPin names the pin a Get leaves on the root it wrote to dest.
+func GetPin(dest string) string { return "get:" + dest }
+
 // GetResult is what a Get fetched and wrote.
 type GetResult struct {
 	Fetch  dag.FetchProgress
@@ -123,7 +126,7 @@ func (s *Service) Get(ctx context.Context, root cid.Cid, dest string, stall time
 	// The export read every block of the tree: it is whole here, whatever
 	// the fetch's last steps say.
 	<-fetchDone
-	if err := s.dags.Pin("get:"+dest, root); err != nil {
+	if err := s.dags.Pin(GetPin(dest), root); err != nil {
 		return GetResult{}, err
 	}
 	return GetResult{Fetch: f.p, Export: ex}, nil
