@@ -199,7 +199,7 @@ func textOf(res *mcp.CallToolResult) string {
 
 var transports = []string{"stdio", "http"}
 
-var wantTools = []string{"browser_click", "browser_close", "browser_console", "browser_downloads", "browser_evaluate",
+var wantTools = []string{"artifact_get", "artifact_put", "artifact_read", "browser_click", "browser_close", "browser_console", "browser_downloads", "browser_evaluate",
 	"browser_list", "browser_navigate", "browser_network", "browser_open", "browser_pdf", "browser_screenshot",
 	"browser_snapshot", "browser_state_save", "browser_tabs", "browser_type", "browser_upload",
 	"cancel_task", "get_task", "list_peers", "list_tasks",
@@ -221,6 +221,7 @@ func TestMCP(t *testing.T) {
 			t.Run("MissingProgram", func(t *testing.T) { testMissingProgram(t, e, tr) })
 			t.Run("DetachedAndPeers", func(t *testing.T) { testDetached(t, e, tr) })
 			t.Run("Workspaces", func(t *testing.T) { testWorkspaces(t, e, tr) })
+			t.Run("Artifacts", func(t *testing.T) { testArtifacts(t, e, tr) })
 		})
 	}
 }
@@ -517,5 +518,60 @@ func testWorkspaces(t *testing.T, e *env, tr string) {
 	run = decode[mcpserver.RunOutput](t, cs, "run_task", map[string]any{"command": []string{"sh", "-c", "echo c > c.txt"}, "workspace": dir})
 	if b, _ := os.ReadFile(filepath.Join(dir, "c.txt")); string(b) != "c\n" || run.Merge == nil {
 		t.Fatalf("run_task on a path: %+v, c.txt %q", run, b)
+	}
+}
+
+// A file put is read back by range (text, paged), an image comes back as
+// an image, and artifact_get writes it to a path.
+func testArtifacts(t *testing.T, e *env, tr string) {
+	cs := e.connect(t, tr, nil)
+	dir := t.TempDir()
+	text := strings.Repeat("héllo, artifact\n", 10000) // 160 KB, multibyte runes
+	if err := os.WriteFile(filepath.Join(dir, "log.txt"), []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	put := decode[mcpserver.ArtifactPutOutput](t, cs, "artifact_put", map[string]any{"path": filepath.Join(dir, "log.txt")})
+	if put.CID == "" || put.Bytes != uint64(len(text)) {
+		t.Fatalf("artifact_put %+v", put)
+	}
+	var read strings.Builder
+	offset := uint64(0)
+	for pages := 0; ; pages++ {
+		res, err := call(t, testnet.Context(t, 30*time.Second), cs, "artifact_read", map[string]any{"cid": put.CID, "offset": offset}, nil)
+		if err != nil || res.IsError {
+			t.Fatalf("artifact_read at %d: %v %s", offset, err, textOf(res))
+		}
+		var out mcpserver.ArtifactReadOutput
+		if b, _ := json.Marshal(res.StructuredContent); json.Unmarshal(b, &out) != nil || out.Kind != "text" || out.Size != uint64(len(text)) {
+			t.Fatalf("artifact_read at %d: %+v", offset, res.StructuredContent)
+		}
+		read.WriteString(textOf(res))
+		if out.NextOffset == 0 {
+			break
+		}
+		offset = out.NextOffset
+		if pages > 10 {
+			t.Fatal("artifact_read pages on forever")
+		}
+	}
+	if read.String() != text {
+		t.Fatalf("artifact_read paged back %d bytes, want the %d put", read.Len(), len(text))
+	}
+	png := append([]byte("\x89PNG\r\n\x1a\n"), make([]byte, 100)...)
+	if err := os.WriteFile(filepath.Join(dir, "shot.png"), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img := decode[mcpserver.ArtifactPutOutput](t, cs, "artifact_put", map[string]any{"path": filepath.Join(dir, "shot.png")})
+	res, err := call(t, testnet.Context(t, 30*time.Second), cs, "artifact_read", map[string]any{"cid": img.CID}, nil)
+	if err != nil || len(res.Content) != 1 {
+		t.Fatalf("artifact_read of a PNG: %v", err)
+	}
+	if ic, ok := res.Content[0].(*mcp.ImageContent); !ok || ic.MIMEType != "image/png" {
+		t.Fatalf("artifact_read of a PNG: %T", res.Content[0])
+	}
+	dest := filepath.Join(t.TempDir(), "log.txt")
+	got := decode[mcpserver.ArtifactGetOutput](t, cs, "artifact_get", map[string]any{"cid": put.CID, "path": dest})
+	if b, _ := os.ReadFile(dest); string(b) != text || got.Bytes != uint64(len(text)) {
+		t.Fatalf("artifact_get %+v", got)
 	}
 }

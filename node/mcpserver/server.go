@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"path/filepath"
 	"time"
@@ -33,6 +34,9 @@ type API interface {
 	WorkspaceMerge(ctx context.Context, base, theirs, dir string) (*apiv1.MergeResponse, error)
 	Browser() apiv1connect.BrowserServiceClient
 	LSP() apiv1connect.LSPServiceClient
+	ArtifactPut(ctx context.Context, path string, progress func(*apiv1.Progress)) (*apiv1.ArtifactPutResult, error)
+	ArtifactGet(ctx context.Context, root, dest string, force bool, stall time.Duration, progress func(*apiv1.Progress)) (*apiv1.ArtifactGetResult, error)
+	ArtifactRead(ctx context.Context, root string, off, n uint64, stall time.Duration, w io.Writer) (uint64, error)
 }
 
 // Options configure a Server.
@@ -75,6 +79,7 @@ func New(api API, opts Options) *Server {
 	})
 	s.addTools()
 	s.addBrowserTools()
+	s.addArtifactTools()
 	s.addLSPTools()
 	return s
 }
