@@ -87,6 +87,8 @@ func New(api API, opts Options) *Server {
 const instructions = `cortex-peer runs commands in sandboxed containers on the peers of a private mesh and moves directories between them by content.
 Use run_task for short work (its output arrives as progress notifications and the call returns the exit code); use start_task then get_task/task_logs for long work.
 Long output is never returned whole: a result carries its head, tail, size and a ref to page through with task_logs.
+Files of any size move by CID: artifact_put one (or a directory), artifact_get it into a path on any peer, artifact_read a byte range of it.
+For code, the lsp_ tools ask a warm language server of a workspace: definitions, references, hover, diagnostics, rename and format as proposals.
 For the web, browser_open a session (it stays alive on its peer, logged in, across calls), then browser_navigate, browser_snapshot (elements with refs), browser_click/browser_type by ref, browser_evaluate; browser_close when done.
 Errors start with a stable code: invalid_argument, not_found, unavailable, permission_denied, resource_exhausted, stale_ref, cancelled, internal.`
 
