@@ -56,6 +56,10 @@ type Spec struct {
 	Network   Network           // empty means none
 	Isolation Isolation         // empty means runc
 	Labels    map[string]string // extra container labels (task metadata), never security settings
+	// Artifacts are paths or globs relative to /workspace that the peer
+	// imports as DAGs when the task ends, apart from the workspace. The
+	// runtime does not read them.
+	Artifacts []string
 
 	// WorkspaceDir is a host directory bind-mounted read-write at /workspace
 	// (nosuid,nodev). The executor makes it owned by the task's user, unless

@@ -76,6 +76,20 @@ func TestCLIRunAndImages(t *testing.T) {
 		t.Fatalf("merged result: %q, %v", b, err)
 	}
 
+	// An artifact comes back by CID, told on stderr and in --json, and is
+	// not merged; get writes it.
+	r = run(t, bin, "run", "--data", dir, "--workspace", ws, "--artifact", "build/*", "--", "sh", "-c", "mkdir build; echo app > build/app")
+	if r.code != 0 || !strings.Contains(r.stderr, "artifact build/app: ") {
+		t.Fatalf("run --artifact: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(ws, "build", "app")); err == nil {
+		t.Fatal("run --artifact merged the artifact into the workspace")
+	}
+	artCID := strings.Fields(strings.SplitN(r.stderr, "artifact build/app: ", 2)[1])[0]
+	if g := run(t, bin, "get", "--data", dir, artCID, "-o", "-"); g.code != 0 || g.stdout != "app\n" {
+		t.Fatalf("get the artifact: exit %d %q %s", g.code, g.stdout, g.stderr)
+	}
+
 	// A program the image lacks: 127 and a plain message, as with a shell
 	// or docker, not runc's internals.
 	r = run(t, bin, "run", "--data", dir, "--", "nosuchcmd")

@@ -54,6 +54,7 @@ func specFromAPI(s *apiv1.TaskSpec) (runtime.Spec, error) {
 			DiskBytes: l.GetDiskBytes()},
 		Timeout: time.Duration(s.GetTimeoutMs()) * time.Millisecond,
 		Network: runtime.Network(s.GetNetwork()), Isolation: runtime.Isolation(s.GetIsolation()),
+		Artifacts: s.GetArtifacts(),
 	}
 	if s.Uid != nil {
 		uid := s.GetUid()
@@ -208,6 +209,9 @@ func resultToAPI(o tasks.Outcome) *apiv1.TaskResult {
 	}
 	if o.Merge != nil {
 		out.Merge = mergeReportToAPI(*o.Merge)
+	}
+	for _, a := range o.Artifacts {
+		out.Artifacts = append(out.Artifacts, &apiv1.TaskArtifact{Path: a.Path, Cid: a.Root.String(), Bytes: uint64(max(a.Bytes, 0))})
 	}
 	if v := o.Verify; v != nil {
 		out.Verify = &apiv1.LSPVerifyReport{Base: out.BaseRoot, Result: out.ResultRoot, Added: diagnosticsToAPI(v.Added), Fixed: diagnosticsToAPI(v.Fixed), AddedErrors: uint32(max(v.AddedErrors, 0))}

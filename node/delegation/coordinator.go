@@ -115,6 +115,12 @@ func (d *Delegation) Submit(ctx context.Context, req RunRequest, ev tasks.Events
 	if req.Verify != "" && d.verifier == nil {
 		return out, fmt.Errorf("verify: this peer has no language servers: %w", errdefs.ErrUnavailable)
 	}
+	if err := tasks.CheckArtifacts(spec.Artifacts); err != nil {
+		return out, err
+	}
+	if len(spec.Artifacts) > 0 && req.Workspace == "" {
+		return out, fmt.Errorf("artifacts are paths under /workspace: the task needs a workspace: %w", errdefs.ErrInvalid)
+	}
 	cands := d.candidates()
 	if req.Workspace != "" && req.Placement.Peer == "" {
 		// Where more than one peer fits, the workspace's blocks weigh in: it
@@ -693,6 +699,7 @@ func recordOutcome(rec *TaskRecord) tasks.Outcome {
 			Duration: time.Duration(r.Duration * float64(time.Second)),
 		}
 		out.ResultCID, _ = cid.Decode(r.ResultRoot)
+		out.Artifacts = artifactsOf(r.Artifacts)
 		out.Stdout, out.Stderr = int64(r.StdoutBytes), int64(r.StderrBytes)
 		out.StdoutChunks, out.StderrChunks = r.StdoutChunks, r.StderrChunks
 		out.Log.DroppedBytes = int64(r.LogDropped)

@@ -90,6 +90,7 @@ type Blocks interface {
 type DAGs interface {
 	Pin(name string, root cid.Cid) error
 	Unpin(name string) error
+	Pins() (map[string]cid.Cid, error)
 	Merge(ctx context.Context, base, theirs cid.Cid, dir string) (dag.MergeReport, error)
 }
 
@@ -100,7 +101,7 @@ type Runner interface {
 	ImportWorkspace(ctx context.Context, id, dir string) (cid.Cid, error)
 	Prepare(ctx context.Context, spec *runtime.Spec, root cid.Cid) error
 	Execute(ctx context.Context, spec runtime.Spec, base cid.Cid, ev tasks.Events) (tasks.Outcome, error)
-	ImportResult(ctx context.Context, id, copyDir string) (cid.Cid, error)
+	ImportResult(ctx context.Context, id, copyDir string, artifacts []string) (cid.Cid, []tasks.Artifact, error)
 	Release(id string)
 	// Leftover says how a task an earlier run of this peer left in the
 	// runtime was found (and removed) when it connected.

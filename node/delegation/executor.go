@@ -239,10 +239,11 @@ func (d *Delegation) runHere(ctx context.Context, rec *execRecord, spec runtime.
 	// A task over its disk limit gives nothing back: importing and carrying
 	// what it wrote is the cost the limit bounds.
 	if root.Defined() && !out.Result.Cancelled && !out.Result.TimedOut && !out.Result.DiskLimitExceeded && ctx.Err() == nil {
-		if root, err := t.ImportResult(ctx, spec.ID, spec.WorkspaceDir); err != nil {
+		if root, arts, err := t.ImportResult(ctx, spec.ID, spec.WorkspaceDir, spec.Artifacts); err != nil {
 			res.Error = err.Error()
 		} else {
 			res.ResultRoot = root.String()
+			res.Artifacts = artifactRecords(arts)
 		}
 	}
 	rec.State = stateExited

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/cortex-peer/cortex-peer/dag"
 	"github.com/cortex-peer/cortex-peer/node/store"
 	"github.com/cortex-peer/cortex-peer/node/tasks"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
+	"github.com/ipfs/go-cid"
 )
 
 // taskState is where a task is in its life. Both sides keep one: the
@@ -65,6 +67,33 @@ type taskResultRecord struct {
 	// DiskLimitExceeded: the task wrote past its disk limit; nothing of
 	// its workspace comes back.
 	DiskLimitExceeded bool `json:"disk_limit_exceeded,omitempty"`
+	// Artifacts are DAGs on the executor, pinned there with the task.
+	Artifacts []artifactRecord `json:"artifacts,omitempty"`
+}
+
+// artifactRecord is one artifact of a task.
+type artifactRecord struct {
+	Path  string `json:"path"`
+	Root  string `json:"root"`
+	Bytes int64  `json:"bytes"`
+}
+
+func artifactRecords(as []tasks.Artifact) []artifactRecord {
+	out := make([]artifactRecord, 0, len(as))
+	for _, a := range as {
+		out = append(out, artifactRecord{Path: a.Path, Root: a.Root.String(), Bytes: a.Bytes})
+	}
+	return out
+}
+
+func artifactsOf(rs []artifactRecord) []tasks.Artifact {
+	out := make([]tasks.Artifact, 0, len(rs))
+	for _, r := range rs {
+		if c, err := cid.Decode(r.Root); err == nil {
+			out = append(out, tasks.Artifact{Path: r.Path, Root: c, Bytes: r.Bytes})
+		}
+	}
+	return out
 }
 
 // TaskRecord is one task as its coordinator remembers it.
@@ -207,10 +236,19 @@ func (r records) execs() ([]*execRecord, error) {
 func basePin(id string) string   { return "task:" + id + ":base" }
 func resultPin(id string) string { return "task:" + id }
 
-// unpinTask drops the pins of a task's roots; either may be missing.
+// unpinTask drops the pins of a task's roots and artifacts; any may be
+// missing.
 func (d *Delegation) unpinTask(id string) error {
 	var errs []error
-	for _, pin := range []string{resultPin(id), basePin(id)} {
+	pins := []string{resultPin(id), basePin(id)}
+	if all, err := d.dags.Pins(); err == nil {
+		for name := range all {
+			if strings.HasPrefix(name, tasks.ArtifactPinPrefix(id)) {
+				pins = append(pins, name)
+			}
+		}
+	}
+	for _, pin := range pins {
 		if err := d.dags.Unpin(pin); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 			errs = append(errs, err)
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -27,6 +28,7 @@ func specToWire(s runtime.Spec) *meshv1.TaskSpec {
 		Image: s.Image, Command: s.Command, Env: s.Env, Workdir: s.Workdir, Uid: s.UID,
 		MemoryBytes: s.Limits.MemoryBytes, Cpus: s.Limits.CPUs, Pids: s.Limits.Pids, TmpBytes: s.Limits.TmpBytes,
 		DiskBytes: s.Limits.DiskBytes, TimeoutMs: s.Timeout.Milliseconds(), Network: string(s.Network), Isolation: string(s.Isolation),
+		Artifacts: s.Artifacts,
 	}
 	return w
 }
@@ -46,6 +48,10 @@ func specFromWire(w *meshv1.TaskSpec) (runtime.Spec, error) {
 			DiskBytes: w.GetDiskBytes()},
 		Timeout: time.Duration(w.GetTimeoutMs()) * time.Millisecond,
 		Network: runtime.Network(w.GetNetwork()), Isolation: runtime.Isolation(w.GetIsolation()),
+		Artifacts: w.GetArtifacts(),
+	}
+	if err := tasks.CheckArtifacts(s.Artifacts); err != nil {
+		return runtime.Spec{}, fmt.Errorf("spec: %w", err)
 	}
 	if w.Uid != nil {
 		uid := w.GetUid()
@@ -96,6 +102,9 @@ func outcomeRecord(o tasks.Outcome) *taskResultRecord {
 	if o.ResultCID.Defined() {
 		rec.ResultRoot = o.ResultCID.String()
 	}
+	if len(o.Artifacts) > 0 {
+		rec.Artifacts = artifactRecords(o.Artifacts)
+	}
 	return rec
 }
 
@@ -113,6 +122,9 @@ func resultToWire(id string, st taskState, r *taskResultRecord) *meshv1.TaskResu
 	}
 	if c, err := cid.Decode(r.ResultRoot); err == nil {
 		w.ResultRoot = c.Bytes()
+	}
+	for _, a := range artifactsOf(r.Artifacts) {
+		w.Artifacts = append(w.Artifacts, &meshv1.TaskArtifact{Path: a.Path, Root: a.Root.Bytes(), Bytes: uint64(max(a.Bytes, 0))})
 	}
 	return w
 }
@@ -140,6 +152,16 @@ func resultFromWire(w *meshv1.TaskResult) (*taskResultRecord, error) {
 			return nil, fmt.Errorf("result root: %v: %w", err, errdefs.ErrInvalid)
 		}
 		r.ResultRoot = c.String()
+	}
+	if len(w.GetArtifacts()) > 1024 {
+		return nil, fmt.Errorf("result: %d artifacts: %w", len(w.GetArtifacts()), errdefs.ErrInvalid)
+	}
+	for _, a := range w.GetArtifacts() {
+		c, err := cid.Cast(a.GetRoot())
+		if err != nil || !filepath.IsLocal(filepath.FromSlash(a.GetPath())) || a.GetBytes() > 1<<62 {
+			return nil, fmt.Errorf("result: artifact %q: %w", a.GetPath(), errdefs.ErrInvalid)
+		}
+		r.Artifacts = append(r.Artifacts, artifactRecord{Path: a.GetPath(), Root: c.String(), Bytes: int64(a.GetBytes())})
 	}
 	return r, nil
 }

@@ -514,6 +514,16 @@ func testWorkspaces(t *testing.T, e *env, tr string) {
 	if b, _ := os.ReadFile(filepath.Join(dir, "b.txt")); string(b) != "b\n" || !slices.Equal(merge.Report.Applied, []string{"b.txt"}) {
 		t.Fatalf("workspace_merge %+v, b.txt %q", merge, b)
 	}
+	// An artifact comes back by CID, readable with artifact_read.
+	art := decode[mcpserver.RunOutput](t, cs, "run_task", map[string]any{
+		"command": []string{"sh", "-c", "mkdir -p dist && echo built > dist/app"}, "workspace": add.CID, "artifacts": []string{"dist/app"},
+	})
+	if len(art.Artifacts) != 1 || art.Artifacts[0].Path != "dist/app" || art.Artifacts[0].CID == "" {
+		t.Fatalf("run_task artifacts: %+v", art)
+	}
+	if res, err := call(t, testnet.Context(t, 30*time.Second), cs, "artifact_read", map[string]any{"cid": art.Artifacts[0].CID}, nil); err != nil || textOf(res) != "built\n" {
+		t.Fatalf("artifact_read of a task's artifact: %v %q", err, textOf(res))
+	}
 	// By path, the change merges straight back.
 	run = decode[mcpserver.RunOutput](t, cs, "run_task", map[string]any{"command": []string{"sh", "-c", "echo c > c.txt"}, "workspace": dir})
 	if b, _ := os.ReadFile(filepath.Join(dir, "c.txt")); string(b) != "c\n" || run.Merge == nil {

@@ -115,6 +115,7 @@ type TaskInput struct {
 	Isolation string            `json:"isolation,omitempty" jsonschema:"runc (default) or gvisor"`
 	UID       *uint32           `json:"uid,omitempty" jsonschema:"numeric user id to run as (default 65534)"`
 	Verify    string            `json:"verify,omitempty" jsonschema:"check the result with the workspace's language server before it merges: report, or block (refuse a result that adds errors)"`
+	Artifacts []string          `json:"artifacts,omitempty" jsonschema:"paths or globs under the workspace (out/app, logs/*.txt) returned by CID when the task ends instead of merged; read them with artifact_read or artifact_get"`
 }
 
 // RunOutput is run_task's result.
@@ -134,6 +135,7 @@ type RunOutput struct {
 	ResultRoot        string           `json:"result_root,omitempty" jsonschema:"workspace root CID as the task left it"`
 	Merge             *MergeReport     `json:"merge,omitempty" jsonschema:"how the task's changes merged back into the workspace directory"`
 	Verify            *LSPVerifyReport `json:"verify,omitempty" jsonschema:"with verify: the diagnostics the result adds and fixes, checked before the merge"`
+	Artifacts         []TaskArtifact   `json:"artifacts,omitempty" jsonschema:"what the artifacts matched, each by CID on the peer that ran the task"`
 	LogDroppedBytes   uint64           `json:"log_dropped_bytes,omitempty" jsonschema:"output that could not be kept in the peer's task log (a full or failing disk)"`
 	Error             string           `json:"error,omitempty" jsonschema:"why the task could not run or its workspace could not come back"`
 	// OutputMissingBytes is never expected: output is flow-controlled and
@@ -141,6 +143,13 @@ type RunOutput struct {
 	OutputMissingBytes uint64       `json:"output_missing_bytes,omitempty" jsonschema:"bytes of output the task wrote that never arrived here (0 when all did)"`
 	Stdout             StreamOutput `json:"stdout"`
 	Stderr             StreamOutput `json:"stderr"`
+}
+
+// TaskArtifact is a file or directory a task returned by CID.
+type TaskArtifact struct {
+	Path  string `json:"path"`
+	CID   string `json:"cid"`
+	Bytes uint64 `json:"bytes"`
 }
 
 // MergeReport says what a merge did.
@@ -167,7 +176,8 @@ func (s *Server) request(ctx context.Context, in TaskInput, n *notifier, keep bo
 	spec := &apiv1.TaskSpec{
 		Image: in.Image, Command: in.Command, Env: in.Env, Workdir: in.Workdir, Uid: in.UID,
 		Network: in.Network, Isolation: in.Isolation,
-		Limits: &apiv1.TaskLimits{MemoryBytes: in.MemoryMiB << 20, Cpus: in.CPUs, Pids: in.Pids, DiskBytes: in.DiskMiB << 20},
+		Limits:    &apiv1.TaskLimits{MemoryBytes: in.MemoryMiB << 20, Cpus: in.CPUs, Pids: in.Pids, DiskBytes: in.DiskMiB << 20},
+		Artifacts: in.Artifacts,
 	}
 	for _, e := range in.Env {
 		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
@@ -278,8 +288,13 @@ func (s *Server) runTask(ctx context.Context, creq *mcp.CallToolRequest, in Task
 }
 
 func runOutput(res *apiv1.TaskResult) RunOutput {
+	var arts []TaskArtifact
+	for _, a := range res.GetArtifacts() {
+		arts = append(arts, TaskArtifact{Path: a.GetPath(), CID: a.GetCid(), Bytes: a.GetBytes()})
+	}
 	return RunOutput{
-		TaskID: res.GetTaskId(), ExitCode: res.GetExitCode(), Signal: res.GetSignal(),
+		Artifacts: arts,
+		TaskID:    res.GetTaskId(), ExitCode: res.GetExitCode(), Signal: res.GetSignal(),
 		OOMKilled: res.GetOomKilled(), TimedOut: res.GetTimedOut(), Cancelled: res.GetCancelled(),
 		DiskLimitExceeded: res.GetDiskLimitExceeded(),
 		CPUSeconds:        res.GetCpuSeconds(), PeakMemoryBytes: res.GetPeakMemoryBytes(), DurationSeconds: res.GetDurationSeconds(),

@@ -238,6 +238,8 @@ type Outcome struct {
 	Stderr    int64
 	// Number of output chunks per stream (their last sequence numbers).
 	StdoutChunks, StderrChunks uint64
+	// Artifacts are what the spec's artifact patterns matched.
+	Artifacts []Artifact
 }
 
 // CancelledExitCode is the exit code of a cancelled task, as a shell reports
@@ -270,6 +272,12 @@ func (t *Runner) Run(ctx context.Context, spec runtime.Spec, workspace string, e
 	if _, err := t.cfg.Policy.Apply(spec); err != nil {
 		return out, err
 	}
+	if err := CheckArtifacts(spec.Artifacts); err != nil {
+		return out, err
+	}
+	if len(spec.Artifacts) > 0 && workspace == "" {
+		return out, fmt.Errorf("artifacts are paths under /workspace: the task needs a workspace: %w", errdefs.ErrInvalid)
+	}
 	defer t.Release(spec.ID)
 	var base cid.Cid
 	if workspace != "" {
@@ -288,7 +296,7 @@ func (t *Runner) Run(ctx context.Context, spec runtime.Spec, workspace string, e
 	if workspace == "" || out.Result.Cancelled || out.Result.TimedOut || out.Result.DiskLimitExceeded || ctx.Err() != nil {
 		return out, nil
 	}
-	return out, t.returnWorkspace(ctx, &out, workspace, spec.WorkspaceDir, ev)
+	return out, t.returnWorkspace(ctx, &out, workspace, spec.WorkspaceDir, spec.Artifacts, ev)
 }
 
 // workDir is where a task's working copy lives (apart from the runtime's
@@ -492,9 +500,19 @@ func (t *Runner) materialise(ctx context.Context, spec runtime.Spec, root cid.Ci
 // ImportResult imports what a task left in its working copy and pins it as
 // the task's result. An overlay is imported through its base's index
 // (reading only the files the task wrote) and kept as the result's layers.
-func (t *Runner) ImportResult(ctx context.Context, id, copyDir string) (cid.Cid, error) {
+func (t *Runner) ImportResult(ctx context.Context, id, copyDir string, artifacts []string) (cid.Cid, []Artifact, error) {
 	t.gc.RLock()
 	defer t.gc.RUnlock()
+	arts, err := t.collectArtifacts(ctx, id, copyDir, artifacts)
+	if err != nil {
+		return cid.Undef, nil, err
+	}
+	root, err := t.importResult(ctx, id, copyDir)
+	return root, arts, err
+}
+
+// importResult imports the working copy; t.gc is held.
+func (t *Runner) importResult(ctx context.Context, id, copyDir string) (cid.Cid, error) {
 	t.mountsMu.Lock()
 	m := t.mounts[id]
 	t.mountsMu.Unlock()
@@ -526,13 +544,13 @@ func (t *Runner) ImportResult(ctx context.Context, id, copyDir string) (cid.Cid,
 
 // returnWorkspace imports what the task left in its copy and merges
 // BASE -> RESULT into the caller's directory as it is now.
-func (t *Runner) returnWorkspace(ctx context.Context, out *Outcome, dir, copyDir string, ev Events) error {
+func (t *Runner) returnWorkspace(ctx context.Context, out *Outcome, dir, copyDir string, artifacts []string, ev Events) error {
 	_ = ev.Progress("importing result", 0, 0)
-	root, err := t.ImportResult(ctx, out.ID, copyDir)
+	root, arts, err := t.ImportResult(ctx, out.ID, copyDir, artifacts)
 	if err != nil {
 		return err
 	}
-	out.ResultCID = root
+	out.ResultCID, out.Artifacts = root, arts
 	if root.Equals(out.Base) {
 		out.Merge = &dag.MergeReport{}
 		return nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -49,6 +50,7 @@ type runFlags struct {
 	require   []string
 	detach    bool
 	verify    string
+	artifacts []string
 }
 
 func newRunCmd(g *Globals) *cobra.Command {
@@ -67,7 +69,10 @@ Output streams live: the task's stdout to stdout, its stderr to stderr. With
 --workspace DIR, DIR is imported, a copy is mounted at /workspace, and what the
 task changed there is merged back into DIR three-way, never overwriting an
 edit made in DIR meanwhile (conflicts are written beside as PATH.theirs).
-The merge report goes to stderr.
+The merge report goes to stderr. --artifact PATTERN (a path or glob under
+the workspace) takes what matches out of the result when the task ends: each
+match is stored as a DAG on the peer that ran the task and printed with its
+CID (fetch it with get), and is not merged into DIR.
 
 run exits with the task's exit code: 124 when it timed out, 130 when it was
 cancelled (Ctrl-C kills it), 128+N when signal N killed it (137 on OOM).
@@ -78,7 +83,8 @@ on (cortex-peer tasks, logs -f, result, cancel).`,
   cortex-peer run --workspace ./proj -- sh -c 'ls; echo hi > out.txt'
   cortex-peer run --isolation gvisor --memory 256M --timeout 1m -- sh -c 'uname -a'
   cortex-peer run --label gpu=false --workspace ./proj -- sh -c 'make test'
-  cortex-peer run --detach --peer 12D3KooW... -- ./build.sh`,
+  cortex-peer run --detach --peer 12D3KooW... -- ./build.sh
+  cortex-peer run --workspace ./proj --artifact out/app --artifact 'logs/*.txt' -- make build`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return UsageError{errors.New("run needs a command after --, e.g. cortex-peer run -- echo hi")}
@@ -113,6 +119,7 @@ on (cortex-peer tasks, logs -f, result, cancel).`,
 	fl.BoolVar(&f.detach, "detach", false, "print the task id once the task is submitted and return; see tasks, logs, result")
 	fl.StringVar(&f.verify, "verify", "", "check the result with the workspace's language server before it merges: report, or block (refuse a result that adds errors)")
 	fl.Lookup("verify").NoOptDefVal = "report"
+	fl.StringArrayVar(&f.artifacts, "artifact", nil, "a path or glob under the workspace (out/app, 'logs/*.txt') returned by CID when the task ends, not merged (repeatable)")
 	return cmd
 }
 
@@ -120,7 +127,7 @@ func (f *runFlags) request(args []string) (*apiv1.RunRequest, error) {
 	spec := &apiv1.TaskSpec{
 		Image: f.image, Command: args, Env: f.env, Workdir: f.workdir,
 		Network: f.network, Isolation: f.isolation, TimeoutMs: f.timeout.Milliseconds(),
-		Limits: &apiv1.TaskLimits{Cpus: f.cpus, Pids: f.pids},
+		Limits: &apiv1.TaskLimits{Cpus: f.cpus, Pids: f.pids}, Artifacts: f.artifacts,
 	}
 	for _, e := range f.env {
 		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
@@ -303,6 +310,9 @@ func printTaskEnd(w io.Writer, res *apiv1.TaskResult) {
 		fmt.Fprintf(w, "cortex-peer: verify: the result adds %d diagnostics (%d errors) and fixes %d\n", len(v.GetAdded()), v.GetAddedErrors(), len(v.GetFixed()))
 		printDiagnostics(w, v.GetAdded())
 	}
+	for _, a := range res.GetArtifacts() {
+		fmt.Fprintf(w, "cortex-peer: artifact %s: %s (%s; cortex-peer get %s -o %s)\n", a.GetPath(), a.GetCid(), formatBytes(a.GetBytes()), a.GetCid(), path.Base(a.GetPath()))
+	}
 	if rep := res.GetMerge(); rep != nil {
 		printMergeReport(w, rep)
 	}
@@ -321,6 +331,11 @@ func taskResultJSON(res *apiv1.TaskResult) map[string]any {
 	if rep := res.GetMerge(); rep != nil {
 		out["merge"] = mergeReportJSON(rep)
 	}
+	arts := make([]map[string]any, 0, len(res.GetArtifacts()))
+	for _, a := range res.GetArtifacts() {
+		arts = append(arts, map[string]any{"path": a.GetPath(), "cid": a.GetCid(), "bytes": a.GetBytes()})
+	}
+	out["artifacts"] = arts
 	if v := res.GetVerify(); v != nil {
 		diags := func(ds []*apiv1.LSPDiagnostic) []map[string]any {
 			list := make([]map[string]any, 0, len(ds))

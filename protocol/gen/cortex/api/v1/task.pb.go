@@ -42,7 +42,11 @@ type TaskSpec struct {
 	// "none" (default) or "host".
 	Network string `protobuf:"bytes,8,opt,name=network,proto3" json:"network,omitempty"`
 	// "runc" (default) or "gvisor".
-	Isolation     string `protobuf:"bytes,9,opt,name=isolation,proto3" json:"isolation,omitempty"`
+	Isolation string `protobuf:"bytes,9,opt,name=isolation,proto3" json:"isolation,omitempty"`
+	// Paths or globs under /workspace (out/app, logs/*.txt) that the peer
+	// that ran the task imports as DAGs when it ends and returns in the
+	// result's artifacts, apart from the workspace: they are not merged.
+	Artifacts     []string `protobuf:"bytes,10,rep,name=artifacts,proto3" json:"artifacts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -138,6 +142,13 @@ func (x *TaskSpec) GetIsolation() string {
 		return x.Isolation
 	}
 	return ""
+}
+
+func (x *TaskSpec) GetArtifacts() []string {
+	if x != nil {
+		return x.Artifacts
+	}
+	return nil
 }
 
 type TaskLimits struct {
@@ -1044,7 +1055,10 @@ type TaskResult struct {
 	// and nothing of its workspace was merged.
 	DiskLimitExceeded bool `protobuf:"varint,19,opt,name=disk_limit_exceeded,json=diskLimitExceeded,proto3" json:"disk_limit_exceeded,omitempty"`
 	// With verify: what the result adds and fixes, checked before the merge.
-	Verify        *LSPVerifyReport `protobuf:"bytes,20,opt,name=verify,proto3" json:"verify,omitempty"`
+	Verify *LSPVerifyReport `protobuf:"bytes,20,opt,name=verify,proto3" json:"verify,omitempty"`
+	// What the spec's artifacts matched, each a DAG on the peer that ran the
+	// task: get it by its CID from any peer.
+	Artifacts     []*TaskArtifact `protobuf:"bytes,21,rep,name=artifacts,proto3" json:"artifacts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1219,6 +1233,74 @@ func (x *TaskResult) GetVerify() *LSPVerifyReport {
 	return nil
 }
 
+func (x *TaskResult) GetArtifacts() []*TaskArtifact {
+	if x != nil {
+		return x.Artifacts
+	}
+	return nil
+}
+
+type TaskArtifact struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Relative to the workspace.
+	Path          string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Cid           string `protobuf:"bytes,2,opt,name=cid,proto3" json:"cid,omitempty"`
+	Bytes         uint64 `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskArtifact) Reset() {
+	*x = TaskArtifact{}
+	mi := &file_cortex_api_v1_task_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskArtifact) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskArtifact) ProtoMessage() {}
+
+func (x *TaskArtifact) ProtoReflect() protoreflect.Message {
+	mi := &file_cortex_api_v1_task_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskArtifact.ProtoReflect.Descriptor instead.
+func (*TaskArtifact) Descriptor() ([]byte, []int) {
+	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *TaskArtifact) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *TaskArtifact) GetCid() string {
+	if x != nil {
+		return x.Cid
+	}
+	return ""
+}
+
+func (x *TaskArtifact) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
 type ImportImageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Path  string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
@@ -1230,7 +1312,7 @@ type ImportImageRequest struct {
 
 func (x *ImportImageRequest) Reset() {
 	*x = ImportImageRequest{}
-	mi := &file_cortex_api_v1_task_proto_msgTypes[15]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1242,7 +1324,7 @@ func (x *ImportImageRequest) String() string {
 func (*ImportImageRequest) ProtoMessage() {}
 
 func (x *ImportImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_task_proto_msgTypes[15]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1255,7 +1337,7 @@ func (x *ImportImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportImageRequest.ProtoReflect.Descriptor instead.
 func (*ImportImageRequest) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{15}
+	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ImportImageRequest) GetPath() string {
@@ -1281,7 +1363,7 @@ type ImportImageResponse struct {
 
 func (x *ImportImageResponse) Reset() {
 	*x = ImportImageResponse{}
-	mi := &file_cortex_api_v1_task_proto_msgTypes[16]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1293,7 +1375,7 @@ func (x *ImportImageResponse) String() string {
 func (*ImportImageResponse) ProtoMessage() {}
 
 func (x *ImportImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_task_proto_msgTypes[16]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1306,7 +1388,7 @@ func (x *ImportImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportImageResponse.ProtoReflect.Descriptor instead.
 func (*ImportImageResponse) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{16}
+	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ImportImageResponse) GetImages() []*Image {
@@ -1325,7 +1407,7 @@ type PullImageRequest struct {
 
 func (x *PullImageRequest) Reset() {
 	*x = PullImageRequest{}
-	mi := &file_cortex_api_v1_task_proto_msgTypes[17]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1337,7 +1419,7 @@ func (x *PullImageRequest) String() string {
 func (*PullImageRequest) ProtoMessage() {}
 
 func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_task_proto_msgTypes[17]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1350,7 +1432,7 @@ func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageRequest.ProtoReflect.Descriptor instead.
 func (*PullImageRequest) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{17}
+	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PullImageRequest) GetRef() string {
@@ -1373,7 +1455,7 @@ type PullImageEvent struct {
 
 func (x *PullImageEvent) Reset() {
 	*x = PullImageEvent{}
-	mi := &file_cortex_api_v1_task_proto_msgTypes[18]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1385,7 +1467,7 @@ func (x *PullImageEvent) String() string {
 func (*PullImageEvent) ProtoMessage() {}
 
 func (x *PullImageEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_task_proto_msgTypes[18]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1398,7 +1480,7 @@ func (x *PullImageEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageEvent.ProtoReflect.Descriptor instead.
 func (*PullImageEvent) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{18}
+	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PullImageEvent) GetEvent() isPullImageEvent_Event {
@@ -1450,7 +1532,7 @@ type ListImagesRequest struct {
 
 func (x *ListImagesRequest) Reset() {
 	*x = ListImagesRequest{}
-	mi := &file_cortex_api_v1_task_proto_msgTypes[19]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1462,7 +1544,7 @@ func (x *ListImagesRequest) String() string {
 func (*ListImagesRequest) ProtoMessage() {}
 
 func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_task_proto_msgTypes[19]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1475,7 +1557,7 @@ func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesRequest.ProtoReflect.Descriptor instead.
 func (*ListImagesRequest) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{19}
+	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{20}
 }
 
 type ListImagesResponse struct {
@@ -1487,7 +1569,7 @@ type ListImagesResponse struct {
 
 func (x *ListImagesResponse) Reset() {
 	*x = ListImagesResponse{}
-	mi := &file_cortex_api_v1_task_proto_msgTypes[20]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1499,7 +1581,7 @@ func (x *ListImagesResponse) String() string {
 func (*ListImagesResponse) ProtoMessage() {}
 
 func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_task_proto_msgTypes[20]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1512,7 +1594,7 @@ func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesResponse.ProtoReflect.Descriptor instead.
 func (*ListImagesResponse) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{20}
+	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListImagesResponse) GetImages() []*Image {
@@ -1531,7 +1613,7 @@ type RemoveImageRequest struct {
 
 func (x *RemoveImageRequest) Reset() {
 	*x = RemoveImageRequest{}
-	mi := &file_cortex_api_v1_task_proto_msgTypes[21]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1543,7 +1625,7 @@ func (x *RemoveImageRequest) String() string {
 func (*RemoveImageRequest) ProtoMessage() {}
 
 func (x *RemoveImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_task_proto_msgTypes[21]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1556,7 +1638,7 @@ func (x *RemoveImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveImageRequest.ProtoReflect.Descriptor instead.
 func (*RemoveImageRequest) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{21}
+	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RemoveImageRequest) GetName() string {
@@ -1574,7 +1656,7 @@ type RemoveImageResponse struct {
 
 func (x *RemoveImageResponse) Reset() {
 	*x = RemoveImageResponse{}
-	mi := &file_cortex_api_v1_task_proto_msgTypes[22]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1586,7 +1668,7 @@ func (x *RemoveImageResponse) String() string {
 func (*RemoveImageResponse) ProtoMessage() {}
 
 func (x *RemoveImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_task_proto_msgTypes[22]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1599,7 +1681,7 @@ func (x *RemoveImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveImageResponse.ProtoReflect.Descriptor instead.
 func (*RemoveImageResponse) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{22}
+	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{23}
 }
 
 type Image struct {
@@ -1614,7 +1696,7 @@ type Image struct {
 
 func (x *Image) Reset() {
 	*x = Image{}
-	mi := &file_cortex_api_v1_task_proto_msgTypes[23]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1626,7 +1708,7 @@ func (x *Image) String() string {
 func (*Image) ProtoMessage() {}
 
 func (x *Image) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_task_proto_msgTypes[23]
+	mi := &file_cortex_api_v1_task_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1639,7 +1721,7 @@ func (x *Image) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Image.ProtoReflect.Descriptor instead.
 func (*Image) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{23}
+	return file_cortex_api_v1_task_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Image) GetName() string {
@@ -1674,7 +1756,7 @@ var File_cortex_api_v1_task_proto protoreflect.FileDescriptor
 
 const file_cortex_api_v1_task_proto_rawDesc = "" +
 	"\n" +
-	"\x18cortex/api/v1/task.proto\x12\rcortex.api.v1\x1a\x1dcortex/api/v1/workspace.proto\x1a\x17cortex/api/v1/lsp.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8f\x02\n" +
+	"\x18cortex/api/v1/task.proto\x12\rcortex.api.v1\x1a\x1dcortex/api/v1/workspace.proto\x1a\x17cortex/api/v1/lsp.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x02\n" +
 	"\bTaskSpec\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12\x18\n" +
 	"\acommand\x18\x02 \x03(\tR\acommand\x12\x10\n" +
@@ -1685,7 +1767,9 @@ const file_cortex_api_v1_task_proto_rawDesc = "" +
 	"\n" +
 	"timeout_ms\x18\a \x01(\x03R\ttimeoutMs\x12\x18\n" +
 	"\anetwork\x18\b \x01(\tR\anetwork\x12\x1c\n" +
-	"\tisolation\x18\t \x01(\tR\tisolationB\x06\n" +
+	"\tisolation\x18\t \x01(\tR\tisolation\x12\x1c\n" +
+	"\tartifacts\x18\n" +
+	" \x03(\tR\tartifactsB\x06\n" +
 	"\x04_uid\"\x93\x01\n" +
 	"\n" +
 	"TaskLimits\x12!\n" +
@@ -1749,7 +1833,7 @@ const file_cortex_api_v1_task_proto_rawDesc = "" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12.\n" +
 	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
-	"\x04data\x18\x04 \x01(\fR\x04data\"\xd6\x05\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\"\x91\x06\n" +
 	"\n" +
 	"TaskResult\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1b\n" +
@@ -1775,7 +1859,12 @@ const file_cortex_api_v1_task_proto_rawDesc = "" +
 	"\rstdout_chunks\x18\x11 \x01(\x04R\fstdoutChunks\x12#\n" +
 	"\rstderr_chunks\x18\x12 \x01(\x04R\fstderrChunks\x12.\n" +
 	"\x13disk_limit_exceeded\x18\x13 \x01(\bR\x11diskLimitExceeded\x126\n" +
-	"\x06verify\x18\x14 \x01(\v2\x1e.cortex.api.v1.LSPVerifyReportR\x06verify\"<\n" +
+	"\x06verify\x18\x14 \x01(\v2\x1e.cortex.api.v1.LSPVerifyReportR\x06verify\x129\n" +
+	"\tartifacts\x18\x15 \x03(\v2\x1b.cortex.api.v1.TaskArtifactR\tartifacts\"J\n" +
+	"\fTaskArtifact\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x10\n" +
+	"\x03cid\x18\x02 \x01(\tR\x03cid\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\"<\n" +
 	"\x12ImportImageRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"C\n" +
@@ -1822,7 +1911,7 @@ func file_cortex_api_v1_task_proto_rawDescGZIP() []byte {
 	return file_cortex_api_v1_task_proto_rawDescData
 }
 
-var file_cortex_api_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_cortex_api_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_cortex_api_v1_task_proto_goTypes = []any{
 	(*TaskSpec)(nil),              // 0: cortex.api.v1.TaskSpec
 	(*TaskLimits)(nil),            // 1: cortex.api.v1.TaskLimits
@@ -1839,65 +1928,67 @@ var file_cortex_api_v1_task_proto_goTypes = []any{
 	(*TaskStarted)(nil),           // 12: cortex.api.v1.TaskStarted
 	(*OutputChunk)(nil),           // 13: cortex.api.v1.OutputChunk
 	(*TaskResult)(nil),            // 14: cortex.api.v1.TaskResult
-	(*ImportImageRequest)(nil),    // 15: cortex.api.v1.ImportImageRequest
-	(*ImportImageResponse)(nil),   // 16: cortex.api.v1.ImportImageResponse
-	(*PullImageRequest)(nil),      // 17: cortex.api.v1.PullImageRequest
-	(*PullImageEvent)(nil),        // 18: cortex.api.v1.PullImageEvent
-	(*ListImagesRequest)(nil),     // 19: cortex.api.v1.ListImagesRequest
-	(*ListImagesResponse)(nil),    // 20: cortex.api.v1.ListImagesResponse
-	(*RemoveImageRequest)(nil),    // 21: cortex.api.v1.RemoveImageRequest
-	(*RemoveImageResponse)(nil),   // 22: cortex.api.v1.RemoveImageResponse
-	(*Image)(nil),                 // 23: cortex.api.v1.Image
-	nil,                           // 24: cortex.api.v1.RunRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
-	(*Progress)(nil),              // 26: cortex.api.v1.Progress
-	(*MergeReport)(nil),           // 27: cortex.api.v1.MergeReport
-	(*LSPVerifyReport)(nil),       // 28: cortex.api.v1.LSPVerifyReport
+	(*TaskArtifact)(nil),          // 15: cortex.api.v1.TaskArtifact
+	(*ImportImageRequest)(nil),    // 16: cortex.api.v1.ImportImageRequest
+	(*ImportImageResponse)(nil),   // 17: cortex.api.v1.ImportImageResponse
+	(*PullImageRequest)(nil),      // 18: cortex.api.v1.PullImageRequest
+	(*PullImageEvent)(nil),        // 19: cortex.api.v1.PullImageEvent
+	(*ListImagesRequest)(nil),     // 20: cortex.api.v1.ListImagesRequest
+	(*ListImagesResponse)(nil),    // 21: cortex.api.v1.ListImagesResponse
+	(*RemoveImageRequest)(nil),    // 22: cortex.api.v1.RemoveImageRequest
+	(*RemoveImageResponse)(nil),   // 23: cortex.api.v1.RemoveImageResponse
+	(*Image)(nil),                 // 24: cortex.api.v1.Image
+	nil,                           // 25: cortex.api.v1.RunRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	(*Progress)(nil),              // 27: cortex.api.v1.Progress
+	(*MergeReport)(nil),           // 28: cortex.api.v1.MergeReport
+	(*LSPVerifyReport)(nil),       // 29: cortex.api.v1.LSPVerifyReport
 }
 var file_cortex_api_v1_task_proto_depIdxs = []int32{
 	1,  // 0: cortex.api.v1.TaskSpec.limits:type_name -> cortex.api.v1.TaskLimits
 	0,  // 1: cortex.api.v1.RunRequest.spec:type_name -> cortex.api.v1.TaskSpec
-	24, // 2: cortex.api.v1.RunRequest.labels:type_name -> cortex.api.v1.RunRequest.LabelsEntry
+	25, // 2: cortex.api.v1.RunRequest.labels:type_name -> cortex.api.v1.RunRequest.LabelsEntry
 	7,  // 3: cortex.api.v1.ListTasksResponse.tasks:type_name -> cortex.api.v1.TaskInfo
 	7,  // 4: cortex.api.v1.GetTaskResponse.task:type_name -> cortex.api.v1.TaskInfo
-	25, // 5: cortex.api.v1.TaskInfo.submitted:type_name -> google.protobuf.Timestamp
-	25, // 6: cortex.api.v1.TaskInfo.updated:type_name -> google.protobuf.Timestamp
+	26, // 5: cortex.api.v1.TaskInfo.submitted:type_name -> google.protobuf.Timestamp
+	26, // 6: cortex.api.v1.TaskInfo.updated:type_name -> google.protobuf.Timestamp
 	14, // 7: cortex.api.v1.TaskInfo.result:type_name -> cortex.api.v1.TaskResult
 	12, // 8: cortex.api.v1.RunEvent.started:type_name -> cortex.api.v1.TaskStarted
 	13, // 9: cortex.api.v1.RunEvent.output:type_name -> cortex.api.v1.OutputChunk
 	14, // 10: cortex.api.v1.RunEvent.result:type_name -> cortex.api.v1.TaskResult
-	26, // 11: cortex.api.v1.RunEvent.progress:type_name -> cortex.api.v1.Progress
-	25, // 12: cortex.api.v1.OutputChunk.time:type_name -> google.protobuf.Timestamp
-	27, // 13: cortex.api.v1.TaskResult.merge:type_name -> cortex.api.v1.MergeReport
-	28, // 14: cortex.api.v1.TaskResult.verify:type_name -> cortex.api.v1.LSPVerifyReport
-	23, // 15: cortex.api.v1.ImportImageResponse.images:type_name -> cortex.api.v1.Image
-	26, // 16: cortex.api.v1.PullImageEvent.progress:type_name -> cortex.api.v1.Progress
-	23, // 17: cortex.api.v1.PullImageEvent.image:type_name -> cortex.api.v1.Image
-	23, // 18: cortex.api.v1.ListImagesResponse.images:type_name -> cortex.api.v1.Image
-	25, // 19: cortex.api.v1.Image.created:type_name -> google.protobuf.Timestamp
-	2,  // 20: cortex.api.v1.TaskService.Run:input_type -> cortex.api.v1.RunRequest
-	3,  // 21: cortex.api.v1.TaskService.ListTasks:input_type -> cortex.api.v1.ListTasksRequest
-	5,  // 22: cortex.api.v1.TaskService.GetTask:input_type -> cortex.api.v1.GetTaskRequest
-	8,  // 23: cortex.api.v1.TaskService.Logs:input_type -> cortex.api.v1.LogsRequest
-	9,  // 24: cortex.api.v1.TaskService.Cancel:input_type -> cortex.api.v1.CancelTaskRequest
-	15, // 25: cortex.api.v1.ImageService.Import:input_type -> cortex.api.v1.ImportImageRequest
-	17, // 26: cortex.api.v1.ImageService.Pull:input_type -> cortex.api.v1.PullImageRequest
-	19, // 27: cortex.api.v1.ImageService.List:input_type -> cortex.api.v1.ListImagesRequest
-	21, // 28: cortex.api.v1.ImageService.Remove:input_type -> cortex.api.v1.RemoveImageRequest
-	11, // 29: cortex.api.v1.TaskService.Run:output_type -> cortex.api.v1.RunEvent
-	4,  // 30: cortex.api.v1.TaskService.ListTasks:output_type -> cortex.api.v1.ListTasksResponse
-	6,  // 31: cortex.api.v1.TaskService.GetTask:output_type -> cortex.api.v1.GetTaskResponse
-	13, // 32: cortex.api.v1.TaskService.Logs:output_type -> cortex.api.v1.OutputChunk
-	10, // 33: cortex.api.v1.TaskService.Cancel:output_type -> cortex.api.v1.CancelTaskResponse
-	16, // 34: cortex.api.v1.ImageService.Import:output_type -> cortex.api.v1.ImportImageResponse
-	18, // 35: cortex.api.v1.ImageService.Pull:output_type -> cortex.api.v1.PullImageEvent
-	20, // 36: cortex.api.v1.ImageService.List:output_type -> cortex.api.v1.ListImagesResponse
-	22, // 37: cortex.api.v1.ImageService.Remove:output_type -> cortex.api.v1.RemoveImageResponse
-	29, // [29:38] is the sub-list for method output_type
-	20, // [20:29] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	27, // 11: cortex.api.v1.RunEvent.progress:type_name -> cortex.api.v1.Progress
+	26, // 12: cortex.api.v1.OutputChunk.time:type_name -> google.protobuf.Timestamp
+	28, // 13: cortex.api.v1.TaskResult.merge:type_name -> cortex.api.v1.MergeReport
+	29, // 14: cortex.api.v1.TaskResult.verify:type_name -> cortex.api.v1.LSPVerifyReport
+	15, // 15: cortex.api.v1.TaskResult.artifacts:type_name -> cortex.api.v1.TaskArtifact
+	24, // 16: cortex.api.v1.ImportImageResponse.images:type_name -> cortex.api.v1.Image
+	27, // 17: cortex.api.v1.PullImageEvent.progress:type_name -> cortex.api.v1.Progress
+	24, // 18: cortex.api.v1.PullImageEvent.image:type_name -> cortex.api.v1.Image
+	24, // 19: cortex.api.v1.ListImagesResponse.images:type_name -> cortex.api.v1.Image
+	26, // 20: cortex.api.v1.Image.created:type_name -> google.protobuf.Timestamp
+	2,  // 21: cortex.api.v1.TaskService.Run:input_type -> cortex.api.v1.RunRequest
+	3,  // 22: cortex.api.v1.TaskService.ListTasks:input_type -> cortex.api.v1.ListTasksRequest
+	5,  // 23: cortex.api.v1.TaskService.GetTask:input_type -> cortex.api.v1.GetTaskRequest
+	8,  // 24: cortex.api.v1.TaskService.Logs:input_type -> cortex.api.v1.LogsRequest
+	9,  // 25: cortex.api.v1.TaskService.Cancel:input_type -> cortex.api.v1.CancelTaskRequest
+	16, // 26: cortex.api.v1.ImageService.Import:input_type -> cortex.api.v1.ImportImageRequest
+	18, // 27: cortex.api.v1.ImageService.Pull:input_type -> cortex.api.v1.PullImageRequest
+	20, // 28: cortex.api.v1.ImageService.List:input_type -> cortex.api.v1.ListImagesRequest
+	22, // 29: cortex.api.v1.ImageService.Remove:input_type -> cortex.api.v1.RemoveImageRequest
+	11, // 30: cortex.api.v1.TaskService.Run:output_type -> cortex.api.v1.RunEvent
+	4,  // 31: cortex.api.v1.TaskService.ListTasks:output_type -> cortex.api.v1.ListTasksResponse
+	6,  // 32: cortex.api.v1.TaskService.GetTask:output_type -> cortex.api.v1.GetTaskResponse
+	13, // 33: cortex.api.v1.TaskService.Logs:output_type -> cortex.api.v1.OutputChunk
+	10, // 34: cortex.api.v1.TaskService.Cancel:output_type -> cortex.api.v1.CancelTaskResponse
+	17, // 35: cortex.api.v1.ImageService.Import:output_type -> cortex.api.v1.ImportImageResponse
+	19, // 36: cortex.api.v1.ImageService.Pull:output_type -> cortex.api.v1.PullImageEvent
+	21, // 37: cortex.api.v1.ImageService.List:output_type -> cortex.api.v1.ListImagesResponse
+	23, // 38: cortex.api.v1.ImageService.Remove:output_type -> cortex.api.v1.RemoveImageResponse
+	30, // [30:39] is the sub-list for method output_type
+	21, // [21:30] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_cortex_api_v1_task_proto_init() }
@@ -1914,7 +2005,7 @@ func file_cortex_api_v1_task_proto_init() {
 		(*RunEvent_Result)(nil),
 		(*RunEvent_Progress)(nil),
 	}
-	file_cortex_api_v1_task_proto_msgTypes[18].OneofWrappers = []any{
+	file_cortex_api_v1_task_proto_msgTypes[19].OneofWrappers = []any{
 		(*PullImageEvent_Progress)(nil),
 		(*PullImageEvent_Image)(nil),
 	}
@@ -1924,7 +2015,7 @@ func file_cortex_api_v1_task_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cortex_api_v1_task_proto_rawDesc), len(file_cortex_api_v1_task_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -179,7 +179,10 @@ type TaskSpec struct {
 	Network     string                 `protobuf:"bytes,11,opt,name=network,proto3" json:"network,omitempty"`
 	Isolation   string                 `protobuf:"bytes,12,opt,name=isolation,proto3" json:"isolation,omitempty"`
 	// Bound on what the task writes to /workspace.
-	DiskBytes     int64 `protobuf:"varint,13,opt,name=disk_bytes,json=diskBytes,proto3" json:"disk_bytes,omitempty"`
+	DiskBytes int64 `protobuf:"varint,13,opt,name=disk_bytes,json=diskBytes,proto3" json:"disk_bytes,omitempty"`
+	// Paths or globs under /workspace imported as DAGs when the task ends
+	// and returned apart from the workspace.
+	Artifacts     []string `protobuf:"bytes,14,rep,name=artifacts,proto3" json:"artifacts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -305,6 +308,76 @@ func (x *TaskSpec) GetDiskBytes() int64 {
 	return 0
 }
 
+func (x *TaskSpec) GetArtifacts() []string {
+	if x != nil {
+		return x.Artifacts
+	}
+	return nil
+}
+
+// TaskArtifact is a file or directory a task left, as a DAG on the
+// executor.
+type TaskArtifact struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Path  string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	// Root CID (binary).
+	Root          []byte `protobuf:"bytes,2,opt,name=root,proto3" json:"root,omitempty"`
+	Bytes         uint64 `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskArtifact) Reset() {
+	*x = TaskArtifact{}
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskArtifact) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskArtifact) ProtoMessage() {}
+
+func (x *TaskArtifact) ProtoReflect() protoreflect.Message {
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskArtifact.ProtoReflect.Descriptor instead.
+func (*TaskArtifact) Descriptor() ([]byte, []int) {
+	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *TaskArtifact) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *TaskArtifact) GetRoot() []byte {
+	if x != nil {
+		return x.Root
+	}
+	return nil
+}
+
+func (x *TaskArtifact) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
 // TaskRequest is the one message a requester sends on /cortex/task/1.0.0;
 // the other side answers with one TaskReply and closes the stream.
 type TaskRequest struct {
@@ -324,7 +397,7 @@ type TaskRequest struct {
 
 func (x *TaskRequest) Reset() {
 	*x = TaskRequest{}
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[1]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -336,7 +409,7 @@ func (x *TaskRequest) String() string {
 func (*TaskRequest) ProtoMessage() {}
 
 func (x *TaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[1]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -349,7 +422,7 @@ func (x *TaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskRequest.ProtoReflect.Descriptor instead.
 func (*TaskRequest) Descriptor() ([]byte, []int) {
-	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{1}
+	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *TaskRequest) GetRequest() isTaskRequest_Request {
@@ -468,7 +541,7 @@ type AckOutput struct {
 
 func (x *AckOutput) Reset() {
 	*x = AckOutput{}
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[2]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -480,7 +553,7 @@ func (x *AckOutput) String() string {
 func (*AckOutput) ProtoMessage() {}
 
 func (x *AckOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[2]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -493,7 +566,7 @@ func (x *AckOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckOutput.ProtoReflect.Descriptor instead.
 func (*AckOutput) Descriptor() ([]byte, []int) {
-	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{2}
+	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *AckOutput) GetTaskId() string {
@@ -530,7 +603,7 @@ type ProbeBlocks struct {
 
 func (x *ProbeBlocks) Reset() {
 	*x = ProbeBlocks{}
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[3]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -542,7 +615,7 @@ func (x *ProbeBlocks) String() string {
 func (*ProbeBlocks) ProtoMessage() {}
 
 func (x *ProbeBlocks) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[3]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -555,7 +628,7 @@ func (x *ProbeBlocks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeBlocks.ProtoReflect.Descriptor instead.
 func (*ProbeBlocks) Descriptor() ([]byte, []int) {
-	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{3}
+	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ProbeBlocks) GetCids() [][]byte {
@@ -580,7 +653,7 @@ type SubmitTask struct {
 
 func (x *SubmitTask) Reset() {
 	*x = SubmitTask{}
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[4]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -592,7 +665,7 @@ func (x *SubmitTask) String() string {
 func (*SubmitTask) ProtoMessage() {}
 
 func (x *SubmitTask) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[4]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -605,7 +678,7 @@ func (x *SubmitTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitTask.ProtoReflect.Descriptor instead.
 func (*SubmitTask) Descriptor() ([]byte, []int) {
-	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{4}
+	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SubmitTask) GetTaskId() string {
@@ -638,7 +711,7 @@ type CancelTask struct {
 
 func (x *CancelTask) Reset() {
 	*x = CancelTask{}
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[5]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -650,7 +723,7 @@ func (x *CancelTask) String() string {
 func (*CancelTask) ProtoMessage() {}
 
 func (x *CancelTask) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[5]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -663,7 +736,7 @@ func (x *CancelTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTask.ProtoReflect.Descriptor instead.
 func (*CancelTask) Descriptor() ([]byte, []int) {
-	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{5}
+	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CancelTask) GetTaskId() string {
@@ -683,7 +756,7 @@ type QueryTask struct {
 
 func (x *QueryTask) Reset() {
 	*x = QueryTask{}
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[6]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -695,7 +768,7 @@ func (x *QueryTask) String() string {
 func (*QueryTask) ProtoMessage() {}
 
 func (x *QueryTask) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[6]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -708,7 +781,7 @@ func (x *QueryTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryTask.ProtoReflect.Descriptor instead.
 func (*QueryTask) Descriptor() ([]byte, []int) {
-	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{6}
+	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *QueryTask) GetTaskId() string {
@@ -729,7 +802,7 @@ type DeliverResult struct {
 
 func (x *DeliverResult) Reset() {
 	*x = DeliverResult{}
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[7]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -741,7 +814,7 @@ func (x *DeliverResult) String() string {
 func (*DeliverResult) ProtoMessage() {}
 
 func (x *DeliverResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[7]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -754,7 +827,7 @@ func (x *DeliverResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverResult.ProtoReflect.Descriptor instead.
 func (*DeliverResult) Descriptor() ([]byte, []int) {
-	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{7}
+	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DeliverResult) GetResult() *TaskResult {
@@ -779,7 +852,7 @@ type TaskReply struct {
 
 func (x *TaskReply) Reset() {
 	*x = TaskReply{}
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[8]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -791,7 +864,7 @@ func (x *TaskReply) String() string {
 func (*TaskReply) ProtoMessage() {}
 
 func (x *TaskReply) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[8]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -804,7 +877,7 @@ func (x *TaskReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskReply.ProtoReflect.Descriptor instead.
 func (*TaskReply) Descriptor() ([]byte, []int) {
-	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{8}
+	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TaskReply) GetCode() ReplyCode {
@@ -867,14 +940,15 @@ type TaskResult struct {
 	LogDroppedBytes uint64 `protobuf:"varint,17,opt,name=log_dropped_bytes,json=logDroppedBytes,proto3" json:"log_dropped_bytes,omitempty"`
 	StartedAtUnixMs int64  `protobuf:"varint,18,opt,name=started_at_unix_ms,json=startedAtUnixMs,proto3" json:"started_at_unix_ms,omitempty"`
 	// The task wrote more than its disk limit: killed, nothing comes back.
-	DiskLimitExceeded bool `protobuf:"varint,19,opt,name=disk_limit_exceeded,json=diskLimitExceeded,proto3" json:"disk_limit_exceeded,omitempty"`
+	DiskLimitExceeded bool            `protobuf:"varint,19,opt,name=disk_limit_exceeded,json=diskLimitExceeded,proto3" json:"disk_limit_exceeded,omitempty"`
+	Artifacts         []*TaskArtifact `protobuf:"bytes,20,rep,name=artifacts,proto3" json:"artifacts,omitempty"`
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
 }
 
 func (x *TaskResult) Reset() {
 	*x = TaskResult{}
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[9]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -886,7 +960,7 @@ func (x *TaskResult) String() string {
 func (*TaskResult) ProtoMessage() {}
 
 func (x *TaskResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[9]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -899,7 +973,7 @@ func (x *TaskResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResult.ProtoReflect.Descriptor instead.
 func (*TaskResult) Descriptor() ([]byte, []int) {
-	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{9}
+	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TaskResult) GetTaskId() string {
@@ -1035,6 +1109,13 @@ func (x *TaskResult) GetDiskLimitExceeded() bool {
 	return false
 }
 
+func (x *TaskResult) GetArtifacts() []*TaskArtifact {
+	if x != nil {
+		return x.Artifacts
+	}
+	return nil
+}
+
 // LogChunk is one piece of a task's output, published on the task's log
 // topic as it is written and returned by /cortex/logs/1.0.0.
 type LogChunk struct {
@@ -1052,7 +1133,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[10]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1064,7 +1145,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[10]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1077,7 +1158,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{10}
+	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *LogChunk) GetTaskId() string {
@@ -1130,7 +1211,7 @@ type LogRangeRequest struct {
 
 func (x *LogRangeRequest) Reset() {
 	*x = LogRangeRequest{}
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[11]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1142,7 +1223,7 @@ func (x *LogRangeRequest) String() string {
 func (*LogRangeRequest) ProtoMessage() {}
 
 func (x *LogRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_mesh_v1_task_proto_msgTypes[11]
+	mi := &file_cortex_mesh_v1_task_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1155,7 +1236,7 @@ func (x *LogRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogRangeRequest.ProtoReflect.Descriptor instead.
 func (*LogRangeRequest) Descriptor() ([]byte, []int) {
-	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{11}
+	return file_cortex_mesh_v1_task_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *LogRangeRequest) GetTaskId() string {
@@ -1190,7 +1271,7 @@ var File_cortex_mesh_v1_task_proto protoreflect.FileDescriptor
 
 const file_cortex_mesh_v1_task_proto_rawDesc = "" +
 	"\n" +
-	"\x19cortex/mesh/v1/task.proto\x12\x0ecortex.mesh.v1\"\xe3\x02\n" +
+	"\x19cortex/mesh/v1/task.proto\x12\x0ecortex.mesh.v1\"\x81\x03\n" +
 	"\bTaskSpec\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12\x18\n" +
 	"\acommand\x18\x02 \x03(\tR\acommand\x12\x10\n" +
@@ -1207,8 +1288,13 @@ const file_cortex_mesh_v1_task_proto_rawDesc = "" +
 	"\anetwork\x18\v \x01(\tR\anetwork\x12\x1c\n" +
 	"\tisolation\x18\f \x01(\tR\tisolation\x12\x1d\n" +
 	"\n" +
-	"disk_bytes\x18\r \x01(\x03R\tdiskBytesB\x06\n" +
-	"\x04_uid\"\xd6\x02\n" +
+	"disk_bytes\x18\r \x01(\x03R\tdiskBytes\x12\x1c\n" +
+	"\tartifacts\x18\x0e \x03(\tR\tartifactsB\x06\n" +
+	"\x04_uid\"L\n" +
+	"\fTaskArtifact\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
+	"\x04root\x18\x02 \x01(\fR\x04root\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\"\xd6\x02\n" +
 	"\vTaskRequest\x124\n" +
 	"\x06submit\x18\x01 \x01(\v2\x1a.cortex.mesh.v1.SubmitTaskH\x00R\x06submit\x124\n" +
 	"\x06cancel\x18\x02 \x01(\v2\x1a.cortex.mesh.v1.CancelTaskH\x00R\x06cancel\x121\n" +
@@ -1242,7 +1328,7 @@ const file_cortex_mesh_v1_task_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12/\n" +
 	"\x05state\x18\x03 \x01(\x0e2\x19.cortex.mesh.v1.TaskStateR\x05state\x122\n" +
 	"\x06result\x18\x04 \x01(\v2\x1a.cortex.mesh.v1.TaskResultR\x06result\x12\x12\n" +
-	"\x04have\x18\x05 \x01(\rR\x04have\"\xa3\x05\n" +
+	"\x04have\x18\x05 \x01(\rR\x04have\"\xdf\x05\n" +
 	"\n" +
 	"TaskResult\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12/\n" +
@@ -1268,7 +1354,8 @@ const file_cortex_mesh_v1_task_proto_rawDesc = "" +
 	"\fstderr_bytes\x18\x10 \x01(\x04R\vstderrBytes\x12*\n" +
 	"\x11log_dropped_bytes\x18\x11 \x01(\x04R\x0flogDroppedBytes\x12+\n" +
 	"\x12started_at_unix_ms\x18\x12 \x01(\x03R\x0fstartedAtUnixMs\x12.\n" +
-	"\x13disk_limit_exceeded\x18\x13 \x01(\bR\x11diskLimitExceeded\"\x83\x01\n" +
+	"\x13disk_limit_exceeded\x18\x13 \x01(\bR\x11diskLimitExceeded\x12:\n" +
+	"\tartifacts\x18\x14 \x03(\v2\x1c.cortex.mesh.v1.TaskArtifactR\tartifacts\"\x83\x01\n" +
 	"\bLogChunk\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x16\n" +
 	"\x06stream\x18\x02 \x01(\rR\x06stream\x12\x10\n" +
@@ -1313,41 +1400,43 @@ func file_cortex_mesh_v1_task_proto_rawDescGZIP() []byte {
 }
 
 var file_cortex_mesh_v1_task_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_cortex_mesh_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_cortex_mesh_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_cortex_mesh_v1_task_proto_goTypes = []any{
 	(ReplyCode)(0),          // 0: cortex.mesh.v1.ReplyCode
 	(TaskState)(0),          // 1: cortex.mesh.v1.TaskState
 	(*TaskSpec)(nil),        // 2: cortex.mesh.v1.TaskSpec
-	(*TaskRequest)(nil),     // 3: cortex.mesh.v1.TaskRequest
-	(*AckOutput)(nil),       // 4: cortex.mesh.v1.AckOutput
-	(*ProbeBlocks)(nil),     // 5: cortex.mesh.v1.ProbeBlocks
-	(*SubmitTask)(nil),      // 6: cortex.mesh.v1.SubmitTask
-	(*CancelTask)(nil),      // 7: cortex.mesh.v1.CancelTask
-	(*QueryTask)(nil),       // 8: cortex.mesh.v1.QueryTask
-	(*DeliverResult)(nil),   // 9: cortex.mesh.v1.DeliverResult
-	(*TaskReply)(nil),       // 10: cortex.mesh.v1.TaskReply
-	(*TaskResult)(nil),      // 11: cortex.mesh.v1.TaskResult
-	(*LogChunk)(nil),        // 12: cortex.mesh.v1.LogChunk
-	(*LogRangeRequest)(nil), // 13: cortex.mesh.v1.LogRangeRequest
+	(*TaskArtifact)(nil),    // 3: cortex.mesh.v1.TaskArtifact
+	(*TaskRequest)(nil),     // 4: cortex.mesh.v1.TaskRequest
+	(*AckOutput)(nil),       // 5: cortex.mesh.v1.AckOutput
+	(*ProbeBlocks)(nil),     // 6: cortex.mesh.v1.ProbeBlocks
+	(*SubmitTask)(nil),      // 7: cortex.mesh.v1.SubmitTask
+	(*CancelTask)(nil),      // 8: cortex.mesh.v1.CancelTask
+	(*QueryTask)(nil),       // 9: cortex.mesh.v1.QueryTask
+	(*DeliverResult)(nil),   // 10: cortex.mesh.v1.DeliverResult
+	(*TaskReply)(nil),       // 11: cortex.mesh.v1.TaskReply
+	(*TaskResult)(nil),      // 12: cortex.mesh.v1.TaskResult
+	(*LogChunk)(nil),        // 13: cortex.mesh.v1.LogChunk
+	(*LogRangeRequest)(nil), // 14: cortex.mesh.v1.LogRangeRequest
 }
 var file_cortex_mesh_v1_task_proto_depIdxs = []int32{
-	6,  // 0: cortex.mesh.v1.TaskRequest.submit:type_name -> cortex.mesh.v1.SubmitTask
-	7,  // 1: cortex.mesh.v1.TaskRequest.cancel:type_name -> cortex.mesh.v1.CancelTask
-	8,  // 2: cortex.mesh.v1.TaskRequest.query:type_name -> cortex.mesh.v1.QueryTask
-	9,  // 3: cortex.mesh.v1.TaskRequest.deliver:type_name -> cortex.mesh.v1.DeliverResult
-	5,  // 4: cortex.mesh.v1.TaskRequest.probe:type_name -> cortex.mesh.v1.ProbeBlocks
-	4,  // 5: cortex.mesh.v1.TaskRequest.ack:type_name -> cortex.mesh.v1.AckOutput
+	7,  // 0: cortex.mesh.v1.TaskRequest.submit:type_name -> cortex.mesh.v1.SubmitTask
+	8,  // 1: cortex.mesh.v1.TaskRequest.cancel:type_name -> cortex.mesh.v1.CancelTask
+	9,  // 2: cortex.mesh.v1.TaskRequest.query:type_name -> cortex.mesh.v1.QueryTask
+	10, // 3: cortex.mesh.v1.TaskRequest.deliver:type_name -> cortex.mesh.v1.DeliverResult
+	6,  // 4: cortex.mesh.v1.TaskRequest.probe:type_name -> cortex.mesh.v1.ProbeBlocks
+	5,  // 5: cortex.mesh.v1.TaskRequest.ack:type_name -> cortex.mesh.v1.AckOutput
 	2,  // 6: cortex.mesh.v1.SubmitTask.spec:type_name -> cortex.mesh.v1.TaskSpec
-	11, // 7: cortex.mesh.v1.DeliverResult.result:type_name -> cortex.mesh.v1.TaskResult
+	12, // 7: cortex.mesh.v1.DeliverResult.result:type_name -> cortex.mesh.v1.TaskResult
 	0,  // 8: cortex.mesh.v1.TaskReply.code:type_name -> cortex.mesh.v1.ReplyCode
 	1,  // 9: cortex.mesh.v1.TaskReply.state:type_name -> cortex.mesh.v1.TaskState
-	11, // 10: cortex.mesh.v1.TaskReply.result:type_name -> cortex.mesh.v1.TaskResult
+	12, // 10: cortex.mesh.v1.TaskReply.result:type_name -> cortex.mesh.v1.TaskResult
 	1,  // 11: cortex.mesh.v1.TaskResult.state:type_name -> cortex.mesh.v1.TaskState
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	3,  // 12: cortex.mesh.v1.TaskResult.artifacts:type_name -> cortex.mesh.v1.TaskArtifact
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_cortex_mesh_v1_task_proto_init() }
@@ -1356,7 +1445,7 @@ func file_cortex_mesh_v1_task_proto_init() {
 		return
 	}
 	file_cortex_mesh_v1_task_proto_msgTypes[0].OneofWrappers = []any{}
-	file_cortex_mesh_v1_task_proto_msgTypes[1].OneofWrappers = []any{
+	file_cortex_mesh_v1_task_proto_msgTypes[2].OneofWrappers = []any{
 		(*TaskRequest_Submit)(nil),
 		(*TaskRequest_Cancel)(nil),
 		(*TaskRequest_Query)(nil),
@@ -1370,7 +1459,7 @@ func file_cortex_mesh_v1_task_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cortex_mesh_v1_task_proto_rawDesc), len(file_cortex_mesh_v1_task_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
