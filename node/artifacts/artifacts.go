@@ -178,7 +178,9 @@ func (s *Service) Get(ctx context.Context, root cid.Cid, dest string, force bool
 	before := s.received()
 	fetched, written, err := s.trees.Get(ctx, root, target, stall, progress)
 	if err != nil {
-		_ = os.RemoveAll(filepath.Clean(target)) // the tree's own get leaves nothing; a forced one's scratch copy neither
+		if target != dest {
+			_ = os.RemoveAll(target) // a forced get's scratch copy (the tree's own get leaves nothing at dest)
+		}
 		return GetResult{}, err
 	}
 	if target != dest {
@@ -212,7 +214,7 @@ func (s *Service) received() map[peer.ID]int64 {
 
 // Size is the size of the file root, fetching its root node if need be.
 func (s *Service) Size(ctx context.Context, root cid.Cid, stall time.Duration) (int64, error) {
-	if err := s.fetchRange(ctx, root, 0, 0, stall); err != nil {
+	if err := s.fetch.FetchRange(ctx, root, 0, 0, stall); err != nil {
 		return 0, err
 	}
 	return s.dags.FileSize(ctx, root)
@@ -247,7 +249,7 @@ func (s *Service) Read(ctx context.Context, root cid.Cid, off, n int64, stall ti
 	}
 	start := func(o int64) *ahead {
 		a := &ahead{off: o, n: min(chunk, end-o), done: make(chan error, 1)}
-		go func() { a.done <- s.fetchRange(ctx, root, a.off, a.n, stall) }()
+		go func() { a.done <- s.fetch.FetchRange(ctx, root, a.off, a.n, stall) }()
 		return a
 	}
 	buf := make([]byte, chunk)
@@ -281,9 +283,4 @@ func (s *Service) Read(ctx context.Context, root cid.Cid, off, n int64, stall ti
 		}
 	}
 	return written, nil
-}
-
-// fetchRange is FetchRange that costs nothing when the range is here.
-func (s *Service) fetchRange(ctx context.Context, root cid.Cid, off, n int64, stall time.Duration) error {
-	return s.fetch.FetchRange(ctx, root, off, n, stall)
 }
