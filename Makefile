@@ -53,6 +53,10 @@ bench-ws: $(KUBO_BIN) ## Workspace figures side by side with Kubo and rsync (Go 
 	@command -v rsync >/dev/null || $(SUDO) apt-get install -y -qq rsync
 	$(GO) run ./testnet/wsbench -kubo $(KUBO_BIN)
 
+.PHONY: bench-artifacts
+bench-artifacts: $(KUBO_BIN) build ## Artifact figures: a 1 GiB get beside Kubo and sha256, memory, a get killed half-way (a few minutes).
+	$(GO) run ./testnet/artifactbench -kubo $(KUBO_BIN) -bin $(BIN) $(ARTIFACTBENCH_FLAGS)
+
 .PHONY: bench-run
 bench-run: deps ## Task figures: start latency beside `ctr run --rm` and gVisor, 1 GiB of output, 20 concurrent tasks, delegation on 3 peers (a few minutes).
 	$(GO) test -run '^$$' -bench 'StartLatency' -benchtime 20x ./runtime/

@@ -10,25 +10,22 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/cortex-peer/cortex-peer/node/apiclient"
 	"github.com/cortex-peer/cortex-peer/testnet"
+	"github.com/cortex-peer/cortex-peer/testnet/benchkit"
 	"github.com/cortex-peer/cortex-peer/testnet/quiet"
 )
 
@@ -120,7 +117,7 @@ func run(kubo, corpus string, bigMiB int, work string) error {
 	if err := os.MkdirAll(bigDir, 0o755); err != nil {
 		return err
 	}
-	if err := writeRandom(bigFile, int64(bigMiB)<<20); err != nil {
+	if err := benchkit.WriteRandom(bigFile, int64(bigMiB)<<20); err != nil {
 		return err
 	}
 
@@ -144,12 +141,12 @@ func run(kubo, corpus string, bigMiB int, work string) error {
 	p1, p2 := pn.Peers[0].DataDir, pn.Peers[1].DataDir
 
 	// Baseline: Kubo import and fetch.
-	var k *kuboPair
+	var k *benchkit.KuboPair
 	if kubo != "" {
-		if k, err = startKubo(ctx, kubo, filepath.Join(work, "kubo")); err != nil {
+		if k, err = benchkit.StartKubo(ctx, kubo, filepath.Join(work, "kubo")); err != nil {
 			return fmt.Errorf("kubo: %w", err)
 		}
-		defer k.stop()
+		defer k.Stop()
 	}
 
 	// 1. Full import.
@@ -158,7 +155,7 @@ func run(kubo, corpus string, bigMiB int, work string) error {
 	var tKubo time.Duration
 	var kuboRoot string
 	if k != nil {
-		tKubo = timeIt(func() { kuboRoot = k.add(0, src) })
+		tKubo = timeIt(func() { kuboRoot = must(k.Add(0, src)) })
 	}
 	report(fmt.Sprintf("full import, %d files", files), tOurs, "kubo add", tKubo)
 
@@ -210,11 +207,11 @@ func run(kubo, corpus string, bigMiB int, work string) error {
 	var tKuboFetch time.Duration
 	kuboDone := true
 	if k != nil {
-		tKuboFetch = timeIt(func() { kuboDone = k.pin(1, kuboRoot) })
+		tKuboFetch = timeIt(func() { kuboDone = must(k.Pin(1, kuboRoot)) })
 	}
 	report("fetch whole corpus by a second peer (ours: ws get incl. write)", tFetch, "kubo pin add", tKuboFetch)
 	if !kuboDone {
-		note("  kubo pin add did not finish", fmt.Sprintf("stopped after %s (empty files: zero-length blocks never sent)", kuboFetchLimit))
+		note("  kubo pin add did not finish", fmt.Sprintf("stopped after %s (empty files: zero-length blocks never sent)", benchkit.KuboFetchLimit))
 	}
 	report(fmt.Sprintf("  same, against rsync from a daemon on loopback (medians of %d)", fetchRuns), tFetch, "rsync", median(rsyncRuns))
 	note("    each run, ours / rsync", runsOf(ourRuns)+" / "+runsOf(rsyncRuns))
@@ -236,16 +233,16 @@ func run(kubo, corpus string, bigMiB int, work string) error {
 	note("  block bytes moved / changed bytes", fmt.Sprintf("%d / %d (goal <= 2x + 64 KiB = %d)", got.FetchedBytes, changed, 2*changed+64<<10))
 
 	// 5. The 1 GiB file: import against sha256 of the same bytes.
-	tHash := timeIt(func() { sha256File(bigFile) })
+	tHash := timeIt(func() { must(benchkit.SHA256File(bigFile)) })
 	var bigRoot string
-	s1 := sampleRSS(pn.Peers[0].Pid())
+	s1 := benchkit.SampleRSS(pn.Peers[0].Pid())
 	tBig := timeIt(func() { bigRoot = mustAdd(bin, p1, bigDir) })
 	report(fmt.Sprintf("import %d MiB random file (goal within 2x of sha256)", bigMiB), tBig, "sha256", tHash)
-	note("  peer 1 memory during the import (goal < 256 MiB)", s1.stop())
-	s2 := sampleRSS(pn.Peers[1].Pid())
+	note("  peer 1 memory during the import (goal < 256 MiB)", s1.Stop())
+	s2 := benchkit.SampleRSS(pn.Peers[1].Pid())
 	tBigFetch := timeIt(func() { mustGet(bin, p2, bigRoot, filepath.Join(work, "dest-big")) })
 	report(fmt.Sprintf("fetch %d MiB file by peer 2", bigMiB), tBigFetch, "", 0)
-	note("  peer 2 memory during the fetch (goal < 256 MiB)", s2.stop())
+	note("  peer 2 memory during the fetch (goal < 256 MiB)", s2.Stop())
 
 	fmt.Println()
 	fmt.Printf("%-58s %-10s %-22s %s\n", "workspace figures", "ours", "baseline", "baseline/ours")
@@ -253,6 +250,15 @@ func run(kubo, corpus string, bigMiB int, work string) error {
 		fmt.Printf("%-58s %-10s %-22s %s\n", r.what, r.ours, r.baseline, r.ratio)
 	}
 	return nil
+}
+
+// must is v, or the end of the bench with err.
+func must[T any](v T, err error) T {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "wsbench:", err)
+		os.Exit(1)
+	}
+	return v
 }
 
 // goSrc is the source tree of the Go installation on the PATH.
@@ -342,32 +348,6 @@ func treeSize(dir string) (files int, bytes int64) {
 	return files, bytes
 }
 
-func writeRandom(path string, n int64) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	r := rand.NewChaCha8([32]byte{42})
-	w := bufio.NewWriterSize(f, 1<<20)
-	if _, err := io.CopyN(w, r, n); err != nil {
-		return err
-	}
-	return w.Flush()
-}
-
-func sha256File(path string) {
-	f, err := os.Open(path)
-	if err != nil {
-		panic(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		panic(err)
-	}
-}
-
 // changeTen edits nine small files and appends 1 MB to the largest file of
 // the corpus; it returns the number of bytes changed.
 func changeTen(src string) int64 {
@@ -399,59 +379,6 @@ func changeTen(src string) int64 {
 	n, _ := f.Write(buf)
 	f.Close()
 	return changed + int64(n)
-}
-
-// rssSampler polls a process's memory while an operation runs and keeps the
-// largest anonymous (heap, stacks) and total resident sizes seen.
-type rssSampler struct {
-	pid             int
-	done            chan struct{}
-	finished        chan struct{}
-	maxAnon, maxRSS float64
-}
-
-func sampleRSS(pid int) *rssSampler {
-	s := &rssSampler{pid: pid, done: make(chan struct{}), finished: make(chan struct{})}
-	go func() {
-		defer close(s.finished)
-		t := time.NewTicker(20 * time.Millisecond)
-		defer t.Stop()
-		for {
-			kb := procStatus(pid)
-			s.maxAnon = max(s.maxAnon, kb["RssAnon"])
-			s.maxRSS = max(s.maxRSS, kb["VmRSS"])
-			select {
-			case <-s.done:
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return s
-}
-
-func (s *rssSampler) stop() string {
-	close(s.done)
-	<-s.finished
-	return fmt.Sprintf("max anonymous %.0f MiB, max resident %.0f MiB (incl. file-backed mmap of the store)", s.maxAnon, s.maxRSS)
-}
-
-func procStatus(pid int) map[string]float64 {
-	kb := map[string]float64{}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return kb
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		if n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB")); err == nil {
-			kb[k] = float64(n) / 1024
-		}
-	}
-	return kb
 }
 
 const rsyncPort = "28730"

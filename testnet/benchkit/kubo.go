@@ -1,4 +1,4 @@
-package main
+package benchkit
 
 import (
 	"context"
@@ -10,23 +10,25 @@ import (
 	"time"
 )
 
-// kuboPair is two Kubo daemons on loopback, profile "test", routing off,
-// connected to each other: the baseline the workspace issue names.
-type kuboPair struct {
+// KuboPair is two Kubo daemons on loopback, profile "test", routing off,
+// connected to each other: the baseline the workspace and artifacts
+// benches compare with.
+type KuboPair struct {
 	bin   string
 	repos [2]string
 	procs [2]*exec.Cmd
 }
 
-func startKubo(ctx context.Context, bin, dir string) (*kuboPair, error) {
-	k := &kuboPair{bin: bin}
+// StartKubo starts the pair with repos under dir.
+func StartKubo(ctx context.Context, bin, dir string) (*KuboPair, error) {
+	k := &KuboPair{bin: bin}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	for i := range 2 {
 		repo := filepath.Join(dir, fmt.Sprintf("node%d", i+1))
 		k.repos[i] = repo
-		if out, err := k.cmd(i, "init", "--profile=test").CombinedOutput(); err != nil {
+		if out, err := k.Cmd(i, "init", "--profile=test").CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("init: %v: %s", err, out)
 		}
 		for _, kv := range [][2]string{
@@ -36,11 +38,11 @@ func startKubo(ctx context.Context, bin, dir string) (*kuboPair, error) {
 			{"Addresses.Gateway", `"/ip4/127.0.0.1/tcp/0"`},
 			{"Bootstrap", `[]`},
 		} {
-			if out, err := k.cmd(i, "config", "--json", kv[0], kv[1]).CombinedOutput(); err != nil {
+			if out, err := k.Cmd(i, "config", "--json", kv[0], kv[1]).CombinedOutput(); err != nil {
 				return nil, fmt.Errorf("config %s: %v: %s", kv[0], err, out)
 			}
 		}
-		d := k.cmd(i, "daemon", "--offline=false")
+		d := k.Cmd(i, "daemon", "--offline=false")
 		logf, _ := os.Create(filepath.Join(dir, fmt.Sprintf("node%d.log", i+1)))
 		d.Stdout, d.Stderr = logf, logf
 		if err := d.Start(); err != nil {
@@ -52,13 +54,13 @@ func startKubo(ctx context.Context, bin, dir string) (*kuboPair, error) {
 		// itself; wait for the daemon to say it is ready.
 		for log, _ := os.ReadFile(logf.Name()); !strings.Contains(string(log), "Daemon is ready"); log, _ = os.ReadFile(logf.Name()) {
 			if time.Now().After(deadline) {
-				k.stop()
+				k.Stop()
 				return nil, fmt.Errorf("node%d did not start:\n%s", i+1, log)
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
 	}
-	out, err := k.cmd(0, "id", "-f", "<addrs>").Output()
+	out, err := k.Cmd(0, "id", "-f", "<addrs>").Output()
 	if err != nil {
 		return nil, err
 	}
@@ -68,56 +70,57 @@ func startKubo(ctx context.Context, bin, dir string) (*kuboPair, error) {
 			addr = a
 		}
 	}
-	if o, err := k.cmd(1, "swarm", "connect", addr).CombinedOutput(); err != nil {
+	if o, err := k.Cmd(1, "swarm", "connect", addr).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("swarm connect %s: %v: %s", addr, err, o)
 	}
 	return k, nil
 }
 
-func (k *kuboPair) cmd(i int, args ...string) *exec.Cmd {
+// Cmd is an ipfs command on node i (0 or 1).
+func (k *KuboPair) Cmd(i int, args ...string) *exec.Cmd {
 	c := exec.Command(k.bin, args...)
 	c.Env = append(os.Environ(), "IPFS_PATH="+k.repos[i])
 	return c
 }
 
-func (k *kuboPair) add(i int, dir string) string {
-	out, err := k.cmd(i, "add", "-r", "-Q", "--cid-version=1", "--raw-leaves", dir).CombinedOutput()
+// Add adds dir or a file on node i (CIDv1, raw leaves) and returns its CID.
+func (k *KuboPair) Add(i int, path string) (string, error) {
+	out, err := k.Cmd(i, "add", "-r", "-Q", "--cid-version=1", "--raw-leaves", path).CombinedOutput()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "kubo add: %v\n%s", err, out)
-		os.Exit(1)
+		return "", fmt.Errorf("kubo add: %v: %s", err, out)
 	}
-	return strings.TrimSpace(string(out))
+	return strings.TrimSpace(string(out)), nil
 }
 
-// kuboFetchLimit bounds the Kubo fetch: a tree with an empty file never
+// KuboFetchLimit bounds the Kubo fetch: a tree with an empty file never
 // completes there (a zero-length raw block is answered with HAVE and never
 // sent), and the run must go on.
-const kuboFetchLimit = 120 * time.Second
+const KuboFetchLimit = 120 * time.Second
 
-// pin fetches root on node i; false if it did not finish within the limit.
-func (k *kuboPair) pin(i int, root string) bool {
-	c := k.cmd(i, "pin", "add", root)
+// Pin fetches root on node i; false if it did not finish within
+// KuboFetchLimit.
+func (k *KuboPair) Pin(i int, root string) (bool, error) {
+	c := k.Cmd(i, "pin", "add", root)
 	if err := c.Start(); err != nil {
-		fmt.Fprintf(os.Stderr, "kubo pin add: %v\n", err)
-		os.Exit(1)
+		return false, fmt.Errorf("kubo pin add: %w", err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- c.Wait() }()
 	select {
 	case err := <-done:
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "kubo pin add: %v\n", err)
-			os.Exit(1)
+			return false, fmt.Errorf("kubo pin add: %w", err)
 		}
-		return true
-	case <-time.After(kuboFetchLimit):
+		return true, nil
+	case <-time.After(KuboFetchLimit):
 		c.Process.Kill()
 		<-done
-		return false
+		return false, nil
 	}
 }
 
-func (k *kuboPair) stop() {
+// Stop stops both daemons.
+func (k *KuboPair) Stop() {
 	for _, p := range k.procs {
 		if p != nil && p.Process != nil {
 			p.Process.Signal(os.Interrupt)
