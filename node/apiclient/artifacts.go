@@ -18,18 +18,9 @@ func (c *Client) ArtifactPut(ctx context.Context, p string, progress func(*apiv1
 	if err != nil {
 		return nil, c.wrap("put", err)
 	}
-	defer stream.Close()
-	for stream.Receive() {
-		switch ev := stream.Msg().GetEvent().(type) {
-		case *apiv1.ArtifactPutEvent_Progress:
-			if progress != nil {
-				progress(ev.Progress)
-			}
-		case *apiv1.ArtifactPutEvent_Result:
-			return ev.Result, nil
-		}
-	}
-	return nil, c.streamEnd("put", stream.Err())
+	return progressThenResult(c, "put", stream, progress, func(ev *apiv1.ArtifactPutEvent) (*apiv1.Progress, *apiv1.ArtifactPutResult) {
+		return ev.GetProgress(), ev.GetResult()
+	})
 }
 
 // ArtifactGet fetches root from the mesh into the absolute path dest,
@@ -39,18 +30,9 @@ func (c *Client) ArtifactGet(ctx context.Context, root, dest string, force bool,
 	if err != nil {
 		return nil, c.wrap("get", err)
 	}
-	defer stream.Close()
-	for stream.Receive() {
-		switch ev := stream.Msg().GetEvent().(type) {
-		case *apiv1.ArtifactGetEvent_Progress:
-			if progress != nil {
-				progress(ev.Progress)
-			}
-		case *apiv1.ArtifactGetEvent_Result:
-			return ev.Result, nil
-		}
-	}
-	return nil, c.streamEnd("get", stream.Err())
+	return progressThenResult(c, "get", stream, progress, func(ev *apiv1.ArtifactGetEvent) (*apiv1.Progress, *apiv1.ArtifactGetResult) {
+		return ev.GetProgress(), ev.GetResult()
+	})
 }
 
 // ArtifactRead writes the bytes [off, off+n) of the file root to w (n 0:

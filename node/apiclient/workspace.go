@@ -17,18 +17,9 @@ func (c *Client) WorkspaceAdd(ctx context.Context, dir string, noIndex bool, pro
 	if err != nil {
 		return nil, c.wrap("ws add", err)
 	}
-	defer stream.Close()
-	for stream.Receive() {
-		switch ev := stream.Msg().GetEvent().(type) {
-		case *apiv1.AddEvent_Progress:
-			if progress != nil {
-				progress(ev.Progress)
-			}
-		case *apiv1.AddEvent_Result:
-			return ev.Result, nil
-		}
-	}
-	return nil, c.streamEnd("ws add", stream.Err())
+	return progressThenResult(c, "ws add", stream, progress, func(ev *apiv1.AddEvent) (*apiv1.Progress, *apiv1.AddResult) {
+		return ev.GetProgress(), ev.GetResult()
+	})
 }
 
 // WorkspaceGet fetches root and exports it into the absolute path dest.
@@ -39,18 +30,25 @@ func (c *Client) WorkspaceGet(ctx context.Context, root, dest string, stall time
 	if err != nil {
 		return nil, c.wrap("ws get", err)
 	}
+	return progressThenResult(c, "ws get", stream, progress, func(ev *apiv1.GetEvent) (*apiv1.Progress, *apiv1.GetResult) {
+		return ev.GetProgress(), ev.GetResult()
+	})
+}
+
+// progressThenResult reads a stream of progress events that ends with a
+// result, as Add, Get and Put stream them; pick says which an event is.
+func progressThenResult[Ev, Res any](c *Client, call string, stream *connect.ServerStreamForClient[Ev], progress func(*apiv1.Progress), pick func(*Ev) (*apiv1.Progress, *Res)) (*Res, error) {
 	defer stream.Close()
 	for stream.Receive() {
-		switch ev := stream.Msg().GetEvent().(type) {
-		case *apiv1.GetEvent_Progress:
-			if progress != nil {
-				progress(ev.Progress)
-			}
-		case *apiv1.GetEvent_Result:
-			return ev.Result, nil
+		p, res := pick(stream.Msg())
+		if res != nil {
+			return res, nil
+		}
+		if p != nil && progress != nil {
+			progress(p)
 		}
 	}
-	return nil, c.streamEnd("ws get", stream.Err())
+	return nil, c.streamEnd(call, stream.Err())
 }
 
 func (c *Client) streamEnd(call string, err error) error {

@@ -132,13 +132,9 @@ func (e *Exchange) Fetch(ctx context.Context, root cid.Cid, stall time.Duration,
 // complete here (see dag.Store.FetchAgainst): only the changed part is
 // walked and asked for. An undefined base is a plain fetch.
 func (e *Exchange) FetchAgainst(ctx context.Context, base, root cid.Cid, stall time.Duration, progress func(dag.FetchProgress)) (dag.FetchProgress, error) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	scope := e.guard.begin(root, cancel)
-	defer scope.end()
-	touch, stop := e.watchStall(ctx, root, stall, scope, cancel)
-	defer stop()
-	sess := scope.fetcher(e.bs.NewSession(ctx))
+	call := e.begin(ctx, root, stall)
+	defer call.end()
+	ctx, scope, touch, sess := call.ctx, call.scope, call.touch, call.sess
 	// A tree this peer lacks entirely comes faster as one stream from a
 	// peer that has it; bitswap then fetches whatever is still missing.
 	var bulk dag.FetchProgress
@@ -190,13 +186,7 @@ func (e *Exchange) FetchAgainst(ctx context.Context, base, root cid.Cid, stall t
 	// DAG) counted no block: the DAG is at least what came.
 	p.Blocks = max(p.Blocks, p.Fetched)
 	if err != nil {
-		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
-			return p, cause
-		}
-		if berr := scope.err(); berr != nil {
-			return p, fmt.Errorf("%w (then: %v)", berr, err)
-		}
-		return p, err
+		return p, call.failed(err)
 	}
 	return p, nil
 }
@@ -250,21 +240,43 @@ func (e *Exchange) watchStall(ctx context.Context, root cid.Cid, stall time.Dura
 // not asked again in this call. It fails when no block arrives for stall
 // (0: the configured stall timeout).
 func (e *Exchange) FetchRange(ctx context.Context, root cid.Cid, off, n int64, stall time.Duration) error {
+	call := e.begin(ctx, root, stall)
+	defer call.end()
+	if err := e.dags.FetchRange(call.ctx, root, off, n, touching{call.sess, call.touch}); err != nil {
+		return call.failed(err)
+	}
+	return nil
+}
+
+// fetchCall is one fetch of root: a context cancelled by a stall or by the
+// guard (a peer that served bad blocks), the guard's scope, the stall
+// watch's touch, and a bitswap session under both.
+type fetchCall struct {
+	ctx   context.Context
+	scope *fetchScope
+	touch func()
+	sess  dag.Fetcher
+	end   func()
+}
+
+// begin starts a fetch of root that fails when no block arrives for stall
+// (0: the configured stall timeout); end it with end.
+func (e *Exchange) begin(ctx context.Context, root cid.Cid, stall time.Duration) *fetchCall {
 	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
 	scope := e.guard.begin(root, cancel)
-	defer scope.end()
 	touch, stop := e.watchStall(ctx, root, stall, scope, cancel)
-	defer stop()
-	sess := touching{scope.fetcher(e.bs.NewSession(ctx)), touch}
-	err := e.dags.FetchRange(ctx, root, off, n, sess)
-	if err != nil {
-		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
-			return cause
-		}
-		if berr := scope.err(); berr != nil {
-			return fmt.Errorf("%w (then: %v)", berr, err)
-		}
+	return &fetchCall{ctx: ctx, scope: scope, touch: touch, sess: scope.fetcher(e.bs.NewSession(ctx)),
+		end: func() { stop(); scope.end(); cancel(nil) }}
+}
+
+// failed says why the fetch failed with err: the stall or the guard's
+// verdict when either ended it, which says more than what it broke.
+func (c *fetchCall) failed(err error) error {
+	if cause := context.Cause(c.ctx); cause != nil && c.ctx.Err() != nil {
+		return cause
+	}
+	if berr := c.scope.err(); berr != nil {
+		return fmt.Errorf("%w (then: %v)", berr, err)
 	}
 	return err
 }

@@ -130,7 +130,7 @@ func run(kubo, corpus string, bigMiB int, work string) error {
 	defer os.RemoveAll(peersDir)
 	// Peer 1 imports; peers 2.. each fetch the corpus once (a peer that
 	// holds it would not fetch again).
-	pn, err := testnet.StartProcesses(ctx, testnet.ProcessOptions{Binary: bin, N: 1 + fetchRuns, Dir: peersDir, Heartbeat: time.Second})
+	pn, err := testnet.StartProcesses(ctx, testnet.ProcessOptions{Binary: bin, N: 1 + fetchRuns, Dir: peersDir, Heartbeat: time.Second, AllowedRoots: []string{work}})
 	if err != nil {
 		return err
 	}
