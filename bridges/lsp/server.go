@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
@@ -206,6 +207,8 @@ func (s *Server) start(done chan struct{}) {
 			p.mu.Lock()
 			p.startFailed = true
 			p.mu.Unlock()
+			// It did not answer initialize: no polite shutdown to wait for.
+			_ = syscall.Kill(-p.pid, syscall.SIGKILL)
 			p.stop(err)
 		}
 	}
@@ -344,6 +347,14 @@ func (s *Server) call(ctx context.Context, fn func(p *process) error) (Stamp, er
 			continue // stopped on purpose while the call waited: start it again
 		}
 		if err != nil {
+			// A server that failed is gone before its caller hears of it:
+			// nothing of it runs on when the call returns.
+			t := time.NewTimer(shutdownTimeout + groupExitWait)
+			select {
+			case <-p.exited:
+			case <-t.C:
+			}
+			t.Stop()
 			return Stamp{}, err
 		}
 		if !ready {
