@@ -16,7 +16,6 @@ import (
 	"github.com/chromedp/cdproto/domstorage"
 	"github.com/chromedp/cdproto/fetch"
 	"github.com/chromedp/cdproto/network"
-	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/storage"
 	"github.com/chromedp/chromedp"
 
@@ -331,7 +330,9 @@ func (s *Session) restore(ctx context.Context, st State) error {
 		}
 		s.visit(o.Origin)
 	}
-	if _, err := chromedp.Call(ctx, page.Navigate, page.NavigateParams{URL: "about:blank"}); err != nil {
+	// Waited for: a blank page whose load event came late would pass for
+	// the load of the page the caller navigates to next.
+	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
 	return nil
