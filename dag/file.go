@@ -6,8 +6,11 @@ import (
 	"io"
 	"os"
 
-	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
+	ft "github.com/ipfs/boxo/ipld/unixfs"
 	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
+
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 )
 
 // AddFile stores the content of f as a UnixFS file (no mode) and returns
@@ -65,12 +68,9 @@ func (s *Store) readAt(ctx context.Context, c cid.Cid, p []byte, off uint64, dep
 		}
 		return copy(p, data[off:]), nil
 	}
-	nd, kind, fsn, err := s.loadNode(ctx, c)
+	links, fsn, err := s.fileNode(ctx, c)
 	if err != nil {
 		return 0, err
-	}
-	if kind != nodeFile || fsn == nil {
-		return 0, fmt.Errorf("node %s is not file data: %w", c, ErrHostile)
 	}
 	n := 0
 	if data := fsn.Data(); off < uint64(len(data)) {
@@ -78,10 +78,6 @@ func (s *Store) readAt(ctx context.Context, c cid.Cid, p []byte, off uint64, dep
 		off = 0
 	} else {
 		off -= uint64(len(data))
-	}
-	links := nd.Links()
-	if len(links) != fsn.NumChildren() {
-		return n, fmt.Errorf("file node %s: %d links, %d block sizes: %w", c, len(links), fsn.NumChildren(), ErrHostile)
 	}
 	for i, l := range links {
 		if n == len(p) {
@@ -167,16 +163,9 @@ func (s *Store) FetchRange(ctx context.Context, root cid.Cid, off, n int64, f Fe
 			if sp.depth > MaxDepth {
 				return fmt.Errorf("file tree deeper than %d: %w", MaxDepth, ErrHostile)
 			}
-			nd, kind, fsn, err := s.loadNode(ctx, sp.c)
+			links, fsn, err := s.fileNode(ctx, sp.c)
 			if err != nil {
 				return err
-			}
-			if kind != nodeFile || fsn == nil {
-				return fmt.Errorf("node %s is not file data: %w", sp.c, ErrHostile)
-			}
-			links := nd.Links()
-			if len(links) != fsn.NumChildren() {
-				return fmt.Errorf("file node %s: %d links, %d block sizes: %w", sp.c, len(links), fsn.NumChildren(), ErrHostile)
 			}
 			start, end := sp.off, sp.off+sp.n // of this node's bytes
 			pos := uint64(len(fsn.Data()))
@@ -196,4 +185,22 @@ func (s *Store) FetchRange(ctx context.Context, root cid.Cid, off, n int64, f Fe
 		level = next
 	}
 	return nil
+}
+
+// fileNode loads the inner node c of a UnixFS file: its links, and its
+// node, whose block sizes say how many bytes each link holds (one size a
+// link, or the DAG is hostile).
+func (s *Store) fileNode(ctx context.Context, c cid.Cid) ([]*ipld.Link, *ft.FSNode, error) {
+	nd, kind, fsn, err := s.loadNode(ctx, c)
+	if err != nil {
+		return nil, nil, err
+	}
+	if kind != nodeFile || fsn == nil {
+		return nil, nil, fmt.Errorf("node %s is not file data: %w", c, ErrHostile)
+	}
+	links := nd.Links()
+	if len(links) != fsn.NumChildren() {
+		return nil, nil, fmt.Errorf("file node %s: %d links, %d block sizes: %w", c, len(links), fsn.NumChildren(), ErrHostile)
+	}
+	return links, fsn, nil
 }
