@@ -573,7 +573,7 @@ func (s *Server) Changed(ctx context.Context, changes []Change) error {
 	events := make([]fileEvent, 0, len(changes))
 	for _, c := range changes {
 		s.mu.Lock()
-		v, open := s.open[c.File]
+		_, open := s.open[c.File]
 		s.mu.Unlock()
 		if !open {
 			events = append(events, fileEvent{URI: fileURI(s.abs(c.File)), Type: int(c.Kind)})
@@ -587,26 +587,22 @@ func (s *Server) Changed(ctx context.Context, changes []Change) error {
 		if c.Kind != Deleted {
 			content, err = readFile(s.Root, c.File)
 		}
-		s.mu.Lock()
-		if c.Kind == Deleted || err != nil {
-			s.forgetOpenLocked(c.File)
-		} else {
-			s.version++
-			v = s.version
-			s.open[c.File] = v
-		}
-		s.mu.Unlock()
-		if c.Kind == Deleted || err != nil {
-			p.modified("")
-		} else {
-			p.modified(fileURI(s.abs(c.File)))
-		}
 		if c.Kind == Deleted || err != nil {
 			// Closed, the file is the disk's again: the server hears of it
 			// as of any other.
+			s.mu.Lock()
+			s.forgetOpenLocked(c.File)
+			s.mu.Unlock()
+			p.modified("")
 			events = append(events, fileEvent{URI: fileURI(s.abs(c.File)), Type: int(c.Kind)})
 			err = p.rpc.notify(ctx, "textDocument/didClose", map[string]any{"textDocument": textDocumentID{URI: fileURI(s.abs(c.File))}})
 		} else {
+			s.mu.Lock()
+			s.version++
+			v := s.version
+			s.open[c.File] = v
+			s.mu.Unlock()
+			p.modified(fileURI(s.abs(c.File)))
 			err = p.rpc.notify(ctx, "textDocument/didChange", map[string]any{
 				"textDocument":   map[string]any{"uri": fileURI(s.abs(c.File)), "version": v},
 				"contentChanges": []map[string]any{{"text": string(content)}},

@@ -59,7 +59,7 @@ func Live(match Match) []int {
 		if err != nil || pid == os.Getpid() || !match(e.Name()) {
 			continue
 		}
-		if alive(pid) { // a zombie is dead, waiting for its parent
+		if Alive(pid) { // a zombie is dead, waiting for its parent
 			pids = append(pids, pid)
 		}
 	}
@@ -106,15 +106,15 @@ func Kill(pids []int, max time.Duration) int {
 	}
 	deadline := time.Now().Add(max)
 	for _, pid := range pids {
-		for alive(pid) && time.Now().Before(deadline) {
+		for Alive(pid) && time.Now().Before(deadline) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
 	return n
 }
 
-// alive says whether pid is a process that is not a zombie.
-func alive(pid int) bool {
+// Alive says whether pid is a process that is not a zombie.
+func Alive(pid int) bool {
 	st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		return false

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cortex-peer/cortex-peer/bridges/procs"
 	"github.com/cortex-peer/cortex-peer/testnet/benchkit"
 )
 
@@ -495,7 +496,7 @@ func (c *cortex) restart(ctx context.Context, p position, s samples) (string, er
 		return "", fmt.Errorf("kill gopls %d: %w", pid, err)
 	}
 	deadline := time.Now().Add(killTimeout)
-	for alive(pid) {
+	for procs.Alive(pid) {
 		if time.Now().After(deadline) {
 			return "", fmt.Errorf("gopls %d still alive %s after SIGKILL", pid, killTimeout)
 		}
