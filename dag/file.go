@@ -137,23 +137,12 @@ func (s *Store) FetchRange(ctx context.Context, root cid.Cid, off, n int64, f Fe
 	level := []span{{root, uint64(off), uint64(n), 0}}
 	for len(level) > 0 {
 		// Make this level's blocks local, then step into the internal ones.
-		var missing []cid.Cid
-		for _, sp := range level {
-			if _, ok := inline(sp.c); ok {
-				continue
-			}
-			if has, err := s.blocks.Has(ctx, sp.c); err != nil {
-				return err
-			} else if !has {
-				missing = append(missing, sp.c)
-			}
+		cs := make([]cid.Cid, len(level))
+		for i, sp := range level {
+			cs[i] = sp.c
 		}
-		for len(missing) > 0 {
-			batch := missing[:min(len(missing), fetchBatchSize)]
-			missing = missing[len(batch):]
-			if err := s.fetchBatch(ctx, batch, f, func([]cid.Cid, int) {}); err != nil {
-				return fmt.Errorf("fetch range of %s: %w", root, err)
-			}
+		if err := s.fetchMissing(ctx, cs, f); err != nil {
+			return fmt.Errorf("fetch range of %s: %w", root, err)
 		}
 		var next []span
 		for _, sp := range level {
@@ -183,6 +172,30 @@ func (s *Store) FetchRange(ctx context.Context, root cid.Cid, off, n int64, f Fe
 			}
 		}
 		level = next
+	}
+	return nil
+}
+
+// fetchMissing makes the blocks cs local through f, asking only for those
+// the store lacks, in batches.
+func (s *Store) fetchMissing(ctx context.Context, cs []cid.Cid, f Fetcher) error {
+	var missing []cid.Cid
+	for _, c := range cs {
+		if _, ok := inline(c); ok {
+			continue
+		}
+		if has, err := s.blocks.Has(ctx, c); err != nil {
+			return err
+		} else if !has {
+			missing = append(missing, c)
+		}
+	}
+	for len(missing) > 0 {
+		batch := missing[:min(len(missing), fetchBatchSize)]
+		missing = missing[len(batch):]
+		if err := s.fetchBatch(ctx, batch, f, func([]cid.Cid, int) {}); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -105,7 +105,7 @@ func ConfigFromFile(d datadir.Dir, fc datadir.FileConfig) (Config, error) {
 			Socket: d.Path(fc.API.Socket), TokenFile: d.Path(fc.API.TokenFile),
 			AllowedRoots: fc.API.AllowedRoots, ConfigFile: d.Path(datadir.ConfigFile),
 		},
-		Exchange:           exchange.DefaultConfig(),
+		Exchange:           exchangeConfig(l),
 		KnownPeersInterval: DefaultKnownPeersInterval,
 		Tasks:              tasksConfig(d, fc.Tasks),
 		Delegation:         delegationConfig(fc.Tasks),
@@ -260,4 +260,11 @@ func NewLogger(w interface{ Write([]byte) (int, error) }, level, format string) 
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// exchangeConfig is the exchange's configuration under the file's limits.
+func exchangeConfig(l datadir.LimitsSection) exchange.Config {
+	c := exchange.DefaultConfig()
+	c.ServeBytesPerSecond = l.ServeBytesPerSecond
+	return c
 }

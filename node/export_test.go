@@ -39,3 +39,24 @@ func (n *Node) VerifyStoreForTest(ctx context.Context) (int, error) {
 	}
 	return count, nil
 }
+
+// FileLeavesForTest lists the leaves of the file root, held here.
+func (n *Node) FileLeavesForTest(ctx context.Context, root cid.Cid) ([]dag.FileLeaf, error) {
+	leaves, _, err := n.dags.FileLeaves(ctx, root, nil)
+	return leaves, err
+}
+
+// DropBlocksForTest removes every block of the DAG at root from this
+// store, as GC would once nothing pins it.
+func (n *Node) DropBlocksForTest(ctx context.Context, root cid.Cid) error {
+	leaves, _, err := n.dags.FileLeaves(ctx, root, nil)
+	if err != nil {
+		return err
+	}
+	for _, l := range leaves {
+		if err := n.dags.Blocks().DeleteBlock(ctx, l.Cid); err != nil {
+			return err
+		}
+	}
+	return nil
+}

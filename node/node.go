@@ -268,8 +268,10 @@ func (a artifactsAPI) Put(ctx context.Context, path string, progress func(files,
 	return apiserver.PutResult{Root: res.Root, Bytes: res.Bytes, Dir: res.Dir}, err
 }
 
-func (a artifactsAPI) Get(ctx context.Context, root cid.Cid, dest string, force bool, stall time.Duration, progress func(phase string, done, bytes uint64)) (apiserver.ArtifactGot, error) {
-	res, err := a.Service.Get(ctx, root, dest, force, stall, progress)
+func (a artifactsAPI) Get(ctx context.Context, root cid.Cid, dest string, force bool, stall time.Duration, progress func(*apiv1.Progress)) (apiserver.ArtifactGot, error) {
+	res, err := a.Service.Get(ctx, root, dest, force, stall, func(p artifacts.Progress) {
+		progress(&apiv1.Progress{Phase: p.Phase, Done: p.Done, Bytes: p.Bytes, TotalBytes: p.TotalBytes})
+	})
 	return apiserver.ArtifactGot{Path: res.Path, Bytes: res.Bytes, FetchedBytes: res.FetchedBytes, Providers: res.Providers}, err
 }
 

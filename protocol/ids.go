@@ -12,6 +12,9 @@ const (
 	// BlocksProtocol streams the whole DAG of a root as a CAR: the bulk path
 	// for a tree a peer lacks entirely (bitswap serves the deltas).
 	BlocksProtocol = "/cortex/blocks/1.0.0"
+	// LeavesProtocol streams the blocks asked for by CID, in order: how a
+	// file's leaves come from several providers at once.
+	LeavesProtocol = "/cortex/leaves/1.0.0"
 	// TaskProtocol carries delegated tasks between a coordinator and an
 	// executor: submit, cancel, query, and result delivery.
 	TaskProtocol = "/cortex/task/1.0.0"
@@ -36,6 +39,8 @@ const (
 	MaxHeartbeatSize = 16 << 10
 	// MaxBlocksRequest bounds a request on BlocksProtocol (one CID).
 	MaxBlocksRequest = 256
+	// MaxLeavesRequest bounds the CIDs of one request on LeavesProtocol.
+	MaxLeavesRequest = 1024
 	// MaxTaskMessage bounds one message on TaskProtocol.
 	MaxTaskMessage = 256 << 10
 	// MaxLogChunkMessage bounds one encoded LogChunk (its data is at most
@@ -58,5 +63,5 @@ const (
 // Protocols lists the versioned wire protocols of this build, as advertised in
 // heartbeats and shown by `cortex-peer version`.
 func Protocols() []string {
-	return []string{HeartbeatTopic, BlocksProtocol, TaskProtocol, LogsProtocol, BrowserProtocol, LSPProtocol}
+	return []string{HeartbeatTopic, BlocksProtocol, LeavesProtocol, TaskProtocol, LogsProtocol, BrowserProtocol, LSPProtocol}
 }

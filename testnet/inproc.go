@@ -43,6 +43,7 @@ type settings struct {
 	logs              io.Writer
 	level             slog.Level
 	edit              func(i int, cfg *node.Config)
+	allowlistOnly     bool
 }
 
 // Option changes how New builds the peers.
@@ -65,6 +66,10 @@ func WithLogs(w io.Writer, level slog.Level) Option {
 // touch the user's tasks or images.
 const TestNamespace = "cortex-test"
 
+// WithAllowlistOnly runs the mesh without a mesh key: each peer admits
+// the others by their ids alone (policy.allowlist), over TCP.
+func WithAllowlistOnly() Option { return func(s *settings) { s.allowlistOnly = true } }
+
 // WithConfig edits peer i's config before it starts.
 func WithConfig(edit func(i int, cfg *node.Config)) Option {
 	return func(s *settings) { s.edit = edit }
@@ -85,21 +90,36 @@ func New(t testing.TB, n int, opts ...Option) *Net {
 	root := t.TempDir()
 	net := &Net{}
 	t.Cleanup(func() { net.Close() })
+	// Every data dir first (the first makes the mesh key the others
+	// share), so that an allowlist can name every peer.
+	dirs := make([]datadir.Dir, n)
+	var ids []peer.ID
 	for i := range n {
-		name := "peer" + strconv.Itoa(i+1)
-		dir := filepath.Join(root, name)
 		var meshKey []byte
 		if i > 0 {
 			var err error
-			meshKey, err = readMeshKey(net.Peers[0].Dir)
+			meshKey, err = readMeshKey(dirs[0].Root)
 			if err != nil {
 				t.Fatal(err)
 			}
 		}
-		d, err := datadir.Init(dir, datadir.InitOptions{MeshKey: meshKey, Listen: []string{loopbackListen}, DisableMDNS: true, Labels: map[string]string{"testnet": name}})
+		d, err := datadir.Init(filepath.Join(root, "peer"+strconv.Itoa(i+1)), datadir.InitOptions{MeshKey: meshKey, Listen: []string{loopbackListen}, DisableMDNS: true, Labels: map[string]string{"testnet": "peer" + strconv.Itoa(i+1)}})
 		if err != nil {
 			t.Fatal(err)
 		}
+		dirs[i] = d
+		sk, err := d.Identity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := peer.IDFromPrivateKey(sk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	for i, d := range dirs {
+		name := "peer" + strconv.Itoa(i+1)
 		fc, err := d.LoadConfig()
 		if err != nil {
 			t.Fatal(err)
@@ -110,6 +130,9 @@ func New(t testing.TB, n int, opts ...Option) *Net {
 		cfg, err := node.ConfigFromFile(d, fc)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if s.allowlistOnly {
+			cfg.P2P.MeshKey, cfg.P2P.Allowlist = nil, ids
 		}
 		cfg.P2P.DHT = s.dht
 		cfg.Tasks.Namespace = TestNamespace
@@ -124,7 +147,7 @@ func New(t testing.TB, n int, opts ...Option) *Net {
 		if err != nil {
 			t.Fatalf("start %s: %v", name, err)
 		}
-		net.Peers = append(net.Peers, &Peer{Name: name, Dir: dir, Node: nd, cfg: cfg, log: log})
+		net.Peers = append(net.Peers, &Peer{Name: name, Dir: d.Root, Node: nd, cfg: cfg, log: log})
 	}
 	return net
 }

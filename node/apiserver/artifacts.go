@@ -31,7 +31,8 @@ type ArtifactGot struct {
 // adapter).
 type Artifacts interface {
 	Put(ctx context.Context, path string, progress func(files, bytes uint64)) (PutResult, error)
-	Get(ctx context.Context, root cid.Cid, dest string, force bool, stall time.Duration, progress func(phase string, done, bytes uint64)) (ArtifactGot, error)
+	// Get reports progress as a Progress event (total_bytes set for a file).
+	Get(ctx context.Context, root cid.Cid, dest string, force bool, stall time.Duration, progress func(*apiv1.Progress)) (ArtifactGot, error)
 	Size(ctx context.Context, root cid.Cid, stall time.Duration) (int64, error)
 	Read(ctx context.Context, root cid.Cid, off, n int64, stall time.Duration, w io.Writer) (int64, error)
 }
@@ -74,9 +75,9 @@ func (s *artifactService) Get(ctx context.Context, req *connect.Request[apiv1.Ar
 		return err
 	}
 	var th throttledSender
-	res, err := s.a.Get(ctx, root, dest, req.Msg.GetForce(), time.Duration(req.Msg.GetStallSeconds())*time.Second, func(phase string, done, bytes uint64) {
+	res, err := s.a.Get(ctx, root, dest, req.Msg.GetForce(), time.Duration(req.Msg.GetStallSeconds())*time.Second, func(p *apiv1.Progress) {
 		th.maybe(func() {
-			_ = stream.Send(&apiv1.ArtifactGetEvent{Event: &apiv1.ArtifactGetEvent_Progress{Progress: &apiv1.Progress{Phase: phase, Done: done, Bytes: bytes}}})
+			_ = stream.Send(&apiv1.ArtifactGetEvent{Event: &apiv1.ArtifactGetEvent_Progress{Progress: p}})
 		})
 	})
 	if err != nil {

@@ -45,12 +45,26 @@ func (c Config) Validate() error {
 // Fetcher makes blocks local from the mesh (exchange.Exchange).
 type Fetcher interface {
 	FetchRange(ctx context.Context, root cid.Cid, off, n int64, stall time.Duration) error
+	// FileLeaves makes the inner nodes of the file root local and lists
+	// its leaves; dag.ErrNotFile when root is not a file.
+	FileLeaves(ctx context.Context, root cid.Cid, stall time.Duration) ([]dag.FileLeaf, int64, error)
+	// FetchLeaves fetches leaves of root from every provider at once,
+	// handing each to deliver once, and says what each provider sent.
+	FetchLeaves(ctx context.Context, root cid.Cid, leaves []dag.FileLeaf, stall time.Duration, deliver func(dag.FileLeaf, dag.VerifiedBlock) error) (map[peer.ID]int64, error)
 }
 
 // Trees fetches a root into a path, written while its blocks arrive
 // (workspace.Service.Get through an adapter): a file or a directory.
 type Trees interface {
 	Get(ctx context.Context, root cid.Cid, dest string, stall time.Duration, progress func(phase string, done, bytes uint64)) (fetchedBytes, writtenBytes int64, err error)
+}
+
+// Progress is the state of a long get.
+type Progress struct {
+	Phase      string
+	Done       uint64 // files written (a tree), or leaves (a file)
+	Bytes      uint64 // written
+	TotalBytes uint64 // of a file; 0 when not known (a tree)
 }
 
 // Traffic counts the bytes received from each peer (p2p.Host).
@@ -160,23 +174,48 @@ type GetResult struct {
 
 // Get fetches root from the mesh into dest (a file or a directory, as root
 // is). A dest that exists is refused unless force, which replaces it once
-// the new copy is whole. The copy is written while its blocks arrive and
-// renamed into place at the end: a failed get leaves dest as it was.
-func (s *Service) Get(ctx context.Context, root cid.Cid, dest string, force bool, stall time.Duration, progress func(phase string, done, bytes uint64)) (GetResult, error) {
+// the new copy is whole. A file is fetched from every peer that holds it
+// at once, into a partial copy beside dest (see partialPath) that a get
+// cut short leaves behind and the next get of the same CID completes; a
+// tree is written to a scratch copy renamed into place at the end.
+func (s *Service) Get(ctx context.Context, root cid.Cid, dest string, force bool, stall time.Duration, progress func(Progress)) (GetResult, error) {
 	if !filepath.IsAbs(dest) {
 		return GetResult{}, fmt.Errorf("get %s: destination %q: want an absolute path: %w", root, dest, errdefs.ErrInvalid)
 	}
 	dest = filepath.Clean(dest)
-	target := dest
+	if progress == nil {
+		progress = func(Progress) {}
+	}
+	exists := false
 	if _, err := os.Lstat(dest); err == nil {
 		if !force {
 			return GetResult{}, fmt.Errorf("get %s: %s exists; choose another path or pass --force to replace it: %w", root, dest, errdefs.ErrAlreadyExists)
 		}
+		exists = true
+	}
+	progress(Progress{Phase: "finding"})
+	leaves, size, err := s.fetch.FileLeaves(ctx, root, stall)
+	switch {
+	case errors.Is(err, dag.ErrNotFile):
+		return s.getTree(ctx, root, dest, exists, stall, progress)
+	case err != nil:
+		return GetResult{}, fmt.Errorf("get %s: %w", root, err)
+	}
+	return s.getFile(ctx, root, leaves, size, dest, stall, progress)
+}
+
+// getTree fetches the tree root into dest, through a scratch copy when
+// dest exists (and is to be replaced).
+func (s *Service) getTree(ctx context.Context, root cid.Cid, dest string, exists bool, stall time.Duration, progress func(Progress)) (GetResult, error) {
+	target := dest
+	if exists {
 		target = filepath.Join(filepath.Dir(dest), "."+filepath.Base(dest)+".cortex-get-"+root.String()[len(root.String())-8:])
 		_ = os.RemoveAll(target)
 	}
 	before := s.received()
-	fetched, written, err := s.trees.Get(ctx, root, target, stall, progress)
+	fetched, written, err := s.trees.Get(ctx, root, target, stall, func(phase string, done, bytes uint64) {
+		progress(Progress{Phase: phase, Done: done, Bytes: bytes})
+	})
 	if err != nil {
 		if target != dest {
 			_ = os.RemoveAll(target) // a forced get's scratch copy (the tree's own get leaves nothing at dest)

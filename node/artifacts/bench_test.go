@@ -13,15 +13,21 @@ import (
 )
 
 // BenchmarkGet fetches a random file put on another peer of an in-process
-// pair and writes it, each round into a new peer's store: where a get's
-// time goes, for a CPU profile.
+// mesh and writes it, each round into a new peer's store: where a get's
+// time goes, for a CPU profile. The mesh runs with its mesh key (every
+// byte encrypted again under TLS), then allowlist-only.
 //
 //	go test -run '^$' -bench Get -benchtime 2x -cpuprofile /tmp/get.prof ./node/artifacts/
 func BenchmarkGet(b *testing.B) {
+	b.Run("mesh-key", func(b *testing.B) { benchmarkGet(b) })
+	b.Run("allowlist", func(b *testing.B) { benchmarkGet(b, testnet.WithAllowlistOnly()) })
+}
+
+func benchmarkGet(b *testing.B, opts ...testnet.Option) {
 	const size = 256 << 20
-	tn := testnet.New(b, 1+b.N, testnet.WithConfig(func(_ int, cfg *node.Config) {
+	tn := testnet.New(b, 1+b.N, append(opts, testnet.WithConfig(func(_ int, cfg *node.Config) {
 		cfg.API.AllowedRoots = append(cfg.API.AllowedRoots, "/dev/shm")
-	}))
+	}))...)
 	ctx := testnet.Context(b, 10*time.Minute)
 	if err := tn.WaitMesh(ctx); err != nil {
 		b.Fatal(err)

@@ -247,6 +247,9 @@ type LimitsSection struct {
 	MaxFileDescs    int `toml:"max_file_descriptors"`
 	ConnectionsLow  int `toml:"connections_low"`
 	ConnectionsHigh int `toml:"connections_high"`
+	// ServeBytesPerSecond caps the rate at which this peer serves blocks
+	// to the mesh (0: no cap), like rsync's --bwlimit on the sending side.
+	ServeBytesPerSecond int64 `toml:"serve_bytes_per_second"`
 }
 
 // PolicySection says who may use this peer.
@@ -554,6 +557,9 @@ max_file_descriptors = {{.Limits.MaxFileDescs}}
 # Above connections_high, connections are trimmed down to connections_low.
 connections_low = {{.Limits.ConnectionsLow}}
 connections_high = {{.Limits.ConnectionsHigh}}
+# Bytes a second this peer serves blocks at, to every peer together (0: no
+# cap).
+serve_bytes_per_second = {{.Limits.ServeBytesPerSecond}}
 
 [labels]
 # key = "value" pairs announced to the mesh, for task placement.

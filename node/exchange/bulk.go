@@ -61,7 +61,7 @@ func (e *Exchange) serveBlocks(s network.Stream) {
 		_, _ = s.Write([]byte{bulkStatusNotHave})
 		return
 	}
-	w := bufio.NewWriterSize(s, 1<<20)
+	w := bufio.NewWriterSize(throttled{ctx: e.ctx, w: s, limit: e.serveLimit}, 1<<20)
 	if err := w.WriteByte(bulkStatusHave); err != nil {
 		s.Reset()
 		return

@@ -19,6 +19,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	libp2pproto "github.com/libp2p/go-libp2p/core/protocol"
+	"golang.org/x/time/rate"
 
 	"github.com/cortex-peer/cortex-peer/dag"
 	"github.com/cortex-peer/cortex-peer/protocol"
@@ -42,6 +43,9 @@ type Config struct {
 	// StallTimeout ends a fetch when no block arrived for this long; a
 	// fetch may ask for another.
 	StallTimeout time.Duration
+	// ServeBytesPerSecond caps the rate at which this peer serves blocks
+	// on the bulk and leaves streams, all requesters together (0: no cap).
+	ServeBytesPerSecond int64
 }
 
 // DefaultConfig is the exchange's default configuration.
@@ -51,6 +55,9 @@ func DefaultConfig() Config { return Config{StallTimeout: DefaultStallTimeout} }
 func (c Config) Validate() error {
 	if c.StallTimeout <= 0 {
 		return fmt.Errorf("exchange: stall timeout must be positive: %w", errdefs.ErrInvalid)
+	}
+	if c.ServeBytesPerSecond < 0 {
+		return fmt.Errorf("exchange: serve bytes per second %d: %w", c.ServeBytesPerSecond, errdefs.ErrInvalid)
 	}
 	return nil
 }
@@ -70,6 +77,8 @@ type Exchange struct {
 
 	bs    *bitswap.Bitswap
 	guard *peerGuard // between bs and the network: per-fetch bad peers
+	// serveLimit paces the bulk and leaves streams served (nil: unpaced).
+	serveLimit *rate.Limiter
 
 	// ctx ends at Close: bulk exports in flight watch it.
 	ctx    context.Context
@@ -103,9 +112,13 @@ func New(cfg Config, h Host, dags *dag.Store, log *slog.Logger) (*Exchange, erro
 		bitswap.MaxQueuedWantlistEntriesPerPeer(bitswapMaxWants),
 	)
 	e := &Exchange{cfg: cfg, host: h, dags: dags, log: log, bs: bs, guard: guard, ctx: ctx, cancel: cancel}
+	if cfg.ServeBytesPerSecond > 0 {
+		e.serveLimit = rate.NewLimiter(rate.Limit(cfg.ServeBytesPerSecond), int(min(cfg.ServeBytesPerSecond, 256<<10)))
+	}
 	// Registered here rather than in a Serve loop: a peer that sees this
 	// one's heartbeat may ask for blocks at once.
 	h.Libp2p().SetStreamHandler(libp2pproto.ID(protocol.BlocksProtocol), e.serveBlocks)
+	h.Libp2p().SetStreamHandler(libp2pproto.ID(protocol.LeavesProtocol), e.serveLeaves)
 	return e, nil
 }
 
@@ -113,6 +126,7 @@ func New(cfg Config, h Host, dags *dag.Store, log *slog.Logger) (*Exchange, erro
 func (e *Exchange) Close() error {
 	e.once.Do(func() {
 		e.host.Libp2p().RemoveStreamHandler(libp2pproto.ID(protocol.BlocksProtocol))
+		e.host.Libp2p().RemoveStreamHandler(libp2pproto.ID(protocol.LeavesProtocol))
 		e.err = e.bs.Close()
 		e.cancel()
 	})

@@ -29,7 +29,7 @@ func (s *Server) addArtifactTools() {
 	mcp.AddTool(s.mcp, &mcp.Tool{
 		Name:        "artifact_get",
 		Title:       "Fetch a file or a directory by CID into a path",
-		Description: `Fetch a CID from the mesh (only the blocks this peer lacks, each verified) and write it to a path on the peer's machine: a file or a directory, as the CID is. The path must not exist unless force. Returns the bytes written and the bytes each peer sent.`,
+		Description: `Fetch a CID from the mesh (only the blocks this peer lacks, each verified) and write it to a path on the peer's machine: a file or a directory, as the CID is. A file comes from every peer that holds it at once; a get cut short keeps a partial copy that the same call completes. The path must not exist unless force. Returns the bytes written and the bytes each peer sent.`,
 	}, s.artifactGet)
 	mcp.AddTool(s.mcp, &mcp.Tool{
 		Name:        "artifact_read",

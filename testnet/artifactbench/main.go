@@ -3,7 +3,8 @@
 // peer and got by another (destination on a tmpfs) against Kubo's pin add
 // then get of the same bytes and against Go's sha256 of them; the peers'
 // memory; a get killed half-way and run again, counting the bytes the mesh
-// moved.
+// moved; a get from three providers against one, uncapped and with each
+// provider's serving capped to a third of what one provider delivered.
 //
 //	make bench-artifacts            # or: go run ./testnet/artifactbench -kubo .bench/ipfs
 package main
@@ -17,6 +18,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -108,7 +111,7 @@ func run(kuboBin, bin string, size int64) error {
 	if err := benchkit.WriteRandom(src, size); err != nil {
 		return err
 	}
-	pn, err := testnet.StartProcesses(ctx, testnet.ProcessOptions{Binary: bin, N: 3, Dir: stores, Heartbeat: time.Second, AllowedRoots: []string{work}})
+	pn, err := testnet.StartProcesses(ctx, testnet.ProcessOptions{Binary: bin, N: 4, Dir: stores, Heartbeat: time.Second, AllowedRoots: []string{work}})
 	if err != nil {
 		return err
 	}
@@ -116,7 +119,7 @@ func run(kuboBin, bin string, size int64) error {
 	if err := pn.WaitReady(ctx); err != nil {
 		return err
 	}
-	p1, p2, p3 := pn.Peers[0].DataDir, pn.Peers[1].DataDir, pn.Peers[2].DataDir
+	p1, p2, p3, p4 := pn.Peers[0].DataDir, pn.Peers[1].DataDir, pn.Peers[2].DataDir, pn.Peers[3].DataDir
 
 	var sum []byte
 	tHash, err := timeIt(func() (err error) { sum, err = benchkit.SHA256File(src); return err })
@@ -236,7 +239,25 @@ func run(kuboBin, bin string, size int64) error {
 	add("get killed at ~50%, then run again: bytes moved in all", fmt.Sprintf("%.1f%% of the file", 100*float64(moved)/float64(size)),
 		fmt.Sprintf("killed after %.0f%%", 100*float64(atKill)/float64(size)), fmt.Sprintf("goal < 110%%: %s", met(float64(moved) < 1.10*float64(size))))
 	add("  the second get", secs(tResume), "", "")
-	add("three providers against one", "n/a: a fetch asks one provider", "", "")
+	_ = os.Remove(filepath.Join(work, "resumed.bin"))
+
+	// 3. Three providers against one. Peers 1, 2 and 3 now hold the file.
+	var three getJSON
+	tThree, err := timeIt(func() error {
+		var err error
+		three, err = getFile(bin, p4, put.CID, filepath.Join(work, "three.bin"))
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	_ = os.Remove(filepath.Join(work, "three.bin"))
+	add(fmt.Sprintf("get %d MiB from 3 providers (goal: no slower than 1)", size>>20), secs(tThree)+", "+mbps(size, tThree),
+		"1 provider "+secs(tGet), fmt.Sprintf("%.2fx: %s; %s", tGet.Seconds()/tThree.Seconds(), met(tThree.Seconds() <= 1.1*tGet.Seconds()), three.shares()))
+	rate := float64(size) / tGet.Seconds() / 3
+	if err := capped(ctx, bin, stores, work, min(size, 256<<20), int64(rate)); err != nil {
+		return err
+	}
 
 	fmt.Println()
 	fmt.Printf("%-58s %-24s %-40s %s\n", "artifact figures", "ours", "baseline", "")
@@ -244,6 +265,87 @@ func run(kuboBin, bin string, size int64) error {
 		fmt.Printf("%-58s %-24s %-40s %s\n", r.what, r.ours, r.baseline, r.ratio)
 	}
 	fmt.Printf("note: load average at the end: %s\n", benchkit.LoadAvg())
+	return nil
+}
+
+// getJSON is what `get --json` prints.
+type getJSON struct {
+	Providers map[string]uint64 `json:"providers"`
+}
+
+// shares says what each provider sent, in MiB.
+func (g getJSON) shares() string {
+	var parts []string
+	for _, n := range g.Providers {
+		parts = append(parts, fmt.Sprintf("%d", n>>20))
+	}
+	slices.Sort(parts)
+	return fmt.Sprintf("MiB from each provider: %s", strings.Join(parts, "/"))
+}
+
+func getFile(bin, data, c, dest string) (getJSON, error) {
+	var g getJSON
+	out, err := cli(bin, "get", "--json", "--data", data, c, "-o", dest)
+	if err == nil {
+		err = json.Unmarshal(out, &g)
+	}
+	return g, err
+}
+
+// capped measures a get from one provider against one from three when
+// each provider serves at most rate bytes a second: on a testnet of five
+// peers, file A is put on peer 1 alone and got by peer 4, file B put on
+// peers 1, 2 and 3 and got by peer 5.
+func capped(ctx context.Context, bin, stores, work string, size, rate int64) error {
+	dir, err := os.MkdirTemp(stores, "capped-")
+	if err != nil {
+		return err
+	}
+	pn, err := testnet.StartProcesses(ctx, testnet.ProcessOptions{Binary: bin, N: 5, Dir: dir, Heartbeat: time.Second, AllowedRoots: []string{work},
+		ConfigEdits: map[string]string{"serve_bytes_per_second = 0": fmt.Sprintf("serve_bytes_per_second = %d", rate)}})
+	if err != nil {
+		return err
+	}
+	defer pn.Stop()
+	if err := pn.WaitReady(ctx); err != nil {
+		return err
+	}
+	var cids [2]string
+	for i, holders := range [][]int{{0}, {0, 1, 2}} {
+		src := filepath.Join(work, fmt.Sprintf("capped-%d.bin", i))
+		if err := benchkit.WriteRandom(src, size); err != nil {
+			return err
+		}
+		for _, h := range holders {
+			out, err := cli(bin, "put", "--json", "--data", pn.Peers[h].DataDir, src)
+			if err != nil {
+				return err
+			}
+			var put struct {
+				CID string `json:"cid"`
+			}
+			if err := json.Unmarshal(out, &put); err != nil {
+				return err
+			}
+			cids[i] = put.CID
+		}
+		_ = os.Remove(src)
+	}
+	var times [2]time.Duration
+	var three getJSON
+	for i, getter := range []int{3, 4} {
+		dest := filepath.Join(work, fmt.Sprintf("capped-got-%d.bin", i))
+		if times[i], err = timeIt(func() error {
+			var err error
+			three, err = getFile(bin, pn.Peers[getter].DataDir, cids[i], dest)
+			return err
+		}); err != nil {
+			return err
+		}
+		_ = os.Remove(dest)
+	}
+	add(fmt.Sprintf("get %d MiB, each provider capped at %s: 3 providers (goal >= 2x)", size>>20, mbps(rate, time.Second)), secs(times[1])+", "+mbps(size, times[1]),
+		"1 provider "+secs(times[0])+", "+mbps(size, times[0]), fmt.Sprintf("%.2fx: %s; %s", times[0].Seconds()/times[1].Seconds(), met(times[0] >= 2*times[1]), three.shares()))
 	return nil
 }
 

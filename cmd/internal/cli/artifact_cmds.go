@@ -57,8 +57,14 @@ func newGetCmd(g *Globals) *cobra.Command {
 		Long: `get fetches CID from the peers of the mesh (only the blocks this peer lacks,
 each verified against its hash) and writes it to PATH (default: the CID, in
 the current directory). PATH must not exist unless --force, which replaces
-it once the new copy is whole; a failed get leaves PATH as it was. Blocks
-fetched are kept: run get again to go on where it stopped.
+it once the new copy is whole; a failed get leaves PATH as it was.
+
+A file comes from every peer that holds it at once, a slow or lying one
+left behind, into a partial copy beside PATH (.NAME.cortex-partial-...)
+renamed to PATH when whole. A get cut short (Ctrl-C, a full disk, no
+provider left) keeps it: run the same get again to complete it, checking
+what it holds and fetching only the rest. On a terminal, progress shows on
+stderr.
 
 -o - writes a file to standard output as its blocks arrive.`,
 		Example: "  cortex-peer get bafybei... -o app\n  cortex-peer get bafybei... -o - | tar x",

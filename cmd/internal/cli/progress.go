@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	apiv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1"
 )
@@ -15,6 +16,8 @@ type progressLine struct {
 	w       io.Writer
 	enabled bool
 	width   int
+	start   time.Time // of the first update with a byte count, for the rate
+	from    uint64    // bytes at that update (a resumed get starts past 0)
 }
 
 func newProgress(g *Globals, w io.Writer) *progressLine {
@@ -34,7 +37,13 @@ func (p *progressLine) update(ev *apiv1.Progress) {
 	var s string
 	switch {
 	case ev.GetTotalBytes() > 0:
-		s = fmt.Sprintf("%s: %s of %s", ev.GetPhase(), formatBytes(ev.GetBytes()), formatBytes(ev.GetTotalBytes()))
+		// As rsync --info=progress2: how far, what share, how fast.
+		s = fmt.Sprintf("%s: %s of %s (%d%%)", ev.GetPhase(), formatBytes(ev.GetBytes()), formatBytes(ev.GetTotalBytes()), 100*ev.GetBytes()/ev.GetTotalBytes())
+		if p.start.IsZero() {
+			p.start, p.from = time.Now(), ev.GetBytes()
+		} else if el := time.Since(p.start).Seconds(); el > 0.5 && ev.GetBytes() > p.from {
+			s += fmt.Sprintf(", %s/s", formatBytes(uint64(float64(ev.GetBytes()-p.from)/el)))
+		}
 	case ev.GetDone() == 0 && ev.GetBytes() == 0:
 		s = ev.GetPhase() + "..."
 	case ev.GetTotal() > 0:

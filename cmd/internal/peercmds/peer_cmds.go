@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/pprof"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -190,6 +191,14 @@ http://127.0.0.1:PORT/mcp (loopback only; bearer token from DIR/api.token).`,
 				libp2pLevel = slog.LevelWarn
 			}
 			p2p.RouteLibp2pLogs(log, libp2pLevel)
+			if path := os.Getenv("CORTEX_CPU_PROFILE"); path != "" {
+				// A CPU profile of the whole run, for `go tool pprof`.
+				stop, err := startCPUProfile(path)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
 			n, err := node.New(cfg, log)
 			if err != nil {
 				return err
@@ -240,4 +249,19 @@ and run 'cortex-peer init --mesh-key FILE' there.`,
 			return err
 		},
 	}
+}
+
+// startCPUProfile writes a CPU profile to path (with the pid appended, so
+// that the peers of a testnet sharing one environment do not clash) until
+// stop.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(fmt.Sprintf("%s.%d", path, os.Getpid()))
+	if err != nil {
+		return nil, fmt.Errorf("CORTEX_CPU_PROFILE: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("CORTEX_CPU_PROFILE: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
