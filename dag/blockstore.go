@@ -120,6 +120,46 @@ func (s *Blockstore) Get(_ context.Context, c cid.Cid) (blocks.Block, error) {
 	return blocks.NewBlockWithCid(data, c)
 }
 
+// ReadInto returns the bytes of block c, read into buf when it is large
+// enough (the result then shares buf's memory), checked as Get checks
+// them: for a caller that serves many blocks and reuses one buffer.
+func (s *Blockstore) ReadInto(c cid.Cid, buf []byte) ([]byte, error) {
+	if data, ok := inline(c); ok {
+		return data, nil
+	}
+	var data []byte
+	var packed bool
+	err := s.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get(blockKey(c.Hash()))
+		if err != nil {
+			return err
+		}
+		packed = it.UserMeta() == packMeta
+		if packed {
+			data, err = it.ValueCopy(nil) // the reference: a few bytes
+		} else {
+			data, err = it.ValueCopy(buf[:0])
+		}
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, notFound(c)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get block %s: %w", c, err)
+	}
+	if packed {
+		r, err := decodePackRef(data)
+		if err == nil {
+			data, err = s.readRefCheckedInto(c, r, buf)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", notFound(c), err)
+		}
+	}
+	return data, nil
+}
+
 // notFoundError is both ipld.ErrNotFound (for boxo) and errdefs.ErrNotFound.
 type notFoundError struct{ ipld.ErrNotFound }
 

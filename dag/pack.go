@@ -113,7 +113,13 @@ func (s *Blockstore) readPacked(c cid.Cid, ref []byte) ([]byte, error) {
 
 // readRefChecked reads the block c at r and checks its CRC, or its hash.
 func (s *Blockstore) readRefChecked(c cid.Cid, r packRef) ([]byte, error) {
-	data, err := s.readRef(r)
+	return s.readRefCheckedInto(c, r, nil)
+}
+
+// readRefCheckedInto is readRefChecked reading into buf when it is large
+// enough.
+func (s *Blockstore) readRefCheckedInto(c cid.Cid, r packRef, buf []byte) ([]byte, error) {
+	data, err := s.readRefInto(r, buf)
 	if err != nil {
 		return nil, err
 	}
@@ -130,14 +136,19 @@ func (s *Blockstore) readRefChecked(c cid.Cid, r packRef) ([]byte, error) {
 	return data, nil
 }
 
-// readRef reads the bytes a reference points to, unchecked.
-func (s *Blockstore) readRef(r packRef) ([]byte, error) {
+// readRefInto reads the bytes a reference points to, unchecked, into buf
+// when it is large enough.
+func (s *Blockstore) readRefInto(r packRef, buf []byte) ([]byte, error) {
 	f, err := s.packs.get(s.packDir(), r.pack)
 	if err != nil {
 		return nil, err
 	}
 	defer s.packs.put(f)
-	data := make([]byte, r.length)
+	data := buf[:0]
+	if cap(data) < r.length {
+		data = make([]byte, r.length)
+	}
+	data = data[:r.length]
 	if _, err := f.ReadAt(data, r.offset); err != nil {
 		return nil, err
 	}
@@ -712,7 +723,9 @@ func (s *Blockstore) appendPacked(bs []blocks.Block) (map[string]packRef, error)
 		return nil, err
 	}
 	defer f.Close()
-	w := bufio.NewWriterSize(f, 1<<20)
+	w := packWriters.Get().(*bufio.Writer)
+	w.Reset(f)
+	defer func() { w.Reset(nil); packWriters.Put(w) }()
 	refs := make(map[string]packRef, len(bs))
 	size := a.size
 	for _, b := range bs {
@@ -735,6 +748,9 @@ func (s *Blockstore) appendPacked(bs []blocks.Block) (map[string]packRef, error)
 	a.size = size
 	return refs, nil
 }
+
+// packWriters buffer appends to packs: a MiB each, so not one a batch.
+var packWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 1<<20) }}
 
 // rotatePack makes the next append start a new pack, so that a GC never
 // removes a pack that is still being appended to.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,7 +17,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cortex-peer/cortex-peer/node/apiclient"
+	"github.com/cortex-peer/cortex-peer/node/datadir"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // Defaults of process testnets.
@@ -46,6 +49,9 @@ type ProcessOptions struct {
 	// key's line with its value's (for example the tasks namespace line);
 	// a key absent from the file is an error, so an edit is never lost.
 	ConfigEdits map[string]string
+	// AllowlistOnly runs the mesh without a mesh key: each peer admits the
+	// others by id alone (policy.allowlist).
+	AllowlistOnly bool
 	// OnExit, if set, is called once for every end of a peer process,
 	// from the goroutine that reaped it and before Exited closes. It must
 	// not block, nor wait on the peer.
@@ -138,6 +144,9 @@ func StartProcesses(ctx context.Context, opts ProcessOptions) (_ *ProcessNet, er
 			pn.Stop()
 		}
 	}()
+	if opts.AllowlistOnly {
+		return pn, pn.startAllowlistOnly(ctx)
+	}
 	for i := range opts.N {
 		name := "peer" + strconv.Itoa(i+1)
 		p := &ProcessPeer{Name: name, DataDir: filepath.Join(opts.Dir, name), net: pn}
@@ -176,6 +185,65 @@ func StartProcesses(ctx context.Context, opts ProcessOptions) (_ *ProcessNet, er
 		}
 	}
 	return pn, nil
+}
+
+// startAllowlistOnly initializes every peer, makes each admit the others
+// by id alone (no mesh key), then starts the first, and the others
+// bootstrapped to it.
+func (pn *ProcessNet) startAllowlistOnly(ctx context.Context) error {
+	opts := pn.opts
+	var ids []string
+	for i := range opts.N {
+		name := "peer" + strconv.Itoa(i+1)
+		p := &ProcessPeer{Name: name, DataDir: filepath.Join(opts.Dir, name), net: pn}
+		p.LogFile = filepath.Join(p.DataDir, "peer.log")
+		args := []string{"init", "--data", p.DataDir, "--listen", loopbackListen, "--no-mdns", "--heartbeat", opts.Heartbeat.String(), "--label", "testnet=" + name}
+		for _, r := range opts.AllowedRoots {
+			args = append(args, "--allowed-root", r)
+		}
+		if out, err := exec.CommandContext(ctx, opts.Binary, args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("testnet: init %s: %v: %s", name, err, out)
+		}
+		sk, err := datadir.Dir{Root: p.DataDir}.Identity()
+		if err != nil {
+			return fmt.Errorf("testnet: %s: %w", name, err)
+		}
+		id, err := peer.IDFromPrivateKey(sk)
+		if err != nil {
+			return fmt.Errorf("testnet: %s: %w", name, err)
+		}
+		ids = append(ids, strconv.Quote(id.String()))
+		pn.Peers = append(pn.Peers, p)
+	}
+	edits := maps.Clone(opts.ConfigEdits)
+	if edits == nil {
+		edits = map[string]string{}
+	}
+	edits[`mesh_key_file = "`+datadir.MeshKeyFile+`"`] = `mesh_key_file = ""`
+	edits["allowlist = []"] = "allowlist = [" + strings.Join(ids, ", ") + "]"
+	for _, p := range pn.Peers {
+		if err := EditConfig(filepath.Join(p.DataDir, "config.toml"), edits); err != nil {
+			return fmt.Errorf("testnet: %s: %w", p.Name, err)
+		}
+	}
+	first := pn.Peers[0]
+	if err := first.start(nil); err != nil {
+		return err
+	}
+	if err := first.waitAPI(ctx); err != nil {
+		return err
+	}
+	for _, p := range pn.Peers[1:] {
+		if err := p.start(first.Addrs); err != nil {
+			return err
+		}
+	}
+	for _, p := range pn.Peers[1:] {
+		if err := p.waitAPI(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // EditConfig replaces, in the config file at path, each key's text with its

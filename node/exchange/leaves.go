@@ -50,10 +50,14 @@ func (e *Exchange) serveLeaves(s network.Stream) {
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { s.Reset() })
 	defer stop()
-	w := bufio.NewWriterSize(throttled{ctx: ctx, w: s, limit: e.serveLimit}, 1<<20)
+	w := serveWriters.Get().(*bufio.Writer)
+	w.Reset(throttled{ctx: ctx, w: s, limit: e.serveLimit})
+	defer func() { w.Reset(nil); serveWriters.Put(w) }()
+	bp := blockBuffers.Get().(*[]byte)
+	defer blockBuffers.Put(bp)
 	var hdr [binary.MaxVarintLen64]byte
 	for _, c := range keys {
-		b, err := e.dags.Blocks().Get(ctx, c)
+		data, err := e.dags.Blocks().ReadInto(c, *bp)
 		if err != nil {
 			if _, err := w.Write(hdr[:binary.PutUvarint(hdr[:], 0)]); err != nil {
 				s.Reset()
@@ -61,7 +65,6 @@ func (e *Exchange) serveLeaves(s network.Stream) {
 			}
 			continue
 		}
-		data := b.RawData()
 		if _, err := w.Write(hdr[:binary.PutUvarint(hdr[:], uint64(len(data))+1)]); err != nil {
 			s.Reset()
 			return
@@ -167,6 +170,9 @@ func (e *Exchange) fetchLeavesFrom(ctx context.Context, p peer.ID, keys []cid.Ci
 	}
 	return len(keys), nil
 }
+
+// serveWriters buffer the replies served, a MiB each.
+var serveWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 1<<20) }}
 
 // blockBuffers hold one block each while it is read, verified and handed
 // over: a GiB fetched allocates nothing per block, and the collector,

@@ -13,13 +13,16 @@ import (
 )
 
 // WriteRandom writes n pseudo-random bytes (the same for every run) to path.
-func WriteRandom(path string, n int64) error {
+func WriteRandom(path string, n int64) error { return WriteRandomSeeded(path, n, 42) }
+
+// WriteRandomSeeded is WriteRandom with another seed: other bytes.
+func WriteRandomSeeded(path string, n int64, seed byte) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	r := rand.NewChaCha8([32]byte{42})
+	r := rand.NewChaCha8([32]byte{seed})
 	w := bufio.NewWriterSize(f, 1<<20)
 	if _, err := io.CopyN(w, r, n); err != nil {
 		return err
