@@ -91,6 +91,10 @@ stderr.
 				start := time.Now()
 				res, err := c.ArtifactGet(ctx, args[0], dest, force, stall, p.update)
 				p.done()
+				if err != nil && ctx.Err() != nil {
+					// Interrupted: the peer stops the get and keeps what it wrote.
+					return fmt.Errorf("get %s: interrupted; what was fetched is kept beside %s: run the same get again to resume", args[0], dest)
+				}
 				if err != nil {
 					return err
 				}
