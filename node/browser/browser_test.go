@@ -331,10 +331,11 @@ func TestSessionsAcrossPeers(t *testing.T) {
 	}
 }
 
-// fetchFile fetches a file DAG through a peer into path and reads it.
+// fetchFile gets a browser output through a peer into path (cortex-peer
+// get: screenshots, PDFs and downloads are artifacts) and reads it.
 func fetchFile(ctx context.Context, t *testing.T, c *apiclient.Client, root, path string) []byte {
 	t.Helper()
-	if _, err := c.WorkspaceGet(ctx, root, path, 0, false, nil); err != nil {
+	if _, err := c.ArtifactGet(ctx, root, path, false, 0, nil); err != nil { // a browser output is an artifact
 		t.Fatalf("get %s: %v", root, err)
 	}
 	b, err := os.ReadFile(path)

@@ -124,7 +124,7 @@ func TestLargeDownloadBoundedMemory(t *testing.T) {
 	}
 	// The other peer fetches it by CID, byte for byte.
 	dest := filepath.Join(t.TempDir(), "big.bin")
-	if _, err := cs[1].WorkspaceGet(ctx, dl.GetCid(), dest, 0, false, nil); err != nil {
+	if _, err := cs[1].ArtifactGet(ctx, dl.GetCid(), dest, false, 0, nil); err != nil {
 		t.Fatal(err)
 	}
 	f, err := os.Open(dest)
