@@ -119,4 +119,10 @@ func TestCLIArtifacts(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join(out, "nobody")); err == nil {
 		t.Fatal("a failed get left its destination")
 	}
+	if r = run(t, bin, "unpin", "--data", p1, put.CID); r.code != 0 || !strings.Contains(r.stderr, "unpinned") {
+		t.Fatalf("unpin: exit %d %s", r.code, r.stderr)
+	}
+	if r = run(t, bin, "unpin", "--data", p1, put.CID); r.code == 0 || !strings.Contains(r.stderr, "not put on this peer") {
+		t.Fatalf("a second unpin: exit %d %s", r.code, r.stderr)
+	}
 }

@@ -57,3 +57,11 @@ func (c *Client) ArtifactRead(ctx context.Context, root string, off, n uint64, s
 	}
 	return size, nil
 }
+
+// ArtifactUnpin removes the pin a put of root made on the peer.
+func (c *Client) ArtifactUnpin(ctx context.Context, root string) error {
+	if _, err := c.arts.Unpin(ctx, connect.NewRequest(&apiv1.ArtifactUnpinRequest{Cid: root})); err != nil {
+		return c.wrap("unpin", err)
+	}
+	return nil
+}

@@ -35,6 +35,7 @@ type Artifacts interface {
 	Get(ctx context.Context, root cid.Cid, dest string, force bool, stall time.Duration, progress func(*apiv1.Progress)) (ArtifactGot, error)
 	Size(ctx context.Context, root cid.Cid, stall time.Duration) (int64, error)
 	Read(ctx context.Context, root cid.Cid, off, n int64, stall time.Duration, w io.Writer) (int64, error)
+	Unpin(root cid.Cid) error
 }
 
 // artifactService implements the ArtifactService of the local API.
@@ -125,4 +126,15 @@ func (s *artifactService) Read(ctx context.Context, req *connect.Request[apiv1.A
 		return stream.Send(&apiv1.ArtifactChunk{Size: uint64(size)})
 	}
 	return nil
+}
+
+func (s *artifactService) Unpin(_ context.Context, req *connect.Request[apiv1.ArtifactUnpinRequest]) (*connect.Response[apiv1.ArtifactUnpinResponse], error) {
+	root, err := parseCID("cid", req.Msg.GetCid())
+	if err != nil {
+		return nil, err
+	}
+	if err := s.a.Unpin(root); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&apiv1.ArtifactUnpinResponse{}), nil
 }

@@ -102,6 +102,20 @@ func New(cfg Config, dags *dag.Store, fetch Fetcher, trees Trees, traffic Traffi
 // Pin names the pin that keeps an artifact put on this peer.
 func Pin(root cid.Cid) string { return "artifact:" + root.String() }
 
+// Unpin removes the pin a Put of root made here, so that GC may free its
+// blocks (those nothing else pins). A root this peer did not put is
+// ErrNotFound.
+func (s *Service) Unpin(root cid.Cid) error {
+	if err := s.dags.Unpin(Pin(root)); err != nil {
+		if errors.Is(err, errdefs.ErrNotFound) {
+			return fmt.Errorf("unpin %s: not put on this peer: %w", root, errdefs.ErrNotFound)
+		}
+		return err
+	}
+	s.log.Info("artifact unpinned", "cid", root)
+	return nil
+}
+
 // PutResult is what a put stored.
 type PutResult struct {
 	Root  cid.Cid

@@ -37,6 +37,33 @@ func (s *Server) addArtifactTools() {
 		Description: `Read bytes of a file by its CID, fetching only the blocks that hold them: text is returned as text, a PNG or JPEG as an image, other bytes as a count with their first bytes in hex. length defaults to 64 KiB (at most 4 MiB); page on with next_offset.`,
 		Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true},
 	}, s.artifactRead)
+	mcp.AddTool(s.mcp, &mcp.Tool{
+		Name:        "artifact_unpin",
+		Title:       "Let the peer free a file or a directory it put",
+		Description: `Remove the pin artifact_put made on this peer for a CID, so that the next garbage collection frees its blocks (those nothing else pins). Copies other peers got are not touched. A CID this peer did not put is not_found.`,
+		Annotations: &mcp.ToolAnnotations{DestructiveHint: new(true)},
+	}, s.artifactUnpin)
+}
+
+// ArtifactUnpinInput is artifact_unpin's arguments.
+type ArtifactUnpinInput struct {
+	CID string `json:"cid"`
+}
+
+// ArtifactUnpinOutput is artifact_unpin's result.
+type ArtifactUnpinOutput struct {
+	CID      string `json:"cid"`
+	Unpinned bool   `json:"unpinned"`
+}
+
+func (s *Server) artifactUnpin(ctx context.Context, _ *mcp.CallToolRequest, in ArtifactUnpinInput) (*mcp.CallToolResult, ArtifactUnpinOutput, error) {
+	if in.CID == "" {
+		return nil, ArtifactUnpinOutput{}, invalid("cid is required")
+	}
+	if err := s.api.ArtifactUnpin(ctx, in.CID); err != nil {
+		return nil, ArtifactUnpinOutput{}, toolError(err)
+	}
+	return nil, ArtifactUnpinOutput{CID: in.CID, Unpinned: true}, nil
 }
 
 // ArtifactPutInput is artifact_put's arguments.
@@ -92,7 +119,11 @@ func (s *Server) artifactGet(ctx context.Context, creq *mcp.CallToolRequest, in 
 	}
 	n := newNotifier(creq, s.log)
 	r, err := s.api.ArtifactGet(ctx, in.CID, p, in.Force, 0, func(pr *apiv1.Progress) {
-		n.status(ctx, fmt.Sprintf("%s %d blocks, %d bytes", pr.GetPhase(), pr.GetDone(), pr.GetBytes()))
+		if pr.GetTotalBytes() > 0 {
+			n.status(ctx, fmt.Sprintf("%s %d of %d bytes", pr.GetPhase(), pr.GetBytes(), pr.GetTotalBytes()))
+			return
+		}
+		n.status(ctx, fmt.Sprintf("%s %d files, %d bytes", pr.GetPhase(), pr.GetDone(), pr.GetBytes()))
 	})
 	if err != nil {
 		return nil, ArtifactGetOutput{}, toolError(err)

@@ -199,7 +199,7 @@ func textOf(res *mcp.CallToolResult) string {
 
 var transports = []string{"stdio", "http"}
 
-var wantTools = []string{"artifact_get", "artifact_put", "artifact_read", "browser_click", "browser_close", "browser_console", "browser_downloads", "browser_evaluate",
+var wantTools = []string{"artifact_get", "artifact_put", "artifact_read", "artifact_unpin", "browser_click", "browser_close", "browser_console", "browser_downloads", "browser_evaluate",
 	"browser_list", "browser_navigate", "browser_network", "browser_open", "browser_pdf", "browser_screenshot",
 	"browser_snapshot", "browser_state_save", "browser_tabs", "browser_type", "browser_upload",
 	"cancel_task", "get_task", "list_peers", "list_tasks",
@@ -583,5 +583,13 @@ func testArtifacts(t *testing.T, e *env, tr string) {
 	got := decode[mcpserver.ArtifactGetOutput](t, cs, "artifact_get", map[string]any{"cid": put.CID, "path": dest})
 	if b, _ := os.ReadFile(dest); string(b) != text || got.Bytes != uint64(len(text)) {
 		t.Fatalf("artifact_get %+v", got)
+	}
+	if un := decode[mcpserver.ArtifactUnpinOutput](t, cs, "artifact_unpin", map[string]any{"cid": put.CID}); !un.Unpinned {
+		t.Fatalf("artifact_unpin %+v", un)
+	}
+	if res, err := call(t, testnet.Context(t, 30*time.Second), cs, "artifact_unpin", map[string]any{"cid": put.CID}, nil); err == nil && !res.IsError {
+		t.Fatal("a second artifact_unpin of the same CID succeeded")
+	} else if res != nil && !strings.Contains(textOf(res), "not_found") {
+		t.Fatalf("a second artifact_unpin: %s", textOf(res))
 	}
 }

@@ -37,6 +37,7 @@ type API interface {
 	ArtifactPut(ctx context.Context, path string, progress func(*apiv1.Progress)) (*apiv1.ArtifactPutResult, error)
 	ArtifactGet(ctx context.Context, root, dest string, force bool, stall time.Duration, progress func(*apiv1.Progress)) (*apiv1.ArtifactGetResult, error)
 	ArtifactRead(ctx context.Context, root string, off, n uint64, stall time.Duration, w io.Writer) (uint64, error)
+	ArtifactUnpin(ctx context.Context, root string) error
 }
 
 // Options configure a Server.

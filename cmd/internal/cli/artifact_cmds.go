@@ -124,6 +124,31 @@ stderr.
 	return cmd
 }
 
+func newUnpinCmd(g *Globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "unpin CID",
+		Short: "Let this peer free a file or a directory it put",
+		Long: `unpin removes the pin that put made on this peer for CID (as ipfs pin rm
+does). The blocks stay until the next 'ws gc', which frees those nothing
+else pins; copies other peers got are not touched. A CID this peer did not
+put is not_found.`,
+		Example: "  cortex-peer unpin bafybei... && cortex-peer ws gc",
+		Args:    exactArgs(1, "a CID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withClient(cmd, g, func(ctx context.Context, c *apiclient.Client) error {
+				if err := c.ArtifactUnpin(ctx, args[0]); err != nil {
+					return err
+				}
+				if g.JSON {
+					return PrintJSON(cmd.OutOrStdout(), map[string]any{"cid": args[0], "unpinned": true})
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "%s: unpinned; 'cortex-peer ws gc' frees its blocks\n", args[0])
+				return nil
+			})
+		},
+	}
+}
+
 func newCatCmd(g *Globals) *cobra.Command {
 	var offset, length uint64
 	var stall time.Duration

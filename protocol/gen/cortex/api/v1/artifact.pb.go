@@ -27,6 +27,86 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type ArtifactUnpinRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cid           string                 `protobuf:"bytes,1,opt,name=cid,proto3" json:"cid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ArtifactUnpinRequest) Reset() {
+	*x = ArtifactUnpinRequest{}
+	mi := &file_cortex_api_v1_artifact_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArtifactUnpinRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArtifactUnpinRequest) ProtoMessage() {}
+
+func (x *ArtifactUnpinRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cortex_api_v1_artifact_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArtifactUnpinRequest.ProtoReflect.Descriptor instead.
+func (*ArtifactUnpinRequest) Descriptor() ([]byte, []int) {
+	return file_cortex_api_v1_artifact_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ArtifactUnpinRequest) GetCid() string {
+	if x != nil {
+		return x.Cid
+	}
+	return ""
+}
+
+type ArtifactUnpinResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ArtifactUnpinResponse) Reset() {
+	*x = ArtifactUnpinResponse{}
+	mi := &file_cortex_api_v1_artifact_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArtifactUnpinResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArtifactUnpinResponse) ProtoMessage() {}
+
+func (x *ArtifactUnpinResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cortex_api_v1_artifact_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArtifactUnpinResponse.ProtoReflect.Descriptor instead.
+func (*ArtifactUnpinResponse) Descriptor() ([]byte, []int) {
+	return file_cortex_api_v1_artifact_proto_rawDescGZIP(), []int{1}
+}
+
 type ArtifactPutRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
@@ -36,7 +116,7 @@ type ArtifactPutRequest struct {
 
 func (x *ArtifactPutRequest) Reset() {
 	*x = ArtifactPutRequest{}
-	mi := &file_cortex_api_v1_artifact_proto_msgTypes[0]
+	mi := &file_cortex_api_v1_artifact_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -48,7 +128,7 @@ func (x *ArtifactPutRequest) String() string {
 func (*ArtifactPutRequest) ProtoMessage() {}
 
 func (x *ArtifactPutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_artifact_proto_msgTypes[0]
+	mi := &file_cortex_api_v1_artifact_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -61,7 +141,7 @@ func (x *ArtifactPutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArtifactPutRequest.ProtoReflect.Descriptor instead.
 func (*ArtifactPutRequest) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_artifact_proto_rawDescGZIP(), []int{0}
+	return file_cortex_api_v1_artifact_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ArtifactPutRequest) GetPath() string {
@@ -84,7 +164,7 @@ type ArtifactPutEvent struct {
 
 func (x *ArtifactPutEvent) Reset() {
 	*x = ArtifactPutEvent{}
-	mi := &file_cortex_api_v1_artifact_proto_msgTypes[1]
+	mi := &file_cortex_api_v1_artifact_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -96,7 +176,7 @@ func (x *ArtifactPutEvent) String() string {
 func (*ArtifactPutEvent) ProtoMessage() {}
 
 func (x *ArtifactPutEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_artifact_proto_msgTypes[1]
+	mi := &file_cortex_api_v1_artifact_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -109,7 +189,7 @@ func (x *ArtifactPutEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArtifactPutEvent.ProtoReflect.Descriptor instead.
 func (*ArtifactPutEvent) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_artifact_proto_rawDescGZIP(), []int{1}
+	return file_cortex_api_v1_artifact_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ArtifactPutEvent) GetEvent() isArtifactPutEvent_Event {
@@ -164,7 +244,7 @@ type ArtifactPutResult struct {
 
 func (x *ArtifactPutResult) Reset() {
 	*x = ArtifactPutResult{}
-	mi := &file_cortex_api_v1_artifact_proto_msgTypes[2]
+	mi := &file_cortex_api_v1_artifact_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -176,7 +256,7 @@ func (x *ArtifactPutResult) String() string {
 func (*ArtifactPutResult) ProtoMessage() {}
 
 func (x *ArtifactPutResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_artifact_proto_msgTypes[2]
+	mi := &file_cortex_api_v1_artifact_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -189,7 +269,7 @@ func (x *ArtifactPutResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArtifactPutResult.ProtoReflect.Descriptor instead.
 func (*ArtifactPutResult) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_artifact_proto_rawDescGZIP(), []int{2}
+	return file_cortex_api_v1_artifact_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ArtifactPutResult) GetCid() string {
@@ -227,7 +307,7 @@ type ArtifactGetRequest struct {
 
 func (x *ArtifactGetRequest) Reset() {
 	*x = ArtifactGetRequest{}
-	mi := &file_cortex_api_v1_artifact_proto_msgTypes[3]
+	mi := &file_cortex_api_v1_artifact_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -239,7 +319,7 @@ func (x *ArtifactGetRequest) String() string {
 func (*ArtifactGetRequest) ProtoMessage() {}
 
 func (x *ArtifactGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_artifact_proto_msgTypes[3]
+	mi := &file_cortex_api_v1_artifact_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -252,7 +332,7 @@ func (x *ArtifactGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArtifactGetRequest.ProtoReflect.Descriptor instead.
 func (*ArtifactGetRequest) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_artifact_proto_rawDescGZIP(), []int{3}
+	return file_cortex_api_v1_artifact_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ArtifactGetRequest) GetCid() string {
@@ -296,7 +376,7 @@ type ArtifactGetEvent struct {
 
 func (x *ArtifactGetEvent) Reset() {
 	*x = ArtifactGetEvent{}
-	mi := &file_cortex_api_v1_artifact_proto_msgTypes[4]
+	mi := &file_cortex_api_v1_artifact_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -308,7 +388,7 @@ func (x *ArtifactGetEvent) String() string {
 func (*ArtifactGetEvent) ProtoMessage() {}
 
 func (x *ArtifactGetEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_artifact_proto_msgTypes[4]
+	mi := &file_cortex_api_v1_artifact_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -321,7 +401,7 @@ func (x *ArtifactGetEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArtifactGetEvent.ProtoReflect.Descriptor instead.
 func (*ArtifactGetEvent) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_artifact_proto_rawDescGZIP(), []int{4}
+	return file_cortex_api_v1_artifact_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ArtifactGetEvent) GetEvent() isArtifactGetEvent_Event {
@@ -381,7 +461,7 @@ type ArtifactGetResult struct {
 
 func (x *ArtifactGetResult) Reset() {
 	*x = ArtifactGetResult{}
-	mi := &file_cortex_api_v1_artifact_proto_msgTypes[5]
+	mi := &file_cortex_api_v1_artifact_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -393,7 +473,7 @@ func (x *ArtifactGetResult) String() string {
 func (*ArtifactGetResult) ProtoMessage() {}
 
 func (x *ArtifactGetResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_artifact_proto_msgTypes[5]
+	mi := &file_cortex_api_v1_artifact_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -406,7 +486,7 @@ func (x *ArtifactGetResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArtifactGetResult.ProtoReflect.Descriptor instead.
 func (*ArtifactGetResult) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_artifact_proto_rawDescGZIP(), []int{5}
+	return file_cortex_api_v1_artifact_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ArtifactGetResult) GetCid() string {
@@ -457,7 +537,7 @@ type ArtifactReadRequest struct {
 
 func (x *ArtifactReadRequest) Reset() {
 	*x = ArtifactReadRequest{}
-	mi := &file_cortex_api_v1_artifact_proto_msgTypes[6]
+	mi := &file_cortex_api_v1_artifact_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -469,7 +549,7 @@ func (x *ArtifactReadRequest) String() string {
 func (*ArtifactReadRequest) ProtoMessage() {}
 
 func (x *ArtifactReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_artifact_proto_msgTypes[6]
+	mi := &file_cortex_api_v1_artifact_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -482,7 +562,7 @@ func (x *ArtifactReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArtifactReadRequest.ProtoReflect.Descriptor instead.
 func (*ArtifactReadRequest) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_artifact_proto_rawDescGZIP(), []int{6}
+	return file_cortex_api_v1_artifact_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ArtifactReadRequest) GetCid() string {
@@ -524,7 +604,7 @@ type ArtifactChunk struct {
 
 func (x *ArtifactChunk) Reset() {
 	*x = ArtifactChunk{}
-	mi := &file_cortex_api_v1_artifact_proto_msgTypes[7]
+	mi := &file_cortex_api_v1_artifact_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -536,7 +616,7 @@ func (x *ArtifactChunk) String() string {
 func (*ArtifactChunk) ProtoMessage() {}
 
 func (x *ArtifactChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_artifact_proto_msgTypes[7]
+	mi := &file_cortex_api_v1_artifact_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -549,7 +629,7 @@ func (x *ArtifactChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArtifactChunk.ProtoReflect.Descriptor instead.
 func (*ArtifactChunk) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_artifact_proto_rawDescGZIP(), []int{7}
+	return file_cortex_api_v1_artifact_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ArtifactChunk) GetData() []byte {
@@ -571,6 +651,9 @@ var File_cortex_api_v1_artifact_proto protoreflect.FileDescriptor
 const file_cortex_api_v1_artifact_proto_rawDesc = "" +
 	"\n" +
 	"\x1ccortex/api/v1/artifact.proto\x12\rcortex.api.v1\x1a\x1dcortex/api/v1/workspace.proto\"(\n" +
+	"\x14ArtifactUnpinRequest\x12\x10\n" +
+	"\x03cid\x18\x01 \x01(\tR\x03cid\"\x17\n" +
+	"\x15ArtifactUnpinResponse\"(\n" +
 	"\x12ArtifactPutRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\"\x8e\x01\n" +
 	"\x10ArtifactPutEvent\x125\n" +
@@ -606,11 +689,12 @@ const file_cortex_api_v1_artifact_proto_rawDesc = "" +
 	"\rstall_seconds\x18\x04 \x01(\rR\fstallSeconds\"7\n" +
 	"\rArtifactChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x12\n" +
-	"\x04size\x18\x02 \x01(\x04R\x04size2\xfd\x01\n" +
+	"\x04size\x18\x02 \x01(\x04R\x04size2\xd3\x02\n" +
 	"\x0fArtifactService\x12M\n" +
 	"\x03Put\x12!.cortex.api.v1.ArtifactPutRequest\x1a\x1f.cortex.api.v1.ArtifactPutEvent\"\x000\x01\x12M\n" +
 	"\x03Get\x12!.cortex.api.v1.ArtifactGetRequest\x1a\x1f.cortex.api.v1.ArtifactGetEvent\"\x000\x01\x12L\n" +
-	"\x04Read\x12\".cortex.api.v1.ArtifactReadRequest\x1a\x1c.cortex.api.v1.ArtifactChunk\"\x000\x01BEZCgithub.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1;apiv1b\x06proto3"
+	"\x04Read\x12\".cortex.api.v1.ArtifactReadRequest\x1a\x1c.cortex.api.v1.ArtifactChunk\"\x000\x01\x12T\n" +
+	"\x05Unpin\x12#.cortex.api.v1.ArtifactUnpinRequest\x1a$.cortex.api.v1.ArtifactUnpinResponse\"\x00BEZCgithub.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1;apiv1b\x06proto3"
 
 var (
 	file_cortex_api_v1_artifact_proto_rawDescOnce sync.Once
@@ -624,36 +708,40 @@ func file_cortex_api_v1_artifact_proto_rawDescGZIP() []byte {
 	return file_cortex_api_v1_artifact_proto_rawDescData
 }
 
-var file_cortex_api_v1_artifact_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_cortex_api_v1_artifact_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_cortex_api_v1_artifact_proto_goTypes = []any{
-	(*ArtifactPutRequest)(nil),  // 0: cortex.api.v1.ArtifactPutRequest
-	(*ArtifactPutEvent)(nil),    // 1: cortex.api.v1.ArtifactPutEvent
-	(*ArtifactPutResult)(nil),   // 2: cortex.api.v1.ArtifactPutResult
-	(*ArtifactGetRequest)(nil),  // 3: cortex.api.v1.ArtifactGetRequest
-	(*ArtifactGetEvent)(nil),    // 4: cortex.api.v1.ArtifactGetEvent
-	(*ArtifactGetResult)(nil),   // 5: cortex.api.v1.ArtifactGetResult
-	(*ArtifactReadRequest)(nil), // 6: cortex.api.v1.ArtifactReadRequest
-	(*ArtifactChunk)(nil),       // 7: cortex.api.v1.ArtifactChunk
-	nil,                         // 8: cortex.api.v1.ArtifactGetResult.ProvidersEntry
-	(*Progress)(nil),            // 9: cortex.api.v1.Progress
+	(*ArtifactUnpinRequest)(nil),  // 0: cortex.api.v1.ArtifactUnpinRequest
+	(*ArtifactUnpinResponse)(nil), // 1: cortex.api.v1.ArtifactUnpinResponse
+	(*ArtifactPutRequest)(nil),    // 2: cortex.api.v1.ArtifactPutRequest
+	(*ArtifactPutEvent)(nil),      // 3: cortex.api.v1.ArtifactPutEvent
+	(*ArtifactPutResult)(nil),     // 4: cortex.api.v1.ArtifactPutResult
+	(*ArtifactGetRequest)(nil),    // 5: cortex.api.v1.ArtifactGetRequest
+	(*ArtifactGetEvent)(nil),      // 6: cortex.api.v1.ArtifactGetEvent
+	(*ArtifactGetResult)(nil),     // 7: cortex.api.v1.ArtifactGetResult
+	(*ArtifactReadRequest)(nil),   // 8: cortex.api.v1.ArtifactReadRequest
+	(*ArtifactChunk)(nil),         // 9: cortex.api.v1.ArtifactChunk
+	nil,                           // 10: cortex.api.v1.ArtifactGetResult.ProvidersEntry
+	(*Progress)(nil),              // 11: cortex.api.v1.Progress
 }
 var file_cortex_api_v1_artifact_proto_depIdxs = []int32{
-	9, // 0: cortex.api.v1.ArtifactPutEvent.progress:type_name -> cortex.api.v1.Progress
-	2, // 1: cortex.api.v1.ArtifactPutEvent.result:type_name -> cortex.api.v1.ArtifactPutResult
-	9, // 2: cortex.api.v1.ArtifactGetEvent.progress:type_name -> cortex.api.v1.Progress
-	5, // 3: cortex.api.v1.ArtifactGetEvent.result:type_name -> cortex.api.v1.ArtifactGetResult
-	8, // 4: cortex.api.v1.ArtifactGetResult.providers:type_name -> cortex.api.v1.ArtifactGetResult.ProvidersEntry
-	0, // 5: cortex.api.v1.ArtifactService.Put:input_type -> cortex.api.v1.ArtifactPutRequest
-	3, // 6: cortex.api.v1.ArtifactService.Get:input_type -> cortex.api.v1.ArtifactGetRequest
-	6, // 7: cortex.api.v1.ArtifactService.Read:input_type -> cortex.api.v1.ArtifactReadRequest
-	1, // 8: cortex.api.v1.ArtifactService.Put:output_type -> cortex.api.v1.ArtifactPutEvent
-	4, // 9: cortex.api.v1.ArtifactService.Get:output_type -> cortex.api.v1.ArtifactGetEvent
-	7, // 10: cortex.api.v1.ArtifactService.Read:output_type -> cortex.api.v1.ArtifactChunk
-	8, // [8:11] is the sub-list for method output_type
-	5, // [5:8] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	11, // 0: cortex.api.v1.ArtifactPutEvent.progress:type_name -> cortex.api.v1.Progress
+	4,  // 1: cortex.api.v1.ArtifactPutEvent.result:type_name -> cortex.api.v1.ArtifactPutResult
+	11, // 2: cortex.api.v1.ArtifactGetEvent.progress:type_name -> cortex.api.v1.Progress
+	7,  // 3: cortex.api.v1.ArtifactGetEvent.result:type_name -> cortex.api.v1.ArtifactGetResult
+	10, // 4: cortex.api.v1.ArtifactGetResult.providers:type_name -> cortex.api.v1.ArtifactGetResult.ProvidersEntry
+	2,  // 5: cortex.api.v1.ArtifactService.Put:input_type -> cortex.api.v1.ArtifactPutRequest
+	5,  // 6: cortex.api.v1.ArtifactService.Get:input_type -> cortex.api.v1.ArtifactGetRequest
+	8,  // 7: cortex.api.v1.ArtifactService.Read:input_type -> cortex.api.v1.ArtifactReadRequest
+	0,  // 8: cortex.api.v1.ArtifactService.Unpin:input_type -> cortex.api.v1.ArtifactUnpinRequest
+	3,  // 9: cortex.api.v1.ArtifactService.Put:output_type -> cortex.api.v1.ArtifactPutEvent
+	6,  // 10: cortex.api.v1.ArtifactService.Get:output_type -> cortex.api.v1.ArtifactGetEvent
+	9,  // 11: cortex.api.v1.ArtifactService.Read:output_type -> cortex.api.v1.ArtifactChunk
+	1,  // 12: cortex.api.v1.ArtifactService.Unpin:output_type -> cortex.api.v1.ArtifactUnpinResponse
+	9,  // [9:13] is the sub-list for method output_type
+	5,  // [5:9] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_cortex_api_v1_artifact_proto_init() }
@@ -662,11 +750,11 @@ func file_cortex_api_v1_artifact_proto_init() {
 		return
 	}
 	file_cortex_api_v1_workspace_proto_init()
-	file_cortex_api_v1_artifact_proto_msgTypes[1].OneofWrappers = []any{
+	file_cortex_api_v1_artifact_proto_msgTypes[3].OneofWrappers = []any{
 		(*ArtifactPutEvent_Progress)(nil),
 		(*ArtifactPutEvent_Result)(nil),
 	}
-	file_cortex_api_v1_artifact_proto_msgTypes[4].OneofWrappers = []any{
+	file_cortex_api_v1_artifact_proto_msgTypes[6].OneofWrappers = []any{
 		(*ArtifactGetEvent_Progress)(nil),
 		(*ArtifactGetEvent_Result)(nil),
 	}
@@ -676,7 +764,7 @@ func file_cortex_api_v1_artifact_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cortex_api_v1_artifact_proto_rawDesc), len(file_cortex_api_v1_artifact_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

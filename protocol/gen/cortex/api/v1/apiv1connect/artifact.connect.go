@@ -45,6 +45,8 @@ const (
 	ArtifactServiceGetProcedure = "/cortex.api.v1.ArtifactService/Get"
 	// ArtifactServiceReadProcedure is the fully-qualified name of the ArtifactService's Read RPC.
 	ArtifactServiceReadProcedure = "/cortex.api.v1.ArtifactService/Read"
+	// ArtifactServiceUnpinProcedure is the fully-qualified name of the ArtifactService's Unpin RPC.
+	ArtifactServiceUnpinProcedure = "/cortex.api.v1.ArtifactService/Unpin"
 )
 
 // ArtifactServiceClient is a client for the cortex.api.v1.ArtifactService service.
@@ -57,6 +59,9 @@ type ArtifactServiceClient interface {
 	Get(context.Context, *connect.Request[v1.ArtifactGetRequest]) (*connect.ServerStreamForClient[v1.ArtifactGetEvent], error)
 	// Read streams a byte range of a file.
 	Read(context.Context, *connect.Request[v1.ArtifactReadRequest]) (*connect.ServerStreamForClient[v1.ArtifactChunk], error)
+	// Unpin removes the pin a Put made on this peer; the next GC frees the
+	// blocks nothing else pins. A CID this peer did not put is not_found.
+	Unpin(context.Context, *connect.Request[v1.ArtifactUnpinRequest]) (*connect.Response[v1.ArtifactUnpinResponse], error)
 }
 
 // NewArtifactServiceClient constructs a client for the cortex.api.v1.ArtifactService service. By
@@ -88,14 +93,21 @@ func NewArtifactServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithSchema(artifactServiceMethods.ByName("Read")),
 			connect.WithClientOptions(opts...),
 		),
+		unpin: connect.NewClient[v1.ArtifactUnpinRequest, v1.ArtifactUnpinResponse](
+			httpClient,
+			baseURL+ArtifactServiceUnpinProcedure,
+			connect.WithSchema(artifactServiceMethods.ByName("Unpin")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // artifactServiceClient implements ArtifactServiceClient.
 type artifactServiceClient struct {
-	put  *connect.Client[v1.ArtifactPutRequest, v1.ArtifactPutEvent]
-	get  *connect.Client[v1.ArtifactGetRequest, v1.ArtifactGetEvent]
-	read *connect.Client[v1.ArtifactReadRequest, v1.ArtifactChunk]
+	put   *connect.Client[v1.ArtifactPutRequest, v1.ArtifactPutEvent]
+	get   *connect.Client[v1.ArtifactGetRequest, v1.ArtifactGetEvent]
+	read  *connect.Client[v1.ArtifactReadRequest, v1.ArtifactChunk]
+	unpin *connect.Client[v1.ArtifactUnpinRequest, v1.ArtifactUnpinResponse]
 }
 
 // Put calls cortex.api.v1.ArtifactService.Put.
@@ -113,6 +125,11 @@ func (c *artifactServiceClient) Read(ctx context.Context, req *connect.Request[v
 	return c.read.CallServerStream(ctx, req)
 }
 
+// Unpin calls cortex.api.v1.ArtifactService.Unpin.
+func (c *artifactServiceClient) Unpin(ctx context.Context, req *connect.Request[v1.ArtifactUnpinRequest]) (*connect.Response[v1.ArtifactUnpinResponse], error) {
+	return c.unpin.CallUnary(ctx, req)
+}
+
 // ArtifactServiceHandler is an implementation of the cortex.api.v1.ArtifactService service.
 type ArtifactServiceHandler interface {
 	// Put adds a file or a directory and pins it. Streams progress, then the
@@ -123,6 +140,9 @@ type ArtifactServiceHandler interface {
 	Get(context.Context, *connect.Request[v1.ArtifactGetRequest], *connect.ServerStream[v1.ArtifactGetEvent]) error
 	// Read streams a byte range of a file.
 	Read(context.Context, *connect.Request[v1.ArtifactReadRequest], *connect.ServerStream[v1.ArtifactChunk]) error
+	// Unpin removes the pin a Put made on this peer; the next GC frees the
+	// blocks nothing else pins. A CID this peer did not put is not_found.
+	Unpin(context.Context, *connect.Request[v1.ArtifactUnpinRequest]) (*connect.Response[v1.ArtifactUnpinResponse], error)
 }
 
 // NewArtifactServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -150,6 +170,12 @@ func NewArtifactServiceHandler(svc ArtifactServiceHandler, opts ...connect.Handl
 		connect.WithSchema(artifactServiceMethods.ByName("Read")),
 		connect.WithHandlerOptions(opts...),
 	)
+	artifactServiceUnpinHandler := connect.NewUnaryHandler(
+		ArtifactServiceUnpinProcedure,
+		svc.Unpin,
+		connect.WithSchema(artifactServiceMethods.ByName("Unpin")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/cortex.api.v1.ArtifactService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ArtifactServicePutProcedure:
@@ -158,6 +184,8 @@ func NewArtifactServiceHandler(svc ArtifactServiceHandler, opts ...connect.Handl
 			artifactServiceGetHandler.ServeHTTP(w, r)
 		case ArtifactServiceReadProcedure:
 			artifactServiceReadHandler.ServeHTTP(w, r)
+		case ArtifactServiceUnpinProcedure:
+			artifactServiceUnpinHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -177,4 +205,8 @@ func (UnimplementedArtifactServiceHandler) Get(context.Context, *connect.Request
 
 func (UnimplementedArtifactServiceHandler) Read(context.Context, *connect.Request[v1.ArtifactReadRequest], *connect.ServerStream[v1.ArtifactChunk]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("cortex.api.v1.ArtifactService.Read is not implemented"))
+}
+
+func (UnimplementedArtifactServiceHandler) Unpin(context.Context, *connect.Request[v1.ArtifactUnpinRequest]) (*connect.Response[v1.ArtifactUnpinResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cortex.api.v1.ArtifactService.Unpin is not implemented"))
 }
