@@ -110,6 +110,8 @@ fuzz: ## Fuzz the decoders of wire and DAG input for 30 s each.
 	$(GO) test -run '^$$' -fuzz FuzzImportCAR -fuzztime 30s ./dag/
 	$(GO) test -run '^$$' -fuzz FuzzMerge -fuzztime 30s ./dag/diff3/
 	$(GO) test -run '^$$' -fuzz FuzzMatch -fuzztime 30s ./dag/ignore/
+	$(GO) test -run '^$$' -fuzz FuzzWire -fuzztime 30s ./node/
+	$(GO) test -run '^$$' -fuzz FuzzStdio -fuzztime 30s ./node/mcpserver/
 
 .PHONY: lint
 lint: ## gofmt, go vet and staticcheck.

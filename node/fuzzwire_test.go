@@ -1,0 +1,105 @@
+package node_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	libp2pproto "github.com/libp2p/go-libp2p/core/protocol"
+	mh "github.com/multiformats/go-multihash"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cortex-peer/cortex-peer/node"
+	"github.com/cortex-peer/cortex-peer/protocol"
+	meshv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/mesh/v1"
+	"github.com/cortex-peer/cortex-peer/testnet"
+)
+
+// wireProtocols are the stream protocols a mesh member can open to a peer.
+var wireProtocols = []string{protocol.TaskProtocol, protocol.LogsProtocol, protocol.BlocksProtocol,
+	protocol.LeavesProtocol, protocol.BrowserProtocol, protocol.LSPProtocol}
+
+// FuzzWire sends arbitrary bytes as a request on each stream protocol of a
+// real peer (task, logs, bulk blocks, leaves, browser, language server),
+// from another member of the mesh, which holds the mesh key; after each,
+// the peer must still answer a task query. Bad input from the wire never
+// crashes a peer nor wedges a protocol. The victim runs nothing for others
+// (a mutated request must not start containers or Chromium): what is
+// fuzzed is every decoder and check in front of that refusal.
+//
+//	go test -run '^$' -fuzz FuzzWire -fuzztime 60s ./node/
+func FuzzWire(f *testing.F) {
+	tn := testnet.New(f, 2, testnet.WithConfig(func(i int, cfg *node.Config) {
+		cfg.Delegation.AcceptRemote, cfg.Browser.AcceptRemote, cfg.LSP.AcceptRemote = false, false, false
+	}))
+	ctx := testnet.Context(f, 5*time.Minute)
+	if err := tn.WaitMesh(ctx); err != nil {
+		f.Fatal(err)
+	}
+	victim, attacker := tn.Peers[0].Node.ID(), tn.Peers[1].Node.Host().Libp2p()
+	delimited := func(m proto.Message) []byte {
+		b, _ := proto.Marshal(m)
+		return append(binary.AppendUvarint(nil, uint64(len(b))), b...)
+	}
+	h, _ := mh.Sum([]byte("a block"), mh.SHA2_256, -1)
+	c := cid.NewCidV1(cid.Raw, h).Bytes()
+	withLen := func(b []byte) []byte { return append(binary.AppendUvarint(nil, uint64(len(b))), b...) }
+	for i, seeds := range [][][]byte{
+		{ // task
+			delimited(&meshv1.TaskRequest{Request: &meshv1.TaskRequest_Query{Query: &meshv1.QueryTask{TaskId: "t-1"}}}),
+			delimited(&meshv1.TaskRequest{Request: &meshv1.TaskRequest_Submit{Submit: &meshv1.SubmitTask{TaskId: "t-2"}}}),
+			delimited(&meshv1.TaskRequest{Request: &meshv1.TaskRequest_Probe{Probe: &meshv1.ProbeBlocks{Cids: [][]byte{c, {1, 2, 3}}}}}),
+			binary.AppendUvarint(nil, 1<<30),
+		},
+		{delimited(&meshv1.LogRangeRequest{TaskId: "t-1", FromSeq: 1, ToSeq: 9}), {0xff, 0xff, 0xff}},         // logs
+		{withLen(c), append(withLen(c), withLen(c)...), {0}, binary.AppendUvarint(nil, 1<<40)},                // blocks
+		{append([]byte{1}, withLen(c)...), append([]byte{2}, withLen(c)...), binary.AppendUvarint(nil, 5000)}, // leaves
+		{delimited(&meshv1.TaskRequest{}), []byte("not a call")},                                              // browser
+		{delimited(&meshv1.TaskRequest{}), binary.AppendUvarint(nil, 1<<31)},                                  // lsp
+	} {
+		for _, s := range seeds {
+			f.Add(uint8(i), s)
+		}
+	}
+	f.Fuzz(func(t *testing.T, which uint8, payload []byte) {
+		p := wireProtocols[int(which)%len(wireProtocols)]
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		s, err := attacker.NewStream(sctx, victim, libp2pproto.ID(p))
+		if err != nil {
+			t.Fatalf("open %s: %v", p, err)
+		}
+		_ = s.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = s.Write(payload)
+		_ = s.CloseWrite()
+		_, _ = io.Copy(io.Discard, io.LimitReader(s, 4<<20))
+		_ = s.Reset()
+		alive(t, sctx, attacker, victim)
+	})
+}
+
+// alive asks victim about a task it does not know and wants its answer.
+func alive(t *testing.T, ctx context.Context, h interface {
+	NewStream(context.Context, peer.ID, ...libp2pproto.ID) (network.Stream, error)
+}, victim peer.ID) {
+	t.Helper()
+	s, err := h.NewStream(ctx, victim, libp2pproto.ID(protocol.TaskProtocol))
+	if err != nil {
+		t.Fatalf("the peer no longer takes task streams: %v", err)
+	}
+	defer s.Close()
+	_ = s.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := protocol.WriteDelimited(s, &meshv1.TaskRequest{Request: &meshv1.TaskRequest_Query{Query: &meshv1.QueryTask{TaskId: "alive-check"}}}, protocol.MaxTaskMessage); err != nil {
+		t.Fatalf("query: %v", err)
+	}
+	var reply meshv1.TaskReply
+	if err := protocol.ReadDelimited(bufio.NewReader(s), &reply, protocol.MaxTaskMessage); err != nil {
+		t.Fatalf("the peer no longer answers a task query: %v", err)
+	}
+}
