@@ -227,3 +227,39 @@ func TestArtifactGetDiskFull(t *testing.T) {
 		t.Fatalf("the get left %d entries", len(entries))
 	}
 }
+
+// TestWorkspaceVerify: ws verify finds a file whole, then a corrupt leaf
+// and a missing one by CID, for the root and for the whole store.
+func TestWorkspaceVerify(t *testing.T) {
+	tn := testnet.New(t, 1)
+	ctx := testnet.Context(t, time.Minute)
+	cs := tn.Clients(t)
+	_, put := putRandom(t, 5<<20, cs[0])
+	root, _ := cid.Decode(put.GetCid())
+	res, err := cs[0].WorkspaceVerify(ctx, put.GetCid(), nil)
+	if err != nil || res.GetMissingCount() != 0 || res.GetCorruptCount() != 0 || res.GetBlocks() < 3 {
+		t.Fatalf("a whole file: %v %v", res, err)
+	}
+	leaves, err := tn.Peers[0].Node.FileLeavesForTest(ctx, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tn.Peers[0].Node.CorruptBlockForTest(leaves[1].Cid, []byte("rot")); err != nil {
+		t.Fatal(err)
+	}
+	if err := tn.Peers[0].Node.DropBlockForTest(ctx, leaves[2].Cid); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []string{put.GetCid(), ""} {
+		res, err := cs[0].WorkspaceVerify(ctx, c, nil)
+		if err != nil || res.GetCorruptCount() != 1 || res.GetMissingCount() != 1 {
+			t.Fatalf("verify %q: %v %v", c, res, err)
+		}
+		if got, _ := cid.Decode(res.GetCorrupt()[0]); !bytes.Equal(got.Hash(), leaves[1].Cid.Hash()) {
+			t.Fatalf("corrupt %v, want %s", res.GetCorrupt(), leaves[1].Cid)
+		}
+		if c != "" && res.GetMissing()[0] != leaves[2].Cid.String() {
+			t.Fatalf("missing %v, want %s", res.GetMissing(), leaves[2].Cid)
+		}
+	}
+}

@@ -60,3 +60,8 @@ func (n *Node) DropBlocksForTest(ctx context.Context, root cid.Cid) error {
 	}
 	return nil
 }
+
+// DropBlockForTest removes the block c from this store.
+func (n *Node) DropBlockForTest(ctx context.Context, c cid.Cid) error {
+	return n.dags.Blocks().DeleteBlock(ctx, c)
+}

@@ -119,6 +119,12 @@ func TestCLIArtifacts(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join(out, "nobody")); err == nil {
 		t.Fatal("a failed get left its destination")
 	}
+	if r = run(t, bin, "ws", "verify", "--data", p1, put.CID); r.code != 0 || !strings.Contains(r.stdout, "0 missing, 0 corrupt") {
+		t.Fatalf("ws verify: exit %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	if r = run(t, bin, "ws", "verify", "--data", p1); r.code != 0 {
+		t.Fatalf("ws verify of the whole store: exit %d %s %s", r.code, r.stdout, r.stderr)
+	}
 	if r = run(t, bin, "unpin", "--data", p1, put.CID); r.code != 0 || !strings.Contains(r.stderr, "unpinned") {
 		t.Fatalf("unpin: exit %d %s", r.code, r.stderr)
 	}

@@ -123,3 +123,15 @@ func stallSeconds(d time.Duration) uint32 {
 	}
 	return uint32((d + time.Second - 1) / time.Second)
 }
+
+// WorkspaceVerify checks the blocks root needs ("" : the whole store),
+// reporting progress as it goes.
+func (c *Client) WorkspaceVerify(ctx context.Context, root string, progress func(*apiv1.Progress)) (*apiv1.VerifyResult, error) {
+	stream, err := c.ws.Verify(ctx, connect.NewRequest(&apiv1.VerifyRequest{Cid: root}))
+	if err != nil {
+		return nil, c.wrap("ws verify", err)
+	}
+	return progressThenResult(c, "ws verify", stream, progress, func(ev *apiv1.VerifyEvent) (*apiv1.Progress, *apiv1.VerifyResult) {
+		return ev.GetProgress(), ev.GetResult()
+	})
+}

@@ -27,6 +27,7 @@ type Workspaces interface {
 	GC(ctx context.Context) (dag.GCResult, error)
 	ExportCAR(ctx context.Context, root cid.Cid, stall time.Duration, w io.Writer) error
 	ImportCAR(ctx context.Context, r io.Reader) ([]cid.Cid, int, error)
+	Verify(ctx context.Context, root cid.Cid, progress func(dag.VerifyReport)) (dag.VerifyReport, error)
 }
 
 // Streaming progress timing, and the size of the messages a CAR is cut into.
@@ -272,4 +273,35 @@ func openRegular(p string) (*os.File, error) {
 		return nil, fmt.Errorf("%s is not a regular file: %w", p, errdefs.ErrInvalid)
 	}
 	return f, nil
+}
+
+func (w *workspaceService) Verify(ctx context.Context, req *connect.Request[apiv1.VerifyRequest], stream *connect.ServerStream[apiv1.VerifyEvent]) error {
+	root := cid.Undef
+	if req.Msg.GetCid() != "" {
+		var err error
+		if root, err = parseCID("cid", req.Msg.GetCid()); err != nil {
+			return err
+		}
+	}
+	var th throttledSender
+	rep, err := w.ws.Verify(ctx, root, func(r dag.VerifyReport) {
+		th.maybe(func() {
+			_ = stream.Send(&apiv1.VerifyEvent{Event: &apiv1.VerifyEvent_Progress{Progress: &apiv1.Progress{Phase: "verifying", Done: uint64(r.Blocks), Bytes: uint64(r.Bytes)}}})
+		})
+	})
+	if err != nil {
+		return err
+	}
+	strs := func(cs []cid.Cid) []string {
+		out := make([]string, len(cs))
+		for i, c := range cs {
+			out[i] = c.String()
+		}
+		return out
+	}
+	return th.send(func() error {
+		return stream.Send(&apiv1.VerifyEvent{Event: &apiv1.VerifyEvent_Result{Result: &apiv1.VerifyResult{
+			Blocks: uint64(rep.Blocks), Bytes: uint64(rep.Bytes), Missing: strs(rep.Missing), Corrupt: strs(rep.Corrupt),
+			MissingCount: uint64(rep.MissingN), CorruptCount: uint64(rep.CorruptN)}}})
+	})
 }

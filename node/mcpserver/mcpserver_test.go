@@ -205,7 +205,7 @@ var wantTools = []string{"artifact_get", "artifact_put", "artifact_read", "artif
 	"cancel_task", "get_task", "list_peers", "list_tasks",
 	"lsp_definition", "lsp_diagnostics", "lsp_format", "lsp_hover", "lsp_references", "lsp_rename", "lsp_servers",
 	"lsp_symbols", "lsp_verify", "run_task", "start_task",
-	"task_logs", "workspace_add", "workspace_diff", "workspace_get", "workspace_merge"}
+	"task_logs", "workspace_add", "workspace_diff", "workspace_get", "workspace_merge", "workspace_verify"}
 
 // TestMCP drives every tool over both transports against one 3-peer testnet
 // with real containerd.
@@ -583,6 +583,9 @@ func testArtifacts(t *testing.T, e *env, tr string) {
 	got := decode[mcpserver.ArtifactGetOutput](t, cs, "artifact_get", map[string]any{"cid": put.CID, "path": dest})
 	if b, _ := os.ReadFile(dest); string(b) != text || got.Bytes != uint64(len(text)) {
 		t.Fatalf("artifact_get %+v", got)
+	}
+	if v := decode[mcpserver.VerifyOutput](t, cs, "workspace_verify", map[string]any{"cid": put.CID}); !v.OK || v.Blocks == 0 {
+		t.Fatalf("workspace_verify %+v", v)
 	}
 	if un := decode[mcpserver.ArtifactUnpinOutput](t, cs, "artifact_unpin", map[string]any{"cid": put.CID}); !un.Unpinned {
 		t.Fatalf("artifact_unpin %+v", un)

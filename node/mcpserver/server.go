@@ -31,6 +31,7 @@ type API interface {
 	WorkspaceAdd(ctx context.Context, dir string, noIndex bool, progress func(*apiv1.Progress)) (*apiv1.AddResult, error)
 	WorkspaceGet(ctx context.Context, root, dest string, stall time.Duration, allowEscapingLinks bool, progress func(*apiv1.Progress)) (*apiv1.GetResult, error)
 	WorkspaceDiff(ctx context.Context, from, to string, stall time.Duration) ([]*apiv1.Change, error)
+	WorkspaceVerify(ctx context.Context, root string, progress func(*apiv1.Progress)) (*apiv1.VerifyResult, error)
 	WorkspaceMerge(ctx context.Context, base, theirs, dir string) (*apiv1.MergeResponse, error)
 	Browser() apiv1connect.BrowserServiceClient
 	LSP() apiv1connect.LSPServiceClient

@@ -94,6 +94,40 @@ Start at from_seq (1 is the first chunk) and continue with next_seq and next_off
 		Description: `Apply the change base -> theirs (two root CIDs) to a directory that may have local edits, three-way: local edits are never overwritten; a conflict leaves PATH.theirs beside the file and is listed in the report.`,
 		Annotations: &mcp.ToolAnnotations{DestructiveHint: new(false)},
 	}, s.workspaceMerge)
+	mcp.AddTool(s.mcp, &mcp.Tool{
+		Name:        "workspace_verify",
+		Title:       "Check a root's blocks, or the whole store",
+		Description: `Check that every block the DAG of a root CID needs is on this peer and hashes to its CID (without cid: every pin's DAG and every stored block), as ipfs repo verify does. Returns the blocks checked and the missing and corrupt ones (the first 100 of each, with whole counts). Changes nothing.`,
+		Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true},
+	}, s.workspaceVerify)
+}
+
+// VerifyInput is workspace_verify's arguments.
+type VerifyInput struct {
+	CID string `json:"cid,omitempty" jsonschema:"a root CID; empty: the whole store"`
+}
+
+// VerifyOutput is workspace_verify's result.
+type VerifyOutput struct {
+	OK           bool     `json:"ok" jsonschema:"nothing missing, nothing corrupt"`
+	Blocks       uint64   `json:"blocks"`
+	Bytes        uint64   `json:"bytes"`
+	Missing      []string `json:"missing,omitempty"`
+	Corrupt      []string `json:"corrupt,omitempty"`
+	MissingCount uint64   `json:"missing_count"`
+	CorruptCount uint64   `json:"corrupt_count"`
+}
+
+func (s *Server) workspaceVerify(ctx context.Context, creq *mcp.CallToolRequest, in VerifyInput) (*mcp.CallToolResult, VerifyOutput, error) {
+	n := newNotifier(creq, s.log)
+	r, err := s.api.WorkspaceVerify(ctx, in.CID, func(pr *apiv1.Progress) {
+		n.status(ctx, fmt.Sprintf("verified %d blocks, %d bytes", pr.GetDone(), pr.GetBytes()))
+	})
+	if err != nil {
+		return nil, VerifyOutput{}, toolError(err)
+	}
+	return nil, VerifyOutput{OK: r.GetMissingCount() == 0 && r.GetCorruptCount() == 0, Blocks: r.GetBlocks(), Bytes: r.GetBytes(),
+		Missing: r.GetMissing(), Corrupt: r.GetCorrupt(), MissingCount: r.GetMissingCount(), CorruptCount: r.GetCorruptCount()}, nil
 }
 
 // TaskInput is what run_task and start_task take.

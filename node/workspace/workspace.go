@@ -178,6 +178,14 @@ func (s *Service) GC(ctx context.Context) (dag.GCResult, error) {
 	return s.dags.GC(ctx)
 }
 
+// Verify checks the blocks root needs (cid.Undef: every pin's and every
+// stored block), with GC held off so that nothing goes missing meanwhile.
+func (s *Service) Verify(ctx context.Context, root cid.Cid, progress func(dag.VerifyReport)) (dag.VerifyReport, error) {
+	s.gc.RLock()
+	defer s.gc.RUnlock()
+	return s.dags.Verify(ctx, root, progress)
+}
+
 // ExportCAR fetches root, giving up when no block arrives for stall (0:
 // the default), and writes its DAG as a CAR to w.
 func (s *Service) ExportCAR(ctx context.Context, root cid.Cid, stall time.Duration, w io.Writer) error {

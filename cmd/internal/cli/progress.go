@@ -48,7 +48,7 @@ func (p *progressLine) update(ev *apiv1.Progress) {
 		s = ev.GetPhase() + "..."
 	case ev.GetTotal() > 0:
 		s = fmt.Sprintf("%s: %d/%d files, %s", ev.GetPhase(), ev.GetDone(), ev.GetTotal(), formatBytes(ev.GetBytes()))
-	case ev.GetPhase() == "fetching":
+	case ev.GetPhase() == "fetching" || ev.GetPhase() == "verifying":
 		s = fmt.Sprintf("%s: %d blocks, %s", ev.GetPhase(), ev.GetDone(), formatBytes(ev.GetBytes()))
 	default:
 		s = fmt.Sprintf("%s: %d files, %s", ev.GetPhase(), ev.GetDone(), formatBytes(ev.GetBytes()))

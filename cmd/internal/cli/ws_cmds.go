@@ -43,7 +43,7 @@ func newWsCmd(g *Globals) *cobra.Command {
 block and only the blocks they lack travel; results merge back without ever
 overwriting a local edit. A .cortexignore file (gitignore syntax) excludes paths.`,
 	}
-	ws.AddCommand(newWsAddCmd(g), newWsGetCmd(g), newWsDiffCmd(g), newWsMergeCmd(g), newWsGCCmd(g))
+	ws.AddCommand(newWsAddCmd(g), newWsGetCmd(g), newWsDiffCmd(g), newWsMergeCmd(g), newWsGCCmd(g), newWsVerifyCmd(g))
 	return ws
 }
 
@@ -291,6 +291,55 @@ func newWsGCCmd(g *Globals) *cobra.Command {
 					return PrintJSON(cmd.OutOrStdout(), map[string]any{"kept": res.GetKept(), "removed": res.GetRemoved(), "removed_bytes": res.GetRemovedBytes()})
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "removed %d blocks (%s), kept %d\n", res.GetRemoved(), formatBytes(res.GetRemovedBytes()), res.GetKept())
+				return nil
+			})
+		},
+	}
+}
+
+func newWsVerifyCmd(g *Globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "verify [CID]",
+		Short: "Check that every block a root needs is here and intact",
+		Long: `verify reads every block the DAG of CID needs and checks it hashes to its
+CID, as ipfs repo verify does; without a CID, the DAG of every pin and then
+every other block of the store. It lists what is missing and what is
+corrupt (the first 100 of each) and exits 1 if anything is. Nothing is
+changed: a missing block comes back with a ws get of its root from a peer
+that has it.`,
+		Example: "  cortex-peer ws verify\n  cortex-peer ws verify bafybei... --json",
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			root := ""
+			if len(args) == 1 {
+				root = args[0]
+			}
+			return withClient(cmd, g, func(ctx context.Context, c *apiclient.Client) error {
+				p := newProgress(g, cmd.ErrOrStderr())
+				res, err := c.WorkspaceVerify(ctx, root, p.update)
+				p.done()
+				if err != nil {
+					return err
+				}
+				if g.JSON {
+					if err := PrintJSON(cmd.OutOrStdout(), map[string]any{"blocks": res.GetBlocks(), "bytes": res.GetBytes(),
+						"missing": res.GetMissing(), "corrupt": res.GetCorrupt(),
+						"missing_count": res.GetMissingCount(), "corrupt_count": res.GetCorruptCount()}); err != nil {
+						return err
+					}
+				} else {
+					out := cmd.OutOrStdout()
+					for _, c := range res.GetMissing() {
+						fmt.Fprintln(out, "missing", c)
+					}
+					for _, c := range res.GetCorrupt() {
+						fmt.Fprintln(out, "corrupt", c)
+					}
+					fmt.Fprintf(out, "%d blocks (%s) verified; %d missing, %d corrupt\n", res.GetBlocks(), formatBytes(res.GetBytes()), res.GetMissingCount(), res.GetCorruptCount())
+				}
+				if res.GetMissingCount() > 0 || res.GetCorruptCount() > 0 {
+					return exitStatus{ExitError}
+				}
 				return nil
 			})
 		},

@@ -26,6 +26,218 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type VerifyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty: the whole store.
+	Cid           string `protobuf:"bytes,1,opt,name=cid,proto3" json:"cid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyRequest) Reset() {
+	*x = VerifyRequest{}
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyRequest) ProtoMessage() {}
+
+func (x *VerifyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyRequest.ProtoReflect.Descriptor instead.
+func (*VerifyRequest) Descriptor() ([]byte, []int) {
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *VerifyRequest) GetCid() string {
+	if x != nil {
+		return x.Cid
+	}
+	return ""
+}
+
+type VerifyEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Event:
+	//
+	//	*VerifyEvent_Progress
+	//	*VerifyEvent_Result
+	Event         isVerifyEvent_Event `protobuf_oneof:"event"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyEvent) Reset() {
+	*x = VerifyEvent{}
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyEvent) ProtoMessage() {}
+
+func (x *VerifyEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyEvent.ProtoReflect.Descriptor instead.
+func (*VerifyEvent) Descriptor() ([]byte, []int) {
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *VerifyEvent) GetEvent() isVerifyEvent_Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *VerifyEvent) GetProgress() *Progress {
+	if x != nil {
+		if x, ok := x.Event.(*VerifyEvent_Progress); ok {
+			return x.Progress
+		}
+	}
+	return nil
+}
+
+func (x *VerifyEvent) GetResult() *VerifyResult {
+	if x != nil {
+		if x, ok := x.Event.(*VerifyEvent_Result); ok {
+			return x.Result
+		}
+	}
+	return nil
+}
+
+type isVerifyEvent_Event interface {
+	isVerifyEvent_Event()
+}
+
+type VerifyEvent_Progress struct {
+	Progress *Progress `protobuf:"bytes,1,opt,name=progress,proto3,oneof"`
+}
+
+type VerifyEvent_Result struct {
+	Result *VerifyResult `protobuf:"bytes,2,opt,name=result,proto3,oneof"`
+}
+
+func (*VerifyEvent_Progress) isVerifyEvent_Event() {}
+
+func (*VerifyEvent_Result) isVerifyEvent_Event() {}
+
+type VerifyResult struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Blocks uint64                 `protobuf:"varint,1,opt,name=blocks,proto3" json:"blocks,omitempty"`
+	Bytes  uint64                 `protobuf:"varint,2,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// The first 100 of each; the counts are whole.
+	Missing       []string `protobuf:"bytes,3,rep,name=missing,proto3" json:"missing,omitempty"`
+	Corrupt       []string `protobuf:"bytes,4,rep,name=corrupt,proto3" json:"corrupt,omitempty"`
+	MissingCount  uint64   `protobuf:"varint,5,opt,name=missing_count,json=missingCount,proto3" json:"missing_count,omitempty"`
+	CorruptCount  uint64   `protobuf:"varint,6,opt,name=corrupt_count,json=corruptCount,proto3" json:"corrupt_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyResult) Reset() {
+	*x = VerifyResult{}
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyResult) ProtoMessage() {}
+
+func (x *VerifyResult) ProtoReflect() protoreflect.Message {
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyResult.ProtoReflect.Descriptor instead.
+func (*VerifyResult) Descriptor() ([]byte, []int) {
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *VerifyResult) GetBlocks() uint64 {
+	if x != nil {
+		return x.Blocks
+	}
+	return 0
+}
+
+func (x *VerifyResult) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *VerifyResult) GetMissing() []string {
+	if x != nil {
+		return x.Missing
+	}
+	return nil
+}
+
+func (x *VerifyResult) GetCorrupt() []string {
+	if x != nil {
+		return x.Corrupt
+	}
+	return nil
+}
+
+func (x *VerifyResult) GetMissingCount() uint64 {
+	if x != nil {
+		return x.MissingCount
+	}
+	return 0
+}
+
+func (x *VerifyResult) GetCorruptCount() uint64 {
+	if x != nil {
+		return x.CorruptCount
+	}
+	return 0
+}
+
 type AddRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Path  string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
@@ -37,7 +249,7 @@ type AddRequest struct {
 
 func (x *AddRequest) Reset() {
 	*x = AddRequest{}
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[0]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -49,7 +261,7 @@ func (x *AddRequest) String() string {
 func (*AddRequest) ProtoMessage() {}
 
 func (x *AddRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[0]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -62,7 +274,7 @@ func (x *AddRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddRequest.ProtoReflect.Descriptor instead.
 func (*AddRequest) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{0}
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *AddRequest) GetPath() string {
@@ -92,7 +304,7 @@ type AddEvent struct {
 
 func (x *AddEvent) Reset() {
 	*x = AddEvent{}
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[1]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -104,7 +316,7 @@ func (x *AddEvent) String() string {
 func (*AddEvent) ProtoMessage() {}
 
 func (x *AddEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[1]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -117,7 +329,7 @@ func (x *AddEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddEvent.ProtoReflect.Descriptor instead.
 func (*AddEvent) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{1}
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *AddEvent) GetEvent() isAddEvent_Event {
@@ -174,7 +386,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[2]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -186,7 +398,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[2]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -199,7 +411,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{2}
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Progress) GetPhase() string {
@@ -263,7 +475,7 @@ type AddResult struct {
 
 func (x *AddResult) Reset() {
 	*x = AddResult{}
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[3]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -275,7 +487,7 @@ func (x *AddResult) String() string {
 func (*AddResult) ProtoMessage() {}
 
 func (x *AddResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[3]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -288,7 +500,7 @@ func (x *AddResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddResult.ProtoReflect.Descriptor instead.
 func (*AddResult) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{3}
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AddResult) GetCid() string {
@@ -406,7 +618,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[4]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -418,7 +630,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[4]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -431,7 +643,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{4}
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetRequest) GetCid() string {
@@ -475,7 +687,7 @@ type GetEvent struct {
 
 func (x *GetEvent) Reset() {
 	*x = GetEvent{}
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[5]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -487,7 +699,7 @@ func (x *GetEvent) String() string {
 func (*GetEvent) ProtoMessage() {}
 
 func (x *GetEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[5]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -500,7 +712,7 @@ func (x *GetEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEvent.ProtoReflect.Descriptor instead.
 func (*GetEvent) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{5}
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetEvent) GetEvent() isGetEvent_Event {
@@ -563,7 +775,7 @@ type GetResult struct {
 
 func (x *GetResult) Reset() {
 	*x = GetResult{}
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[6]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -575,7 +787,7 @@ func (x *GetResult) String() string {
 func (*GetResult) ProtoMessage() {}
 
 func (x *GetResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[6]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -588,7 +800,7 @@ func (x *GetResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResult.ProtoReflect.Descriptor instead.
 func (*GetResult) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{6}
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetResult) GetCid() string {
@@ -664,7 +876,7 @@ type SkippedLink struct {
 
 func (x *SkippedLink) Reset() {
 	*x = SkippedLink{}
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[7]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -676,7 +888,7 @@ func (x *SkippedLink) String() string {
 func (*SkippedLink) ProtoMessage() {}
 
 func (x *SkippedLink) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[7]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -689,7 +901,7 @@ func (x *SkippedLink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SkippedLink.ProtoReflect.Descriptor instead.
 func (*SkippedLink) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{7}
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SkippedLink) GetPath() string {
@@ -719,7 +931,7 @@ type DiffRequest struct {
 
 func (x *DiffRequest) Reset() {
 	*x = DiffRequest{}
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[8]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -731,7 +943,7 @@ func (x *DiffRequest) String() string {
 func (*DiffRequest) ProtoMessage() {}
 
 func (x *DiffRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[8]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -744,7 +956,7 @@ func (x *DiffRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiffRequest.ProtoReflect.Descriptor instead.
 func (*DiffRequest) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{8}
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DiffRequest) GetFrom() string {
@@ -777,7 +989,7 @@ type DiffResponse struct {
 
 func (x *DiffResponse) Reset() {
 	*x = DiffResponse{}
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[9]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -789,7 +1001,7 @@ func (x *DiffResponse) String() string {
 func (*DiffResponse) ProtoMessage() {}
 
 func (x *DiffResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[9]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -802,7 +1014,7 @@ func (x *DiffResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiffResponse.ProtoReflect.Descriptor instead.
 func (*DiffResponse) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{9}
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DiffResponse) GetChanges() []*Change {
@@ -824,7 +1036,7 @@ type Change struct {
 
 func (x *Change) Reset() {
 	*x = Change{}
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[10]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -836,7 +1048,7 @@ func (x *Change) String() string {
 func (*Change) ProtoMessage() {}
 
 func (x *Change) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[10]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -849,7 +1061,7 @@ func (x *Change) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Change.ProtoReflect.Descriptor instead.
 func (*Change) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{10}
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Change) GetPath() string {
@@ -884,7 +1096,7 @@ type MergeRequest struct {
 
 func (x *MergeRequest) Reset() {
 	*x = MergeRequest{}
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[11]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -896,7 +1108,7 @@ func (x *MergeRequest) String() string {
 func (*MergeRequest) ProtoMessage() {}
 
 func (x *MergeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[11]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -909,7 +1121,7 @@ func (x *MergeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeRequest.ProtoReflect.Descriptor instead.
 func (*MergeRequest) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{11}
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *MergeRequest) GetBase() string {
@@ -945,7 +1157,7 @@ type MergeResponse struct {
 
 func (x *MergeResponse) Reset() {
 	*x = MergeResponse{}
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[12]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -957,7 +1169,7 @@ func (x *MergeResponse) String() string {
 func (*MergeResponse) ProtoMessage() {}
 
 func (x *MergeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[12]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -970,7 +1182,7 @@ func (x *MergeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeResponse.ProtoReflect.Descriptor instead.
 func (*MergeResponse) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{12}
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *MergeResponse) GetReport() *MergeReport {
@@ -1010,7 +1222,7 @@ type MergeReport struct {
 
 func (x *MergeReport) Reset() {
 	*x = MergeReport{}
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[13]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1022,7 +1234,7 @@ func (x *MergeReport) String() string {
 func (*MergeReport) ProtoMessage() {}
 
 func (x *MergeReport) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[13]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1035,7 +1247,7 @@ func (x *MergeReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeReport.ProtoReflect.Descriptor instead.
 func (*MergeReport) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{13}
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *MergeReport) GetApplied() []string {
@@ -1084,7 +1296,7 @@ type Conflict struct {
 
 func (x *Conflict) Reset() {
 	*x = Conflict{}
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[14]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1096,7 +1308,7 @@ func (x *Conflict) String() string {
 func (*Conflict) ProtoMessage() {}
 
 func (x *Conflict) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[14]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1109,7 +1321,7 @@ func (x *Conflict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Conflict.ProtoReflect.Descriptor instead.
 func (*Conflict) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{14}
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Conflict) GetPath() string {
@@ -1148,7 +1360,7 @@ type GCRequest struct {
 
 func (x *GCRequest) Reset() {
 	*x = GCRequest{}
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[15]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +1372,7 @@ func (x *GCRequest) String() string {
 func (*GCRequest) ProtoMessage() {}
 
 func (x *GCRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[15]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +1385,7 @@ func (x *GCRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GCRequest.ProtoReflect.Descriptor instead.
 func (*GCRequest) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{15}
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{18}
 }
 
 type GCResponse struct {
@@ -1187,7 +1399,7 @@ type GCResponse struct {
 
 func (x *GCResponse) Reset() {
 	*x = GCResponse{}
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[16]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1199,7 +1411,7 @@ func (x *GCResponse) String() string {
 func (*GCResponse) ProtoMessage() {}
 
 func (x *GCResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[16]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1212,7 +1424,7 @@ func (x *GCResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GCResponse.ProtoReflect.Descriptor instead.
 func (*GCResponse) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{16}
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GCResponse) GetKept() uint64 {
@@ -1248,7 +1460,7 @@ type ExportCARRequest struct {
 
 func (x *ExportCARRequest) Reset() {
 	*x = ExportCARRequest{}
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[17]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1260,7 +1472,7 @@ func (x *ExportCARRequest) String() string {
 func (*ExportCARRequest) ProtoMessage() {}
 
 func (x *ExportCARRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[17]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1273,7 +1485,7 @@ func (x *ExportCARRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportCARRequest.ProtoReflect.Descriptor instead.
 func (*ExportCARRequest) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{17}
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ExportCARRequest) GetCid() string {
@@ -1299,7 +1511,7 @@ type CARChunk struct {
 
 func (x *CARChunk) Reset() {
 	*x = CARChunk{}
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[18]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1311,7 +1523,7 @@ func (x *CARChunk) String() string {
 func (*CARChunk) ProtoMessage() {}
 
 func (x *CARChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[18]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1324,7 +1536,7 @@ func (x *CARChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CARChunk.ProtoReflect.Descriptor instead.
 func (*CARChunk) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{18}
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CARChunk) GetData() []byte {
@@ -1343,7 +1555,7 @@ type ImportCARRequest struct {
 
 func (x *ImportCARRequest) Reset() {
 	*x = ImportCARRequest{}
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[19]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1355,7 +1567,7 @@ func (x *ImportCARRequest) String() string {
 func (*ImportCARRequest) ProtoMessage() {}
 
 func (x *ImportCARRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[19]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1368,7 +1580,7 @@ func (x *ImportCARRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportCARRequest.ProtoReflect.Descriptor instead.
 func (*ImportCARRequest) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{19}
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ImportCARRequest) GetPath() string {
@@ -1388,7 +1600,7 @@ type ImportCARResponse struct {
 
 func (x *ImportCARResponse) Reset() {
 	*x = ImportCARResponse{}
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[20]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1400,7 +1612,7 @@ func (x *ImportCARResponse) String() string {
 func (*ImportCARResponse) ProtoMessage() {}
 
 func (x *ImportCARResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_workspace_proto_msgTypes[20]
+	mi := &file_cortex_api_v1_workspace_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1413,7 +1625,7 @@ func (x *ImportCARResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportCARResponse.ProtoReflect.Descriptor instead.
 func (*ImportCARResponse) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{20}
+	return file_cortex_api_v1_workspace_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ImportCARResponse) GetRoots() []string {
@@ -1434,7 +1646,20 @@ var File_cortex_api_v1_workspace_proto protoreflect.FileDescriptor
 
 const file_cortex_api_v1_workspace_proto_rawDesc = "" +
 	"\n" +
-	"\x1dcortex/api/v1/workspace.proto\x12\rcortex.api.v1\";\n" +
+	"\x1dcortex/api/v1/workspace.proto\x12\rcortex.api.v1\"!\n" +
+	"\rVerifyRequest\x12\x10\n" +
+	"\x03cid\x18\x01 \x01(\tR\x03cid\"\x84\x01\n" +
+	"\vVerifyEvent\x125\n" +
+	"\bprogress\x18\x01 \x01(\v2\x17.cortex.api.v1.ProgressH\x00R\bprogress\x125\n" +
+	"\x06result\x18\x02 \x01(\v2\x1b.cortex.api.v1.VerifyResultH\x00R\x06resultB\a\n" +
+	"\x05event\"\xba\x01\n" +
+	"\fVerifyResult\x12\x16\n" +
+	"\x06blocks\x18\x01 \x01(\x04R\x06blocks\x12\x14\n" +
+	"\x05bytes\x18\x02 \x01(\x04R\x05bytes\x12\x18\n" +
+	"\amissing\x18\x03 \x03(\tR\amissing\x12\x18\n" +
+	"\acorrupt\x18\x04 \x03(\tR\acorrupt\x12#\n" +
+	"\rmissing_count\x18\x05 \x01(\x04R\fmissingCount\x12#\n" +
+	"\rcorrupt_count\x18\x06 \x01(\x04R\fcorruptCount\";\n" +
 	"\n" +
 	"AddRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x19\n" +
@@ -1538,7 +1763,7 @@ const file_cortex_api_v1_workspace_proto_rawDesc = "" +
 	"\x04path\x18\x01 \x01(\tR\x04path\"A\n" +
 	"\x11ImportCARResponse\x12\x14\n" +
 	"\x05roots\x18\x01 \x03(\tR\x05roots\x12\x16\n" +
-	"\x06blocks\x18\x02 \x01(\x04R\x06blocks2\xf3\x03\n" +
+	"\x06blocks\x18\x02 \x01(\x04R\x06blocks2\xbb\x04\n" +
 	"\x10WorkspaceService\x12=\n" +
 	"\x03Add\x12\x19.cortex.api.v1.AddRequest\x1a\x17.cortex.api.v1.AddEvent\"\x000\x01\x12=\n" +
 	"\x03Get\x12\x19.cortex.api.v1.GetRequest\x1a\x17.cortex.api.v1.GetEvent\"\x000\x01\x12A\n" +
@@ -1546,7 +1771,8 @@ const file_cortex_api_v1_workspace_proto_rawDesc = "" +
 	"\x05Merge\x12\x1b.cortex.api.v1.MergeRequest\x1a\x1c.cortex.api.v1.MergeResponse\"\x00\x12;\n" +
 	"\x02GC\x12\x18.cortex.api.v1.GCRequest\x1a\x19.cortex.api.v1.GCResponse\"\x00\x12I\n" +
 	"\tExportCAR\x12\x1f.cortex.api.v1.ExportCARRequest\x1a\x17.cortex.api.v1.CARChunk\"\x000\x01\x12P\n" +
-	"\tImportCAR\x12\x1f.cortex.api.v1.ImportCARRequest\x1a .cortex.api.v1.ImportCARResponse\"\x00BEZCgithub.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1;apiv1b\x06proto3"
+	"\tImportCAR\x12\x1f.cortex.api.v1.ImportCARRequest\x1a .cortex.api.v1.ImportCARResponse\"\x00\x12F\n" +
+	"\x06Verify\x12\x1c.cortex.api.v1.VerifyRequest\x1a\x1a.cortex.api.v1.VerifyEvent\"\x000\x01BEZCgithub.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1;apiv1b\x06proto3"
 
 var (
 	file_cortex_api_v1_workspace_proto_rawDescOnce sync.Once
@@ -1560,58 +1786,65 @@ func file_cortex_api_v1_workspace_proto_rawDescGZIP() []byte {
 	return file_cortex_api_v1_workspace_proto_rawDescData
 }
 
-var file_cortex_api_v1_workspace_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_cortex_api_v1_workspace_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_cortex_api_v1_workspace_proto_goTypes = []any{
-	(*AddRequest)(nil),        // 0: cortex.api.v1.AddRequest
-	(*AddEvent)(nil),          // 1: cortex.api.v1.AddEvent
-	(*Progress)(nil),          // 2: cortex.api.v1.Progress
-	(*AddResult)(nil),         // 3: cortex.api.v1.AddResult
-	(*GetRequest)(nil),        // 4: cortex.api.v1.GetRequest
-	(*GetEvent)(nil),          // 5: cortex.api.v1.GetEvent
-	(*GetResult)(nil),         // 6: cortex.api.v1.GetResult
-	(*SkippedLink)(nil),       // 7: cortex.api.v1.SkippedLink
-	(*DiffRequest)(nil),       // 8: cortex.api.v1.DiffRequest
-	(*DiffResponse)(nil),      // 9: cortex.api.v1.DiffResponse
-	(*Change)(nil),            // 10: cortex.api.v1.Change
-	(*MergeRequest)(nil),      // 11: cortex.api.v1.MergeRequest
-	(*MergeResponse)(nil),     // 12: cortex.api.v1.MergeResponse
-	(*MergeReport)(nil),       // 13: cortex.api.v1.MergeReport
-	(*Conflict)(nil),          // 14: cortex.api.v1.Conflict
-	(*GCRequest)(nil),         // 15: cortex.api.v1.GCRequest
-	(*GCResponse)(nil),        // 16: cortex.api.v1.GCResponse
-	(*ExportCARRequest)(nil),  // 17: cortex.api.v1.ExportCARRequest
-	(*CARChunk)(nil),          // 18: cortex.api.v1.CARChunk
-	(*ImportCARRequest)(nil),  // 19: cortex.api.v1.ImportCARRequest
-	(*ImportCARResponse)(nil), // 20: cortex.api.v1.ImportCARResponse
+	(*VerifyRequest)(nil),     // 0: cortex.api.v1.VerifyRequest
+	(*VerifyEvent)(nil),       // 1: cortex.api.v1.VerifyEvent
+	(*VerifyResult)(nil),      // 2: cortex.api.v1.VerifyResult
+	(*AddRequest)(nil),        // 3: cortex.api.v1.AddRequest
+	(*AddEvent)(nil),          // 4: cortex.api.v1.AddEvent
+	(*Progress)(nil),          // 5: cortex.api.v1.Progress
+	(*AddResult)(nil),         // 6: cortex.api.v1.AddResult
+	(*GetRequest)(nil),        // 7: cortex.api.v1.GetRequest
+	(*GetEvent)(nil),          // 8: cortex.api.v1.GetEvent
+	(*GetResult)(nil),         // 9: cortex.api.v1.GetResult
+	(*SkippedLink)(nil),       // 10: cortex.api.v1.SkippedLink
+	(*DiffRequest)(nil),       // 11: cortex.api.v1.DiffRequest
+	(*DiffResponse)(nil),      // 12: cortex.api.v1.DiffResponse
+	(*Change)(nil),            // 13: cortex.api.v1.Change
+	(*MergeRequest)(nil),      // 14: cortex.api.v1.MergeRequest
+	(*MergeResponse)(nil),     // 15: cortex.api.v1.MergeResponse
+	(*MergeReport)(nil),       // 16: cortex.api.v1.MergeReport
+	(*Conflict)(nil),          // 17: cortex.api.v1.Conflict
+	(*GCRequest)(nil),         // 18: cortex.api.v1.GCRequest
+	(*GCResponse)(nil),        // 19: cortex.api.v1.GCResponse
+	(*ExportCARRequest)(nil),  // 20: cortex.api.v1.ExportCARRequest
+	(*CARChunk)(nil),          // 21: cortex.api.v1.CARChunk
+	(*ImportCARRequest)(nil),  // 22: cortex.api.v1.ImportCARRequest
+	(*ImportCARResponse)(nil), // 23: cortex.api.v1.ImportCARResponse
 }
 var file_cortex_api_v1_workspace_proto_depIdxs = []int32{
-	2,  // 0: cortex.api.v1.AddEvent.progress:type_name -> cortex.api.v1.Progress
-	3,  // 1: cortex.api.v1.AddEvent.result:type_name -> cortex.api.v1.AddResult
-	2,  // 2: cortex.api.v1.GetEvent.progress:type_name -> cortex.api.v1.Progress
-	6,  // 3: cortex.api.v1.GetEvent.result:type_name -> cortex.api.v1.GetResult
-	7,  // 4: cortex.api.v1.GetResult.skipped_links:type_name -> cortex.api.v1.SkippedLink
-	10, // 5: cortex.api.v1.DiffResponse.changes:type_name -> cortex.api.v1.Change
-	13, // 6: cortex.api.v1.MergeResponse.report:type_name -> cortex.api.v1.MergeReport
-	14, // 7: cortex.api.v1.MergeReport.conflicts:type_name -> cortex.api.v1.Conflict
-	0,  // 8: cortex.api.v1.WorkspaceService.Add:input_type -> cortex.api.v1.AddRequest
-	4,  // 9: cortex.api.v1.WorkspaceService.Get:input_type -> cortex.api.v1.GetRequest
-	8,  // 10: cortex.api.v1.WorkspaceService.Diff:input_type -> cortex.api.v1.DiffRequest
-	11, // 11: cortex.api.v1.WorkspaceService.Merge:input_type -> cortex.api.v1.MergeRequest
-	15, // 12: cortex.api.v1.WorkspaceService.GC:input_type -> cortex.api.v1.GCRequest
-	17, // 13: cortex.api.v1.WorkspaceService.ExportCAR:input_type -> cortex.api.v1.ExportCARRequest
-	19, // 14: cortex.api.v1.WorkspaceService.ImportCAR:input_type -> cortex.api.v1.ImportCARRequest
-	1,  // 15: cortex.api.v1.WorkspaceService.Add:output_type -> cortex.api.v1.AddEvent
-	5,  // 16: cortex.api.v1.WorkspaceService.Get:output_type -> cortex.api.v1.GetEvent
-	9,  // 17: cortex.api.v1.WorkspaceService.Diff:output_type -> cortex.api.v1.DiffResponse
-	12, // 18: cortex.api.v1.WorkspaceService.Merge:output_type -> cortex.api.v1.MergeResponse
-	16, // 19: cortex.api.v1.WorkspaceService.GC:output_type -> cortex.api.v1.GCResponse
-	18, // 20: cortex.api.v1.WorkspaceService.ExportCAR:output_type -> cortex.api.v1.CARChunk
-	20, // 21: cortex.api.v1.WorkspaceService.ImportCAR:output_type -> cortex.api.v1.ImportCARResponse
-	15, // [15:22] is the sub-list for method output_type
-	8,  // [8:15] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	5,  // 0: cortex.api.v1.VerifyEvent.progress:type_name -> cortex.api.v1.Progress
+	2,  // 1: cortex.api.v1.VerifyEvent.result:type_name -> cortex.api.v1.VerifyResult
+	5,  // 2: cortex.api.v1.AddEvent.progress:type_name -> cortex.api.v1.Progress
+	6,  // 3: cortex.api.v1.AddEvent.result:type_name -> cortex.api.v1.AddResult
+	5,  // 4: cortex.api.v1.GetEvent.progress:type_name -> cortex.api.v1.Progress
+	9,  // 5: cortex.api.v1.GetEvent.result:type_name -> cortex.api.v1.GetResult
+	10, // 6: cortex.api.v1.GetResult.skipped_links:type_name -> cortex.api.v1.SkippedLink
+	13, // 7: cortex.api.v1.DiffResponse.changes:type_name -> cortex.api.v1.Change
+	16, // 8: cortex.api.v1.MergeResponse.report:type_name -> cortex.api.v1.MergeReport
+	17, // 9: cortex.api.v1.MergeReport.conflicts:type_name -> cortex.api.v1.Conflict
+	3,  // 10: cortex.api.v1.WorkspaceService.Add:input_type -> cortex.api.v1.AddRequest
+	7,  // 11: cortex.api.v1.WorkspaceService.Get:input_type -> cortex.api.v1.GetRequest
+	11, // 12: cortex.api.v1.WorkspaceService.Diff:input_type -> cortex.api.v1.DiffRequest
+	14, // 13: cortex.api.v1.WorkspaceService.Merge:input_type -> cortex.api.v1.MergeRequest
+	18, // 14: cortex.api.v1.WorkspaceService.GC:input_type -> cortex.api.v1.GCRequest
+	20, // 15: cortex.api.v1.WorkspaceService.ExportCAR:input_type -> cortex.api.v1.ExportCARRequest
+	22, // 16: cortex.api.v1.WorkspaceService.ImportCAR:input_type -> cortex.api.v1.ImportCARRequest
+	0,  // 17: cortex.api.v1.WorkspaceService.Verify:input_type -> cortex.api.v1.VerifyRequest
+	4,  // 18: cortex.api.v1.WorkspaceService.Add:output_type -> cortex.api.v1.AddEvent
+	8,  // 19: cortex.api.v1.WorkspaceService.Get:output_type -> cortex.api.v1.GetEvent
+	12, // 20: cortex.api.v1.WorkspaceService.Diff:output_type -> cortex.api.v1.DiffResponse
+	15, // 21: cortex.api.v1.WorkspaceService.Merge:output_type -> cortex.api.v1.MergeResponse
+	19, // 22: cortex.api.v1.WorkspaceService.GC:output_type -> cortex.api.v1.GCResponse
+	21, // 23: cortex.api.v1.WorkspaceService.ExportCAR:output_type -> cortex.api.v1.CARChunk
+	23, // 24: cortex.api.v1.WorkspaceService.ImportCAR:output_type -> cortex.api.v1.ImportCARResponse
+	1,  // 25: cortex.api.v1.WorkspaceService.Verify:output_type -> cortex.api.v1.VerifyEvent
+	18, // [18:26] is the sub-list for method output_type
+	10, // [10:18] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_cortex_api_v1_workspace_proto_init() }
@@ -1620,10 +1853,14 @@ func file_cortex_api_v1_workspace_proto_init() {
 		return
 	}
 	file_cortex_api_v1_workspace_proto_msgTypes[1].OneofWrappers = []any{
+		(*VerifyEvent_Progress)(nil),
+		(*VerifyEvent_Result)(nil),
+	}
+	file_cortex_api_v1_workspace_proto_msgTypes[4].OneofWrappers = []any{
 		(*AddEvent_Progress)(nil),
 		(*AddEvent_Result)(nil),
 	}
-	file_cortex_api_v1_workspace_proto_msgTypes[5].OneofWrappers = []any{
+	file_cortex_api_v1_workspace_proto_msgTypes[8].OneofWrappers = []any{
 		(*GetEvent_Progress)(nil),
 		(*GetEvent_Result)(nil),
 	}
@@ -1633,7 +1870,7 @@ func file_cortex_api_v1_workspace_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cortex_api_v1_workspace_proto_rawDesc), len(file_cortex_api_v1_workspace_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

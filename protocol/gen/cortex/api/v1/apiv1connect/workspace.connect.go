@@ -54,6 +54,8 @@ const (
 	// WorkspaceServiceImportCARProcedure is the fully-qualified name of the WorkspaceService's
 	// ImportCAR RPC.
 	WorkspaceServiceImportCARProcedure = "/cortex.api.v1.WorkspaceService/ImportCAR"
+	// WorkspaceServiceVerifyProcedure is the fully-qualified name of the WorkspaceService's Verify RPC.
+	WorkspaceServiceVerifyProcedure = "/cortex.api.v1.WorkspaceService/Verify"
 )
 
 // WorkspaceServiceClient is a client for the cortex.api.v1.WorkspaceService service.
@@ -74,6 +76,10 @@ type WorkspaceServiceClient interface {
 	ExportCAR(context.Context, *connect.Request[v1.ExportCARRequest]) (*connect.ServerStreamForClient[v1.CARChunk], error)
 	// ImportCAR reads a CAR file on the peer's machine and pins its roots.
 	ImportCAR(context.Context, *connect.Request[v1.ImportCARRequest]) (*connect.Response[v1.ImportCARResponse], error)
+	// Verify checks that every block a root needs is here and hashes to its
+	// CID; without a root, every pin's DAG and every stored block. Streams
+	// progress, then the result.
+	Verify(context.Context, *connect.Request[v1.VerifyRequest]) (*connect.ServerStreamForClient[v1.VerifyEvent], error)
 }
 
 // NewWorkspaceServiceClient constructs a client for the cortex.api.v1.WorkspaceService service. By
@@ -129,6 +135,12 @@ func NewWorkspaceServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			connect.WithSchema(workspaceServiceMethods.ByName("ImportCAR")),
 			connect.WithClientOptions(opts...),
 		),
+		verify: connect.NewClient[v1.VerifyRequest, v1.VerifyEvent](
+			httpClient,
+			baseURL+WorkspaceServiceVerifyProcedure,
+			connect.WithSchema(workspaceServiceMethods.ByName("Verify")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -141,6 +153,7 @@ type workspaceServiceClient struct {
 	gC        *connect.Client[v1.GCRequest, v1.GCResponse]
 	exportCAR *connect.Client[v1.ExportCARRequest, v1.CARChunk]
 	importCAR *connect.Client[v1.ImportCARRequest, v1.ImportCARResponse]
+	verify    *connect.Client[v1.VerifyRequest, v1.VerifyEvent]
 }
 
 // Add calls cortex.api.v1.WorkspaceService.Add.
@@ -178,6 +191,11 @@ func (c *workspaceServiceClient) ImportCAR(ctx context.Context, req *connect.Req
 	return c.importCAR.CallUnary(ctx, req)
 }
 
+// Verify calls cortex.api.v1.WorkspaceService.Verify.
+func (c *workspaceServiceClient) Verify(ctx context.Context, req *connect.Request[v1.VerifyRequest]) (*connect.ServerStreamForClient[v1.VerifyEvent], error) {
+	return c.verify.CallServerStream(ctx, req)
+}
+
 // WorkspaceServiceHandler is an implementation of the cortex.api.v1.WorkspaceService service.
 type WorkspaceServiceHandler interface {
 	// Add imports a directory (incrementally) and pins its root under the
@@ -196,6 +214,10 @@ type WorkspaceServiceHandler interface {
 	ExportCAR(context.Context, *connect.Request[v1.ExportCARRequest], *connect.ServerStream[v1.CARChunk]) error
 	// ImportCAR reads a CAR file on the peer's machine and pins its roots.
 	ImportCAR(context.Context, *connect.Request[v1.ImportCARRequest]) (*connect.Response[v1.ImportCARResponse], error)
+	// Verify checks that every block a root needs is here and hashes to its
+	// CID; without a root, every pin's DAG and every stored block. Streams
+	// progress, then the result.
+	Verify(context.Context, *connect.Request[v1.VerifyRequest], *connect.ServerStream[v1.VerifyEvent]) error
 }
 
 // NewWorkspaceServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -247,6 +269,12 @@ func NewWorkspaceServiceHandler(svc WorkspaceServiceHandler, opts ...connect.Han
 		connect.WithSchema(workspaceServiceMethods.ByName("ImportCAR")),
 		connect.WithHandlerOptions(opts...),
 	)
+	workspaceServiceVerifyHandler := connect.NewServerStreamHandler(
+		WorkspaceServiceVerifyProcedure,
+		svc.Verify,
+		connect.WithSchema(workspaceServiceMethods.ByName("Verify")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/cortex.api.v1.WorkspaceService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case WorkspaceServiceAddProcedure:
@@ -263,6 +291,8 @@ func NewWorkspaceServiceHandler(svc WorkspaceServiceHandler, opts ...connect.Han
 			workspaceServiceExportCARHandler.ServeHTTP(w, r)
 		case WorkspaceServiceImportCARProcedure:
 			workspaceServiceImportCARHandler.ServeHTTP(w, r)
+		case WorkspaceServiceVerifyProcedure:
+			workspaceServiceVerifyHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -298,4 +328,8 @@ func (UnimplementedWorkspaceServiceHandler) ExportCAR(context.Context, *connect.
 
 func (UnimplementedWorkspaceServiceHandler) ImportCAR(context.Context, *connect.Request[v1.ImportCARRequest]) (*connect.Response[v1.ImportCARResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cortex.api.v1.WorkspaceService.ImportCAR is not implemented"))
+}
+
+func (UnimplementedWorkspaceServiceHandler) Verify(context.Context, *connect.Request[v1.VerifyRequest], *connect.ServerStream[v1.VerifyEvent]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("cortex.api.v1.WorkspaceService.Verify is not implemented"))
 }
