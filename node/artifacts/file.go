@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	"golang.org/x/sys/unix"
 
@@ -199,8 +200,9 @@ var storeBuffers = sync.Pool{New: func() any { b := make([]byte, 0, dag.MaxBlock
 
 // checkPartial reports which leaves the partial copy f (of size bytes)
 // already holds, by hashing its bytes at each leaf's place against the
-// leaf's CID, on every core; and the bytes they hold. Only raw leaves can
-// be checked this way; the others are fetched again.
+// leaf's CID, on every core; and the bytes they hold. A leaf held that
+// the store lacks is stored. Only raw leaves can be checked this way; the
+// others are fetched again.
 func (s *Service) checkPartial(ctx context.Context, f *os.File, size int64, leaves []dag.FileLeaf) ([]bool, int64, error) {
 	held := make([]bool, len(leaves))
 	if size == 0 {
@@ -225,9 +227,22 @@ func (s *Service) checkPartial(ctx context.Context, f *os.File, size int64, leav
 				if _, err := f.ReadAt(b, l.Offset); err != nil {
 					continue
 				}
-				if sum, err := l.Cid.Prefix().Sum(b); err == nil && sum.Equals(l.Cid) {
-					held[i] = true
-					heldBytes.Add(l.Size)
+				blk, err := blocks.NewBlockWithCid(b, l.Cid)
+				if err != nil {
+					continue
+				}
+				v, err := dag.Verify(blk)
+				if err != nil {
+					continue
+				}
+				held[i] = true
+				heldBytes.Add(l.Size)
+				// A leaf written before a crash may not have reached the
+				// store: keep it there too, so this peer serves it in turn.
+				if has, _ := s.dags.Blocks().Has(ctx, l.Cid); !has {
+					if err := s.dags.Blocks().PutVerified([]dag.VerifiedBlock{v}); err != nil {
+						s.log.Warn("artifact get: a held leaf is not kept in the store", "cid", l.Cid, "err", err)
+					}
 				}
 			}
 		})

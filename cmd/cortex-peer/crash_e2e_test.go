@@ -1,0 +1,104 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cortex-peer/cortex-peer/testnet"
+)
+
+// TestKillNineDuringStoreWork: a peer killed with SIGKILL in the middle of
+// an import (put), a fetch (get) and a GC opens its store again after a
+// restart, every stored block verifies and every pin's DAG is whole (ws
+// verify exits 0), and the same command run again completes.
+func TestKillNineDuringStoreWork(t *testing.T) {
+	bin := testnet.BuildBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	work := t.TempDir()
+	pn, err := testnet.StartProcesses(ctx, testnet.ProcessOptions{Binary: bin, N: 2, Dir: t.TempDir(), Heartbeat: 300 * time.Millisecond, AllowedRoots: []string{work}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pn.Stop()
+	if err := pn.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p1, p2 := pn.Peers[0], pn.Peers[1]
+	src := filepath.Join(work, "big.bin")
+	data := make([]byte, 192<<20)
+	_, _ = rand.Read(data)
+	testnet.WriteFile(t, src, data, 0o644)
+	// killDuring starts args against p, kills p with SIGKILL after delay,
+	// restarts it, and checks its store.
+	killDuring := func(what string, p *testnet.ProcessPeer, delay time.Duration, args ...string) {
+		t.Helper()
+		cmd := exec.Command(bin, append(args, "--data", p.DataDir)...)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(delay)
+		if err := p.Signal(syscall.SIGKILL); err != nil {
+			t.Fatalf("%s: kill: %v", what, err)
+		}
+		<-p.Exited()
+		err := cmd.Wait()
+		t.Logf("%s: killed after %s; the command: %v", what, delay, err)
+		if err := p.Restart(ctx); err != nil {
+			t.Fatalf("%s: restart: %v", what, err)
+		}
+		if r := run(t, bin, "ws", "verify", "--data", p.DataDir); r.code != 0 {
+			t.Fatalf("%s: ws verify after the kill: exit %d\n%s%s", what, r.code, r.stdout, r.stderr)
+		} else {
+			t.Logf("%s: %s", what, strings.TrimSpace(r.stdout))
+		}
+	}
+
+	// A whole put first: its time places the next kill half-way; its
+	// blocks, unpinned, are what the GC is killed in the middle of.
+	start := time.Now()
+	r := run(t, bin, "put", "--data", p1.DataDir, src)
+	if r.code != 0 {
+		t.Fatalf("put: %s", r.stderr)
+	}
+	took := time.Since(start)
+	c := strings.TrimSpace(r.stdout)
+	if r := run(t, bin, "unpin", "--data", p1.DataDir, c); r.code != 0 {
+		t.Fatalf("unpin: %s", r.stderr)
+	}
+	killDuring("gc", p1, 20*time.Millisecond, "ws", "gc")
+	if r := run(t, bin, "ws", "gc", "--data", p1.DataDir); r.code != 0 {
+		t.Fatalf("gc after the kill: %s", r.stderr)
+	}
+
+	killDuring("put", p1, took/2, "put", src)
+	if r := run(t, bin, "put", "--data", p1.DataDir, src); r.code != 0 || strings.TrimSpace(r.stdout) != c {
+		t.Fatalf("put after the kill: %s %s", r.stdout, r.stderr)
+	}
+	if err := pn.WaitRejoined(ctx, p1); err != nil {
+		t.Fatal(err)
+	}
+
+	dest := filepath.Join(work, "got.bin")
+	killDuring("get", p2, 400*time.Millisecond, "get", c, "-o", dest)
+	if err := pn.WaitRejoined(ctx, p2); err != nil {
+		t.Fatal(err)
+	}
+	if r := run(t, bin, "get", "--data", p2.DataDir, c, "-o", dest); r.code != 0 {
+		t.Fatalf("get after the kill: %s", r.stderr)
+	}
+	if b, err := os.ReadFile(dest); err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("the file got after the kill differs (%v)", err)
+	}
+	if r := run(t, bin, "ws", "verify", "--data", p2.DataDir, c); r.code != 0 {
+		t.Fatalf("ws verify of the file got: %s %s", r.stdout, r.stderr)
+	}
+}
