@@ -40,6 +40,9 @@ var emptySHA256 = func() mh.Multihash {
 // boxo's blockstore.Blockstore so bitswap can serve and fill it. Identity
 // CIDs and the empty block are answered without storage.
 type Blockstore struct {
+	// room, when set, refuses a write of need bytes the disk has no room
+	// for (SetRoomCheck).
+	room     func(need int64) error
 	db       *badger.DB
 	appender *packAppender
 	signal   *storeSignal // fired after each arrival, for readers that wait
@@ -250,6 +253,20 @@ func (s *Blockstore) PutMany(_ context.Context, bs []blocks.Block) error {
 	return s.putTrusted(bs)
 }
 
+// SetRoomCheck makes every write of blocks (put, import, fetch) first ask
+// room whether the disk has space for need more bytes; its error refuses
+// the write. The store's owner keeps space free this way for the
+// database's own writes, which it cannot survive failing (badger writes
+// through memory maps: a full disk is a SIGBUS). Call it before use.
+func (s *Blockstore) SetRoomCheck(room func(need int64) error) { s.room = room }
+
+func (s *Blockstore) checkRoom(need int64) error {
+	if s.room == nil {
+		return nil
+	}
+	return s.room(need)
+}
+
 // VerifiedBlock is a block whose bytes were checked against its CID; only
 // Verify makes one, so a store of one need not hash it again.
 type VerifiedBlock struct{ b blocks.Block }
@@ -286,6 +303,13 @@ func (s *Blockstore) PutVerified(vs []VerifiedBlock) error {
 
 // putTrusted stores blocks whose CIDs this process computed itself.
 func (s *Blockstore) putTrusted(bs []blocks.Block) error {
+	var need int64
+	for _, b := range bs {
+		need += int64(len(b.RawData()))
+	}
+	if err := s.checkRoom(need); err != nil {
+		return fmt.Errorf("store blocks: %w", err)
+	}
 	var packed []blocks.Block
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()

@@ -852,6 +852,9 @@ func (im *importer) hashReader(ctx context.Context, mode os.FileMode, size int64
 	var leaves []leaf
 	var err error
 	if osf, ok := f.(*os.File); ok && size >= packMinSize && !im.batch.dryRun && im.s.blocks.packDir() != "" {
+		if err := im.s.blocks.checkRoom(size); err != nil {
+			return cid.Undef, 0, err
+		}
 		leaves, err = im.chunkIntoPack(ctx, osf, size)
 	} else if size >= parallelHashSize && im.workers() > 1 {
 		leaves, err = im.chunkParallel(ctx, f, im.storeLeaf)

@@ -136,3 +136,33 @@ func (s *Store) Verify(ctx context.Context, root cid.Cid, progress func(VerifyRe
 	}
 	return rep, ctx.Err()
 }
+
+// Whole reports whether every block of the DAG at root is in the store
+// (present; Verify also reads and hashes them).
+func (s *Store) Whole(ctx context.Context, root cid.Cid) (bool, error) {
+	seen := map[string]struct{}{}
+	stack := []cid.Cid{root}
+	for len(stack) > 0 {
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
+		c := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if _, ok := seen[string(c.Hash())]; ok {
+			continue
+		}
+		seen[string(c.Hash())] = struct{}{}
+		if has, err := s.blocks.Has(ctx, c); err != nil || !has {
+			return false, err
+		}
+		if c.Prefix().Codec != cid.DagProtobuf {
+			continue
+		}
+		links, err := s.links(ctx, c)
+		if err != nil {
+			return false, err
+		}
+		stack = append(stack, links...)
+	}
+	return true, nil
+}

@@ -85,6 +85,7 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 		return nil, err
 	}
 	n.dags = dag.NewStore(n.store.DB())
+	n.dags.Blocks().SetRoomCheck(n.store.Room)
 	// Workspaces the user imports are watched, so that importing one again
 	// with nothing changed costs no stat (see dag.ImportOptions.Watch). A
 	// peer without inotify scans every time.

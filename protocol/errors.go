@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"syscall"
 
 	"connectrpc.com/connect"
 
@@ -29,6 +30,9 @@ var errorCodes = []struct {
 	// directory is not an internal error of the peer.
 	{fs.ErrNotExist, connect.CodeNotFound},
 	{fs.ErrPermission, connect.CodePermissionDenied},
+	// A full disk, wherever the peer met it (its store, a destination).
+	{syscall.ENOSPC, connect.CodeResourceExhausted},
+	{syscall.EDQUOT, connect.CodeResourceExhausted},
 	{context.Canceled, connect.CodeCanceled},
 	{context.DeadlineExceeded, connect.CodeDeadlineExceeded},
 }
@@ -75,7 +79,8 @@ func FromConnectError(err error) error {
 // kinds a wire code is read back as (a NotFound is errdefs.ErrNotFound,
 // never fs.ErrNotExist).
 func isKind(k error) bool {
-	return !errors.Is(k, fs.ErrNotExist) && !errors.Is(k, fs.ErrPermission)
+	var errno syscall.Errno
+	return !errors.Is(k, fs.ErrNotExist) && !errors.Is(k, fs.ErrPermission) && !errors.As(k, &errno)
 }
 
 // wireError is an error received from the wire, classified by its code.

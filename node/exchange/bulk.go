@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"syscall"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -115,6 +116,8 @@ func (e *Exchange) fetchBulk(ctx context.Context, base, root cid.Cid, scope *fet
 			return total, nil
 		} else if ctx.Err() != nil {
 			return total, ctx.Err()
+		} else if storeFull(err) {
+			return total, err // no other peer can help with that
 		} else if errors.Is(err, errdefs.ErrInvalid) {
 			scope.markBad(ctx, p, err.Error())
 		} else if !errors.Is(err, errdefs.ErrNotFound) {
@@ -170,4 +173,10 @@ func (e *Exchange) fetchBulkFrom(ctx context.Context, p peer.ID, base, root cid.
 	}
 	// Only blocks of root's DAG are accepted: a peer cannot push other data.
 	return e.dags.ImportDAG(ctx, root, br)
+}
+
+// storeFull reports whether err is this peer's disk refusing writes: a
+// fetch stops there rather than asking other peers or bitswap.
+func storeFull(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EROFS)
 }

@@ -152,6 +152,7 @@ func (e *Exchange) FetchAgainst(ctx context.Context, base, root cid.Cid, stall t
 	// A tree this peer lacks entirely comes faster as one stream from a
 	// peer that has it; bitswap then fetches whatever is still missing.
 	var bulk dag.FetchProgress
+	var full error // the store refused the stream's blocks
 	stream := func(base cid.Cid) {
 		blocks, err := e.fetchBulk(ctx, base, root, scope, func(b int) {
 			touch()
@@ -161,6 +162,10 @@ func (e *Exchange) FetchAgainst(ctx context.Context, base, root cid.Cid, stall t
 			}
 		})
 		bulk.Fetched += blocks
+		if storeFull(err) {
+			full = err
+			return
+		}
 		if err != nil && ctx.Err() == nil {
 			e.log.Debug("bulk fetch unavailable; using bitswap", "root", root, "base", base, "err", err)
 		}
@@ -185,6 +190,9 @@ func (e *Exchange) FetchAgainst(ctx context.Context, base, root cid.Cid, stall t
 			bulk = dag.FetchProgress{}
 			stream(cid.Undef)
 		}
+	}
+	if full != nil {
+		return bulk, fmt.Errorf("fetch %s: %w", root, full)
 	}
 	p, err := e.dags.FetchAgainst(ctx, base, root, sess, func(p dag.FetchProgress) {
 		touch()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"syscall"
 
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 )
@@ -36,6 +37,8 @@ var codes = []struct {
 	{errdefs.ErrUnauthenticated, CodeUnauthenticated},
 	{errdefs.ErrPermissionDenied, CodePermissionDenied},
 	{errdefs.ErrResourceExhausted, CodeResourceExhausted},
+	{syscall.ENOSPC, CodeResourceExhausted},
+	{syscall.EDQUOT, CodeResourceExhausted},
 	{errdefs.ErrStale, CodeStaleRef},
 	{context.Canceled, CodeCancelled},
 	{context.DeadlineExceeded, CodeDeadlineExceeded},

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -35,6 +36,11 @@ type Config struct {
 	ValueThreshold int64
 	NumMemtables   int
 	CompactorCount int
+	// ReserveBytes are kept free on the store's disk: writes of blocks
+	// that would eat into them are refused (resource_exhausted), and the
+	// store does not open with less, because badger writes its tables and
+	// logs through memory maps and a full disk kills the process.
+	ReserveBytes int64
 }
 
 // DefaultConfig returns the tuned defaults for dir.
@@ -48,12 +54,13 @@ func DefaultConfig(dir string) Config {
 		ValueThreshold: 1 << 10,
 		NumMemtables:   2,
 		CompactorCount: 2,
+		ReserveBytes:   64 << 20,
 	}
 }
 
 // Validate checks the sizes.
 func (c Config) Validate() error {
-	if c.Dir == "" || c.MemTableBytes <= 0 || c.BlockCacheMiB < 0 || c.IndexCacheMiB < 0 || c.ValueLogMiB <= 0 || c.ValueThreshold <= 0 || c.NumMemtables < 1 || c.CompactorCount < 2 {
+	if c.Dir == "" || c.MemTableBytes <= 0 || c.BlockCacheMiB < 0 || c.IndexCacheMiB < 0 || c.ValueLogMiB <= 0 || c.ValueThreshold <= 0 || c.NumMemtables < 1 || c.CompactorCount < 2 || c.ReserveBytes < 0 {
 		return fmt.Errorf("store config %+v: %w", c, errdefs.ErrInvalid)
 	}
 	return nil
@@ -63,6 +70,7 @@ func (c Config) Validate() error {
 type Store struct {
 	db        *badger.DB
 	dir       string
+	reserve   int64
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -71,6 +79,14 @@ type Store struct {
 func Open(cfg Config, log *slog.Logger) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", cfg.Dir, err)
+	}
+	// Opening needs less than the reserve (flushing what the logs hold),
+	// which the writes refused above it leave free.
+	if err := room(cfg.Dir, 0, cfg.ReserveBytes/2); err != nil {
+		return nil, fmt.Errorf("open store: %w; free space and start again", err)
 	}
 	opts := badger.DefaultOptions(cfg.Dir).
 		WithLogger(badgerLogger{log}).
@@ -88,7 +104,27 @@ func Open(cfg Config, log *slog.Logger) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", cfg.Dir, err)
 	}
-	return &Store{db: db, dir: cfg.Dir}, nil
+	return &Store{db: db, dir: cfg.Dir, reserve: cfg.ReserveBytes}, nil
+}
+
+// Room refuses, with ErrResourceExhausted, a write of need bytes that
+// would leave less than the reserve free on the store's disk.
+func (s *Store) Room(need int64) error { return room(s.dir, need, s.reserve) }
+
+func room(dir string, need, reserve int64) error {
+	if reserve == 0 {
+		return nil
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return nil // cannot tell: let the write say
+	}
+	free := int64(st.Bavail) * st.Bsize
+	if free-need < reserve {
+		return fmt.Errorf("no space left on the device of %s: %d MiB free, %d MiB asked, %d MiB kept free for the store: %w",
+			dir, free>>20, (need+(1<<20)-1)>>20, reserve>>20, errdefs.ErrResourceExhausted)
+	}
+	return nil
 }
 
 // DB is the badger database, for subsystems that keep their own keys.

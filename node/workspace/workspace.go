@@ -123,9 +123,15 @@ func (s *Service) Get(ctx context.Context, root cid.Cid, dest string, stall time
 		}
 		return GetResult{}, err
 	}
-	// The export read every block of the tree: it is whole here, whatever
-	// the fetch's last steps say.
+	// The export read every block of the tree, some handed over on their
+	// way to the store: the tree is whole here unless the store refused
+	// some (a full disk), which the fetch says.
 	<-fetchDone
+	if f.err != nil {
+		if whole, werr := s.dags.Whole(ctx, root); werr != nil || !whole {
+			return GetResult{}, fmt.Errorf("%s is written, but this peer's store could not keep all of %s: %w", dest, root, f.err)
+		}
+	}
 	if err := s.dags.Pin(GetPin(dest), root); err != nil {
 		return GetResult{}, err
 	}
