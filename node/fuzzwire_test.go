@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -101,5 +102,66 @@ func alive(t *testing.T, ctx context.Context, h interface {
 	var reply meshv1.TaskReply
 	if err := protocol.ReadDelimited(bufio.NewReader(s), &reply, protocol.MaxTaskMessage); err != nil {
 		t.Fatalf("the peer no longer answers a task query: %v", err)
+	}
+}
+
+// TestStreamFlood: a member of the mesh opens 600 streams on the task
+// protocol and leaves them silent. The victim keeps at most its per-peer
+// limit of them (the rest are reset at once), and answers an honest
+// peer's query as it did before the flood.
+func TestStreamFlood(t *testing.T) {
+	tn := testnet.New(t, 3, testnet.WithConfig(func(i int, cfg *node.Config) {
+		cfg.Delegation.AcceptRemote = false
+	}))
+	ctx := testnet.Context(t, 2*time.Minute)
+	if err := tn.WaitMesh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	victim, attacker, honest := tn.Peers[0].Node.ID(), tn.Peers[1].Node.Host().Libp2p(), tn.Peers[2].Node.Host().Libp2p()
+	quiet := time.Now()
+	alive(t, ctx, honest, victim)
+	quietTook := time.Since(quiet)
+
+	var held []network.Stream
+	refused := 0
+	for range 600 {
+		s, err := attacker.NewStream(ctx, victim, libp2pproto.ID(protocol.TaskProtocol))
+		if err != nil {
+			refused++
+			continue
+		}
+		// The limit shows when the victim reads the protocol: a stream
+		// past it is reset, and a write to it fails.
+		if _, err := s.Write([]byte{0x05}); err != nil {
+			refused++
+			_ = s.Reset()
+			continue
+		}
+		held = append(held, s)
+	}
+	defer func() {
+		for _, s := range held {
+			_ = s.Reset()
+		}
+	}()
+	// Streams the victim reset show as failed reads soon after.
+	time.Sleep(500 * time.Millisecond)
+	open := 0
+	for _, s := range held {
+		_ = s.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+		if _, err := s.Read(make([]byte, 1)); err != nil && strings.Contains(err.Error(), "deadline") {
+			open++
+		}
+	}
+	t.Logf("600 streams: %d refused at open, %d still open on the victim after a moment", refused, open)
+	if open > 64 {
+		t.Fatalf("the victim holds %d silent streams of one peer on one protocol, want at most 64", open)
+	}
+	during := time.Now()
+	alive(t, ctx, honest, victim)
+	duringTook := time.Since(during)
+	t.Logf("an honest query: %s quiet, %s during the flood", quietTook, duringTook)
+	if duringTook > 5*time.Second {
+		t.Fatalf("an honest query took %s during the flood", duringTook)
 	}
 }

@@ -256,6 +256,19 @@ func hasProtocol(a ma.Multiaddr, code int) bool {
 	return false
 }
 
+// streamsPerPeer bounds the streams one peer may have open at once on each
+// stream protocol of the mesh: far above what an honest peer opens (a
+// fetch opens two leaves streams a provider; a coordinator a task stream a
+// call), far below what would cost the peer its memory.
+var streamsPerPeer = map[string]rcmgr.LimitVal{
+	protocol.TaskProtocol:    64,
+	protocol.LogsProtocol:    64,
+	protocol.BlocksProtocol:  32,
+	protocol.LeavesProtocol:  32,
+	protocol.BrowserProtocol: 64,
+	protocol.LSPProtocol:     64,
+}
+
 func resourceLimiter(l Limits) rcmgr.Limiter {
 	scaling := rcmgr.DefaultLimits
 	libp2p.SetDefaultServiceLimits(&scaling)
@@ -271,6 +284,14 @@ func resourceLimiter(l Limits) rcmgr.Limiter {
 			FD:              rcmgr.LimitVal(l.MaxFileDescs),
 			Memory:          rcmgr.LimitVal64(l.MaxMemoryBytes),
 		},
+		ProtocolPeer: map[libp2pproto.ID]rcmgr.ResourceLimits{},
+	}
+	// Each peer may hold only so many streams open on each of the mesh's
+	// protocols at once: a member that floods one with streams (it holds
+	// the mesh key) has the excess reset, and the others' streams are
+	// not in its scope.
+	for p, n := range streamsPerPeer {
+		partial.ProtocolPeer[libp2pproto.ID(p)] = rcmgr.ResourceLimits{Streams: n, StreamsInbound: n, StreamsOutbound: n}
 	}
 	return rcmgr.NewFixedLimiter(partial.Build(defaults))
 }
