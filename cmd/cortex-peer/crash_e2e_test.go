@@ -24,14 +24,7 @@ func TestKillNineDuringStoreWork(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	work := t.TempDir()
-	pn, err := testnet.StartProcesses(ctx, testnet.ProcessOptions{Binary: bin, N: 2, Dir: t.TempDir(), Heartbeat: 300 * time.Millisecond, AllowedRoots: []string{work}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pn.Stop()
-	if err := pn.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
+	pn := processPair(ctx, t, bin, t.TempDir(), work, nil)
 	p1, p2 := pn.Peers[0], pn.Peers[1]
 	src := filepath.Join(work, "big.bin")
 	data := make([]byte, 192<<20)

@@ -31,14 +31,7 @@ func TestFullDataDir(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	work := t.TempDir()
-	pn, err := testnet.StartProcesses(ctx, testnet.ProcessOptions{Binary: bin, N: 2, Dir: filepath.Join(small, "peers"), Heartbeat: 300 * time.Millisecond, AllowedRoots: []string{work}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pn.Stop()
-	if err := pn.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
+	pn := processPair(ctx, t, bin, filepath.Join(small, "peers"), work, nil)
 	p1, p2 := pn.Peers[0], pn.Peers[1]
 	randomFile := func(name string, size int) string {
 		p := filepath.Join(work, name)

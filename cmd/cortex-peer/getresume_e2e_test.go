@@ -26,15 +26,7 @@ func TestCLIGetInterruptedResumes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	work := t.TempDir()
-	pn, err := testnet.StartProcesses(ctx, testnet.ProcessOptions{Binary: bin, N: 2, Dir: t.TempDir(), Heartbeat: 300 * time.Millisecond,
-		AllowedRoots: []string{work}, ConfigEdits: map[string]string{"serve_bytes_per_second = 0": "serve_bytes_per_second = 2000000"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pn.Stop()
-	if err := pn.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
+	pn := processPair(ctx, t, bin, t.TempDir(), work, map[string]string{"serve_bytes_per_second = 0": "serve_bytes_per_second = 2000000"})
 	p1, p2 := pn.Peers[0].DataDir, pn.Peers[1].DataDir
 	data := make([]byte, 6<<20)
 	_, _ = rand.Read(data)
@@ -86,4 +78,20 @@ func TestCLIGetInterruptedResumes(t *testing.T) {
 	if partials, _ := filepath.Glob(filepath.Join(work, ".got.bin.cortex-partial-*")); len(partials) != 0 {
 		t.Fatalf("partial copies left: %v", partials)
 	}
+}
+
+// processPair starts two peer processes in dir, whose APIs may touch
+// work, with edits to their config files; they stop when the test ends.
+func processPair(ctx context.Context, t *testing.T, bin, dir, work string, edits map[string]string) *testnet.ProcessNet {
+	t.Helper()
+	pn, err := testnet.StartProcesses(ctx, testnet.ProcessOptions{Binary: bin, N: 2, Dir: dir, Heartbeat: 300 * time.Millisecond,
+		AllowedRoots: []string{work}, ConfigEdits: edits})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pn.Stop() })
+	if err := pn.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return pn
 }
