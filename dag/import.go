@@ -570,7 +570,7 @@ func (im *importer) scanDir(d *treeDir, fd int, buf []byte) error {
 			}
 			isDir, statted = st.isDir(), true
 		}
-		if ign != nil && ign.Match(path.Join(d.rel, de.name), isDir) {
+		if ign != nil && ign.Match(path.Join(d.rel, de.name), isDir) || isScratch(de.name) {
 			d.ignored++
 			continue
 		}
@@ -1202,4 +1202,22 @@ func (b *blockBatch) write(out []blocks.Block) error {
 		b.newBytes.Add(int64(len(blk.RawData())))
 	}
 	return b.s.blocks.putTrusted(out)
+}
+
+// scratchMarks name the files a peer writes beside their final place
+// while it works (a merge's, an export's, a get's), renamed into place when
+// whole. One left by a peer killed in the middle is never imported: it is
+// no file of the user's.
+var scratchMarks = []string{".cortex-merge-", ".cortex-export-", ".cortex-partial-", ".cortex-get-"}
+
+func isScratch(name string) bool {
+	if !strings.HasPrefix(name, ".") {
+		return false
+	}
+	for _, m := range scratchMarks {
+		if strings.Contains(name, m) {
+			return true
+		}
+	}
+	return false
 }

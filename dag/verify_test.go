@@ -69,3 +69,39 @@ func fileCID(t *testing.T, s *Store, root cid.Cid, name string) cid.Cid {
 	t.Fatalf("%s not under %s", name, root)
 	return cid.Undef
 }
+
+// An import skips the scratch files a peer killed in the middle of a
+// merge, an export or a get leaves beside their final place; other
+// dotfiles stay.
+func TestImportSkipsScratch(t *testing.T) {
+	s := openStore(t)
+	dir := t.TempDir()
+	writeTree(t, dir, map[string]string{"a.txt": "whole", ".a.txt.cortex-merge-0f3a": "half", ".big.bin.cortex-partial-abcdef": "half",
+		"sub/.x.cortex-export-77": "half", ".hidden": "kept"})
+	im, err := s.Import(context.Background(), dir, ImportOptions{NoIndex: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.Blocks().Get(context.Background(), im.Root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nd, err := decodeNode(im.Root, b.RawData())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, l := range nd.Links() {
+		names = append(names, l.Name)
+	}
+	if strings.Join(names, ",") != ".hidden,a.txt,sub" {
+		t.Fatalf("imported %v", names)
+	}
+	if sub := fileCID(t, s, im.Root, "sub"); sub.Defined() {
+		sb, _ := s.Blocks().Get(context.Background(), sub)
+		sn, _ := decodeNode(sub, sb.RawData())
+		if len(sn.Links()) != 0 {
+			t.Fatalf("sub holds %d entries, want none", len(sn.Links()))
+		}
+	}
+}

@@ -16,9 +16,10 @@ import (
 )
 
 // TestKillNineDuringStoreWork: a peer killed with SIGKILL in the middle of
-// an import (put), a fetch (get) and a GC opens its store again after a
-// restart, every stored block verifies and every pin's DAG is whole (ws
-// verify exits 0), and the same command run again completes.
+// an import (put), a fetch (get), a GC and a merge opens its store again
+// after a restart, every stored block verifies and every pin's DAG is
+// whole (ws verify exits 0), a merged directory holds only whole files,
+// and the same command run again completes.
 func TestKillNineDuringStoreWork(t *testing.T) {
 	bin := testnet.BuildBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -93,5 +94,58 @@ func TestKillNineDuringStoreWork(t *testing.T) {
 	}
 	if r := run(t, bin, "ws", "verify", "--data", p2.DataDir, c); r.code != 0 {
 		t.Fatalf("ws verify of the file got: %s %s", r.stdout, r.stderr)
+	}
+
+	// A merge killed half-way: every file of the directory is whole, old
+	// or new, and the merge run again completes.
+	base, theirs := filepath.Join(work, "base"), filepath.Join(work, "theirs")
+	v1, v2 := make([]byte, 48<<20), make([]byte, 48<<20)
+	_, _ = rand.Read(v1)
+	_, _ = rand.Read(v2)
+	for _, f := range []struct {
+		dir  string
+		data []byte
+	}{{base, v1}, {theirs, v2}} {
+		for _, name := range []string{"one.bin", "two.bin", "three.bin"} {
+			testnet.WriteFile(t, filepath.Join(f.dir, name), f.data, 0o644)
+		}
+	}
+	add := func(dir string) string {
+		r := run(t, bin, "ws", "add", "--data", p1.DataDir, dir)
+		if r.code != 0 {
+			t.Fatalf("ws add %s: %s", dir, r.stderr)
+		}
+		return strings.TrimSpace(r.stdout)
+	}
+	baseCID, theirsCID := add(base), add(theirs)
+	timed, mine := filepath.Join(work, "timed"), filepath.Join(work, "mine")
+	for _, d := range []string{timed, mine} {
+		if r := run(t, bin, "ws", "get", "--data", p1.DataDir, baseCID, d); r.code != 0 {
+			t.Fatalf("ws get: %s", r.stderr)
+		}
+	}
+	start = time.Now()
+	if r := run(t, bin, "ws", "merge", "--data", p1.DataDir, baseCID, theirsCID, timed); r.code != 0 {
+		t.Fatalf("ws merge: %s", r.stderr)
+	}
+	killDuring("merge", p1, time.Since(start)/2, "ws", "merge", baseCID, theirsCID, mine)
+	for _, name := range []string{"one.bin", "two.bin", "three.bin"} {
+		b, err := os.ReadFile(filepath.Join(mine, name))
+		if err != nil || !bytes.Equal(b, v1) && !bytes.Equal(b, v2) {
+			t.Fatalf("%s after a merge killed half-way is neither the old file nor the new (%d bytes, %v)", name, len(b), err)
+		}
+	}
+	if r := run(t, bin, "ws", "merge", "--data", p1.DataDir, baseCID, theirsCID, mine); r.code != 0 {
+		t.Fatalf("ws merge after the kill: %s %s", r.stdout, r.stderr)
+	}
+	for _, name := range []string{"one.bin", "two.bin", "three.bin"} {
+		if b, err := os.ReadFile(filepath.Join(mine, name)); err != nil || !bytes.Equal(b, v2) {
+			t.Fatalf("%s after the merge run again differs (%v)", name, err)
+		}
+	}
+	// A scratch file the killed merge left is no part of the workspace.
+	if r := run(t, bin, "ws", "add", "--data", p1.DataDir, mine); r.code != 0 || strings.TrimSpace(r.stdout) != theirsCID {
+		entries, _ := os.ReadDir(mine)
+		t.Fatalf("the merged directory imports as %s, want %s (%v): %s", strings.TrimSpace(r.stdout), theirsCID, entries, r.stderr)
 	}
 }
