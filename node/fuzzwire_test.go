@@ -5,11 +5,15 @@ import (
 	"context"
 	"encoding/binary"
 	"io"
+	"log/slog"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	libp2pproto "github.com/libp2p/go-libp2p/core/protocol"
@@ -163,5 +167,66 @@ func TestStreamFlood(t *testing.T) {
 	t.Logf("an honest query: %s quiet, %s during the flood", quietTook, duringTook)
 	if duringTook > 5*time.Second {
 		t.Fatalf("an honest query took %s during the flood", duringTook)
+	}
+}
+
+// TestTaskRequestFlood: a member of the mesh sends task queries as fast as
+// it can from four streams at a time. Past its pace the victim refuses
+// them as unavailable, logs it once, and an honest peer's query is
+// answered as usual meanwhile.
+func TestTaskRequestFlood(t *testing.T) {
+	logs := &syncBuffer{}
+	tn := testnet.New(t, 3, testnet.WithLogs(logs, slog.LevelInfo))
+	ctx := testnet.Context(t, 2*time.Minute)
+	if err := tn.WaitMesh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	victim, attacker, honest := tn.Peers[0].Node.ID(), tn.Peers[1].Node.Host().Libp2p(), tn.Peers[2].Node.Host().Libp2p()
+	query := func(h host.Host) (*meshv1.TaskReply, error) {
+		s, err := h.NewStream(ctx, victim, libp2pproto.ID(protocol.TaskProtocol))
+		if err != nil {
+			return nil, err
+		}
+		defer s.Close()
+		if err := protocol.WriteDelimited(s, &meshv1.TaskRequest{Request: &meshv1.TaskRequest_Query{Query: &meshv1.QueryTask{TaskId: "flood"}}}, protocol.MaxTaskMessage); err != nil {
+			return nil, err
+		}
+		var reply meshv1.TaskReply
+		return &reply, protocol.ReadDelimited(bufio.NewReader(s), &reply, protocol.MaxTaskMessage)
+	}
+	var refused atomic.Int64
+	var sent atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				r, err := query(attacker)
+				sent.Add(1)
+				if err == nil && r.GetCode() == meshv1.ReplyCode_REPLY_CODE_UNAVAILABLE && strings.Contains(r.GetReason(), "too many requests") {
+					refused.Add(1)
+				}
+			}
+		})
+	}
+	for refused.Load() == 0 && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	start := time.Now()
+	r, err := query(honest)
+	took := time.Since(start)
+	close(stop)
+	wg.Wait()
+	if err != nil || r.GetCode() == meshv1.ReplyCode_REPLY_CODE_UNAVAILABLE {
+		t.Fatalf("an honest query during the flood: %v %v", r, err)
+	}
+	t.Logf("the flood sent %d queries, %d refused; an honest query took %s meanwhile", sent.Load(), refused.Load(), took)
+	if n := strings.Count(logs.String(), "faster than allowed"); n != 1 {
+		t.Fatalf("the flood was logged %d times, want once", n)
 	}
 }

@@ -158,6 +158,7 @@ type Delegation struct {
 	gc       Locker
 	rec      records
 	log      *slog.Logger
+	rates    peerRates // of the requests each peer makes here
 
 	ctx    context.Context // ends at close: every goroutine here watches it
 	cancel context.CancelFunc

@@ -45,6 +45,14 @@ const (
 func (d *Delegation) serveTask(s network.Stream) {
 	defer s.Close()
 	_ = s.SetDeadline(time.Now().Add(taskStreamTimeout))
+	if ok, first := d.rates.allow(s.Conn().RemotePeer(), time.Now()); !ok {
+		if first {
+			d.log.Warn("a peer sends task requests faster than allowed; refusing the excess", "peer", s.Conn().RemotePeer(),
+				"per_second", taskRequestsPerSecond, "burst", taskRequestsBurst)
+		}
+		_ = protocol.WriteDelimited(s, refuse(meshv1.ReplyCode_REPLY_CODE_UNAVAILABLE, "too many requests from peer %s: at most %d a second; retry later", s.Conn().RemotePeer(), taskRequestsPerSecond), protocol.MaxTaskMessage)
+		return
+	}
 	var req meshv1.TaskRequest
 	if err := protocol.ReadDelimited(bufio.NewReader(s), &req, protocol.MaxTaskMessage); err != nil {
 		d.log.Debug("bad task request", "from", s.Conn().RemotePeer(), "err", err)
