@@ -89,6 +89,16 @@ func FuzzStdio(f *testing.F) {
 		`{"jsonrpc":"2.0","id":8,"method":`,
 		`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":3}}`,
 		"\x00\xff\n\n{}",
+		`{"jsonrpc":"2.0","method":"notifications/roots/list_changed"}`,
+		`{"jsonrpc":"2.0","id":99,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`,
+		`{"jsonrpc":"2.0","id":98,"result":{}}`,
+		`{"jsonrpc":"2.0","id":97,"method":"logging/setLevel","params":{"level":"debug"}}`,
+		`{"jsonrpc":"2.0","id":96,"method":"tools/call","params":{"name":"list_tasks","arguments":{}}}`,
+		`{"jsonrpc":"2.0","id":95,"method":"tools/call","params":{"name":"task_logs","arguments":{"task":"x","follow":true}}}`,
+		`{"jsonrpc":"2.0","id":94,"method":"tools/call","params":{"name":"list_peers","arguments":{}}}`,
+		`{"jsonrpc":"2.0","id":93,"method":"resources/list"}`,
+		`{"jsonrpc":"2.0","id":92,"method":"prompts/list"}`,
+		`{"jsonrpc":"2.0","id":91,"method":"completion/complete","params":{}}`,
 	} {
 		f.Add([]byte(s))
 	}
