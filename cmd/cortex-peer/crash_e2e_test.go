@@ -49,11 +49,7 @@ func TestKillNineDuringStoreWork(t *testing.T) {
 		if err := p.Restart(ctx); err != nil {
 			t.Fatalf("%s: restart: %v", what, err)
 		}
-		if r := run(t, bin, "ws", "verify", "--data", p.DataDir); r.code != 0 {
-			t.Fatalf("%s: ws verify after the kill: exit %d\n%s%s", what, r.code, r.stdout, r.stderr)
-		} else {
-			t.Logf("%s: %s", what, strings.TrimSpace(r.stdout))
-		}
+		verifyStore(t, bin, p)
 	}
 
 	// A whole put first: its time places the next kill half-way; its

@@ -79,6 +79,15 @@ func runDetached(t *testing.T, bin string, coord, executor *testnet.ProcessPeer,
 	return strings.TrimSpace(r.stdout)
 }
 
+// verifyStore wants every block p's store holds, and every pin's DAG,
+// whole and intact (ws verify) after p was killed and started again.
+func verifyStore(t *testing.T, bin string, p *testnet.ProcessPeer) {
+	t.Helper()
+	if r := run(t, bin, "ws", "verify", "--data", p.DataDir); r.code != 0 {
+		t.Fatalf("ws verify of %s after kill -9: exit %d\n%s%s", p.Name, r.code, r.stdout, r.stderr)
+	}
+}
+
 // restartExecutor starts a killed executor again, waits until it has
 // removed what its dead process left and its word on task id reached the
 // coordinator, and returns the task as the coordinator then reports it.
@@ -89,6 +98,7 @@ func restartExecutor(t *testing.T, bin string, coord, executor *testnet.ProcessP
 	if err := executor.Restart(ctx); err != nil {
 		t.Fatal(err)
 	}
+	verifyStore(t, bin, executor)
 	waitFor(t, "the restarted executor to clean up", 30*time.Second, func() bool { return len(leftovers(t, executor.ID)) == 0 })
 	var st taskState
 	waitFor(t, "the restarted executor's word on the task", 30*time.Second, func() bool {
@@ -208,6 +218,7 @@ func TestKillCoordinatorMidTask(t *testing.T) {
 	if err := coord.Restart(ctx); err != nil {
 		t.Fatal(err)
 	}
+	verifyStore(t, bin, coord)
 	var st taskState
 	t.Cleanup(func() {
 		if t.Failed() {
