@@ -94,31 +94,9 @@ func (s *Blockstore) Has(_ context.Context, c cid.Cid) (bool, error) {
 // Get returns the block; a missing one is ipld.ErrNotFound (which bitswap
 // and merkledag expect) wrapping errdefs.ErrNotFound.
 func (s *Blockstore) Get(_ context.Context, c cid.Cid) (blocks.Block, error) {
-	if data, ok := inline(c); ok {
-		return blocks.NewBlockWithCid(data, c)
-	}
-	var data []byte
-	var packed bool
-	err := s.db.View(func(txn *badger.Txn) error {
-		it, err := txn.Get(blockKey(c.Hash()))
-		if err != nil {
-			return err
-		}
-		packed = it.UserMeta() == packMeta
-		data, err = it.ValueCopy(nil)
-		return err
-	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, notFound(c)
-	}
+	data, err := s.ReadInto(c, nil)
 	if err != nil {
-		return nil, fmt.Errorf("get block %s: %w", c, err)
-	}
-	if packed {
-		if data, err = s.readPacked(c, data); err != nil {
-			// A damaged or missing pack: the block is not here.
-			return nil, fmt.Errorf("%w: %v", notFound(c), err)
-		}
+		return nil, err
 	}
 	return blocks.NewBlockWithCid(data, c)
 }
@@ -157,6 +135,7 @@ func (s *Blockstore) ReadInto(c cid.Cid, buf []byte) ([]byte, error) {
 			data, err = s.readRefCheckedInto(c, r, buf)
 		}
 		if err != nil {
+			// A damaged or missing pack: the block is not here.
 			return nil, fmt.Errorf("%w: %v", notFound(c), err)
 		}
 	}

@@ -102,15 +102,6 @@ func (s *Blockstore) packDir() string {
 	return filepath.Clean(opts.Dir) + ".packs"
 }
 
-// readPacked reads a packed block and checks its CRC, or its hash.
-func (s *Blockstore) readPacked(c cid.Cid, ref []byte) ([]byte, error) {
-	r, err := decodePackRef(ref)
-	if err != nil {
-		return nil, err
-	}
-	return s.readRefChecked(c, r)
-}
-
 // readRefChecked reads the block c at r and checks its CRC, or its hash.
 func (s *Blockstore) readRefChecked(c cid.Cid, r packRef) ([]byte, error) {
 	return s.readRefCheckedInto(c, r, nil)

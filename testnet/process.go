@@ -151,10 +151,7 @@ func StartProcesses(ctx context.Context, opts ProcessOptions) (_ *ProcessNet, er
 		name := "peer" + strconv.Itoa(i+1)
 		p := &ProcessPeer{Name: name, DataDir: filepath.Join(opts.Dir, name), net: pn}
 		p.LogFile = filepath.Join(p.DataDir, "peer.log")
-		args := []string{"init", "--data", p.DataDir, "--listen", loopbackListen, "--no-mdns", "--heartbeat", opts.Heartbeat.String(), "--label", "testnet=" + name}
-		for _, r := range opts.AllowedRoots {
-			args = append(args, "--allowed-root", r)
-		}
+		args := initArgs(opts, name, p.DataDir)
 		if i > 0 {
 			args = append(args, "--mesh-key", filepath.Join(pn.Peers[0].DataDir, "mesh.key"))
 			args = append(args, bootstrapArgs(pn.Peers[0].Addrs)...)
@@ -187,6 +184,16 @@ func StartProcesses(ctx context.Context, opts ProcessOptions) (_ *ProcessNet, er
 	return pn, nil
 }
 
+// initArgs are the arguments of `cortex-peer init` for the peer name of a
+// testnet, in dataDir.
+func initArgs(opts ProcessOptions, name, dataDir string) []string {
+	args := []string{"init", "--data", dataDir, "--listen", loopbackListen, "--no-mdns", "--heartbeat", opts.Heartbeat.String(), "--label", "testnet=" + name}
+	for _, r := range opts.AllowedRoots {
+		args = append(args, "--allowed-root", r)
+	}
+	return args
+}
+
 // startAllowlistOnly initializes every peer, makes each admit the others
 // by id alone (no mesh key), then starts the first, and the others
 // bootstrapped to it.
@@ -197,11 +204,7 @@ func (pn *ProcessNet) startAllowlistOnly(ctx context.Context) error {
 		name := "peer" + strconv.Itoa(i+1)
 		p := &ProcessPeer{Name: name, DataDir: filepath.Join(opts.Dir, name), net: pn}
 		p.LogFile = filepath.Join(p.DataDir, "peer.log")
-		args := []string{"init", "--data", p.DataDir, "--listen", loopbackListen, "--no-mdns", "--heartbeat", opts.Heartbeat.String(), "--label", "testnet=" + name}
-		for _, r := range opts.AllowedRoots {
-			args = append(args, "--allowed-root", r)
-		}
-		if out, err := exec.CommandContext(ctx, opts.Binary, args...).CombinedOutput(); err != nil {
+		if out, err := exec.CommandContext(ctx, opts.Binary, initArgs(opts, name, p.DataDir)...).CombinedOutput(); err != nil {
 			return fmt.Errorf("testnet: init %s: %v: %s", name, err, out)
 		}
 		sk, err := datadir.Dir{Root: p.DataDir}.Identity()

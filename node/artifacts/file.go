@@ -71,12 +71,16 @@ func (s *Service) getFile(ctx context.Context, root cid.Cid, leaves []dag.FileLe
 	if err := reserve(f, size); err != nil {
 		return GetResult{}, fmt.Errorf("get %s: %w", root, diskError(err, partial))
 	}
-	var written atomic.Int64
+	// The leaves written so far (Progress.Done), and their bytes.
+	var done, written atomic.Int64
 	written.Store(heldBytes)
-	var done atomic.Uint64
-	done.Store(uint64(heldBytes))
+	for _, h := range held {
+		if h {
+			done.Add(1)
+		}
+	}
 	report := func() {
-		progress(Progress{Phase: "fetching", Done: done.Load(), Bytes: uint64(written.Load()), TotalBytes: uint64(size)})
+		progress(Progress{Phase: "fetching", Done: uint64(done.Load()), Bytes: uint64(written.Load()), TotalBytes: uint64(size)})
 	}
 	// Leaves this store holds are copied from it, not fetched.
 	var missing []dag.FileLeaf
@@ -95,6 +99,7 @@ func (s *Service) getFile(ctx context.Context, root cid.Cid, leaves []dag.FileLe
 		if _, err := f.WriteAt(data, l.Offset); err != nil {
 			return GetResult{}, fmt.Errorf("get %s: %w", root, diskError(err, partial))
 		}
+		done.Add(1)
 		written.Add(l.Size)
 	}
 	report()
@@ -114,8 +119,8 @@ func (s *Service) getFile(ctx context.Context, root cid.Cid, leaves []dag.FileLe
 			return diskError(err, partial)
 		}
 		stored <- b.Copy(*storeBuffers.Get().(*[]byte))
+		done.Add(1)
 		written.Add(l.Size)
-		done.Add(uint64(l.Size))
 		if now := time.Now().UnixNano(); now-last.Load() > int64(100*time.Millisecond) {
 			last.Store(now)
 			report()
