@@ -175,8 +175,9 @@ func (e *Exchange) fetchBulkFrom(ctx context.Context, p peer.ID, base, root cid.
 	return e.dags.ImportDAG(ctx, root, br)
 }
 
-// storeFull reports whether err is this peer's disk refusing writes: a
-// fetch stops there rather than asking other peers or bitswap.
+// storeFull reports whether err is this peer's store refusing writes (its
+// reserve reached, or the disk itself full or read-only): a fetch stops
+// there rather than asking other peers or bitswap.
 func storeFull(err error) bool {
-	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EROFS)
+	return errors.Is(err, errdefs.ErrResourceExhausted) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EROFS)
 }
