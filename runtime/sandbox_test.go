@@ -351,9 +351,10 @@ func TestForkBomb(t *testing.T) {
 			}
 		}
 	}()
-	// exec: once the bomb fills the pids limit the shell cannot fork its
-	// own sleep, and would end early with "can't fork".
-	spec := te.spec(`bomb() { bomb | bomb & }; bomb; exec sleep 100`)
+	// The task's own shell forks once, before the bomb starts, then execs
+	// sleep: once the bomb fills the pids limit a fork of the shell would
+	// fail and end it early with "can't fork" (exit 2), a race under load.
+	spec := te.spec(`bomb() { bomb | bomb & }; (bomb) & exec sleep 100`)
 	spec.Limits.Pids = 64
 	spec.Timeout = 3 * time.Second
 	start := time.Now()
