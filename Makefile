@@ -57,6 +57,12 @@ bench-ws: $(KUBO_BIN) ## Workspace figures side by side with Kubo and rsync (Go 
 bench-artifacts: $(KUBO_BIN) build ## Artifact figures: a 1 GiB get beside Kubo and sha256, memory, a get killed half-way (a few minutes).
 	$(GO) run ./testnet/artifactbench -kubo $(KUBO_BIN) -bin $(BIN) $(ARTIFACTBENCH_FLAGS)
 
+FLOODBENCH_FLAGS ?=
+
+.PHONY: bench-flood
+bench-flood: deps build ## Hostile-peer figures: an honest task's latency while a mesh member floods its executor, each attack alone, the victim's RSS and CPU (a few minutes).
+	$(GO) run ./testnet/floodbench -bin $(BIN) $(FLOODBENCH_FLAGS)
+
 .PHONY: bench-run
 bench-run: deps ## Task figures: start latency beside `ctr run --rm` and gVisor, 1 GiB of output, 20 concurrent tasks, delegation on 3 peers (a few minutes).
 	$(GO) test -run '^$$' -bench 'StartLatency' -benchtime 20x ./runtime/

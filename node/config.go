@@ -151,6 +151,7 @@ func delegationConfig(t datadir.TasksSection) delegation.Config {
 		KeepFor:          t.KeepFor.Duration,
 		LogStoreCapBytes: t.LogStoreCapMiB << 20,
 		Policy:           taskPolicy(t),
+		MaxTasksPerPeer:  t.MaxTasksPerPeer,
 	}
 }
 

@@ -186,6 +186,9 @@ func (n *Host) start(ctx context.Context) error {
 		pubsub.WithPeerOutboundQueueSize(queue),
 		pubsub.WithValidateQueueSize(queue),
 	}
+	guard := newGossipGuard(n.log)
+	psOpts = append(psOpts, guard.pubsubOptions()...)
+	n.host.Network().Notify(&network.NotifyBundle{DisconnectedF: guard.forget})
 	ps, err := pubsub.NewGossipSub(ctx, n.host, psOpts...)
 	if err != nil {
 		return fmt.Errorf("p2p: start gossipsub: %w", err)

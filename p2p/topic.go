@@ -67,6 +67,12 @@ func (n *Host) Join(name string, maxSize int, validate Validator) (*Topic, error
 		_ = n.ps.UnregisterTopicValidator(name)
 		return nil, fmt.Errorf("join %s: %w", name, err)
 	}
+	// Invalid messages on the topic cost their sender score (gossipguard.go).
+	if err := t.SetScoreParams(topicScore); err != nil {
+		_ = t.Close()
+		_ = n.ps.UnregisterTopicValidator(name)
+		return nil, fmt.Errorf("join %s: score parameters: %w", name, err)
+	}
 	return &Topic{name: name, maxSize: maxSize, topic: t, ps: n.ps, log: log}, nil
 }
 

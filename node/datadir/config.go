@@ -72,6 +72,10 @@ type TasksSection struct {
 	// here; AcceptFrom, when not empty, names the only peers that may.
 	AcceptRemote bool     `toml:"accept_remote"`
 	AcceptFrom   []string `toml:"accept_from"`
+	// MaxTasksPerPeer bounds the tasks one other peer may have running here
+	// at once; past it its submissions are refused as unavailable (0: no
+	// bound).
+	MaxTasksPerPeer int `toml:"max_tasks_per_peer"`
 	// LostAfter is how long a coordinator waits for an executor it cannot
 	// reach before it marks the executor's task lost.
 	LostAfter Duration `toml:"lost_after"`
@@ -107,6 +111,7 @@ func DefaultTasksSection() TasksSection {
 		AllowGVisor:      p.AllowGVisor,
 		LogStoreCapMiB:   64,
 		AcceptRemote:     true,
+		MaxTasksPerPeer:  16,
 		LostAfter:        Duration{60 * time.Second},
 		KeepTasks:        1000,
 		KeepFor:          Duration{7 * 24 * time.Hour},
@@ -474,6 +479,9 @@ func (t TasksSection) validate() error {
 			errs = append(errs, fmt.Errorf("tasks.accept_from: %q is not a peer id: %v", s, err))
 		}
 	}
+	if t.MaxTasksPerPeer < 0 {
+		errs = append(errs, fmt.Errorf("tasks.max_tasks_per_peer %d: want 0 (no bound) or more", t.MaxTasksPerPeer))
+	}
 	if t.KeepTasks < 0 || t.KeepFor.Duration < 0 {
 		errs = append(errs, fmt.Errorf("tasks.keep_tasks %d, tasks.keep_for %v: want 0 (no bound) or more", t.KeepTasks, t.KeepFor.Duration))
 	}
@@ -643,6 +651,9 @@ log_store_cap_mib = {{.Tasks.LogStoreCapMiB}}
 # accept_from is not empty, which (peer ids).
 accept_remote = {{.Tasks.AcceptRemote}}
 accept_from = [{{range $i, $p := .Tasks.AcceptFrom}}{{if $i}}, {{end}}"{{$p}}"{{end}}]
+# Tasks one other peer may have running here at once; past it, its
+# submissions are refused as unavailable until one ends (0: no bound).
+max_tasks_per_peer = {{.Tasks.MaxTasksPerPeer}}
 # A task whose executor cannot be reached for this long is marked lost.
 lost_after = "{{.Tasks.LostAfter}}"
 # Ended tasks this peer remembers (records, kept output, result pins): the

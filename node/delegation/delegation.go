@@ -51,12 +51,16 @@ type Config struct {
 	LogStoreCapBytes int64
 	// Policy checks and completes the specs submitted here.
 	Policy runtime.Policy
+	// MaxTasksPerPeer bounds the tasks one other peer may have running here
+	// at once (0: no bound): a member that submits as fast as it can fills
+	// its own share, not the peer.
+	MaxTasksPerPeer int
 }
 
 // Validate checks the configuration.
 func (c Config) Validate() error {
-	if c.LostAfter <= 0 || c.KeepTasks < 0 || c.KeepFor < 0 {
-		return fmt.Errorf("delegation config: lost_after must be positive, keep_tasks and keep_for not negative: %w", errdefs.ErrInvalid)
+	if c.LostAfter <= 0 || c.KeepTasks < 0 || c.KeepFor < 0 || c.MaxTasksPerPeer < 0 {
+		return fmt.Errorf("delegation config: lost_after must be positive, keep_tasks, keep_for and max_tasks_per_peer not negative: %w", errdefs.ErrInvalid)
 	}
 	return nil
 }
@@ -171,12 +175,15 @@ type Delegation struct {
 	// time, so that each result is merged once (see mergeBack).
 	mergeMu sync.Mutex
 
-	mu      sync.Mutex
-	closed  bool
-	running map[string]context.CancelFunc // tasks running here: for others, and local ones
-	windows map[string]*outputWindow      // output flow of tasks running here for others
-	cancels map[string]bool               // lost tasks whose cancel waits for their executor (see cancelLoop)
-	waiters map[string]chan struct{}      // coordinator: tasks whose result someone awaits
+	mu         sync.Mutex
+	closed     bool
+	running    map[string]context.CancelFunc // tasks running here: for others, and local ones
+	runningFor map[peer.ID]int               // how many of them each other peer submitted
+	busy       onceAPeer                     // peers refused for running their share
+	notYours   onceAPeer                     // peers that claimed to run others' tasks
+	windows    map[string]*outputWindow      // output flow of tasks running here for others
+	cancels    map[string]bool               // lost tasks whose cancel waits for their executor (see cancelLoop)
+	waiters    map[string]chan struct{}      // coordinator: tasks whose result someone awaits
 }
 
 // New builds delegation and registers its stream handlers, so a peer that
@@ -192,10 +199,13 @@ func New(cfg Config, deps Deps, log *slog.Logger) (*Delegation, error) {
 		runner: deps.Runner, images: deps.Images, logs: deps.Logs, gc: deps.GC, verifier: deps.Verifier,
 		rec: records{st: deps.Store}, log: log,
 		ctx: ctx, cancel: cancel,
-		running: map[string]context.CancelFunc{},
-		windows: map[string]*outputWindow{},
-		cancels: map[string]bool{},
-		waiters: map[string]chan struct{}{},
+		running:    map[string]context.CancelFunc{},
+		runningFor: map[peer.ID]int{},
+		busy:       onceAPeer{log: log},
+		notYours:   onceAPeer{log: log},
+		windows:    map[string]*outputWindow{},
+		cancels:    map[string]bool{},
+		waiters:    map[string]chan struct{}{},
 	}
 	h := d.host.Libp2p()
 	h.SetStreamHandler(libp2pproto.ID(protocol.TaskProtocol), d.serveTask)

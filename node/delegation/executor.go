@@ -160,8 +160,26 @@ func (d *Delegation) accept(from peer.ID, sub *meshv1.SubmitTask) *meshv1.TaskRe
 	if err != nil {
 		return refuse(meshv1.ReplyCode_REPLY_CODE_UNAVAILABLE, "peer %s cannot run tasks: %v", d.self, err)
 	}
+	// The slot is taken before the record is written: a peer past its
+	// share leaves nothing behind.
+	d.mu.Lock()
+	if max := d.cfg.MaxTasksPerPeer; max > 0 && d.runningFor[from] >= max {
+		d.mu.Unlock()
+		d.busy.warn(from, "peer has as many tasks running here as it may; refusing more until one ends", "max_tasks_per_peer", max)
+		return refuse(meshv1.ReplyCode_REPLY_CODE_UNAVAILABLE, "peer %s runs %d tasks for %s already, at most %d (tasks.max_tasks_per_peer); retry when one ends", d.self, max, from, max)
+	}
+	d.runningFor[from]++
+	d.mu.Unlock()
+	release := func() {
+		d.mu.Lock()
+		if d.runningFor[from]--; d.runningFor[from] <= 0 {
+			delete(d.runningFor, from)
+		}
+		d.mu.Unlock()
+	}
 	rec := &execRecord{ID: id, Coordinator: from.String(), CoordinatorAddrs: d.listenAddrsOf(from), State: stateSubmitted}
 	if err := d.rec.putExec(rec); err != nil {
+		release()
 		return refuse(meshv1.ReplyCode_REPLY_CODE_INTERNAL, "record task: %v", err)
 	}
 	taskCtx, taskCancel := context.WithCancel(d.ctx)
@@ -169,6 +187,7 @@ func (d *Delegation) accept(from peer.ID, sub *meshv1.SubmitTask) *meshv1.TaskRe
 	if d.closed {
 		d.mu.Unlock()
 		taskCancel()
+		release()
 		return refuse(meshv1.ReplyCode_REPLY_CODE_UNAVAILABLE, "peer %s is shutting down", d.self)
 	}
 	d.running[id] = taskCancel
@@ -181,6 +200,7 @@ func (d *Delegation) accept(from peer.ID, sub *meshv1.SubmitTask) *meshv1.TaskRe
 		d.mu.Lock()
 		delete(d.running, id)
 		d.mu.Unlock()
+		release()
 		d.deliverLoop(d.ctx, id)
 	}()
 	d.log.Info("accepted task", "task", id, "coordinator", from, "image", spec.Image)

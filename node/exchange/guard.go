@@ -59,6 +59,8 @@ type peerGuard struct {
 	connected func() []peer.ID
 	log       *slog.Logger
 
+	wants wantBudget // paces the wants each peer sends
+
 	mu        sync.Mutex
 	receivers []bsnetwork.Receiver
 	active    map[*fetchScope]struct{}
@@ -76,6 +78,7 @@ func newPeerGuard(net bsnetwork.BitSwapNetwork, bs *dag.Blockstore, connected fu
 		blocks:         bs,
 		connected:      connected,
 		log:            log,
+		wants:          wantBudget{log: log},
 		active:         map[*fetchScope]struct{}{},
 	}
 }
@@ -98,7 +101,7 @@ type guardReceiver struct {
 }
 
 func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, msg message.BitSwapMessage) {
-	r.Receiver.ReceiveMessage(ctx, p, r.g.filter(ctx, p, msg))
+	r.Receiver.ReceiveMessage(ctx, p, r.g.filter(ctx, p, r.g.wants.admit(p, msg)))
 }
 
 // A fetchScope is one fetch as the guard sees it: what it asked for and
