@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"path/filepath"
 	"sync"
 	"time"
@@ -28,6 +29,7 @@ import (
 	"github.com/cortex-peer/cortex-peer/node/tasks"
 	"github.com/cortex-peer/cortex-peer/node/workspace"
 	"github.com/cortex-peer/cortex-peer/p2p"
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 	apiv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1"
 )
 
@@ -395,4 +397,26 @@ func (n *Node) Close() error {
 		}
 	})
 	return n.closeErr
+}
+
+// healthKey is a key the health check reads; it is never written.
+var healthKey = []byte("health/never-written")
+
+// Healthy reports whether the peer works: its store reads and its API
+// socket accepts a connection. systemd's watchdog is fed while it passes.
+func (n *Node) Healthy(ctx context.Context) error {
+	select {
+	case <-n.done:
+		return fmt.Errorf("peer stopped: %w", errdefs.ErrUnavailable)
+	default:
+	}
+	if _, err := n.store.Get(healthKey); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+		return fmt.Errorf("store: %w", err)
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", n.cfg.API.Socket)
+	if err != nil {
+		return fmt.Errorf("API socket: %w: %w", err, errdefs.ErrUnavailable)
+	}
+	return c.Close()
 }

@@ -105,6 +105,7 @@ else ~/.cortex-peer) and prints JSON with --json.`,
 		newResultCmd(g),
 		newBrowserCmd(g),
 		newLSPCmd(g),
+		newServiceCmd(g),
 	)
 	root.AddCommand(extra...)
 	refuseUnknownSubcommands(root)

@@ -1,6 +1,7 @@
 package peercmds
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"github.com/cortex-peer/cortex-peer/node"
 	"github.com/cortex-peer/cortex-peer/node/datadir"
 	"github.com/cortex-peer/cortex-peer/node/datadir/locate"
+	"github.com/cortex-peer/cortex-peer/node/sdnotify"
 	"github.com/cortex-peer/cortex-peer/p2p"
 )
 
@@ -203,8 +205,21 @@ http://127.0.0.1:PORT/mcp (loopback only; bearer token from DIR/api.token).`,
 			if err != nil {
 				return err
 			}
+			// Under systemd (Type=notify) the peer says when it serves,
+			// feeds the watchdog while healthy, and says when it stops.
+			notify := sdnotify.New(sdnotify.FromEnv(n.Healthy), log)
+			defer notify.Close()
+			if err := notify.Ready(); err != nil {
+				log.Warn("cannot tell systemd the peer is ready", "err", err)
+			}
+			watchdog := make(chan error, 1)
+			wctx, stopWatchdog := context.WithCancel(cmd.Context())
+			go func() { watchdog <- notify.Serve(wctx) }()
 			<-cmd.Context().Done()
 			log.Info("stopping peer")
+			_ = notify.Stopping()
+			stopWatchdog()
+			<-watchdog
 			return n.Close()
 		},
 	}
