@@ -106,6 +106,7 @@ else ~/.cortex-peer) and prints JSON with --json.`,
 		newBrowserCmd(g),
 		newLSPCmd(g),
 		newServiceCmd(g),
+		newReleaseCmd(g),
 	)
 	root.AddCommand(extra...)
 	refuseUnknownSubcommands(root)

@@ -1,0 +1,271 @@
+// Package release is the mesh's self-update: release manifests signed with
+// an ed25519 release key, and the checks a peer that trusts the key runs
+// before it acts on one (signature, platform, a version strictly above the
+// highest ever installed, expiry, size, and the binary's length and hash).
+//
+// A manifest travels as a Signed envelope: the manifest's exact bytes (JSON),
+// the public key and the signature over those bytes. Signing bytes rather
+// than a structure means no canonical encoding is needed: what was signed is
+// what is decoded.
+package release
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"golang.org/x/mod/semver"
+
+	"github.com/cortex-peer/cortex-peer/node/release/releasekey"
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
+)
+
+// Bounds of what a peer accepts from the wire.
+const (
+	// MaxSignedSize bounds an envelope (manifest, key and signature).
+	MaxSignedSize = 4 << 10
+	// MaxBinarySize bounds the binary a manifest may name.
+	MaxBinarySize = 512 << 20
+)
+
+// Kinds of refusal, each wrapping an errdefs kind.
+var (
+	ErrMalformed      = fmt.Errorf("malformed release manifest: %w", errdefs.ErrInvalid)
+	ErrUntrustedKey   = fmt.Errorf("release signed by a key this peer does not trust: %w", errdefs.ErrPermissionDenied)
+	ErrBadSignature   = fmt.Errorf("release signature does not verify: %w", errdefs.ErrPermissionDenied)
+	ErrWrongPlatform  = fmt.Errorf("release is for another platform: %w", errdefs.ErrInvalid)
+	ErrNotNewer       = fmt.Errorf("release is not newer than the highest version installed: %w", errdefs.ErrInvalid)
+	ErrExpired        = fmt.Errorf("release manifest has expired: %w", errdefs.ErrInvalid)
+	ErrTooLarge       = fmt.Errorf("release over its size cap: %w", errdefs.ErrResourceExhausted)
+	ErrBinaryMismatch = fmt.Errorf("release binary differs from what was signed: %w", errdefs.ErrInvalid)
+	ErrEquivocation   = fmt.Errorf("one version signed twice with different binaries: %w", errdefs.ErrPermissionDenied)
+)
+
+// Manifest describes one release of the peer's binary.
+type Manifest struct {
+	Version  string `json:"version"`  // semantic version, "1.4.0"
+	Platform string `json:"platform"` // GOOS/GOARCH, "linux/amd64"
+	Binary   string `json:"binary"`   // CID of the binary's file DAG
+	Length   int64  `json:"length"`   // the binary's length in bytes
+	SHA256   string `json:"sha256"`   // hex SHA-256 of the binary
+	// Published and Expires bound when peers act on it.
+	Published time.Time `json:"published"`
+	Expires   time.Time `json:"expires"`
+	// Rollout is the fraction of peers that install it, in (0, 1].
+	Rollout float64 `json:"rollout"`
+}
+
+// Signed is a manifest as it travels: its bytes, the key that signed them
+// and the signature.
+type Signed struct {
+	Manifest  []byte `json:"manifest"`
+	Key       []byte `json:"key"` // ed25519 public key, 32 bytes
+	Signature []byte `json:"signature"`
+}
+
+// Sign encodes m and signs it with key.
+func Sign(m Manifest, key ed25519.PrivateKey) (Signed, error) {
+	if err := m.check(); err != nil {
+		return Signed{}, err
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return Signed{}, fmt.Errorf("encode manifest: %w", err)
+	}
+	return Signed{Manifest: b, Key: key.Public().(ed25519.PublicKey), Signature: ed25519.Sign(key, b)}, nil
+}
+
+// Encode is the envelope's wire form.
+func (s Signed) Encode() ([]byte, error) {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return nil, fmt.Errorf("encode release: %w", err)
+	}
+	if len(b) > MaxSignedSize {
+		return nil, fmt.Errorf("release of %d bytes, cap %d: %w", len(b), MaxSignedSize, ErrTooLarge)
+	}
+	return b, nil
+}
+
+// Decode parses an envelope from the wire, refusing one over the cap.
+func Decode(b []byte) (Signed, error) {
+	if len(b) > MaxSignedSize {
+		return Signed{}, fmt.Errorf("release of %d bytes, cap %d: %w", len(b), MaxSignedSize, ErrTooLarge)
+	}
+	var s Signed
+	if err := strictJSON(b, &s); err != nil {
+		return Signed{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	return s, nil
+}
+
+// Policy is what a peer checks a release against.
+type Policy struct {
+	TrustedKeys []ed25519.PublicKey
+	Platform    string    // this peer's GOOS/GOARCH
+	Highest     string    // the highest version ever installed here ("" : none)
+	Now         time.Time // the time checked against the expiry
+}
+
+// Verify checks an envelope against the policy and returns its manifest.
+// Every check runs before anything is acted on; the order puts the cheap
+// ones that need no trust first.
+func Verify(s Signed, p Policy) (Manifest, error) {
+	if len(s.Key) != ed25519.PublicKeySize || len(s.Signature) != ed25519.SignatureSize {
+		return Manifest{}, fmt.Errorf("%w: key of %d bytes, signature of %d", ErrMalformed, len(s.Key), len(s.Signature))
+	}
+	trusted := false
+	for _, k := range p.TrustedKeys {
+		if bytes.Equal(k, s.Key) {
+			trusted = true
+			break
+		}
+	}
+	if !trusted {
+		return Manifest{}, fmt.Errorf("%w (key %s)", ErrUntrustedKey, releasekey.KeyID(s.Key))
+	}
+	if !ed25519.Verify(s.Key, s.Manifest, s.Signature) {
+		return Manifest{}, ErrBadSignature
+	}
+	var m Manifest
+	if err := strictJSON(s.Manifest, &m); err != nil {
+		return Manifest{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if err := m.check(); err != nil {
+		return Manifest{}, err
+	}
+	if m.Platform != p.Platform {
+		return Manifest{}, fmt.Errorf("%w: %s, this peer is %s", ErrWrongPlatform, m.Platform, p.Platform)
+	}
+	if p.Highest != "" && semver.Compare(canonical(m.Version), canonical(p.Highest)) <= 0 {
+		return Manifest{}, fmt.Errorf("%w: %s, installed up to %s", ErrNotNewer, m.Version, p.Highest)
+	}
+	if !p.Now.Before(m.Expires) {
+		return Manifest{}, fmt.Errorf("%w: at %s", ErrExpired, m.Expires.Format(time.RFC3339))
+	}
+	return m, nil
+}
+
+// check validates a manifest's fields on their own.
+func (m Manifest) check() error {
+	switch {
+	case !semver.IsValid(canonical(m.Version)):
+		return fmt.Errorf("%w: version %q is not a semantic version (1.4.0)", ErrMalformed, m.Version)
+	case !validPlatform(m.Platform):
+		return fmt.Errorf("%w: platform %q, want GOOS/GOARCH", ErrMalformed, m.Platform)
+	case m.Length <= 0:
+		return fmt.Errorf("%w: length %d", ErrMalformed, m.Length)
+	case m.Length > MaxBinarySize:
+		return fmt.Errorf("binary of %d bytes, cap %d: %w", m.Length, MaxBinarySize, ErrTooLarge)
+	case len(m.SHA256) != 64 || !isHex(m.SHA256):
+		return fmt.Errorf("%w: sha256 %q", ErrMalformed, m.SHA256)
+	case m.Rollout <= 0 || m.Rollout > 1:
+		return fmt.Errorf("%w: rollout %v, want (0, 1]", ErrMalformed, m.Rollout)
+	case m.Expires.IsZero() || !m.Published.Before(m.Expires):
+		return fmt.Errorf("%w: expires %v, published %v", ErrMalformed, m.Expires, m.Published)
+	}
+	if _, err := cid.Parse(m.Binary); err != nil {
+		return fmt.Errorf("%w: binary CID %q: %v", ErrMalformed, m.Binary, err)
+	}
+	return nil
+}
+
+// CheckBinary reads a binary and checks its length and hash against m.
+// It reads at most one byte past the signed length.
+func CheckBinary(m Manifest, r io.Reader) error {
+	h := sha256.New()
+	n, err := io.Copy(h, io.LimitReader(r, m.Length+1))
+	if err != nil {
+		return fmt.Errorf("read release binary: %w", err)
+	}
+	if n != m.Length {
+		return fmt.Errorf("%w: %d bytes or more, signed %d", ErrBinaryMismatch, n, m.Length)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != strings.ToLower(m.SHA256) {
+		return fmt.Errorf("%w: sha256 %s, signed %s", ErrBinaryMismatch, got, m.SHA256)
+	}
+	return nil
+}
+
+// InRollout reports whether peer id is in the fraction of peers that
+// install m: a hash of the peer and the version, so that each release picks
+// its own first peers, and widening the fraction keeps those already in.
+func InRollout(id peer.ID, m Manifest) bool {
+	h := sha256.Sum256([]byte(string(id) + "\x00" + m.Version))
+	x := float64(binary.BigEndian.Uint64(h[:8])>>11) / float64(1<<53)
+	return x < m.Rollout
+}
+
+// Ledger remembers the manifests seen per key and version, to catch a key
+// that signs one version twice with different binaries: both are refused
+// from then on, and the two envelopes are the proof.
+type Ledger struct {
+	seen map[string]Signed // key id + version -> first envelope
+	bad  map[string]bool
+}
+
+// Observe records s (already verified as m). It returns ErrEquivocation,
+// with the earlier envelope as proof, when the same key signed the same
+// version over another binary, and for every later envelope of that
+// version.
+func (l *Ledger) Observe(s Signed, m Manifest) (proof Signed, err error) {
+	if l.seen == nil {
+		l.seen, l.bad = map[string]Signed{}, map[string]bool{}
+	}
+	k := releasekey.KeyID(s.Key) + "/" + canonical(m.Version)
+	first, ok := l.seen[k]
+	if !ok {
+		l.seen[k] = s
+		return Signed{}, nil
+	}
+	var fm Manifest
+	if err := strictJSON(first.Manifest, &fm); err != nil {
+		return Signed{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if l.bad[k] || fm.Binary != m.Binary || !strings.EqualFold(fm.SHA256, m.SHA256) || fm.Length != m.Length || fm.Platform != m.Platform {
+		l.bad[k] = true
+		return first, fmt.Errorf("%w: %s by key %s", ErrEquivocation, m.Version, releasekey.KeyID(s.Key))
+	}
+	return Signed{}, nil
+}
+
+func canonical(v string) string {
+	if !strings.HasPrefix(v, "v") {
+		v = "v" + v
+	}
+	return v
+}
+
+func validPlatform(p string) bool {
+	goos, goarch, ok := strings.Cut(p, "/")
+	return ok && goos != "" && goarch != "" && !strings.ContainsAny(goarch, "/ ")
+}
+
+func isHex(s string) bool {
+	_, err := hex.DecodeString(s)
+	return err == nil
+}
+
+// strictJSON decodes one JSON value, refusing unknown fields and trailing
+// data.
+func strictJSON(b []byte, v any) error {
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	if err := d.Decode(v); err != nil {
+		return err
+	}
+	if d.More() {
+		return errors.New("trailing data")
+	}
+	return nil
+}
