@@ -53,6 +53,8 @@ type Config struct {
 	// to the store (only new or moved ones are written), so a restarted peer
 	// can rejoin without its bootstrap peers.
 	KnownPeersInterval time.Duration
+	// DrainDeadline is how long a drain lets running tasks end.
+	DrainDeadline time.Duration
 }
 
 // DefaultKnownPeersInterval is the default of Config.KnownPeersInterval.
@@ -107,6 +109,7 @@ func ConfigFromFile(d datadir.Dir, fc datadir.FileConfig) (Config, error) {
 		},
 		Exchange:           exchangeConfig(l),
 		KnownPeersInterval: DefaultKnownPeersInterval,
+		DrainDeadline:      fc.Process.DrainDeadline.Duration,
 		Tasks:              tasksConfig(d, fc.Tasks),
 		Delegation:         delegationConfig(fc.Tasks),
 		Browser:            browserConfig(d, fc.Browser),

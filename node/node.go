@@ -62,6 +62,10 @@ type Node struct {
 	closeOnce sync.Once
 	closeErr  error
 	done      chan struct{}
+	// stop is closed when a drain that does not stay has finished: the
+	// process that runs the peer stops it (StopRequested).
+	stop     chan struct{}
+	stopOnce sync.Once
 }
 
 // New builds every capability of the peer, in order, each from what it
@@ -71,7 +75,7 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: log, started: time.Now(), prober: capabilities.NewProber(), done: make(chan struct{})}
+	n := &Node{cfg: cfg, log: log, started: time.Now(), prober: capabilities.NewProber(), done: make(chan struct{}), stop: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			n.Close()
@@ -231,6 +235,7 @@ func (n *Node) announcement() p2p.Announcement {
 		Labels:       maps.Clone(n.cfg.Labels),
 		Capabilities: n.prober.Capabilities(),
 		Capacity:     capabilities.Capacity(n.RunningTasks()),
+		Draining:     n.delegation.Draining(),
 	}
 	if a.Capabilities.Containerd { // without it, asking would only wait
 		a.Images = n.images.HeldNames(context.Background())
@@ -313,6 +318,11 @@ func (v peerView) FullAddrs() []string                { return v.n.host.FullAddr
 func (v peerView) IsConnected(p peer.ID) bool         { return v.n.host.IsConnected(p) }
 func (v peerView) Peers(expired bool) []p2p.PeerEntry { return v.n.book.List(time.Now(), expired) }
 
+func (v peerView) Drain(ctx context.Context, deadline time.Duration, stay bool, progress func(apiserver.DrainStatus)) (apiserver.DrainStatus, error) {
+	return v.n.Drain(ctx, deadline, stay, progress)
+}
+func (v peerView) Eligible() bool { return v.n.Eligible() }
+
 func (v peerView) Status() apiserver.Status {
 	n := v.n
 	listen := make([]string, 0)
@@ -334,6 +344,7 @@ func (v peerView) Status() apiserver.Status {
 		PrivateNetwork:    n.host.PrivateNetwork(),
 		AllowlistSize:     n.host.AllowlistSize(),
 		MeshBytesReceived: uint64(in), MeshBytesSent: uint64(out),
+		Draining: n.delegation.Draining(),
 	}
 }
 
@@ -419,4 +430,48 @@ func (n *Node) Healthy(ctx context.Context) error {
 		return fmt.Errorf("API socket: %w: %w", err, errdefs.ErrUnavailable)
 	}
 	return c.Close()
+}
+
+// StopRequested is closed once a drain asked the peer to stop (cortex-peer
+// drain without --stay): whoever runs the peer then closes it.
+func (n *Node) StopRequested() <-chan struct{} { return n.stop }
+
+// Drain makes the peer ineligible for new tasks (the mesh learns it from
+// the next heartbeat, sent at once), lets the tasks it runs end within
+// deadline (0: the configured drain_deadline), then stops and returns the
+// rest, and waits for their results to be acknowledged. Unless stay, it
+// then asks for the peer to stop (StopRequested).
+func (n *Node) Drain(ctx context.Context, deadline time.Duration, stay bool, progress func(apiserver.DrainStatus)) (apiserver.DrainStatus, error) {
+	if deadline <= 0 {
+		deadline = n.cfg.DrainDeadline
+	}
+	var announced sync.Once
+	conv := func(s delegation.DrainStatus) apiserver.DrainStatus {
+		return apiserver.DrainStatus{
+			Running: s.Running, Undelivered: s.Undelivered, Completed: s.Completed, Returned: s.Returned,
+			LeftUndelivered: s.LeftUndelivered, Elapsed: s.Elapsed, Done: s.Done, Stopping: s.Done && !stay,
+		}
+	}
+	st, err := n.delegation.Drain(ctx, deadline, func(s delegation.DrainStatus) {
+		announced.Do(n.hb.Announce) // the drain has begun: say so now
+		if progress != nil {
+			progress(conv(s))
+		}
+	})
+	if err != nil {
+		return conv(st), err
+	}
+	if !stay {
+		n.stopOnce.Do(func() { close(n.stop) })
+	}
+	return conv(st), nil
+}
+
+// Eligible undoes a drain that stayed.
+func (n *Node) Eligible() bool {
+	was := n.delegation.Eligible()
+	if was {
+		n.hb.Announce()
+	}
+	return was
 }

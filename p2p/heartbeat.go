@@ -30,6 +30,8 @@ type Announcement struct {
 	Capacity     protocol.Capacity
 	// Images the peer holds; beyond protocol.MaxImages the rest is left out.
 	Images []string
+	// Draining: the peer takes no new tasks.
+	Draining bool
 }
 
 // Heartbeater publishes this peer's capability heartbeat every interval,
@@ -148,6 +150,7 @@ func (hb *Heartbeater) publish(ctx context.Context) error {
 		Capabilities: a.Capabilities,
 		Capacity:     a.Capacity,
 		Images:       a.Images[:min(len(a.Images), protocol.MaxImages)],
+		Draining:     a.Draining,
 	}
 	for _, addr := range hb.host.DialableAddrs() {
 		if len(h.Addrs) == maxAnnouncedAddrs {
@@ -212,6 +215,10 @@ func (hb *Heartbeater) receive(ctx context.Context, wg *sync.WaitGroup, m Messag
 }
 
 // kickSoon asks the publish loop for an extra heartbeat.
+// Announce publishes a heartbeat soon, out of turn: the peer's
+// announcement changed in a way the mesh should learn at once (a drain).
+func (hb *Heartbeater) Announce() { hb.kickSoon() }
+
 func (hb *Heartbeater) kickSoon() {
 	select {
 	case hb.kick <- struct{}{}:

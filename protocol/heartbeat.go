@@ -70,6 +70,7 @@ type Heartbeat struct {
 	Capabilities Capabilities
 	Capacity     Capacity
 	Images       []string // names of the container images the peer holds
+	Draining     bool     // the peer takes no new tasks
 }
 
 // EncodeHeartbeat serializes h for the heartbeat topic.
@@ -158,6 +159,7 @@ func heartbeatToWire(h Heartbeat) *meshv1.Heartbeat {
 		Labels:          h.Labels,
 		Addrs:           h.Addrs,
 		Images:          h.Images,
+		Draining:        h.Draining,
 		Capabilities: &meshv1.Capabilities{
 			Containerd: h.Capabilities.Containerd,
 			Gvisor:     h.Capabilities.GVisor,
@@ -184,6 +186,7 @@ func heartbeatFromWire(w *meshv1.Heartbeat) Heartbeat {
 		Labels:    w.GetLabels(),
 		Addrs:     w.GetAddrs(),
 		Images:    w.GetImages(),
+		Draining:  w.GetDraining(),
 		Capabilities: Capabilities{
 			Containerd: w.GetCapabilities().GetContainerd(),
 			GVisor:     w.GetCapabilities().GetGvisor(),

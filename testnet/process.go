@@ -27,7 +27,10 @@ const (
 	DefaultProcessHeartbeat = time.Second
 	pollInterval            = 50 * time.Millisecond
 	stopGrace               = 10 * time.Second
-	loopbackListen          = "/ip4/127.0.0.1/tcp/0"
+	// drainGrace is how long a stopped peer may drain before the second
+	// SIGTERM.
+	drainGrace     = 2 * time.Second
+	loopbackListen = "/ip4/127.0.0.1/tcp/0"
 )
 
 // ProcessOptions configure StartProcesses.
@@ -515,7 +518,17 @@ func (p *ProcessPeer) stop() error {
 		return nil
 	default:
 	}
+	// A first SIGTERM drains the peer: its tasks may end, results are
+	// delivered. A testnet stops its peers now, as a machine going down
+	// would after its grace: a second SIGTERM, when the drain takes more
+	// than drainGrace, kills what still runs.
 	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+		return p.ExitErr()
+	case <-time.After(drainGrace):
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+	}
 	select {
 	case <-done:
 		return p.ExitErr()

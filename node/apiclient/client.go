@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -171,4 +172,39 @@ func (a auth) WrapStreamingClient(next connect.StreamingClientFunc) connect.Stre
 
 func (a auth) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return next
+}
+
+// Drain drains the peer (deadline 0: its configured one); fn sees every
+// progress event. It returns the last event (Done set). Unless stay, the
+// peer stops after it.
+func (c *Client) Drain(ctx context.Context, deadline time.Duration, stay bool, fn func(*apiv1.DrainEvent)) (*apiv1.DrainEvent, error) {
+	stream, err := c.peer.Drain(ctx, connect.NewRequest(&apiv1.DrainRequest{DeadlineMs: deadline.Milliseconds(), Stay: stay}))
+	if err != nil {
+		return nil, c.wrap("drain", err)
+	}
+	defer stream.Close()
+	var last *apiv1.DrainEvent
+	for stream.Receive() {
+		last = stream.Msg()
+		if fn != nil {
+			fn(last)
+		}
+	}
+	if err := stream.Err(); err != nil {
+		return last, c.wrap("drain", err)
+	}
+	if last == nil || !last.GetDone() {
+		return last, c.wrap("drain", fmt.Errorf("the peer ended the drain without its last event"))
+	}
+	return last, nil
+}
+
+// Eligible undoes a drain that stayed; it reports whether the peer was
+// draining.
+func (c *Client) Eligible(ctx context.Context) (bool, error) {
+	resp, err := c.peer.Eligible(ctx, connect.NewRequest(&apiv1.EligibleRequest{}))
+	if err != nil {
+		return false, c.wrap("eligible", err)
+	}
+	return resp.Msg.GetWasDraining(), nil
 }

@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"connectrpc.com/connect"
@@ -21,6 +22,20 @@ type Peer interface {
 	Peers(includeExpired bool) []p2p.PeerEntry
 	IsConnected(p peer.ID) bool
 	Status() Status
+	// Drain makes the peer ineligible, lets its tasks end (deadline 0: the
+	// configured one) and delivers their results; unless stay, the peer
+	// then stops. progress is called as the drain goes.
+	Drain(ctx context.Context, deadline time.Duration, stay bool, progress func(DrainStatus)) (DrainStatus, error)
+	// Eligible undoes a drain that stayed; it reports whether the peer was
+	// draining.
+	Eligible() bool
+}
+
+// DrainStatus is where a drain stands.
+type DrainStatus struct {
+	Running, Undelivered, Completed, Returned, LeftUndelivered int
+	Elapsed                                                    time.Duration
+	Done, Stopping                                             bool
 }
 
 // Status is this peer as `cortex-peer status` shows it.
@@ -39,6 +54,7 @@ type Status struct {
 	AllowlistSize  int
 	// MeshBytesReceived and MeshBytesSent count stream payload since start.
 	MeshBytesReceived, MeshBytesSent uint64
+	Draining                         bool
 }
 
 // peerService implements the PeerService of the local API.
@@ -82,6 +98,7 @@ func (p *peerService) peerInfo(e p2p.PeerEntry) *apiv1.PeerInfo {
 		Connected:    p.p.IsConnected(e.ID),
 		Expired:      e.Expired,
 		Images:       h.Images,
+		Draining:     h.Draining,
 	}
 }
 
@@ -104,7 +121,33 @@ func (p *peerService) Status(context.Context, *connect.Request[apiv1.StatusReque
 		AllowlistSize:     uint32(st.AllowlistSize),
 		MeshBytesReceived: st.MeshBytesReceived,
 		MeshBytesSent:     st.MeshBytesSent,
+		Draining:          st.Draining,
 	}), nil
+}
+
+func (p *peerService) Drain(ctx context.Context, req *connect.Request[apiv1.DrainRequest], stream *connect.ServerStream[apiv1.DrainEvent]) error {
+	if ms := req.Msg.GetDeadlineMs(); ms < 0 {
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("deadline %d ms: want 0 (the configured one) or more", ms))
+	}
+	event := func(st DrainStatus) *apiv1.DrainEvent {
+		return &apiv1.DrainEvent{
+			Running: uint32(st.Running), Undelivered: uint32(st.Undelivered), Done: st.Done,
+			Completed: uint32(st.Completed), Returned: uint32(st.Returned), LeftUndelivered: uint32(st.LeftUndelivered),
+			ElapsedMs: st.Elapsed.Milliseconds(), Stopping: st.Stopping,
+		}
+	}
+	var th throttledSender
+	st, err := p.p.Drain(ctx, time.Duration(req.Msg.GetDeadlineMs())*time.Millisecond, req.Msg.GetStay(), func(st DrainStatus) {
+		th.maybe(func() { _ = stream.Send(event(st)) })
+	})
+	if err != nil {
+		return err
+	}
+	return th.send(func() error { return stream.Send(event(st)) })
+}
+
+func (p *peerService) Eligible(context.Context, *connect.Request[apiv1.EligibleRequest]) (*connect.Response[apiv1.EligibleResponse], error) {
+	return connect.NewResponse(&apiv1.EligibleResponse{WasDraining: p.p.Eligible()}), nil
 }
 
 func capabilitiesToAPI(c protocol.Capabilities) *apiv1.Capabilities {

@@ -230,7 +230,13 @@ type ProcessSection struct {
 	// collector works harder as the heap nears it. 0 leaves it unlimited;
 	// the GOMEMLIMIT environment variable, when set, wins.
 	MemoryLimitMiB int `toml:"memory_limit_mib"`
+	// DrainDeadline is how long a drain (SIGTERM, cortex-peer drain) lets
+	// running tasks end before it kills them and hands them back.
+	DrainDeadline Duration `toml:"drain_deadline"`
 }
+
+// DefaultDrainDeadline is the default of ProcessSection.DrainDeadline.
+const DefaultDrainDeadline = 10 * time.Minute
 
 // P2PSection configures the host, discovery and heartbeats.
 type P2PSection struct {
@@ -364,7 +370,7 @@ func DefaultFileConfig() FileConfig {
 		API:     APISection{API: locate.DefaultAPI(), AllowedRoots: DefaultAllowedRoots()},
 		Store:   StoreSection{Dir: StoreDir},
 		Log:     LogSection{Level: "info", Format: "text"},
-		Process: ProcessSection{MemoryLimitMiB: DefaultMemoryLimitMiB},
+		Process: ProcessSection{MemoryLimitMiB: DefaultMemoryLimitMiB, DrainDeadline: Duration{DefaultDrainDeadline}},
 		Tasks:   DefaultTasksSection(),
 		Browser: DefaultBrowserSection(),
 		LSP:     DefaultLSPSection(),
@@ -423,6 +429,9 @@ func (c FileConfig) Validate() error {
 	}
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		errs = append(errs, fmt.Errorf("log.format %q: want text or json", c.Log.Format))
+	}
+	if c.Process.DrainDeadline.Duration < 0 {
+		errs = append(errs, fmt.Errorf("process.drain_deadline %v: want 0 or more", c.Process.DrainDeadline.Duration))
 	}
 	if c.Process.MemoryLimitMiB < 0 {
 		errs = append(errs, fmt.Errorf("process.memory_limit_mib %d: want 0 (none) or more", c.Process.MemoryLimitMiB))
@@ -613,6 +622,11 @@ format = "text"
 # Soft limit of the Go heap in MiB (like GOMEMLIMIT, which wins when set);
 # 0 for none.
 memory_limit_mib = 256
+# SIGTERM (and cortex-peer drain) first drains the peer: no new tasks, the
+# running ones may end within this deadline, then are stopped and handed
+# back to their coordinators; every result is delivered before the peer
+# exits. A second SIGTERM or SIGINT stops at once.
+drain_deadline = "{{.Process.DrainDeadline}}"
 
 [tasks]
 # Sandboxed tasks run in containerd (make deps installs and starts it).
@@ -716,12 +730,13 @@ type templateData struct {
 	Tasks        TasksSection
 	Browser      BrowserSection
 	LSP          LSPSection
+	Process      ProcessSection
 	AllowedRoots []string
 }
 
 func renderConfig(opts InitOptions) string {
 	def := DefaultFileConfig()
-	data := templateData{P2PSection: def.P2P, Labels: opts.Labels, Tasks: def.Tasks, Browser: def.Browser, LSP: def.LSP, AllowedRoots: def.API.AllowedRoots}
+	data := templateData{P2PSection: def.P2P, Labels: opts.Labels, Tasks: def.Tasks, Browser: def.Browser, LSP: def.LSP, Process: def.Process, AllowedRoots: def.API.AllowedRoots}
 	if opts.AllowedRoots != nil {
 		data.AllowedRoots = opts.AllowedRoots
 	}

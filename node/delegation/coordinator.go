@@ -27,12 +27,14 @@ func (d *Delegation) candidates() []candidate {
 	out := []candidate{{
 		ID: d.self, Self: true, Labels: self.Labels, Caps: self.Capabilities,
 		CPUs: self.Capacity.CPUs, Running: self.Capacity.RunningTasks, Images: self.Images,
+		Draining: d.draining.Load(),
 	}}
 	for _, e := range d.mesh.Peers() {
 		hb := e.Heartbeat
 		out = append(out, candidate{
 			ID: e.ID, Labels: hb.Labels, Caps: hb.Capabilities, Protocols: hb.Protocols,
 			CPUs: hb.Capacity.CPUs, Running: hb.Capacity.RunningTasks, Images: hb.Images,
+			Draining: hb.Draining,
 		})
 	}
 	return out

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -175,8 +176,15 @@ type Delegation struct {
 	// time, so that each result is merged once (see mergeBack).
 	mergeMu sync.Mutex
 
-	mu         sync.Mutex
-	closed     bool
+	mu     sync.Mutex
+	closed bool
+	// draining: no new tasks here (Drain); returning holds the tasks the
+	// drain killed at its deadline, reported as returned.
+	draining  atomic.Bool
+	returning map[string]bool
+	// delivering counts the results of tasks run here still being
+	// delivered to their coordinators.
+	delivering atomic.Int64
 	running    map[string]context.CancelFunc // tasks running here: for others, and local ones
 	runningFor map[peer.ID]int               // how many of them each other peer submitted
 	busy       onceAPeer                     // peers refused for running their share
@@ -201,6 +209,7 @@ func New(cfg Config, deps Deps, log *slog.Logger) (*Delegation, error) {
 		ctx: ctx, cancel: cancel,
 		running:    map[string]context.CancelFunc{},
 		runningFor: map[peer.ID]int{},
+		returning:  map[string]bool{},
 		busy:       onceAPeer{log: log},
 		notYours:   onceAPeer{log: log},
 		windows:    map[string]*outputWindow{},

@@ -128,6 +128,9 @@ func (d *Delegation) accept(from peer.ID, sub *meshv1.SubmitTask) *meshv1.TaskRe
 	if reply := d.mayRunFor(from); reply != nil {
 		return reply
 	}
+	if d.draining.Load() {
+		return refuse(meshv1.ReplyCode_REPLY_CODE_UNAVAILABLE, "peer %s is draining: it takes no new tasks", d.self)
+	}
 	if e, err := d.rec.exec(id); err == nil {
 		if e.Coordinator != from.String() {
 			return refuse(meshv1.ReplyCode_REPLY_CODE_NOT_YOURS, "task %s belongs to another coordinator", id)
@@ -197,8 +200,13 @@ func (d *Delegation) accept(from peer.ID, sub *meshv1.SubmitTask) *meshv1.TaskRe
 		defer d.wg.Done()
 		defer taskCancel()
 		d.runHere(taskCtx, rec, spec, root)
+		// Counted as delivering before it stops counting as running, so
+		// that a drain never sees it as neither.
+		d.delivering.Add(1)
+		defer d.delivering.Add(-1)
 		d.mu.Lock()
 		delete(d.running, id)
+		delete(d.returning, id)
 		d.mu.Unlock()
 		release()
 		d.deliverLoop(d.ctx, id)
@@ -212,6 +220,13 @@ func (d *Delegation) accept(from peer.ID, sub *meshv1.SubmitTask) *meshv1.TaskRe
 // ended.
 func (d *Delegation) runHere(ctx context.Context, rec *execRecord, spec runtime.Spec, root cid.Cid) {
 	fail := func(err error) {
+		if d.isReturning(rec.ID) {
+			// A drain stopped it before it ran: handed back.
+			rec.State = stateExited
+			rec.Result = &taskResultRecord{Returned: true, Error: fmt.Sprintf("returned: peer %s was drained before the task ran", d.self)}
+			_ = d.rec.putExec(rec)
+			return
+		}
 		d.log.Warn("task failed", "task", rec.ID, "err", err)
 		rec.State = stateFailed
 		if rec.Result == nil {
@@ -257,6 +272,16 @@ func (d *Delegation) runHere(ctx context.Context, rec *execRecord, spec runtime.
 	d.mu.Unlock()
 	res := outcomeRecord(out)
 	rec.Result = res
+	if d.isReturning(spec.ID) {
+		// Killed by a drain at its deadline: handed back, not failed.
+		res.Returned = true
+		res.Error = fmt.Sprintf("returned: peer %s was drained and stopped the task at the drain's deadline", d.self)
+		rec.State = stateExited
+		if err := d.rec.putExec(rec); err != nil {
+			d.log.Warn("record task result", "task", rec.ID, "err", err)
+		}
+		return
+	}
 	if err != nil && out.Result.StartedAt.IsZero() {
 		fail(err)
 		return
@@ -455,7 +480,13 @@ func (d *Delegation) settleInterrupted(ctx context.Context, recs []*execRecord) 
 
 // goDeliver delivers a stored result on a goroutine owned by d.
 func (d *Delegation) goDeliver(id string) {
-	d.goFunc(func(ctx context.Context) { d.deliverLoop(ctx, id) })
+	d.delivering.Add(1)
+	if !d.goFunc(func(ctx context.Context) {
+		defer d.delivering.Add(-1)
+		d.deliverLoop(ctx, id)
+	}) {
+		d.delivering.Add(-1)
+	}
 }
 
 // deliverLoop sends a task's result to its coordinator until the

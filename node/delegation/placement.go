@@ -46,6 +46,8 @@ type candidate struct {
 	// Missing is the fraction of the task's workspace blocks the peer lacks
 	// (0 without a workspace, or when nobody asked), from a probe.
 	Missing float64
+	// Draining: the peer takes no new tasks.
+	Draining bool
 }
 
 // What a peer lacks weighs as a share of a busy CPU in placement: fetching a
@@ -115,6 +117,9 @@ func (c candidate) cost(image string) float64 {
 // lacks says what c lacks of the capabilities and labels, or "".
 func (c candidate) lacks(need []string, labels map[string]string) string {
 	var miss []string
+	if c.Draining {
+		return "is draining"
+	}
 	have := c.Caps.Names()
 	for _, n := range need {
 		if !slices.Contains(have, n) {

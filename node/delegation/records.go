@@ -28,18 +28,22 @@ const (
 	stateCancelled taskState = "cancelled" // the coordinator holds the result of a task cancelled before its end
 	stateLost      taskState = "lost"      // the executor went away and did not come back in time
 	stateFailed    taskState = "failed"    // could not run: refused, workspace, image, executor restarted
+	stateReturned  taskState = "returned"  // the executor was drained: killed at the drain's deadline and handed back
 )
 
 // final reports whether nothing more will happen to a task in this state
 // (from the coordinator's point of view).
 func (s taskState) final() bool {
-	return s == stateDelivered || s == stateCancelled || s == stateLost || s == stateFailed
+	return s == stateDelivered || s == stateCancelled || s == stateLost || s == stateFailed || s == stateReturned
 }
 
 // endedState is the coordinator's state of a task whose result it holds:
 // cancelled when it was, so that a cancelled task reads the same in tasks,
 // result and the API.
 func endedState(r *taskResultRecord) taskState {
+	if r != nil && r.Returned {
+		return stateReturned
+	}
 	if r != nil && r.Cancelled {
 		return stateCancelled
 	}
@@ -69,6 +73,9 @@ type taskResultRecord struct {
 	DiskLimitExceeded bool `json:"disk_limit_exceeded,omitempty"`
 	// Artifacts are DAGs on the executor, pinned there with the task.
 	Artifacts []artifactRecord `json:"artifacts,omitempty"`
+	// Returned: the executor was drained and killed the task at the
+	// drain's deadline; it may be placed again.
+	Returned bool `json:"returned,omitempty"`
 }
 
 // artifactRecord is one artifact of a task.

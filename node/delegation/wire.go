@@ -74,7 +74,7 @@ var stateWire = map[taskState]meshv1.TaskState{
 // coordinator that holds a cancelled task's result says delivered (the
 // result says cancelled), and stateWire keeps one state per wire value.
 func stateToWire(s taskState) meshv1.TaskState {
-	if s == stateCancelled {
+	if s == stateCancelled || s == stateReturned {
 		return meshv1.TaskState_TASK_STATE_DELIVERED
 	}
 	return stateWire[s]
@@ -115,7 +115,7 @@ func resultToWire(id string, st taskState, r *taskResultRecord) *meshv1.TaskResu
 		CpuSeconds: r.CPUSeconds, PeakMemoryBytes: r.PeakMemoryBytes, DurationMs: int64(r.Duration * 1000),
 		Error: r.Error, StdoutChunks: r.StdoutChunks, StderrChunks: r.StderrChunks,
 		StdoutBytes: r.StdoutBytes, StderrBytes: r.StderrBytes, LogDroppedBytes: r.LogDropped,
-		DiskLimitExceeded: r.DiskLimitExceeded,
+		DiskLimitExceeded: r.DiskLimitExceeded, Returned: r.Returned,
 	}
 	if !r.StartedAt.IsZero() {
 		w.StartedAtUnixMs = r.StartedAt.UnixMilli()
@@ -141,7 +141,7 @@ func resultFromWire(w *meshv1.TaskResult) (*taskResultRecord, error) {
 		Duration: float64(w.GetDurationMs()) / 1000, Error: w.GetError(),
 		StdoutChunks: w.GetStdoutChunks(), StderrChunks: w.GetStderrChunks(),
 		StdoutBytes: w.GetStdoutBytes(), StderrBytes: w.GetStderrBytes(), LogDropped: w.GetLogDroppedBytes(),
-		DiskLimitExceeded: w.GetDiskLimitExceeded(),
+		DiskLimitExceeded: w.GetDiskLimitExceeded(), Returned: w.GetReturned(),
 	}
 	if ms := w.GetStartedAtUnixMs(); ms != 0 {
 		r.StartedAt = time.UnixMilli(ms)

@@ -204,7 +204,7 @@ var wantTools = []string{"artifact_get", "artifact_put", "artifact_read", "artif
 	"browser_snapshot", "browser_state_save", "browser_tabs", "browser_type", "browser_upload",
 	"cancel_task", "get_task", "list_peers", "list_tasks",
 	"lsp_definition", "lsp_diagnostics", "lsp_format", "lsp_hover", "lsp_references", "lsp_rename", "lsp_servers",
-	"lsp_symbols", "lsp_verify", "run_task", "start_task",
+	"lsp_symbols", "lsp_verify", "peer_drain", "peer_eligible", "run_task", "start_task",
 	"task_logs", "workspace_add", "workspace_diff", "workspace_get", "workspace_merge", "workspace_verify"}
 
 // TestMCP drives every tool over both transports against one 3-peer testnet
@@ -594,5 +594,39 @@ func testArtifacts(t *testing.T, e *env, tr string) {
 		t.Fatal("a second artifact_unpin of the same CID succeeded")
 	} else if res != nil && !strings.Contains(textOf(res), "not_found") {
 		t.Fatalf("a second artifact_unpin: %s", textOf(res))
+	}
+}
+
+// peer_drain with stay makes the peer ineligible (the mesh sees it
+// draining) and peer_eligible undoes it.
+func TestMCPDrain(t *testing.T) {
+	e := newEnv(t)
+	cs := e.connect(t, "stdio", nil)
+	d := decode[mcpserver.DrainOutput](t, cs, "peer_drain", map[string]any{"stay": true, "deadline": "5s"})
+	if d.Completed != 0 || d.Returned != 0 || d.Stopping {
+		t.Fatalf("peer_drain of an idle peer with stay: %+v", d)
+	}
+	other, err := apiclient.Dial(e.tn.Peers[1].Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	testnet.Eventually(t, "peer 2 to see peer 1 draining", 15*time.Second, func() bool {
+		ps, err := other.Peers(t.Context(), false)
+		if err != nil {
+			return false
+		}
+		for _, p := range ps {
+			if p.GetId() == e.tn.Peers[0].Node.ID().String() {
+				return p.GetDraining()
+			}
+		}
+		return false
+	})
+	if el := decode[mcpserver.EligibleOutput](t, cs, "peer_eligible", map[string]any{}); !el.WasDraining {
+		t.Fatalf("peer_eligible after a drain: %+v", el)
+	}
+	if el := decode[mcpserver.EligibleOutput](t, cs, "peer_eligible", map[string]any{}); el.WasDraining {
+		t.Fatalf("peer_eligible twice: %+v", el)
 	}
 }

@@ -28,6 +28,8 @@ type API interface {
 	Cancel(ctx context.Context, id string) (*apiv1.CancelTaskResponse, error)
 	LogsFrom(ctx context.Context, id, stream string, from uint64, follow bool, fn func(*apiv1.OutputChunk)) error
 	Peers(ctx context.Context, includeExpired bool) ([]*apiv1.PeerInfo, error)
+	Drain(ctx context.Context, deadline time.Duration, stay bool, fn func(*apiv1.DrainEvent)) (*apiv1.DrainEvent, error)
+	Eligible(ctx context.Context) (bool, error)
 	WorkspaceAdd(ctx context.Context, dir string, noIndex bool, progress func(*apiv1.Progress)) (*apiv1.AddResult, error)
 	WorkspaceGet(ctx context.Context, root, dest string, stall time.Duration, allowEscapingLinks bool, progress func(*apiv1.Progress)) (*apiv1.GetResult, error)
 	WorkspaceDiff(ctx context.Context, from, to string, stall time.Duration) ([]*apiv1.Change, error)

@@ -15,6 +15,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/cortex-peer/cortex-peer/node/apiclient"
+	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 	apiv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1"
 )
 
@@ -100,6 +101,66 @@ Start at from_seq (1 is the first chunk) and continue with next_seq and next_off
 		Description: `Check that every block the DAG of a root CID needs is on this peer and hashes to its CID (without cid: every pin's DAG and every stored block), as ipfs repo verify does. Returns the blocks checked and the missing and corrupt ones (the first 100 of each, with whole counts). Changes nothing.`,
 		Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true},
 	}, s.workspaceVerify)
+	mcp.AddTool(s.mcp, &mcp.Tool{
+		Name:        "peer_drain",
+		Title:       "Drain this peer",
+		Description: `Make this peer take no new tasks (the mesh places them elsewhere), let the tasks it runs end within deadline (default: the peer's drain_deadline, 10m), then stop the rest and hand them back to their coordinators as returned, and deliver every result. Then the peer stops, unless stay: it stays up taking no tasks until peer_eligible. Returns how many tasks completed and were returned.`,
+		Annotations: &mcp.ToolAnnotations{DestructiveHint: new(true)},
+	}, s.peerDrain)
+	mcp.AddTool(s.mcp, &mcp.Tool{
+		Name:        "peer_eligible",
+		Title:       "Make a drained peer take tasks again",
+		Description: `Undo a peer_drain that stayed: this peer takes tasks again. Returns whether it was draining.`,
+		Annotations: &mcp.ToolAnnotations{IdempotentHint: true},
+	}, s.peerEligible)
+}
+
+// DrainInput is peer_drain's arguments.
+type DrainInput struct {
+	Deadline string `json:"deadline,omitempty" jsonschema:"how long running tasks may take before they are stopped and returned, as a duration like 2m (default: the peer's drain_deadline)"`
+	Stay     bool   `json:"stay,omitempty" jsonschema:"keep the peer up, taking no tasks, after the drain"`
+}
+
+// DrainOutput is peer_drain's result.
+type DrainOutput struct {
+	Completed       uint32  `json:"completed" jsonschema:"tasks that ran to their end during the drain"`
+	Returned        uint32  `json:"returned" jsonschema:"tasks stopped at the deadline and handed back to their coordinators"`
+	LeftUndelivered uint32  `json:"left_undelivered" jsonschema:"results not yet acknowledged (delivered after the peer's next start)"`
+	Seconds         float64 `json:"seconds"`
+	Stopping        bool    `json:"stopping" jsonschema:"the peer stops now"`
+}
+
+func (s *Server) peerDrain(ctx context.Context, creq *mcp.CallToolRequest, in DrainInput) (*mcp.CallToolResult, DrainOutput, error) {
+	var deadline time.Duration
+	if in.Deadline != "" {
+		d, err := time.ParseDuration(in.Deadline)
+		if err != nil || d < 0 {
+			return nil, DrainOutput{}, toolError(fmt.Errorf("deadline %q: want a duration like 2m: %w", in.Deadline, errdefs.ErrInvalid))
+		}
+		deadline = d
+	}
+	n := newNotifier(creq, s.log)
+	ev, err := s.api.Drain(ctx, deadline, in.Stay, func(ev *apiv1.DrainEvent) {
+		n.status(ctx, fmt.Sprintf("draining: %d tasks running, %d results to deliver", ev.GetRunning(), ev.GetUndelivered()))
+	})
+	if err != nil {
+		return nil, DrainOutput{}, toolError(err)
+	}
+	return nil, DrainOutput{Completed: ev.GetCompleted(), Returned: ev.GetReturned(), LeftUndelivered: ev.GetLeftUndelivered(),
+		Seconds: float64(ev.GetElapsedMs()) / 1000, Stopping: ev.GetStopping()}, nil
+}
+
+// EligibleOutput is peer_eligible's result.
+type EligibleOutput struct {
+	WasDraining bool `json:"was_draining"`
+}
+
+func (s *Server) peerEligible(ctx context.Context, _ *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, EligibleOutput, error) {
+	was, err := s.api.Eligible(ctx)
+	if err != nil {
+		return nil, EligibleOutput{}, toolError(err)
+	}
+	return nil, EligibleOutput{WasDraining: was}, nil
 }
 
 // VerifyInput is workspace_verify's arguments.
@@ -504,6 +565,7 @@ type PeerInfo struct {
 	Connected    bool              `json:"connected"`
 	LastSeen     string            `json:"last_seen,omitempty"`
 	Images       []string          `json:"images,omitempty" jsonschema:"container images the peer holds (placement prefers a peer that has the task's image)"`
+	Draining     bool              `json:"draining,omitempty" jsonschema:"the peer takes no new tasks"`
 }
 
 // ListPeersOutput is list_peers's result.
@@ -518,7 +580,7 @@ func (s *Server) listPeers(ctx context.Context, _ *mcp.CallToolRequest, _ struct
 	}
 	out := ListPeersOutput{Peers: []PeerInfo{}}
 	for _, p := range ps {
-		pi := PeerInfo{ID: p.GetId(), Labels: p.GetLabels(), Version: p.GetVersion(), Connected: p.GetConnected(), Images: p.GetImages()}
+		pi := PeerInfo{ID: p.GetId(), Labels: p.GetLabels(), Version: p.GetVersion(), Connected: p.GetConnected(), Images: p.GetImages(), Draining: p.GetDraining()}
 		c := p.GetCapabilities()
 		for name, ok := range map[string]bool{"containerd": c.GetContainerd(), "gvisor": c.GetGvisor(), "chromium": c.GetChromium(), "gopls": c.GetGopls()} {
 			if ok {

@@ -105,6 +105,8 @@ else ~/.cortex-peer) and prints JSON with --json.`,
 		newResultCmd(g),
 		newBrowserCmd(g),
 		newLSPCmd(g),
+		newDrainCmd(g),
+		newEligibleCmd(g),
 		newServiceCmd(g),
 		newReleaseCmd(g),
 	)

@@ -20,7 +20,7 @@ const PeerBinary = "cortex-peerd"
 // there (Forwarders), so both binaries list the same verbs.
 var PeerVerbs = []struct{ Name, Short string }{
 	{"init", "Create a peer: identity, config file, API token and mesh key"},
-	{"join", "Run the peer in the foreground until SIGINT or SIGTERM"},
+	{"join", "Run the peer in the foreground until SIGINT or SIGTERM (which drain it first)"},
 	{"mesh-key", "Print the mesh key, to copy to a machine that should join this mesh"},
 	{"testnet", "Start N real peers on 127.0.0.1 as separate processes, until SIGINT or SIGTERM"},
 	{"mcp", "Serve MCP on stdin/stdout for an AI agent, bound to the local peer"},

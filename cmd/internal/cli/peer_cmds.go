@@ -80,6 +80,7 @@ type peerJSON struct {
 	Connected    bool                  `json:"connected"`
 	Expired      bool                  `json:"expired,omitempty"`
 	Images       []string              `json:"images"`
+	Draining     bool                  `json:"draining"`
 }
 
 func toPeerJSON(p *apiv1.PeerInfo) peerJSON {
@@ -95,6 +96,7 @@ func toPeerJSON(p *apiv1.PeerInfo) peerJSON {
 		Connected:    p.GetConnected(),
 		Expired:      p.GetExpired(),
 		Images:       p.GetImages(),
+		Draining:     p.GetDraining(),
 	}
 	if j.Images == nil {
 		j.Images = []string{}
@@ -163,6 +165,9 @@ at least a minute). With --all, expired peers still remembered are listed too.`,
 				if j.Expired {
 					conn = "expired"
 				}
+				if j.Draining {
+					conn += ",draining"
+				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%s\t%s\n", j.ID, j.Version, formatLabels(j.Labels),
 					formatList(j.Capabilities.Names()), j.Capacity.CPUs, formatBytes(j.Capacity.MemoryAvailableBytes),
 					j.Capacity.RunningTasks, conn, formatAgo(j.LastSeen, now))
@@ -205,6 +210,7 @@ func newStatusCmd(g *Globals) *cobra.Command {
 					"allowlist_size":      st.GetAllowlistSize(),
 					"mesh_bytes_received": st.GetMeshBytesReceived(),
 					"mesh_bytes_sent":     st.GetMeshBytesSent(),
+					"draining":            st.GetDraining(),
 				})
 			}
 			tw := newTable(out)
@@ -228,6 +234,9 @@ func newStatusCmd(g *Globals) *cobra.Command {
 				{"store", formatBytes(st.GetStoreBytes())},
 				{"mesh traffic", fmt.Sprintf("%s received, %s sent", formatBytes(st.GetMeshBytesReceived()), formatBytes(st.GetMeshBytesSent()))},
 				{"protocols", formatList(st.GetProtocols())},
+			}
+			if st.GetDraining() {
+				rows = append(rows, [2]string{"draining", "yes: taking no tasks ('cortex-peer eligible' undoes a drain --stay)"})
 			}
 			for _, r := range rows {
 				fmt.Fprintf(tw, "%s:\t%s\n", r[0], r[1])

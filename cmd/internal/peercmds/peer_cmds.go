@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -146,7 +148,10 @@ func newJoinCmd(g *cli.Globals) *cobra.Command {
 		Short: cli.PeerVerbShort("join"),
 		Long: `join starts the peer of the data directory: it listens, joins the mesh
 through its bootstrap peers, mDNS and the DHT, announces its capabilities, and
-serves the local API on DIR/api.sock. SIGINT or SIGTERM stops it cleanly.
+serves the local API on DIR/api.sock. SIGINT or SIGTERM drains it first (no new
+tasks; running ones may end within [process] drain_deadline, then are stopped
+and handed back; every result is delivered), then stops it; a second SIGINT
+or SIGTERM stops it at once.
 --listen and --bootstrap add to the config file's lists for this run.
 --mcp-listen 127.0.0.1:PORT also serves MCP as streamable HTTP at
 http://127.0.0.1:PORT/mcp (loopback only; bearer token from DIR/api.token).`,
@@ -201,6 +206,11 @@ http://127.0.0.1:PORT/mcp (loopback only; bearer token from DIR/api.token).`,
 				}
 				defer stop()
 			}
+			// Every SIGINT and SIGTERM is counted from here: the first
+			// drains the peer, a second stops it at once.
+			sigs := make(chan os.Signal, 2)
+			signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+			defer signal.Stop(sigs)
 			n, err := node.New(cfg, log)
 			if err != nil {
 				return err
@@ -215,7 +225,27 @@ http://127.0.0.1:PORT/mcp (loopback only; bearer token from DIR/api.token).`,
 			watchdog := make(chan error, 1)
 			wctx, stopWatchdog := context.WithCancel(cmd.Context())
 			go func() { watchdog <- notify.Serve(wctx) }()
-			<-cmd.Context().Done()
+			select {
+			case sig := <-sigs:
+				_ = notify.Status("draining")
+				log.Info("draining before stopping: no new tasks; running ones may end (send SIGTERM or SIGINT again to stop now)",
+					"signal", sig.String(), "deadline", cfg.DrainDeadline)
+				dctx, cancel := context.WithCancel(context.Background())
+				go func() {
+					select {
+					case <-sigs:
+						log.Warn("second signal: stopping now; tasks still running here are killed")
+						cancel()
+					case <-dctx.Done():
+					}
+				}()
+				if _, err := n.Drain(dctx, 0, true, nil); err != nil && dctx.Err() == nil {
+					log.Warn("drain failed; stopping", "err", err)
+				}
+				cancel()
+			case <-n.StopRequested():
+				log.Info("drained; stopping")
+			}
 			log.Info("stopping peer")
 			_ = notify.Stopping()
 			stopWatchdog()

@@ -28,6 +28,249 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type DrainRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How long running tasks may take before they are killed and returned
+	// (0: the peer's [node] drain_deadline).
+	DeadlineMs int64 `protobuf:"varint,1,opt,name=deadline_ms,json=deadlineMs,proto3" json:"deadline_ms,omitempty"`
+	// Stay up, ineligible, after the drain instead of stopping.
+	Stay          bool `protobuf:"varint,2,opt,name=stay,proto3" json:"stay,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainRequest) Reset() {
+	*x = DrainRequest{}
+	mi := &file_cortex_api_v1_api_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainRequest) ProtoMessage() {}
+
+func (x *DrainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cortex_api_v1_api_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
+func (*DrainRequest) Descriptor() ([]byte, []int) {
+	return file_cortex_api_v1_api_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *DrainRequest) GetDeadlineMs() int64 {
+	if x != nil {
+		return x.DeadlineMs
+	}
+	return 0
+}
+
+func (x *DrainRequest) GetStay() bool {
+	if x != nil {
+		return x.Stay
+	}
+	return false
+}
+
+type DrainEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Tasks still running here, and results not yet acknowledged.
+	Running     uint32 `protobuf:"varint,1,opt,name=running,proto3" json:"running,omitempty"`
+	Undelivered uint32 `protobuf:"varint,2,opt,name=undelivered,proto3" json:"undelivered,omitempty"`
+	// Set on the last event.
+	Done bool `protobuf:"varint,3,opt,name=done,proto3" json:"done,omitempty"`
+	// Tasks that ran to their end during the drain, and tasks killed at the
+	// deadline and handed back.
+	Completed uint32 `protobuf:"varint,4,opt,name=completed,proto3" json:"completed,omitempty"`
+	Returned  uint32 `protobuf:"varint,5,opt,name=returned,proto3" json:"returned,omitempty"`
+	// Results still not acknowledged when the drain gave up on them (they
+	// are delivered after the peer's next start).
+	LeftUndelivered uint32 `protobuf:"varint,6,opt,name=left_undelivered,json=leftUndelivered,proto3" json:"left_undelivered,omitempty"`
+	ElapsedMs       int64  `protobuf:"varint,7,opt,name=elapsed_ms,json=elapsedMs,proto3" json:"elapsed_ms,omitempty"`
+	// Whether the peer stops now (not stay).
+	Stopping      bool `protobuf:"varint,8,opt,name=stopping,proto3" json:"stopping,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainEvent) Reset() {
+	*x = DrainEvent{}
+	mi := &file_cortex_api_v1_api_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainEvent) ProtoMessage() {}
+
+func (x *DrainEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_cortex_api_v1_api_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainEvent.ProtoReflect.Descriptor instead.
+func (*DrainEvent) Descriptor() ([]byte, []int) {
+	return file_cortex_api_v1_api_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *DrainEvent) GetRunning() uint32 {
+	if x != nil {
+		return x.Running
+	}
+	return 0
+}
+
+func (x *DrainEvent) GetUndelivered() uint32 {
+	if x != nil {
+		return x.Undelivered
+	}
+	return 0
+}
+
+func (x *DrainEvent) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+func (x *DrainEvent) GetCompleted() uint32 {
+	if x != nil {
+		return x.Completed
+	}
+	return 0
+}
+
+func (x *DrainEvent) GetReturned() uint32 {
+	if x != nil {
+		return x.Returned
+	}
+	return 0
+}
+
+func (x *DrainEvent) GetLeftUndelivered() uint32 {
+	if x != nil {
+		return x.LeftUndelivered
+	}
+	return 0
+}
+
+func (x *DrainEvent) GetElapsedMs() int64 {
+	if x != nil {
+		return x.ElapsedMs
+	}
+	return 0
+}
+
+func (x *DrainEvent) GetStopping() bool {
+	if x != nil {
+		return x.Stopping
+	}
+	return false
+}
+
+type EligibleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EligibleRequest) Reset() {
+	*x = EligibleRequest{}
+	mi := &file_cortex_api_v1_api_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EligibleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EligibleRequest) ProtoMessage() {}
+
+func (x *EligibleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cortex_api_v1_api_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EligibleRequest.ProtoReflect.Descriptor instead.
+func (*EligibleRequest) Descriptor() ([]byte, []int) {
+	return file_cortex_api_v1_api_proto_rawDescGZIP(), []int{2}
+}
+
+type EligibleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Whether the peer was draining.
+	WasDraining   bool `protobuf:"varint,1,opt,name=was_draining,json=wasDraining,proto3" json:"was_draining,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EligibleResponse) Reset() {
+	*x = EligibleResponse{}
+	mi := &file_cortex_api_v1_api_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EligibleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EligibleResponse) ProtoMessage() {}
+
+func (x *EligibleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cortex_api_v1_api_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EligibleResponse.ProtoReflect.Descriptor instead.
+func (*EligibleResponse) Descriptor() ([]byte, []int) {
+	return file_cortex_api_v1_api_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *EligibleResponse) GetWasDraining() bool {
+	if x != nil {
+		return x.WasDraining
+	}
+	return false
+}
+
 type IdentityRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -36,7 +279,7 @@ type IdentityRequest struct {
 
 func (x *IdentityRequest) Reset() {
 	*x = IdentityRequest{}
-	mi := &file_cortex_api_v1_api_proto_msgTypes[0]
+	mi := &file_cortex_api_v1_api_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -48,7 +291,7 @@ func (x *IdentityRequest) String() string {
 func (*IdentityRequest) ProtoMessage() {}
 
 func (x *IdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_api_proto_msgTypes[0]
+	mi := &file_cortex_api_v1_api_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -61,7 +304,7 @@ func (x *IdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentityRequest.ProtoReflect.Descriptor instead.
 func (*IdentityRequest) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_api_proto_rawDescGZIP(), []int{0}
+	return file_cortex_api_v1_api_proto_rawDescGZIP(), []int{4}
 }
 
 type IdentityResponse struct {
@@ -75,7 +318,7 @@ type IdentityResponse struct {
 
 func (x *IdentityResponse) Reset() {
 	*x = IdentityResponse{}
-	mi := &file_cortex_api_v1_api_proto_msgTypes[1]
+	mi := &file_cortex_api_v1_api_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -87,7 +330,7 @@ func (x *IdentityResponse) String() string {
 func (*IdentityResponse) ProtoMessage() {}
 
 func (x *IdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_api_proto_msgTypes[1]
+	mi := &file_cortex_api_v1_api_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -100,7 +343,7 @@ func (x *IdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentityResponse.ProtoReflect.Descriptor instead.
 func (*IdentityResponse) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_api_proto_rawDescGZIP(), []int{1}
+	return file_cortex_api_v1_api_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *IdentityResponse) GetId() string {
@@ -128,7 +371,7 @@ type PeersRequest struct {
 
 func (x *PeersRequest) Reset() {
 	*x = PeersRequest{}
-	mi := &file_cortex_api_v1_api_proto_msgTypes[2]
+	mi := &file_cortex_api_v1_api_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -140,7 +383,7 @@ func (x *PeersRequest) String() string {
 func (*PeersRequest) ProtoMessage() {}
 
 func (x *PeersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_api_proto_msgTypes[2]
+	mi := &file_cortex_api_v1_api_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -153,7 +396,7 @@ func (x *PeersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeersRequest.ProtoReflect.Descriptor instead.
 func (*PeersRequest) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_api_proto_rawDescGZIP(), []int{2}
+	return file_cortex_api_v1_api_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PeersRequest) GetIncludeExpired() bool {
@@ -172,7 +415,7 @@ type PeersResponse struct {
 
 func (x *PeersResponse) Reset() {
 	*x = PeersResponse{}
-	mi := &file_cortex_api_v1_api_proto_msgTypes[3]
+	mi := &file_cortex_api_v1_api_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -184,7 +427,7 @@ func (x *PeersResponse) String() string {
 func (*PeersResponse) ProtoMessage() {}
 
 func (x *PeersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_api_proto_msgTypes[3]
+	mi := &file_cortex_api_v1_api_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -197,7 +440,7 @@ func (x *PeersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeersResponse.ProtoReflect.Descriptor instead.
 func (*PeersResponse) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_api_proto_rawDescGZIP(), []int{3}
+	return file_cortex_api_v1_api_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PeersResponse) GetPeers() []*PeerInfo {
@@ -223,14 +466,16 @@ type PeerInfo struct {
 	// Whether the last heartbeat is older than the expiry.
 	Expired bool `protobuf:"varint,10,opt,name=expired,proto3" json:"expired,omitempty"`
 	// Names of the container images the peer holds (at most 32).
-	Images        []string `protobuf:"bytes,11,rep,name=images,proto3" json:"images,omitempty"`
+	Images []string `protobuf:"bytes,11,rep,name=images,proto3" json:"images,omitempty"`
+	// The peer is draining: placement skips it.
+	Draining      bool `protobuf:"varint,12,opt,name=draining,proto3" json:"draining,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PeerInfo) Reset() {
 	*x = PeerInfo{}
-	mi := &file_cortex_api_v1_api_proto_msgTypes[4]
+	mi := &file_cortex_api_v1_api_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -242,7 +487,7 @@ func (x *PeerInfo) String() string {
 func (*PeerInfo) ProtoMessage() {}
 
 func (x *PeerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_api_proto_msgTypes[4]
+	mi := &file_cortex_api_v1_api_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -255,7 +500,7 @@ func (x *PeerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerInfo.ProtoReflect.Descriptor instead.
 func (*PeerInfo) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_api_proto_rawDescGZIP(), []int{4}
+	return file_cortex_api_v1_api_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PeerInfo) GetId() string {
@@ -335,6 +580,13 @@ func (x *PeerInfo) GetImages() []string {
 	return nil
 }
 
+func (x *PeerInfo) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
+}
+
 // What a peer can offer to tasks.
 type Capabilities struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -348,7 +600,7 @@ type Capabilities struct {
 
 func (x *Capabilities) Reset() {
 	*x = Capabilities{}
-	mi := &file_cortex_api_v1_api_proto_msgTypes[5]
+	mi := &file_cortex_api_v1_api_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -360,7 +612,7 @@ func (x *Capabilities) String() string {
 func (*Capabilities) ProtoMessage() {}
 
 func (x *Capabilities) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_api_proto_msgTypes[5]
+	mi := &file_cortex_api_v1_api_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -373,7 +625,7 @@ func (x *Capabilities) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Capabilities.ProtoReflect.Descriptor instead.
 func (*Capabilities) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_api_proto_rawDescGZIP(), []int{5}
+	return file_cortex_api_v1_api_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Capabilities) GetContainerd() bool {
@@ -416,7 +668,7 @@ type Capacity struct {
 
 func (x *Capacity) Reset() {
 	*x = Capacity{}
-	mi := &file_cortex_api_v1_api_proto_msgTypes[6]
+	mi := &file_cortex_api_v1_api_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -428,7 +680,7 @@ func (x *Capacity) String() string {
 func (*Capacity) ProtoMessage() {}
 
 func (x *Capacity) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_api_proto_msgTypes[6]
+	mi := &file_cortex_api_v1_api_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -441,7 +693,7 @@ func (x *Capacity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Capacity.ProtoReflect.Descriptor instead.
 func (*Capacity) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_api_proto_rawDescGZIP(), []int{6}
+	return file_cortex_api_v1_api_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Capacity) GetCpus() uint32 {
@@ -480,7 +732,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_cortex_api_v1_api_proto_msgTypes[7]
+	mi := &file_cortex_api_v1_api_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -492,7 +744,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_api_proto_msgTypes[7]
+	mi := &file_cortex_api_v1_api_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -505,7 +757,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_api_proto_rawDescGZIP(), []int{7}
+	return file_cortex_api_v1_api_proto_rawDescGZIP(), []int{11}
 }
 
 type StatusResponse struct {
@@ -529,13 +781,15 @@ type StatusResponse struct {
 	// the peer started (blocks, tasks, logs, calls; transport framing aside).
 	MeshBytesReceived uint64 `protobuf:"varint,15,opt,name=mesh_bytes_received,json=meshBytesReceived,proto3" json:"mesh_bytes_received,omitempty"`
 	MeshBytesSent     uint64 `protobuf:"varint,16,opt,name=mesh_bytes_sent,json=meshBytesSent,proto3" json:"mesh_bytes_sent,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The peer is draining (drain, or SIGTERM): no new tasks.
+	Draining      bool `protobuf:"varint,17,opt,name=draining,proto3" json:"draining,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_cortex_api_v1_api_proto_msgTypes[8]
+	mi := &file_cortex_api_v1_api_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -547,7 +801,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cortex_api_v1_api_proto_msgTypes[8]
+	mi := &file_cortex_api_v1_api_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -560,7 +814,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_cortex_api_v1_api_proto_rawDescGZIP(), []int{8}
+	return file_cortex_api_v1_api_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StatusResponse) GetId() string {
@@ -675,11 +929,36 @@ func (x *StatusResponse) GetMeshBytesSent() uint64 {
 	return 0
 }
 
+func (x *StatusResponse) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
+}
+
 var File_cortex_api_v1_api_proto protoreflect.FileDescriptor
 
 const file_cortex_api_v1_api_proto_rawDesc = "" +
 	"\n" +
-	"\x17cortex/api/v1/api.proto\x12\rcortex.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x11\n" +
+	"\x17cortex/api/v1/api.proto\x12\rcortex.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"C\n" +
+	"\fDrainRequest\x12\x1f\n" +
+	"\vdeadline_ms\x18\x01 \x01(\x03R\n" +
+	"deadlineMs\x12\x12\n" +
+	"\x04stay\x18\x02 \x01(\bR\x04stay\"\xfc\x01\n" +
+	"\n" +
+	"DrainEvent\x12\x18\n" +
+	"\arunning\x18\x01 \x01(\rR\arunning\x12 \n" +
+	"\vundelivered\x18\x02 \x01(\rR\vundelivered\x12\x12\n" +
+	"\x04done\x18\x03 \x01(\bR\x04done\x12\x1c\n" +
+	"\tcompleted\x18\x04 \x01(\rR\tcompleted\x12\x1a\n" +
+	"\breturned\x18\x05 \x01(\rR\breturned\x12)\n" +
+	"\x10left_undelivered\x18\x06 \x01(\rR\x0fleftUndelivered\x12\x1d\n" +
+	"\n" +
+	"elapsed_ms\x18\a \x01(\x03R\telapsedMs\x12\x1a\n" +
+	"\bstopping\x18\b \x01(\bR\bstopping\"\x11\n" +
+	"\x0fEligibleRequest\"5\n" +
+	"\x10EligibleResponse\x12!\n" +
+	"\fwas_draining\x18\x01 \x01(\bR\vwasDraining\"\x11\n" +
 	"\x0fIdentityRequest\"8\n" +
 	"\x10IdentityResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
@@ -687,7 +966,7 @@ const file_cortex_api_v1_api_proto_rawDesc = "" +
 	"\fPeersRequest\x12'\n" +
 	"\x0finclude_expired\x18\x01 \x01(\bR\x0eincludeExpired\">\n" +
 	"\rPeersResponse\x12-\n" +
-	"\x05peers\x18\x01 \x03(\v2\x17.cortex.api.v1.PeerInfoR\x05peers\"\xdf\x03\n" +
+	"\x05peers\x18\x01 \x03(\v2\x17.cortex.api.v1.PeerInfoR\x05peers\"\xfb\x03\n" +
 	"\bPeerInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05addrs\x18\x02 \x03(\tR\x05addrs\x12;\n" +
@@ -700,7 +979,8 @@ const file_cortex_api_v1_api_proto_rawDesc = "" +
 	"\tconnected\x18\t \x01(\bR\tconnected\x12\x18\n" +
 	"\aexpired\x18\n" +
 	" \x01(\bR\aexpired\x12\x16\n" +
-	"\x06images\x18\v \x03(\tR\x06images\x1a9\n" +
+	"\x06images\x18\v \x03(\tR\x06images\x12\x1a\n" +
+	"\bdraining\x18\f \x01(\bR\bdraining\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"x\n" +
@@ -716,7 +996,7 @@ const file_cortex_api_v1_api_proto_rawDesc = "" +
 	"\x12memory_total_bytes\x18\x02 \x01(\x04R\x10memoryTotalBytes\x124\n" +
 	"\x16memory_available_bytes\x18\x03 \x01(\x04R\x14memoryAvailableBytes\x12#\n" +
 	"\rrunning_tasks\x18\x04 \x01(\rR\frunningTasks\"\x0f\n" +
-	"\rStatusRequest\"\xd8\x05\n" +
+	"\rStatusRequest\"\xf4\x05\n" +
 	"\x0eStatusResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x129\n" +
@@ -737,14 +1017,17 @@ const file_cortex_api_v1_api_proto_rawDesc = "" +
 	"\x0fprivate_network\x18\r \x01(\bR\x0eprivateNetwork\x12%\n" +
 	"\x0eallowlist_size\x18\x0e \x01(\rR\rallowlistSize\x12.\n" +
 	"\x13mesh_bytes_received\x18\x0f \x01(\x04R\x11meshBytesReceived\x12&\n" +
-	"\x0fmesh_bytes_sent\x18\x10 \x01(\x04R\rmeshBytesSent\x1a9\n" +
+	"\x0fmesh_bytes_sent\x18\x10 \x01(\x04R\rmeshBytesSent\x12\x1a\n" +
+	"\bdraining\x18\x11 \x01(\bR\bdraining\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xeb\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xff\x02\n" +
 	"\vPeerService\x12M\n" +
 	"\bIdentity\x12\x1e.cortex.api.v1.IdentityRequest\x1a\x1f.cortex.api.v1.IdentityResponse\"\x00\x12D\n" +
 	"\x05Peers\x12\x1b.cortex.api.v1.PeersRequest\x1a\x1c.cortex.api.v1.PeersResponse\"\x00\x12G\n" +
-	"\x06Status\x12\x1c.cortex.api.v1.StatusRequest\x1a\x1d.cortex.api.v1.StatusResponse\"\x00BEZCgithub.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1;apiv1b\x06proto3"
+	"\x06Status\x12\x1c.cortex.api.v1.StatusRequest\x1a\x1d.cortex.api.v1.StatusResponse\"\x00\x12C\n" +
+	"\x05Drain\x12\x1b.cortex.api.v1.DrainRequest\x1a\x19.cortex.api.v1.DrainEvent\"\x000\x01\x12M\n" +
+	"\bEligible\x12\x1e.cortex.api.v1.EligibleRequest\x1a\x1f.cortex.api.v1.EligibleResponse\"\x00BEZCgithub.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1;apiv1b\x06proto3"
 
 var (
 	file_cortex_api_v1_api_proto_rawDescOnce sync.Once
@@ -758,39 +1041,47 @@ func file_cortex_api_v1_api_proto_rawDescGZIP() []byte {
 	return file_cortex_api_v1_api_proto_rawDescData
 }
 
-var file_cortex_api_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_cortex_api_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_cortex_api_v1_api_proto_goTypes = []any{
-	(*IdentityRequest)(nil),       // 0: cortex.api.v1.IdentityRequest
-	(*IdentityResponse)(nil),      // 1: cortex.api.v1.IdentityResponse
-	(*PeersRequest)(nil),          // 2: cortex.api.v1.PeersRequest
-	(*PeersResponse)(nil),         // 3: cortex.api.v1.PeersResponse
-	(*PeerInfo)(nil),              // 4: cortex.api.v1.PeerInfo
-	(*Capabilities)(nil),          // 5: cortex.api.v1.Capabilities
-	(*Capacity)(nil),              // 6: cortex.api.v1.Capacity
-	(*StatusRequest)(nil),         // 7: cortex.api.v1.StatusRequest
-	(*StatusResponse)(nil),        // 8: cortex.api.v1.StatusResponse
-	nil,                           // 9: cortex.api.v1.PeerInfo.LabelsEntry
-	nil,                           // 10: cortex.api.v1.StatusResponse.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(*DrainRequest)(nil),          // 0: cortex.api.v1.DrainRequest
+	(*DrainEvent)(nil),            // 1: cortex.api.v1.DrainEvent
+	(*EligibleRequest)(nil),       // 2: cortex.api.v1.EligibleRequest
+	(*EligibleResponse)(nil),      // 3: cortex.api.v1.EligibleResponse
+	(*IdentityRequest)(nil),       // 4: cortex.api.v1.IdentityRequest
+	(*IdentityResponse)(nil),      // 5: cortex.api.v1.IdentityResponse
+	(*PeersRequest)(nil),          // 6: cortex.api.v1.PeersRequest
+	(*PeersResponse)(nil),         // 7: cortex.api.v1.PeersResponse
+	(*PeerInfo)(nil),              // 8: cortex.api.v1.PeerInfo
+	(*Capabilities)(nil),          // 9: cortex.api.v1.Capabilities
+	(*Capacity)(nil),              // 10: cortex.api.v1.Capacity
+	(*StatusRequest)(nil),         // 11: cortex.api.v1.StatusRequest
+	(*StatusResponse)(nil),        // 12: cortex.api.v1.StatusResponse
+	nil,                           // 13: cortex.api.v1.PeerInfo.LabelsEntry
+	nil,                           // 14: cortex.api.v1.StatusResponse.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
 }
 var file_cortex_api_v1_api_proto_depIdxs = []int32{
-	4,  // 0: cortex.api.v1.PeersResponse.peers:type_name -> cortex.api.v1.PeerInfo
-	9,  // 1: cortex.api.v1.PeerInfo.labels:type_name -> cortex.api.v1.PeerInfo.LabelsEntry
-	5,  // 2: cortex.api.v1.PeerInfo.capabilities:type_name -> cortex.api.v1.Capabilities
-	6,  // 3: cortex.api.v1.PeerInfo.capacity:type_name -> cortex.api.v1.Capacity
-	11, // 4: cortex.api.v1.PeerInfo.last_seen:type_name -> google.protobuf.Timestamp
-	11, // 5: cortex.api.v1.StatusResponse.started_at:type_name -> google.protobuf.Timestamp
-	10, // 6: cortex.api.v1.StatusResponse.labels:type_name -> cortex.api.v1.StatusResponse.LabelsEntry
-	5,  // 7: cortex.api.v1.StatusResponse.capabilities:type_name -> cortex.api.v1.Capabilities
-	6,  // 8: cortex.api.v1.StatusResponse.capacity:type_name -> cortex.api.v1.Capacity
-	0,  // 9: cortex.api.v1.PeerService.Identity:input_type -> cortex.api.v1.IdentityRequest
-	2,  // 10: cortex.api.v1.PeerService.Peers:input_type -> cortex.api.v1.PeersRequest
-	7,  // 11: cortex.api.v1.PeerService.Status:input_type -> cortex.api.v1.StatusRequest
-	1,  // 12: cortex.api.v1.PeerService.Identity:output_type -> cortex.api.v1.IdentityResponse
-	3,  // 13: cortex.api.v1.PeerService.Peers:output_type -> cortex.api.v1.PeersResponse
-	8,  // 14: cortex.api.v1.PeerService.Status:output_type -> cortex.api.v1.StatusResponse
-	12, // [12:15] is the sub-list for method output_type
-	9,  // [9:12] is the sub-list for method input_type
+	8,  // 0: cortex.api.v1.PeersResponse.peers:type_name -> cortex.api.v1.PeerInfo
+	13, // 1: cortex.api.v1.PeerInfo.labels:type_name -> cortex.api.v1.PeerInfo.LabelsEntry
+	9,  // 2: cortex.api.v1.PeerInfo.capabilities:type_name -> cortex.api.v1.Capabilities
+	10, // 3: cortex.api.v1.PeerInfo.capacity:type_name -> cortex.api.v1.Capacity
+	15, // 4: cortex.api.v1.PeerInfo.last_seen:type_name -> google.protobuf.Timestamp
+	15, // 5: cortex.api.v1.StatusResponse.started_at:type_name -> google.protobuf.Timestamp
+	14, // 6: cortex.api.v1.StatusResponse.labels:type_name -> cortex.api.v1.StatusResponse.LabelsEntry
+	9,  // 7: cortex.api.v1.StatusResponse.capabilities:type_name -> cortex.api.v1.Capabilities
+	10, // 8: cortex.api.v1.StatusResponse.capacity:type_name -> cortex.api.v1.Capacity
+	4,  // 9: cortex.api.v1.PeerService.Identity:input_type -> cortex.api.v1.IdentityRequest
+	6,  // 10: cortex.api.v1.PeerService.Peers:input_type -> cortex.api.v1.PeersRequest
+	11, // 11: cortex.api.v1.PeerService.Status:input_type -> cortex.api.v1.StatusRequest
+	0,  // 12: cortex.api.v1.PeerService.Drain:input_type -> cortex.api.v1.DrainRequest
+	2,  // 13: cortex.api.v1.PeerService.Eligible:input_type -> cortex.api.v1.EligibleRequest
+	5,  // 14: cortex.api.v1.PeerService.Identity:output_type -> cortex.api.v1.IdentityResponse
+	7,  // 15: cortex.api.v1.PeerService.Peers:output_type -> cortex.api.v1.PeersResponse
+	12, // 16: cortex.api.v1.PeerService.Status:output_type -> cortex.api.v1.StatusResponse
+	1,  // 17: cortex.api.v1.PeerService.Drain:output_type -> cortex.api.v1.DrainEvent
+	3,  // 18: cortex.api.v1.PeerService.Eligible:output_type -> cortex.api.v1.EligibleResponse
+	14, // [14:19] is the sub-list for method output_type
+	9,  // [9:14] is the sub-list for method input_type
 	9,  // [9:9] is the sub-list for extension type_name
 	9,  // [9:9] is the sub-list for extension extendee
 	0,  // [0:9] is the sub-list for field type_name
@@ -807,7 +1098,7 @@ func file_cortex_api_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cortex_api_v1_api_proto_rawDesc), len(file_cortex_api_v1_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -45,7 +45,9 @@ type Heartbeat struct {
 	StartedAtUnixMs int64 `protobuf:"varint,10,opt,name=started_at_unix_ms,json=startedAtUnixMs,proto3" json:"started_at_unix_ms,omitempty"`
 	// Names of the container images the peer holds (at most 32), so
 	// placement can prefer a peer that need not pull a task's image.
-	Images        []string `protobuf:"bytes,11,rep,name=images,proto3" json:"images,omitempty"`
+	Images []string `protobuf:"bytes,11,rep,name=images,proto3" json:"images,omitempty"`
+	// The peer is draining: it takes no new tasks, and placement skips it.
+	Draining      bool `protobuf:"varint,12,opt,name=draining,proto3" json:"draining,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -155,6 +157,13 @@ func (x *Heartbeat) GetImages() []string {
 		return x.Images
 	}
 	return nil
+}
+
+func (x *Heartbeat) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
 }
 
 type Capabilities struct {
@@ -297,7 +306,7 @@ var File_cortex_mesh_v1_heartbeat_proto protoreflect.FileDescriptor
 
 const file_cortex_mesh_v1_heartbeat_proto_rawDesc = "" +
 	"\n" +
-	"\x1ecortex/mesh/v1/heartbeat.proto\x12\x0ecortex.mesh.v1\"\xe2\x03\n" +
+	"\x1ecortex/mesh/v1/heartbeat.proto\x12\x0ecortex.mesh.v1\"\xfe\x03\n" +
 	"\tHeartbeat\x12\x17\n" +
 	"\apeer_id\x18\x01 \x01(\fR\x06peerId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12%\n" +
@@ -310,7 +319,8 @@ const file_cortex_mesh_v1_heartbeat_proto_rawDesc = "" +
 	"\bcapacity\x18\t \x01(\v2\x18.cortex.mesh.v1.CapacityR\bcapacity\x12+\n" +
 	"\x12started_at_unix_ms\x18\n" +
 	" \x01(\x03R\x0fstartedAtUnixMs\x12\x16\n" +
-	"\x06images\x18\v \x03(\tR\x06images\x1a9\n" +
+	"\x06images\x18\v \x03(\tR\x06images\x12\x1a\n" +
+	"\bdraining\x18\f \x01(\bR\bdraining\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"x\n" +

@@ -942,8 +942,11 @@ type TaskResult struct {
 	// The task wrote more than its disk limit: killed, nothing comes back.
 	DiskLimitExceeded bool            `protobuf:"varint,19,opt,name=disk_limit_exceeded,json=diskLimitExceeded,proto3" json:"disk_limit_exceeded,omitempty"`
 	Artifacts         []*TaskArtifact `protobuf:"bytes,20,rep,name=artifacts,proto3" json:"artifacts,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The executor was drained: the task was killed at the drain's deadline
+	// and handed back, not failed; its coordinator may place it again.
+	Returned      bool `protobuf:"varint,21,opt,name=returned,proto3" json:"returned,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskResult) Reset() {
@@ -1114,6 +1117,13 @@ func (x *TaskResult) GetArtifacts() []*TaskArtifact {
 		return x.Artifacts
 	}
 	return nil
+}
+
+func (x *TaskResult) GetReturned() bool {
+	if x != nil {
+		return x.Returned
+	}
+	return false
 }
 
 // LogChunk is one piece of a task's output, published on the task's log
@@ -1328,7 +1338,7 @@ const file_cortex_mesh_v1_task_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12/\n" +
 	"\x05state\x18\x03 \x01(\x0e2\x19.cortex.mesh.v1.TaskStateR\x05state\x122\n" +
 	"\x06result\x18\x04 \x01(\v2\x1a.cortex.mesh.v1.TaskResultR\x06result\x12\x12\n" +
-	"\x04have\x18\x05 \x01(\rR\x04have\"\xdf\x05\n" +
+	"\x04have\x18\x05 \x01(\rR\x04have\"\xfb\x05\n" +
 	"\n" +
 	"TaskResult\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12/\n" +
@@ -1355,7 +1365,8 @@ const file_cortex_mesh_v1_task_proto_rawDesc = "" +
 	"\x11log_dropped_bytes\x18\x11 \x01(\x04R\x0flogDroppedBytes\x12+\n" +
 	"\x12started_at_unix_ms\x18\x12 \x01(\x03R\x0fstartedAtUnixMs\x12.\n" +
 	"\x13disk_limit_exceeded\x18\x13 \x01(\bR\x11diskLimitExceeded\x12:\n" +
-	"\tartifacts\x18\x14 \x03(\v2\x1c.cortex.mesh.v1.TaskArtifactR\tartifacts\"\x83\x01\n" +
+	"\tartifacts\x18\x14 \x03(\v2\x1c.cortex.mesh.v1.TaskArtifactR\tartifacts\x12\x1a\n" +
+	"\breturned\x18\x15 \x01(\bR\breturned\"\x83\x01\n" +
 	"\bLogChunk\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x16\n" +
 	"\x06stream\x18\x02 \x01(\rR\x06stream\x12\x10\n" +

@@ -45,6 +45,10 @@ const (
 	PeerServicePeersProcedure = "/cortex.api.v1.PeerService/Peers"
 	// PeerServiceStatusProcedure is the fully-qualified name of the PeerService's Status RPC.
 	PeerServiceStatusProcedure = "/cortex.api.v1.PeerService/Status"
+	// PeerServiceDrainProcedure is the fully-qualified name of the PeerService's Drain RPC.
+	PeerServiceDrainProcedure = "/cortex.api.v1.PeerService/Drain"
+	// PeerServiceEligibleProcedure is the fully-qualified name of the PeerService's Eligible RPC.
+	PeerServiceEligibleProcedure = "/cortex.api.v1.PeerService/Eligible"
 )
 
 // PeerServiceClient is a client for the cortex.api.v1.PeerService service.
@@ -55,6 +59,13 @@ type PeerServiceClient interface {
 	Peers(context.Context, *connect.Request[v1.PeersRequest]) (*connect.Response[v1.PeersResponse], error)
 	// Status returns the local peer's health, capabilities and counters.
 	Status(context.Context, *connect.Request[v1.StatusRequest]) (*connect.Response[v1.StatusResponse], error)
+	// Drain makes the peer ineligible for new tasks, lets the tasks it runs
+	// end (until the deadline, then kills them and hands them back as
+	// returned), delivers every result, then stops the peer (unless stay).
+	// It streams progress; the last event has done set.
+	Drain(context.Context, *connect.Request[v1.DrainRequest]) (*connect.ServerStreamForClient[v1.DrainEvent], error)
+	// Eligible undoes a drain that stayed: the peer takes tasks again.
+	Eligible(context.Context, *connect.Request[v1.EligibleRequest]) (*connect.Response[v1.EligibleResponse], error)
 }
 
 // NewPeerServiceClient constructs a client for the cortex.api.v1.PeerService service. By default,
@@ -86,6 +97,18 @@ func NewPeerServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(peerServiceMethods.ByName("Status")),
 			connect.WithClientOptions(opts...),
 		),
+		drain: connect.NewClient[v1.DrainRequest, v1.DrainEvent](
+			httpClient,
+			baseURL+PeerServiceDrainProcedure,
+			connect.WithSchema(peerServiceMethods.ByName("Drain")),
+			connect.WithClientOptions(opts...),
+		),
+		eligible: connect.NewClient[v1.EligibleRequest, v1.EligibleResponse](
+			httpClient,
+			baseURL+PeerServiceEligibleProcedure,
+			connect.WithSchema(peerServiceMethods.ByName("Eligible")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -94,6 +117,8 @@ type peerServiceClient struct {
 	identity *connect.Client[v1.IdentityRequest, v1.IdentityResponse]
 	peers    *connect.Client[v1.PeersRequest, v1.PeersResponse]
 	status   *connect.Client[v1.StatusRequest, v1.StatusResponse]
+	drain    *connect.Client[v1.DrainRequest, v1.DrainEvent]
+	eligible *connect.Client[v1.EligibleRequest, v1.EligibleResponse]
 }
 
 // Identity calls cortex.api.v1.PeerService.Identity.
@@ -111,6 +136,16 @@ func (c *peerServiceClient) Status(ctx context.Context, req *connect.Request[v1.
 	return c.status.CallUnary(ctx, req)
 }
 
+// Drain calls cortex.api.v1.PeerService.Drain.
+func (c *peerServiceClient) Drain(ctx context.Context, req *connect.Request[v1.DrainRequest]) (*connect.ServerStreamForClient[v1.DrainEvent], error) {
+	return c.drain.CallServerStream(ctx, req)
+}
+
+// Eligible calls cortex.api.v1.PeerService.Eligible.
+func (c *peerServiceClient) Eligible(ctx context.Context, req *connect.Request[v1.EligibleRequest]) (*connect.Response[v1.EligibleResponse], error) {
+	return c.eligible.CallUnary(ctx, req)
+}
+
 // PeerServiceHandler is an implementation of the cortex.api.v1.PeerService service.
 type PeerServiceHandler interface {
 	// Identity returns the local peer's id and the addresses it listens on.
@@ -119,6 +154,13 @@ type PeerServiceHandler interface {
 	Peers(context.Context, *connect.Request[v1.PeersRequest]) (*connect.Response[v1.PeersResponse], error)
 	// Status returns the local peer's health, capabilities and counters.
 	Status(context.Context, *connect.Request[v1.StatusRequest]) (*connect.Response[v1.StatusResponse], error)
+	// Drain makes the peer ineligible for new tasks, lets the tasks it runs
+	// end (until the deadline, then kills them and hands them back as
+	// returned), delivers every result, then stops the peer (unless stay).
+	// It streams progress; the last event has done set.
+	Drain(context.Context, *connect.Request[v1.DrainRequest], *connect.ServerStream[v1.DrainEvent]) error
+	// Eligible undoes a drain that stayed: the peer takes tasks again.
+	Eligible(context.Context, *connect.Request[v1.EligibleRequest]) (*connect.Response[v1.EligibleResponse], error)
 }
 
 // NewPeerServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -146,6 +188,18 @@ func NewPeerServiceHandler(svc PeerServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(peerServiceMethods.ByName("Status")),
 		connect.WithHandlerOptions(opts...),
 	)
+	peerServiceDrainHandler := connect.NewServerStreamHandler(
+		PeerServiceDrainProcedure,
+		svc.Drain,
+		connect.WithSchema(peerServiceMethods.ByName("Drain")),
+		connect.WithHandlerOptions(opts...),
+	)
+	peerServiceEligibleHandler := connect.NewUnaryHandler(
+		PeerServiceEligibleProcedure,
+		svc.Eligible,
+		connect.WithSchema(peerServiceMethods.ByName("Eligible")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/cortex.api.v1.PeerService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case PeerServiceIdentityProcedure:
@@ -154,6 +208,10 @@ func NewPeerServiceHandler(svc PeerServiceHandler, opts ...connect.HandlerOption
 			peerServicePeersHandler.ServeHTTP(w, r)
 		case PeerServiceStatusProcedure:
 			peerServiceStatusHandler.ServeHTTP(w, r)
+		case PeerServiceDrainProcedure:
+			peerServiceDrainHandler.ServeHTTP(w, r)
+		case PeerServiceEligibleProcedure:
+			peerServiceEligibleHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -173,4 +231,12 @@ func (UnimplementedPeerServiceHandler) Peers(context.Context, *connect.Request[v
 
 func (UnimplementedPeerServiceHandler) Status(context.Context, *connect.Request[v1.StatusRequest]) (*connect.Response[v1.StatusResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cortex.api.v1.PeerService.Status is not implemented"))
+}
+
+func (UnimplementedPeerServiceHandler) Drain(context.Context, *connect.Request[v1.DrainRequest], *connect.ServerStream[v1.DrainEvent]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("cortex.api.v1.PeerService.Drain is not implemented"))
+}
+
+func (UnimplementedPeerServiceHandler) Eligible(context.Context, *connect.Request[v1.EligibleRequest]) (*connect.Response[v1.EligibleResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cortex.api.v1.PeerService.Eligible is not implemented"))
 }
