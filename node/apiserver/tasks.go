@@ -93,7 +93,7 @@ func (t *taskService) Run(ctx context.Context, req *connect.Request[apiv1.RunReq
 	if err != nil {
 		return err
 	}
-	rr := delegation.RunRequest{Spec: spec, Detach: req.Msg.GetDetach(), Verify: req.Msg.GetVerify(), Placement: delegation.Placement{
+	rr := delegation.RunRequest{Spec: spec, Detach: req.Msg.GetDetach(), Verify: req.Msg.GetVerify(), RetryOnDrain: req.Msg.GetRetryOnDrain(), Placement: delegation.Placement{
 		Labels: req.Msg.GetLabels(), Require: req.Msg.GetRequire(),
 	}}
 	if p := req.Msg.GetPeer(); p != "" {

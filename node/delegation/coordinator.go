@@ -90,14 +90,46 @@ type RunRequest struct {
 	// before it merges: "report" attaches what it found, "block" also
 	// refuses a result that adds errors; "": no check.
 	Verify string
+	// RetryOnDrain places a task its executor returned (drained) again,
+	// up to maxDrainRetries times. Attached runs only.
+	RetryOnDrain bool
 
 	base cid.Cid // the workspace as imported for placement, when it was
 }
 
+// maxDrainRetries bounds how often a returned task is placed again.
+const maxDrainRetries = 3
+
 // Submit places and starts a task. Attached, it returns when the task has
 // ended, its output relayed to ev and its workspace merged; detached, once
-// the executor has accepted it.
+// the executor has accepted it. With RetryOnDrain, a task returned by a
+// drained executor is placed again under a new id (ID-r1, ID-r2…).
 func (d *Delegation) Submit(ctx context.Context, req RunRequest, ev tasks.Events) (tasks.Outcome, error) {
+	if req.RetryOnDrain && req.Detach {
+		return tasks.Outcome{ID: req.Spec.ID}, fmt.Errorf("retry on drain needs an attached run (not detach): %w", errdefs.ErrInvalid)
+	}
+	if req.Spec.ID == "" {
+		req.Spec.ID = tasks.NewTaskID()
+	}
+	first := req.Spec.ID
+	out, err := d.submitOnce(ctx, req, ev)
+	for attempt := 1; req.RetryOnDrain && attempt <= maxDrainRetries && ctx.Err() == nil && d.returned(out.ID); attempt++ {
+		req.Spec.ID = fmt.Sprintf("%s-r%d", first, attempt)
+		d.log.Info("task returned by a drained peer; placing it again", "task", out.ID, "as", req.Spec.ID)
+		_ = ev.Progress(fmt.Sprintf("task %s returned by a drained peer; placing it again as %s", out.ID, req.Spec.ID), 0, 0)
+		out, err = d.submitOnce(ctx, req, ev)
+	}
+	return out, err
+}
+
+// returned reports whether the task's executor handed it back.
+func (d *Delegation) returned(id string) bool {
+	rec, err := d.rec.task(id)
+	return err == nil && rec.State == stateReturned
+}
+
+// submitOnce places and starts one task.
+func (d *Delegation) submitOnce(ctx context.Context, req RunRequest, ev tasks.Events) (tasks.Outcome, error) {
 	spec := req.Spec
 	if spec.ID == "" {
 		spec.ID = tasks.NewTaskID()

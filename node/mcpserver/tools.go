@@ -193,24 +193,25 @@ func (s *Server) workspaceVerify(ctx context.Context, creq *mcp.CallToolRequest,
 
 // TaskInput is what run_task and start_task take.
 type TaskInput struct {
-	Command   []string          `json:"command" jsonschema:"the command and its arguments, e.g. [\"sh\", \"-c\", \"make test\"]"`
-	Image     string            `json:"image,omitempty" jsonschema:"container image (default: the executing peer's default image)"`
-	Workspace string            `json:"workspace,omitempty" jsonschema:"absolute directory path on the peer's machine, or a workspace root CID; mounted at /workspace"`
-	Workdir   string            `json:"workdir,omitempty" jsonschema:"absolute working directory inside the task (default /workspace with a workspace, else /)"`
-	Env       []string          `json:"env,omitempty" jsonschema:"environment variables as K=V"`
-	Peer      string            `json:"peer,omitempty" jsonschema:"peer id to run on (from list_peers); default: the least loaded matching peer"`
-	Labels    map[string]string `json:"labels,omitempty" jsonschema:"labels the executing peer must carry"`
-	Require   []string          `json:"require,omitempty" jsonschema:"capabilities the executing peer must have: containerd, gvisor, chromium, gopls"`
-	Timeout   string            `json:"timeout,omitempty" jsonschema:"kill the task after this long, as a duration like 30s or 10m (default: the peer's)"`
-	MemoryMiB int64             `json:"memory_mib,omitempty" jsonschema:"memory limit in MiB"`
-	DiskMiB   int64             `json:"disk_mib,omitempty" jsonschema:"bound on what the task writes to /workspace, in MiB; over it the task is killed and nothing is merged"`
-	CPUs      float64           `json:"cpus,omitempty" jsonschema:"CPU limit in cores"`
-	Pids      int64             `json:"pids,omitempty" jsonschema:"most processes at once"`
-	Network   string            `json:"network,omitempty" jsonschema:"none (default: loopback only) or host, if the peer allows it"`
-	Isolation string            `json:"isolation,omitempty" jsonschema:"runc (default) or gvisor"`
-	UID       *uint32           `json:"uid,omitempty" jsonschema:"numeric user id to run as (default 65534)"`
-	Verify    string            `json:"verify,omitempty" jsonschema:"check the result with the workspace's language server before it merges: report, or block (refuse a result that adds errors)"`
-	Artifacts []string          `json:"artifacts,omitempty" jsonschema:"paths or globs under the workspace (out/app, logs/*.txt) returned by CID when the task ends instead of merged; read them with artifact_read or artifact_get"`
+	Command      []string          `json:"command" jsonschema:"the command and its arguments, e.g. [\"sh\", \"-c\", \"make test\"]"`
+	Image        string            `json:"image,omitempty" jsonschema:"container image (default: the executing peer's default image)"`
+	Workspace    string            `json:"workspace,omitempty" jsonschema:"absolute directory path on the peer's machine, or a workspace root CID; mounted at /workspace"`
+	Workdir      string            `json:"workdir,omitempty" jsonschema:"absolute working directory inside the task (default /workspace with a workspace, else /)"`
+	Env          []string          `json:"env,omitempty" jsonschema:"environment variables as K=V"`
+	Peer         string            `json:"peer,omitempty" jsonschema:"peer id to run on (from list_peers); default: the least loaded matching peer"`
+	Labels       map[string]string `json:"labels,omitempty" jsonschema:"labels the executing peer must carry"`
+	Require      []string          `json:"require,omitempty" jsonschema:"capabilities the executing peer must have: containerd, gvisor, chromium, gopls"`
+	Timeout      string            `json:"timeout,omitempty" jsonschema:"kill the task after this long, as a duration like 30s or 10m (default: the peer's)"`
+	MemoryMiB    int64             `json:"memory_mib,omitempty" jsonschema:"memory limit in MiB"`
+	DiskMiB      int64             `json:"disk_mib,omitempty" jsonschema:"bound on what the task writes to /workspace, in MiB; over it the task is killed and nothing is merged"`
+	CPUs         float64           `json:"cpus,omitempty" jsonschema:"CPU limit in cores"`
+	Pids         int64             `json:"pids,omitempty" jsonschema:"most processes at once"`
+	Network      string            `json:"network,omitempty" jsonschema:"none (default: loopback only) or host, if the peer allows it"`
+	Isolation    string            `json:"isolation,omitempty" jsonschema:"runc (default) or gvisor"`
+	UID          *uint32           `json:"uid,omitempty" jsonschema:"numeric user id to run as (default 65534)"`
+	Verify       string            `json:"verify,omitempty" jsonschema:"check the result with the workspace's language server before it merges: report, or block (refuse a result that adds errors)"`
+	Artifacts    []string          `json:"artifacts,omitempty" jsonschema:"paths or globs under the workspace (out/app, logs/*.txt) returned by CID when the task ends instead of merged; read them with artifact_read or artifact_get"`
+	RetryOnDrain bool              `json:"retry_on_drain,omitempty" jsonschema:"run_task only: if the executing peer is drained and hands the task back, place it again on another peer (up to 3 times)"`
 }
 
 // RunOutput is run_task's result.
@@ -286,7 +287,7 @@ func (s *Server) request(ctx context.Context, in TaskInput, n *notifier, keep bo
 		}
 		spec.TimeoutMs = d.Milliseconds()
 	}
-	req = &apiv1.RunRequest{Spec: spec, Peer: in.Peer, Labels: in.Labels, Require: in.Require, Verify: in.Verify}
+	req = &apiv1.RunRequest{Spec: spec, Peer: in.Peer, Labels: in.Labels, Require: in.Require, Verify: in.Verify, RetryOnDrain: in.RetryOnDrain}
 	if in.Workspace == "" {
 		return req, cleanup, "", nil
 	}

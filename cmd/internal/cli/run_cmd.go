@@ -50,6 +50,7 @@ type runFlags struct {
 	require   []string
 	detach    bool
 	verify    string
+	retry     bool
 	artifacts []string
 }
 
@@ -119,6 +120,7 @@ on (cortex-peer tasks, logs -f, result, cancel).`,
 	fl.BoolVar(&f.detach, "detach", false, "print the task id once the task is submitted and return; see tasks, logs, result")
 	fl.StringVar(&f.verify, "verify", "", "check the result with the workspace's language server before it merges: report, or block (refuse a result that adds errors)")
 	fl.Lookup("verify").NoOptDefVal = "report"
+	fl.BoolVar(&f.retry, "retry-on-drain", false, "place the task again (up to 3 times) if its executor is drained and hands it back")
 	fl.StringArrayVar(&f.artifacts, "artifact", nil, "a path or glob under the workspace (out/app, 'logs/*.txt') returned by CID when the task ends, not merged (repeatable)")
 	return cmd
 }
@@ -152,7 +154,7 @@ func (f *runFlags) request(args []string) (*apiv1.RunRequest, error) {
 		u := uint32(uid)
 		spec.Uid = &u
 	}
-	req := &apiv1.RunRequest{Spec: spec, Peer: f.peer, Require: f.require, Detach: f.detach, Verify: f.verify}
+	req := &apiv1.RunRequest{Spec: spec, Peer: f.peer, Require: f.require, Detach: f.detach, Verify: f.verify, RetryOnDrain: f.retry}
 	for _, l := range f.labels {
 		k, v, ok := strings.Cut(l, "=")
 		if !ok || k == "" {

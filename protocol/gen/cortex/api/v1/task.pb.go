@@ -245,7 +245,10 @@ type RunRequest struct {
 	// Verify the task's result with the workspace's language server before
 	// it merges: "report" attaches the report; "block" also refuses to merge
 	// a result that adds errors. Empty: no verification.
-	Verify        string `protobuf:"bytes,7,opt,name=verify,proto3" json:"verify,omitempty"`
+	Verify string `protobuf:"bytes,7,opt,name=verify,proto3" json:"verify,omitempty"`
+	// A task its executor hands back because it was drained (state returned)
+	// is placed again on another peer, up to 3 times. Attached runs only.
+	RetryOnDrain  bool `protobuf:"varint,8,opt,name=retry_on_drain,json=retryOnDrain,proto3" json:"retry_on_drain,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -327,6 +330,13 @@ func (x *RunRequest) GetVerify() string {
 		return x.Verify
 	}
 	return ""
+}
+
+func (x *RunRequest) GetRetryOnDrain() bool {
+	if x != nil {
+		return x.RetryOnDrain
+	}
+	return false
 }
 
 type ListTasksRequest struct {
@@ -500,7 +510,8 @@ func (x *GetTaskResponse) GetTask() *TaskInfo {
 type TaskInfo struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	TaskId string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
-	// submitted, fetching, running, exited, delivered, lost, failed.
+	// submitted, fetching, running, exited, delivered, cancelled, lost,
+	// failed, returned (its executor was drained).
 	State string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
 	// Peer id of the executor.
 	Executor  string                 `protobuf:"bytes,3,opt,name=executor,proto3" json:"executor,omitempty"`
@@ -1778,7 +1789,7 @@ const file_cortex_api_v1_task_proto_rawDesc = "" +
 	"\x04pids\x18\x03 \x01(\x03R\x04pids\x12\x1b\n" +
 	"\ttmp_bytes\x18\x04 \x01(\x03R\btmpBytes\x12\x1d\n" +
 	"\n" +
-	"disk_bytes\x18\x05 \x01(\x03R\tdiskBytes\"\xaf\x02\n" +
+	"disk_bytes\x18\x05 \x01(\x03R\tdiskBytes\"\xd5\x02\n" +
 	"\n" +
 	"RunRequest\x12+\n" +
 	"\x04spec\x18\x01 \x01(\v2\x17.cortex.api.v1.TaskSpecR\x04spec\x12\x1c\n" +
@@ -1787,7 +1798,8 @@ const file_cortex_api_v1_task_proto_rawDesc = "" +
 	"\x06labels\x18\x04 \x03(\v2%.cortex.api.v1.RunRequest.LabelsEntryR\x06labels\x12\x18\n" +
 	"\arequire\x18\x05 \x03(\tR\arequire\x12\x16\n" +
 	"\x06detach\x18\x06 \x01(\bR\x06detach\x12\x16\n" +
-	"\x06verify\x18\a \x01(\tR\x06verify\x1a9\n" +
+	"\x06verify\x18\a \x01(\tR\x06verify\x12$\n" +
+	"\x0eretry_on_drain\x18\b \x01(\bR\fretryOnDrain\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x12\n" +
