@@ -103,7 +103,7 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	if n.exchange, err = exchange.New(cfg.Exchange, n.host, n.dags, logger("exchange")); err != nil {
 		return nil, err
 	}
-	n.taskLogs = tasklog.New(n.store.DB(), filepath.Join(cfg.Store.Dir, "tasklogs"), tasklog.NewDAGArchive(n.dags, gc))
+	n.taskLogs = tasklog.New(n.store.DB(), filepath.Join(cfg.Store.Dir, "tasklogs"), tasklog.NewDAGArchive(n.dags, gc), n.store.Room)
 	n.images = tasks.NewImages(cfg.Tasks.ContainerdSocket, cfg.Tasks.Namespace, logger("images"))
 	if n.runner, err = tasks.New(cfg.Tasks, n.host.ID(), n.dags, n.watch, n.taskLogs, gc, logger("tasks")); err != nil {
 		return nil, err
