@@ -84,7 +84,7 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	if n.store, err = store.Open(cfg.Store, logger("store")); err != nil {
 		return nil, err
 	}
-	n.dags = dag.NewStore(n.store.DB())
+	n.dags = dag.NewStore(n.store.DB(), dag.WithLogger(logger("dag")))
 	n.dags.Blocks().SetRoomCheck(n.store.Room)
 	// Workspaces the user imports are watched, so that importing one again
 	// with nothing changed costs no stat (see dag.ImportOptions.Watch). A
