@@ -84,7 +84,12 @@ func (s *Store) Export(ctx context.Context, root cid.Cid, dest string, opts Expo
 		return ExportResult{}, fmt.Errorf("export %s: %w", root, err)
 	}
 	parent := filepath.Dir(dest)
-	tmp := filepath.Join(parent, "."+filepath.Base(dest)+".cortex-export-"+randomSuffix())
+	if removed, err := RemoveStaleScratch(parent, ScratchExport); err != nil {
+		s.log.Warn("remove stale export scratch", "err", err)
+	} else if len(removed) > 0 {
+		s.log.Info("removed scratch paths an interrupted export left", "dir", parent, "paths", removed)
+	}
+	tmp := ScratchPath(dest, ScratchExport, randomSuffix())
 	ex := newExporter(s, opts)
 	fail := func(err error) (ExportResult, error) {
 		os.RemoveAll(tmp)

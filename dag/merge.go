@@ -79,7 +79,9 @@ func (s *Store) Merge(ctx context.Context, base, theirs cid.Cid, dir string) (Me
 		return rep, fmt.Errorf("merge into %s: %w", dir, err)
 	}
 	defer r.Close()
-	m := &merger{s: s, r: r, rep: &rep, umask: processUmask()}
+	m := &merger{s: s, r: r, rep: &rep, umask: processUmask(), swept: map[string]bool{}}
+	defer m.logSwept(dir)
+	m.sweep(".")
 	// Diff reports a replaced path as removed then added; pair them up.
 	for i := 0; i < len(changes); i++ {
 		c := changes[i]
@@ -102,6 +104,33 @@ type merger struct {
 	r     *os.Root
 	rep   *MergeReport
 	umask os.FileMode
+	// swept are the directories whose stale scratch files were looked
+	// for (the root, and each one a file is written in); removed what
+	// was found.
+	swept   map[string]bool
+	removed []string
+}
+
+// sweep removes, once per merge, the scratch files a killed merge left in
+// dir (see scratch.go). It never fails a merge: what it cannot remove is
+// left for the next.
+func (m *merger) sweep(dir string) {
+	if m.swept[dir] {
+		return
+	}
+	m.swept[dir] = true
+	removed, err := removeStaleScratchIn(m.r, dir, ScratchMerge)
+	m.removed = append(m.removed, removed...)
+	if err != nil {
+		m.s.log.Warn("remove stale merge scratch", "err", err)
+	}
+}
+
+// logSwept says, once, what the merge into dir removed.
+func (m *merger) logSwept(dir string) {
+	if len(m.removed) > 0 {
+		m.s.log.Info("removed scratch files an interrupted merge left", "dir", dir, "paths", m.removed)
+	}
 }
 
 func (m *merger) exporter() *exporter {
@@ -412,7 +441,7 @@ func (m *merger) write(ctx context.Context, rel string, c cid.Cid, replace bool)
 			return err
 		}
 	}
-	tmp := mergeTemp(rel)
+	tmp := m.temp(rel)
 	ex := m.exporter()
 	if data, ok := inline(c); ok && c.Prefix().Codec == cid.Raw {
 		if err := m.writeBytes(tmp, data, fileMode(nil)); err != nil {
@@ -484,15 +513,16 @@ func (m *merger) write(ctx context.Context, rel string, c cid.Cid, replace bool)
 	return nil
 }
 
-// mergeTemp names a fresh hidden path beside rel, renamed over rel once
-// complete.
-func mergeTemp(rel string) string {
-	return path.Join(path.Dir(rel), "."+path.Base(rel)+".cortex-merge-"+randomSuffix())
+// temp names a fresh hidden path beside rel, renamed over rel once
+// complete, having swept rel's directory.
+func (m *merger) temp(rel string) string {
+	m.sweep(path.Dir(rel))
+	return path.Join(path.Dir(rel), scratchName(path.Base(rel), ScratchMerge, randomSuffix()))
 }
 
 // writeBytes replaces rel with data atomically, with mode perm exactly.
 func (m *merger) writeBytes(rel string, data []byte, perm os.FileMode) error {
-	tmp := mergeTemp(rel)
+	tmp := m.temp(rel)
 	f, err := m.r.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, perm)
 	if err != nil {
 		return err

@@ -1,6 +1,8 @@
 package dag
 
 import (
+	"log/slog"
+
 	"github.com/dgraph-io/badger/v4"
 	"github.com/ipfs/boxo/blockservice"
 	offline "github.com/ipfs/boxo/exchange/offline"
@@ -14,16 +16,29 @@ type Store struct {
 	db     *badger.DB
 	blocks *Blockstore
 	dags   ipld.DAGService // over the local blocks only
+	log    *slog.Logger
 }
 
+// Option configures a Store.
+type Option func(*Store)
+
+// WithLogger logs what the store does on its own (removing the scratch
+// files of interrupted merges and exports) to log; by default nowhere.
+func WithLogger(log *slog.Logger) Option { return func(s *Store) { s.log = log } }
+
 // NewStore uses db, which the caller opens and closes.
-func NewStore(db *badger.DB) *Store {
+func NewStore(db *badger.DB, opts ...Option) *Store {
 	bs := NewBlockstore(db)
-	return &Store{
+	s := &Store{
 		db:     db,
 		blocks: bs,
 		dags:   merkledag.NewDAGService(blockservice.New(bs, offline.Exchange(bs))),
+		log:    slog.New(slog.DiscardHandler),
 	}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // PackDir is the directory of the packs that hold file chunks, beside the

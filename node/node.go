@@ -90,7 +90,7 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	if n.store, err = store.Open(cfg.Store, logger("store")); err != nil {
 		return nil, err
 	}
-	n.dags = dag.NewStore(n.store.DB())
+	n.dags = dag.NewStore(n.store.DB(), dag.WithLogger(logger("dag")))
 	n.dags.Blocks().SetRoomCheck(n.store.Room)
 	// Workspaces the user imports are watched, so that importing one again
 	// with nothing changed costs no stat (see dag.ImportOptions.Watch). A
@@ -109,7 +109,7 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	if n.exchange, err = exchange.New(cfg.Exchange, n.host, n.dags, logger("exchange")); err != nil {
 		return nil, err
 	}
-	n.taskLogs = tasklog.New(n.store.DB(), filepath.Join(cfg.Store.Dir, "tasklogs"), tasklog.NewDAGArchive(n.dags, gc))
+	n.taskLogs = tasklog.New(n.store.DB(), filepath.Join(cfg.Store.Dir, "tasklogs"), tasklog.NewDAGArchive(n.dags, gc), n.store.Room)
 	n.images = tasks.NewImages(cfg.Tasks.ContainerdSocket, cfg.Tasks.Namespace, logger("images"))
 	if n.runner, err = tasks.New(cfg.Tasks, n.host.ID(), n.dags, n.watch, n.taskLogs, gc, logger("tasks")); err != nil {
 		return nil, err

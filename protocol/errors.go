@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"strings"
 	"syscall"
 
 	"connectrpc.com/connect"
@@ -53,6 +54,29 @@ func ToConnectError(err error) error {
 		}
 	}
 	return connect.NewError(connect.CodeInternal, err)
+}
+
+// ErrorText is err's text as a task's result or record carries it, where it
+// is a string: the code a live call would carry is written in front of it
+// (resource_exhausted: no space left on …), so that whoever reads the
+// result tells a full disk from a bug. Errors of no kind are as they are.
+func ErrorText(err error) string {
+	if err == nil {
+		return ""
+	}
+	msg := err.Error()
+	code := connect.CodeOf(ToConnectError(err))
+	if code == connect.CodeInternal || code == connect.CodeUnknown {
+		return msg
+	}
+	// A text that came with its code (a result from another peer, joined
+	// to what followed from it here) keeps the code it names first.
+	for _, m := range errorCodes {
+		if strings.HasPrefix(msg, m.code.String()+": ") {
+			return msg
+		}
+	}
+	return code.String() + ": " + msg
 }
 
 // FromConnectError turns a wire error back into an error that wraps the

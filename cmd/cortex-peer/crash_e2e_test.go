@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -124,12 +125,20 @@ func TestKillNineDuringStoreWork(t *testing.T) {
 	if r := run(t, bin, "ws", "merge", "--data", p1.DataDir, baseCID, theirsCID, timed); r.code != 0 {
 		t.Fatalf("ws merge: %s", r.stderr)
 	}
+	killedPid := p1.Pid()
 	killDuring("merge", p1, time.Since(start)/2, "ws", "merge", baseCID, theirsCID, mine)
 	for _, name := range []string{"one.bin", "two.bin", "three.bin"} {
 		b, err := os.ReadFile(filepath.Join(mine, name))
 		if err != nil || !bytes.Equal(b, v1) && !bytes.Equal(b, v2) {
 			t.Fatalf("%s after a merge killed half-way is neither the old file nor the new (%d bytes, %v)", name, len(b), err)
 		}
+	}
+	left := scratchIn(t, mine, ".cortex-merge-")
+	t.Logf("the killed merge left %v", left)
+	if len(left) == 0 {
+		// Killed between two files: leave what a kill in the middle of
+		// one leaves, a scratch file named by the dead peer's pid.
+		testnet.WriteFile(t, filepath.Join(mine, fmt.Sprintf(".one.bin.cortex-merge-%d.0f3a9c1b2d4e", killedPid)), v2[:1<<20], 0o644)
 	}
 	if r := run(t, bin, "ws", "merge", "--data", p1.DataDir, baseCID, theirsCID, mine); r.code != 0 {
 		t.Fatalf("ws merge after the kill: %s %s", r.stdout, r.stderr)
@@ -139,9 +148,32 @@ func TestKillNineDuringStoreWork(t *testing.T) {
 			t.Fatalf("%s after the merge run again differs (%v)", name, err)
 		}
 	}
+	// The merge run again removed the scratch files the killed one left.
+	if left := scratchIn(t, mine, ".cortex-merge-"); len(left) > 0 {
+		t.Fatalf("scratch files of the killed merge still there after the next: %v", left)
+	}
+	if b, _ := os.ReadFile(p1.LogFile); !bytes.Contains(b, []byte("removed scratch files an interrupted merge left")) {
+		t.Fatal("the merge run again did not log the scratch files it removed")
+	}
 	// A scratch file the killed merge left is no part of the workspace.
 	if r := run(t, bin, "ws", "add", "--data", p1.DataDir, mine); r.code != 0 || strings.TrimSpace(r.stdout) != theirsCID {
 		entries, _ := os.ReadDir(mine)
 		t.Fatalf("the merged directory imports as %s, want %s (%v): %s", strings.TrimSpace(r.stdout), theirsCID, entries, r.stderr)
 	}
+}
+
+// scratchIn lists the names in dir that hold mark.
+func scratchIn(t *testing.T, dir, mark string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		if strings.Contains(e.Name(), mark) {
+			out = append(out, e.Name())
+		}
+	}
+	return out
 }

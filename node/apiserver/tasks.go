@@ -115,7 +115,7 @@ func (t *taskService) Run(ctx context.Context, req *connect.Request[apiv1.RunReq
 	}
 	res := resultToAPI(out)
 	if err != nil {
-		res.Error = err.Error()
+		res.Error = protocol.ErrorText(err)
 	}
 	return stream.Send(&apiv1.RunEvent{Event: &apiv1.RunEvent_Result{Result: res}})
 }

@@ -221,9 +221,14 @@ func (s *Service) Get(ctx context.Context, root cid.Cid, dest string, force bool
 // getTree fetches the tree root into dest, through a scratch copy when
 // dest exists (and is to be replaced).
 func (s *Service) getTree(ctx context.Context, root cid.Cid, dest string, exists bool, stall time.Duration, progress func(Progress)) (GetResult, error) {
+	if removed, err := dag.RemoveStaleScratch(filepath.Dir(dest), dag.ScratchGet); err != nil {
+		s.log.Warn("remove stale get scratch", "err", err)
+	} else if len(removed) > 0 {
+		s.log.Info("removed scratch paths an interrupted get left", "dir", filepath.Dir(dest), "paths", removed)
+	}
 	target := dest
 	if exists {
-		target = filepath.Join(filepath.Dir(dest), "."+filepath.Base(dest)+".cortex-get-"+root.String()[len(root.String())-8:])
+		target = dag.ScratchPath(dest, dag.ScratchGet, root.String()[len(root.String())-8:])
 		_ = os.RemoveAll(target)
 	}
 	before := s.received()

@@ -191,7 +191,7 @@ func (d *Delegation) runLocal(ctx context.Context, req RunRequest, spec runtime.
 	}
 	rec.State = stateRunning
 	if err := d.rec.putTask(rec); err != nil {
-		return tasks.Outcome{ID: spec.ID}, err
+		return tasks.Outcome{ID: spec.ID}, fmt.Errorf("task %s: record it before it runs: %w", spec.ID, err)
 	}
 	run := func(ctx context.Context, ev tasks.Events) (tasks.Outcome, error) {
 		ctx, cancel := context.WithCancel(ctx)
@@ -208,7 +208,11 @@ func (d *Delegation) runLocal(ctx context.Context, req RunRequest, spec runtime.
 			ev = verifyingEvents{Events: ev, d: d, mode: req.Verify, workspace: req.Workspace}
 		}
 		out, err := d.runner.Run(ctx, spec, req.Workspace, ev)
-		d.recordLocal(rec, out, err)
+		if rerr := d.recordLocal(rec, out, err); rerr != nil {
+			// The caller hears how the task ended, and that its record
+			// still says it runs (a restart marks it failed).
+			err = errors.Join(err, fmt.Errorf("task %s: record how it ended: %w", spec.ID, rerr))
+		}
 		return out, err
 	}
 	if !req.Detach {
@@ -221,7 +225,8 @@ func (d *Delegation) runLocal(ctx context.Context, req RunRequest, spec runtime.
 	return tasks.Outcome{ID: spec.ID}, nil
 }
 
-func (d *Delegation) recordLocal(rec *TaskRecord, out tasks.Outcome, err error) {
+// recordLocal stores how a local task ended; the error is the store's.
+func (d *Delegation) recordLocal(rec *TaskRecord, out tasks.Outcome, err error) error {
 	d.recMu.Lock()
 	defer d.recMu.Unlock()
 	rec.Result = outcomeRecord(out)
@@ -232,12 +237,12 @@ func (d *Delegation) recordLocal(rec *TaskRecord, out tasks.Outcome, err error) 
 	rec.VerifyReport = out.Verify
 	rec.State = endedState(rec.Result)
 	if err != nil {
-		rec.Error = err.Error()
+		rec.Error = protocol.ErrorText(err)
 		if out.Result.StartedAt.IsZero() {
 			rec.State = stateFailed
 		}
 	}
-	d.saveTask(rec)
+	return d.saveTask(rec)
 }
 
 // runRemote delegates a task to another peer.
@@ -312,10 +317,12 @@ func (d *Delegation) runRemote(ctx context.Context, req RunRequest, spec runtime
 
 // saveTask stores a coordinator record; the caller holds recMu. A store
 // that fails is logged: the task goes on, its record lags behind.
-func (d *Delegation) saveTask(rec *TaskRecord) {
-	if err := d.rec.putTask(rec); err != nil {
+func (d *Delegation) saveTask(rec *TaskRecord) error {
+	err := d.rec.putTask(rec)
+	if err != nil {
 		d.log.Warn("record task", "task", rec.ID, "state", rec.State, "err", err)
 	}
+	return err
 }
 
 // forget removes the record of a task that never ran, with its pin and
@@ -331,7 +338,7 @@ func (d *Delegation) forget(rec *TaskRecord) {
 func (d *Delegation) failTask(rec *TaskRecord, err error) {
 	d.recMu.Lock()
 	defer d.recMu.Unlock()
-	rec.State, rec.Error = stateFailed, err.Error()
+	rec.State, rec.Error = stateFailed, protocol.ErrorText(err)
 	d.saveTask(rec)
 }
 
@@ -511,8 +518,15 @@ func (d *Delegation) requestCancel(ctx context.Context, exec peer.ID, id string)
 // finish completes the output from the executor's log, then merges the
 // result into the caller's directory once.
 func (d *Delegation) finish(ctx context.Context, rec *TaskRecord, relay *logRelay, exec peer.ID) (tasks.Outcome, error) {
-	var incomplete error
+	var incomplete, failure error
 	if res := rec.Result; res != nil {
+		if res.Error != "" {
+			// The task ran but ended in an error on its executor (its
+			// output could not be kept, its result not imported): the
+			// caller is told, as for a task run here. The text comes over
+			// the wire with its code in front (protocol.ErrorText).
+			failure = errors.New(res.Error)
+		}
 		relay.complete(ctx, d, exec, res.StdoutChunks, res.StderrChunks)
 		// The executor's log holds every chunk, so this happens only when
 		// it could not be read (the executor went away, or its disk
@@ -533,6 +547,9 @@ func (d *Delegation) finish(ctx context.Context, rec *TaskRecord, relay *logRela
 		err = incomplete
 	case incomplete != nil:
 		err = fmt.Errorf("%w; %w", incomplete, err)
+	}
+	if failure != nil {
+		err = errors.Join(failure, err)
 	}
 	return recordOutcome(rec), err
 }
@@ -681,8 +698,11 @@ func (d *Delegation) deliver(from peer.ID, w *meshv1.TaskResult) *meshv1.TaskRep
 	}
 	rec.Result = res
 	rec.State = endedState(res)
+	// A task that ran and ended in an error (its output could not be
+	// kept, say) reads as a local one does: the record carries the error.
+	rec.Error = res.Error
 	if w.GetState() == meshv1.TaskState_TASK_STATE_FAILED {
-		rec.State, rec.Error = stateFailed, res.Error
+		rec.State = stateFailed
 	}
 	err = d.rec.putTask(rec)
 	d.recMu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -209,7 +210,7 @@ func (d *Delegation) accept(from peer.ID, sub *meshv1.SubmitTask) *meshv1.TaskRe
 		delete(d.returning, id)
 		d.mu.Unlock()
 		release()
-		d.deliverLoop(d.ctx, id)
+		d.deliverLoop(d.ctx, id, rec)
 	}()
 	d.log.Info("accepted task", "task", id, "coordinator", from, "image", spec.Image)
 	return &meshv1.TaskReply{Code: meshv1.ReplyCode_REPLY_CODE_OK, State: meshv1.TaskState_TASK_STATE_SUBMITTED}
@@ -232,8 +233,10 @@ func (d *Delegation) runHere(ctx context.Context, rec *execRecord, spec runtime.
 		if rec.Result == nil {
 			rec.Result = &taskResultRecord{}
 		}
-		rec.Result.Error = err.Error()
-		_ = d.rec.putExec(rec)
+		rec.Result.Error = protocol.ErrorText(err)
+		if err := d.rec.putExec(rec); err != nil {
+			d.log.Warn("record task failure", "task", rec.ID, "err", err)
+		}
 	}
 	t := d.runner
 	defer t.Release(spec.ID)
@@ -287,13 +290,13 @@ func (d *Delegation) runHere(ctx context.Context, rec *execRecord, spec runtime.
 		return
 	}
 	if err != nil {
-		res.Error = err.Error()
+		res.Error = protocol.ErrorText(err)
 	}
 	// A task over its disk limit gives nothing back: importing and carrying
 	// what it wrote is the cost the limit bounds.
 	if root.Defined() && !out.Result.Cancelled && !out.Result.TimedOut && !out.Result.DiskLimitExceeded && ctx.Err() == nil {
 		if root, arts, err := t.ImportResult(ctx, spec.ID, spec.WorkspaceDir, spec.Artifacts); err != nil {
-			res.Error = err.Error()
+			res.Error = protocol.ErrorText(err)
 		} else {
 			res.ResultRoot = root.String()
 			res.Artifacts = artifactRecords(arts)
@@ -301,7 +304,10 @@ func (d *Delegation) runHere(ctx context.Context, rec *execRecord, spec runtime.
 	}
 	rec.State = stateExited
 	if err := d.rec.putExec(rec); err != nil {
+		// The result is delivered from memory (see deliverLoop); the
+		// coordinator hears that this peer could not keep it.
 		d.log.Warn("record task result", "task", rec.ID, "err", err)
+		res.Error = strings.TrimPrefix(res.Error+"; ", "; ") + protocol.ErrorText(fmt.Errorf("task %s: record its result on the executor: %w", rec.ID, err))
 	}
 }
 
@@ -483,7 +489,7 @@ func (d *Delegation) goDeliver(id string) {
 	d.delivering.Add(1)
 	if !d.goFunc(func(ctx context.Context) {
 		defer d.delivering.Add(-1)
-		d.deliverLoop(ctx, id)
+		d.deliverLoop(ctx, id, nil)
 	}) {
 		d.delivering.Add(-1)
 	}
@@ -491,10 +497,13 @@ func (d *Delegation) goDeliver(id string) {
 
 // deliverLoop sends a task's result to its coordinator until the
 // coordinator acknowledges it, backing off while it cannot be reached.
-func (d *Delegation) deliverLoop(ctx context.Context, id string) {
+func (d *Delegation) deliverLoop(ctx context.Context, id string, mem *execRecord) {
 	wait := deliverRetryMin
 	for {
 		e, err := d.rec.exec(id)
+		if (err != nil || e.Result == nil) && mem != nil && mem.Result != nil {
+			e, err = mem, nil // its record could not be written: the result is still owed
+		}
 		if err != nil || e.Result == nil || e.State == stateDelivered {
 			return
 		}

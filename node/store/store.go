@@ -174,8 +174,16 @@ func (s *Store) Get(key []byte) ([]byte, error) {
 	return out, nil
 }
 
-// Put writes one key.
+// Put writes one key. Below half the reserve free it refuses, with
+// ErrResourceExhausted, as Open does: a record (a few hundred bytes, where
+// blocks and task output are refused at the whole reserve) still goes in on
+// a disk the store keeps room on, but never onto a disk something else has
+// filled, where badger's write through its memory maps would kill the
+// process.
 func (s *Store) Put(key, value []byte) error {
+	if err := room(s.dir, int64(len(key)+len(value)), s.reserve/2); err != nil {
+		return fmt.Errorf("put %q: %w", key, err)
+	}
 	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(key, value) }); err != nil {
 		return fmt.Errorf("put %q: %w", key, err)
 	}

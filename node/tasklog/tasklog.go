@@ -23,6 +23,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -71,6 +72,9 @@ type Store struct {
 	db       *badger.DB
 	spillDir string
 	archive  Archive // nil: spill files stay files
+	// room refuses a write of need more bytes of output that the disk has
+	// no room for (nil: none is refused); see New.
+	room func(need int64) error
 
 	// Archiving runs after a log closes, so that a task's result does not
 	// wait for its output to be hashed; Close stops and waits for it.
@@ -82,10 +86,13 @@ type Store struct {
 
 // New returns a log store on db whose output past a task's cap goes to
 // files in spillDir (created when first needed), and into archive (may be
-// nil) once the task's log is closed.
-func New(db *badger.DB, spillDir string, archive Archive) *Store {
+// nil) once the task's log is closed. Every chunk is first offered to room
+// (may be nil), with the bytes not yet on disk: its error (the store's
+// reserve, store.Room) refuses the chunk, and the writer keeps nothing more,
+// so a task's output never eats the space badger needs to survive.
+func New(db *badger.DB, spillDir string, archive Archive, room func(need int64) error) *Store {
 	ctx, stop := context.WithCancel(context.Background())
-	return &Store{db: db, spillDir: spillDir, archive: archive, ctx: ctx, stop: stop}
+	return &Store{db: db, spillDir: spillDir, archive: archive, room: room, ctx: ctx, stop: stop}
 }
 
 // Close stops archiving and waits for it; a spill file not yet archived
@@ -150,6 +157,9 @@ type Writer struct {
 	err     error
 	closed  bool
 	pending int
+	// buffered are the bytes appended since the last flush: in the write
+	// batch or the spill file's buffer, not yet on disk.
+	buffered int64
 
 	spillPath string
 	spill     *os.File // open once the cap is passed
@@ -191,16 +201,21 @@ func (w *Writer) Append(c runtime.Chunk) error {
 		return w.err
 	}
 	var err error
-	if w.spill == nil && w.stats.StoredBytes+n <= w.limit {
+	if w.owner.room != nil {
+		err = w.owner.room(w.buffered + n)
+	}
+	if err == nil && w.spill == nil && w.stats.StoredBytes+n <= w.limit {
 		err = w.store(c)
-	} else {
+	} else if err == nil {
 		err = w.spillChunk(c)
 	}
 	if err != nil {
-		w.err = fmt.Errorf("task log %s: keep chunk %d: %w", w.id, c.Seq, err)
+		// The cause first: it is what the user reads (no space left on …).
+		w.err = fmt.Errorf("%w (task log %s kept its output up to chunk %d)", diskError(w.spillPath, err), w.id, c.Seq-1)
 		w.stats.DroppedBytes += n
 		return w.err
 	}
+	w.buffered += n
 	if c.Stream == runtime.Stdout {
 		w.stats.LastStdout = c.Seq
 	} else {
@@ -254,14 +269,14 @@ func (w *Writer) spillChunk(c runtime.Chunk) error {
 }
 
 func (w *Writer) flushLocked() {
-	w.pending = 0
+	w.pending, w.buffered = 0, 0
 	if w.spillBuf != nil {
 		if err := w.spillBuf.Flush(); err != nil && w.err == nil {
-			w.err = fmt.Errorf("task log %s: write spill file: %w", w.id, err)
+			w.err = fmt.Errorf("task log %s: write spill file: %w", w.id, diskError(w.spillPath, err))
 		}
 	}
 	if err := w.wb.Flush(); err != nil && w.err == nil {
-		w.err = fmt.Errorf("task log %s: flush: %w", w.id, err)
+		w.err = fmt.Errorf("task log %s: flush: %w", w.id, diskError(w.spillPath, err))
 	}
 	w.wb = w.db.NewWriteBatch()
 }
@@ -311,6 +326,16 @@ func (w *Writer) Close() (Stats, error) {
 		w.owner.archiveLater(w.id, w.stats)
 	}
 	return w.stats, w.err
+}
+
+// diskError classifies a full disk met at path (ENOSPC, EDQUOT) as
+// ErrResourceExhausted, saying so first; other errors are returned as
+// they are.
+func diskError(path string, err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("no space left on the device of %s (%v): %w", filepath.Dir(path), err, errdefs.ErrResourceExhausted)
+	}
+	return err
 }
 
 func encodeMeta(st Stats, archived cid.Cid) []byte {

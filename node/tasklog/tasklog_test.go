@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -26,7 +27,7 @@ func openStore(t *testing.T) *Store {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	s := New(st.DB(), t.TempDir(), NewDAGArchive(dag.NewStore(st.DB()), new(sync.RWMutex)))
+	s := New(st.DB(), t.TempDir(), NewDAGArchive(dag.NewStore(st.DB()), new(sync.RWMutex)), nil)
 	t.Cleanup(func() { s.Close() })
 	return s
 }
@@ -162,7 +163,7 @@ func TestUnkeptChunksAreCountedAsDropped(t *testing.T) {
 	if err := os.WriteFile(blocked, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := New(st.DB(), blocked, nil)
+	s := New(st.DB(), blocked, nil, nil)
 	w, _ := s.Writer("full", 4)
 	_ = w.Append(chunk(runtime.Stdout, 1, "aaaa"))
 	if err := w.Append(chunk(runtime.Stdout, 2, "bb")); err == nil {
@@ -264,5 +265,45 @@ func TestEachReadsEveryBatch(t *testing.T) {
 	stop := errors.New("stop")
 	if err := s.Each(context.Background(), "task-each", runtime.Stdout, 1, func(runtime.Chunk) error { return stop }); !errors.Is(err, stop) {
 		t.Fatalf("fn's error: %v", err)
+	}
+}
+
+// A chunk the room check refuses (the store's reserve) is not written, nor
+// is anything after it; the error says why, classified as resource
+// exhausted, and what was kept before it stays readable.
+func TestRoomRefusalIsResourceExhausted(t *testing.T) {
+	st, err := store.Open(store.DefaultConfig(t.TempDir()), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	var asked []int64
+	full := false
+	s := New(st.DB(), t.TempDir(), nil, func(need int64) error {
+		asked = append(asked, need)
+		if full {
+			return fmt.Errorf("no space left on the device of /x: %w", errdefs.ErrResourceExhausted)
+		}
+		return nil
+	})
+	w, _ := s.Writer("room", 4)
+	_ = w.Append(chunk(runtime.Stdout, 1, "aaaa"))
+	_ = w.Append(chunk(runtime.Stdout, 2, "bb")) // spilled
+	full = true
+	err = w.Append(chunk(runtime.Stdout, 3, "c"))
+	if !errors.Is(err, errdefs.ErrResourceExhausted) || !strings.HasPrefix(err.Error(), "no space left on") {
+		t.Fatalf("append past the room: %v", err)
+	}
+	_ = w.Append(chunk(runtime.Stdout, 4, "dd"))
+	stats, cerr := w.Close()
+	if !errors.Is(cerr, errdefs.ErrResourceExhausted) || stats.StoredBytes != 4 || stats.SpilledBytes != 2 || stats.DroppedBytes != 3 || stats.LastStdout != 2 {
+		t.Fatalf("close: %+v %v", stats, cerr)
+	}
+	// What is not yet on disk is counted in what is asked for.
+	if len(asked) != 3 || asked[0] != 4 || asked[1] != 6 || asked[2] != 7 {
+		t.Fatalf("room asked for %v, want [4 6 7]", asked)
+	}
+	if got := readAll(t, s, "room", runtime.Stdout, 1); got != "aaaabb" {
+		t.Fatalf("kept %q", got)
 	}
 }

@@ -381,6 +381,15 @@ func (t *Runner) Execute(ctx context.Context, spec runtime.Spec, base cid.Cid, e
 	if err := ev.Started(spec.ID, t.self, out.Base); err != nil {
 		sendErr = err
 	}
+	// logErr: the task log could not keep a chunk. Past a full disk
+	// (ErrResourceExhausted) the task is killed, as nothing more of its
+	// output could be kept (nor, for a delegated task, reach its
+	// coordinator, which fills its holes from this log); any other failure
+	// of the log lets the task run on. Either way the run ends with the
+	// error: output cut short is never reported as a success.
+	var logErr error
+	var killing sync.WaitGroup
+	defer killing.Wait()
 	for output := newCoalescer(task.Output()); ; {
 		c, ok := output.next()
 		if !ok {
@@ -393,7 +402,21 @@ func (t *Runner) Execute(ctx context.Context, spec runtime.Spec, base cid.Cid, e
 			out.Stderr += int64(len(c.Data))
 			out.StderrChunks = c.Seq
 		}
-		_ = logw.Append(c) // a store error is counted as dropped output, never stops the task
+		if err := logw.Append(c); err != nil && logErr == nil {
+			logErr = err // counted as dropped output from here on
+			if errors.Is(err, errdefs.ErrResourceExhausted) {
+				t.log.Warn("the task's output cannot be kept: killing it", "task", spec.ID, "err", err)
+				killing.Add(1)
+				go func() { // the output is drained meanwhile
+					defer killing.Done()
+					kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), killTimeout)
+					defer cancel()
+					if err := task.Kill(kctx); err != nil {
+						t.log.Warn("kill task", "task", spec.ID, "err", err)
+					}
+				}()
+			}
+		}
 		if holder, ok := ev.(Holder); !output.queued() || (ok && sendErr == nil && holder.WouldHold(c)) {
 			_ = logw.Flush()
 		}
@@ -407,19 +430,41 @@ func (t *Runner) Execute(ctx context.Context, spec runtime.Spec, base cid.Cid, e
 	}
 	res, werr := task.Wait(context.WithoutCancel(ctx))
 	t.running.Add(-1)
+	if errors.Is(logErr, errdefs.ErrResourceExhausted) && ctx.Err() == nil {
+		res.Cancelled = false // this peer killed it, not its caller: SIGKILL says so
+	}
 	if res.Cancelled {
 		// One exit code for a cancelled task everywhere (run's own, the
 		// result, the records): a shell's for a command interrupted.
 		res.ExitCode = CancelledExitCode
 	}
 	out.Result = res
-	out.Log, _ = logw.Close()
+	var closeErr error
+	out.Log, closeErr = logw.Close()
 	if werr != nil {
 		return out, fmt.Errorf("task %s: %w", spec.ID, werr)
 	}
 	t.log.Info("task ended", "task", spec.ID, "exit", res.ExitCode, "signal", res.Signal,
 		"oom", res.OOMKilled, "timed_out", res.TimedOut, "cancelled", res.Cancelled, "seconds", res.Duration.Seconds())
+	if logErr == nil {
+		logErr = closeErr // the last chunks or the stats record could not be written
+	}
+	if logErr != nil {
+		return out, errors.Join(outputLost(out, logErr), sendErr)
+	}
 	return out, sendErr
+}
+
+// outputLost says that task out's output was not all kept, and why: the
+// cause first (no space left on …), then what became of the task.
+func outputLost(out Outcome, err error) error {
+	kept := out.Stdout + out.Stderr - out.Log.DroppedBytes
+	what := "it ran on"
+	if errors.Is(err, errdefs.ErrResourceExhausted) {
+		what = "it was killed; free space and run it again"
+	}
+	return fmt.Errorf("%w; task %s: only the first %d of %d bytes of its output were kept (cortex-peer logs %s), %s",
+		err, out.ID, kept, out.Stdout+out.Stderr, out.ID, what)
 }
 
 // execFailed ends a task whose program could not be executed as a shell
