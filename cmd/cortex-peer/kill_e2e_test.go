@@ -40,8 +40,9 @@ type taskState struct {
 	State  string `json:"state"`
 	Error  string `json:"error"`
 	Result *struct {
-		ExitCode int    `json:"exit_code"`
-		Error    string `json:"error"`
+		ExitCode    int    `json:"exit_code"`
+		Error       string `json:"error"`
+		StdoutBytes uint64 `json:"stdout_bytes"`
 	} `json:"result"`
 }
 
@@ -152,6 +153,9 @@ func TestKillExecutorMidTask(t *testing.T) {
 	waitFor(t, "the task's container on the executor", 30*time.Second, func() bool {
 		return len(leftovers(t, executor.ID)) == 1
 	})
+	waitFor(t, "the task's first line at the coordinator", 30*time.Second, func() bool {
+		return strings.Contains(run(t, bin, "logs", "--data", coord.DataDir, id).stdout, "up")
+	})
 	if err := executor.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -174,6 +178,11 @@ func TestKillExecutorMidTask(t *testing.T) {
 	// killed (it used to say "failed" with exit 1 whatever happened).
 	if st.State != "failed" || st.Result.ExitCode != 137 || !strings.Contains(st.Result.Error, "still running and was killed") {
 		t.Fatalf("after the restart: state %q, exit %d, %q; want failed, 137, killed while still running", st.State, st.Result.ExitCode, st.Result.Error)
+	}
+	// Its result counts the output it printed before the kill ("up\n"),
+	// which its log kept: it used to count none.
+	if st.Result.StdoutBytes != 3 {
+		t.Fatalf("after the restart the result counts %d bytes of stdout, want the 3 the task printed", st.Result.StdoutBytes)
 	}
 }
 

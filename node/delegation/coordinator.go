@@ -122,6 +122,19 @@ func (d *Delegation) Submit(ctx context.Context, req RunRequest, ev tasks.Events
 	return out, err
 }
 
+// raiseFromLog raises res's output counts to what this peer's log of the
+// task holds, when it holds more.
+func (d *Delegation) raiseFromLog(id string, res *taskResultRecord) {
+	ctx, cancel := context.WithTimeout(d.ctx, taskStreamTimeout)
+	defer cancel()
+	if c, b := d.keptOutput(ctx, id, runtime.Stdout); c > res.StdoutChunks {
+		res.StdoutChunks, res.StdoutBytes = c, b
+	}
+	if c, b := d.keptOutput(ctx, id, runtime.Stderr); c > res.StderrChunks {
+		res.StderrChunks, res.StderrBytes = c, b
+	}
+}
+
 // returned reports whether the task's executor handed it back.
 func (d *Delegation) returned(id string) bool {
 	rec, err := d.rec.task(id)
@@ -528,6 +541,9 @@ func (d *Delegation) finish(ctx context.Context, rec *TaskRecord, relay *logRela
 			failure = errors.New(res.Error)
 		}
 		relay.complete(ctx, d, exec, res.StdoutChunks, res.StderrChunks)
+		if relay.raiseCounts(res) {
+			d.saveTask(rec)
+		}
 		// The executor's log holds every chunk, so this happens only when
 		// it could not be read (the executor went away, or its disk
 		// failed): say so rather than report a run whose output has holes.
@@ -681,6 +697,12 @@ func (d *Delegation) deliver(from peer.ID, w *meshv1.TaskResult) *meshv1.TaskRep
 	res, err := resultFromWire(w)
 	if err != nil {
 		return refuse(meshv1.ReplyCode_REPLY_CODE_INVALID, "%v", err)
+	}
+	if w.GetState() == meshv1.TaskState_TASK_STATE_FAILED {
+		// A task its executor's restart interrupted: the executor counts
+		// what its log kept, which lacks what it had not flushed when it
+		// died; this peer's copy may hold more, received live.
+		d.raiseFromLog(id, res)
 	}
 	d.recMu.Lock()
 	rec, err := d.rec.task(id)

@@ -474,6 +474,10 @@ func (d *Delegation) settleInterrupted(ctx context.Context, recs []*execRecord) 
 			res.ExitCode, res.Signal = 128+9, "SIGKILL"
 			res.Error = "this peer restarted while the task ran; the task was still running and was killed (its output and workspace could not be taken up again)"
 		}
+		// The output it wrote before the restart is in its log here: the
+		// result counts it, so the coordinator knows what to expect.
+		res.StdoutChunks, res.StdoutBytes = d.keptOutput(ctx, e.ID, runtime.Stdout)
+		res.StderrChunks, res.StderrBytes = d.keptOutput(ctx, e.ID, runtime.Stderr)
 		e.State, e.Result = stateFailed, res
 		if err := d.rec.putExec(e); err != nil {
 			d.log.Warn("record interrupted task", "task", e.ID, "err", err)
@@ -482,6 +486,19 @@ func (d *Delegation) settleInterrupted(ctx context.Context, recs []*execRecord) 
 		d.rememberCoordinator(e)
 		d.goDeliver(e.ID)
 	}
+}
+
+// keptOutput counts the chunks and bytes of one stream of a task's log
+// (the last sequence number kept, and the bytes up to it).
+func (d *Delegation) keptOutput(ctx context.Context, id string, stream runtime.Stream) (chunks, bytes uint64) {
+	err := d.logs.Each(ctx, id, stream, 1, func(c runtime.Chunk) error {
+		chunks, bytes = c.Seq, bytes+uint64(len(c.Data))
+		return nil
+	})
+	if err != nil {
+		d.log.Debug("count the output of an interrupted task", "task", id, "err", err)
+	}
+	return chunks, bytes
 }
 
 // goDeliver delivers a stored result on a goroutine owned by d.

@@ -281,6 +281,19 @@ func (r *logRelay) complete(ctx context.Context, d *Delegation, exec peer.ID, st
 	}
 }
 
+// raiseCounts counts in res the output the relay handed on past what res
+// counts: an executor killed and restarted reports what its log kept, which
+// lacks what it had not flushed when it died, while the relay got it live.
+func (r *logRelay) raiseCounts(res *taskResultRecord) (raised bool) {
+	if got := r.next[runtime.Stdout] - 1; r.next[runtime.Stdout] > 0 && got > res.StdoutChunks {
+		res.StdoutChunks, res.StdoutBytes, raised = got, uint64(r.handed[runtime.Stdout]), true
+	}
+	if got := r.next[runtime.Stderr] - 1; r.next[runtime.Stderr] > 0 && got > res.StderrChunks {
+		res.StderrChunks, res.StderrBytes, raised = got, uint64(r.handed[runtime.Stderr]), true
+	}
+	return raised
+}
+
 // missing says what of the task's output, as its result counts it, the
 // relay never handed on: empty when it has all.
 func (r *logRelay) missing(stdoutChunks, stderrChunks uint64, stdoutBytes, stderrBytes int64) string {
