@@ -112,7 +112,7 @@ func TestServiceInstall(t *testing.T) {
 		t.Fatalf("install --print: %s", r.stderr)
 	}
 	peerd := filepath.Join(filepath.Dir(bin), "cortex-peerd")
-	for _, want := range []string{"Type=notify", "WatchdogSec=30", "Restart=on-failure", "ExecStart=" + peerd + " join --data " + data, "WantedBy=multi-user.target"} {
+	for _, want := range []string{"Type=notify", "WatchdogSec=30", "Restart=on-failure", "TimeoutStopSec=660", "ExecStart=" + peerd + " join --data " + data, "WantedBy=multi-user.target"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("unit lacks %q:\n%s", want, r.stdout)
 		}

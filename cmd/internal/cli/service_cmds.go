@@ -9,7 +9,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
+	"github.com/BurntSushi/toml"
 	"github.com/spf13/cobra"
 
 	"github.com/cortex-peer/cortex-peer/node/datadir/locate"
@@ -25,12 +27,42 @@ type serviceUnit struct {
 	PeerBin string // absolute path of cortex-peerd
 	DataDir string // absolute path of the data dir
 	User    bool   // a user unit (systemctl --user)
+	// StopTimeout is TimeoutStopSec: SIGTERM drains the peer (bounded by
+	// its drain deadline + drainBound) and then stops it; past this,
+	// systemd kills what is left.
+	StopTimeout time.Duration
 }
 
-// stopTimeout is TimeoutStopSec: SIGTERM stops the peer cleanly (tasks
-// killed and recorded, browser and language-server state saved) in
-// seconds; past it systemd kills what is left.
-const stopTimeout = "90"
+// drainBound is what a drain may take past its deadline (10 s for the
+// tasks it stops to end, 30 s for deliveries), and stopMargin what the
+// peer then needs to close its store and sessions.
+const (
+	drainBound   = 40 * time.Second
+	stopMargin   = 20 * time.Second
+	defaultDrain = 10 * time.Minute
+)
+
+// drainDeadline reads [process] drain_deadline from the data dir's
+// config.toml (the default when absent).
+func drainDeadline(dataDir string) (time.Duration, error) {
+	var fc struct {
+		Process struct {
+			DrainDeadline string `toml:"drain_deadline"`
+		} `toml:"process"`
+	}
+	p := filepath.Join(dataDir, "config.toml")
+	if _, err := toml.DecodeFile(p, &fc); err != nil {
+		return 0, fmt.Errorf("read %s: %w", p, err)
+	}
+	if fc.Process.DrainDeadline == "" {
+		return defaultDrain, nil
+	}
+	d, err := time.ParseDuration(fc.Process.DrainDeadline)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%s: process.drain_deadline %q: want a duration: %w", p, fc.Process.DrainDeadline, errdefs.ErrInvalid)
+	}
+	return d, nil
+}
 
 func (u serviceUnit) text() string {
 	wanted := "multi-user.target"
@@ -56,15 +88,18 @@ RestartSec=2
 # The peer sends WATCHDOG=1 every 15 s while its store reads and its API
 # answers; a peer that hangs is restarted.
 WatchdogSec=30
-# SIGTERM goes to the peer, which stops its children (Chromium, language
-# servers, tasks) itself; whatever is left past TimeoutStopSec is killed.
+# SIGTERM drains the peer (no new tasks; running ones may end within
+# [process] drain_deadline, then are handed back; results delivered), then
+# it stops its children (Chromium, language servers, tasks) itself.
+# TimeoutStopSec is the drain's bound plus a margin; past it systemd kills
+# what is left. Re-run 'service install' after changing drain_deadline.
 KillMode=mixed
-TimeoutStopSec=%[5]s
+TimeoutStopSec=%[5]d
 LimitNOFILE=65536
 
 [Install]
 WantedBy=%[6]s
-`, u.DataDir, after, systemdQuote(u.PeerBin), systemdQuote(u.DataDir), stopTimeout, wanted)
+`, u.DataDir, after, systemdQuote(u.PeerBin), systemdQuote(u.DataDir), int(u.StopTimeout.Seconds()), wanted)
 	return b.String()
 }
 
@@ -146,7 +181,11 @@ func serviceFor(g *Globals, name string, user bool) (serviceUnit, error) {
 	if name == "" || strings.ContainsAny(name, "/ \t@") {
 		return serviceUnit{}, Usage(fmt.Errorf("--name %q: want a unit name without '/', '@' or spaces", name))
 	}
-	return serviceUnit{Name: name, PeerBin: bin, DataDir: root, User: user}, nil
+	drain, err := drainDeadline(root)
+	if err != nil {
+		return serviceUnit{}, err
+	}
+	return serviceUnit{Name: name, PeerBin: bin, DataDir: root, User: user, StopTimeout: drain + drainBound + stopMargin}, nil
 }
 
 func newServiceInstallCmd(g *Globals) *cobra.Command {
