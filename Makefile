@@ -33,10 +33,13 @@ test: deps ## go vet, a gofmt check, and every test with the race detector (what
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || (gofmt -l . ; echo 'gofmt: run gofmt -w on the files above'; exit 1)
 	$(GO) test -count=1 -race -timeout 30m ./...
 
+SOAK_FLAGS ?=
+
 .PHONY: soak
-soak: deps ## Minutes-long checks: 1 GiB of a delegated task's output five times, every byte checked; a 2 GiB browser download by CID in bounded memory.
+soak: deps build ## Minutes-long checks: 1 GiB of a delegated task's output five times, every byte checked; a 2 GiB browser download by CID in bounded memory; 5 peers under mixed load with kills and partitions for 30 min (SOAK_FLAGS=-duration=…).
 	CORTEX_LOSSLESS_MIB=1024 CORTEX_LOSSLESS_RUNS=5 $(GO) test -count=1 -timeout 90m -v -run 'TestLosslessOutputPastTheLogCap' ./node/delegation/
 	CORTEX_DOWNLOAD_MIB=2048 $(GO) test -count=1 -timeout 60m -v -run 'TestLargeDownloadBoundedMemory' ./node/browser/
+	$(GO) run ./testnet/soak -bin $(BIN) $(SOAK_FLAGS)
 
 .PHONY: bench
 bench: ## Run the benchmarks and print the figures (takes about 2 minutes).
