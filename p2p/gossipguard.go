@@ -1,6 +1,7 @@
 package p2p
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"strings"
@@ -9,9 +10,7 @@ import (
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"golang.org/x/time/rate"
 
 	"github.com/cortex-peer/cortex-peer/protocol"
 )
@@ -111,16 +110,16 @@ func (topicFilter) FilterIncomingSubscriptions(_ peer.ID, subs []*pb.RPC_SubOpts
 type gossipGuard struct {
 	log *slog.Logger
 
-	mu        sync.Mutex
-	budgets   map[peer.ID]*rate.Limiter
-	throttled *onceLogger
+	budgets *PeerRates
+
+	mu sync.Mutex
 	// graylisted holds the peers logged as graylisted, until their score
 	// recovers.
 	graylisted map[peer.ID]bool
 }
 
 func newGossipGuard(log *slog.Logger) *gossipGuard {
-	return &gossipGuard{log: log, budgets: map[peer.ID]*rate.Limiter{}, throttled: newOnceLogger(log), graylisted: map[peer.ID]bool{}}
+	return &gossipGuard{log: log, budgets: NewPeerRates(gossipUnitsPerSecond, gossipBurst, time.Minute), graylisted: map[peer.ID]bool{}}
 }
 
 // rpcCost is what an RPC is charged: one, plus each message, subscription
@@ -141,19 +140,16 @@ func rpcCost(rpc *pubsub.RPC) int {
 
 // inspect is pubsub's RPC inspector: an error drops the whole RPC.
 func (g *gossipGuard) inspect(from peer.ID, rpc *pubsub.RPC) error {
-	cost := rpcCost(rpc)
-	g.mu.Lock()
-	l, ok := g.budgets[from]
-	if !ok {
-		l = rate.NewLimiter(gossipUnitsPerSecond, gossipBurst)
-		g.budgets[from] = l
-	}
-	g.mu.Unlock()
-	if l.AllowN(time.Now(), min(cost, gossipBurst)) {
+	ok, first := g.budgets.Allow(from, rpcCost(rpc), time.Now())
+	if ok {
 		return nil
 	}
-	g.throttled.warn(from, "peer sends gossip past its budget; dropping what it sends over the budget",
-		"budget_per_second", gossipUnitsPerSecond)
+	level := slog.LevelDebug
+	if first {
+		level = slog.LevelWarn
+	}
+	g.log.Log(context.Background(), level, "peer sends gossip past its budget; dropping what it sends over the budget",
+		"peer", from, "budget_per_second", gossipUnitsPerSecond)
 	return errGossipBudget
 }
 
@@ -180,18 +176,6 @@ func (g *gossipGuard) scores(s map[peer.ID]float64) {
 			delete(g.graylisted, p)
 		}
 	}
-}
-
-// forget drops a peer's budget when its last connection closes. Its score
-// is kept by pubsub (RetainScore), so reconnecting does not clear a
-// graylisting.
-func (g *gossipGuard) forget(n network.Network, c network.Conn) {
-	if n.Connectedness(c.RemotePeer()) == network.Connected {
-		return
-	}
-	g.mu.Lock()
-	delete(g.budgets, c.RemotePeer())
-	g.mu.Unlock()
 }
 
 // pubsubOptions are the guard's options for gossipsub.

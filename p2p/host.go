@@ -188,7 +188,6 @@ func (n *Host) start(ctx context.Context) error {
 	}
 	guard := newGossipGuard(n.log)
 	psOpts = append(psOpts, guard.pubsubOptions()...)
-	n.host.Network().Notify(&network.NotifyBundle{DisconnectedF: guard.forget})
 	ps, err := pubsub.NewGossipSub(ctx, n.host, psOpts...)
 	if err != nil {
 		return fmt.Errorf("p2p: start gossipsub: %w", err)

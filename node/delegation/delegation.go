@@ -163,7 +163,7 @@ type Delegation struct {
 	gc       Locker
 	rec      records
 	log      *slog.Logger
-	rates    peerRates // of the requests each peer makes here
+	rates    *p2p.PeerRates // of the requests each peer makes here
 
 	ctx    context.Context // ends at close: every goroutine here watches it
 	cancel context.CancelFunc
@@ -210,6 +210,7 @@ func New(cfg Config, deps Deps, log *slog.Logger) (*Delegation, error) {
 		running:    map[string]context.CancelFunc{},
 		runningFor: map[peer.ID]int{},
 		returning:  map[string]bool{},
+		rates:      p2p.NewPeerRates(taskRequestsPerSecond, taskRequestsBurst, rateIdle),
 		busy:       onceAPeer{log: log},
 		notYours:   onceAPeer{log: log},
 		windows:    map[string]*outputWindow{},

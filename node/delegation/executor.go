@@ -46,7 +46,7 @@ const (
 func (d *Delegation) serveTask(s network.Stream) {
 	defer s.Close()
 	_ = s.SetDeadline(time.Now().Add(taskStreamTimeout))
-	if ok, first := d.rates.allow(s.Conn().RemotePeer(), time.Now()); !ok {
+	if ok, first := d.rates.Allow(s.Conn().RemotePeer(), 1, time.Now()); !ok {
 		if first {
 			d.log.Warn("a peer sends task requests faster than allowed; refusing the excess", "peer", s.Conn().RemotePeer(),
 				"per_second", taskRequestsPerSecond, "burst", taskRequestsBurst)

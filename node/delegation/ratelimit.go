@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
-	"golang.org/x/time/rate"
 )
 
 // Requests on the task protocol are paced per peer: a member of the mesh
@@ -20,49 +19,6 @@ const (
 	// A peer's pace is forgotten after this long without a request.
 	rateIdle = time.Minute
 )
-
-// peerRates paces the task-protocol requests of each peer.
-type peerRates struct {
-	mu    sync.Mutex
-	peers map[peer.ID]*peerRate
-	last  time.Time // of the last prune
-}
-
-type peerRate struct {
-	limit  *rate.Limiter
-	seen   time.Time
-	warned bool // the excess was logged once
-}
-
-// allow takes a token for a request from p; first reports whether this is
-// p's first refusal since its pace was last forgotten, to log it once.
-func (r *peerRates) allow(p peer.ID, now time.Time) (ok, first bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.peers == nil {
-		r.peers = map[peer.ID]*peerRate{}
-	}
-	if now.Sub(r.last) > rateIdle {
-		for id, e := range r.peers {
-			if now.Sub(e.seen) > rateIdle {
-				delete(r.peers, id)
-			}
-		}
-		r.last = now
-	}
-	e := r.peers[p]
-	if e == nil {
-		e = &peerRate{limit: rate.NewLimiter(taskRequestsPerSecond, taskRequestsBurst)}
-		r.peers[p] = e
-	}
-	e.seen = now
-	if e.limit.AllowN(now, 1) {
-		return true, false
-	}
-	first = !e.warned
-	e.warned = true
-	return false, first
-}
 
 // onceAPeer logs a kind of misbehaviour at warning level the first time
 // each peer shows it, at debug level after that, so that a hostile peer

@@ -59,7 +59,7 @@ type peerGuard struct {
 	connected func() []peer.ID
 	log       *slog.Logger
 
-	wants wantBudget // paces the wants each peer sends
+	wants *wantBudget // paces the wants each peer sends
 
 	mu        sync.Mutex
 	receivers []bsnetwork.Receiver
@@ -78,7 +78,7 @@ func newPeerGuard(net bsnetwork.BitSwapNetwork, bs *dag.Blockstore, connected fu
 		blocks:         bs,
 		connected:      connected,
 		log:            log,
-		wants:          wantBudget{log: log},
+		wants:          newWantBudget(log),
 		active:         map[*fetchScope]struct{}{},
 	}
 }

@@ -2,12 +2,12 @@ package exchange
 
 import (
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/ipfs/boxo/bitswap/message"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"golang.org/x/time/rate"
+
+	"github.com/cortex-peer/cortex-peer/p2p"
 )
 
 // The wants a peer sends are paced: each costs the bitswap server a lookup
@@ -26,17 +26,12 @@ const (
 )
 
 type wantBudget struct {
-	log *slog.Logger
-
-	mu    sync.Mutex
-	peers map[peer.ID]*wantPace
-	last  time.Time // of the last prune
+	log   *slog.Logger
+	rates *p2p.PeerRates
 }
 
-type wantPace struct {
-	limit  *rate.Limiter
-	seen   time.Time
-	warned bool
+func newWantBudget(log *slog.Logger) *wantBudget {
+	return &wantBudget{log: log, rates: p2p.NewPeerRates(wantsPerSecond, wantsBurst, wantIdle)}
 }
 
 // admit returns msg, or msg without its wants when p has spent its budget.
@@ -50,31 +45,7 @@ func (b *wantBudget) admit(p peer.ID, msg message.BitSwapMessage) message.BitSwa
 	if wants == 0 {
 		return msg
 	}
-	now := time.Now()
-	b.mu.Lock()
-	if b.peers == nil {
-		b.peers = map[peer.ID]*wantPace{}
-	}
-	if now.Sub(b.last) > wantIdle {
-		for id, e := range b.peers {
-			if now.Sub(e.seen) > wantIdle {
-				delete(b.peers, id)
-			}
-		}
-		b.last = now
-	}
-	e := b.peers[p]
-	if e == nil {
-		e = &wantPace{limit: rate.NewLimiter(wantsPerSecond, wantsBurst)}
-		b.peers[p] = e
-	}
-	e.seen = now
-	ok := e.limit.AllowN(now, min(wants, wantsBurst))
-	first := !ok && !e.warned
-	if first {
-		e.warned = true
-	}
-	b.mu.Unlock()
+	ok, first := b.rates.Allow(p, wants, time.Now())
 	if ok {
 		return msg
 	}
