@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -176,4 +177,66 @@ func scratchIn(t *testing.T, dir, mark string) []string {
 		}
 	}
 	return out
+}
+
+// kill -9 of a coordinator after its task's result came and before the
+// merge into the caller's directory was done (the executor serves at
+// 20 MB/s, so fetching the 40 MB result takes two seconds): started again,
+// the coordinator fetches and merges it, and its store verifies. It used
+// to keep the record as delivered and never merge, with the result's root
+// pinned and its blocks missing.
+func TestKillCoordinatorBeforeMerge(t *testing.T) {
+	bin := testnet.BuildBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	work := t.TempDir()
+	edits := map[string]string{"serve_bytes_per_second = 0": "serve_bytes_per_second = 20000000"}
+	for k, v := range testnet.TestNamespaceEdit {
+		edits[k] = v
+	}
+	pn := processPair(ctx, t, bin, t.TempDir(), work, edits)
+	coord, exec := pn.Peers[0], pn.Peers[1]
+	ws := filepath.Join(work, "ws")
+	testnet.WriteFile(t, filepath.Join(ws, "keep.txt"), []byte("mine\n"), 0o644)
+	running := make(chan result, 1)
+	go func() {
+		running <- run(t, bin, "run", "--data", coord.DataDir, "--peer", exec.ID, "--workspace", ws, "--",
+			"sh", "-c", "dd if=/dev/urandom of=big.bin bs=1M count=40 2>/dev/null; echo made")
+	}()
+	var id string
+	waitFor(t, "the result at the coordinator, before its merge", 90*time.Second, func() bool {
+		r := run(t, bin, "tasks", "--json", "--data", coord.DataDir)
+		var list []struct {
+			ID    string `json:"task_id"`
+			State string `json:"state"`
+		}
+		if json.Unmarshal([]byte(r.stdout), &list) != nil || len(list) == 0 {
+			return false
+		}
+		id = list[0].ID
+		return list[0].State == "delivered"
+	})
+	if err := coord.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-coord.Exited()
+	<-running
+	if _, err := os.Stat(filepath.Join(ws, "big.bin")); err == nil {
+		t.Log("the merge was done before the kill: the window was missed")
+	}
+	if err := coord.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the restarted coordinator to merge the result", 60*time.Second, func() bool {
+		st, err := os.Stat(filepath.Join(ws, "big.bin"))
+		return err == nil && st.Size() == 40<<20
+	})
+	if b, err := os.ReadFile(filepath.Join(ws, "keep.txt")); err != nil || string(b) != "mine\n" {
+		t.Fatalf("the caller's own file after the merge: %q %v", b, err)
+	}
+	waitFor(t, "the record to say merged", 30*time.Second, func() bool {
+		r := run(t, bin, "result", "--json", "--data", coord.DataDir, id)
+		return strings.Contains(r.stdout, `"merge"`)
+	})
+	verifyStore(t, bin, coord)
 }

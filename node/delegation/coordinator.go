@@ -135,6 +135,34 @@ func (d *Delegation) raiseFromLog(id string, res *taskResultRecord) {
 	}
 }
 
+// settleEnded finishes what nobody waiting finished for an ended task: with
+// fill, the kept output is completed from the executor's log (this peer
+// may have restarted while the task ran, and then missed part of it live);
+// then the result is merged into the caller's directory, unless it was.
+func (d *Delegation) settleEnded(ctx context.Context, rec *TaskRecord, fill bool) {
+	exec, err := peer.Decode(rec.Executor)
+	if fill && err == nil && exec != d.self && rec.Result != nil {
+		if relay, err := d.openRelay(rec.ID, exec, true); err == nil {
+			relay.complete(ctx, d, exec, rec.Result.StdoutChunks, rec.Result.StderrChunks)
+			relay.close()
+		} else {
+			d.log.Warn("complete the output of a task", "task", rec.ID, "err", err)
+		}
+	}
+	if err := d.mergeBack(ctx, rec); err != nil {
+		d.log.Warn("merge result", "task", rec.ID, "err", err)
+	}
+}
+
+// unmerged reports whether rec ended with a result for the caller's
+// directory that was neither merged nor refused: a merge cut short by a
+// stop of this peer.
+func unmerged(rec *TaskRecord) bool {
+	r := rec.Result
+	return rec.State.final() && rec.Workspace != "" && !rec.Merged && rec.MergeErr == "" &&
+		r != nil && r.ResultRoot != "" && !r.Cancelled && !r.TimedOut
+}
+
 // returned reports whether the task's executor handed it back.
 func (d *Delegation) returned(id string) bool {
 	rec, err := d.rec.task(id)
@@ -733,12 +761,9 @@ func (d *Delegation) deliver(from peer.ID, w *meshv1.TaskResult) *meshv1.TaskRep
 	}
 	d.log.Info("result received", "task", id, "executor", from, "exit", res.ExitCode)
 	if !d.notify(id) {
-		// Nobody waits (this peer restarted since): merge on our own.
-		d.goFunc(func(ctx context.Context) {
-			if err := d.mergeBack(ctx, rec); err != nil {
-				d.log.Warn("merge result", "task", id, "err", err)
-			}
-		})
+		// Nobody waits (this peer restarted since): complete the kept
+		// output and merge on our own.
+		d.goFunc(func(ctx context.Context) { d.settleEnded(ctx, rec, true) })
 	}
 	return &meshv1.TaskReply{Code: meshv1.ReplyCode_REPLY_CODE_OK, State: stateToWire(rec.State)}
 }

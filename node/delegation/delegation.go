@@ -265,6 +265,13 @@ func (d *Delegation) resume() {
 		if t.CancelPending {
 			d.queueCancel(t.ID, true)
 		}
+		if unmerged(t) {
+			// Its result came, and this peer stopped before the merge
+			// was done: fetch, complete the output and merge now.
+			d.log.Info("merging the result of a task this peer stopped before merging", "task", t.ID)
+			d.goFunc(func(ctx context.Context) { d.settleEnded(ctx, t, true) })
+			continue
+		}
 		if !t.State.final() && t.Executor != d.self.String() {
 			d.goAwait(t, nil)
 		} else if !t.State.final() {
