@@ -43,18 +43,18 @@ func (n *Host) Join(name string, maxSize int, validate Validator) (*Topic, error
 		return nil, fmt.Errorf("join %s: size cap %d out of (0, %d]: %w", name, maxSize, protocol.MaxPubsubMessage, errdefs.ErrInvalid)
 	}
 	log := n.log.With("topic", name)
-	rejected := newOnceLogger(log)
+	rejected := NewOnceLogger(log)
 	err := n.ps.RegisterTopicValidator(name, func(_ context.Context, _ peer.ID, m *pubsub.Message) pubsub.ValidationResult {
 		from := m.GetFrom()
 		if from == n.host.ID() {
 			return pubsub.ValidationAccept
 		}
 		if len(m.Data) > maxSize {
-			rejected.warn(from, "rejected oversized message", "bytes", len(m.Data), "cap", maxSize)
+			rejected.Warn(from, "rejected oversized message", "bytes", len(m.Data), "cap", maxSize)
 			return pubsub.ValidationReject
 		}
 		if err := validate(from, m.Data); err != nil {
-			rejected.warn(from, "rejected message", "err", err)
+			rejected.Warn(from, "rejected message", "err", err)
 			return pubsub.ValidationReject
 		}
 		return pubsub.ValidationAccept
@@ -156,18 +156,20 @@ func (t *Topic) Close() error {
 	return err
 }
 
-// onceLogger logs a warning the first time a peer misbehaves and at debug
+// OnceLogger logs a warning the first time a peer misbehaves and at debug
 // level afterwards, so a hostile peer cannot flood the log.
-type onceLogger struct {
+type OnceLogger struct {
 	log  *slog.Logger
 	seen firstSight
 }
 
-func newOnceLogger(log *slog.Logger) *onceLogger {
-	return &onceLogger{log: log}
+// NewOnceLogger logs through log.
+func NewOnceLogger(log *slog.Logger) *OnceLogger {
+	return &OnceLogger{log: log}
 }
 
-func (o *onceLogger) warn(p peer.ID, msg string, args ...any) {
+// Warn logs msg about p, at warning level the first time for p.
+func (o *OnceLogger) Warn(p peer.ID, msg string, args ...any) {
 	args = append(args, "peer", p)
 	if o.seen.first(p) {
 		o.log.Warn(msg, args...)

@@ -740,7 +740,7 @@ func (d *Delegation) deliver(from peer.ID, w *meshv1.TaskResult) *meshv1.TaskRep
 		return refuse(meshv1.ReplyCode_REPLY_CODE_UNKNOWN_TASK, "peer %s coordinates no task %s", d.self, id)
 	case rec.Executor != from.String():
 		d.recMu.Unlock()
-		d.notYours.warn(from, "result from a peer that is not the task's executor", "task", id)
+		d.notYours.Warn(from, "result from a peer that is not the task's executor", "task", id)
 		return refuse(meshv1.ReplyCode_REPLY_CODE_NOT_YOURS, "task %s does not run on %s", id, from)
 	case rec.Result != nil:
 		d.recMu.Unlock()

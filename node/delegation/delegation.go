@@ -187,8 +187,8 @@ type Delegation struct {
 	delivering atomic.Int64
 	running    map[string]context.CancelFunc // tasks running here: for others, and local ones
 	runningFor map[peer.ID]int               // how many of them each other peer submitted
-	busy       onceAPeer                     // peers refused for running their share
-	notYours   onceAPeer                     // peers that claimed to run others' tasks
+	busy       *p2p.OnceLogger               // peers refused for running their share
+	notYours   *p2p.OnceLogger               // peers that claimed to run others' tasks
 	windows    map[string]*outputWindow      // output flow of tasks running here for others
 	cancels    map[string]bool               // lost tasks whose cancel waits for their executor (see cancelLoop)
 	waiters    map[string]chan struct{}      // coordinator: tasks whose result someone awaits
@@ -211,8 +211,8 @@ func New(cfg Config, deps Deps, log *slog.Logger) (*Delegation, error) {
 		runningFor: map[peer.ID]int{},
 		returning:  map[string]bool{},
 		rates:      p2p.NewPeerRates(taskRequestsPerSecond, taskRequestsBurst, rateIdle),
-		busy:       onceAPeer{log: log},
-		notYours:   onceAPeer{log: log},
+		busy:       p2p.NewOnceLogger(log),
+		notYours:   p2p.NewOnceLogger(log),
 		windows:    map[string]*outputWindow{},
 		cancels:    map[string]bool{},
 		waiters:    map[string]chan struct{}{},

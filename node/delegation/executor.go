@@ -169,7 +169,7 @@ func (d *Delegation) accept(from peer.ID, sub *meshv1.SubmitTask) *meshv1.TaskRe
 	d.mu.Lock()
 	if max := d.cfg.MaxTasksPerPeer; max > 0 && d.runningFor[from] >= max {
 		d.mu.Unlock()
-		d.busy.warn(from, "peer has as many tasks running here as it may; refusing more until one ends", "max_tasks_per_peer", max)
+		d.busy.Warn(from, "peer has as many tasks running here as it may; refusing more until one ends", "max_tasks_per_peer", max)
 		return refuse(meshv1.ReplyCode_REPLY_CODE_UNAVAILABLE, "peer %s runs %d tasks for %s already, at most %d (tasks.max_tasks_per_peer); retry when one ends", d.self, max, from, max)
 	}
 	d.runningFor[from]++
