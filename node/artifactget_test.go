@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -185,14 +184,7 @@ func TestArtifactGetSlowProvider(t *testing.T) {
 // once with resource_exhausted, keeps its partial copy and touches nothing
 // else there; once space is freed, the same get completes.
 func TestArtifactGetDiskFull(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a small tmpfs needs root (CI runs as root)")
-	}
-	small := t.TempDir()
-	if err := syscall.Mount("tmpfs", small, "tmpfs", 0, "size=12m"); err != nil {
-		t.Fatalf("mount a 12 MiB tmpfs: %v", err)
-	}
-	t.Cleanup(func() { _ = syscall.Unmount(small, syscall.MNT_DETACH) })
+	small := testnet.SmallTmpfs(t, 12)
 	tn := testnet.New(t, 2)
 	ctx := testnet.Context(t, time.Minute)
 	if err := tn.WaitMesh(ctx); err != nil {

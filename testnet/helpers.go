@@ -3,8 +3,10 @@ package testnet
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -113,4 +115,20 @@ func (c *RunEvents) Event(ev *apiv1.RunEvent) {
 			c.Stdout.Write(e.Output.GetData())
 		}
 	}
+}
+
+// SmallTmpfs mounts a tmpfs of mib MiB on a new temporary directory,
+// unmounted at the end of the test, and returns its path: a small disk to
+// fill. It needs root; without it the test is skipped (CI runs as root).
+func SmallTmpfs(t testing.TB, mib int) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a small tmpfs needs root (CI runs as root)")
+	}
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%dm", mib)); err != nil {
+		t.Fatalf("mount a %d MiB tmpfs: %v", mib, err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
+	return dir
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -191,9 +192,7 @@ func TestKillCoordinatorBeforeMerge(t *testing.T) {
 	defer cancel()
 	work := t.TempDir()
 	edits := map[string]string{"serve_bytes_per_second = 0": "serve_bytes_per_second = 20000000"}
-	for k, v := range testnet.TestNamespaceEdit {
-		edits[k] = v
-	}
+	maps.Copy(edits, testnet.TestNamespaceEdit)
 	pn := processPair(ctx, t, bin, t.TempDir(), work, edits)
 	coord, exec := pn.Peers[0], pn.Peers[1]
 	ws := filepath.Join(work, "ws")

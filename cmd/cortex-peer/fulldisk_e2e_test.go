@@ -19,14 +19,7 @@ import (
 // store opens and verifies, and once space is freed the same fetch
 // completes.
 func TestFullDataDir(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a small tmpfs needs root (CI runs as root)")
-	}
-	small := t.TempDir()
-	if err := syscall.Mount("tmpfs", small, "tmpfs", 0, "size=256m"); err != nil {
-		t.Fatalf("mount a 256 MiB tmpfs: %v", err)
-	}
-	t.Cleanup(func() { _ = syscall.Unmount(small, syscall.MNT_DETACH) })
+	small := testnet.SmallTmpfs(t, 256)
 	bin := testnet.BuildBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,23 +24,14 @@ import (
 // verify, tasks and logs answer. A task whose record cannot be written is
 // refused with the same error. Once space is freed the same task runs whole.
 func TestFullDiskTaskOutput(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a small tmpfs needs root (CI runs as root)")
-	}
-	small := t.TempDir()
-	if err := syscall.Mount("tmpfs", small, "tmpfs", 0, "size=512m"); err != nil {
-		t.Fatalf("mount a 512 MiB tmpfs: %v", err)
-	}
-	t.Cleanup(func() { _ = syscall.Unmount(small, syscall.MNT_DETACH) })
+	small := testnet.SmallTmpfs(t, 512)
 	bin := testnet.BuildBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	// A small cap in the store: most of the output goes to spill files,
 	// archived as DAGs once a task ends.
 	edits := map[string]string{"log_store_cap_mib = 64": "log_store_cap_mib = 8"}
-	for k, v := range testnet.TestNamespaceEdit {
-		edits[k] = v
-	}
+	maps.Copy(edits, testnet.TestNamespaceEdit)
 	pn := processPair(ctx, t, bin, filepath.Join(small, "peers"), t.TempDir(), edits)
 	p1, p2 := pn.Peers[0], pn.Peers[1]
 	const reserve = 64 << 20 // store.DefaultConfig's ReserveBytes

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"os"
 	"os/exec"
 	"strings"
@@ -21,9 +22,7 @@ func killNet(t *testing.T) (string, *testnet.ProcessNet) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	edits := map[string]string{`lost_after = "1m0s"`: `lost_after = "3s"`}
-	for k, v := range testnet.TestNamespaceEdit {
-		edits[k] = v
-	}
+	maps.Copy(edits, testnet.TestNamespaceEdit)
 	pn, err := testnet.StartProcesses(ctx, testnet.ProcessOptions{Binary: bin, N: 3, Dir: t.TempDir(), Heartbeat: 300 * time.Millisecond, ConfigEdits: edits})
 	if err != nil {
 		t.Fatal(err)
