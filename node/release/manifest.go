@@ -23,8 +23,6 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
-	"github.com/libp2p/go-libp2p/core/peer"
-	"golang.org/x/mod/semver"
 
 	"github.com/cortex-peer/cortex-peer/node/release/releasekey"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
@@ -32,70 +30,32 @@ import (
 
 // Bounds of what a peer accepts from the wire.
 const (
-	// MaxSignedSize bounds an envelope (manifest, key and signature).
-	MaxSignedSize = 4 << 10
-	// MaxBinarySize bounds the binary a manifest may name.
-	MaxBinarySize = 512 << 20
+	MaxSignedSize = releasekey.MaxSignedSize
+	MaxBinarySize = releasekey.MaxBinarySize
 )
 
 // Kinds of refusal, each wrapping an errdefs kind.
 var (
-	ErrMalformed      = fmt.Errorf("malformed release manifest: %w", errdefs.ErrInvalid)
+	ErrMalformed      = releasekey.ErrMalformed
 	ErrUntrustedKey   = fmt.Errorf("release signed by a key this peer does not trust: %w", errdefs.ErrPermissionDenied)
 	ErrBadSignature   = fmt.Errorf("release signature does not verify: %w", errdefs.ErrPermissionDenied)
 	ErrWrongPlatform  = fmt.Errorf("release is for another platform: %w", errdefs.ErrInvalid)
 	ErrNotNewer       = fmt.Errorf("release is not newer than the highest version installed: %w", errdefs.ErrInvalid)
 	ErrExpired        = fmt.Errorf("release manifest has expired: %w", errdefs.ErrInvalid)
-	ErrTooLarge       = fmt.Errorf("release over its size cap: %w", errdefs.ErrResourceExhausted)
+	ErrTooLarge       = releasekey.ErrTooLarge
 	ErrBinaryMismatch = fmt.Errorf("release binary differs from what was signed: %w", errdefs.ErrInvalid)
 	ErrEquivocation   = fmt.Errorf("one version signed twice with different binaries: %w", errdefs.ErrPermissionDenied)
 )
 
-// Manifest describes one release of the peer's binary.
-type Manifest struct {
-	Version  string `json:"version"`  // semantic version, "1.4.0"
-	Platform string `json:"platform"` // GOOS/GOARCH, "linux/amd64"
-	Binary   string `json:"binary"`   // CID of the binary's file DAG
-	Length   int64  `json:"length"`   // the binary's length in bytes
-	SHA256   string `json:"sha256"`   // hex SHA-256 of the binary
-	// Published and Expires bound when peers act on it.
-	Published time.Time `json:"published"`
-	Expires   time.Time `json:"expires"`
-	// Rollout is the fraction of peers that install it, in (0, 1].
-	Rollout float64 `json:"rollout"`
-}
-
-// Signed is a manifest as it travels: its bytes, the key that signed them
-// and the signature.
-type Signed struct {
-	Manifest  []byte `json:"manifest"`
-	Key       []byte `json:"key"` // ed25519 public key, 32 bytes
-	Signature []byte `json:"signature"`
-}
+// Manifest describes one release of the peer's binary; Signed is one as it
+// travels. Both live in releasekey so that the CLI signs without the peer.
+type (
+	Manifest = releasekey.Manifest
+	Signed   = releasekey.Signed
+)
 
 // Sign encodes m and signs it with key.
-func Sign(m Manifest, key ed25519.PrivateKey) (Signed, error) {
-	if err := m.check(); err != nil {
-		return Signed{}, err
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		return Signed{}, fmt.Errorf("encode manifest: %w", err)
-	}
-	return Signed{Manifest: b, Key: key.Public().(ed25519.PublicKey), Signature: ed25519.Sign(key, b)}, nil
-}
-
-// Encode is the envelope's wire form.
-func (s Signed) Encode() ([]byte, error) {
-	b, err := json.Marshal(s)
-	if err != nil {
-		return nil, fmt.Errorf("encode release: %w", err)
-	}
-	if len(b) > MaxSignedSize {
-		return nil, fmt.Errorf("release of %d bytes, cap %d: %w", len(b), MaxSignedSize, ErrTooLarge)
-	}
-	return b, nil
-}
+func Sign(m Manifest, key ed25519.PrivateKey) (Signed, error) { return releasekey.Sign(m, key) }
 
 // Decode parses an envelope from the wire, refusing one over the cap.
 func Decode(b []byte) (Signed, error) {
@@ -141,13 +101,13 @@ func Verify(s Signed, p Policy) (Manifest, error) {
 	if err := strictJSON(s.Manifest, &m); err != nil {
 		return Manifest{}, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	if err := m.check(); err != nil {
+	if err := check(m); err != nil {
 		return Manifest{}, err
 	}
 	if m.Platform != p.Platform {
 		return Manifest{}, fmt.Errorf("%w: %s, this peer is %s", ErrWrongPlatform, m.Platform, p.Platform)
 	}
-	if p.Highest != "" && semver.Compare(canonical(m.Version), canonical(p.Highest)) <= 0 {
+	if p.Highest != "" && releasekey.CompareVersions(m.Version, p.Highest) <= 0 {
 		return Manifest{}, fmt.Errorf("%w: %s, installed up to %s", ErrNotNewer, m.Version, p.Highest)
 	}
 	if !p.Now.Before(m.Expires) {
@@ -156,23 +116,10 @@ func Verify(s Signed, p Policy) (Manifest, error) {
 	return m, nil
 }
 
-// check validates a manifest's fields on their own.
-func (m Manifest) check() error {
-	switch {
-	case !semver.IsValid(canonical(m.Version)):
-		return fmt.Errorf("%w: version %q is not a semantic version (1.4.0)", ErrMalformed, m.Version)
-	case !validPlatform(m.Platform):
-		return fmt.Errorf("%w: platform %q, want GOOS/GOARCH", ErrMalformed, m.Platform)
-	case m.Length <= 0:
-		return fmt.Errorf("%w: length %d", ErrMalformed, m.Length)
-	case m.Length > MaxBinarySize:
-		return fmt.Errorf("binary of %d bytes, cap %d: %w", m.Length, MaxBinarySize, ErrTooLarge)
-	case len(m.SHA256) != 64 || !isHex(m.SHA256):
-		return fmt.Errorf("%w: sha256 %q", ErrMalformed, m.SHA256)
-	case m.Rollout <= 0 || m.Rollout > 1:
-		return fmt.Errorf("%w: rollout %v, want (0, 1]", ErrMalformed, m.Rollout)
-	case m.Expires.IsZero() || !m.Published.Before(m.Expires):
-		return fmt.Errorf("%w: expires %v, published %v", ErrMalformed, m.Expires, m.Published)
+// check validates a manifest's fields, its binary's CID included.
+func check(m Manifest) error {
+	if err := m.Check(); err != nil {
+		return err
 	}
 	if _, err := cid.Parse(m.Binary); err != nil {
 		return fmt.Errorf("%w: binary CID %q: %v", ErrMalformed, m.Binary, err)
@@ -200,8 +147,8 @@ func CheckBinary(m Manifest, r io.Reader) error {
 // InRollout reports whether peer id is in the fraction of peers that
 // install m: a hash of the peer and the version, so that each release picks
 // its own first peers, and widening the fraction keeps those already in.
-func InRollout(id peer.ID, m Manifest) bool {
-	h := sha256.Sum256([]byte(string(id) + "\x00" + m.Version))
+func InRollout(id string, m Manifest) bool {
+	h := sha256.Sum256([]byte(id + "\x00" + m.Version))
 	x := float64(binary.BigEndian.Uint64(h[:8])>>11) / float64(1<<53)
 	return x < m.Rollout
 }
@@ -222,7 +169,7 @@ func (l *Ledger) Observe(s Signed, m Manifest) (proof Signed, err error) {
 	if l.seen == nil {
 		l.seen, l.bad = map[string]Signed{}, map[string]bool{}
 	}
-	k := releasekey.KeyID(s.Key) + "/" + canonical(m.Version)
+	k := releasekey.KeyID(s.Key) + "/" + releasekey.CanonicalVersion(m.Version)
 	first, ok := l.seen[k]
 	if !ok {
 		l.seen[k] = s
@@ -237,23 +184,6 @@ func (l *Ledger) Observe(s Signed, m Manifest) (proof Signed, err error) {
 		return first, fmt.Errorf("%w: %s by key %s", ErrEquivocation, m.Version, releasekey.KeyID(s.Key))
 	}
 	return Signed{}, nil
-}
-
-func canonical(v string) string {
-	if !strings.HasPrefix(v, "v") {
-		v = "v" + v
-	}
-	return v
-}
-
-func validPlatform(p string) bool {
-	goos, goarch, ok := strings.Cut(p, "/")
-	return ok && goos != "" && goarch != "" && !strings.ContainsAny(goarch, "/ ")
-}
-
-func isHex(s string) bool {
-	_, err := hex.DecodeString(s)
-	return err == nil
 }
 
 // strictJSON decodes one JSON value, refusing unknown fields and trailing

@@ -186,7 +186,7 @@ func TestInRollout(t *testing.T) {
 		m.Rollout = frac
 		in = map[peer.ID]bool{}
 		for _, id := range ids {
-			if InRollout(id, m) {
+			if InRollout(string(id), m) {
 				n++
 				in[id] = true
 			}

@@ -22,11 +22,11 @@ func newReleaseKeygenCmd(g *Globals) *cobra.Command {
 	var out string
 	cmd := &cobra.Command{
 		Use:   "keygen --out DIR",
-		Short: "Create a release key pair: DIR/releasekey.key (0600) and DIR/releasekey.pub",
-		Long: `keygen creates an ed25519 release key pair. releasekey.key (mode 0600) signs
-releases; keep it off the peers, like any signing key. releasekey.pub is one line:
+		Short: "Create a release key pair: DIR/release.key (0600) and DIR/release.pub",
+		Long: `keygen creates an ed25519 release key pair. release.key (mode 0600) signs
+releases; keep it off the peers, like any signing key. release.pub is one line:
 paste it into the [update] trusted_keys of every peer that should install the
-releases it signs. An existing releasekey.key is never replaced.`,
+releases it signs. An existing release.key is never replaced.`,
 		Example: `  cortex-peer release keygen --out ~/cortex-release`,
 		Args:    NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -50,6 +50,6 @@ releases it signs. An existing releasekey.key is never replaced.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&out, "out", "", "directory to write releasekey.key and releasekey.pub into (created 0700)")
+	cmd.Flags().StringVar(&out, "out", "", "directory to write release.key and release.pub into (created 0700)")
 	return cmd
 }
