@@ -9,6 +9,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -24,7 +25,10 @@ import (
 	"github.com/cortex-peer/cortex-peer/node/lsp"
 	"github.com/cortex-peer/cortex-peer/node/mcpserver"
 	"github.com/cortex-peer/cortex-peer/node/store"
+	"github.com/cortex-peer/cortex-peer/node/release/releasekey"
 	"github.com/cortex-peer/cortex-peer/node/tasks"
+	"github.com/cortex-peer/cortex-peer/node/update"
+	"github.com/cortex-peer/cortex-peer/node/update/releasedir"
 	"github.com/cortex-peer/cortex-peer/p2p"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 	"github.com/cortex-peer/cortex-peer/runtime"
@@ -55,6 +59,8 @@ type Config struct {
 	KnownPeersInterval time.Duration
 	// DrainDeadline is how long a drain lets running tasks end.
 	DrainDeadline time.Duration
+	// Update is the self-update's policy (Supervised is set by join).
+	Update update.Config
 }
 
 // DefaultKnownPeersInterval is the default of Config.KnownPeersInterval.
@@ -121,7 +127,30 @@ func ConfigFromFile(d datadir.Dir, fc datadir.FileConfig) (Config, error) {
 	if fc.MCP.TokenFile != "" {
 		cfg.MCPTokenFile = d.Path(fc.MCP.TokenFile)
 	}
+	if cfg.Update, err = updateConfig(d, fc.Update); err != nil {
+		return Config{}, err
+	}
 	return cfg, cfg.Validate()
+}
+
+// updateConfig translates the config file's update section.
+func updateConfig(d datadir.Dir, u datadir.UpdateSection) (update.Config, error) {
+	cfg := update.Config{
+		Auto: u.Auto, HealthTimeout: u.HealthTimeout.Duration, Releases: releasedir.New(d.Root),
+		Platform: goruntime.GOOS + "/" + goruntime.GOARCH, Version: buildinfo.Version,
+	}
+	for i, k := range u.TrustedKeys {
+		pub, err := releasekey.ParsePublicKey(k)
+		if err != nil {
+			return cfg, fmt.Errorf("update.trusted_keys[%d]: %w", i, err)
+		}
+		cfg.TrustedKeys = append(cfg.TrustedKeys, pub)
+	}
+	var err error
+	if cfg.Window, err = update.ParseWindow(u.Window); err != nil {
+		return cfg, fmt.Errorf("update.window: %w", err)
+	}
+	return cfg, nil
 }
 
 // tasksConfig translates the config file's tasks section for the local

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -27,6 +29,7 @@ import (
 	"github.com/cortex-peer/cortex-peer/node/store"
 	"github.com/cortex-peer/cortex-peer/node/tasklog"
 	"github.com/cortex-peer/cortex-peer/node/tasks"
+	"github.com/cortex-peer/cortex-peer/node/update"
 	"github.com/cortex-peer/cortex-peer/node/workspace"
 	"github.com/cortex-peer/cortex-peer/p2p"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
@@ -57,6 +60,7 @@ type Node struct {
 	hb         *p2p.Heartbeater
 	api        *apiserver.Server
 	mcp        *mcpHTTP // nil unless configured
+	updates    *update.Service
 	sup        *supervisor
 
 	closeOnce sync.Once
@@ -66,6 +70,11 @@ type Node struct {
 	// process that runs the peer stops it (StopRequested).
 	stop     chan struct{}
 	stopOnce sync.Once
+	// restart is set when the stop is a restart into another version.
+	restart atomic.Bool
+	// knewPeers: the peer had mesh peers to return to when it started, so
+	// a new version is healthy only once it reaches one.
+	knewPeers bool
 }
 
 // New builds every capability of the peer, in order, each from what it
@@ -103,6 +112,7 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	// merges and tasks, which add blocks that no pin reaches yet.
 	gc := new(sync.RWMutex)
 	known := loadKnownPeers(n.store, log)
+	n.knewPeers = len(known) > 0 || len(cfg.P2P.Bootstrap) > 0
 	if n.host, err = p2p.New(cfg.P2P, logger("p2p")); err != nil {
 		return nil, err
 	}
@@ -139,6 +149,11 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	if n.hb, err = p2p.NewHeartbeater(n.host, n.book, n.announcement, logger("heartbeat")); err != nil {
 		return nil, err
 	}
+	if n.updates, err = update.New(cfg.Update, update.Deps{
+		Host: n.host, Binaries: releaseBinaries{arts, n.dags}, Restarter: restarter{n},
+	}, logger("update")); err != nil {
+		return nil, err
+	}
 	if n.api, err = apiserver.New(cfg.API, apiserver.Services{
 		Peer:       peerView{n},
 		Workspaces: workspaces,
@@ -161,6 +176,7 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	n.sup.Go("browser", n.browser.Serve)
 	n.sup.Go("lsp", n.lsp.Serve)
 	n.sup.Go("heartbeat", n.hb.Serve)
+	n.sup.Go("update", n.updates.Serve)
 	n.sup.Go("api", n.api.Serve)
 	if n.mcp != nil {
 		n.sup.Go("mcp", n.mcp.Serve)
@@ -241,6 +257,38 @@ func (n *Node) announcement() p2p.Announcement {
 		a.Images = n.images.HeldNames(context.Background())
 	}
 	return a
+}
+
+// restarter is the node as the updater restarts it (update.Restarter).
+type restarter struct{ n *Node }
+
+func (r restarter) Restart(ctx context.Context) { r.n.Restart(ctx) }
+
+// releaseBinaries fetches, reads and pins release binaries
+// (update.Binaries).
+type releaseBinaries struct {
+	arts *artifacts.Service
+	dags *dag.Store
+}
+
+// releaseStall is how long a release fetch waits without progress.
+const releaseStall = time.Minute
+
+func (b releaseBinaries) Fetch(ctx context.Context, root cid.Cid, dest string) error {
+	_, err := b.arts.Get(ctx, root, dest, true, releaseStall, func(artifacts.Progress) {})
+	return err
+}
+
+func (b releaseBinaries) Read(ctx context.Context, root cid.Cid, length int64, w io.Writer) error {
+	_, err := b.arts.Read(ctx, root, 0, length, releaseStall, w)
+	return err
+}
+
+func (b releaseBinaries) Keep(name string, root cid.Cid) error {
+	if !root.Defined() {
+		return b.dags.Unpin(name)
+	}
+	return b.dags.Pin(name, root)
 }
 
 // importer imports a workspace for the language servers (lsp.Importer).
@@ -363,6 +411,9 @@ func (n *Node) Close() error {
 		if n.api != nil {
 			errs = append(errs, n.api.Close())
 		}
+		if n.updates != nil {
+			errs = append(errs, n.updates.Close())
+		}
 		if n.hb != nil {
 			errs = append(errs, n.hb.Close())
 		}
@@ -432,6 +483,24 @@ func (n *Node) Healthy(ctx context.Context) error {
 	return c.Close()
 }
 
+// UpdateHealthy is the health a new version must pass on probation:
+// Healthy, at least one mesh peer connected when it had peers before, and
+// containerd answering where this machine has it.
+func (n *Node) UpdateHealthy(ctx context.Context) error {
+	if err := n.Healthy(ctx); err != nil {
+		return err
+	}
+	if n.knewPeers && len(n.host.Connected()) == 0 {
+		return fmt.Errorf("no mesh peer connected yet: %w", errdefs.ErrUnavailable)
+	}
+	if n.prober.Capabilities().Containerd {
+		if _, err := n.images.Store(ctx); err != nil {
+			return fmt.Errorf("containerd: %w", err)
+		}
+	}
+	return nil
+}
+
 // StopRequested is closed once a drain asked the peer to stop (cortex-peer
 // drain without --stay): whoever runs the peer then closes it.
 func (n *Node) StopRequested() <-chan struct{} { return n.stop }
@@ -466,6 +535,23 @@ func (n *Node) Drain(ctx context.Context, deadline time.Duration, stay bool, pro
 	}
 	return conv(st), nil
 }
+
+// Restart drains the peer and asks whoever runs it to start it again
+// (the update supervisor starts releases/current): a restart, not a
+// decommission, so the peer comes back eligible.
+func (n *Node) Restart(ctx context.Context) {
+	n.restart.Store(true)
+	if _, err := n.Drain(ctx, 0, false, nil); err != nil {
+		n.log.Warn("drain before restart failed; restarting anyway", "err", err)
+		n.stopOnce.Do(func() { close(n.stop) })
+	}
+}
+
+// RestartRequested reports whether the stop asked for is a restart.
+func (n *Node) RestartRequested() bool { return n.restart.Load() }
+
+// Updates is the updater, for the API and tests.
+func (n *Node) Updates() *update.Service { return n.updates }
 
 // Eligible undoes a drain that stayed.
 func (n *Node) Eligible() bool {

@@ -82,10 +82,10 @@ func scoreParams() *pubsub.PeerScoreParams {
 	}
 }
 
-// topicAllowed reports whether name is a topic of the mesh: the heartbeat
-// or a task's log topic.
+// topicAllowed reports whether name is a topic of the mesh: the heartbeat,
+// the releases, or a task's log topic.
 func topicAllowed(name string) bool {
-	if name == protocol.HeartbeatTopic {
+	if name == protocol.HeartbeatTopic || name == protocol.ReleaseTopic {
 		return true
 	}
 	id, ok := strings.CutPrefix(name, protocol.LogTopicPrefix)

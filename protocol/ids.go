@@ -27,6 +27,11 @@ const (
 	// LSPProtocol carries one language-server call to the peer whose
 	// server answers it.
 	LSPProtocol = "/cortex/lsp/1.0.0"
+	// ReleaseTopic carries signed release announcements, rollback reports
+	// and equivocation proofs.
+	ReleaseTopic = "/cortex/releases/1.0.0"
+	// ReleaseProtocol answers with the signed releases a peer holds.
+	ReleaseProtocol = "/cortex/releases/1.0.0"
 	// LogTopicPrefix + task id is the gossip topic of a task's live output.
 	LogTopicPrefix = "/cortex/logs/1.0.0/"
 )
@@ -63,5 +68,5 @@ const (
 // Protocols lists the versioned wire protocols of this build, as advertised in
 // heartbeats and shown by `cortex-peer version`.
 func Protocols() []string {
-	return []string{HeartbeatTopic, BlocksProtocol, LeavesProtocol, TaskProtocol, LogsProtocol, BrowserProtocol, LSPProtocol}
+	return []string{HeartbeatTopic, BlocksProtocol, LeavesProtocol, TaskProtocol, LogsProtocol, BrowserProtocol, LSPProtocol, ReleaseProtocol}
 }

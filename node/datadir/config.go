@@ -39,6 +39,7 @@ type FileConfig struct {
 	MCP     MCPSection        `toml:"mcp"`
 	Browser BrowserSection    `toml:"browser"`
 	LSP     LSPSection        `toml:"lsp"`
+	Update  UpdateSection     `toml:"update"`
 }
 
 // TasksSection configures the sandboxed tasks this peer runs: where
@@ -235,6 +236,25 @@ type ProcessSection struct {
 	DrainDeadline Duration `toml:"drain_deadline"`
 }
 
+// UpdateSection configures the signed self-update. A peer with no trusted
+// key never updates.
+type UpdateSection struct {
+	// TrustedKeys are release public keys as release.pub holds them.
+	TrustedKeys []string `toml:"trusted_keys"`
+	// Auto installs a trusted release when it arrives; false only records
+	// it (update status shows it).
+	Auto bool `toml:"auto"`
+	// Window is when installs may start, "HH:MM-HH:MM" local time (it may
+	// wrap past midnight); empty: any time.
+	Window string `toml:"window"`
+	// HealthTimeout is how long a new version has to come up healthy; one
+	// that exits or crashes within it is rolled back.
+	HealthTimeout Duration `toml:"health_timeout"`
+}
+
+// DefaultHealthTimeout is the default of UpdateSection.HealthTimeout.
+const DefaultHealthTimeout = 60 * time.Second
+
 // DefaultDrainDeadline is the default of ProcessSection.DrainDeadline.
 const DefaultDrainDeadline = 10 * time.Minute
 
@@ -374,6 +394,7 @@ func DefaultFileConfig() FileConfig {
 		Tasks:   DefaultTasksSection(),
 		Browser: DefaultBrowserSection(),
 		LSP:     DefaultLSPSection(),
+		Update:  UpdateSection{Auto: true, HealthTimeout: Duration{DefaultHealthTimeout}},
 	}
 }
 
@@ -432,6 +453,9 @@ func (c FileConfig) Validate() error {
 	}
 	if c.Process.DrainDeadline.Duration < 0 {
 		errs = append(errs, fmt.Errorf("process.drain_deadline %v: want 0 or more", c.Process.DrainDeadline.Duration))
+	}
+	if c.Update.HealthTimeout.Duration <= 0 {
+		errs = append(errs, fmt.Errorf("update.health_timeout %v: want more than 0", c.Update.HealthTimeout.Duration))
 	}
 	if c.Process.MemoryLimitMiB < 0 {
 		errs = append(errs, fmt.Errorf("process.memory_limit_mib %d: want 0 (none) or more", c.Process.MemoryLimitMiB))
@@ -628,6 +652,19 @@ memory_limit_mib = 256
 # exits. A second SIGTERM or SIGINT stops at once.
 drain_deadline = "{{.Process.DrainDeadline}}"
 
+[update]
+# Signed self-update over the mesh (docs/lifecycle.md). Paste the content
+# of a release.pub here to install the releases its key signs; with no
+# trusted key this peer never updates.
+trusted_keys = []
+# Install trusted releases as they arrive (false: only record them).
+auto = true
+# When installs may start, "HH:MM-HH:MM" local time; empty: any time.
+window = ""
+# A new version that is not up and healthy within this, or that exits
+# within it, is rolled back to the previous one and never tried again.
+health_timeout = "{{.Update.HealthTimeout}}"
+
 [tasks]
 # Sandboxed tasks run in containerd (make deps installs and starts it).
 containerd_socket = "/run/containerd/containerd.sock"
@@ -731,12 +768,13 @@ type templateData struct {
 	Browser      BrowserSection
 	LSP          LSPSection
 	Process      ProcessSection
+	Update       UpdateSection
 	AllowedRoots []string
 }
 
 func renderConfig(opts InitOptions) string {
 	def := DefaultFileConfig()
-	data := templateData{P2PSection: def.P2P, Labels: opts.Labels, Tasks: def.Tasks, Browser: def.Browser, LSP: def.LSP, Process: def.Process, AllowedRoots: def.API.AllowedRoots}
+	data := templateData{P2PSection: def.P2P, Labels: opts.Labels, Tasks: def.Tasks, Browser: def.Browser, LSP: def.LSP, Process: def.Process, Update: def.Update, AllowedRoots: def.API.AllowedRoots}
 	if opts.AllowedRoots != nil {
 		data.AllowedRoots = opts.AllowedRoots
 	}

@@ -350,3 +350,6 @@ func taskResultJSON(res *apiv1.TaskResult) map[string]any {
 	}
 	return out
 }
+
+// ExitStatus makes the process exit with code, silently.
+func ExitStatus(code int) error { return exitStatus{code} }

@@ -19,6 +19,7 @@ import (
 	"github.com/cortex-peer/cortex-peer/node/datadir"
 	"github.com/cortex-peer/cortex-peer/node/datadir/locate"
 	"github.com/cortex-peer/cortex-peer/node/sdnotify"
+	"github.com/cortex-peer/cortex-peer/node/update/supervise"
 	"github.com/cortex-peer/cortex-peer/p2p"
 )
 
@@ -189,6 +190,11 @@ http://127.0.0.1:PORT/mcp (loopback only; bearer token from DIR/api.token).`,
 				return err
 			}
 			log := node.NewLogger(cmd.ErrOrStderr(), fc.Log.Level, fc.Log.Format)
+			supervised := os.Getenv(supervise.EnvSupervised) != ""
+			if !supervised && wantsSupervisor(cfg) {
+				return superviseJoin(cmd, cfg, log)
+			}
+			cfg.Update.Supervised = supervised
 			if os.Getenv("GOMEMLIMIT") == "" && fc.Process.MemoryLimitMiB > 0 {
 				debug.SetMemoryLimit(int64(fc.Process.MemoryLimitMiB) << 20)
 			}
@@ -217,8 +223,17 @@ http://127.0.0.1:PORT/mcp (loopback only; bearer token from DIR/api.token).`,
 			}
 			// Under systemd (Type=notify) the peer says when it serves,
 			// feeds the watchdog while healthy, and says when it stops.
+			// Under the update supervisor the same messages go to it.
 			notify := sdnotify.New(sdnotify.FromEnv(n.Healthy), log)
 			defer notify.Close()
+			if os.Getenv(supervise.EnvTrial) != "" {
+				// A new version on probation says READY only once it
+				// passes the whole health check.
+				if err := waitHealthy(cmd.Context(), n, sigs, log); err != nil {
+					n.Close()
+					return err
+				}
+			}
 			if err := notify.Ready(); err != nil {
 				log.Warn("cannot tell systemd the peer is ready", "err", err)
 			}
@@ -250,7 +265,14 @@ http://127.0.0.1:PORT/mcp (loopback only; bearer token from DIR/api.token).`,
 			_ = notify.Stopping()
 			stopWatchdog()
 			<-watchdog
-			return n.Close()
+			if err := n.Close(); err != nil {
+				return err
+			}
+			if n.RestartRequested() {
+				log.Info("restarting into the current release")
+				return cli.ExitStatus(supervise.ExitRestart)
+			}
+			return nil
 		},
 	}
 	f := cmd.Flags()
