@@ -19,13 +19,21 @@ var (
 // Build builds cortex-peer and, beside it, cortex-peerd (which carries out
 // the verbs that run a peer) into dir, as `make build` does, and returns the
 // path of cortex-peer. It must run inside the module.
-func Build(dir string) (string, error) {
+func Build(dir string) (string, error) { return BuildVersion(dir, "") }
+
+// BuildVersion is Build with the version the binaries report set to
+// version ("" : the default), as a release of it would be built.
+func BuildVersion(dir, version string) (string, error) {
 	out, err := exec.Command("go", "env", "GOMOD").Output()
 	if err != nil {
 		return "", fmt.Errorf("build cortex-peer: find the module: %w", err)
 	}
 	root := filepath.Dir(strings.TrimSpace(string(out)))
-	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./cmd/cortex-peer", "./cmd/cortex-peerd")
+	args := []string{"build", "-o", dir + string(filepath.Separator)}
+	if version != "" {
+		args = append(args, "-ldflags", "-X github.com/cortex-peer/cortex-peer/node/buildinfo.Version="+version)
+	}
+	cmd := exec.Command("go", append(args, "./cmd/cortex-peer", "./cmd/cortex-peerd")...)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build does
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -350,7 +350,7 @@ func diskKind(err error) error {
 	switch {
 	case errors.Is(err, errSpace):
 		return fmt.Errorf("%w: %w", err, errdefs.ErrResourceExhausted)
-	case errors.Is(err, fs.ErrPermission):
+	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.EROFS):
 		return fmt.Errorf("%w: %w", err, errdefs.ErrPermissionDenied)
 	}
 	return err
