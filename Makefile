@@ -66,6 +66,10 @@ FLOODBENCH_FLAGS ?=
 bench-flood: deps build ## Hostile-peer figures: an honest task's latency while a mesh member floods its executor, each attack alone, the victim's RSS and CPU (a few minutes).
 	$(GO) run ./testnet/floodbench -bin $(BIN) $(FLOODBENCH_FLAGS)
 
+.PHONY: bench-lifecycle
+bench-lifecycle: deps ## Lifecycle figures: a release published to 3 peers, a bad one rolled back, a drain with a 20 s task (a few minutes).
+	CORTEX_DRAIN_TASK_SECONDS=20 $(GO) test -count=1 -v -timeout 20m -run '^(TestSelfUpdate|TestDrain)$$' ./cmd/cortex-peer/ 2>&1 | grep -E 'FIGURE|^(--- |ok|FAIL|panic)'; exit $${PIPESTATUS[0]}
+
 .PHONY: bench-run
 bench-run: deps ## Task figures: start latency beside `ctr run --rm` and gVisor, 1 GiB of output, 20 concurrent tasks, delegation on 3 peers (a few minutes).
 	$(GO) test -run '^$$' -bench 'StartLatency' -benchtime 20x ./runtime/

@@ -1,0 +1,232 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cortex-peer/cortex-peer/node/update"
+	"github.com/cortex-peer/cortex-peer/testnet"
+)
+
+// updateStatus is `update status --json` as the tests read it.
+type updateStatus struct {
+	Version  string   `json:"version"`
+	Current  string   `json:"current"`
+	Previous string   `json:"previous"`
+	State    string   `json:"state"`
+	Bad      []string `json:"bad"`
+	Failures []struct {
+		Version string `json:"version"`
+		Peer    string `json:"peer"`
+	} `json:"failures"`
+	Releases []struct {
+		Version string `json:"version"`
+		Verdict string `json:"verdict"`
+	} `json:"releases"`
+}
+
+func statusOf(t *testing.T, bin string, p *testnet.ProcessPeer) (updateStatus, bool) {
+	t.Helper()
+	r := run(t, bin, "update", "status", "--json", "--data", p.DataDir)
+	var st updateStatus
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &st) != nil {
+		return st, false
+	}
+	return st, true
+}
+
+// updateNet builds this checkout as release 1.0.0, and a 1.0.1 beside it,
+// makes a release key, and starts n peers of 1.0.0 that trust it.
+func updateNet(t *testing.T, n int, health string) (bin, next, key string, pn *testnet.ProcessNet) {
+	t.Helper()
+	dir := t.TempDir()
+	bin = buildRelease(t, "1.0.0")
+	next = filepath.Join(filepath.Dir(buildRelease(t, "1.0.1")), "cortex-peerd")
+	keys := filepath.Join(dir, "keys")
+	if r := run(t, bin, "release", "keygen", "--out", keys); r.code != 0 {
+		t.Fatalf("release keygen: %s", r.stderr)
+	}
+	pub, err := os.ReadFile(filepath.Join(keys, "release.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	edits := map[string]string{
+		`trusted_keys = []`:         `trusted_keys = ["` + strings.TrimSpace(string(pub)) + `"]`,
+		`health_timeout = "1m0s"`: `health_timeout = "` + health + `"`,
+	}
+	for k, v := range testnet.TestNamespaceEdit {
+		edits[k] = v
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pn, err = testnet.StartProcesses(ctx, testnet.ProcessOptions{Binary: bin, N: n, Dir: filepath.Join(dir, "net"),
+		Heartbeat: 300 * time.Millisecond, AllowedRoots: []string{dir}, ConfigEdits: edits})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pn.Stop() })
+	if err := pn.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return bin, next, filepath.Join(keys, "release.key"), pn
+}
+
+var (
+	releasesMu sync.Mutex
+	releases   = map[string]string{}
+)
+
+// buildRelease builds this checkout as version once per test process
+// (removed by TestMain's RemoveBinary) and returns its cortex-peer.
+func buildRelease(t *testing.T, version string) string {
+	t.Helper()
+	releasesMu.Lock()
+	defer releasesMu.Unlock()
+	if bin, ok := releases[version]; ok {
+		return bin
+	}
+	dir := filepath.Join(filepath.Dir(testnet.BuildBinary(t)), "release-"+version)
+	bin, err := testnet.BuildVersion(dir, version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	releases[version] = bin
+	return bin
+}
+
+func publish(t *testing.T, bin string, p *testnet.ProcessPeer, key, binary, version string, extra ...string) {
+	t.Helper()
+	args := append([]string{"release", "publish", "--data", p.DataDir, "--key", key, "--binary", binary, "--version", version}, extra...)
+	if r := run(t, bin, args...); r.code != 0 {
+		t.Fatalf("release publish %s: exit %d: %s %s", version, r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestSelfUpdate publishes a release built from this checkout to a mesh
+// of three peers: all three run it, under the same pids, with a task that
+// ran meanwhile completed; then a release whose binary exits at once is
+// rolled back on every peer, marked bad, and its failure gossiped.
+func TestSelfUpdate(t *testing.T) {
+	const health = 10 * time.Second
+	bin, next, key, pn := updateNet(t, 3, health.String())
+	pids := map[string]int{}
+	for _, p := range pn.Peers {
+		pids[p.Name] = p.Pid()
+	}
+	coord := pn.Peers[0]
+	task := runDetached(t, bin, coord, pn.Peers[1], "sleep 3; echo survived")
+
+	start := time.Now()
+	publish(t, bin, coord, key, next, "1.0.1")
+	waitFor(t, "every peer to run 1.0.1", 2*time.Minute, func() bool {
+		for _, p := range pn.Peers {
+			if st, ok := statusOf(t, bin, p); !ok || st.Version != "1.0.1" {
+				return false
+			}
+		}
+		return true
+	})
+	took := time.Since(start)
+	t.Logf("FIGURE publish to all 3 peers running 1.0.1: %.1f s", took.Seconds())
+	for _, p := range pn.Peers {
+		if p.Pid() != pids[p.Name] || !p.Running() {
+			t.Fatalf("%s: pid %d, was %d (running %v): the update must keep the pid", p.Name, p.Pid(), pids[p.Name], p.Running())
+		}
+	}
+	waitFor(t, "the task that ran meanwhile to complete", time.Minute, func() bool {
+		st, ok := resultOf(t, bin, coord.DataDir, task)
+		return ok && st.State == "completed"
+	})
+
+	// A release that exits at once: rolled back everywhere.
+	bad := filepath.Join(t.TempDir(), "cortex-peerd")
+	if err := os.WriteFile(bad, []byte("#!/bin/sh\necho bad release >&2\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	publish(t, bin, coord, key, bad, "1.0.2")
+	waitFor(t, "every peer to roll 1.0.2 back", health+40*time.Second, func() bool {
+		for _, p := range pn.Peers {
+			st, ok := statusOf(t, bin, p)
+			if !ok || st.Version != "1.0.1" || len(st.Releases) == 0 {
+				return false
+			}
+			// Each peer either rolled it back or stopped it on a
+			// peer's gossiped failure.
+			if !slices.Contains(st.Bad, "1.0.2") && !strings.HasPrefix(verdictOf(st, "1.0.2"), "stopped") {
+				return false
+			}
+		}
+		return true
+	})
+	took = time.Since(start)
+	t.Logf("FIGURE bad release rolled back or stopped on all 3 peers: %.1f s (health_timeout %s)", took.Seconds(), health)
+	if took > health+10*time.Second+5*time.Second { // +5 s: the poll and the publish itself
+		t.Errorf("rollback took %v, over health_timeout + 10 s", took)
+	}
+	gossiped := false
+	for _, p := range pn.Peers {
+		st, _ := statusOf(t, bin, p)
+		t.Logf("%s: version %s current %q previous %q bad %v failures %d verdict %q", p.Name, st.Version, st.Current, st.Previous, st.Bad, len(st.Failures), verdictOf(st, "1.0.2"))
+		if len(st.Failures) > 0 {
+			gossiped = true
+		}
+		if p.Pid() != pids[p.Name] || !p.Running() {
+			t.Fatalf("%s: not running under its pid after the rollback", p.Name)
+		}
+	}
+	if !gossiped {
+		t.Fatal("no peer learned of the rollback by gossip")
+	}
+}
+
+func verdictOf(st updateStatus, version string) string {
+	for _, r := range st.Releases {
+		if r.Version == version {
+			return r.Verdict
+		}
+	}
+	return ""
+}
+
+// TestKillDuringInstall kills the peer (supervisor and all) with SIGKILL at
+// every step of an install: started again, it runs exactly one of the old
+// and the new version, the old before the switch, the new after it.
+func TestKillDuringInstall(t *testing.T) {
+	for _, tc := range []struct{ step, want string }{
+		{"fetched", "1.0.0"}, {"written", "1.0.0"}, {"installed", "1.0.0"}, {"switched", "1.0.1"},
+	} {
+		t.Run(tc.step, func(t *testing.T) {
+			t.Setenv(update.EnvKillAt, tc.step)
+			bin, next, key, pn := updateNet(t, 1, "30s")
+			p := pn.Peers[0]
+			r := run(t, bin, "release", "publish", "--data", p.DataDir, "--key", key, "--binary", next, "--version", "1.0.1")
+			select {
+			case <-p.Exited():
+			case <-time.After(time.Minute):
+				t.Fatalf("the peer was not killed at %s (publish: %d %s)", tc.step, r.code, r.stderr)
+			}
+			if st := p.ExitErr(); st == nil || !strings.Contains(st.Error(), "killed") {
+				t.Fatalf("the peer ended with %v, want killed", st)
+			}
+			os.Unsetenv(update.EnvKillAt)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if err := p.Restart(ctx); err != nil {
+				t.Fatalf("start after kill at %s: %v", tc.step, err)
+			}
+			st, ok := statusOf(t, bin, p)
+			if !ok || st.Version != tc.want {
+				t.Fatalf("after kill at %s: running %q, want %s", tc.step, st.Version, tc.want)
+			}
+			t.Logf("killed at %s: runs %s, current %q, state %s", tc.step, st.Version, st.Current, st.State)
+		})
+	}
+}
