@@ -121,9 +121,15 @@ type Service struct {
 }
 
 type held struct {
-	env releasekey.Signed
-	m   releasekey.Manifest
+	env   releasekey.Signed
+	m     releasekey.Manifest
+	since time.Time // first seen: a release settles before it is installed
 }
+
+// settle is how long a release is held before it is installed, so that a
+// second envelope of the same version over another binary (a key that
+// equivocates) is seen first and both are refused.
+const settle = 2 * time.Second
 
 // message is what the release topic carries: one of its fields.
 type message struct {
@@ -183,7 +189,8 @@ func (s *Service) Serve(ctx context.Context) error {
 			go func() { defer wg.Done(); s.askPeer(ctx, p) }()
 		})
 	}()
-	s.reportRollback(ctx)
+	wg.Add(1)
+	go func() { defer wg.Done(); s.reportRollback(ctx) }()
 	tick := time.NewTicker(time.Minute)
 	defer tick.Stop()
 	announce := time.NewTicker(s.cfg.Reannounce)
@@ -340,6 +347,11 @@ func (s *Service) observe(env releasekey.Signed, from peer.ID) {
 	}
 	s.holdLocked(env, m)
 	s.recordLocked(env, from, s.verdictLocked(m))
+	s.poke()
+}
+
+// poke wakes the install loop.
+func (s *Service) poke() {
 	select {
 	case s.wake <- struct{}{}:
 	default:
@@ -390,12 +402,12 @@ func (s *Service) holdLocked(env releasekey.Signed, m releasekey.Manifest) {
 	for i, h := range s.held {
 		if h.m.Version == m.Version && h.m.Binary == m.Binary {
 			if m.Rollout > h.m.Rollout || m.Expires.After(h.m.Expires) {
-				s.held[i] = held{env: env, m: m} // a widened rollout replaces
+				s.held[i] = held{env: env, m: m, since: h.since} // a widened rollout replaces
 			}
 			return
 		}
 	}
-	s.held = append([]held{{env: env, m: m}}, s.held...)
+	s.held = append([]held{{env: env, m: m, since: time.Now()}}, s.held...)
 	slices.SortStableFunc(s.held, func(a, b held) int { return releasekey.CompareVersions(b.m.Version, a.m.Version) })
 	if len(s.held) > maxHeld {
 		s.held = s.held[:maxHeld]
@@ -500,6 +512,10 @@ func (s *Service) consider(ctx context.Context) {
 		}
 		v := s.verdictLocked(h.m)
 		s.setVerdictLocked(h.m.Version, v)
+		if wait := settle - time.Since(h.since); v == "accepted" && wait > 0 {
+			time.AfterFunc(wait, s.poke)
+			break
+		}
 		if v == "accepted" {
 			pick = &h
 			break
@@ -675,6 +691,23 @@ func (s *Service) reportRollback(ctx context.Context) {
 		s.mu.Lock()
 		s.state = "rolled_back"
 		s.mu.Unlock()
+	}
+	pending := 0
+	for _, f := range st.Bad {
+		if !f.Gossiped {
+			pending++
+		}
+	}
+	if pending == 0 {
+		return
+	}
+	// A message published before any peer listens is lost: wait for one.
+	for len(s.topic.Peers()) == 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(250 * time.Millisecond):
+		}
 	}
 	var sent []string
 	for v, f := range st.Bad {

@@ -189,7 +189,7 @@ func (d Dir) Switch(version string) error {
 	if err != nil {
 		return err
 	}
-	if err := d.Update(func(s *State) { s.Trial = version }); err != nil {
+	if err := d.Update(func(s *State) { s.Trial, s.RolledBack = version, "" }); err != nil {
 		return err
 	}
 	if err := d.setLink(Previous, old); err != nil {
