@@ -120,7 +120,7 @@ func TestMCPInspectorCLI(t *testing.T) {
 			for _, tool := range list["tools"].([]any) {
 				names = append(names, tool.(map[string]any)["name"].(string))
 			}
-			if !slices.Contains(names, "run_task") || !slices.Contains(names, "browser_open") || !slices.Contains(names, "lsp_definition") || !slices.Contains(names, "workspace_verify") || len(names) != 43 {
+			if !slices.Contains(names, "run_task") || !slices.Contains(names, "browser_open") || !slices.Contains(names, "lsp_definition") || !slices.Contains(names, "workspace_verify") || len(names) != 45 {
 				t.Fatalf("tools/list: %v", names)
 			}
 			// --tool-arg takes every value up to the next option: it goes first.

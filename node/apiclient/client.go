@@ -39,6 +39,7 @@ type Client struct {
 	brows  apiv1connect.BrowserServiceClient
 	lsp    apiv1connect.LSPServiceClient
 	arts   apiv1connect.ArtifactServiceClient
+	upd    apiv1connect.UpdateServiceClient
 }
 
 // Dial prepares a client for the peer whose data dir is root. It does not
@@ -72,6 +73,7 @@ func New(root, socket, token string) *Client {
 		task:   apiv1connect.NewTaskServiceClient(hc, baseURL, opts...),
 		image:  apiv1connect.NewImageServiceClient(hc, baseURL, opts...),
 		arts:   apiv1connect.NewArtifactServiceClient(hc, baseURL, opts...),
+		upd:    apiv1connect.NewUpdateServiceClient(hc, baseURL, opts...),
 	}
 	c.brows = apiv1connect.NewBrowserServiceClient(hc, baseURL, append(opts, connect.WithInterceptors(wrapErrors{c, "browser"}))...)
 	c.lsp = apiv1connect.NewLSPServiceClient(hc, baseURL, append(opts, connect.WithInterceptors(wrapErrors{c, "lsp"}))...)

@@ -61,6 +61,8 @@ type Services struct {
 	Browser    Browser
 	LSP        LSP
 	Artifacts  Artifacts
+	// Updates may be nil: the UpdateService then answers Unimplemented.
+	Updates Updates
 }
 
 // Server serves the local API on a unix socket.
@@ -105,6 +107,8 @@ func New(cfg Config, svc Services) (*Server, error) {
 	)
 	mux.Handle(path, handler)
 	path, handler = apiv1connect.NewArtifactServiceHandler(&artifactService{a: svc.Artifacts, roots: roots}, handlerOpts...)
+	mux.Handle(path, handler)
+	path, handler = apiv1connect.NewUpdateServiceHandler(&updateService{u: svc.Updates}, handlerOpts...)
 	mux.Handle(path, handler)
 	path, handler = apiv1connect.NewTaskServiceHandler(&taskService{t: svc.Tasks, roots: roots},
 		handlerOpts...,

@@ -205,7 +205,7 @@ var wantTools = []string{"artifact_get", "artifact_put", "artifact_read", "artif
 	"cancel_task", "get_task", "list_peers", "list_tasks",
 	"lsp_definition", "lsp_diagnostics", "lsp_format", "lsp_hover", "lsp_references", "lsp_rename", "lsp_servers",
 	"lsp_symbols", "lsp_verify", "peer_drain", "peer_eligible", "run_task", "start_task",
-	"task_logs", "workspace_add", "workspace_diff", "workspace_get", "workspace_merge", "workspace_verify"}
+	"task_logs", "update_rollback", "update_status", "workspace_add", "workspace_diff", "workspace_get", "workspace_merge", "workspace_verify"}
 
 // TestMCP drives every tool over both transports against one 3-peer testnet
 // with real containerd.

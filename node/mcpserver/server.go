@@ -41,6 +41,8 @@ type API interface {
 	ArtifactGet(ctx context.Context, root, dest string, force bool, stall time.Duration, progress func(*apiv1.Progress)) (*apiv1.ArtifactGetResult, error)
 	ArtifactRead(ctx context.Context, root string, off, n uint64, stall time.Duration, w io.Writer) (uint64, error)
 	ArtifactUnpin(ctx context.Context, root string) error
+	UpdateStatus(ctx context.Context) (*apiv1.UpdateStatus, error)
+	UpdateRollback(ctx context.Context) (*apiv1.UpdateRollbackResponse, error)
 }
 
 // Options configure a Server.
@@ -85,6 +87,7 @@ func New(api API, opts Options) *Server {
 	s.addBrowserTools()
 	s.addArtifactTools()
 	s.addLSPTools()
+	s.addUpdateTools()
 	return s
 }
 

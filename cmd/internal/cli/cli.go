@@ -109,6 +109,7 @@ else ~/.cortex-peer) and prints JSON with --json.`,
 		newEligibleCmd(g),
 		newServiceCmd(g),
 		newReleaseCmd(g),
+		newUpdateCmd(g),
 	)
 	root.AddCommand(extra...)
 	refuseUnknownSubcommands(root)
