@@ -162,6 +162,7 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 		Browser:    n.browser,
 		LSP:        n.lsp,
 		Artifacts:  artifactsAPI{arts},
+		Updates:    n.updates,
 	}); err != nil {
 		return nil, err
 	}

@@ -653,7 +653,7 @@ memory_limit_mib = 256
 drain_deadline = "{{.Process.DrainDeadline}}"
 
 [update]
-# Signed self-update over the mesh (docs/lifecycle.md). Paste the content
+# Signed self-update over the mesh (docs/updates.md). Paste the content
 # of a release.pub here to install the releases its key signs; with no
 # trusted key this peer never updates.
 trusted_keys = []
