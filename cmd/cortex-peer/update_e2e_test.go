@@ -58,7 +58,7 @@ func updateNet(t *testing.T, n int, health string) (bin, next, key string, pn *t
 		t.Fatal(err)
 	}
 	edits := map[string]string{
-		`trusted_keys = []`:         `trusted_keys = ["` + strings.TrimSpace(string(pub)) + `"]`,
+		`trusted_keys = []`:       `trusted_keys = ["` + strings.TrimSpace(string(pub)) + `"]`,
 		`health_timeout = "1m0s"`: `health_timeout = "` + health + `"`,
 	}
 	for k, v := range testnet.TestNamespaceEdit {
