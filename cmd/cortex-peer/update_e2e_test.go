@@ -71,7 +71,18 @@ func updateNet(t *testing.T, n int, health string) (bin, next, key string, pn *t
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = pn.Stop() })
+	t.Cleanup(func() {
+		_ = pn.Stop()
+		if t.Failed() {
+			for _, p := range pn.Peers {
+				b, _ := os.ReadFile(p.LogFile)
+				if len(b) > 6000 {
+					b = b[len(b)-6000:]
+				}
+				t.Logf("%s log tail:\n%s", p.Name, b)
+			}
+		}
+	})
 	if err := pn.WaitReady(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +132,7 @@ func TestSelfUpdate(t *testing.T) {
 		pids[p.Name] = p.Pid()
 	}
 	coord := pn.Peers[0]
-	task := runDetached(t, bin, coord, pn.Peers[1], "sleep 3; echo survived")
+	task := runDetached(t, bin, coord, pn.Peers[1], "sleep 6; echo survived")
 
 	start := time.Now()
 	publish(t, bin, coord, key, next, "1.0.1")
@@ -140,9 +151,14 @@ func TestSelfUpdate(t *testing.T) {
 			t.Fatalf("%s: pid %d, was %d (running %v): the update must keep the pid", p.Name, p.Pid(), pids[p.Name], p.Running())
 		}
 	}
+	var last taskState
 	waitFor(t, "the task that ran meanwhile to complete", time.Minute, func() bool {
 		st, ok := resultOf(t, bin, coord.DataDir, task)
-		return ok && st.State == "completed"
+		if ok && (st.State != last.State || st.Error != last.Error) {
+			t.Logf("task %s: %+v", task, st)
+			last = st
+		}
+		return ok && st.State == "delivered" && st.Result != nil && st.Result.ExitCode == 0
 	})
 
 	// A release that exits at once: rolled back everywhere.
@@ -155,7 +171,7 @@ func TestSelfUpdate(t *testing.T) {
 	waitFor(t, "every peer to roll 1.0.2 back", health+40*time.Second, func() bool {
 		for _, p := range pn.Peers {
 			st, ok := statusOf(t, bin, p)
-			if !ok || st.Version != "1.0.1" || len(st.Releases) == 0 {
+			if !ok || st.Version != "1.0.1" {
 				return false
 			}
 			// Each peer either rolled it back or stopped it on a
@@ -185,6 +201,22 @@ func TestSelfUpdate(t *testing.T) {
 	if !gossiped {
 		t.Fatal("no peer learned of the rollback by gossip")
 	}
+
+	// A release signed by a key no peer trusts is refused everywhere.
+	other := filepath.Join(t.TempDir(), "other")
+	if r := run(t, bin, "release", "keygen", "--out", other); r.code != 0 {
+		t.Fatalf("keygen: %s", r.stderr)
+	}
+	publish(t, bin, coord, filepath.Join(other, "release.key"), next, "1.0.3")
+	waitFor(t, "every peer to refuse the untrusted release", 30*time.Second, func() bool {
+		for _, p := range pn.Peers {
+			st, ok := statusOf(t, bin, p)
+			if !ok || st.Version != "1.0.1" || !strings.Contains(verdictOf(st, "1.0.3"), "does not trust") {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 func verdictOf(st updateStatus, version string) string {

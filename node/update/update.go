@@ -171,6 +171,11 @@ func New(cfg Config, deps Deps, log *slog.Logger) (*Service, error) {
 	if st, err := cfg.Releases.State(); err == nil && st.LastError != "" {
 		s.lastErr = st.LastError
 	}
+	for _, env := range cfg.Releases.LoadHeld() {
+		if m, err := selfSigned(env); err == nil {
+			s.holdLocked(env, m)
+		}
+	}
 	return s, nil
 }
 
@@ -403,6 +408,7 @@ func (s *Service) holdLocked(env releasekey.Signed, m releasekey.Manifest) {
 		if h.m.Version == m.Version && h.m.Binary == m.Binary {
 			if m.Rollout > h.m.Rollout || m.Expires.After(h.m.Expires) {
 				s.held[i] = held{env: env, m: m, since: h.since} // a widened rollout replaces
+				s.saveHeldLocked()
 			}
 			return
 		}
@@ -412,10 +418,23 @@ func (s *Service) holdLocked(env releasekey.Signed, m releasekey.Manifest) {
 	if len(s.held) > maxHeld {
 		s.held = s.held[:maxHeld]
 	}
+	s.saveHeldLocked()
+}
+
+// saveHeldLocked keeps the held envelopes across restarts.
+func (s *Service) saveHeldLocked() {
+	envs := make([]releasekey.Signed, 0, len(s.held))
+	for _, h := range s.held {
+		envs = append(envs, h.env)
+	}
+	if err := s.cfg.Releases.SaveHeld(envs); err != nil {
+		s.log.Debug("cannot save the releases held", "err", err)
+	}
 }
 
 func (s *Service) dropHeldLocked(version string) {
 	s.held = slices.DeleteFunc(s.held, func(h held) bool { return h.m.Version == version })
+	s.saveHeldLocked()
 }
 
 // recordLocked lists a release and its verdict for status, one entry per
@@ -671,14 +690,24 @@ func (s *Service) publish(ctx context.Context, m message) error {
 }
 
 func (s *Service) reannounce(ctx context.Context) {
+	for _, env := range s.serving() {
+		_ = s.publish(ctx, message{Release: &env})
+	}
+}
+
+// serving lists the held envelopes this peer passes on: not expired, and
+// not a version rolled back here.
+func (s *Service) serving() []releasekey.Signed {
+	st, _ := s.cfg.Releases.State()
 	s.mu.Lock()
-	hs := slices.Clone(s.held)
-	s.mu.Unlock()
-	for _, h := range hs {
-		if time.Now().Before(h.m.Expires) {
-			_ = s.publish(ctx, message{Release: &h.env})
+	defer s.mu.Unlock()
+	envs := make([]releasekey.Signed, 0, len(s.held))
+	for _, h := range s.held {
+		if _, bad := st.Bad[h.m.Version]; !bad && time.Now().Before(h.m.Expires) {
+			envs = append(envs, h.env)
 		}
 	}
+	return envs
 }
 
 // reportRollback gossips the versions the supervisor rolled back here.
@@ -795,12 +824,7 @@ func cloneRelease(r *apiv1.UpdateRelease) *apiv1.UpdateRelease {
 func (s *Service) serveHeld(st network.Stream) {
 	defer st.Close()
 	_ = st.SetDeadline(time.Now().Add(askTimeout))
-	s.mu.Lock()
-	envs := make([]releasekey.Signed, 0, len(s.held))
-	for _, h := range s.held {
-		envs = append(envs, h.env)
-	}
-	s.mu.Unlock()
+	envs := s.serving()
 	_ = json.NewEncoder(st).Encode(envs)
 }
 

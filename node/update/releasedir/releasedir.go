@@ -269,30 +269,7 @@ func (d Dir) Update(change func(*State)) error {
 	if err != nil {
 		return fmt.Errorf("encode release state: %w", err)
 	}
-	if err := os.MkdirAll(d.Root, 0o755); err != nil {
-		return fmt.Errorf("create %s: %w", d.Root, diskKind(err))
-	}
-	final := filepath.Join(d.Root, StateFile)
-	tmp, err := os.CreateTemp(d.Root, ".state-*")
-	if err != nil {
-		return fmt.Errorf("write release state: %w", diskKind(err))
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write release state: %w", diskKind(err))
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write release state: %w", diskKind(err))
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write release state: %w", diskKind(err))
-	}
-	if err := os.Rename(tmp.Name(), final); err != nil {
-		return fmt.Errorf("write release state: %w", diskKind(err))
-	}
-	return syncDir(d.Root)
+	return d.writeFile(StateFile, append(b, '\n'))
 }
 
 // Prune removes installed versions other than current and previous, and
@@ -357,3 +334,57 @@ func diskKind(err error) error {
 }
 
 var errSpace = syscall.ENOSPC
+
+// HeldFile holds the signed releases this peer serves, so that a peer that
+// restarted (every peer, after an update) still answers for them.
+const HeldFile = "held.json"
+
+// SaveHeld writes the envelopes this peer holds, with one rename.
+func (d Dir) SaveHeld(envs []releasekey.Signed) error {
+	b, err := json.Marshal(envs)
+	if err != nil {
+		return fmt.Errorf("encode held releases: %w", err)
+	}
+	return d.writeFile(HeldFile, b)
+}
+
+// LoadHeld reads what SaveHeld wrote; a missing or unreadable file is
+// none (each envelope is verified again before use).
+func (d Dir) LoadHeld() []releasekey.Signed {
+	b, err := os.ReadFile(filepath.Join(d.Root, HeldFile))
+	if err != nil || len(b) > maxState {
+		return nil
+	}
+	var envs []releasekey.Signed
+	if json.Unmarshal(b, &envs) != nil {
+		return nil
+	}
+	return envs
+}
+
+// writeFile writes name with one rename, fsynced.
+func (d Dir) writeFile(name string, b []byte) error {
+	if err := os.MkdirAll(d.Root, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", d.Root, diskKind(err))
+	}
+	tmp, err := os.CreateTemp(d.Root, "."+name+"-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", name, diskKind(err))
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", name, diskKind(err))
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", name, diskKind(err))
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", name, diskKind(err))
+	}
+	if err := os.Rename(tmp.Name(), filepath.Join(d.Root, name)); err != nil {
+		return fmt.Errorf("write %s: %w", name, diskKind(err))
+	}
+	return syncDir(d.Root)
+}

@@ -24,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cortex-peer/cortex-peer/node/release/releasekey"
 	"github.com/cortex-peer/cortex-peer/node/update/releasedir"
 )
 
@@ -182,6 +183,11 @@ func (s *Supervisor) choose() (version, bin string, trial bool, err error) {
 		if _, err := os.Stat(bin); err != nil {
 			s.rollback("current release's binary is missing: " + err.Error())
 			continue
+		}
+		if releasekey.CompareVersions(version, st.Highest) > 0 || st.Highest == "" {
+			// Installed and started: nothing at or below it is installed
+			// again, rolled back or not.
+			_ = d.Update(func(s *releasedir.State) { s.Highest = version })
 		}
 		if st.Trial != "" && st.Trial != version {
 			s.log.Warn("an install was cut before it switched; starting the version that is current", "cut", st.Trial, "current", version)
