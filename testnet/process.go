@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,6 +53,10 @@ type ProcessOptions struct {
 	// key's line with its value's (for example the tasks namespace line);
 	// a key absent from the file is an error, so an edit is never lost.
 	ConfigEdits map[string]string
+	// FixedPorts gives each peer a port of its own at init instead of a
+	// new one at every start, so that peers that restart on their own
+	// (an update's restart) find each other again.
+	FixedPorts bool
 	// AllowlistOnly runs the mesh without a mesh key: each peer admits the
 	// others by id alone (policy.allowlist).
 	AllowlistOnly bool
@@ -187,10 +192,25 @@ func StartProcesses(ctx context.Context, opts ProcessOptions) (_ *ProcessNet, er
 	return pn, nil
 }
 
+// freePort is a loopback TCP port free now (0 if none could be found, which
+// lets the peer pick one).
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
 // initArgs are the arguments of `cortex-peer init` for the peer name of a
 // testnet, in dataDir.
 func initArgs(opts ProcessOptions, name, dataDir string) []string {
-	args := []string{"init", "--data", dataDir, "--listen", loopbackListen, "--no-mdns", "--heartbeat", opts.Heartbeat.String(), "--label", "testnet=" + name}
+	listen := loopbackListen
+	if opts.FixedPorts {
+		listen = fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", freePort())
+	}
+	args := []string{"init", "--data", dataDir, "--listen", listen, "--no-mdns", "--heartbeat", opts.Heartbeat.String(), "--label", "testnet=" + name}
 	for _, r := range opts.AllowedRoots {
 		args = append(args, "--allowed-root", r)
 	}

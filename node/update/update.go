@@ -730,6 +730,7 @@ func (s *Service) reportRollback(ctx context.Context) {
 	if pending == 0 {
 		return
 	}
+	s.log.Info("telling the mesh of a rollback once a peer listens", "versions", pending)
 	// A message published before any peer listens is lost: wait for one.
 	for len(s.topic.Peers()) == 0 {
 		select {
