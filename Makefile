@@ -126,6 +126,7 @@ fuzz: ## Fuzz the decoders of wire and DAG input for 30 s each.
 	$(GO) test -run '^$$' -fuzz FuzzWire -fuzztime 30s ./node/
 	$(GO) test -run '^$$' -fuzz FuzzStdio -fuzztime 30s ./node/mcpserver/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeVerify -fuzztime 30s ./node/release/
+	$(GO) test -run '^$$' -fuzz FuzzValidateMessage -fuzztime 30s ./node/update/
 
 .PHONY: lint
 lint: ## gofmt, go vet and staticcheck.

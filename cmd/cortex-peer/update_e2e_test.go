@@ -6,11 +6,13 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/cortex-peer/cortex-peer/node/release"
 	"github.com/cortex-peer/cortex-peer/node/update"
 	"github.com/cortex-peer/cortex-peer/testnet"
 )
@@ -221,6 +223,70 @@ func TestSelfUpdate(t *testing.T) {
 		for _, p := range pn.Peers {
 			st, ok := statusOf(t, bin, p)
 			if !ok || st.Version != "1.0.1" || !strings.Contains(verdictOf(st, "1.0.3"), "does not trust") {
+				return false
+			}
+		}
+		return true
+	})
+
+	// A staged rollout: a fraction that takes exactly one peer, then
+	// widened to every peer by publishing the same version again.
+	v103 := filepath.Join(filepath.Dir(buildRelease(t, "1.0.3")), "cortex-peerd")
+	points := make([]float64, len(pn.Peers))
+	for i, p := range pn.Peers {
+		points[i] = release.RolloutPoint(p.ID, "1.0.3")
+	}
+	first := slices.Index(points, slices.Min(points))
+	sorted := slices.Sorted(slices.Values(points))
+	frac := (sorted[0] + sorted[1]) / 2
+	publish(t, bin, coord, key, v103, "1.0.3", "--rollout", strconv.FormatFloat(frac, 'f', 6, 64))
+	waitFor(t, "the one peer in the rollout to run 1.0.3", time.Minute, func() bool {
+		for i, p := range pn.Peers {
+			st, ok := statusOf(t, bin, p)
+			if !ok {
+				return false
+			}
+			if i == first && st.Version != "1.0.3" || i != first && !strings.HasPrefix(verdictOf(st, "1.0.3"), "out_of_rollout") {
+				return false
+			}
+		}
+		return true
+	})
+	publish(t, bin, coord, key, v103, "1.0.3", "--rollout", "100%")
+	waitFor(t, "the widened rollout to reach every peer", time.Minute, func() bool {
+		for _, p := range pn.Peers {
+			if st, ok := statusOf(t, bin, p); !ok || st.Version != "1.0.3" {
+				return false
+			}
+		}
+		return true
+	})
+
+	// One version signed twice over different binaries: both refused on
+	// every peer, the proof gossiped.
+	var twice []string
+	for _, body := range []string{"#!/bin/sh\nexit 0\n", "#!/bin/sh\nexit 2\n"} {
+		f := filepath.Join(t.TempDir(), "cortex-peerd")
+		if err := os.WriteFile(f, []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		twice = append(twice, f)
+	}
+	publish(t, bin, coord, key, twice[0], "1.0.4")
+	publish(t, bin, coord, key, twice[1], "1.0.4")
+	waitFor(t, "every peer to refuse both envelopes of 1.0.4", 30*time.Second, func() bool {
+		for _, p := range pn.Peers {
+			st, ok := statusOf(t, bin, p)
+			if !ok || st.Version != "1.0.3" || slices.Contains(st.Bad, "1.0.4") {
+				return false
+			}
+			n := 0
+			for _, r := range st.Releases {
+				if r.Version == "1.0.4" && strings.Contains(r.Verdict, "signed twice") {
+					n++
+				}
+			}
+			if n < 2 {
 				return false
 			}
 		}

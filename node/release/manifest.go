@@ -148,9 +148,14 @@ func CheckBinary(m Manifest, r io.Reader) error {
 // install m: a hash of the peer and the version, so that each release picks
 // its own first peers, and widening the fraction keeps those already in.
 func InRollout(id string, m Manifest) bool {
-	h := sha256.Sum256([]byte(id + "\x00" + m.Version))
-	x := float64(binary.BigEndian.Uint64(h[:8])>>11) / float64(1<<53)
-	return x < m.Rollout
+	return RolloutPoint(id, m.Version) < m.Rollout
+}
+
+// RolloutPoint is where peer id falls in [0, 1) for version: the peer is
+// in every rollout of that version above it.
+func RolloutPoint(id, version string) float64 {
+	h := sha256.Sum256([]byte(id + "\x00" + version))
+	return float64(binary.BigEndian.Uint64(h[:8])>>11) / float64(1<<53)
 }
 
 // Ledger remembers the manifests seen per key and version, to catch a key

@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 
 // fakePeer is a release: "good" says READY and serves until SIGTERM;
 // "exit1" exits at once; "hang" never says READY; "crash" says READY and
-// exits 3 after 300 ms; "restart-once" asks for a restart on its first
+// exits 3 after 5 s; "restart-once" asks for a restart on its first
 // run (a marker file), then is good; "restart" says READY and asks for a
 // restart every time.
 func fakePeer(mode string) int {
@@ -54,7 +54,7 @@ func fakePeer(mode string) int {
 		select {}
 	case "crash":
 		ready()
-		time.Sleep(300 * time.Millisecond)
+		time.Sleep(5 * time.Second)
 		return 3
 	case "restart":
 		ready()
@@ -185,11 +185,14 @@ func TestSupervisorKeepsAHealthyVersion(t *testing.T) {
 // Each bad release is rolled back to the previous version, marked bad,
 // and the previous version serves again.
 func TestSupervisorRollsBackBadVersions(t *testing.T) {
-	for _, tc := range []struct{ mode, why string }{
-		{"exit1", "exited with status 1 on probation"},
-		{"hang", "not healthy within"},
-		{"crash", "exited with status 3 on probation"},
-		{"restart", "exited with status 75 on probation"},
+	for _, tc := range []struct {
+		mode, why string
+		health    time.Duration
+	}{
+		{"exit1", "exited with status 1 on probation", 1500 * time.Millisecond},
+		{"hang", "not healthy within", 1500 * time.Millisecond},
+		{"crash", "exited with status 3 on probation", 8 * time.Second},
+		{"restart", "exited with status 75 on probation", 1500 * time.Millisecond},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
 			f := newFixture(t, "good")
@@ -199,8 +202,8 @@ func TestSupervisorRollsBackBadVersions(t *testing.T) {
 			}
 			f.install("1.2.0", tc.mode)
 			start := time.Now()
-			stop := f.run(1500 * time.Millisecond)
-			f.waitFor("rolled back", 15*time.Second)
+			stop := f.run(tc.health)
+			f.waitFor("rolled back", 20*time.Second)
 			took := time.Since(start)
 			f.waitFor("fake peer good", 10*time.Second)
 			if code := stop(); code != 0 {
@@ -217,7 +220,10 @@ func TestSupervisorRollsBackBadVersions(t *testing.T) {
 			if st.RolledBack != "1.2.0" {
 				t.Fatalf("rolled_back %q", st.RolledBack)
 			}
-			t.Logf("%s rolled back after %v", tc.mode, took.Round(time.Millisecond))
+			t.Logf("%s rolled back after %v (health_timeout %v)", tc.mode, took.Round(time.Millisecond), tc.health)
+			if took > tc.health+10*time.Second {
+				t.Errorf("rolled back after %v: over health_timeout + 10 s", took)
+			}
 		})
 	}
 }
