@@ -35,6 +35,9 @@ import (
 const (
 	gossipUnitsPerSecond = 5000
 	gossipBurst          = 20000
+	// maxGraylistedLogged bounds the graylisted peers remembered for the
+	// log.
+	maxGraylistedLogged = 4096
 	// maxTopicsPerRPC bounds the subscriptions one RPC may carry.
 	maxTopicsPerRPC = 64
 )
@@ -156,7 +159,8 @@ func (g *gossipGuard) inspect(from peer.ID, rpc *pubsub.RPC) error {
 var errGossipBudget = errors.New("gossip budget exceeded")
 
 // scores is pubsub's score inspector: it logs a peer once when it falls
-// below the graylist threshold, and once when it is back.
+// below the graylist threshold, and once when it is back above the gossip
+// threshold.
 func (g *gossipGuard) scores(s map[peer.ID]float64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -166,15 +170,19 @@ func (g *gossipGuard) scores(s map[peer.ID]float64) {
 			g.graylisted[p] = true
 			g.log.Warn("peer graylisted on gossip: it sent invalid messages; everything it sends is ignored until its score recovers",
 				"peer", p, "score", score)
-		case score >= gossipThresholds.GraylistThreshold && g.graylisted[p]:
+		case score >= gossipThresholds.GossipThreshold && g.graylisted[p]:
+			// Well above the graylist: a peer whose score hovers at the
+			// threshold (ignored, so its counter decays, then counted
+			// again) is not logged on every swing.
 			delete(g.graylisted, p)
 			g.log.Info("peer no longer graylisted on gossip", "peer", p, "score", score)
 		}
 	}
-	for p := range g.graylisted {
-		if _, ok := s[p]; !ok {
-			delete(g.graylisted, p)
-		}
+	// A peer missing from the snapshot (between connections) stays
+	// listed, so that reconnecting while graylisted is not logged anew;
+	// the list is bounded.
+	if len(g.graylisted) > maxGraylistedLogged {
+		clear(g.graylisted)
 	}
 }
 
