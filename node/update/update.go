@@ -46,6 +46,9 @@ const (
 	maxFailures = 64       // failures gossiped by peers, listed by status
 	maxReason   = 512
 	askTimeout  = 10 * time.Second
+	// askEvery bounds how often one peer is asked, however often it
+	// joins the topic.
+	askEvery = 5 * time.Second
 )
 
 // ErrNotSupervised is a swap asked of a peer that runs without the update
@@ -821,19 +824,37 @@ func cloneRelease(r *apiv1.UpdateRelease) *apiv1.UpdateRelease {
 		KeyId: r.GetKeyId(), ExpiresUnix: r.GetExpiresUnix(), From: r.GetFrom(), Verdict: r.GetVerdict(), SeenUnix: r.GetSeenUnix()}
 }
 
-// serveHeld answers a release request: the envelopes this peer holds.
+// heldReply answers a release request: the releases a peer holds and the
+// versions it rolled back (the stream is authenticated, so the failures
+// are the answering peer's own word).
+type heldReply struct {
+	Releases []releasekey.Signed `json:"releases"`
+	Failures []failure           `json:"failures,omitempty"`
+}
+
+// maxReply bounds a heldReply.
+const maxReply = maxHeld*(releasekey.MaxSignedSize+64) + maxFailures*(maxReason+96) + 128
+
+// serveHeld answers a release request.
 func (s *Service) serveHeld(st network.Stream) {
 	defer st.Close()
 	_ = st.SetDeadline(time.Now().Add(askTimeout))
-	envs := s.serving()
-	_ = json.NewEncoder(st).Encode(envs)
+	reply := heldReply{Releases: s.serving()}
+	if state, err := s.cfg.Releases.State(); err == nil {
+		for v, f := range state.Bad {
+			if len(reply.Failures) < maxFailures {
+				reply.Failures = append(reply.Failures, failure{Version: v, Reason: truncate(f.Reason, maxReason)})
+			}
+		}
+	}
+	_ = json.NewEncoder(st).Encode(reply)
 }
 
-// askPeer asks a peer that joined the topic for the releases it holds, at
-// most once a minute per peer.
+// askPeer asks a peer that joined the topic for the releases it holds and
+// the versions it rolled back, at most once per askEvery.
 func (s *Service) askPeer(ctx context.Context, p peer.ID) {
 	s.mu.Lock()
-	if t, ok := s.asked[p]; ok && time.Since(t) < time.Minute {
+	if t, ok := s.asked[p]; ok && time.Since(t) < askEvery {
 		s.mu.Unlock()
 		return
 	}
@@ -851,16 +872,21 @@ func (s *Service) askPeer(ctx context.Context, p peer.ID) {
 	defer st.Close()
 	_ = st.SetDeadline(time.Now().Add(askTimeout))
 	_ = st.CloseWrite()
-	b, err := io.ReadAll(io.LimitReader(st, maxHeld*(releasekey.MaxSignedSize+64)+64))
+	b, err := io.ReadAll(io.LimitReader(st, maxReply))
 	if err != nil {
 		return
 	}
-	var envs []releasekey.Signed
-	if err := strictJSON(b, &envs); err != nil || len(envs) > maxHeld {
-		s.rejects.Warn(p, "peer answered a release request with garbage", "err", err, "envelopes", len(envs))
+	var reply heldReply
+	if err := strictJSON(b, &reply); err != nil || len(reply.Releases) > maxHeld || len(reply.Failures) > maxFailures {
+		s.rejects.Warn(p, "peer answered a release request with garbage", "err", err, "envelopes", len(reply.Releases))
 		return
 	}
-	for _, env := range envs {
+	for _, f := range reply.Failures {
+		if releasekey.ValidVersion(f.Version) && len(f.Reason) <= maxReason {
+			s.recordFailure(p, f.Version, f.Reason)
+		}
+	}
+	for _, env := range reply.Releases {
 		if _, err := selfSigned(env); err != nil {
 			s.rejects.Warn(p, "peer served a release whose signature does not verify", "err", err)
 			return
