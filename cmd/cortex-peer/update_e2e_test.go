@@ -229,6 +229,15 @@ func TestSelfUpdate(t *testing.T) {
 		return true
 	})
 
+	// Past the time a release settles, none installed it: the publisher
+	// holds it to serve, never to install.
+	time.Sleep(3 * time.Second)
+	for _, p := range pn.Peers {
+		if st, _ := statusOf(t, bin, p); st.Current != "1.0.1" || st.State != "idle" {
+			t.Fatalf("%s after an untrusted release: current %q, state %q", p.Name, st.Current, st.State)
+		}
+	}
+
 	// A staged rollout: a fraction that takes exactly one peer, then
 	// widened to every peer by publishing the same version again.
 	v103 := filepath.Join(filepath.Dir(buildRelease(t, "1.0.3")), "cortex-peerd")

@@ -526,10 +526,14 @@ func (s *Service) consider(ctx context.Context) {
 	var pick *held
 	for i := range s.held {
 		h := s.held[i]
-		if highest != "" && releasekey.CompareVersions(h.m.Version, highest) <= 0 {
+		// Held is also what this peer serves (what it published, keys
+		// it does not trust included): every check runs again here.
+		if _, err := release.Verify(h.env, release.Policy{
+			TrustedKeys: s.cfg.TrustedKeys, Platform: s.cfg.Platform, Highest: highest, Now: time.Now(),
+		}); err != nil {
 			continue
 		}
-		if _, bad := st.Bad[h.m.Version]; bad || time.Now().After(h.m.Expires) {
+		if _, bad := st.Bad[h.m.Version]; bad {
 			continue
 		}
 		v := s.verdictLocked(h.m)
