@@ -144,7 +144,7 @@ func CheckBinary(m Manifest, r io.Reader) error {
 	return nil
 }
 
-// InRollout reports whether peer id is in the fraction of peers that
+// InRollout reports whether peer id (as printed, 12D3KooW…) is in the fraction of peers that
 // install m: a hash of the peer and the version, so that each release picks
 // its own first peers, and widening the fraction keeps those already in.
 func InRollout(id string, m Manifest) bool {

@@ -371,7 +371,7 @@ func (s *Service) verdictLocked(m releasekey.Manifest) string {
 	switch {
 	case s.failedLocked(m.Version) != "":
 		return "stopped: " + s.failedLocked(m.Version)
-	case !release.InRollout(string(s.deps.Host.ID()), m):
+	case !release.InRollout(s.deps.Host.ID().String(), m):
 		return fmt.Sprintf("out_of_rollout (%.0f%%)", m.Rollout*100)
 	case !s.cfg.Auto:
 		return "waiting: [update] auto is false"
