@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"net"
 	"os"
 	"os/exec"
@@ -17,12 +18,35 @@ import (
 // NOTIFY_SOCKET and WATCHDOG_USEC set. The peer must say READY=1 once it
 // serves, feed the watchdog every half interval while healthy, and say
 // STOPPING=1 on SIGTERM, then exit 0.
+//
+// Supervised (a peer that trusts a release key runs under the update
+// supervisor), the same messages reach systemd through the supervisor.
 func TestSystemdNotify(t *testing.T) {
+	t.Run("direct", func(t *testing.T) { testSystemdNotify(t, false) })
+	t.Run("supervised", func(t *testing.T) { testSystemdNotify(t, true) })
+}
+
+func testSystemdNotify(t *testing.T, supervised bool) {
 	bin := testnet.BuildBinary(t)
 	dir := t.TempDir()
 	data := filepath.Join(dir, "peer")
 	if r := run(t, bin, "init", "--data", data, "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"); r.code != 0 {
 		t.Fatalf("init: %s", r.stderr)
+	}
+	if supervised {
+		keys := filepath.Join(dir, "keys")
+		if r := run(t, bin, "release", "keygen", "--out", keys); r.code != 0 {
+			t.Fatalf("keygen: %s", r.stderr)
+		}
+		pub, err := os.ReadFile(filepath.Join(keys, "release.pub"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := testnet.EditConfig(filepath.Join(data, "config.toml"), map[string]string{
+			`trusted_keys = []`: `trusted_keys = ["` + strings.TrimSpace(string(pub)) + `"]`,
+		}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	sock := filepath.Join(dir, "notify.sock")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
@@ -77,6 +101,13 @@ func TestSystemdNotify(t *testing.T) {
 	// The API answers once READY is sent.
 	if r := run(t, bin, "status", "--data", data); r.code != 0 {
 		t.Fatalf("status after READY: %s", r.stderr)
+	}
+	r := run(t, bin, "update", "status", "--json", "--data", data)
+	var us struct {
+		Supervised bool `json:"supervised"`
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &us) != nil || us.Supervised != supervised {
+		t.Fatalf("update status: want supervised %v: %s %s", supervised, r.stdout, r.stderr)
 	}
 	expect("WATCHDOG=1", 2*time.Second)
 	expect("WATCHDOG=1", 2*time.Second)
