@@ -532,6 +532,13 @@ func (n *Node) Drain(ctx context.Context, deadline time.Duration, stay bool, pro
 		return conv(st), err
 	}
 	if !stay {
+		// Browser sessions do not survive the process: their state
+		// does, as DAGs the log names (browser open --state CID).
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		if saved := n.browser.SaveAll(sctx); len(saved) > 0 {
+			n.log.Info("drain: browser sessions' state saved", "sessions", saved)
+		}
+		cancel()
 		n.stopOnce.Do(func() { close(n.stop) })
 	}
 	return conv(st), nil

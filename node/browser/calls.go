@@ -526,3 +526,24 @@ func (s *Service) CloseSession(ctx context.Context, req *apiv1.BrowserSessionReq
 	}
 	return resp, err
 }
+
+// SaveAll saves the state (cookies, localStorage) of every session this
+// peer hosts, as a drain does before the peer stops: each is stored as a
+// pinned DAG whose CID the log and the returned map give, so a session can
+// be reopened elsewhere with its state. It returns session id -> CID.
+func (s *Service) SaveAll(ctx context.Context) map[string]string {
+	saved := map[string]string{}
+	for _, local := range s.bridge.Sessions() {
+		sess, _, err := s.session(local)
+		if err != nil {
+			continue
+		}
+		a, err := s.saveState(ctx, sess)
+		if err != nil {
+			s.log.Warn("drain: browser session state not saved", "session", s.sessionID(local), "err", err)
+			continue
+		}
+		saved[s.sessionID(local)] = a.GetCid()
+	}
+	return saved
+}

@@ -75,3 +75,41 @@ func TestLeaseExpirySavesState(t *testing.T) {
 		t.Fatalf("the state saved at expiry restores cookies %q, want who=erin", got)
 	}
 }
+
+// TestDrainSavesState: a drain that stops the peer saves the state of
+// every session it hosts first (the CID is logged), restorable elsewhere.
+func TestDrainSavesState(t *testing.T) {
+	requireChromium(t)
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/set" {
+			http.SetCookie(w, &http.Cookie{Name: "who", Value: "finn", Path: "/", Expires: time.Now().Add(time.Hour)})
+		}
+		fmt.Fprint(w, `<html><body>ok</body></html>`)
+	}))
+	defer web.Close()
+	logs := &syncBuffer{}
+	tn := testnet.New(t, 2, testnet.WithLogs(logs, slog.LevelInfo))
+	noChromiumLeft(t, tn)
+	ctx := testnet.Context(t, 2*time.Minute)
+	if err := tn.WaitMesh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cs := tn.Clients(t)
+	b := cs[0].Browser()
+	s := open(ctx, t, b, &apiv1.BrowserOpenRequest{})
+	navigate(ctx, t, b, s, web.URL+"/set")
+	if _, err := tn.Peers[0].Node.Drain(ctx, time.Second, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`browser state saved.* cid=(\w+)`).FindStringSubmatch(logs.String())
+	if m == nil {
+		t.Fatalf("no saved state in the log of the drain:\n%s", logs.String())
+	}
+	// The state is a DAG like any other: the other peer fetches it.
+	other := cs[1].Browser()
+	restored := open(ctx, t, other, &apiv1.BrowserOpenRequest{State: m[1]})
+	navigate(ctx, t, other, restored, web.URL+"/")
+	if got := eval(ctx, t, other, restored, `document.cookie`); got != "who=finn" {
+		t.Fatalf("the state saved by the drain restores cookies %q, want who=finn", got)
+	}
+}
