@@ -301,6 +301,32 @@ func TestSelfUpdate(t *testing.T) {
 		}
 		return true
 	})
+
+	// A release that hangs before it is ready: stopped at health_timeout,
+	// rolled back on every peer within health_timeout + 10 s.
+	hang := filepath.Join(t.TempDir(), "cortex-peerd")
+	if err := os.WriteFile(hang, []byte("#!/bin/sh\nexec sleep 1000\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	publish(t, bin, coord, key, hang, "1.0.5")
+	waitFor(t, "every peer to roll the hanging 1.0.5 back", health+40*time.Second, func() bool {
+		for _, p := range pn.Peers {
+			st, ok := statusOf(t, bin, p)
+			if !ok || st.Version != "1.0.3" {
+				return false
+			}
+			if !slices.Contains(st.Bad, "1.0.5") && !strings.HasPrefix(verdictOf(st, "1.0.5"), "stopped") {
+				return false
+			}
+		}
+		return true
+	})
+	took = time.Since(start)
+	t.Logf("FIGURE hanging release rolled back or stopped on all 3 peers: %.1f s (health_timeout %s)", took.Seconds(), health)
+	if took > health+10*time.Second+5*time.Second {
+		t.Errorf("rollback of a hanging release took %v, over health_timeout + 10 s", took)
+	}
 }
 
 func verdictOf(st updateStatus, version string) string {

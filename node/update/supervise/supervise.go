@@ -74,7 +74,7 @@ type Supervisor struct {
 // New prepares a supervisor; Run starts the peer.
 func New(cfg Config, log *slog.Logger) *Supervisor {
 	if cfg.KillGrace <= 0 {
-		cfg.KillGrace = 10 * time.Second
+		cfg.KillGrace = 5 * time.Second
 	}
 	if cfg.Stdout == nil {
 		cfg.Stdout = os.Stdout
