@@ -15,8 +15,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -25,6 +23,7 @@ import (
 	"github.com/ipfs/go-cid"
 
 	"github.com/cortex-peer/cortex-peer/node/release/releasekey"
+	"github.com/cortex-peer/cortex-peer/protocol"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 )
 
@@ -63,7 +62,7 @@ func Decode(b []byte) (Signed, error) {
 		return Signed{}, fmt.Errorf("release of %d bytes, cap %d: %w", len(b), MaxSignedSize, ErrTooLarge)
 	}
 	var s Signed
-	if err := strictJSON(b, &s); err != nil {
+	if err := protocol.DecodeStrictJSON(b, &s); err != nil {
 		return Signed{}, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	return s, nil
@@ -98,7 +97,7 @@ func Verify(s Signed, p Policy) (Manifest, error) {
 		return Manifest{}, ErrBadSignature
 	}
 	var m Manifest
-	if err := strictJSON(s.Manifest, &m); err != nil {
+	if err := protocol.DecodeStrictJSON(s.Manifest, &m); err != nil {
 		return Manifest{}, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	if err := check(m); err != nil {
@@ -181,7 +180,7 @@ func (l *Ledger) Observe(s Signed, m Manifest) (proof Signed, err error) {
 		return Signed{}, nil
 	}
 	var fm Manifest
-	if err := strictJSON(first.Manifest, &fm); err != nil {
+	if err := protocol.DecodeStrictJSON(first.Manifest, &fm); err != nil {
 		return Signed{}, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	if l.bad[k] || fm.Binary != m.Binary || !strings.EqualFold(fm.SHA256, m.SHA256) || fm.Length != m.Length || fm.Platform != m.Platform {
@@ -189,18 +188,4 @@ func (l *Ledger) Observe(s Signed, m Manifest) (proof Signed, err error) {
 		return first, fmt.Errorf("%w: %s by key %s", ErrEquivocation, m.Version, releasekey.KeyID(s.Key))
 	}
 	return Signed{}, nil
-}
-
-// strictJSON decodes one JSON value, refusing unknown fields and trailing
-// data.
-func strictJSON(b []byte, v any) error {
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.DisallowUnknownFields()
-	if err := d.Decode(v); err != nil {
-		return err
-	}
-	if d.More() {
-		return errors.New("trailing data")
-	}
-	return nil
 }

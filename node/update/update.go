@@ -234,7 +234,7 @@ func (s *Service) Close() error {
 // trust: a peer relays releases of keys it does not trust itself.
 func validateMessage(_ peer.ID, data []byte) error {
 	var m message
-	if err := strictJSON(data, &m); err != nil {
+	if err := protocol.DecodeStrictJSON(data, &m); err != nil {
 		return fmt.Errorf("release message: %w: %w", err, errdefs.ErrInvalid)
 	}
 	n := 0
@@ -306,7 +306,7 @@ func proveEquivocation(a, b releasekey.Signed) (releasekey.Manifest, releasekey.
 
 func (s *Service) onMessage(msg p2p.Message) {
 	var m message
-	if err := strictJSON(msg.Data, &m); err != nil {
+	if err := protocol.DecodeStrictJSON(msg.Data, &m); err != nil {
 		return // validated already
 	}
 	switch {
@@ -881,7 +881,7 @@ func (s *Service) askPeer(ctx context.Context, p peer.ID) {
 		return
 	}
 	var reply heldReply
-	if err := strictJSON(b, &reply); err != nil || len(reply.Releases) > maxHeld || len(reply.Failures) > maxFailures {
+	if err := protocol.DecodeStrictJSON(b, &reply); err != nil || len(reply.Releases) > maxHeld || len(reply.Failures) > maxFailures {
 		s.rejects.Warn(p, "peer answered a release request with garbage", "err", err, "envelopes", len(reply.Releases))
 		return
 	}

@@ -1,9 +1,6 @@
 package update
 
 import (
-	"bytes"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"syscall"
@@ -56,20 +53,6 @@ func (w Window) String() string {
 	}
 	f := func(d time.Duration) string { return fmt.Sprintf("%02d:%02d", int(d.Hours()), int(d.Minutes())%60) }
 	return f(w.from) + "-" + f(w.to)
-}
-
-// strictJSON decodes one JSON value, refusing unknown fields and trailing
-// data.
-func strictJSON(b []byte, v any) error {
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.DisallowUnknownFields()
-	if err := d.Decode(v); err != nil {
-		return err
-	}
-	if d.More() {
-		return errors.New("trailing data")
-	}
-	return nil
 }
 
 // EnvKillAt names an install step at which the peer kills itself and its

@@ -13,6 +13,7 @@
 package releasedir
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -143,16 +144,8 @@ func (d Dir) Install(version string, r io.Reader, check func(path string) error)
 	if err != nil {
 		return fmt.Errorf("install %s: %w", version, diskKind(err))
 	}
-	if _, err := io.Copy(f, r); err != nil {
-		f.Close()
-		return fmt.Errorf("install %s: write binary: %w", version, diskKind(err))
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("install %s: sync binary: %w", version, diskKind(err))
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("install %s: %w", version, diskKind(err))
+	if err := writeSynced(f, r); err != nil {
+		return fmt.Errorf("install %s: write binary: %w", version, err)
 	}
 	if check != nil {
 		if err := check(bin); err != nil {
@@ -309,6 +302,22 @@ func validName(v string) bool {
 	return releasekey.ValidVersion(v) && !strings.ContainsAny(v, "/\\") && v != "." && v != ".." && !strings.HasPrefix(v, ".")
 }
 
+// writeSynced copies r into f, fsyncs and closes it; a failure is
+// classified by diskKind.
+func writeSynced(f *os.File, r io.Reader) error {
+	_, err := io.Copy(f, r)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return diskKind(err)
+	}
+	return nil
+}
+
 func syncDir(dir string) error {
 	f, err := os.Open(dir)
 	if err != nil {
@@ -372,16 +381,8 @@ func (d Dir) writeFile(name string, b []byte) error {
 		return fmt.Errorf("write %s: %w", name, diskKind(err))
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", name, diskKind(err))
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", name, diskKind(err))
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", name, diskKind(err))
+	if err := writeSynced(tmp, bytes.NewReader(b)); err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
 	}
 	if err := os.Rename(tmp.Name(), filepath.Join(d.Root, name)); err != nil {
 		return fmt.Errorf("write %s: %w", name, diskKind(err))
