@@ -1,15 +1,26 @@
 package update
 
 import (
+	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
+	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ipfs/go-cid"
+
+	"github.com/cortex-peer/cortex-peer/node/release"
 	"github.com/cortex-peer/cortex-peer/node/release/releasekey"
+	"github.com/cortex-peer/cortex-peer/node/update/releasedir"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 )
 
@@ -108,4 +119,59 @@ func FuzzValidateMessage(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_ = validateMessage("", data)
 	})
+}
+
+// fakeBinaries serves one body for every fetch: what a hostile peer could
+// serve under a signed CID.
+type fakeBinaries struct{ body []byte }
+
+func (f fakeBinaries) Fetch(_ context.Context, _ cid.Cid, dest string) error {
+	return os.WriteFile(dest, f.body, 0o644)
+}
+func (f fakeBinaries) Read(context.Context, cid.Cid, int64, io.Writer) error { return nil }
+func (f fakeBinaries) Keep(string, cid.Cid) error                            { return nil }
+
+type countRestarts struct{ n int }
+
+func (c *countRestarts) Restart(context.Context) { c.n++ }
+
+// A binary longer, shorter or other than signed is never installed: the
+// current version and the links stay as they were, and nothing restarts.
+func TestInstallRefusesAnotherBinary(t *testing.T) {
+	signedBody := []byte("the signed binary")
+	sum := sha256.Sum256(signedBody)
+	now := time.Now().UTC()
+	m := releasekey.Manifest{Version: "1.4.0", Platform: "linux/amd64", Binary: cidA, Length: int64(len(signedBody)),
+		SHA256: hex.EncodeToString(sum[:]), Published: now, Expires: now.Add(time.Hour), Rollout: 1}
+	for name, body := range map[string][]byte{
+		"longer":  append(bytes.Clone(signedBody), '!'),
+		"shorter": signedBody[:5],
+		"other":   []byte("the signed binarY"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := releasedir.New(t.TempDir())
+			restarts := &countRestarts{}
+			s := &Service{cfg: Config{Releases: dir}, deps: Deps{Binaries: fakeBinaries{body}, Restarter: restarts}, log: slog.New(slog.DiscardHandler)}
+			err := s.install(context.Background(), releasekey.Signed{Key: make([]byte, 32)}, m)
+			if !errors.Is(err, release.ErrBinaryMismatch) {
+				t.Fatalf("install of a %s binary: %v", name, err)
+			}
+			if cur, _ := dir.Current(); cur != "" || restarts.n != 0 {
+				t.Fatalf("current %q, restarts %d", cur, restarts.n)
+			}
+			if _, err := os.Stat(dir.BinaryPath("1.4.0")); err == nil {
+				t.Fatal("the refused binary was installed")
+			}
+		})
+	}
+	// The signed bytes install and restart.
+	dir := releasedir.New(t.TempDir())
+	restarts := &countRestarts{}
+	s := &Service{cfg: Config{Releases: dir}, deps: Deps{Binaries: fakeBinaries{signedBody}, Restarter: restarts}, log: slog.New(slog.DiscardHandler)}
+	if err := s.install(context.Background(), releasekey.Signed{Key: make([]byte, 32)}, m); err != nil {
+		t.Fatal(err)
+	}
+	if cur, _ := dir.Current(); cur != "1.4.0" || restarts.n != 1 {
+		t.Fatalf("current %q, restarts %d", cur, restarts.n)
+	}
 }

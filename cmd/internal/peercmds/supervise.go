@@ -42,6 +42,7 @@ func superviseJoin(cmd *cobra.Command, cfg node.Config, log *slog.Logger) error 
 	s := supervise.New(supervise.Config{
 		Releases:      cfg.Update.Releases,
 		SystemBinary:  self,
+		SystemVersion: cfg.Version,
 		Args:          os.Args[1:],
 		Env:           os.Environ(),
 		HealthTimeout: cfg.Update.HealthTimeout,

@@ -44,8 +44,11 @@ const (
 // Config is what the parent runs.
 type Config struct {
 	Releases releasedir.Dir
-	// SystemBinary is started when there is no current release.
-	SystemBinary string
+	// SystemBinary is started when there is no current release, or when
+	// it is newer than the current release (SystemVersion, the system's
+	// package was upgraded past it).
+	SystemBinary  string
+	SystemVersion string
 	// Args are the peer's arguments (without argv[0]).
 	Args []string
 	// Env is the peer's environment (os.Environ()).
@@ -178,6 +181,10 @@ func (s *Supervisor) choose() (version, bin string, trial bool, err error) {
 		if _, bad := st.Bad[version]; bad {
 			s.rollback("current release is marked bad")
 			continue
+		}
+		if releasekey.ValidVersion(s.cfg.SystemVersion) && releasekey.CompareVersions(s.cfg.SystemVersion, version) > 0 {
+			s.log.Info("the installed binary is newer than the current release; starting it", "installed", s.cfg.SystemVersion, "current", version)
+			return "", s.cfg.SystemBinary, false, nil
 		}
 		bin = d.BinaryPath(version)
 		if _, err := os.Stat(bin); err != nil {

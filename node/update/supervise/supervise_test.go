@@ -262,6 +262,26 @@ func TestSupervisorRestartsOnRequest(t *testing.T) {
 	}
 }
 
+// A system binary upgraded past the current release (by the system's
+// package manager) is started instead of it.
+func TestSupervisorPrefersANewerSystemBinary(t *testing.T) {
+	f := newFixture(t, "good")
+	f.install("1.1.0", "exit1")
+	sigs := make(chan os.Signal, 1)
+	s := New(Config{Releases: f.dir, SystemBinary: f.system, SystemVersion: "1.2.0", Env: os.Environ(), HealthTimeout: time.Second, Stdout: f.logs, Stderr: f.logs},
+		slog.New(slog.NewTextHandler(f.logs, nil)))
+	done := make(chan int, 1)
+	go func() { code, _ := s.Run(context.Background(), sigs); done <- code }()
+	f.waitFor("fake peer good", 10*time.Second)
+	sigs <- syscall.SIGTERM
+	if code := <-done; code != 0 {
+		t.Fatalf("status %d\n%s", code, f.logs)
+	}
+	if st := f.state(); len(st.Bad) != 0 {
+		t.Fatalf("the release was tried: %+v", st)
+	}
+}
+
 // An install cut before its switch leaves the old version current: the
 // trial it recorded is dropped, nothing is marked bad.
 func TestSupervisorDropsACutInstall(t *testing.T) {
