@@ -9,6 +9,7 @@
 package update
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
@@ -344,7 +345,7 @@ func (s *Service) observe(env releasekey.Signed, from peer.ID) {
 	if proof, err := s.ledger.Observe(env, m); err != nil {
 		s.recordLocked(env, from, "refused: "+err.Error())
 		if proof.Manifest != nil {
-			s.dropHeldLocked(m.Version)
+			s.dropHeldLocked(m.Version, env.Key)
 			go s.publish(context.Background(), message{Equivocation: []releasekey.Signed{proof, env}})
 		}
 		return
@@ -435,8 +436,9 @@ func (s *Service) saveHeldLocked() {
 	}
 }
 
-func (s *Service) dropHeldLocked(version string) {
-	s.held = slices.DeleteFunc(s.held, func(h held) bool { return h.m.Version == version })
+// dropHeldLocked drops the held envelopes of version signed by key.
+func (s *Service) dropHeldLocked(version string, key []byte) {
+	s.held = slices.DeleteFunc(s.held, func(h held) bool { return h.m.Version == version && bytes.Equal(h.env.Key, key) })
 	s.saveHeldLocked()
 }
 
@@ -499,8 +501,8 @@ func (s *Service) recordFailure(from peer.ID, version, reason string) {
 
 func (s *Service) recordEquivocation(a, b releasekey.Signed, from peer.ID) {
 	ma, _, err := proveEquivocation(a, b)
-	if err != nil {
-		return
+	if err != nil || !s.trusts(a.Key) {
+		return // a key this peer does not follow changes nothing here
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -509,9 +511,18 @@ func (s *Service) recordEquivocation(a, b releasekey.Signed, from peer.ID) {
 	mb, _ := selfSigned(b)
 	_, _ = s.ledger.Observe(a, ma)
 	_, _ = s.ledger.Observe(b, mb)
-	s.dropHeldLocked(ma.Version)
+	s.dropHeldLocked(ma.Version, a.Key)
 	s.recordLocked(a, from, "refused: "+release.ErrEquivocation.Error()+" (proof gossiped)")
 	s.recordLocked(b, from, "refused: "+release.ErrEquivocation.Error()+" (proof gossiped)")
+}
+
+func (s *Service) trusts(key []byte) bool {
+	for _, k := range s.cfg.TrustedKeys {
+		if bytes.Equal(k, key) {
+			return true
+		}
+	}
+	return false
 }
 
 // consider installs the newest held release this peer should install.
