@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +35,8 @@ import (
 	"github.com/cortex-peer/cortex-peer/p2p"
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
 	apiv1 "github.com/cortex-peer/cortex-peer/protocol/gen/cortex/api/v1"
+	"github.com/cortex-peer/cortex-peer/runtime"
+	"github.com/cortex-peer/cortex-peer/runtime/images"
 )
 
 // Node is one running peer: the capabilities New built, in the order it
@@ -72,6 +75,8 @@ type Node struct {
 	stopOnce sync.Once
 	// restart is set when the stop is a restart into another version.
 	restart atomic.Bool
+	// selfTested is set once the self-test task has passed.
+	selfTested atomic.Bool
 	// knewPeers: the peer had mesh peers to return to when it started, so
 	// a new version is healthy only once it reaches one.
 	knewPeers bool
@@ -494,13 +499,49 @@ func (n *Node) UpdateHealthy(ctx context.Context) error {
 	if n.knewPeers && len(n.host.Connected()) == 0 {
 		return fmt.Errorf("no mesh peer connected yet: %w", errdefs.ErrUnavailable)
 	}
-	if n.prober.Capabilities().Containerd {
-		if _, err := n.images.Store(ctx); err != nil {
-			return fmt.Errorf("containerd: %w", err)
+	if n.prober.Capabilities().Containerd && !n.selfTested.Load() {
+		if err := n.selfTest(ctx); err != nil {
+			return err
 		}
+		n.selfTested.Store(true)
 	}
 	return nil
 }
+
+// selfTestTimeout bounds the self-test task.
+const selfTestTimeout = 20 * time.Second
+
+// selfTest runs `true` in the default task image, when this machine holds
+// it: a new version must be able to run tasks. Without the image (it
+// would have to be pulled) only containerd's answer is checked.
+func (n *Node) selfTest(ctx context.Context) error {
+	img := n.cfg.Tasks.Policy.DefaultImage
+	if !slices.ContainsFunc(n.images.HeldNames(ctx), func(held string) bool { return images.Refers(held, img) }) {
+		if _, err := n.images.Store(ctx); err != nil {
+			return fmt.Errorf("containerd: %w", err)
+		}
+		n.log.Info("self-test: the default image is not held here; containerd answers", "image", img)
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, selfTestTimeout)
+	defer cancel()
+	out, err := n.runner.Run(ctx, runtime.Spec{ID: "selftest-" + tasks.NewTaskID(), Command: []string{"true"}, Timeout: selfTestTimeout}, "", quietEvents{})
+	if err != nil {
+		return fmt.Errorf("self-test task: %w", err)
+	}
+	if out.Result.ExitCode != 0 {
+		return fmt.Errorf("self-test task `true` in %s exited %d: %w", img, out.Result.ExitCode, errdefs.ErrUnavailable)
+	}
+	n.log.Info("self-test task ran", "image", img)
+	return nil
+}
+
+// quietEvents drops a self-test task's events.
+type quietEvents struct{}
+
+func (quietEvents) Started(string, peer.ID, cid.Cid) error { return nil }
+func (quietEvents) Output(runtime.Chunk) error             { return nil }
+func (quietEvents) Progress(string, uint64, uint64) error  { return nil }
 
 // StopRequested is closed once a drain asked the peer to stop (cortex-peer
 // drain without --stay): whoever runs the peer then closes it.
