@@ -290,12 +290,7 @@ func (b releaseBinaries) Read(ctx context.Context, root cid.Cid, length int64, w
 	return err
 }
 
-func (b releaseBinaries) Keep(name string, root cid.Cid) error {
-	if !root.Defined() {
-		return b.dags.Unpin(name)
-	}
-	return b.dags.Pin(name, root)
-}
+func (b releaseBinaries) Keep(name string, root cid.Cid) error { return b.dags.Pin(name, root) }
 
 // importer imports a workspace for the language servers (lsp.Importer).
 type importer struct{ ws *workspace.Service }

@@ -17,6 +17,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -83,14 +84,7 @@ func Verify(s Signed, p Policy) (Manifest, error) {
 	if len(s.Key) != ed25519.PublicKeySize || len(s.Signature) != ed25519.SignatureSize {
 		return Manifest{}, fmt.Errorf("%w: key of %d bytes, signature of %d", ErrMalformed, len(s.Key), len(s.Signature))
 	}
-	trusted := false
-	for _, k := range p.TrustedKeys {
-		if bytes.Equal(k, s.Key) {
-			trusted = true
-			break
-		}
-	}
-	if !trusted {
+	if !Trusts(p.TrustedKeys, s.Key) {
 		return Manifest{}, fmt.Errorf("%w (key %s)", ErrUntrustedKey, releasekey.KeyID(s.Key))
 	}
 	if !ed25519.Verify(s.Key, s.Manifest, s.Signature) {
@@ -113,6 +107,11 @@ func Verify(s Signed, p Policy) (Manifest, error) {
 		return Manifest{}, fmt.Errorf("%w: at %s", ErrExpired, m.Expires.Format(time.RFC3339))
 	}
 	return m, nil
+}
+
+// Trusts reports whether key is one of keys.
+func Trusts(keys []ed25519.PublicKey, key []byte) bool {
+	return slices.ContainsFunc(keys, func(k ed25519.PublicKey) bool { return bytes.Equal(k, key) })
 }
 
 // check validates a manifest's fields, its binary's CID included.

@@ -12,8 +12,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -85,7 +84,7 @@ type Binaries interface {
 	Fetch(ctx context.Context, root cid.Cid, dest string) error
 	// Read writes length bytes of root's file to w, from this peer's store.
 	Read(ctx context.Context, root cid.Cid, length int64, w io.Writer) error
-	// Keep pins root under name so that this peer serves it; "" unpins name.
+	// Keep pins root under name so that this peer serves it.
 	Keep(name string, root cid.Cid) error
 }
 
@@ -369,9 +368,10 @@ func (s *Service) poke() {
 
 // verdictLocked says what this peer will do with a release it trusts.
 func (s *Service) verdictLocked(m releasekey.Manifest) string {
+	failed := s.failedLocked(m.Version)
 	switch {
-	case s.failedLocked(m.Version) != "":
-		return "stopped: " + s.failedLocked(m.Version)
+	case failed != "":
+		return "stopped: " + failed
 	case !release.InRollout(s.deps.Host.ID().String(), m):
 		return fmt.Sprintf("out_of_rollout (%.0f%%)", m.Rollout*100)
 	case !s.cfg.Auto:
@@ -396,13 +396,11 @@ func (s *Service) failedLocked(version string) string {
 // highest is the highest version installed or running here.
 func (s *Service) highest(st releasedir.State) string {
 	h := st.Highest
-	for _, v := range []string{s.cfg.Version} {
+	cur, _ := s.cfg.Releases.Current()
+	for _, v := range []string{s.cfg.Version, cur} {
 		if releasekey.ValidVersion(v) && (h == "" || releasekey.CompareVersions(v, h) > 0) {
 			h = v
 		}
-	}
-	if cur, err := s.cfg.Releases.Current(); err == nil && cur != "" && (h == "" || releasekey.CompareVersions(cur, h) > 0) {
-		h = cur
 	}
 	return h
 }
@@ -445,8 +443,6 @@ func (s *Service) dropHeldLocked(version string, key []byte) {
 // recordLocked lists a release and its verdict for status, one entry per
 // envelope.
 func (s *Service) recordLocked(env releasekey.Signed, from peer.ID, verdict string) {
-	sum := sha256.Sum256(env.Signature)
-	id := hex.EncodeToString(sum[:8])
 	var m releasekey.Manifest
 	_ = json.Unmarshal(env.Manifest, &m)
 	r := &apiv1.UpdateRelease{
@@ -455,7 +451,7 @@ func (s *Service) recordLocked(env releasekey.Signed, from peer.ID, verdict stri
 		Verdict: truncate(verdict, maxReason), SeenUnix: time.Now().Unix(),
 	}
 	for i, old := range s.seen {
-		if old.GetFrom() == id || (old.GetVersion() == r.GetVersion() && old.GetBinary() == r.GetBinary() && old.GetKeyId() == r.GetKeyId() && old.GetRollout() == r.GetRollout()) {
+		if old.GetVersion() == r.GetVersion() && old.GetBinary() == r.GetBinary() && old.GetKeyId() == r.GetKeyId() && old.GetRollout() == r.GetRollout() {
 			r.From = old.GetFrom()
 			s.seen[i] = r
 			return
@@ -470,14 +466,10 @@ func (s *Service) recordLocked(env releasekey.Signed, from peer.ID, verdict stri
 func (s *Service) setVerdict(version, verdict string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, r := range s.seen {
-		if r.GetVersion() == version && !isRefusal(r.GetVerdict()) {
-			r.Verdict = truncate(verdict, maxReason)
-		}
-	}
+	s.setVerdictLocked(version, verdict)
 }
 
-func isRefusal(v string) bool { return len(v) >= 8 && v[:8] == "refused:" }
+func isRefusal(v string) bool { return strings.HasPrefix(v, "refused:") }
 
 func (s *Service) recordFailure(from peer.ID, version, reason string) {
 	s.mu.Lock()
@@ -501,7 +493,7 @@ func (s *Service) recordFailure(from peer.ID, version, reason string) {
 
 func (s *Service) recordEquivocation(a, b releasekey.Signed, from peer.ID) {
 	ma, _, err := proveEquivocation(a, b)
-	if err != nil || !s.trusts(a.Key) {
+	if err != nil || !release.Trusts(s.cfg.TrustedKeys, a.Key) {
 		return // a key this peer does not follow changes nothing here
 	}
 	s.mu.Lock()
@@ -514,15 +506,6 @@ func (s *Service) recordEquivocation(a, b releasekey.Signed, from peer.ID) {
 	s.dropHeldLocked(ma.Version, a.Key)
 	s.recordLocked(a, from, "refused: "+release.ErrEquivocation.Error()+" (proof gossiped)")
 	s.recordLocked(b, from, "refused: "+release.ErrEquivocation.Error()+" (proof gossiped)")
-}
-
-func (s *Service) trusts(key []byte) bool {
-	for _, k := range s.cfg.TrustedKeys {
-		if bytes.Equal(k, key) {
-			return true
-		}
-	}
-	return false
 }
 
 // consider installs the newest held release this peer should install.

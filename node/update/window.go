@@ -2,8 +2,6 @@ package update
 
 import (
 	"fmt"
-	"os"
-	"syscall"
 	"time"
 
 	"github.com/cortex-peer/cortex-peer/protocol/errdefs"
@@ -53,18 +51,4 @@ func (w Window) String() string {
 	}
 	f := func(d time.Duration) string { return fmt.Sprintf("%02d:%02d", int(d.Hours()), int(d.Minutes())%60) }
 	return f(w.from) + "-" + f(w.to)
-}
-
-// EnvKillAt names an install step at which the peer kills itself and its
-// supervisor with SIGKILL: the tests' way to cut an install at every step.
-const EnvKillAt = "CORTEX_TEST_UPDATE_KILL_AT"
-
-// faultPoint kills the process group at the named step when the tests ask.
-func faultPoint(step string) {
-	if os.Getenv(EnvKillAt) != step {
-		return
-	}
-	_ = syscall.Kill(os.Getppid(), syscall.SIGKILL) // the supervisor
-	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-	select {}
 }

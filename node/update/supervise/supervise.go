@@ -253,7 +253,6 @@ func (s *Supervisor) runOnce(ctx context.Context, version, bin string, trial boo
 		probation = t.C
 	}
 	ready, committed := false, false
-	var killTimer <-chan time.Time
 	for {
 		select {
 		case sig := <-signals:
@@ -275,9 +274,7 @@ func (s *Supervisor) runOnce(ctx context.Context, version, bin string, trial boo
 			}
 			if !ready {
 				s.log.Warn("new version not healthy in time; stopping it", "version", version, "health_timeout", s.cfg.HealthTimeout)
-				_ = cmd.Process.Signal(syscall.SIGTERM)
-				killTimer = time.After(s.cfg.KillGrace)
-				<-s.waitOrKill(exited, killTimer, cmd)
+				s.stop(cmd, exited)
 				s.rollback(fmt.Sprintf("not healthy within %s", s.cfg.HealthTimeout))
 				return runResult{rolledBack: true}, nil
 			}
@@ -297,18 +294,17 @@ func (s *Supervisor) runOnce(ctx context.Context, version, bin string, trial boo
 	}
 }
 
-// waitOrKill waits for the peer to exit, killing it when the timer fires.
-func (s *Supervisor) waitOrKill(exited <-chan exit, timer <-chan time.Time, cmd *exec.Cmd) <-chan exit {
-	out := make(chan exit, 1)
+// stop sends the peer SIGTERM and waits for it to exit, killing its
+// process group after KillGrace.
+func (s *Supervisor) stop(cmd *exec.Cmd, exited <-chan exit) {
+	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case e := <-exited:
-		out <- e
-	case <-timer:
+	case <-exited:
+	case <-time.After(s.cfg.KillGrace):
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		_ = cmd.Process.Kill()
-		out <- <-exited
+		<-exited
 	}
-	return out
 }
 
 func (s *Supervisor) childEnv(trial bool) []string {
